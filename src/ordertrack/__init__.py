@@ -1,0 +1,1 @@
+"""ordertrack: real-time order tracking."""

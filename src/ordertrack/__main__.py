@@ -1,0 +1,1 @@
+from ordertrack.cli import main; raise SystemExit(main())

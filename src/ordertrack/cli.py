@@ -1,0 +1,54 @@
+"""`ordertrack` command line: one sub-command per process or operator task.
+
+Each sub-command lives in its own module exposing `configure(parser)` and `run(args) -> int`;
+only the chosen one is imported, so `ordertrack token` does not pay for FastAPI.
+A `ConfigError` from any of them prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ordertrack.config import ConfigError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("ordertrack.push.main", "run a push pod (WebSocket server)"),
+    "poll": ("ordertrack.gateway.main", "run the logistics gateway (carrier poller)"),
+    "api": ("ordertrack.api.main", "run the REST fallback API and the tracking page"),
+    "sandbox": ("ordertrack.sandbox.main", "run the carrier sandbox (DHL/FedEx/UPS look-alikes)"),
+    "dev": ("ordertrack.dev", "run the whole system on embedded defaults"),
+    "token": ("ordertrack.dev_keys", "mint a development JWT"),
+    "db": ("ordertrack.store.cli_db", "tracking store schema: `db upgrade`"),
+    "orders": ("ordertrack.store.cli_orders", "register and list orders"),
+    "flag": ("ordertrack.flag_cli", "show or set the realtime_order_tracking kill switch"),
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ordertrack", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module_name).configure(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as exc:
+        print(f"ordertrack {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Settings from environment variables, each also a CLI flag.
+
+Every process declares its settings as a tuple of `Setting`s. `add_flags` turns them into
+argparse flags (`HEARTBEAT_INTERVAL_SECONDS` -> `--heartbeat-interval-seconds`), `load` reads
+flag, then environment, then default, and validates. A bad value raises `ConfigError` whose
+text is the one line the CLI prints before exiting with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value the program cannot run with."""
+
+
+# --- value parsers: str -> value, raising ValueError with a short human reason ---------------
+
+
+def duration(text: str) -> float:
+    """Seconds, fractions allowed (tests run with 0.2 s heartbeats): > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds, e.g. 30 or 0.5") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return value
+
+
+def non_negative_duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds, e.g. 10 or 0") from None
+    if value < 0 or value == float("inf"):
+        raise ValueError("expected zero or a positive number of seconds")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value <= 0:
+        raise ValueError("expected a whole number above 0")
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a TCP port number") from None
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a TCP port number from 0 to 65535")
+    return value
+
+
+def text(value: str) -> str:
+    return value
+
+
+def optional_text(value: str) -> str | None:
+    return value or None
+
+
+def csv_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis:// URL, e.g. redis://127.0.0.1:6379/0")
+    return value
+
+
+def boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    parse: Callable[[str], Any]
+    default: str | None
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.env.lower().replace("_", "-")
+
+    @property
+    def attr(self) -> str:
+        return self.env.lower()
+
+
+def add_flags(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> None:
+    for setting in settings:
+        default = f" (default {setting.default})" if setting.default not in (None, "") else ""
+        parser.add_argument(
+            setting.flag,
+            dest=setting.attr,
+            default=None,
+            metavar=setting.env,
+            help=f"{setting.help}; env {setting.env}{default}",
+        )
+
+
+def load(
+    settings: Iterable[Setting],
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SimpleNamespace:
+    """Resolve every setting: flag, else environment, else default. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in settings:
+        raw = getattr(args, setting.attr, None) if args is not None else None
+        source = setting.flag
+        if raw is None:
+            raw = environ.get(setting.env)
+            source = setting.env
+        if raw is None:
+            raw = setting.default
+            source = f"{setting.env} default"
+        if raw is None:
+            values[setting.attr] = None
+            continue
+        try:
+            values[setting.attr] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid {source}={raw!r}: {exc}") from None
+    return SimpleNamespace(**values)
+
+
+def default_pod_name() -> str:
+    return os.environ.get("HOSTNAME") or socket.gethostname()

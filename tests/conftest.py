@@ -1,0 +1,92 @@
+"""Shared fixtures: real redis-server and PostgreSQL, dev keys, and subprocess helpers.
+
+Nothing of ours is mocked: tests start the real `ordertrack` processes and talk to them over
+sockets. The suite starts its own redis-server on a free port (never the machine's 6379).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+import pytest
+
+from tests.support import (
+    ProcessGroup,
+    RedisServer,
+    generate_keys,
+)
+
+PG_BASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One private redis-server for the whole session (tests flush it via `redis_url`)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """URL of the session's private Redis, flushed before each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own, which the test may stop and restart."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    """RSA and EC dev key pairs; `keys.token(user, order)` mints RS256 tokens."""
+    return generate_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture
+def procs():
+    """Start `ordertrack` sub-processes; all are stopped (and reaped) after the test."""
+    group = ProcessGroup()
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture
+def pg_url():
+    """A PostgreSQL URL on the machine's `test` database, in a schema of this test's own."""
+    import asyncio
+
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(PG_BASE_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
+    yield f"{PG_BASE_URL}?search_path={schema}"
+    asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+def pytest_report_header(config):
+    return [
+        f"redis-server: {shutil.which('redis-server')}",
+        f"postgres: {PG_BASE_URL}",
+    ]
