@@ -1,0 +1,32 @@
+-- Publish one new tracking event of an order: stream entry + current state + channel message,
+-- atomically, so the three never disagree.
+-- KEYS[1] stream  order:tracking:stream:{id}
+-- KEYS[2] state   order:tracking:state:{id}
+-- ARGV[1] seq (integer > 0)    ARGV[2] message JSON    ARGV[3] channel order:tracking:{id}
+-- ARGV[4] stream MAXLEN        ARGV[5] TTL seconds for stream and state (0 = none)
+-- ARGV[6..10] status, location, timestamp, estimated_delivery, carrier ('' for None)
+-- Returns 1 when published, 0 when seq is not newer than what the order already has
+-- (a replay after a crash or a second replica): nothing is written or published then.
+local seq = tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0') or 0
+if seq <= current then
+  return 0
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local last_seq = tonumber(string.match(last[1][1], '^(%d+)-'))
+  if last_seq and seq <= last_seq then
+    return 0
+  end
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], ARGV[1] .. '-0', 'msg', ARGV[2])
+redis.call('HSET', KEYS[2],
+  'status', ARGV[6], 'location', ARGV[7], 'timestamp', ARGV[8],
+  'estimated_delivery', ARGV[9], 'carrier', ARGV[10], 'seq', ARGV[1])
+local ttl = tonumber(ARGV[5])
+if ttl and ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1
