@@ -1,0 +1,354 @@
+"""The tracking store's interface and the rules both backends share.
+
+`TrackingStore` is what the gateway, the API and the CLI use; `SqliteStore` and
+`PostgresStore` implement it. Everything here that is not abstract is a pure function
+(URL parsing, event de-duplication, row mapping, migration discovery) so it is tested
+without a database.
+
+Timestamps are ISO 8601 UTC strings ending in `Z`, stored as text in both dialects so what
+comes out equals what went in.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from ordertrack.config import Setting
+from ordertrack.models import CARRIERS, STATUSES, Order, StoredEvent, TrackingEvent
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+DEFAULT_SQLITE_PATH = "./var/ordertrack.db"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+class StoreError(Exception):
+    """The tracking store cannot do what was asked."""
+
+
+class OrderExists(StoreError):
+    """An order with this order_id is already registered."""
+
+    def __init__(self, order_id: str):
+        super().__init__(f"order {order_id!r} already exists")
+        self.order_id = order_id
+
+
+class OrderNotFound(StoreError, LookupError):
+    """No order with this order_id."""
+
+    def __init__(self, order_id: str):
+        super().__init__(f"order {order_id!r} not found")
+        self.order_id = order_id
+
+
+class InvalidOrder(StoreError, ValueError):
+    """An order field has a value the system does not know (carrier, status)."""
+
+
+# --- URLs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where a store lives: `kind` is "sqlite" (target = file path) or "postgres" (target = URL)."""
+
+    kind: str
+    target: str
+
+
+def parse_store_url(url: str | None, environ: Mapping[str, str] | None = None) -> StoreTarget:
+    """Resolve a store URL: None -> DATABASE_URL env -> ./var/ordertrack.db.
+
+    Accepted: `sqlite:///abs/path.db`, `sqlite:///./relative.db`, `sqlite:///:memory:`,
+    a bare file path, `postgresql://...` / `postgres://...`. Anything else raises ValueError.
+    """
+    environ = os.environ if environ is None else environ
+    if not url:
+        url = environ.get("DATABASE_URL") or DEFAULT_SQLITE_PATH
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return StoreTarget("sqlite", url)
+    scheme = scheme.lower()
+    if scheme in POSTGRES_SCHEMES:
+        return StoreTarget("postgres", url)
+    if scheme == "sqlite":
+        # sqlite:///abs -> "/abs"; sqlite:///./rel -> "./rel"; sqlite://rel -> "rel"
+        path = rest[1:] if rest.startswith("/") and rest[1:2] in (".", ":") else rest
+        if not path:
+            raise ValueError("sqlite URL has no file path, e.g. sqlite:///./var/ordertrack.db")
+        return StoreTarget("sqlite", path)
+    raise ValueError(
+        f"unsupported database URL scheme {scheme + '://'!r}: "
+        "expected sqlite:///path.db, a file path, or postgresql://..."
+    )
+
+
+def database_url(value: str) -> str | None:
+    """Setting parser for DATABASE_URL (empty means the default SQLite file)."""
+    if not value:
+        return None
+    parse_store_url(value)
+    return value
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for logs and CLI output."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+STORE_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "DATABASE_URL",
+        database_url,
+        None,
+        f"tracking store: sqlite:///path.db, a file path or postgresql://... "
+        f"(empty: sqlite file {DEFAULT_SQLITE_PATH})",
+    ),
+)
+
+
+# --- time and events -------------------------------------------------------------------------
+
+
+def utc_now_iso() -> str:
+    """Now as ISO 8601 UTC with milliseconds and a `Z`."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An ISO 8601 timestamp (`Z` or offset; naive means UTC) as an aware datetime."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def identity_key(status: str, location: str | None, timestamp: str) -> tuple[str, str, str]:
+    """Duplicate-detection key: a missing location and an empty one are the same place."""
+    return (status, location or "", timestamp)
+
+
+def select_new_events(
+    known: Iterable[tuple[str, str | None, str]], events: Iterable[TrackingEvent]
+) -> list[TrackingEvent]:
+    """The events whose (status, location, timestamp) is neither known nor earlier in the list."""
+    seen = {identity_key(*identity) for identity in known}
+    fresh: list[TrackingEvent] = []
+    for event in events:
+        key = identity_key(event.status, event.location, event.timestamp)
+        if key not in seen:
+            seen.add(key)
+            fresh.append(event)
+    return fresh
+
+
+def number_events(order_id: str, last_seq: int, events: Sequence[TrackingEvent]) -> list[StoredEvent]:
+    """Give each event the next seq after `last_seq`, in list order."""
+    return [
+        StoredEvent(
+            order_id=order_id,
+            seq=last_seq + index,
+            status=event.status,
+            location=event.location,
+            timestamp=event.timestamp,
+            estimated_delivery=event.estimated_delivery,
+            raw=event.raw,
+        )
+        for index, event in enumerate(events, start=1)
+    ]
+
+
+@dataclass(frozen=True)
+class OrderState:
+    status: str
+    last_update: str | None
+    estimated_delivery: str | None
+    seq: int
+
+
+def next_order_state(current: OrderState, stored: Sequence[StoredEvent]) -> OrderState:
+    """The order after `stored` (non-empty, numbered) is appended.
+
+    seq becomes the last one assigned. Status, last_update and estimated_delivery follow the
+    newest new event by timestamp, unless the order already has a later update (a late,
+    out-of-order scan must not move a delivered order back to in_transit). An event without
+    an estimated delivery keeps the one the order had.
+    """
+    newest = max(stored, key=lambda event: (parse_timestamp(event.timestamp), event.seq))
+    seq = stored[-1].seq
+    if current.last_update is not None and parse_timestamp(newest.timestamp) < parse_timestamp(
+        current.last_update
+    ):
+        return OrderState(current.status, current.last_update, current.estimated_delivery, seq)
+    return OrderState(
+        newest.status,
+        newest.timestamp,
+        newest.estimated_delivery or current.estimated_delivery,
+        seq,
+    )
+
+
+def validate_order(order: Order) -> None:
+    """Raise InvalidOrder for an unknown carrier or status, or empty ids."""
+    if order.carrier not in CARRIERS:
+        raise InvalidOrder(
+            f"unknown carrier {order.carrier!r}: expected one of {', '.join(CARRIERS)}"
+        )
+    if order.status not in STATUSES:
+        raise InvalidOrder(
+            f"unknown status {order.status!r}: expected one of {', '.join(STATUSES)}"
+        )
+    for name in ("order_id", "user_id", "tracking_number"):
+        if not getattr(order, name):
+            raise InvalidOrder(f"{name} must not be empty")
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+ORDER_COLUMNS = (
+    "order_id, user_id, carrier, tracking_number, status, last_update, estimated_delivery, "
+    "region, seq, consecutive_failures, needs_investigation, created_at"
+)
+EVENT_COLUMNS = "order_id, seq, status, location, timestamp, estimated_delivery, raw"
+
+
+def order_from_row(row: Sequence[Any]) -> Order:
+    """An Order from a row selected with ORDER_COLUMNS."""
+    return Order(
+        order_id=row[0],
+        user_id=row[1],
+        carrier=row[2],
+        tracking_number=row[3],
+        status=row[4],
+        last_update=row[5],
+        estimated_delivery=row[6],
+        region=row[7],
+        seq=int(row[8]),
+        consecutive_failures=int(row[9]),
+        needs_investigation=bool(row[10]),
+        created_at=row[11],
+    )
+
+
+def event_from_row(row: Sequence[Any]) -> StoredEvent:
+    """A StoredEvent from a row selected with EVENT_COLUMNS (raw is JSON text or NULL)."""
+    return StoredEvent(
+        order_id=row[0],
+        seq=int(row[1]),
+        status=row[2],
+        location=row[3],
+        timestamp=row[4],
+        estimated_delivery=row[5],
+        raw=orjson.loads(row[6]) if row[6] is not None else None,
+    )
+
+
+def raw_json(raw: dict[str, Any] | None) -> str | None:
+    return orjson.dumps(raw).decode() if raw is not None else None
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.(sqlite|postgres)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(dialect: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """`NNNN_name.<dialect>.sql` files, by version. Versions must be 1, 2, 3, ... without gaps."""
+    found: list[Migration] = []
+    for path in directory.iterdir():
+        match = _MIGRATION_NAME.match(path.name)
+        if match and match.group(2) == dialect:
+            found.append(Migration(int(match.group(1)), path.name, path.read_text()))
+    found.sort(key=lambda migration: migration.version)
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise StoreError(f"migration {migration.name}: expected version {expected:04d}")
+    return found
+
+
+# --- the interface ---------------------------------------------------------------------------
+
+
+class TrackingStore(abc.ABC):
+    """Orders and their tracking history. Open one with `open_store(url)`."""
+
+    kind: str = ""
+
+    async def __aenter__(self) -> TrackingStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the connection (pool) without touching the schema."""
+
+    @abc.abstractmethod
+    async def upgrade(self) -> int:
+        """Apply pending migrations (idempotent, safe from concurrent processes); the version."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The applied schema version (0 for an empty database)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def add_order(self, order: Order) -> None:
+        """Register an order. Raises OrderExists for a duplicate order_id, InvalidOrder."""
+
+    @abc.abstractmethod
+    async def get_order(self, order_id: str) -> Order | None: ...
+
+    @abc.abstractmethod
+    async def list_orders(
+        self, carrier: str | None = None, active_only: bool = False
+    ) -> list[Order]:
+        """Orders by creation time; `active_only` keeps those in ACTIVE_STATUSES."""
+
+    async def active_orders(self, carrier: str) -> list[Order]:
+        """The carrier's orders the gateway polls (status in ACTIVE_STATUSES)."""
+        return await self.list_orders(carrier=carrier, active_only=True)
+
+    @abc.abstractmethod
+    async def history(self, order_id: str) -> list[StoredEvent]:
+        """The order's events, oldest first (by seq)."""
+
+    @abc.abstractmethod
+    async def append_events(self, order_id: str, events: list[TrackingEvent]) -> list[StoredEvent]:
+        """Store the events the order's history lacks, numbered; one transaction.
+
+        Raises OrderNotFound. Returns the newly stored events (empty when nothing was new).
+        """
+
+    @abc.abstractmethod
+    async def record_failure(self, order_id: str) -> int:
+        """One more consecutive carrier failure for the order; the new count."""
+
+    @abc.abstractmethod
+    async def record_success(self, order_id: str) -> int:
+        """Reset the consecutive failure count; the count it had."""
+
+    @abc.abstractmethod
+    async def set_needs_investigation(self, order_id: str, flag: bool) -> None: ...
