@@ -1,0 +1,294 @@
+"""The tracking store on both backends: a SQLite file and a real PostgreSQL schema."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ordertrack.models import Order, StoredEvent, TrackingEvent
+from ordertrack.store import (
+    InvalidOrder,
+    OrderExists,
+    OrderNotFound,
+    TrackingStore,
+    open_store,
+)
+from ordertrack.store.base import (
+    OrderState,
+    StoreTarget,
+    next_order_state,
+    parse_store_url,
+    redact_url,
+    select_new_events,
+)
+from ordertrack.store.sqlite import split_statements
+
+T1, T2, T3, T4 = (f"2025-10-0{day}T14:00:00Z" for day in (1, 2, 3, 4))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store/ordertrack.db"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def store(store_url):
+    async with open_store(store_url) as opened:
+        yield opened
+
+
+def order(order_id: str = "ord_1", carrier: str = "dhl", **fields) -> Order:
+    fields.setdefault("user_id", "user_1")
+    fields.setdefault("tracking_number", f"TN-{order_id}")
+    return Order(order_id=order_id, carrier=carrier, **fields)
+
+
+def event(status: str, timestamp: str, location: str | None = "Leipzig", **fields) -> TrackingEvent:
+    return TrackingEvent(status=status, location=location, timestamp=timestamp, **fields)
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+
+async def test_upgrade_is_idempotent_and_keeps_data(store: TrackingStore, store_url):
+    assert await store.schema_version() == 1
+    await store.add_order(order())
+    assert await store.upgrade() == 1
+    assert await store.upgrade() == 1
+    async with open_store(store_url) as again:  # a second process starting up
+        assert await again.schema_version() == 1
+        assert (await again.get_order("ord_1")) is not None
+
+
+async def test_open_store_can_be_awaited(store_url):
+    store = await open_store(store_url)
+    try:
+        assert await store.list_orders() == []
+    finally:
+        await store.close()
+
+
+async def test_open_store_without_url_uses_database_url(store_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", store_url)
+    async with open_store() as store:
+        await store.add_order(order("ord_env"))
+    async with open_store(store_url) as store:
+        assert (await store.get_order("ord_env")) is not None
+
+
+# --- orders ----------------------------------------------------------------------------------
+
+
+async def test_add_get_and_list_orders(store: TrackingStore):
+    await store.add_order(order("ord_1", "dhl", region="us-east-1"))
+    await store.add_order(order("ord_2", "fedex", status="in_transit"))
+    await store.add_order(order("ord_3", "dhl", status="delivered"))
+    await store.add_order(order("ord_4", "dhl", status="out_for_delivery", user_id="user_2"))
+
+    got = await store.get_order("ord_1")
+    assert got is not None
+    assert (got.order_id, got.user_id, got.carrier, got.tracking_number) == (
+        "ord_1", "user_1", "dhl", "TN-ord_1"
+    )
+    assert (got.status, got.region, got.seq, got.consecutive_failures) == (
+        "shipped", "us-east-1", 0, 0
+    )
+    assert got.needs_investigation is False
+    assert got.last_update is None
+    assert got.created_at and got.created_at.endswith("Z")
+    assert await store.get_order("ord_missing") is None
+
+    assert [o.order_id for o in await store.list_orders()] == ["ord_1", "ord_2", "ord_3", "ord_4"]
+    assert [o.order_id for o in await store.list_orders(carrier="dhl")] == [
+        "ord_1", "ord_3", "ord_4"
+    ]
+    assert [o.order_id for o in await store.list_orders(active_only=True)] == [
+        "ord_1", "ord_2", "ord_4"
+    ]
+    assert [o.order_id for o in await store.active_orders("dhl")] == ["ord_1", "ord_4"]
+    assert await store.active_orders("ups") == []
+
+
+async def test_duplicate_and_invalid_orders_are_refused(store: TrackingStore):
+    await store.add_order(order("ord_1"))
+    with pytest.raises(OrderExists, match="ord_1"):
+        await store.add_order(order("ord_1", "ups"))
+    with pytest.raises(InvalidOrder, match="carrier"):
+        await store.add_order(order("ord_2", "royalmail"))
+    with pytest.raises(InvalidOrder, match="status"):
+        await store.add_order(order("ord_3", status="lost"))
+    assert [o.carrier for o in await store.list_orders()] == ["dhl"]
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+async def test_append_numbers_new_events_and_drops_known_ones(store: TrackingStore):
+    await store.add_order(order())
+    first = [
+        event("shipped", T1, raw={"scan": {"code": "PU", "n": [1, 2]}}),
+        event("in_transit", T2, location=None, estimated_delivery=T4),
+        event("in_transit", T2, location=None, estimated_delivery=T4),  # twice in one answer
+    ]
+    added = await store.append_events("ord_1", first)
+    assert [(e.seq, e.status, e.location) for e in added] == [
+        (1, "shipped", "Leipzig"), (2, "in_transit", None)
+    ]
+
+    # the carrier answers with the whole history again, plus one new scan
+    again = [*first, event("in_transit", T2, location=""), event("out_for_delivery", T3)]
+    added = await store.append_events("ord_1", again)
+    assert [(e.seq, e.status) for e in added] == [(3, "out_for_delivery")]
+    assert await store.append_events("ord_1", again) == []
+    assert await store.append_events("ord_1", []) == []
+
+    history = await store.history("ord_1")
+    assert [(e.seq, e.status, e.location, e.timestamp) for e in history] == [
+        (1, "shipped", "Leipzig", T1),
+        (2, "in_transit", None, T2),
+        (3, "out_for_delivery", "Leipzig", T3),
+    ]
+    assert history[0].raw == {"scan": {"code": "PU", "n": [1, 2]}}
+    assert history[1].raw is None
+    assert history[1].estimated_delivery == T4
+
+    current = await store.get_order("ord_1")
+    assert current is not None
+    # the ETA of the last scan that had one is kept
+    assert (current.status, current.last_update, current.estimated_delivery, current.seq) == (
+        "out_for_delivery", T3, T4, 3
+    )
+
+
+async def test_delivered_order_leaves_the_active_set(store: TrackingStore):
+    await store.add_order(order("ord_1"))
+    await store.add_order(order("ord_2"))
+    await store.append_events("ord_1", [event("in_transit", T1), event("delivered", T2)])
+    assert [o.order_id for o in await store.active_orders("dhl")] == ["ord_2"]
+    delivered = await store.get_order("ord_1")
+    assert delivered is not None and delivered.status == "delivered"
+
+
+async def test_late_scan_is_stored_but_does_not_move_the_order_back(store: TrackingStore):
+    await store.add_order(order())
+    await store.append_events("ord_1", [event("delivered", T3)])
+    added = await store.append_events("ord_1", [event("in_transit", T2)])
+    assert [(e.seq, e.status) for e in added] == [(2, "in_transit")]
+    current = await store.get_order("ord_1")
+    assert current is not None
+    assert (current.status, current.last_update, current.seq) == ("delivered", T3, 2)
+
+
+async def test_append_to_unknown_order_is_an_error(store: TrackingStore):
+    with pytest.raises(OrderNotFound):
+        await store.append_events("ord_missing", [event("in_transit", T1)])
+    assert await store.history("ord_missing") == []
+
+
+async def test_concurrent_appends_from_two_stores_never_duplicate(store: TrackingStore, store_url):
+    """Two gateway replicas poll the same order and append overlapping answers at once."""
+    await store.add_order(order())
+    scans = [event("in_transit", f"2025-10-01T10:{minute:02d}:00Z") for minute in range(12)]
+    async with open_store(store_url) as other:
+        calls = []
+        for i in range(12):
+            replica = store if i % 2 == 0 else other
+            # each answer: the history so far (as the carrier returns it), up to scan i
+            calls.append(replica.append_events("ord_1", scans[: i + 1]))
+            calls.append(replica.append_events("ord_1", scans[max(0, i - 2): i + 1]))
+        results = await asyncio.gather(*calls)
+
+    added = [stored for batch in results for stored in batch]
+    assert sorted(e.seq for e in added) == list(range(1, 13))
+    history = await store.history("ord_1")
+    assert [e.seq for e in history] == list(range(1, 13))
+    assert sorted(e.timestamp for e in history) == [s.timestamp for s in scans]
+    current = await store.get_order("ord_1")
+    assert current is not None
+    assert (current.seq, current.last_update) == (12, scans[-1].timestamp)
+
+
+# --- polling health --------------------------------------------------------------------------
+
+
+async def test_failures_count_and_reset(store: TrackingStore):
+    await store.add_order(order())
+    assert [await store.record_failure("ord_1") for _ in range(3)] == [1, 2, 3]
+    current = await store.get_order("ord_1")
+    assert current is not None and current.consecutive_failures == 3
+    assert await store.record_success("ord_1") == 3
+    assert await store.record_success("ord_1") == 0
+    assert await store.record_failure("ord_1") == 1
+
+    await store.set_needs_investigation("ord_1", True)
+    flagged = await store.get_order("ord_1")
+    assert flagged is not None and flagged.needs_investigation is True
+    # flagged orders are still polled
+    assert [o.order_id for o in await store.active_orders("dhl")] == ["ord_1"]
+    await store.set_needs_investigation("ord_1", False)
+    cleared = await store.get_order("ord_1")
+    assert cleared is not None and cleared.needs_investigation is False
+
+    for call in (store.record_failure, store.record_success):
+        with pytest.raises(OrderNotFound):
+            await call("ord_missing")
+    with pytest.raises(OrderNotFound):
+        await store.set_needs_investigation("ord_missing", True)
+
+
+# --- pure rules ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///abs/path.db", StoreTarget("sqlite", "/abs/path.db")),
+        ("sqlite:///./relative.db", StoreTarget("sqlite", "./relative.db")),
+        ("sqlite:///:memory:", StoreTarget("sqlite", ":memory:")),
+        ("var/x.db", StoreTarget("sqlite", "var/x.db")),
+        ("postgresql://u@h/db?search_path=s", StoreTarget("postgres", "postgresql://u@h/db?search_path=s")),
+        ("postgres://u@h/db", StoreTarget("postgres", "postgres://u@h/db")),
+    ],
+)
+def test_parse_store_url(url, expected):
+    assert parse_store_url(url, environ={}) == expected
+
+
+def test_parse_store_url_defaults_and_refusals():
+    assert parse_store_url(None, environ={}) == StoreTarget("sqlite", "./var/ordertrack.db")
+    assert parse_store_url(None, environ={"DATABASE_URL": "postgres://h/db"}).kind == "postgres"
+    with pytest.raises(ValueError, match="mysql"):
+        parse_store_url("mysql://h/db", environ={})
+
+
+def test_redact_url_hides_the_password():
+    assert redact_url("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
+    assert redact_url("postgresql://app@db/x") == "postgresql://app@db/x"
+
+
+def test_select_new_events_treats_missing_and_empty_location_alike():
+    known = [("in_transit", None, T1)]
+    events = [event("in_transit", T1, location=""), event("in_transit", T2), event("in_transit", T2)]
+    assert select_new_events(known, events) == [event("in_transit", T2)]
+
+
+def test_next_order_state_follows_the_newest_scan_by_time():
+    current = OrderState("shipped", None, None, 0)
+    stored = [
+        StoredEvent("o", 1, "out_for_delivery", None, "2025-10-01T10:00:00.500Z"),
+        StoredEvent("o", 2, "in_transit", None, "2025-10-01T10:00:00Z", T4),
+    ]
+    assert next_order_state(current, stored) == OrderState(
+        "out_for_delivery", "2025-10-01T10:00:00.500Z", None, 2
+    )
+
+
+def test_split_statements_keeps_semicolons_in_strings():
+    script = "-- c\nCREATE TABLE a (x TEXT DEFAULT ';');\nINSERT INTO a VALUES ('1;2');\n-- end\n"
+    assert split_statements(script) == [
+        "-- c\nCREATE TABLE a (x TEXT DEFAULT ';');",
+        "INSERT INTO a VALUES ('1;2');",
+    ]
