@@ -214,20 +214,18 @@ class PostgresStore(TrackingStore):
         return int(count)
 
     async def record_success(self, order_id: str) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            count = await conn.fetchval(
-                "SELECT consecutive_failures FROM orders WHERE order_id = $1 FOR UPDATE",
-                order_id,
-            )
-            if count is None:
-                raise OrderNotFound(order_id)
-            if count:
-                await conn.execute(
-                    "UPDATE orders SET consecutive_failures = 0, updated_at = $2 "
-                    "WHERE order_id = $1",
-                    order_id, utc_now_iso(),
-                )
-            return int(count)
+        # one round trip per successful poll; writes only when there was a failure streak
+        count = await self.pool.fetchval(
+            "WITH old AS (SELECT consecutive_failures AS n FROM orders "
+            "             WHERE order_id = $1 FOR UPDATE), "
+            "reset AS (UPDATE orders SET consecutive_failures = 0, updated_at = $2 "
+            "          WHERE order_id = $1 AND consecutive_failures <> 0) "
+            "SELECT n FROM old",
+            order_id, utc_now_iso(),
+        )
+        if count is None:
+            raise OrderNotFound(order_id)
+        return int(count)
 
     async def set_needs_investigation(self, order_id: str, flag: bool) -> None:
         result = await self.pool.execute(
