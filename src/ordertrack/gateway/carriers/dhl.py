@@ -1,0 +1,174 @@
+"""DHL Shipment Tracking (Unified): parser (pure) and client.
+
+Quirks handled: one number per call; the answer may be a linked shipment whose `id` differs
+from the number asked for (results are keyed by the number asked for); `statusCode` has no
+out-for-delivery value, so it is read from the `status`/`description` text; timestamps come
+with `Z`, with no zone (taken as UTC) or with fractional seconds; 404 problem+json = not found.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from ordertrack.gateway.carriers.common import (
+    CarrierError,
+    CarrierParseError,
+    decode_body,
+    expand,
+    get_path,
+    join_location,
+    log,
+    normalise_estimate,
+    normalise_timestamp,
+    opt_str,
+    table_lookup,
+)
+from ordertrack.gateway.http import CarrierHttp, RetryPolicy, classify_status
+from ordertrack.models import CarrierResult, TrackingEvent
+
+CARRIER = "dhl"
+PATH = "/track/shipments"
+DEFAULT_TIMEOUT = 10.0
+
+STATUS_TABLE = expand({
+    "shipped": ("pre-transit",),
+    "in_transit": ("transit",),
+    "delivered": ("delivered",),
+    "exception": ("failure",),
+    "unknown": ("unknown",),
+})
+
+#: DHL's wordings for a parcel on the delivery vehicle (statusCode stays `transit`)
+OUT_FOR_DELIVERY_TEXT = re.compile(
+    r"out for delivery|with (?:the )?(?:delivery )?courier for delivery|"
+    r"on (?:the )?(?:delivery )?vehicle for delivery|loaded onto (?:the )?delivery vehicle|"
+    r"in delivery|being delivered today|will be delivered today",
+    re.IGNORECASE,
+)
+
+
+def normalise_status(status_code: str | None, text: str = "") -> str:
+    """DHL `statusCode` (+ the event's status/description text) -> normalised status."""
+    code = opt_str(status_code)
+    code = code.lower() if code else None
+    status = table_lookup(CARRIER, STATUS_TABLE, code)
+    if status == "in_transit" and OUT_FOR_DELIVERY_TEXT.search(text or ""):
+        return "out_for_delivery"
+    return status
+
+
+def _location(node: dict) -> str | None:
+    address = (node.get("location") or {}).get("address") if isinstance(
+        node.get("location"), dict) else None
+    if not isinstance(address, dict):
+        return None
+    return join_location(address.get("addressLocality"), address.get("countryCode"))
+
+
+def _event(node: Any, estimate: str | None, raw: dict) -> TrackingEvent:
+    if not isinstance(node, dict):
+        raise CarrierParseError(CARRIER, f"event is a {type(node).__name__}, expected object")
+    text = " ".join(filter(None, (opt_str(node.get("status")), opt_str(node.get("description")))))
+    code = opt_str(node.get("statusCode"))
+    return TrackingEvent(
+        status=normalise_status(code, text),
+        location=_location(node),
+        timestamp=normalise_timestamp(node.get("timestamp"), CARRIER),
+        estimated_delivery=estimate,
+        raw_code=code,
+        raw=raw,
+    )
+
+
+def shipment_estimate(shipment: dict) -> str | None:
+    """estimatedTimeOfDelivery, else the time frame's end, else details.estimatedDeliveryDate."""
+    frame = shipment.get("estimatedDeliveryTimeFrame")
+    details = shipment.get("details")
+    for value in (
+        shipment.get("estimatedTimeOfDelivery"),
+        frame.get("estimatedThrough") if isinstance(frame, dict) else None,
+        details.get("estimatedDeliveryDate") if isinstance(details, dict) else None,
+    ):
+        estimate = normalise_estimate(value, CARRIER)
+        if estimate:
+            return estimate
+    return None
+
+
+def parse_shipment(shipment: dict, requested: str) -> CarrierResult:
+    estimate = shipment_estimate(shipment)
+    events_raw = get_path(CARRIER, shipment, "events", kind=list, required=False) or []
+    events = [_event(node, estimate, shipment) for node in events_raw]
+    status = shipment.get("status")
+    if isinstance(status, dict) and opt_str(status.get("timestamp")):
+        current = _event(status, estimate, shipment)
+        if current.identity not in {e.identity for e in events}:
+            events.append(current)
+    return CarrierResult(requested, True, _oldest_first(events), estimate)
+
+
+def _oldest_first(events: list[TrackingEvent]) -> tuple[TrackingEvent, ...]:
+    """Carriers list newest first; ties keep the carrier's relative order (reversed)."""
+    unique: dict[tuple, TrackingEvent] = {}
+    for event in reversed(events):
+        unique.setdefault(event.identity, event)
+    return tuple(sorted(unique.values(), key=lambda e: e.timestamp))
+
+
+def parse_response(body: dict | bytes | str, requested: list[str] | str,
+                   status_code: int = 200) -> dict[str, CarrierResult]:
+    """A DHL answer for ONE number -> {number asked for: CarrierResult}."""
+    numbers = [requested] if isinstance(requested, str) else list(requested)
+    if len(numbers) != 1:
+        raise ValueError(f"DHL answers one tracking number per call, got {len(numbers)}")
+    number = numbers[0]
+    if status_code == 404:
+        return {number: CarrierResult(number, False, error="NOT_FOUND")}
+    if status_code != 200:
+        raise error_for_status(status_code, body)
+    data = decode_body(CARRIER, body, status_code)
+    shipments = get_path(CARRIER, data, "shipments", kind=list)
+    if not shipments:
+        return {number: CarrierResult(number, False, error="NOT_FOUND")}
+    chosen = next((s for s in shipments if isinstance(s, dict) and s.get("id") == number),
+                  shipments[0])
+    if not isinstance(chosen, dict):
+        raise CarrierParseError(CARRIER, "shipments[0] is not an object")
+    if chosen.get("id") != number:
+        log.info("dhl: asked for %s, answered with linked shipment %s", number, chosen.get("id"))
+    return {number: parse_shipment(chosen, number)}
+
+
+def error_for_status(status_code: int, body: Any) -> CarrierError:
+    return classify_status(CARRIER, status_code, body, {})
+
+
+class DhlClient:
+    """DHL client: API key header, one number per request."""
+
+    batch_size = 1
+
+    def __init__(self, base_url: str, *, api_key: str, timeout: float = DEFAULT_TIMEOUT,
+                 http: httpx.AsyncClient | None = None, policy: RetryPolicy | None = None):
+        self._http = CarrierHttp(CARRIER, base_url, timeout, http, policy)
+        self._api_key = api_key
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._http.policy
+
+    async def track(self, numbers: list[str]) -> dict[str, CarrierResult]:
+        if len(numbers) != 1:
+            raise ValueError(f"dhl tracks one number per call, got {len(numbers)}")
+        response = await self._http.request(
+            "GET", PATH, what="track",
+            headers={"DHL-API-Key": self._api_key, "Accept": "application/json"},
+            params={"trackingNumber": numbers[0]},
+        )
+        return parse_response(response.content, numbers, response.status_code)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,268 @@
+"""UPS Tracking API: parser (pure) and client (OAuth with HTTP Basic, one number per call).
+
+Quirks handled: statusCode overrides are checked before the type letter; activity `date`/`time`
+are local with no zone, so UTC is built from `gmtDate`+`gmtTime` (else local - `gmtOffset`,
+else the local time taken as UTC); times lose leading zeros (`"74700"` -> `07:47:00`);
+estimated delivery is RDD, else SDD (DEL is the actual delivery, never an estimate);
+not found is HTTP 200 with warning TW0001 and no package; every token-answer field is a string.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ordertrack.gateway.carriers.common import (
+    CarrierError,
+    CarrierParseError,
+    decode_body,
+    expand,
+    get_path,
+    join_location,
+    log,
+    normalise_estimate,
+    opt_str,
+    table_lookup,
+)
+from ordertrack.gateway.http import (
+    CarrierHttp,
+    RetryPolicy,
+    TokenCache,
+    basic_auth,
+    classify_status,
+    error_codes,
+    token_from_answer,
+)
+from ordertrack.models import CarrierResult, TrackingEvent
+
+CARRIER = "ups"
+TOKEN_PATH = "/security/v1/oauth/token"
+TRACK_PATH = "/api/track/v1/details/"
+DEFAULT_TIMEOUT = 12.0
+TRANSACTION_SRC = "ordertrack"
+NOT_FOUND = "TW0001"
+
+#: statusCode overrides, checked before the type letter
+STATUS_CODE_TABLE = expand({
+    "shipped": ("003", "038", "157"),
+    # 017, 040: at a UPS Access Point, ready for pickup: the customer's next step
+    "out_for_delivery": ("006", "021", "037", "072", "078", "089", "091", "146", "162",
+                         "017", "040"),
+    "delivered": ("011", "026", "143"),
+    "exception": ("022", "023", "024", "034", "035", "036", "060", "064"),
+})
+TYPE_TABLE = expand({
+    "shipped": ("M",),
+    "in_transit": ("I",),
+    "delivered": ("D",),
+    "exception": ("X", "MV"),
+    "unknown": ("NA",),
+})
+
+
+def normalise_status(type_: str | None, status_code: str | None = None) -> str:
+    """UPS status: the statusCode override table first, then the type letter."""
+    code = opt_str(status_code)
+    if code is not None and code.isdigit():
+        code = code.zfill(3)
+        if code in STATUS_CODE_TABLE:
+            return STATUS_CODE_TABLE[code]
+    letter = opt_str(type_)
+    return table_lookup(CARRIER, TYPE_TABLE, letter.upper() if letter else None,
+                        f"statusCode {code}" if code else "")
+
+
+def status_of(node: Any) -> tuple[str, str | None]:
+    """(normalised status, raw code) of a currentStatus / activity.status object.
+
+    `code` may hold the type letter (the feature log's sample: `"code": "I"`) or a 3-digit
+    status code; both are understood.
+    """
+    if not isinstance(node, dict):
+        return normalise_status(None), None
+    type_ = opt_str(node.get("type"))
+    code = opt_str(node.get("code"))
+    status_code = opt_str(node.get("statusCode"))
+    if status_code is None and code and code.isdigit():
+        status_code = code
+    if type_ is None and code and not code.isdigit() and code.upper() in TYPE_TABLE:
+        type_ = code
+    raw = status_code or type_ or code
+    return normalise_status(type_, status_code), raw
+
+
+_DIGITS = re.compile(r"\D")
+
+
+def _date(value: Any, what: str) -> tuple[int, int, int]:
+    text = _DIGITS.sub("", opt_str(value) or "")
+    if len(text) != 8:
+        raise CarrierParseError(CARRIER, f"unreadable {what} {value!r}")
+    return int(text[:4]), int(text[4:6]), int(text[6:8])
+
+
+def _time(value: Any, what: str) -> tuple[int, int, int]:
+    text = _DIGITS.sub("", opt_str(value) or "")
+    if not text or len(text) > 6:
+        raise CarrierParseError(CARRIER, f"unreadable {what} {value!r}")
+    text = text.zfill(6)  # "74700" -> "074700"
+    return int(text[:2]), int(text[2:4]), int(text[4:6])
+
+
+def _offset(value: Any) -> timedelta | None:
+    m = re.fullmatch(r"([+-])(\d{1,2}):?(\d{2})", opt_str(value) or "")
+    if not m:
+        return None
+    delta = timedelta(hours=int(m[2]), minutes=int(m[3]))
+    return -delta if m[1] == "-" else delta
+
+
+def activity_timestamp(activity: dict) -> str:
+    """UTC `YYYY-MM-DDTHH:MM:SSZ` of an activity (see the module docstring for the rule)."""
+    try:
+        if opt_str(activity.get("gmtDate")) and opt_str(activity.get("gmtTime")):
+            dt = datetime(*_date(activity["gmtDate"], "gmtDate"),
+                          *_time(activity["gmtTime"], "gmtTime"), tzinfo=UTC)
+        else:
+            dt = datetime(*_date(activity.get("date"), "date"),
+                          *_time(activity.get("time") or "0", "time"), tzinfo=UTC)
+            offset = _offset(activity.get("gmtOffset"))
+            if offset is not None:
+                dt -= offset
+    except ValueError as exc:  # e.g. month 13
+        raise CarrierParseError(CARRIER, f"impossible activity time: {exc}") from None
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def estimated_delivery(package: dict) -> str | None:
+    """RDD (rescheduled) over SDD (scheduled); DEL is the actual delivery, not an estimate."""
+    dates = {d.get("type"): d.get("date") for d in package.get("deliveryDate") or []
+             if isinstance(d, dict)}
+    for kind in ("RDD", "SDD"):
+        value = opt_str(dates.get(kind))
+        if value:
+            digits = _DIGITS.sub("", value)
+            if len(digits) == 8:
+                value = f"{digits[:4]}-{digits[4:6]}-{digits[6:]}"
+            estimate = normalise_estimate(value, CARRIER)
+            if estimate:
+                return estimate
+    return None
+
+
+def _location(activity: dict) -> str | None:
+    location = activity.get("location")
+    address = location.get("address") if isinstance(location, dict) else None
+    if not isinstance(address, dict):
+        return None
+    return join_location(address.get("city"), address.get("stateProvince"),
+                         address.get("countryCode"))
+
+
+def parse_package(package: dict, requested: str) -> CarrierResult:
+    estimate = estimated_delivery(package)
+    current = package.get("currentStatus")
+    activities = get_path(CARRIER, package, "activity", kind=list, required=False) or []
+    events: dict[tuple, TrackingEvent] = {}
+    for i, activity in reversed(list(enumerate(activities))):  # newest first on the wire
+        if not isinstance(activity, dict):
+            raise CarrierParseError(CARRIER, f"activity[{i}] is not an object")
+        node = activity.get("status")
+        if not isinstance(node, dict) and i == 0:
+            node = current  # a status-less newest activity is the current status
+        status, raw_code = status_of(node)
+        event = TrackingEvent(status, _location(activity), activity_timestamp(activity),
+                              estimate, raw_code, package)
+        events.setdefault(event.identity, event)
+    ordered = tuple(sorted(events.values(), key=lambda e: e.timestamp))
+    return CarrierResult(requested, True, ordered, estimate)
+
+
+def parse_response(body: dict | bytes | str, requested: list[str] | str,
+                   status_code: int = 200) -> dict[str, CarrierResult]:
+    """A UPS answer for ONE number -> {number asked for: CarrierResult}."""
+    numbers = [requested] if isinstance(requested, str) else list(requested)
+    if len(numbers) != 1:
+        raise ValueError(f"UPS answers one tracking number per call, got {len(numbers)}")
+    number = numbers[0]
+    if status_code in (400, 404):
+        codes = error_codes(body)
+        # TV1002 (invalid number) and not-found codes belong to this number, not the request
+        per_number = [c for c in codes if c.startswith(("TV", "TW"))]
+        if per_number:
+            return {number: CarrierResult(number, False, error=per_number[0])}
+    if status_code != 200:
+        raise classify_status(CARRIER, status_code, body, {})
+    data = decode_body(CARRIER, body, status_code)
+    shipment = get_path(CARRIER, data, "trackResponse", "shipment", 0)
+    packages = get_path(CARRIER, shipment, "package", kind=list, required=False) or []
+    if not packages:
+        warnings = shipment.get("warnings") or []
+        codes = [opt_str(w.get("code")) for w in warnings if isinstance(w, dict)]
+        code = NOT_FOUND if NOT_FOUND in codes else next(filter(None, codes), "NO_PACKAGE")
+        return {number: CarrierResult(number, False, error=code)}
+    chosen = next((p for p in packages
+                   if isinstance(p, dict) and p.get("trackingNumber") == number), packages[0])
+    if not isinstance(chosen, dict):
+        raise CarrierParseError(CARRIER, "trackResponse.shipment[0].package[0] is not an object")
+    if chosen.get("trackingNumber") not in (None, number):
+        log.info("ups: asked for %s, answered with package %s", number,
+                 chosen.get("trackingNumber"))
+    return {number: parse_package(chosen, number)}
+
+
+class UpsClient:
+    """UPS Tracking API client: OAuth (Basic auth, string fields), one number per request,
+    a fresh `transId` per HTTP request; on 401 one token refresh and one retry."""
+
+    batch_size = 1
+
+    def __init__(self, base_url: str, *, client_id: str, client_secret: str,
+                 timeout: float = DEFAULT_TIMEOUT, http: httpx.AsyncClient | None = None,
+                 policy: RetryPolicy | None = None, refresh_before: float = 300.0):
+        self._http = CarrierHttp(CARRIER, base_url, timeout, http, policy)
+        self._auth = basic_auth(client_id, client_secret)
+        self.tokens = TokenCache(self._fetch_token, refresh_before)
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._http.policy
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        response = await self._http.request(
+            "POST", TOKEN_PATH, what="token",
+            headers={"Authorization": self._auth},
+            data={"grant_type": "client_credentials"},
+        )
+        return token_from_answer(CARRIER, response)
+
+    async def _get(self, token: str, number: str) -> httpx.Response:
+        def headers() -> dict[str, str]:
+            return {"Authorization": f"Bearer {token}", "transId": uuid.uuid4().hex,
+                    "transactionSrc": TRANSACTION_SRC}
+
+        return await self._http.request(
+            "GET", TRACK_PATH + quote(number, safe=""), what="track",
+            headers=headers, params={"locale": "en_US"},
+        )
+
+    async def track(self, numbers: list[str]) -> dict[str, CarrierResult]:
+        if len(numbers) != 1:
+            raise ValueError(f"ups tracks one number per call, got {len(numbers)}")
+        token = await self.tokens.get()
+        response = await self._get(token, numbers[0])
+        if response.status_code == 401:
+            log.info("ups: token refused (401), refreshing once")
+            token = await self.tokens.get(stale=token)
+            response = await self._get(token, numbers[0])
+            if response.status_code == 401:
+                raise CarrierError(CARRIER, "auth", 401, "token refused twice")
+        return parse_response(response.content, numbers, response.status_code)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
