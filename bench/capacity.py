@@ -1,0 +1,479 @@
+"""Capacity report for one push pod: memory per connection and delivery latency.
+
+`python -m bench.capacity` (what `make bench` runs):
+
+1. starts a private redis-server and one `ordertrack serve` pod on free 127.0.0.1 ports, with
+   a freshly generated RS256 key pair (the pod gets the public half as JWT_PUBLIC_KEY);
+2. ramps idle authenticated connections (bench/loadgen.py) to each level (10,000 then 19,500),
+   reporting the pod's RSS per connection: (VmRSS now - VmRSS idle) / connections;
+3. publishes on `order:tracking:{order_id}` at 2,000 messages/s for 10 s to orders the
+   connections watch and reports delivery latency p50/p99/max from PUBLISH to client receive,
+   and the pod's CPU while idle and while publishing;
+4. stops everything it started, prints a table and writes JSON under artifacts/.
+
+`--quick` (500 connections, 2 s of publishing) is the CI smoke run. Targets reported against:
+<= 10 KB RSS per connection, p99 <= 2 ms at 2,000 messages/s. Everything listens on 127.0.0.1
+only; the run is bounded by --timeout and cleans up on any exit (children also get SIGTERM
+if this process dies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime as dt
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import LoadGenerator, bench_location, latency_summary, order_id, percentile
+
+log = logging.getLogger("ordertrack.bench.capacity")
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_RSS_PER_CONNECTION_KB = 10.0
+TARGET_P99_MS = 2.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- measuring a process from /proc ------------------------------------------------------------
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of a process in kB (from /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    # after the command name: state is field 3, utime 14, stime 15 (1-based in proc(5))
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """Percent of one core a process used between start() and stop()."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._cpu = 0.0
+        self._wall = 0.0
+
+    def start(self) -> None:
+        self._cpu = cpu_seconds(self.pid)
+        self._wall = time.monotonic()
+
+    def stop(self) -> float:
+        wall = time.monotonic() - self._wall
+        return 100.0 * (cpu_seconds(self.pid) - self._cpu) / wall if wall > 0 else math.nan
+
+
+def rss_per_connection_kb(rss_now_kb: int, rss_idle_kb: int, connections: int) -> float:
+    if connections <= 0:
+        return math.nan
+    return (rss_now_kb - rss_idle_kb) / connections
+
+
+# --- the processes under test ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM if the bench dies, so nothing is left running."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir), "--maxclients", "1000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+    )
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    try:
+        wait_until(client.ping, 10, f"redis-server on 127.0.0.1:{port}")
+    except TimeoutError:
+        stop_process(proc)
+        raise
+    finally:
+        client.close()
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def generate_key_pair(workdir: Path) -> tuple[bytes, Path]:
+    """A fresh RSA key: the private PEM for signing, the path of the public PEM for the pod."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public_path = workdir / "jwt-public.pem"
+    public_path.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public_path
+
+
+def pod_command() -> list[str]:
+    """The pod under test: `python -m ordertrack serve`, or BENCH_POD_COMMAND (shell words)."""
+    override = os.environ.get("BENCH_POD_COMMAND")
+    return shlex.split(override) if override else [sys.executable, "-m", "ordertrack", "serve"]
+
+
+def start_pod(redis_url: str, public_key: Path, max_connections: int, heartbeat_interval: float,
+              log_path: Path) -> tuple[subprocess.Popen, int, int]:
+    import httpx
+
+    port, metrics_port = free_port(), free_port()
+    env = dict(os.environ)
+    env.update({
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
+        "REDIS_URL": redis_url,
+        "JWT_PUBLIC_KEY": str(public_key),
+        "MAX_CONNECTIONS_PER_POD": str(max_connections),
+        "MAX_CONNECTIONS_PER_USER": "5",
+        "HEARTBEAT_INTERVAL_SECONDS": str(heartbeat_interval),
+        "HEARTBEAT_TIMEOUT_SECONDS": "10",
+        "POD_NAME": "bench-pod",
+        "REGION": "bench",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    })
+    out = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
+    proc = subprocess.Popen(pod_command(), env=env, stdout=out, stderr=subprocess.STDOUT,
+                            cwd=REPO, preexec_fn=_die_with_parent)
+    out.close()
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pod exited with code {proc.returncode}")
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200
+
+    try:
+        wait_until(ready, 30, "the pod's /readyz")
+    except (TimeoutError, RuntimeError) as exc:
+        stop_process(proc)
+        raise RuntimeError(f"{exc}; pod log:\n{tail(log_path)}") from None
+    return proc, port, metrics_port
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def pod_metric(metrics_port: int, needle: str) -> float | None:
+    """Sum of the pod's Prometheus samples whose name contains `needle` (cross-check only)."""
+    import httpx
+
+    try:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2.0).text
+    except httpx.HTTPError:
+        return None
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith("#") or needle not in line.split("{")[0].split(" ")[0]:
+            continue
+        with contextlib.suppress(ValueError, IndexError):
+            total += float(line.rsplit(" ", 1)[1])
+            seen = True
+    return total if seen else None
+
+
+# --- publishing --------------------------------------------------------------------------------
+
+
+def bench_message(seq: int, sent_at: float) -> bytes:
+    """A tracking message as the gateway publishes it, its send time carried in `location`."""
+    import orjson
+
+    stamp = dt.datetime.fromtimestamp(sent_at, dt.UTC).isoformat()
+    return orjson.dumps({
+        "status": "in_transit",
+        "location": bench_location(sent_at),
+        "timestamp": stamp,
+        "estimated_delivery": "2026-12-24",
+        "carrier": "dhl",
+        "raw_carrier_response": {"bench": True},
+        "seq": seq,
+        "published_at": sent_at,
+    })
+
+
+def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    """PUBLISH `rate` messages/s for `seconds`, round-robin over `orders`, each stamped with
+    the wall-clock time right before its PUBLISH. Per-order seq starts above any earlier run."""
+    import redis
+
+    from ordertrack import keys
+
+    client = redis.Redis.from_url(redis_url)
+    total = int(rate * seconds)
+    seqs: dict[str, int] = {}
+    base_seq = int(time.time() * 1000)
+    unheard = 0
+    started = time.perf_counter()
+    try:
+        for n in range(total):
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            order = orders[n % len(orders)]
+            seq = seqs[order] = seqs.get(order, base_seq) + 1
+            if client.publish(keys.channel(order), bench_message(seq, time.time())) == 0:
+                unheard += 1
+        elapsed = time.perf_counter() - started
+    finally:
+        client.close()
+    return {"sent": total, "seconds": elapsed, "rate": total / elapsed if elapsed else math.nan,
+            "no_subscriber": unheard}
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interval: float,
+        watchers_per_order: int, settle_seconds: float, concurrency: int = 128) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "pod": {"command": " ".join(pod_command()), "heartbeat_interval_s": heartbeat_interval},
+        "targets": {"rss_per_connection_kb": TARGET_RSS_PER_CONNECTION_KB,
+                    "delivery_p99_ms": TARGET_P99_MS},
+        "levels": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="ordertrack-bench-"))
+    redis_proc = pod = gen = None
+    try:
+        private_pem, public_path = generate_key_pair(workdir)
+        redis_proc, redis_url = start_redis(workdir)
+        top = max(levels)
+        pod, port, metrics_port = start_pod(redis_url, public_path, top + 500,
+                                            heartbeat_interval, workdir / "pod.log")
+        cpu = CpuMeter(pod.pid)
+        time.sleep(settle_seconds)
+        rss_idle = rss_kb(pod.pid)
+        report["pod"]["rss_idle_kb"] = rss_idle
+        log.info("pod ready on 127.0.0.1:%d, idle RSS %d kB", port, rss_idle)
+
+        gen = LoadGenerator("127.0.0.1", port, private_pem, top,
+                            watchers_per_order=watchers_per_order, concurrency=concurrency)
+        report["loadgen"] = {"workers": gen.workers, "source_addresses": gen.sources,
+                             "concurrency": concurrency}
+        for level in levels:
+            log.info("ramping to %d connections", level)
+            opened = gen.open(level)
+            wait_until(lambda held=opened["open"]: gen.stats()["acks"] >= held, 30,
+                       f"connection_ack on {level} connections", interval=0.5)
+            time.sleep(settle_seconds)
+            cpu.start()
+            time.sleep(settle_seconds)
+            idle_cpu = cpu.stop()
+            held = gen.stats()
+            rss_now = rss_kb(pod.pid)
+            connect = sorted(opened["connect_times"])
+            report["levels"].append({
+                "target": level,
+                "open": held["open"],
+                "acks": held["acks"],
+                "failures": opened["failures"],
+                "closes": held["closes"],
+                "ramp_seconds": opened["elapsed_s"],
+                "connect_p50_ms": percentile(connect, 50) * 1e3,
+                "connect_p99_ms": percentile(connect, 99) * 1e3,
+                "rss_kb": rss_now,
+                "rss_per_connection_kb": rss_per_connection_kb(rss_now, rss_idle, held["open"]),
+                "idle_cpu_percent": idle_cpu,
+                "pod_metric_active_connections": pod_metric(metrics_port, "active_connections"),
+            })
+
+        watched = sorted({order_id(i, watchers_per_order) for i in range(top)})
+        gen.stats(reset=True)
+        log.info("publishing %.0f msg/s for %.0f s to %d orders", rate, publish_seconds,
+                 len(watched))
+        cpu.start()
+        sent = publish(redis_url, watched, rate, publish_seconds)
+        expected = sent["sent"] * watchers_per_order
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: gen.stats()["updates"] >= expected, 5, "deliveries", interval=0.2)
+        publish_cpu = cpu.stop()
+        received = gen.stats(reset=True)
+        report["delivery"] = {
+            **sent,
+            "watchers_per_order": watchers_per_order,
+            "expected_deliveries": expected,
+            "received": received["updates"],
+            **latency_summary(received["latencies"]),
+            "pod_cpu_percent": publish_cpu,
+            "rss_kb_after": rss_kb(pod.pid),
+        }
+        report["final"] = {"open": received["open"], "closes": received["closes"]}
+    finally:
+        if gen is not None:
+            gen.close()
+        stop_process(pod)
+        stop_process(redis_proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+    report["verdict"] = verdict(report)
+    return report
+
+
+def verdict(report: dict[str, Any]) -> dict[str, bool]:
+    per_conn = [lvl["rss_per_connection_kb"] for lvl in report["levels"]]
+    delivery = report.get("delivery", {})
+    return {
+        "rss_per_connection_ok": bool(per_conn) and max(per_conn) <= TARGET_RSS_PER_CONNECTION_KB,
+        "delivery_p99_ok": delivery.get("p99_ms", math.inf) <= TARGET_P99_MS,
+        "all_delivered": delivery.get("received") == delivery.get("expected_deliveries"),
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The human-readable table."""
+    ok = {True: "ok", False: "MISSED"}
+    lines = [
+        f"ordertrack push pod capacity ({report['started_at']}, {report['machine']['cpus']} CPUs "
+        f"shared, loadgen {report['loadgen']['workers']} processes over "
+        f"{len(report['loadgen']['source_addresses'])} source addresses)",
+        f"pod idle RSS: {report['pod']['rss_idle_kb'] / 1024:.1f} MB",
+        "",
+        f"{'connections':>11} {'open':>7} {'failed':>6} {'ramp s':>7} {'connect p50/p99 ms':>19} "
+        f"{'pod RSS MB':>10} {'RSS/conn KB':>11} {'idle CPU %':>10}",
+    ]
+    for lvl in report["levels"]:
+        failed = sum(lvl["failures"].values())
+        lines.append(
+            f"{lvl['target']:>11,} {lvl['open']:>7,} {failed:>6,} {lvl['ramp_seconds']:>7.1f} "
+            f"{lvl['connect_p50_ms']:>9.1f}/{lvl['connect_p99_ms']:<9.1f} "
+            f"{lvl['rss_kb'] / 1024:>10.1f} {lvl['rss_per_connection_kb']:>11.2f} "
+            f"{lvl['idle_cpu_percent']:>10.1f}"
+        )
+    d = report["delivery"]
+    v = report["verdict"]
+    lines += [
+        "",
+        f"delivery: {d['sent']:,} PUBLISH in {d['seconds']:.1f} s ({d['rate']:,.0f} msg/s) to "
+        f"{report['levels'][-1]['open']:,} connections; received {d['received']:,} of "
+        f"{d['expected_deliveries']:,}",
+        f"  latency PUBLISH -> client receive: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, "
+        f"max {d['max_ms']:.2f} ms; pod CPU {d['pod_cpu_percent']:.0f}% of one core",
+        "",
+        f"target RSS/conn <= {TARGET_RSS_PER_CONNECTION_KB:.0f} KB: "
+        f"{ok[v['rss_per_connection_ok']]}; target p99 <= {TARGET_P99_MS:.0f} ms: "
+        f"{ok[v['delivery_p99_ok']]}; every update delivered: {ok[v['all_delivered']]}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 500 connections, 2 s of publishing")
+    parser.add_argument("--levels", default=None,
+                        help="comma-separated connection levels (default 10000,19500)")
+    parser.add_argument("--rate", type=float, default=2000.0, help="messages per second")
+    parser.add_argument("--publish-seconds", type=float, default=None, help="default 10 (quick: 2)")
+    parser.add_argument("--watchers-per-order", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=128,
+                        help="handshakes in flight at once, over all loadgen processes")
+    parser.add_argument("--heartbeat-interval", type=float, default=30.0,
+                        help="the pod's HEARTBEAT_INTERVAL_SECONDS")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="abort after this many seconds (default 600, quick: 60)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON report path (default artifacts/capacity-<time>.json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    levels = [int(x) for x in args.levels.split(",")] if args.levels else (
+        [500] if args.quick else [10_000, 19_500])
+    publish_seconds = args.publish_seconds or (2.0 if args.quick else 10.0)
+    timeout = args.timeout or (60.0 if args.quick else 600.0)
+    settle = 0.5 if args.quick else 2.0
+    if shutil.which("redis-server") is None:
+        print("bench: redis-server not found (make system-deps installs it)", file=sys.stderr)
+        return 2
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"bench exceeded --timeout {timeout:.0f}s")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.alarm(int(math.ceil(timeout)))
+    try:
+        report = run(levels, args.rate, publish_seconds, args.heartbeat_interval,
+                     args.watchers_per_order, settle, args.concurrency)
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        print(f"bench: failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.alarm(0)
+    out = args.out or REPO / "artifacts" / f"capacity-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(render(report))
+    print(f"\nJSON report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,457 @@
+"""Load generator: many idle, authenticated WebSocket connections to one push pod.
+
+The connections are spread over worker PROCESSES (one uvloop each) because a process may hold
+at most 20,000 open files on this machine, and over several loopback SOURCE addresses
+(127.0.0.2, 127.0.0.3, ...) because one source address has only ~28K ephemeral ports towards
+one server port. Each client socket is bound with IP_BIND_ADDRESS_NO_PORT so the kernel picks
+the port at connect() time per 4-tuple instead of reserving one per bind().
+
+Connection `i` is user `bench_user_{i}` (each connection its own user, so the pod's per-user
+limit never trips) watching order `bench_order_{i // watchers_per_order}`, with an RS256 token
+signed here. Clients answer pings (picows auto-pong) and record, for every `tracking_update`,
+`receive time - send time`, the send time being carried in the update's `location`
+(`bench:<epoch seconds>`, see `bench_location`): the publisher and the clients share a clock.
+
+The parent drives the workers over a pipe: `open <level>` (hold connections 0..level-1 in
+total), `stats` (counters plus latencies since the previous `stats`), `close`.
+Used by `bench.capacity`; `python -m bench.loadgen --help` runs it on its own against a pod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("ordertrack.bench.loadgen")
+
+SUBPROTOCOL = "vantage-tracking-v1"
+LOCATION_PREFIX = "bench:"
+# Linux value; absent from the socket module on some Python builds.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+# Well under the 20,000 open files a process may hold (sockets + pipes + the interpreter's own).
+MAX_CONNECTIONS_PER_WORKER = 5_000
+# Well under the ~28K ephemeral ports a source address has towards one server port.
+MAX_CONNECTIONS_PER_SOURCE = 20_000
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+
+def user_id(index: int) -> str:
+    return f"bench_user_{index}"
+
+
+def order_id(index: int, watchers_per_order: int = 1) -> str:
+    return f"bench_order_{index // watchers_per_order}"
+
+
+def bench_location(sent_at: float) -> str:
+    """The `location` a bench update carries: its send time, so receivers compute latency."""
+    return f"{LOCATION_PREFIX}{sent_at:.6f}"
+
+
+def parse_bench_location(location: Any) -> float | None:
+    if isinstance(location, str) and location.startswith(LOCATION_PREFIX):
+        try:
+            return float(location[len(LOCATION_PREFIX):])
+        except ValueError:
+            return None
+    return None
+
+
+def worker_count(connections: int, per_worker: int = MAX_CONNECTIONS_PER_WORKER) -> int:
+    return max(1, math.ceil(connections / per_worker))
+
+
+def source_addresses(connections: int, workers: int) -> list[str]:
+    """One loopback source address per worker, at least one per MAX_CONNECTIONS_PER_SOURCE."""
+    needed = max(workers, math.ceil(connections / MAX_CONNECTIONS_PER_SOURCE))
+    return [f"127.0.0.{2 + n}" for n in range(needed)]
+
+
+def worker_indices(worker: int, workers: int, level: int) -> range:
+    """Connection indices worker `worker` holds when the whole fleet holds `level`."""
+    return range(worker, level, workers)
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted list (pct in 0..100)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_summary(latencies_s: list[float]) -> dict[str, float | int]:
+    """count, p50, p99, max in milliseconds."""
+    values = sorted(latencies_s)
+    return {
+        "count": len(values),
+        "p50_ms": percentile(values, 50) * 1e3,
+        "p99_ms": percentile(values, 99) * 1e3,
+        "max_ms": (values[-1] * 1e3) if values else math.nan,
+    }
+
+
+# --- the worker process ------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerSpec:
+    worker: int
+    workers: int
+    host: str
+    port: int
+    source: str
+    private_key_pem: bytes
+    watchers_per_order: int = 1
+    concurrency: int = 64
+    handshake_timeout: float = 10.0
+    token_ttl: float = 3600.0
+
+
+@dataclass
+class WorkerState:
+    open: int = 0
+    acks: int = 0
+    updates: int = 0
+    other_frames: int = 0
+    failures: Counter = field(default_factory=Counter)
+    closes: Counter = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    connect_times: list[float] = field(default_factory=list)
+
+
+def _close_code(frame: Any) -> int:
+    code = frame.get_close_code()
+    return int(getattr(code, "value", code))
+
+
+def _make_client_class():
+    """Defined lazily so importing this module does not import picows (the parent needs not)."""
+    import orjson
+    from picows import WSCloseCode, WSListener, WSMsgType
+
+    class TrackClient(WSListener):
+        __slots__ = ("state",)
+
+        def __init__(self, state: WorkerState):
+            self.state = state
+
+        def on_ws_connected(self, transport) -> None:
+            self.state.open += 1
+
+        def on_ws_frame(self, transport, frame) -> None:
+            received = time.time()
+            kind = frame.msg_type
+            if kind == WSMsgType.TEXT:
+                message = orjson.loads(frame.get_payload_as_bytes())
+                event = message.get("event")
+                if event == "tracking_update":
+                    self.state.updates += 1
+                    sent = parse_bench_location(message.get("data", {}).get("location"))
+                    if sent is not None:
+                        self.state.latencies.append(received - sent)
+                elif event == "connection_ack":
+                    self.state.acks += 1
+                else:
+                    self.state.other_frames += 1
+            elif kind == WSMsgType.CLOSE:
+                self.state.closes[_close_code(frame)] += 1
+                transport.send_close(WSCloseCode.OK)
+                transport.disconnect()
+
+        def on_ws_disconnected(self, transport) -> None:
+            self.state.open -= 1
+
+    return TrackClient
+
+
+class Worker:
+    """Holds this worker's share of the connections on its own event loop."""
+
+    def __init__(self, spec: WorkerSpec):
+        import jwt
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        self.spec = spec
+        self.state = WorkerState()
+        self.transports: dict[int, Any] = {}
+        self._jwt = jwt
+        self._key = load_pem_private_key(spec.private_key_pem, password=None)
+        self._client_class = _make_client_class()
+        self.url = f"ws://{spec.host}:{spec.port}/ws/orders/{{order}}/track"
+
+    def token(self, index: int) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": user_id(index),
+            "order_id": order_id(index, self.spec.watchers_per_order),
+            "iat": now,
+            "exp": now + int(self.spec.token_ttl),
+        }
+        return self._jwt.encode(claims, self._key, algorithm="RS256")
+
+    def _socket(self, _url: Any) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((self.spec.source, 0))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    async def _connect(self, index: int, gate: asyncio.Semaphore) -> None:
+        from picows import WSError, WSHandshakeError, ws_connect
+
+        async with gate:
+            headers = {
+                "Authorization": f"Bearer {self.token(index)}",
+                "Sec-WebSocket-Protocol": SUBPROTOCOL,
+            }
+            url = self.url.format(order=order_id(index, self.spec.watchers_per_order))
+            started = time.perf_counter()
+            try:
+                transport, _ = await ws_connect(
+                    lambda: self._client_class(self.state),
+                    url,
+                    extra_headers=headers,
+                    socket_factory=self._socket,
+                    websocket_handshake_timeout=self.spec.handshake_timeout,
+                    read_buffer_init_size=4096,
+                    max_redirects=0,
+                    logger_name="bench.client",
+                )
+            except WSHandshakeError as exc:
+                status = getattr(exc.response, "status", None)
+                self.state.failures[f"http_{int(status)}" if status else "handshake"] += 1
+                return
+            except WSError as exc:
+                self.state.failures[type(exc).__name__] += 1
+                return
+            except TimeoutError:
+                self.state.failures["timeout"] += 1
+                return
+            except OSError as exc:
+                self.state.failures[f"os_{exc.errno}"] += 1
+                return
+            self.state.connect_times.append(time.perf_counter() - started)
+            self.transports[index] = transport
+
+    async def open_until(self, level: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.state.connect_times.clear()
+        wanted = [
+            index
+            for index in worker_indices(self.spec.worker, self.spec.workers, level)
+            if index not in self.transports
+        ]
+        gate = asyncio.Semaphore(self.spec.concurrency)
+        await asyncio.gather(*(self._connect(index, gate) for index in wanted))
+        return {"elapsed_s": time.perf_counter() - started, **self.snapshot(reset=False)}
+
+    def snapshot(self, reset: bool) -> dict[str, Any]:
+        state = self.state
+        out = {
+            "worker": self.spec.worker,
+            "open": state.open,
+            "acks": state.acks,
+            "updates": state.updates,
+            "other_frames": state.other_frames,
+            "failures": dict(state.failures),
+            "closes": {str(code): n for code, n in state.closes.items()},
+            "latencies": list(state.latencies),
+            "connect_times": list(state.connect_times),
+        }
+        if reset:
+            state.latencies.clear()
+            state.updates = 0
+        return out
+
+    async def close_all(self, grace: float = 5.0) -> None:
+        """Close handshake with every connection; abort whatever has not finished in `grace`."""
+        from picows import WSCloseCode
+
+        transports = [t for t in self.transports.values() if not t.is_disconnected]
+        for transport in transports:
+            transport.send_close(WSCloseCode.GOING_AWAY)
+            transport.disconnect()
+        if transports:
+            waiting = [asyncio.ensure_future(t.wait_disconnected()) for t in transports]
+            _, late = await asyncio.wait(waiting, timeout=grace)
+            for future in late:
+                future.cancel()
+        for transport in transports:
+            if not transport.is_disconnected:
+                transport.disconnect(graceful=False)
+        self.transports.clear()
+
+
+async def _serve_commands(worker: Worker, pipe: multiprocessing.connection.Connection) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            command, arg = await loop.run_in_executor(None, pipe.recv)
+        except (EOFError, OSError):  # the parent is gone: drop everything and leave
+            await worker.close_all(grace=1.0)
+            return
+        if command == "open":
+            pipe.send(("opened", await worker.open_until(int(arg))))
+        elif command == "stats":
+            pipe.send(("stats", worker.snapshot(reset=bool(arg))))
+        elif command == "close":
+            await worker.close_all()
+            pipe.send(("closed", worker.snapshot(reset=False)))
+            return
+        else:
+            pipe.send(("error", f"unknown command {command!r}"))
+
+
+def worker_main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -> None:
+    """Entry point of a worker process."""
+    import uvloop
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    uvloop.run(_serve_commands(Worker(spec), pipe))
+
+
+# --- the parent side ---------------------------------------------------------------------------
+
+
+class LoadGenerator:
+    """Starts the worker processes and fans commands out to them."""
+
+    def __init__(self, host: str, port: int, private_key_pem: bytes, max_connections: int,
+                 watchers_per_order: int = 1, concurrency: int = 128,
+                 command_timeout: float = 120.0):
+        self.workers = worker_count(max_connections)
+        self.sources = source_addresses(max_connections, self.workers)
+        self.command_timeout = command_timeout
+        context = multiprocessing.get_context("spawn")
+        self.pipes: list[multiprocessing.connection.Connection] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        for n in range(self.workers):
+            spec = WorkerSpec(
+                worker=n,
+                workers=self.workers,
+                host=host,
+                port=port,
+                source=self.sources[n % len(self.sources)],
+                private_key_pem=private_key_pem,
+                watchers_per_order=watchers_per_order,
+                concurrency=max(1, concurrency // self.workers),
+            )
+            parent_end, child_end = context.Pipe()
+            process = context.Process(
+                target=worker_main, args=(spec, child_end), name=f"loadgen-{n}", daemon=True
+            )
+            process.start()
+            child_end.close()
+            self.pipes.append(parent_end)
+            self.processes.append(process)
+
+    def _all(self, command: str, arg: Any = None, timeout: float | None = None) -> list[dict]:
+        for pipe in self.pipes:
+            pipe.send((command, arg))
+        deadline = time.monotonic() + (timeout or self.command_timeout)
+        replies = []
+        for n, pipe in enumerate(self.pipes):
+            if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"loadgen worker {n} did not answer {command!r} in time")
+            kind, payload = pipe.recv()
+            if kind == "error":
+                raise RuntimeError(f"loadgen worker {n}: {payload}")
+            replies.append(payload)
+        return replies
+
+    def open(self, level: int) -> dict[str, Any]:
+        """Hold connections 0..level-1 across the workers; returns the merged counters."""
+        started = time.perf_counter()
+        merged = merge(self._all("open", level))
+        merged["elapsed_s"] = time.perf_counter() - started
+        return merged
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        return merge(self._all("stats", reset))
+
+    def close(self) -> dict[str, Any] | None:
+        """Close every connection and stop the workers (always; safe to call twice)."""
+        merged = None
+        try:
+            if any(process.is_alive() for process in self.processes):
+                merged = merge(self._all("close", timeout=15.0))
+        except (TimeoutError, OSError, EOFError, RuntimeError) as exc:
+            log.warning("loadgen workers did not close cleanly: %s", exc)
+        for process in self.processes:
+            process.join(timeout=5.0)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for pipe in self.pipes:
+            pipe.close()
+        self.processes.clear()
+        self.pipes.clear()
+        return merged
+
+
+def merge(replies: list[dict]) -> dict[str, Any]:
+    """Sum the workers' counters; concatenate their latencies."""
+    out: dict[str, Any] = {
+        "open": 0, "acks": 0, "updates": 0, "other_frames": 0,
+        "failures": Counter(), "closes": Counter(), "latencies": [], "connect_times": [],
+    }
+    for reply in replies:
+        for key in ("open", "acks", "updates", "other_frames"):
+            out[key] += reply[key]
+        out["failures"].update(reply["failures"])
+        out["closes"].update(reply["closes"])
+        out["latencies"].extend(reply["latencies"])
+        out["connect_times"].extend(reply["connect_times"])
+    out["failures"] = dict(out["failures"])
+    out["closes"] = dict(out["closes"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loadgen",
+        description="Open N idle authenticated connections to a running push pod, hold them, report.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--private-key", required=True,
+                        help="PEM RSA private key whose public half the pod has as JWT_PUBLIC_KEY")
+    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--hold-seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    if not args.host.startswith("127."):
+        parser.error("the load generator only targets 127.0.0.0/8")
+    with open(args.private_key, "rb") as handle:
+        pem = handle.read()
+    gen = LoadGenerator(args.host, args.port, pem, args.connections)
+    try:
+        opened = gen.open(args.connections)
+        print(f"open={opened['open']} acks={opened['acks']} failures={opened['failures']} "
+              f"in {opened['elapsed_s']:.1f}s")
+        time.sleep(args.hold_seconds)
+        held = gen.stats()
+        print(f"after {args.hold_seconds:.0f}s: open={held['open']} closes={held['closes']}")
+    finally:
+        gen.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
