@@ -1,0 +1,153 @@
+"""`ordertrack poll`: the logistics gateway process (one of 1..N replicas).
+
+Polls every configured carrier (a carrier without an API URL is not polled), stores new
+tracking events and publishes them to Redis. SIGTERM/SIGINT: stop claiming, finish the polls
+in flight, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+
+from ordertrack.config import ConfigError, add_flags, load
+from ordertrack.gateway.metrics import Metrics
+from ordertrack.gateway.pagerduty import PagerDuty
+from ordertrack.gateway.poller import CarrierLoop, Poller, quota_gate
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.gateway.quota import Quota, carrier_limits, hourly_rate
+from ordertrack.gateway.scheduler import Scheduler
+from ordertrack.gateway.settings import SETTINGS
+
+log = logging.getLogger("ordertrack.gateway")
+
+#: carrier -> (URL setting, credential settings)
+CARRIER_SETTINGS = {
+    "dhl": ("dhl_api_url", ("dhl_api_key",)),
+    "fedex": ("fedex_api_url", ("fedex_client_id", "fedex_client_secret")),
+    "ups": ("ups_api_url", ("ups_client_id", "ups_client_secret")),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser, SETTINGS)
+
+
+@dataclass(frozen=True)
+class CarrierConfig:
+    carrier: str
+    url: str
+    credentials: tuple[str, ...]
+    interval: float
+
+
+def carriers_to_poll(settings: SimpleNamespace) -> list[CarrierConfig]:
+    """The carriers with a URL; ConfigError when one has a URL but lacks credentials."""
+    chosen = []
+    for carrier, (url_attr, cred_attrs) in CARRIER_SETTINGS.items():
+        url = getattr(settings, url_attr)
+        if not url:
+            log.warning("%s: %s is not set, %s orders are not polled", carrier,
+                        url_attr.upper(), carrier.upper())
+            continue
+        missing = [attr.upper() for attr in cred_attrs if not getattr(settings, attr)]
+        if missing:
+            raise ConfigError(f"{url_attr.upper()} is set but {', '.join(missing)} is not")
+        creds = tuple(getattr(settings, attr) for attr in cred_attrs)
+        interval = getattr(settings, f"{carrier}_poll_interval_seconds")
+        chosen.append(CarrierConfig(carrier, url, creds, interval))
+    if not chosen:
+        raise ConfigError("no carrier to poll: set DHL_API_URL, FEDEX_API_URL or UPS_API_URL")
+    return chosen
+
+
+def make_client(config: CarrierConfig, http: httpx.AsyncClient, policy: Any) -> Any:
+    if config.carrier == "dhl":
+        from ordertrack.gateway.carriers.dhl import DhlClient
+
+        return DhlClient(config.url, api_key=config.credentials[0], http=http, policy=policy)
+    if config.carrier == "fedex":
+        from ordertrack.gateway.carriers.fedex import FedexClient
+
+        return FedexClient(config.url, client_id=config.credentials[0],
+                           client_secret=config.credentials[1], http=http, policy=policy)
+    from ordertrack.gateway.carriers.ups import UpsClient
+
+    return UpsClient(config.url, client_id=config.credentials[0],
+                     client_secret=config.credentials[1], http=http, policy=policy)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load(SETTINGS, args)
+    logging.basicConfig(
+        level=getattr(logging, str(settings.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    carriers = carriers_to_poll(settings)
+    try:
+        import uvloop
+
+        return uvloop.run(serve(settings, carriers))
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(serve(settings, carriers))
+
+
+async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int:
+    import redis.asyncio as aioredis
+
+    from ordertrack.gateway.http import RetryPolicy
+    from ordertrack.store import open_store
+
+    replica = settings.replica_name
+    metrics = Metrics()
+    if settings.gateway_metrics_port:
+        metrics.serve(settings.gateway_metrics_port)
+        log.info("metrics on :%d/metrics", settings.gateway_metrics_port)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    store = await open_store(settings.database_url)
+    limits = carrier_limits(settings.dhl_quota_per_hour, settings.dhl_burst_per_minute,
+                            settings.fedex_quota_per_hour, settings.ups_quota_per_hour)
+    quota = Quota(redis, limits, replica)
+    scheduler = Scheduler(redis, replica)
+    pager = PagerDuty(settings.pagerduty_routing_key, settings.pagerduty_events_url,
+                      source=f"ordertrack-gateway/{replica}", metrics=metrics)
+    poller = Poller(store, Publisher(redis), quota, scheduler, pager, metrics,
+                    failure_threshold=settings.failure_alert_threshold, replica=replica)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    https: list[httpx.AsyncClient] = []
+    loops: list[CarrierLoop] = []
+    for config in carriers:
+        # our quota gates every tracking request (retries too); wait at most one interval
+        hook = quota_gate(quota, config.carrier, max_wait=config.interval, metrics=metrics)
+        http = httpx.AsyncClient(event_hooks={"request": [hook]})
+        https.append(http)
+        policy = RetryPolicy(base_delay=settings.carrier_retry_base_seconds,
+                             on_retry=metrics.retry_hook)
+        client = make_client(config, http, policy)
+        loops.append(CarrierLoop(poller, config.carrier, client, interval=config.interval,
+                                 requests_per_hour=hourly_rate(limits[config.carrier]),
+                                 refresh_seconds=settings.orders_refresh_seconds))
+    log.info("gateway replica %s polling %s", replica, ", ".join(c.carrier for c in carriers))
+    try:
+        await asyncio.gather(*(carrier_loop.run(stopping) for carrier_loop in loops))
+    finally:
+        for carrier_loop in loops:
+            await carrier_loop.client.aclose()
+        for http in https:
+            await http.aclose()
+        await pager.aclose()
+        await store.close()
+        await redis.aclose()
+    log.info("gateway replica %s stopped", replica)
+    return 0
