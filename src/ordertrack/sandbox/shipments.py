@@ -108,7 +108,7 @@ class Shipment:
         offsets = self.offsets
         elapsed = self.elapsed(now)
         for i in range(len(self.reached), len(self.steps)):
-            if offsets[i] > elapsed:
+            if offsets[i] > elapsed + 1e-6:  # float slack: due at exactly `now` counts
                 break
             at = self.created_at + (offsets[i] - self.shift) / self.scale
             if self.reached:
