@@ -1,0 +1,384 @@
+// ordertrack tracking client: live order tracking over WebSocket, REST polling as the fallback.
+//
+// Usable on its own (no build step, no dependencies):
+//
+//   import { TrackingClient } from "/static/tracking-client.js";
+//   const client = new TrackingClient({ orderId, token });
+//   client.addEventListener("state", (e) => render(e.detail));   // snapshot after each change
+//   client.addEventListener("mode", (e) => show(e.detail.mode)); // "connecting" | "live" | "polling" | "stopped"
+//   client.addEventListener("trackingevent", (e) => ...);        // each new event, once
+//   client.addEventListener("failure", (e) => ...);              // { code, message, fatal }
+//   client.start();  ...  client.stop();
+//
+// Protocol (DESIGN.md, wire contract): subprotocols ["vantage-tracking-v1", "bearer.<jwt>"];
+// server messages {"event", "data"}: connection_ack, tracking_update, heartbeat_ack, error.
+// The client heartbeats {"event":"heartbeat"} every 25 s and treats a missing heartbeat_ack
+// within 10 s as a drop; after a drop it reconnects (1 s, exponential backoff, jitter) and
+// sends {"event":"resume","data":{"last_seq":N}} right after open. While disconnected it polls
+// REST every 30 s with X-Fallback-Reason. Close 4001/4003: REST polling, never reconnect.
+// Every event has a seq; an event is applied (and rendered) once, whatever path brought it.
+
+export const SUBPROTOCOL = "vantage-tracking-v1";
+
+export const DEFAULTS = Object.freeze({
+  pollInterval: 30000, // ms between REST polls while not live
+  heartbeatInterval: 25000, // ms between application heartbeats
+  heartbeatTimeout: 10000, // ms to wait for heartbeat_ack before treating the socket as dead
+  reconnectDelay: 1000, // ms before the first reconnect
+  reconnectMax: 30000, // ms cap of the backoff
+  jitter: 0.3, // fraction of the delay added at random
+});
+
+export const CLOSE = Object.freeze({
+  GOING_AWAY: 1001,
+  HEARTBEAT_TIMEOUT: 4000,
+  CONNECTION_LIMIT: 4001,
+  INTERNAL_ERROR: 4002,
+  FEATURE_DISABLED: 4003,
+});
+
+/** Delay before reconnect attempt `attempt` (0-based): base * 2^attempt, capped, plus jitter. */
+export function backoffDelay(attempt, base, max, jitter = 0.3, random = Math.random) {
+  const delay = Math.min(max, base * 2 ** Math.max(0, attempt));
+  return Math.round(delay * (1 + jitter * random()));
+}
+
+/** What a close code means for the client: "fallback" (never reconnect), "soon", "backoff". */
+export function closeAction(code) {
+  if (code === CLOSE.CONNECTION_LIMIT || code === CLOSE.FEATURE_DISABLED) return "fallback";
+  if (code === CLOSE.GOING_AWAY) return "soon";
+  return "backoff";
+}
+
+/** The X-Fallback-Reason a close code leads to. */
+export function fallbackReason(code) {
+  if (code === CLOSE.CONNECTION_LIMIT) return "connection_limit";
+  if (code === CLOSE.FEATURE_DISABLED) return "feature_disabled";
+  return "websocket_disconnected";
+}
+
+export class TrackingClient extends EventTarget {
+  constructor(options) {
+    super();
+    if (!options || !options.orderId) throw new Error("TrackingClient needs an orderId");
+    this.orderId = String(options.orderId);
+    this.token = options.token || "";
+    this.apiBase = (options.apiBase || "").replace(/\/$/, "");
+    this.wsUrl = options.wsUrl || null; // overrides the REST answer's realtime.url
+    this.config = { ...DEFAULTS };
+    for (const name of Object.keys(DEFAULTS)) {
+      if (options[name] !== undefined && options[name] !== null) this.config[name] = Number(options[name]);
+    }
+    this.WebSocketImpl = options.WebSocket || globalThis.WebSocket;
+    this.fetchImpl = options.fetch || globalThis.fetch.bind(globalThis);
+
+    this.order = {
+      order_id: this.orderId, tracking_number: null, carrier: null, status: null,
+      location: null, last_update: null, estimated_delivery: null,
+    };
+    this.events = new Map(); // seq -> {seq, status, location, timestamp}
+    this.lastSeq = 0;
+    this.realtime = null; // {enabled, url} from the last REST answer
+    this.mode = "connecting";
+    this.modeReason = null;
+    this.connectionId = null;
+
+    this._ws = null;
+    this._stopped = false;
+    this._permanentFallback = null; // reason, once the server said never to reconnect
+    this._attempt = 0;
+    this._timers = { reconnect: null, poll: null, firstPoll: null, heartbeat: null, ack: null };
+    this._pollReason = null;
+  }
+
+  // --- lifecycle ---------------------------------------------------------------------------
+
+  async start() {
+    this._stopped = false;
+    const answer = await this.refresh(null);
+    if (this._stopped) return;
+    if (answer && answer.realtime && answer.realtime.enabled) {
+      this._connect();
+    } else if (answer) {
+      this._startPolling("feature_disabled");
+    } else {
+      // REST failed (not fatally): try the socket anyway, poll meanwhile
+      this._startPolling("websocket_disconnected");
+      if (this.wsUrl) this._connect();
+    }
+  }
+
+  stop() {
+    this._stopped = true;
+    this._stopPolling();
+    this._clearHeartbeat();
+    clearTimeout(this._timers.reconnect);
+    if (this._ws) {
+      const ws = this._ws;
+      this._detach(ws);
+      try { ws.close(1000, "client stop"); } catch (_) { /* already closed */ }
+    }
+    this._setMode("stopped", "client_stop");
+  }
+
+  snapshot() {
+    const history = [...this.events.values()].sort((a, b) => a.seq - b.seq);
+    return {
+      ...this.order, seq: this.lastSeq, history, mode: this.mode, modeReason: this.modeReason,
+      pollInterval: this.config.pollInterval, connectionId: this.connectionId,
+    };
+  }
+
+  // --- REST --------------------------------------------------------------------------------
+
+  /** Fetch the REST answer once and merge it. Returns the answer, or null on failure. */
+  async refresh(reason) {
+    const headers = { Accept: "application/json" };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    if (reason) headers["X-Fallback-Reason"] = reason;
+    const url = `${this.apiBase}/api/v2/orders/${encodeURIComponent(this.orderId)}/tracking`;
+    let response;
+    try {
+      response = await this.fetchImpl(url, { headers, cache: "no-store" });
+    } catch (error) {
+      this._fail("NETWORK", `tracking request failed: ${error}`, false);
+      return null;
+    }
+    let body = null;
+    try { body = await response.json(); } catch (_) { body = null; }
+    if (!response.ok) {
+      const code = (body && body.error) || `HTTP_${response.status}`;
+      const message = (body && body.message) || response.statusText;
+      // 401/403/404 will not get better by retrying: stop and say why
+      const fatal = [401, 403, 404].includes(response.status);
+      this._fail(code, message, fatal);
+      if (fatal) this.stop();
+      return null;
+    }
+    if (this._stopped) return body;
+    this.realtime = body.realtime || null;
+    this._mergeAnswer(body);
+    // the kill switch came back on while we polled because it was off: go live again
+    if (this.mode === "polling" && this._pollReason === "feature_disabled" && !this._permanentFallback
+        && this.realtime && this.realtime.enabled && !this._ws) {
+      this._connect();
+    }
+    return body;
+  }
+
+  _mergeAnswer(doc) {
+    for (const field of ["tracking_number", "carrier"]) {
+      if (doc[field] !== undefined && doc[field] !== null) this.order[field] = doc[field];
+    }
+    let changed = false;
+    const items = Array.isArray(doc.history) ? doc.history : [];
+    items.forEach((item, index) => {
+      const seq = Number.isInteger(item.seq) ? item.seq : index + 1;
+      if (this._addEvent({ seq, status: item.status, location: item.location ?? null, timestamp: item.timestamp })) {
+        changed = true;
+      }
+    });
+    const docSeq = Number.isInteger(doc.seq) ? doc.seq : 0;
+    if (docSeq >= this.lastSeq) {
+      this.order.status = doc.status ?? this.order.status;
+      this.order.last_update = doc.last_update ?? this.order.last_update;
+      this.order.estimated_delivery = doc.estimated_delivery ?? this.order.estimated_delivery;
+      const latest = this.events.get(docSeq);
+      if (latest) this.order.location = latest.location;
+      this.lastSeq = docSeq;
+      changed = true;
+    }
+    if (changed) this._emitState();
+  }
+
+  /** Record an event once; true when it was new. */
+  _addEvent(event) {
+    if (this.events.has(event.seq)) return false;
+    this.events.set(event.seq, event);
+    this.dispatchEvent(new CustomEvent("trackingevent", { detail: event }));
+    return true;
+  }
+
+  // --- WebSocket ---------------------------------------------------------------------------
+
+  _socketUrl() {
+    if (this.wsUrl) {
+      return this.wsUrl.replace("{order_id}", encodeURIComponent(this.orderId));
+    }
+    return this.realtime && this.realtime.url;
+  }
+
+  _connect() {
+    if (this._stopped || this._permanentFallback || this._ws) return;
+    const url = this._socketUrl();
+    if (!url) {
+      this._startPolling("websocket_disconnected");
+      return;
+    }
+    if (this.mode !== "polling") this._setMode("connecting", null);
+    let ws;
+    try {
+      ws = new this.WebSocketImpl(url, [SUBPROTOCOL, `bearer.${this.token}`]);
+    } catch (error) {
+      this._fail("WEBSOCKET", `cannot open WebSocket: ${error}`, false);
+      this._onDisconnected(1006);
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = () => {
+      // resume first: the pod replays what we missed, in order, before any live event
+      this._send({ event: "resume", data: { last_seq: this.lastSeq } });
+      this._startHeartbeat();
+    };
+    ws.onmessage = (message) => this._onMessage(message.data);
+    ws.onclose = (event) => {
+      if (this._ws !== ws) return;
+      this._detach(ws);
+      this._onDisconnected(event.code);
+    };
+    ws.onerror = () => { /* a close event follows */ };
+  }
+
+  _detach(ws) {
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    if (this._ws === ws) this._ws = null;
+    this._clearHeartbeat();
+  }
+
+  _send(message) {
+    if (this._ws && this._ws.readyState === 1) this._ws.send(JSON.stringify(message));
+  }
+
+  _onMessage(raw) {
+    let message;
+    try { message = JSON.parse(raw); } catch (_) { return; }
+    const data = message && message.data ? message.data : {};
+    switch (message && message.event) {
+      case "connection_ack":
+        this._attempt = 0;
+        this.connectionId = data.connection_id || null;
+        if (data.carrier) this.order.carrier = data.carrier;
+        this._stopPolling();
+        this._setMode("live", null);
+        // the pod is ahead of us: fill the gap from REST (resume replay may too; dedupe by seq)
+        if (Number.isInteger(data.seq) && data.seq > this.lastSeq) this.refresh(null);
+        break;
+      case "tracking_update":
+        this._applyUpdate(data);
+        break;
+      case "heartbeat_ack":
+        clearTimeout(this._timers.ack);
+        this._timers.ack = null;
+        break;
+      case "error":
+        if (data.code === "RESUME_UNAVAILABLE") {
+          this.refresh("resume_unavailable");
+        } else {
+          this._fail(data.code || "SERVER_ERROR", data.message || "server error", false);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  _applyUpdate(data) {
+    const seq = Number(data.seq);
+    if (!Number.isInteger(seq) || seq <= 0) return;
+    if (this.events.has(seq) || seq <= this.lastSeq) return; // seen already
+    const gap = seq > this.lastSeq + 1;
+    this._addEvent({ seq, status: data.status, location: data.location ?? null, timestamp: data.timestamp });
+    this.order.status = data.status ?? this.order.status;
+    this.order.location = data.location ?? null;
+    this.order.last_update = data.timestamp ?? this.order.last_update;
+    if (data.estimated_delivery) this.order.estimated_delivery = data.estimated_delivery;
+    if (data.carrier) this.order.carrier = data.carrier;
+    this.lastSeq = seq;
+    this._emitState();
+    if (gap) this.refresh(null); // events between lastSeq and seq went missing: fetch them
+  }
+
+  _startHeartbeat() {
+    this._clearHeartbeat();
+    this._timers.heartbeat = setInterval(() => {
+      this._send({ event: "heartbeat" });
+      if (this._timers.ack === null) {
+        this._timers.ack = setTimeout(() => this._heartbeatTimedOut(), this.config.heartbeatTimeout);
+      }
+    }, this.config.heartbeatInterval);
+  }
+
+  _clearHeartbeat() {
+    clearInterval(this._timers.heartbeat);
+    clearTimeout(this._timers.ack);
+    this._timers.heartbeat = null;
+    this._timers.ack = null;
+  }
+
+  _heartbeatTimedOut() {
+    const ws = this._ws;
+    if (!ws) return;
+    // do not wait for a closing handshake a dead peer will never answer
+    this._detach(ws);
+    try { ws.close(CLOSE.HEARTBEAT_TIMEOUT, "heartbeat timeout"); } catch (_) { /* ignore */ }
+    this._onDisconnected(CLOSE.HEARTBEAT_TIMEOUT);
+  }
+
+  _onDisconnected(code) {
+    this.connectionId = null;
+    if (this._stopped) return;
+    const action = closeAction(code);
+    const reason = fallbackReason(code);
+    if (action === "fallback") {
+      this._permanentFallback = reason;
+      clearTimeout(this._timers.reconnect);
+      this._startPolling(reason);
+      return;
+    }
+    this._startPolling(reason);
+    const delay = action === "soon"
+      ? backoffDelay(0, this.config.reconnectDelay, this.config.reconnectMax, this.config.jitter)
+      : backoffDelay(this._attempt++, this.config.reconnectDelay, this.config.reconnectMax, this.config.jitter);
+    clearTimeout(this._timers.reconnect);
+    this._timers.reconnect = setTimeout(() => this._connect(), delay);
+  }
+
+  // --- polling -----------------------------------------------------------------------------
+
+  _startPolling(reason) {
+    this._pollReason = reason;
+    this._setMode("polling", reason);
+    if (this._timers.poll !== null) return;
+    // a first poll soon (jittered, so a dead pod's clients do not all arrive at once) ...
+    const first = Math.min(this.config.pollInterval, 1000) * Math.random();
+    this._timers.firstPoll = setTimeout(() => this.refresh(this._pollReason), first);
+    // ... then one per interval
+    this._timers.poll = setInterval(() => this.refresh(this._pollReason), this.config.pollInterval);
+  }
+
+  _stopPolling() {
+    clearTimeout(this._timers.firstPoll);
+    clearInterval(this._timers.poll);
+    this._timers.firstPoll = null;
+    this._timers.poll = null;
+    this._pollReason = null;
+  }
+
+  // --- notifications -----------------------------------------------------------------------
+
+  _setMode(mode, reason) {
+    if (this.mode === mode && this.modeReason === reason) return;
+    this.mode = mode;
+    this.modeReason = reason;
+    this.dispatchEvent(new CustomEvent("mode", { detail: { mode, reason } }));
+    this._emitState();
+  }
+
+  _emitState() {
+    this.dispatchEvent(new CustomEvent("state", { detail: this.snapshot() }));
+  }
+
+  _fail(code, message, fatal) {
+    this.dispatchEvent(new CustomEvent("failure", { detail: { code, message, fatal } }));
+  }
+}

@@ -1,0 +1,230 @@
+"""The REST fallback's read path: Redis as a read-through cache in front of the tracking store.
+
+A herd of pollers (every client whose WebSocket dropped polls every 30 s) must not hammer the
+database. An order's answer document is cached in-process and in Redis
+(`order:tracking:rest:{order_id}`, short TTL). Each request makes one Redis round trip: the
+order's state-hash `seq` and the kill-switch flag, pipelined. A cached document whose `seq` is
+older than the state hash is stale (the gateway published since): it is rebuilt from the store,
+and events the store does not show yet are filled in from the order's stream, so the REST
+answer never lags what the push pod delivers. Concurrent rebuilds of one order in this process
+share one store read (single flight).
+
+The pure functions (`build_document`, `apply_message`, `parse_flag`) hold the rules; the
+`TrackingReader` does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ordertrack import keys
+from ordertrack.models import Order, StoredEvent
+
+log = logging.getLogger("ordertrack.api.tracking")
+
+REST_CACHE_PREFIX = "order:tracking:rest:"
+#: the kill switch (JSON `{"enabled": bool}`; missing = enabled)
+FLAG_KEY = "ws:flag:realtime_order_tracking"
+#: in-process cache bound (oldest entries go first)
+LOCAL_CACHE_MAX = 10_000
+
+
+def rest_cache_key(order_id: str) -> str:
+    return REST_CACHE_PREFIX + order_id
+
+
+# --- rules (pure) ------------------------------------------------------------------------------
+
+
+def parse_flag(raw: bytes | str | None) -> bool:
+    """Is realtime tracking enabled, given the flag key's value?
+
+    Missing means enabled. A value that is not a JSON object with a boolean `enabled` is
+    logged and read as enabled too (the same as missing), so a typo cannot silently turn
+    every client into a poller. The lead's `ordertrack.flags` takes over this decision later.
+    """
+    if raw is None:
+        return True
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        log.warning("flag %s is not JSON (%r): treating realtime as enabled", FLAG_KEY, raw[:80])
+        return True
+    if isinstance(doc, dict) and isinstance(doc.get("enabled"), bool):
+        return doc["enabled"]
+    log.warning("flag %s has no boolean 'enabled' (%r): treating as enabled", FLAG_KEY, raw[:80])
+    return True
+
+
+def history_item(seq: int, status: str, location: str | None, timestamp: str) -> dict[str, Any]:
+    return {"status": status, "location": location, "timestamp": timestamp, "seq": seq}
+
+
+def build_document(order: Order, history: Sequence[StoredEvent]) -> dict[str, Any]:
+    """The REST answer (without `realtime`) from the store's order and its history."""
+    seq = max([order.seq, *(event.seq for event in history)])
+    estimated = order.estimated_delivery
+    if estimated is None:
+        # an event without an estimate keeps the last one the carrier gave
+        estimated = next((e.estimated_delivery for e in reversed(history)
+                          if e.estimated_delivery), None)
+    return {
+        "order_id": order.order_id,
+        "tracking_number": order.tracking_number,
+        "carrier": order.carrier,
+        "status": order.status,
+        "last_update": order.last_update,
+        "estimated_delivery": estimated,
+        "seq": seq,
+        "history": [
+            history_item(event.seq, event.status, event.location, event.timestamp)
+            for event in history
+        ],
+    }
+
+
+def apply_message(doc: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with one published channel/stream message applied (a new doc; ignores old seqs).
+
+    The current fields follow the message unless the document already has a later update
+    (ISO 8601 UTC timestamps with `Z` compare as text), as the store does for late scans.
+    """
+    seq = int(message["seq"])
+    if seq <= doc["seq"]:
+        return doc
+    item = history_item(seq, message["status"], message.get("location"), message["timestamp"])
+    new = dict(doc, seq=seq, history=[*doc["history"], item])
+    last_update = doc.get("last_update")
+    if last_update is None or message["timestamp"] >= last_update:
+        new["status"] = message["status"]
+        new["last_update"] = message["timestamp"]
+        new["estimated_delivery"] = message.get("estimated_delivery") or doc.get(
+            "estimated_delivery"
+        )
+    return new
+
+
+def stream_messages(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[dict[str, Any]]:
+    """Decode XRANGE entries (`msg` field holds the published JSON); skips undecodable ones."""
+    messages = []
+    for entry_id, fields in entries:
+        raw = fields.get(b"msg", fields.get("msg"))
+        try:
+            message = orjson.loads(raw)
+            int(message["seq"])
+            message["status"], message["timestamp"]  # noqa: B018 - required fields
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+            log.warning("stream entry %r has no usable msg: skipped", entry_id)
+            continue
+        messages.append(message)
+    return messages
+
+
+def state_seq(raw: bytes | str | None) -> int:
+    """The state hash's `seq` field (0 when absent or unreadable)."""
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
+# --- I/O ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingRead:
+    """One read: the document (None: the store has no such order) and the flag decision."""
+
+    doc: dict[str, Any] | None
+    realtime_enabled: bool
+    #: where the document came from: "process", "redis", "store" (or "missing")
+    source: str
+
+
+class TrackingReader:
+    """`await reader.read(order_id) -> TrackingRead`. Redis errors propagate to the caller."""
+
+    def __init__(self, store: Any, redis: Any, *, ttl: float = 5.0,
+                 local_max: int = LOCAL_CACHE_MAX):
+        self.store = store
+        self.redis = redis
+        self.ttl = ttl
+        self.local_max = local_max
+        self._local: dict[str, tuple[dict[str, Any], float]] = {}
+        self._inflight: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+
+    async def read(self, order_id: str) -> TrackingRead:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.state(order_id), "seq")
+            pipe.get(FLAG_KEY)
+            raw_seq, raw_flag = await pipe.execute()
+        enabled = parse_flag(raw_flag)
+        current = state_seq(raw_seq)
+
+        cached = self._local.get(order_id)
+        if cached is not None:
+            doc, expires = cached
+            if doc["seq"] >= current and time.monotonic() < expires:
+                return TrackingRead(doc, enabled, "process")
+            del self._local[order_id]
+
+        raw_doc = await self.redis.get(rest_cache_key(order_id))
+        if raw_doc is not None:
+            doc = orjson.loads(raw_doc)
+            if doc["seq"] >= current:
+                self._remember(order_id, doc)
+                return TrackingRead(doc, enabled, "redis")
+
+        doc = await self._load_once(order_id, current)
+        return TrackingRead(doc, enabled, "store" if doc is not None else "missing")
+
+    def forget(self, order_id: str) -> None:
+        self._local.pop(order_id, None)
+
+    def _remember(self, order_id: str, doc: dict[str, Any]) -> None:
+        if len(self._local) >= self.local_max:
+            self._local.pop(next(iter(self._local)))
+        self._local[order_id] = (doc, time.monotonic() + self.ttl)
+
+    async def _load_once(self, order_id: str, current: int) -> dict[str, Any] | None:
+        """Rebuild from the store, one rebuild per order at a time in this process."""
+        pending = self._inflight.get(order_id)
+        if pending is not None:
+            doc = await asyncio.shield(pending)
+            if doc is None or doc["seq"] >= current:
+                return doc
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._inflight[order_id] = future
+        try:
+            doc = await self._load(order_id, current)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else must
+            raise
+        else:
+            future.set_result(doc)
+            return doc
+        finally:
+            if self._inflight.get(order_id) is future:
+                del self._inflight[order_id]
+
+    async def _load(self, order_id: str, current: int) -> dict[str, Any] | None:
+        order = await self.store.get_order(order_id)
+        if order is None:
+            return None
+        doc = build_document(order, await self.store.history(order_id))
+        if current > doc["seq"]:
+            # published but not (yet) visible in the store: fill in from the stream
+            entries = await self.redis.xrange(keys.stream(order_id), f"{doc['seq'] + 1}-0", "+")
+            for message in stream_messages(entries):
+                doc = apply_message(doc, message)
+        await self.redis.set(rest_cache_key(order_id), orjson.dumps(doc), px=int(self.ttl * 1000))
+        self._remember(order_id, doc)
+        return doc
