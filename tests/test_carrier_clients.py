@@ -1,0 +1,284 @@
+"""Carrier HTTP clients against the real carrier sandbox (`ordertrack sandbox`), over HTTP.
+
+One sandbox process serves the module; every test resets it (faults, stats, shipments, quotas)
+and restores the config it changes. Retry backoff is shrunk to ~10 ms by the policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from ordertrack.gateway.carriers import CarrierError, dhl, fedex, ups
+from ordertrack.gateway.http import RetryPolicy
+from tests.support import ProcessGroup, free_port, wait_http_ok
+
+DEFAULT_CONFIG = {"fedex_token_ttl": 3599, "ups_token_ttl": 14399, "slow_seconds": 20}
+
+
+@pytest.fixture(scope="module")
+def sandbox_url():
+    group = ProcessGroup()
+    port = free_port()
+    group.start("sandbox", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(f"{url}/_admin/health")
+        yield url
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture
+def sandbox(sandbox_url):
+    """The sandbox URL, reset before the test; its config restored after."""
+    httpx.post(f"{sandbox_url}/_admin/reset").raise_for_status()
+    yield sandbox_url
+    httpx.post(f"{sandbox_url}/_admin/config", json=DEFAULT_CONFIG).raise_for_status()
+
+
+def admin(url: str, path: str, body: dict | None = None) -> dict:
+    response = httpx.post(f"{url}/_admin/{path}", json=body or {})
+    response.raise_for_status()
+    return response.json()
+
+
+def stats(url: str) -> dict:
+    return httpx.get(f"{url}/_admin/stats").json()
+
+
+def policy(**kw) -> RetryPolicy:
+    kw.setdefault("base_delay", 0.01)
+    kw.setdefault("max_delay", 0.05)
+    return RetryPolicy(**kw)
+
+
+def make_dhl(url: str, **kw) -> dhl.DhlClient:
+    kw.setdefault("policy", policy())
+    return dhl.DhlClient(url, api_key="sandbox-dhl-key", **kw)
+
+
+def make_fedex(url: str, **kw) -> fedex.FedexClient:
+    kw.setdefault("policy", policy())
+    return fedex.FedexClient(url, client_id="sandbox-fedex-id",
+                             client_secret="sandbox-fedex-secret", **kw)
+
+
+def make_ups(url: str, **kw) -> ups.UpsClient:
+    kw.setdefault("policy", policy())
+    return ups.UpsClient(url, client_id="sandbox-ups-id", client_secret="sandbox-ups-secret",
+                         **kw)
+
+
+def assert_tracked(result, number: str) -> None:
+    assert result.found and result.tracking_number == number
+    assert result.events, "a sandbox shipment has at least one event"
+    stamps = [e.timestamp for e in result.events]
+    assert stamps == sorted(stamps)
+    assert all(s.endswith("Z") and len(s) == 20 for s in stamps)
+
+
+# --- plain tracking --------------------------------------------------------------------------
+
+async def test_each_carrier_tracks_a_number_and_reports_not_found(sandbox):
+    clients = [make_dhl(sandbox), make_fedex(sandbox), make_ups(sandbox)]
+    numbers = ["JD014600006281230704", "794843185271", "1Z023E2X0214323462"]
+    try:
+        for client, number in zip(clients, numbers, strict=True):
+            assert client.batch_size == (30 if client is clients[1] else 1)
+            results = await client.track([number])
+            assert list(results) == [number]
+            assert_tracked(results[number], number)
+            missing = f"{number[:4]}NOTFOUND1"
+            lost = (await client.track([missing]))[missing]
+            assert lost.found is False and lost.error
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_fedex_batch_of_30_in_one_request(sandbox):
+    numbers = [f"7700000{i:05d}" for i in range(29)] + ["77NOTFOUND0000"]
+    client = make_fedex(sandbox)
+    try:
+        results = await client.track(numbers)
+    finally:
+        await client.aclose()
+    assert sorted(results) == sorted(numbers)
+    for number in numbers[:-1]:
+        assert_tracked(results[number], number)
+    assert results["77NOTFOUND0000"].found is False
+    assert results["77NOTFOUND0000"].error == "TRACKING.TRACKINGNUMBER.NOTFOUND"
+    got = stats(sandbox)["fedex"]
+    assert got["requests"] == 1 and got["token_requests"] == 1
+    assert len(got["tracking_numbers"]) == 30
+    with pytest.raises(ValueError):
+        await make_fedex(sandbox).track(numbers + ["one too many"])
+
+
+# --- OAuth tokens ----------------------------------------------------------------------------
+
+async def test_fedex_token_reused_then_refreshed_before_expiry(sandbox):
+    admin(sandbox, "config", {"fedex_token_ttl": 1})
+    client = make_fedex(sandbox)
+    try:
+        await client.track(["770000000001"])
+        await client.track(["770000000001"])
+        assert stats(sandbox)["fedex"]["token_requests"] == 1  # cached
+        await asyncio.sleep(0.7)  # past the refresh point (half of a 1 s lifetime), before expiry
+        await client.track(["770000000001"])
+    finally:
+        await client.aclose()
+    got = stats(sandbox)["fedex"]
+    assert got["token_requests"] == 2
+    assert "401" not in got["responses"], "the token was refreshed before the carrier refused it"
+
+
+async def test_fedex_and_ups_refresh_once_after_401(sandbox):
+    clients = {"fedex": make_fedex(sandbox), "ups": make_ups(sandbox)}
+    numbers = {"fedex": "770000000002", "ups": "1Z0000000000000002"}
+    try:
+        for carrier, client in clients.items():
+            await client.track([numbers[carrier]])
+            admin(sandbox, "tokens/expire", {"carrier": carrier})
+            result = (await client.track([numbers[carrier]]))[numbers[carrier]]
+            assert result.found
+            got = stats(sandbox)[carrier]
+            assert got["token_requests"] == 2
+            assert got["responses"]["401"] == 1
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+async def test_concurrent_calls_share_one_token_request(sandbox):
+    client = make_fedex(sandbox)
+    try:
+        await asyncio.gather(*(client.track([f"77000000010{i}"]) for i in range(5)))
+    finally:
+        await client.aclose()
+    assert stats(sandbox)["fedex"]["token_requests"] == 1
+
+
+async def test_persistent_401_is_an_auth_error_after_one_refresh(sandbox):
+    admin(sandbox, "faults", {"carrier": "fedex", "kind": "401", "count": 5})
+    client = make_fedex(sandbox)
+    try:
+        with pytest.raises(CarrierError) as info:
+            await client.track(["770000000003"])
+    finally:
+        await client.aclose()
+    assert info.value.kind == "auth" and info.value.status == 401
+    got = stats(sandbox)["fedex"]
+    assert got["requests"] == 2 and got["token_requests"] == 2
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+async def test_429_without_retry_after_retried_then_succeeding(sandbox):
+    seen: list[tuple[str, str]] = []
+    admin(sandbox, "faults", {"carrier": "ups", "kind": "429", "count": 2})
+    client = make_ups(sandbox, policy=policy(on_retry=lambda c, k: seen.append((c, k))))
+    try:
+        result = (await client.track(["1Z0000000000000004"]))["1Z0000000000000004"]
+    finally:
+        await client.aclose()
+    assert result.found
+    assert client.policy.retries["rate_limited"] == 2
+    assert seen == [("ups", "rate_limited")] * 2
+    assert stats(sandbox)["ups"]["requests"] == 3
+
+
+async def test_429_with_retry_after_retried_then_succeeding(sandbox):
+    admin(sandbox, "faults", {"carrier": "dhl", "kind": "429_retry_after", "count": 1})
+    client = make_dhl(sandbox)
+    try:
+        result = (await client.track(["JD0000000005"]))["JD0000000005"]
+    finally:
+        await client.aclose()
+    assert result.found
+    assert client.policy.retries["rate_limited"] == 1
+    assert stats(sandbox)["dhl"]["responses"] == {"429": 1, "200": 1}
+
+
+async def test_503_burst_retried_then_succeeding_and_exhausted(sandbox):
+    admin(sandbox, "faults", {"carrier": "fedex", "kind": "503", "count": 3})
+    client = make_fedex(sandbox)
+    try:
+        result = (await client.track(["770000000006"]))["770000000006"]
+        assert result.found
+        assert client.policy.retries["server_error"] == 3
+        admin(sandbox, "faults", {"carrier": "fedex", "kind": "503", "count": 4})
+        with pytest.raises(CarrierError) as info:
+            await client.track(["770000000006"])
+    finally:
+        await client.aclose()
+    assert info.value.kind == "server_error" and info.value.status == 503
+    assert "SERVICE.UNAVAILABLE.ERROR" in info.value.detail
+    assert stats(sandbox)["fedex"]["requests"] == 4 + 4  # 1 try + 3 retries, twice
+
+
+@pytest.mark.parametrize("carrier", ["dhl", "fedex", "ups"])
+async def test_daily_quota_not_retried(sandbox, carrier):
+    admin(sandbox, "faults", {"carrier": carrier, "kind": "daily_quota", "count": 1})
+    client = {"dhl": make_dhl, "fedex": make_fedex, "ups": make_ups}[carrier](sandbox)
+    number = {"dhl": "JD0000000007", "fedex": "770000000007", "ups": "1Z0000000000000007"}
+    try:
+        with pytest.raises(CarrierError) as info:
+            await client.track([number[carrier]])
+    finally:
+        await client.aclose()
+    assert info.value.kind == "daily_quota" and info.value.status == 429
+    assert 0 < info.value.retry_after <= 86400   # until 00:00 UTC
+    assert stats(sandbox)[carrier]["requests"] == 1
+    assert sum(client.policy.retries.values()) == 0
+
+
+@pytest.mark.parametrize("carrier", ["dhl", "fedex", "ups"])
+async def test_malformed_json_is_a_malformed_error(sandbox, carrier):
+    admin(sandbox, "faults", {"carrier": carrier, "kind": "malformed", "count": 1})
+    client = {"dhl": make_dhl, "fedex": make_fedex, "ups": make_ups}[carrier](sandbox)
+    number = {"dhl": "JD0000000008", "fedex": "770000000008", "ups": "1Z0000000000000008"}
+    try:
+        with pytest.raises(CarrierError) as info:
+            await client.track([number[carrier]])
+    finally:
+        await client.aclose()
+    assert info.value.kind == "malformed" and info.value.carrier == carrier
+    assert "not JSON" in str(info.value)
+    assert stats(sandbox)[carrier]["requests"] == 1
+
+
+async def test_timeouts_retried_then_timeout_error(sandbox):
+    admin(sandbox, "config", {"slow_seconds": 2})
+    admin(sandbox, "faults", {"carrier": "dhl", "kind": "slow", "count": 1})
+    client = make_dhl(sandbox, timeout=0.3)
+    try:
+        # one slow answer: retried, then the real answer
+        assert (await client.track(["JD0000000009"]))["JD0000000009"].found
+        assert client.policy.retries["timeout"] == 1
+        admin(sandbox, "faults", {"carrier": "dhl", "kind": "slow", "count": 4})
+        with pytest.raises(CarrierError) as info:
+            await client.track(["JD0000000009"])
+    finally:
+        await client.aclose()
+    assert info.value.kind == "timeout" and info.value.status is None
+    assert client.policy.retries["timeout"] == 1 + 3
+    assert stats(sandbox)["dhl"]["requests"] == 2 + 4
+
+
+async def test_wrong_credentials_are_auth_errors_not_retried(sandbox):
+    client = dhl.DhlClient(sandbox, api_key="wrong", policy=policy())
+    bad_ups = ups.UpsClient(sandbox, client_id="sandbox-ups-id", client_secret="nope",
+                            policy=policy())
+    try:
+        for c in (client, bad_ups):
+            with pytest.raises(CarrierError) as info:
+                await c.track(["JD0000000010" if c is client else "1Z0000000000000010"])
+            assert info.value.kind == "auth" and info.value.status == 401
+    finally:
+        await client.aclose()
+        await bad_ups.aclose()
+    assert stats(sandbox)["dhl"]["requests"] == 1
