@@ -235,6 +235,9 @@ def test_dhl_over_http_shapes_errors_advance_and_stats(sandbox):
     assert stats["dhl"]["requests"] == 5 and stats["dhl"]["tracking_numbers"]["DHL1"] == 3
     assert [r["numbers"] for r in stats["recent"]][-1] == ["DHL2LINKED"]
     assert sandbox.post("/_admin/advance", json={"tracking_number": "NOPE"}).status_code == 404
+    created = sandbox.post("/_admin/advance", json={"tracking_number": "NEW1", "carrier": "dhl",
+                                                    "steps": 2}).json()["advanced"][0]
+    assert created["reached"] == 3 and created["status"] == "in_transit"
 
 
 def test_fedex_oauth_batches_multi_results_and_token_expiry(sandbox):

@@ -1,5 +1,10 @@
 """The sandbox's HTTP routes (Starlette): DHL, FedEx and UPS on one port, plus `/_admin`.
 
+Admin (JSON): GET /_admin/health; GET|POST /_admin/shipments {carrier, tracking_number,
+events?}; POST /_admin/advance {tracking_number?, carrier?, steps}; GET|POST /_admin/config;
+GET|POST|DELETE /_admin/faults {carrier, tracking_number?, kind, count}; POST
+/_admin/tokens/expire {carrier?}; GET /_admin/stats; POST /_admin/reset.
+
 Every tracking request goes through the same gate, in the carriers' order: credentials
 (401), request validation (400), injected faults, the quota (429), then the answer rendered
 by `shapes` from the shipment's reached events.
@@ -445,7 +450,13 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             if (number is None or n == number) and (carrier is None or c == carrier)
         ]
         if number is not None and not matched:
-            return admin_error(f"no shipment with tracking number {number!r}", 404)
+            if carrier not in CARRIERS:
+                return admin_error(f"no shipment with tracking number {number!r} "
+                                   "(pass carrier to create it)", 404)
+            created = sandbox.shipment(carrier, str(number), now)
+            if created is None:
+                return admin_error(f"{number!r} is a never-found number", 404)
+            matched = [created]
         advanced = []
         for shipment in matched:
             moved = shipment.advance(steps, now)
