@@ -1,1 +1,5 @@
-from ordertrack.cli import main; raise SystemExit(main())
+"""`python -m ordertrack`."""
+
+from ordertrack.cli import main
+
+raise SystemExit(main())

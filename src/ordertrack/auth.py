@@ -1,0 +1,225 @@
+"""JWT credentials for the WebSocket upgrade and the REST fallback.
+
+Pure decisions, no I/O on the request path: `credentials_from_headers` finds the token,
+`Verifier.verify` checks signature and claims against keys held in memory, `authorize` checks
+that the token names the order. JWKS keys (when `JWT_JWKS_URL` is set) are fetched and
+refreshed in the background by `JwksRefresher`, so verification never waits on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import jwt
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+log = logging.getLogger("ordertrack.auth")
+
+ALGORITHMS = ("RS256", "ES256")
+BEARER_SUBPROTOCOL_PREFIX = "bearer."
+FORBIDDEN_MESSAGE = "You can only track orders you own"
+
+
+class AuthError(Exception):
+    """A refusal: `status` is the HTTP status, `code` the JSON `error` field."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def unauthorized(message: str) -> AuthError:
+    return AuthError(401, "UNAUTHORIZED", message)
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    user_id: str
+    order_ids: frozenset[str]
+    expires_at: float
+
+
+def load_public_key(value: str) -> str:
+    """`JWT_PUBLIC_KEY` is PEM text (as a Kubernetes secret gives it) or a path to a PEM file."""
+    value = value.strip()
+    if value.startswith("-----BEGIN"):
+        return value
+    if os.path.isfile(value):
+        with open(value, encoding="ascii") as handle:
+            return handle.read()
+    raise ValueError("expected PEM text or the path of a PEM file")
+
+
+def credentials_from_headers(headers: Mapping[str, str], query: str = "") -> str:
+    """The JWT offered by a request: `Authorization: Bearer` or a `bearer.<jwt>` subprotocol.
+
+    A token in the query string is refused outright: URLs end up in proxy logs.
+    """
+    if query:
+        for part in query.split("&"):
+            name = part.split("=", 1)[0].lower()
+            if name in ("token", "access_token", "jwt", "auth"):
+                raise unauthorized("tokens in the query string are refused; use the Authorization header")
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("Authorization header must be 'Bearer <token>'")
+        return token.strip()
+    for protocol in offered_subprotocols(headers):
+        if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
+            token = protocol[len(BEARER_SUBPROTOCOL_PREFIX):]
+            if token:
+                return token
+    raise unauthorized("missing credentials: send 'Authorization: Bearer <token>'")
+
+
+def offered_subprotocols(headers: Mapping[str, str]) -> list[str]:
+    raw = headers.get("sec-websocket-protocol") or ""
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+class Verifier:
+    """Verifies RS256/ES256 tokens against a static PEM key and/or JWKS keys by `kid`."""
+
+    def __init__(self, public_key_pem: str | None = None, issuer: str | None = None,
+                 audience: str | None = None, leeway: float = 0.0):
+        self._static_key = None
+        if public_key_pem:
+            self._static_key = _load_pem(public_key_pem)
+        self._jwks: dict[str, object] = {}
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+
+    @property
+    def has_keys(self) -> bool:
+        return self._static_key is not None or bool(self._jwks)
+
+    def set_jwks(self, jwks: Mapping) -> None:
+        keys: dict[str, object] = {}
+        for entry in jwks.get("keys", []):
+            kid = entry.get("kid")
+            kty = entry.get("kty")
+            try:
+                if kty == "RSA":
+                    keys[kid] = RSAAlgorithm.from_jwk(entry)
+                elif kty == "EC":
+                    keys[kid] = ECAlgorithm.from_jwk(entry)
+            except (ValueError, jwt.InvalidKeyError) as exc:
+                log.warning("skipping JWKS key kid=%s: %s", kid, exc)
+        # keep the old keys until the new set is known good: rotation-safe
+        if keys:
+            self._jwks = keys
+
+    def _key_for(self, token: str):
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise unauthorized("malformed token") from None
+        if header.get("alg") not in ALGORITHMS:
+            raise unauthorized("token algorithm must be RS256 or ES256")
+        kid = header.get("kid")
+        if kid and kid in self._jwks:
+            return self._jwks[kid]
+        if self._static_key is not None:
+            return self._static_key
+        if kid:
+            raise unauthorized("token signed with an unknown key")
+        raise unauthorized("no key to verify the token")
+
+    def verify(self, token: str) -> Claims:
+        key = self._key_for(token)
+        options = {"require": ["exp", "sub"]}
+        try:
+            payload = jwt.decode(
+                token,
+                key=key,
+                algorithms=list(ALGORITHMS),
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                options={**options, "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("token expired") from None
+        except jwt.InvalidSignatureError:
+            raise unauthorized("bad token signature") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise unauthorized(f"token lacks the '{exc.claim}' claim") from None
+        except (jwt.InvalidIssuerError, jwt.InvalidAudienceError) as exc:
+            raise unauthorized(f"token not accepted: {exc}") from None
+        except jwt.PyJWTError as exc:
+            raise unauthorized(f"invalid token: {exc}") from None
+        sub = payload.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise unauthorized("token 'sub' must be a non-empty string")
+        return Claims(user_id=sub, order_ids=_order_ids(payload), expires_at=float(payload["exp"]))
+
+
+def _order_ids(payload: Mapping) -> frozenset[str]:
+    ids: set[str] = set()
+    single = payload.get("order_id")
+    if isinstance(single, str):
+        ids.add(single)
+    many = payload.get("order_ids")
+    if isinstance(many, list):
+        ids.update(item for item in many if isinstance(item, str))
+    return frozenset(ids)
+
+
+def authorize(claims: Claims, order_id: str) -> None:
+    """The token must name the order: 403 otherwise."""
+    if order_id not in claims.order_ids:
+        raise AuthError(403, "FORBIDDEN", FORBIDDEN_MESSAGE)
+
+
+def _load_pem(pem: str):
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        return load_pem_public_key(pem.encode("ascii"))
+    except ValueError as exc:
+        raise ValueError(f"not a PEM public key ({exc})") from None
+
+
+class JwksRefresher:
+    """Fetches `JWT_JWKS_URL` in the background and hands the keys to a Verifier."""
+
+    def __init__(self, verifier: Verifier, url: str, interval: float = 300.0):
+        self.verifier = verifier
+        self.url = url
+        self.interval = interval
+        self._task: asyncio.Task | None = None
+
+    async def refresh(self) -> bool:
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                response = await client.get(self.url)
+                response.raise_for_status()
+                self.verifier.set_jwks(response.json())
+            return True
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("JWKS refresh from %s failed: %s (keeping the cached keys)", self.url, exc)
+            return False
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.refresh()
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()

@@ -1,0 +1,28 @@
+"""The push pod's Prometheus metrics (one name per concept: reasons as in protocol.py)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ACTIVE_CONNECTIONS = Gauge(
+    "ordertrack_ws_active_connections",
+    "WebSocket connections open on this pod (HPA target: 7,500 per pod)",
+    ["pod", "region", "carrier"],
+)
+CONNECTIONS_OPENED = Counter("ordertrack_ws_connections_opened_total", "WebSocket upgrades accepted")
+DISCONNECTS = Counter("ordertrack_ws_disconnects_total", "Connections ended, by reason", ["reason"])
+REFUSALS = Counter("ordertrack_ws_upgrade_refusals_total", "Upgrades refused, by error code", ["code"])
+MESSAGES_IN = Counter("ordertrack_ws_redis_messages_total", "Tracking messages received from Redis")
+FRAMES_OUT = Counter("ordertrack_ws_updates_delivered_total", "tracking_update frames written to clients")
+DELIVERY_LATENCY = Histogram(
+    "ordertrack_ws_delivery_latency_seconds",
+    "From the gateway's PUBLISH (published_at) to the frames being written",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+CONNECTION_DURATION = Histogram(
+    "ordertrack_ws_connection_duration_seconds",
+    "How long connections stay open",
+    buckets=(60, 300, 900, 1800, 3600, 7200),
+)
+SUBSCRIBED = Gauge("ordertrack_ws_redis_subscribed", "1 while the pod's PSUBSCRIBE is live")
+CATCHUP_EVENTS = Counter(
+    "ordertrack_ws_catchup_events_total", "Events replayed from streams after a Redis outage"
+)

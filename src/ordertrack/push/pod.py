@@ -1,0 +1,483 @@
+"""The push pod: connections, hub, heartbeat wheel, registry and broker, on one event loop.
+
+Connection lifecycle:
+  upgrade (server.py, in-memory checks only) -> `on_open` (hub, wheel, admission queue)
+  -> admission worker (one pipeline per batch: register.lua + state hash [+ stream for resume])
+  -> `connection_ack`, replay, held-back updates -> live updates from the hub
+  -> `cleanup` exactly once: hub, registry slot, one JSON log line, metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import secrets
+import time
+from collections import deque
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ordertrack import flags, keys, protocol
+from ordertrack.push import metrics, registry
+from ordertrack.push.broker import Broker
+from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
+from ordertrack.push.hub import Hub
+from ordertrack.push.wheel import load as load_wheel
+
+log = logging.getLogger("ordertrack.push")
+disconnect_log = logging.getLogger("ordertrack.push.disconnect")
+
+ADMISSION_BATCH = 256
+RESUME_MAX_EVENTS = 1000
+HOUSEKEEPING_SECONDS = 5.0
+
+
+class Pod:
+    def __init__(self, cfg, verifier):
+        self.cfg = cfg
+        self.verifier = verifier
+        self.pod_id = f"{cfg.pod_name}:{secrets.token_hex(3)}"
+        self.interval = cfg.heartbeat_interval_seconds
+        self.timeout = cfg.heartbeat_timeout_seconds
+        self.max_pending_bytes = cfg.ws_max_pending_bytes
+        self.loop = asyncio.get_running_loop()
+        self.redis = aioredis.Redis.from_url(
+            cfg.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, max_connections=32
+        )
+        self.register_script = self.redis.register_script(registry.REGISTER_LUA)
+        self.hub = Hub(on_delivered=self._on_delivered)
+        self.connections: dict[str, Connection] = {}
+        self.tick = min(max(min(self.interval, self.timeout) / 10.0, 0.005), 0.5)
+        self.wheel = load_wheel()(self.tick, 1024)
+        self.pending: deque[Connection] = deque()
+        self.releases: list[tuple[str, str]] = []
+        self.flag = flags.Flag()
+        self.draining = False
+        self._admission_wakeup = asyncio.Event()
+        self._release_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self.broker = Broker(
+            cfg.redis_url,
+            control_channels=[registry.control_channel(self.pod_id), registry.CONTROL_ALL],
+            on_update=self._on_update,
+            on_control=self._on_control,
+            on_live=self._on_live,
+            on_lost=lambda: metrics.SUBSCRIBED.set(0),
+        )
+
+    # --- start / stop --------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            await self._refresh_flag()
+            await self._heartbeat_pod_key()
+        except RedisError as exc:
+            log.warning("redis not reachable at start (%s); continuing, will retry", exc)
+        for coro in (self.broker.run(), self._admission_loop(), self._release_loop(),
+                     self._housekeeping_loop()):
+            self._tasks.append(self.loop.create_task(coro))
+        self._tick_handle = self.loop.call_later(self.tick, self._on_tick)
+
+    @property
+    def ready(self) -> bool:
+        return self.broker.live.is_set() and not self.draining
+
+    async def drain(self, seconds: float) -> None:
+        """Stop accepting, close every connection with 1001 in batches spread over `seconds`."""
+        self.draining = True
+        conns = list(self.connections.values())
+        log.info("draining %d connections over %.1fs", len(conns), seconds)
+        if conns:
+            step = 0.05
+            steps = max(1, int(seconds / step))
+            batch = max(1, math.ceil(len(conns) / steps))
+            for start in range(0, len(conns), batch):
+                for conn in conns[start:start + batch]:
+                    conn.close(protocol.SERVER_SHUTDOWN)
+                if start + batch < len(conns):
+                    await asyncio.sleep(step)
+        deadline = self.loop.time() + max(2.0, self.timeout)
+        while self.connections and self.loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await self._flush_releases()
+
+    async def stop(self) -> None:
+        self.broker.stop()
+        if self._tick_handle:
+            self._tick_handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.redis.delete(registry.pod_key(self.pod_id))
+        except RedisError:
+            pass
+        await self.redis.aclose()
+
+    # --- connection lifecycle ------------------------------------------------------------------
+    def accepts_user(self, user_id: str) -> bool:
+        return flags.is_enabled(self.flag, user_id, self.cfg.region)
+
+    def on_open(self, conn: Connection) -> None:
+        now = self.loop.time()
+        conn.opened_at = now
+        self.connections[conn.connection_id] = conn
+        self.hub.add(conn)
+        # first ping jittered, so a reconnect storm does not ping in lockstep
+        conn.last_ping = now
+        self.wheel.schedule(conn, now + self.interval * random.uniform(0.5, 1.0))
+        self.pending.append(conn)
+        self._admission_wakeup.set()
+        metrics.CONNECTIONS_OPENED.inc()
+
+    def on_pong(self, conn: Connection) -> None:
+        if conn.hb_state == HB_PONG_DUE:
+            conn.hb_state = HB_PING_DUE
+            self.wheel.schedule(conn, max(conn.last_ping + self.interval, self.loop.time()))
+
+    def on_text(self, conn: Connection, payload: bytes) -> None:
+        message = protocol.parse_client_message(payload)
+        if message.kind == "heartbeat":
+            conn.deliver(protocol.HEARTBEAT_ACK, None)
+        elif message.kind == "resume":
+            if not conn.acked:
+                conn.resume_seq = message.last_seq  # handled when the connection is admitted
+            else:
+                conn.acked = False  # hold live updates back until the replay is written
+                self.loop.create_task(self._resume(conn, message.last_seq))
+        else:
+            conn.deliver(protocol.error(message.error_code, message.error_message), None)
+
+    def schedule_close_deadline(self, conn: Connection) -> None:
+        conn.hb_state = HB_CLOSE_DUE
+        self.wheel.schedule(conn, self.loop.time() + max(self.timeout, 1.0))
+
+    def cleanup(self, conn: Connection) -> None:
+        """Runs exactly once per connection, whatever ended it, in the log's order."""
+        if conn.cleaned:
+            return
+        conn.cleaned = True
+        reason = conn.close_reason
+        if reason is None:
+            handshake = conn.transport.close_handshake if conn.transport else None
+            reason = protocol.CLIENT_CLOSE if handshake and handshake.recv else protocol.CONNECTION_LOST
+        # step one: stop fan-out to it; and its heartbeat entry
+        self.hub.remove(conn)
+        self.wheel.cancel(conn)
+        self.connections.pop(conn.connection_id, None)
+        # step two: release its slot in the user's registry (if it was registered)
+        if conn.registered:
+            self.releases.append((conn.user_id, registry.member(self.pod_id, conn.connection_id)))
+            self._release_wakeup.set()
+        # step three: one log line; step four: metrics
+        duration = self.loop.time() - conn.opened_at
+        disconnect_log.info("disconnect", extra={"fields": {
+            "connection_id": conn.connection_id, "user_id": conn.user_id,
+            "order_id": conn.order_id, "reason": reason.reason, "code": reason.code,
+            "duration_s": round(duration, 3), "pod": self.pod_id,
+        }})
+        metrics.DISCONNECTS.labels(reason.reason).inc()
+        metrics.CONNECTION_DURATION.observe(duration)
+
+    # --- heartbeat: one loop timer drives the wheel for every connection -------------------------
+    def _on_tick(self) -> None:
+        now = self.loop.time()
+        try:
+            for conn in self.wheel.advance(now):
+                if conn.cleaned:
+                    continue
+                state = conn.hb_state
+                if state == HB_PING_DUE:
+                    if conn.close_reason is None:
+                        conn.transport.send_ping()
+                        conn.last_ping = now
+                        conn.hb_state = HB_PONG_DUE
+                        self.wheel.schedule(conn, now + self.timeout)
+                elif state == HB_PONG_DUE:
+                    conn.close(protocol.HEARTBEAT_TIMEOUT)
+                elif state == HB_CLOSE_DUE:
+                    conn.transport.disconnect(graceful=False)
+        except Exception:  # noqa: BLE001 - the timer must keep running
+            log.exception("heartbeat tick failed")
+        self._tick_handle = self.loop.call_at(now + self.tick, self._on_tick)
+
+    # --- admission: registry + state, batched, after the 101 ------------------------------------
+    async def _admission_loop(self) -> None:
+        while True:
+            await self._admission_wakeup.wait()
+            self._admission_wakeup.clear()
+            while self.pending:
+                if not self.broker.live.is_set():
+                    await self._wait_for_subscription()
+                    continue
+                batch = []
+                while self.pending and len(batch) < ADMISSION_BATCH:
+                    conn = self.pending.popleft()
+                    if not conn.cleaned and conn.close_reason is None:
+                        batch.append(conn)
+                if batch:
+                    await self._admit(batch)
+
+    async def _wait_for_subscription(self) -> None:
+        """Connections wait up to REDIS_SUBSCRIBE_TIMEOUT_SECONDS for a live PSUBSCRIBE."""
+        limit = self.cfg.redis_subscribe_timeout_seconds
+        while self.pending and not self.broker.live.is_set():
+            oldest = self.pending[0]
+            remaining = oldest.opened_at + limit - self.loop.time()
+            if remaining > 0:
+                try:
+                    await asyncio.wait_for(self.broker.live.wait(), remaining)
+                except TimeoutError:
+                    pass
+                continue
+            self.pending.popleft()
+            oldest.close(protocol.INTERNAL_ERROR, "tracking subscription unavailable")
+
+    async def _admit(self, batch: list[Connection]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        wall_ms = int(time.time() * 1000)
+        for conn in batch:
+            await self.register_script(
+                keys=[registry.user_key(conn.user_id)],
+                args=[self.pod_id, conn.connection_id, wall_ms, self.cfg.max_connections_per_user,
+                      registry.USER_KEY_TTL_SECONDS],
+                client=pipe,
+            )
+            pipe.hgetall(keys.state(conn.order_id))
+            if conn.resume_seq is not None:
+                pipe.xrange(keys.stream(conn.order_id), f"{conn.resume_seq + 1}-0", "+",
+                            count=RESUME_MAX_EVENTS)
+        try:
+            results = await pipe.execute()
+        except RedisError as exc:
+            log.warning("admission of %d connections failed: %s; retrying", len(batch), exc)
+            # our registrations may or may not have landed: put them back, retry shortly
+            self.pending.extendleft(reversed(batch))
+            await asyncio.sleep(0.1)
+            limit = self.cfg.redis_subscribe_timeout_seconds
+            now = self.loop.time()
+            while self.pending and self.pending[0].opened_at + limit <= now:
+                self.pending.popleft().close(protocol.INTERNAL_ERROR, "tracking registry unavailable")
+            return
+        index = 0
+        for conn in batch:
+            evicted = results[index]
+            state = _decode_hash(results[index + 1])
+            index += 2
+            entries = None
+            if conn.resume_seq is not None:
+                entries = results[index]
+                index += 1
+            conn.registered = True
+            if conn.cleaned:
+                self.releases.append((conn.user_id, registry.member(self.pod_id, conn.connection_id)))
+                self._release_wakeup.set()
+            for member in evicted:
+                pod_id, connection_id = registry.split_member(member)
+                if pod_id == self.pod_id:
+                    victim = self.connections.get(connection_id)
+                    if victim is not None:
+                        victim.close(protocol.CONNECTION_LIMIT)
+            if conn.cleaned or conn.close_reason is not None:
+                continue
+            self._acknowledge(conn, state, entries)
+
+    def _acknowledge(self, conn: Connection, state: dict, entries) -> None:
+        conn.carrier = state.get("carrier") or None
+        if not flags.is_enabled(self.flag, conn.user_id, self.cfg.region, conn.carrier):
+            conn.close(protocol.FEATURE_DISABLED)
+            return
+        state_seq = int(state.get("seq") or 0)
+        watch = self.hub.watches.get(conn.order_id)
+        if watch is not None and state_seq > watch.seq:
+            watch.seq = state_seq
+        conn.sent_seq = state_seq
+        conn.send(protocol.connection_ack(conn.connection_id, conn.order_id, state))
+        if conn.resume_seq is not None:
+            self._replay(conn, conn.resume_seq, state_seq, entries or [])
+            conn.resume_seq = None
+        self._release_backlog(conn)
+
+    def _replay(self, conn: Connection, last_seq: int, state_seq: int, entries) -> None:
+        """Send the stream's events after `last_seq` in order; say so if they are gone."""
+        first_seq = _entry_seq(entries[0][0]) if entries else None
+        if state_seq > last_seq and (first_seq is None or first_seq > last_seq + 1):
+            conn.send(protocol.error(
+                "RESUME_UNAVAILABLE",
+                f"events after seq {last_seq} are no longer kept; refetch over REST"))
+        for entry_id, fields in entries:
+            seq = _entry_seq(entry_id)
+            if seq <= last_seq:
+                continue
+            try:
+                message = orjson.loads(fields[b"msg"])
+            except (KeyError, orjson.JSONDecodeError):
+                log.warning("skipping unreadable stream entry %s of %s", entry_id, conn.order_id)
+                continue
+            conn.send(protocol.tracking_update(message))
+            if seq > conn.sent_seq:
+                conn.sent_seq = seq
+
+    def _release_backlog(self, conn: Connection) -> None:
+        conn.acked = True
+        backlog, conn.backlog = conn.backlog, None
+        for seq, frame in backlog or ():
+            conn.deliver(frame, seq)
+
+    async def _resume(self, conn: Connection, last_seq: int) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hget(keys.state(conn.order_id), "seq")
+            pipe.xrange(keys.stream(conn.order_id), f"{last_seq + 1}-0", "+", count=RESUME_MAX_EVENTS)
+            state_seq, entries = await pipe.execute()
+        except RedisError as exc:
+            log.warning("resume for %s failed: %s", conn.connection_id, exc)
+            if not conn.cleaned:
+                conn.send(protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST"))
+                self._release_backlog(conn)
+            return
+        if conn.cleaned or conn.close_reason is not None:
+            return
+        self._replay(conn, last_seq, int(state_seq or 0), entries)
+        self._release_backlog(conn)
+
+    # --- Redis messages --------------------------------------------------------------------------
+    def _on_update(self, order_id: str, payload: bytes) -> None:
+        metrics.MESSAGES_IN.inc()
+        self.hub.publish(order_id, payload)
+
+    def _on_delivered(self, count: int, latency: float) -> None:
+        metrics.FRAMES_OUT.inc(count)
+        metrics.DELIVERY_LATENCY.observe(latency)
+
+    def _on_control(self, payload: bytes) -> None:
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            log.warning("ignoring unreadable control message %r", payload[:100])
+            return
+        op = message.get("op") if isinstance(message, dict) else None
+        if op == "evict":
+            conn = self.connections.get(message.get("connection_id", ""))
+            if conn is not None:
+                conn.close(protocol.CONNECTION_LIMIT)
+        elif op == "flag":
+            self.loop.create_task(self._refresh_flag())
+
+    async def _on_live(self, resubscribed: bool) -> None:
+        metrics.SUBSCRIBED.set(1)
+        self._admission_wakeup.set()
+        if resubscribed:
+            try:
+                await self._reregister()
+                await self._catch_up()
+                await self._refresh_flag()
+            except RedisError as exc:
+                log.error("catch-up after reconnect failed: %s", exc)
+
+    async def _catch_up(self) -> None:
+        """After a Redis outage: push every watched order's events we missed, in order."""
+        watched = list(self.hub.watches.items())
+        missed = 0
+        for start in range(0, len(watched), 1000):
+            chunk = watched[start:start + 1000]
+            pipe = self.redis.pipeline(transaction=False)
+            for order_id, _ in chunk:
+                pipe.hget(keys.state(order_id), "seq")
+            seqs = await pipe.execute()
+            behind = [(order_id, watch) for (order_id, watch), seq in zip(chunk, seqs, strict=True)
+                      if seq is not None and int(seq) > watch.seq]
+            if not behind:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for order_id, watch in behind:
+                pipe.xrange(keys.stream(order_id), f"{watch.seq + 1}-0", "+", count=RESUME_MAX_EVENTS)
+            for (order_id, _watch), entries in zip(behind, await pipe.execute(), strict=True):
+                for _entry_id, fields in entries:
+                    msg = fields.get(b"msg")
+                    if msg is not None:
+                        self.hub.publish(order_id, msg)
+                        missed += 1
+        if missed:
+            metrics.CATCHUP_EVENTS.inc(missed)
+        log.info("caught up after reconnect", extra={"fields": {
+            "orders_watched": len(watched), "events_replayed": missed}})
+
+    async def _reregister(self) -> None:
+        """Redis may have restarted empty: put this pod's live connections back in the registry."""
+        await self._heartbeat_pod_key()
+        conns = [c for c in self.connections.values() if c.registered and not c.cleaned]
+        for start in range(0, len(conns), 1000):
+            pipe = self.redis.pipeline(transaction=False)
+            for conn in conns[start:start + 1000]:
+                key = registry.user_key(conn.user_id)
+                pipe.zadd(key, {registry.member(self.pod_id, conn.connection_id): 0}, nx=True)
+                pipe.expire(key, registry.USER_KEY_TTL_SECONDS)
+            await pipe.execute()
+
+    # --- background upkeep -----------------------------------------------------------------------
+    async def _release_loop(self) -> None:
+        while True:
+            await self._release_wakeup.wait()
+            self._release_wakeup.clear()
+            await self._flush_releases()
+
+    async def _flush_releases(self) -> None:
+        while self.releases:
+            batch, self.releases = self.releases, []
+            pipe = self.redis.pipeline(transaction=False)
+            for user_id, member in batch:
+                pipe.zrem(registry.user_key(user_id), member)
+            try:
+                await pipe.execute()
+            except RedisError as exc:
+                log.warning("releasing %d registry slots failed: %s; will retry", len(batch), exc)
+                self.releases[:0] = batch
+                await asyncio.sleep(0.5)
+                if self.draining:
+                    return
+
+    async def _heartbeat_pod_key(self) -> None:
+        await self.redis.set(registry.pod_key(self.pod_id), b"1", ex=registry.POD_KEY_TTL_SECONDS)
+
+    async def _refresh_flag(self) -> None:
+        flag = flags.parse_flag(await self.redis.get(flags.FLAG_KEY))
+        if flag == self.flag:
+            return
+        self.flag = flag
+        log.info("flag %s is now %s", flags.FLAG_NAME, flag.to_json().decode())
+        for conn in list(self.connections.values()):
+            if not flags.is_enabled(flag, conn.user_id, self.cfg.region, conn.carrier):
+                conn.close(protocol.FEATURE_DISABLED)
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            try:
+                await self._heartbeat_pod_key()
+                await self._refresh_flag()
+            except RedisError as exc:
+                log.warning("housekeeping: redis unavailable (%s)", exc)
+            self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        counts: dict[str, int] = {}
+        for conn in self.connections.values():
+            carrier = conn.carrier or "unknown"
+            counts[carrier] = counts.get(carrier, 0) + 1
+        for carrier in ("dhl", "fedex", "ups", "unknown"):
+            metrics.ACTIVE_CONNECTIONS.labels(self.cfg.pod_name, self.cfg.region, carrier).set(
+                counts.get(carrier, 0))
+
+
+def _decode_hash(raw: dict) -> dict:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _entry_seq(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])

@@ -1,0 +1,36 @@
+"""The push pod's settings: the log's deploy manifest names, each also a CLI flag."""
+
+from ordertrack.config import (
+    Setting,
+    csv_list,
+    default_pod_name,
+    duration,
+    non_negative_duration,
+    optional_text,
+    port,
+    positive_int,
+    redis_url,
+    text,
+)
+
+SETTINGS = (
+    Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0", "Redis for pub/sub, state and the user registry"),
+    Setting("HOST", text, "0.0.0.0", "address to listen on"),
+    Setting("PORT", port, "8080", "WebSocket port (also /healthz and /readyz)"),
+    Setting("METRICS_PORT", port, "9090", "Prometheus /metrics port (0 disables)"),
+    Setting("MAX_CONNECTIONS_PER_POD", positive_int, "10000", "connections this pod accepts before 503 POD_AT_CAPACITY"),
+    Setting("MAX_CONNECTIONS_PER_USER", positive_int, "5", "connections one user may hold across the cluster"),
+    Setting("HEARTBEAT_INTERVAL_SECONDS", duration, "30", "seconds between pings to each connection"),
+    Setting("HEARTBEAT_TIMEOUT_SECONDS", duration, "10", "seconds to wait for a pong before closing 4000"),
+    Setting("REDIS_SUBSCRIBE_TIMEOUT_SECONDS", duration, "5", "seconds a new connection waits for a live subscription before 4002"),
+    Setting("DRAIN_SECONDS", non_negative_duration, "10", "seconds over which SIGTERM closes connections with 1001"),
+    Setting("WS_MAX_PENDING_BYTES", positive_int, "262144", "unsent bytes after which a slow client is closed with 1013"),
+    Setting("JWT_PUBLIC_KEY", optional_text, None, "PEM public key (text or file path) for RS256/ES256 tokens"),
+    Setting("JWT_JWKS_URL", optional_text, None, "JWKS URL; keys chosen by kid, refreshed in the background"),
+    Setting("JWT_ISSUER", optional_text, None, "required 'iss' claim, when set"),
+    Setting("JWT_AUDIENCE", optional_text, None, "required 'aud' claim, when set"),
+    Setting("ALLOWED_ORIGINS", csv_list, "", "comma-separated Origins allowed to upgrade (empty: any)"),
+    Setting("POD_NAME", text, default_pod_name(), "this pod's name in logs, metrics and the user registry"),
+    Setting("REGION", text, "local", "region tag for metrics and flag targeting"),
+    Setting("LOG_LEVEL", text, "INFO", "logging level"),
+)
