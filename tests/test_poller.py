@@ -1,0 +1,308 @@
+"""`ordertrack poll` end to end: the real process against the carrier sandbox, a SQLite store
+and a private Redis; PagerDuty is a small real HTTP server of the test."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import signal
+import threading
+import time
+from collections import defaultdict
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from ordertrack import keys
+from ordertrack.config import ConfigError
+from ordertrack.gateway.main import carriers_to_poll
+from ordertrack.gateway.pagerduty import event_body
+from ordertrack.gateway.poller import with_estimate
+from ordertrack.gateway.settings import SETTINGS
+from ordertrack.models import CarrierResult, Order, TrackingEvent
+from ordertrack.store import open_store
+from tests.support import ProcessGroup, free_port, wait_for, wait_http_ok
+
+NUMBERS = {"dhl": "JD014600006281230704", "fedex": "794843185271", "ups": "1Z12345E0205271688"}
+
+
+# --- pure parts -----------------------------------------------------------------------------
+
+
+def test_pagerduty_bodies_follow_events_api_v2():
+    body = event_body("rk", "trigger", "ord_1", "dhl failing", "gw/a", {"consecutive_failures": 11})
+    assert body == {
+        "routing_key": "rk", "event_action": "trigger", "dedup_key": "ordertrack-order-ord_1",
+        "payload": {"summary": "dhl failing", "source": "gw/a", "severity": "error",
+                    "custom_details": {"consecutive_failures": 11}},
+    }
+    resolve = event_body("rk", "resolve", "ord_1", "ok", "gw/a", {})
+    assert resolve == {"routing_key": "rk", "event_action": "resolve",
+                       "dedup_key": "ordertrack-order-ord_1"}
+
+
+def test_newest_event_carries_the_shipment_estimate():
+    events = (TrackingEvent("shipped", "A", "2025-10-03T10:00:00Z"),
+              TrackingEvent("in_transit", "B", "2025-10-03T12:00:00Z"))
+    result = CarrierResult("N1", True, events, estimated_delivery="2025-10-04")
+    out = with_estimate(result)
+    assert out[0].estimated_delivery is None and out[1].estimated_delivery == "2025-10-04"
+
+
+def test_carrier_without_url_is_skipped_and_missing_credentials_refused():
+    from ordertrack.config import load
+
+    env = {"UPS_API_URL": "http://x", "UPS_CLIENT_ID": "i", "UPS_CLIENT_SECRET": "s"}
+    assert [c.carrier for c in carriers_to_poll(load(SETTINGS, environ=env))] == ["ups"]
+    with pytest.raises(ConfigError, match="FEDEX_CLIENT_SECRET"):
+        carriers_to_poll(load(SETTINGS, environ={**env, "FEDEX_API_URL": "http://x",
+                                                  "FEDEX_CLIENT_ID": "i"}))
+    with pytest.raises(ConfigError, match="no carrier"):
+        carriers_to_poll(load(SETTINGS, environ={}))
+
+
+# --- the real process -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox_url():
+    group = ProcessGroup()
+    port = free_port()
+    group.start("sandbox", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    wait_http_ok(f"{url}/_admin/health")
+    yield url
+    group.stop_all()
+
+
+@pytest.fixture
+def sandbox(sandbox_url):
+    httpx.post(f"{sandbox_url}/_admin/reset").raise_for_status()
+    return sandbox_url
+
+
+def add_orders(db_url: str, orders: list[Order]) -> None:
+    async def go():
+        async with open_store(db_url) as store:
+            for order in orders:
+                await store.add_order(order)
+
+    asyncio.run(go())
+
+
+def store_call(db_url: str, method: str, *args):
+    async def go():
+        async with open_store(db_url) as store:
+            return await getattr(store, method)(*args)
+
+    return asyncio.run(go())
+
+
+def gateway_env(sandbox: str, redis_url: str, db_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "REDIS_URL": redis_url, "DATABASE_URL": db_url,
+        "DHL_API_URL": sandbox, "DHL_API_KEY": "sandbox-dhl-key",
+        "FEDEX_API_URL": sandbox, "FEDEX_CLIENT_ID": "sandbox-fedex-id",
+        "FEDEX_CLIENT_SECRET": "sandbox-fedex-secret",
+        "UPS_API_URL": sandbox, "UPS_CLIENT_ID": "sandbox-ups-id",
+        "UPS_CLIENT_SECRET": "sandbox-ups-secret",
+        "DHL_POLL_INTERVAL_SECONDS": "0.3", "FEDEX_POLL_INTERVAL_SECONDS": "0.3",
+        "UPS_POLL_INTERVAL_SECONDS": "0.3", "ORDERS_REFRESH_SECONDS": "0.2",
+        "DHL_QUOTA_PER_HOUR": "360000", "DHL_BURST_PER_MINUTE": "6000",
+        "FEDEX_QUOTA_PER_HOUR": "360000", "UPS_QUOTA_PER_HOUR": "360000",
+        "CARRIER_RETRY_BASE_SECONDS": "0.01", "GATEWAY_METRICS_PORT": "0",
+    }
+    env.update(extra)
+    return env
+
+
+def order(order_id: str, carrier: str, number: str | None = None) -> Order:
+    return Order(order_id=order_id, user_id="user_1", carrier=carrier,
+                 tracking_number=number or NUMBERS[carrier], status="shipped")
+
+
+def polls_of(sandbox: str, number: str) -> int:
+    stats = httpx.get(f"{sandbox}/_admin/stats").json()
+    return sum(c["tracking_numbers"].get(number, 0) for c in stats.values() if isinstance(c, dict))
+
+
+class Subscriber:
+    def __init__(self, redis_url: str):
+        self.client = redis.Redis.from_url(redis_url)
+        self.pubsub = self.client.pubsub()
+        self.pubsub.psubscribe("order:tracking:*")
+        self.pubsub.get_message(timeout=1.0)  # the psubscribe confirmation
+
+    def next(self, timeout: float = 10.0) -> tuple[str, dict] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if msg and msg["type"] == "pmessage":
+                return msg["channel"].decode(), orjson.loads(msg["data"])
+        return None
+
+    def close(self):
+        self.pubsub.close()
+        self.client.close()
+
+
+def test_new_events_are_stored_and_published_with_matching_seq(sandbox, redis_url, procs,
+                                                               tmp_path):
+    db = f"sqlite:///{tmp_path}/track.db"
+    add_orders(db, [order("ord_dhl", "dhl"), order("ord_fx", "fedex"), order("ord_ups", "ups")])
+    sub = Subscriber(redis_url)
+    metrics_port = free_port()
+    proc = procs.start("poll", env=gateway_env(sandbox, redis_url, db,
+                                               GATEWAY_METRICS_PORT=str(metrics_port)),
+                       log=tmp_path / "poll.log")
+    try:
+        got: dict[str, list[dict]] = defaultdict(list)
+        while len(got) < 3:  # each order's first event (label created), seq 1
+            item = sub.next()
+            assert item is not None, (tmp_path / "poll.log").read_text()[-3000:]
+            got[item[0]].append(item[1])
+        first = got["order:tracking:ord_dhl"][-1]
+        assert first["carrier"] == "dhl" and first["status"] == "shipped"
+        assert isinstance(first["published_at"], float) and first["raw_carrier_response"]
+
+        httpx.post(f"{sandbox}/_admin/advance",
+                   json={"tracking_number": NUMBERS["dhl"], "steps": 1}).raise_for_status()
+        item = sub.next()
+        while item is not None and item[0] != "order:tracking:ord_dhl":
+            item = sub.next()
+        assert item is not None
+        assert item[1]["seq"] == first["seq"] + 1
+
+        # the unchanged answers that follow publish nothing
+        seen = polls_of(sandbox, NUMBERS["dhl"])
+        wait_for(lambda: polls_of(sandbox, NUMBERS["dhl"]) >= seen + 3, 10, what="more polls")
+        assert sub.next(timeout=0.3) is None
+
+        history = store_call(db, "history", "ord_dhl")
+        seqs = [event.seq for event in history]
+        assert seqs == list(range(1, item[1]["seq"] + 1))
+        assert history[-1].status == item[1]["status"]
+        r = redis.Redis.from_url(redis_url)
+        entries = r.xrange(keys.stream("ord_dhl"))
+        assert [e[0].decode() for e in entries] == [f"{s}-0" for s in seqs]
+        assert [orjson.loads(e[1][b"msg"])["seq"] for e in entries] == seqs
+        assert r.hget(keys.state("ord_dhl"), "seq") == str(seqs[-1]).encode()
+        r.close()
+
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert 'ordertrack_gateway_polls_total{carrier="dhl",outcome="updated"}' in text
+        assert 'ordertrack_gateway_effective_poll_period_seconds{carrier="fedex"} 0.3' in text
+    finally:
+        sub.close()
+    assert procs.stop(proc, signal.SIGTERM) == 0
+
+
+class PagerDutySink:
+    """A real HTTP server standing in for the Events API; records the bodies it gets."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                sink.events.append(json.loads(body))
+                reply = b'{"status":"success","message":"Event processed"}'
+                self.send_response(202)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v2/enqueue"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_eleven_failures_page_once_and_recovery_resolves(sandbox, redis_url, procs, tmp_path):
+    db = f"sqlite:///{tmp_path}/track.db"
+    add_orders(db, [order("ord_bad", "dhl"), order("ord_ups", "ups")])
+    # 11 failed polls: each is one request + 3 retries of a 503
+    httpx.post(f"{sandbox}/_admin/faults", json={
+        "carrier": "dhl", "kind": "503", "count": 44, "tracking_number": NUMBERS["dhl"],
+    }).raise_for_status()
+    # UPS' daily quota is spent: a pause, nobody's failure
+    httpx.post(f"{sandbox}/_admin/faults",
+               json={"carrier": "ups", "kind": "daily_quota"}).raise_for_status()
+    sink = PagerDutySink()
+    env = gateway_env(sandbox, redis_url, db, PAGERDUTY_ROUTING_KEY="test-routing-key",
+                      PAGERDUTY_EVENTS_URL=sink.url, REPLICA_NAME="gw-test")
+    proc = procs.start("poll", env=env, log=tmp_path / "poll.log")
+    try:
+        wait_for(lambda: sink.events, 20, what="PagerDuty trigger")
+        trigger = sink.events[0]
+        assert trigger["event_action"] == "trigger"
+        assert trigger["routing_key"] == "test-routing-key"
+        assert trigger["dedup_key"] == "ordertrack-order-ord_bad"
+        assert trigger["payload"]["severity"] == "error"
+        assert trigger["payload"]["custom_details"]["consecutive_failures"] == 11
+        wait_for(lambda: len(sink.events) >= 2, 20, what="PagerDuty resolve")
+        resolve = sink.events[1]
+        assert resolve["event_action"] == "resolve"
+        assert resolve["dedup_key"] == "ordertrack-order-ord_bad"
+        flagged = store_call(db, "get_order", "ord_bad")
+        wait_for(lambda: not store_call(db, "get_order", "ord_bad").needs_investigation, 5,
+                 what="flag cleared")
+        assert flagged.consecutive_failures == 0
+        assert len(sink.events) == 2  # one trigger, one resolve
+
+        r = redis.Redis.from_url(redis_url)
+        assert r.exists("gateway:quota:ups:paused")
+        r.close()
+        ups = store_call(db, "get_order", "ord_ups")
+        assert ups.consecutive_failures == 0 and not ups.needs_investigation
+        assert polls_of(sandbox, NUMBERS["ups"]) == 1  # paused after the first 429
+    finally:
+        sink.close()
+    assert procs.stop(proc, signal.SIGTERM) == 0
+
+
+def test_two_replicas_never_poll_the_same_order_at_once(sandbox, redis_url, procs, tmp_path):
+    db = f"sqlite:///{tmp_path}/track.db"
+    numbers = [f"JD0146000062812{i:05d}" for i in range(12)]
+    add_orders(db, [order(f"ord_{i}", "dhl", n) for i, n in enumerate(numbers)])
+    interval = 1.0
+    ports = [free_port(), free_port()]
+    started = []
+    for name, port in zip(("gw-a", "gw-b"), ports, strict=True):
+        env = gateway_env(sandbox, redis_url, db, REPLICA_NAME=name,
+                          DHL_POLL_INTERVAL_SECONDS=str(interval),
+                          GATEWAY_METRICS_PORT=str(port))
+        for var in ("FEDEX_API_URL", "UPS_API_URL"):
+            env[var] = ""
+        started.append(procs.start("poll", env=env, log=tmp_path / f"{name}.log"))
+    time.sleep(4.0)
+
+    recent = httpx.get(f"{sandbox}/_admin/stats").json()["recent"]
+    times: dict[str, list[float]] = defaultdict(list)
+    for entry in recent:
+        for number in entry["numbers"]:
+            times[number].append(entry["time"])
+    assert set(times) == set(numbers)
+    for number, polled in times.items():
+        polled.sort()
+        gaps = [b - a for a, b in zip(polled, polled[1:], strict=False)]
+        assert len(polled) >= 2 and min(gaps) > interval / 2, (number, gaps)
+    for port in ports:  # both replicas did part of the work
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        line = next(line for line in text.splitlines()
+                    if line.startswith('ordertrack_gateway_polls_total{carrier="dhl"'))
+        assert float(line.rsplit(" ", 1)[1]) > 0
+    for proc in started:
+        assert procs.stop(proc, signal.SIGTERM) == 0
