@@ -282,3 +282,77 @@ async def test_wrong_credentials_are_auth_errors_not_retried(sandbox):
         await client.aclose()
         await bad_ups.aclose()
     assert stats(sandbox)["dhl"]["requests"] == 1
+
+
+# --- wire details ----------------------------------------------------------------------------
+
+async def test_requests_carry_the_carrier_headers(sandbox):
+    """Observed on the real traffic (httpx request hook), not on a stand-in."""
+    sent: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(request)
+
+    http = httpx.AsyncClient(event_hooks={"request": [record]})
+    clients = [make_dhl(sandbox, http=http), make_fedex(sandbox, http=http),
+               make_ups(sandbox, http=http)]
+    admin(sandbox, "faults", {"carrier": "ups", "kind": "503", "count": 1})
+    try:
+        await clients[0].track(["JD0000000011"])
+        await clients[1].track(["770000000011", "770000000012"])
+        await clients[2].track(["1Z0000000000000011"])
+        await clients[2].track(["1Z0000000000000011"])
+    finally:
+        for client in clients:
+            await client.aclose()   # a passed-in httpx client stays open...
+        assert not http.is_closed
+        await http.aclose()
+    paths = [(r.method, r.url.path) for r in sent]
+    assert paths == [
+        ("GET", "/track/shipments"),
+        ("POST", "/oauth/token"), ("POST", "/track/v1/trackingnumbers"),
+        ("POST", "/security/v1/oauth/token"),
+        ("GET", "/api/track/v1/details/1Z0000000000000011"),   # 503, retried
+        ("GET", "/api/track/v1/details/1Z0000000000000011"),
+        ("GET", "/api/track/v1/details/1Z0000000000000011"),
+    ]
+    assert sent[0].url.params["trackingNumber"] == "JD0000000011"
+    assert sent[0].headers["DHL-API-Key"] == "sandbox-dhl-key"
+    assert b"grant_type=client_credentials" in sent[1].content
+    assert b"client_id=sandbox-fedex-id" in sent[1].content
+    fedex_track = sent[2]
+    assert fedex_track.headers["X-locale"] == "en_US"
+    assert fedex_track.headers["Authorization"].startswith("Bearer ")
+    assert b'"trackingNumber":"770000000012"' in fedex_track.content
+    assert sent[3].headers["Authorization"].startswith("Basic ")
+    assert sent[3].content == b"grant_type=client_credentials"
+    ups_calls = sent[4:]
+    assert all(r.url.params["locale"] == "en_US" for r in ups_calls)
+    assert all(r.headers["transactionSrc"] == "ordertrack" for r in ups_calls)
+    trans_ids = [r.headers["transId"] for r in ups_calls]
+    assert len(set(trans_ids)) == 3 and all(len(t) == 32 for t in trans_ids)
+
+
+async def test_connection_refused_retried_then_server_error():
+    port = free_port()   # nothing listens there
+    client = make_ups(f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(CarrierError) as info:
+            await client.track(["1Z0000000000000012"])
+    finally:
+        await client.aclose()
+    assert info.value.kind == "server_error" and info.value.status is None
+    assert "connection error" in info.value.detail
+    assert client.policy.retries["server_error"] == 3
+
+
+def test_default_timeouts_and_batch_sizes():
+    from ordertrack.gateway.carriers import make_client
+
+    creds = {"dhl": {"api_key": "k"}, "fedex": {"client_id": "i", "client_secret": "s"},
+             "ups": {"client_id": "i", "client_secret": "s"}}
+    expected = {"dhl": (10.0, 1), "fedex": (15.0, 30), "ups": (12.0, 1)}
+    for carrier, (timeout, batch) in expected.items():
+        client = make_client(carrier, "http://127.0.0.1:1", credentials=creds[carrier])
+        assert (client.carrier, client.timeout, client.batch_size) == (carrier, timeout, batch)
+        asyncio.run(client.aclose())

@@ -7,8 +7,9 @@ backoff and full jitter, or after `Retry-After` (seconds or an HTTP date, capped
 bodies, and daily-quota 429s.
 
 Daily-quota rule: a 429 whose body mentions a day ("daily", "day", "per day", "24 hours") or
-carries a code containing DAILY or QUOTA (e.g. FedEx `RATE.LIMIT.DAILY`, DHL problem titles
-like "Daily quota exceeded") is `daily_quota`: not retried, and its `retry_after` is the
+carries a code containing DAILY or QUOTA (e.g. FedEx `DAILY.QUOTA.EXCEEDED`; DHL says
+"daily quota" in its problem detail; UPS reuses 10429 and says "daily quota" in the message)
+is `daily_quota`: not retried, and its `retry_after` is the
 `Retry-After` header if any, else the seconds until 00:00 UTC (DHL's quota reset).
 """
 
@@ -195,6 +196,7 @@ class RetryPolicy:
 # --- the async loop -----------------------------------------------------------------------------
 
 def transport_error(carrier: str, exc: httpx.TransportError) -> CarrierError:
+    """Timeouts are `timeout`; refused/reset connections are `server_error` with no status."""
     if isinstance(exc, httpx.TimeoutException):
         return CarrierError(carrier, "timeout", None, f"{type(exc).__name__}: {exc}".rstrip(": "))
     return CarrierError(carrier, "server_error", None,
@@ -335,3 +337,27 @@ class CarrierHttp:
     async def aclose(self) -> None:
         if self._own:
             await self.http.aclose()
+
+
+class CarrierClient:
+    """What every carrier client shares: `batch_size`, `timeout`, `policy`, `aclose()`."""
+
+    batch_size = 1
+    _http: CarrierHttp
+
+    @property
+    def carrier(self) -> str:
+        return self._http.carrier
+
+    @property
+    def timeout(self) -> float:
+        return self._http.timeout
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry policy; `policy.retries` counts retries by kind (for metrics)."""
+        return self._http.policy
+
+    async def aclose(self) -> None:
+        """Close the httpx client if this client created it (a passed-in one stays open)."""
+        await self._http.aclose()

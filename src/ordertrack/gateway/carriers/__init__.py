@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ordertrack.gateway.carriers.common import CarrierError, CarrierParseError
 
-__all__ = ["CarrierError", "CarrierParseError", "PARSERS", "make_client", "parse_response"]
+__all__ = ["CarrierError", "CarrierParseError", "make_client", "parse_response"]
 
 
 def _modules():
@@ -33,5 +33,3 @@ def make_client(carrier: str, base_url: str, *, credentials: dict[str, str], **k
            "ups": mods["ups"].UpsClient}[carrier]
     return cls(base_url, **credentials, **kwargs)
 
-
-PARSERS = ("dhl", "fedex", "ups")

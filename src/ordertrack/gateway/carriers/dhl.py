@@ -26,7 +26,7 @@ from ordertrack.gateway.carriers.common import (
     opt_str,
     table_lookup,
 )
-from ordertrack.gateway.http import CarrierHttp, RetryPolicy, classify_status
+from ordertrack.gateway.http import CarrierClient, CarrierHttp, RetryPolicy, classify_status
 from ordertrack.models import CarrierResult, TrackingEvent
 
 CARRIER = "dhl"
@@ -146,7 +146,7 @@ def error_for_status(status_code: int, body: Any) -> CarrierError:
     return classify_status(CARRIER, status_code, body, {})
 
 
-class DhlClient:
+class DhlClient(CarrierClient):
     """DHL client: API key header, one number per request."""
 
     batch_size = 1
@@ -155,10 +155,6 @@ class DhlClient:
                  http: httpx.AsyncClient | None = None, policy: RetryPolicy | None = None):
         self._http = CarrierHttp(CARRIER, base_url, timeout, http, policy)
         self._api_key = api_key
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return self._http.policy
 
     async def track(self, numbers: list[str]) -> dict[str, CarrierResult]:
         if len(numbers) != 1:
@@ -169,6 +165,3 @@ class DhlClient:
             params={"trackingNumber": numbers[0]},
         )
         return parse_response(response.content, numbers, response.status_code)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

@@ -27,6 +27,7 @@ from ordertrack.gateway.carriers.common import (
     table_lookup,
 )
 from ordertrack.gateway.http import (
+    CarrierClient,
     CarrierHttp,
     RetryPolicy,
     TokenCache,
@@ -169,7 +170,7 @@ def request_body(numbers: list[str]) -> dict:
     }
 
 
-class FedexClient:
+class FedexClient(CarrierClient):
     """FedEx Track API client: OAuth token cached (refreshed 5 min early, one refresh at a time),
     on 401 one refresh and one retry; up to 30 numbers per request."""
 
@@ -182,10 +183,6 @@ class FedexClient:
         self._client_id = client_id
         self._client_secret = client_secret
         self.tokens = TokenCache(self._fetch_token, refresh_before)
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return self._http.policy
 
     async def _fetch_token(self) -> tuple[str, float]:
         response = await self._http.request(
@@ -215,6 +212,3 @@ class FedexClient:
             if response.status_code == 401:
                 raise CarrierError(CARRIER, "auth", 401, "token refused twice")
         return parse_response(response.content, numbers, response.status_code)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

@@ -30,6 +30,7 @@ from ordertrack.gateway.carriers.common import (
     table_lookup,
 )
 from ordertrack.gateway.http import (
+    CarrierClient,
     CarrierHttp,
     RetryPolicy,
     TokenCache,
@@ -216,7 +217,7 @@ def parse_response(body: dict | bytes | str, requested: list[str] | str,
     return {number: parse_package(chosen, number)}
 
 
-class UpsClient:
+class UpsClient(CarrierClient):
     """UPS Tracking API client: OAuth (Basic auth, string fields), one number per request,
     a fresh `transId` per HTTP request; on 401 one token refresh and one retry."""
 
@@ -228,10 +229,6 @@ class UpsClient:
         self._http = CarrierHttp(CARRIER, base_url, timeout, http, policy)
         self._auth = basic_auth(client_id, client_secret)
         self.tokens = TokenCache(self._fetch_token, refresh_before)
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return self._http.policy
 
     async def _fetch_token(self) -> tuple[str, float]:
         response = await self._http.request(
@@ -263,6 +260,3 @@ class UpsClient:
             if response.status_code == 401:
                 raise CarrierError(CARRIER, "auth", 401, "token refused twice")
         return parse_response(response.content, numbers, response.status_code)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
