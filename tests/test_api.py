@@ -245,7 +245,11 @@ async def test_realtime_enabled_follows_the_flag_key(api, keys, order_id, redis_
     assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is False
     flags.set(FLAG_KEY, orjson.dumps({"enabled": True}))
     assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
-    flags.set(FLAG_KEY, orjson.dumps({"enabled": False}))
+    # targeting, as the push pod evaluates it: the order's carrier, the rollout percentage
+    flags.set(FLAG_KEY, orjson.dumps({"enabled": True, "carriers": ["fedex"]}))
+    assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is False
+    flags.set(FLAG_KEY, orjson.dumps({"enabled": True, "carriers": ["dhl"], "percentage": 0}))
+    assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is False
     flags.delete(FLAG_KEY)
     assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
 

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ordertrack import auth
+from ordertrack import auth, flags
 from ordertrack.api.tracking import TrackingReader
 
 log = logging.getLogger("ordertrack.api")
@@ -75,7 +75,8 @@ class HistoryEntry(BaseModel):
 
 
 class Realtime(BaseModel):
-    enabled: bool = Field(description="open the WebSocket (the realtime_order_tracking flag)")
+    enabled: bool = Field(description="open the WebSocket: the realtime_order_tracking flag "
+                          "for this user, region and carrier")
     url: str = Field(description="the order's WebSocket URL")
 
 
@@ -228,6 +229,7 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
     ))
     metrics = Metrics()
     ws_base = getattr(settings, "realtime_ws_url", None) or "ws://127.0.0.1:8080"
+    region = getattr(settings, "region", None) or "local"
     page_html = (STATIC_DIR / "tracking.html").read_bytes()
     runtime = SimpleNamespace(reader=None)
 
@@ -284,7 +286,7 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
             metrics.fallback.labels(reason if reason in FALLBACK_REASONS else "other").inc()
 
         try:
-            tokens.check(headers, order_id)
+            claims = tokens.check(headers, order_id)
         except auth.AuthError as refusal:
             metrics.requests.labels(refusal.code.lower()).inc()
             extra = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
@@ -305,7 +307,8 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
             return error_response(404, "NOT_FOUND", f"Order {order_id} not found")
         metrics.requests.labels("ok").inc()
         body = dict(read.doc)
-        body["realtime"] = {"enabled": read.realtime_enabled,
+        enabled = flags.is_enabled(read.flag, claims.user_id, region, read.doc["carrier"])
+        body["realtime"] = {"enabled": enabled,
                             "url": websocket_url(ws_base, order_id)}
         return JSONBody(orjson.dumps(body), headers={"Cache-Control": "no-store"})
 

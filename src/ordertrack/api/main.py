@@ -34,6 +34,7 @@ API_SETTINGS: tuple[Setting, ...] = (
             "base WebSocket URL of the push pods, for the answer's realtime.url"),
     Setting("REST_CACHE_TTL_SECONDS", duration, "5",
             "how long a tracking answer is cached when no newer seq is published"),
+    Setting("REGION", text, "local", "region tag for flag targeting (as the push pods')"),
     Setting("LOG_LEVEL", text, "info", "log level: debug, info, warning, error"),
 )
 SETTINGS: tuple[Setting, ...] = API_SETTINGS + STORE_SETTINGS

@@ -9,7 +9,10 @@ and events the store does not show yet are filled in from the order's stream, so
 answer never lags what the push pod delivers. Concurrent rebuilds of one order in this process
 share one store read (single flight).
 
-The pure functions (`build_document`, `apply_message`, `parse_flag`) hold the rules; the
+The same round trip reads the `realtime_order_tracking` flag document; `ordertrack.flags`
+decides from it (the push pod uses the same rules for the upgrade).
+
+The pure functions (`build_document`, `apply_message`) hold the rules; the
 `TrackingReader` does the I/O.
 """
 
@@ -24,14 +27,12 @@ from typing import Any
 
 import orjson
 
-from ordertrack import keys
+from ordertrack import flags, keys
 from ordertrack.models import Order, StoredEvent
 
 log = logging.getLogger("ordertrack.api.tracking")
 
 REST_CACHE_PREFIX = "order:tracking:rest:"
-#: the kill switch (JSON `{"enabled": bool}`; missing = enabled)
-FLAG_KEY = "ws:flag:realtime_order_tracking"
 #: in-process cache bound (oldest entries go first)
 LOCAL_CACHE_MAX = 10_000
 
@@ -41,26 +42,6 @@ def rest_cache_key(order_id: str) -> str:
 
 
 # --- rules (pure) ------------------------------------------------------------------------------
-
-
-def parse_flag(raw: bytes | str | None) -> bool:
-    """Is realtime tracking enabled, given the flag key's value?
-
-    Missing means enabled. A value that is not a JSON object with a boolean `enabled` is
-    logged and read as enabled too (the same as missing), so a typo cannot silently turn
-    every client into a poller. The lead's `ordertrack.flags` takes over this decision later.
-    """
-    if raw is None:
-        return True
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        log.warning("flag %s is not JSON (%r): treating realtime as enabled", FLAG_KEY, raw[:80])
-        return True
-    if isinstance(doc, dict) and isinstance(doc.get("enabled"), bool):
-        return doc["enabled"]
-    log.warning("flag %s has no boolean 'enabled' (%r): treating as enabled", FLAG_KEY, raw[:80])
-    return True
 
 
 def history_item(seq: int, status: str, location: str | None, timestamp: str) -> dict[str, Any]:
@@ -140,10 +121,10 @@ def state_seq(raw: bytes | str | None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class TrackingRead:
-    """One read: the document (None: the store has no such order) and the flag decision."""
+    """One read: the document (None: the store has no such order) and the flag document."""
 
     doc: dict[str, Any] | None
-    realtime_enabled: bool
+    flag: flags.Flag
     #: where the document came from: "process", "redis", "store" (or "missing")
     source: str
 
@@ -163,16 +144,16 @@ class TrackingReader:
     async def read(self, order_id: str) -> TrackingRead:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.state(order_id), "seq")
-            pipe.get(FLAG_KEY)
+            pipe.get(flags.FLAG_KEY)
             raw_seq, raw_flag = await pipe.execute()
-        enabled = parse_flag(raw_flag)
+        flag = flags.parse_flag(raw_flag)
         current = state_seq(raw_seq)
 
         cached = self._local.get(order_id)
         if cached is not None:
             doc, expires = cached
             if doc["seq"] >= current and time.monotonic() < expires:
-                return TrackingRead(doc, enabled, "process")
+                return TrackingRead(doc, flag, "process")
             del self._local[order_id]
 
         raw_doc = await self.redis.get(rest_cache_key(order_id))
@@ -180,10 +161,10 @@ class TrackingReader:
             doc = orjson.loads(raw_doc)
             if doc["seq"] >= current:
                 self._remember(order_id, doc)
-                return TrackingRead(doc, enabled, "redis")
+                return TrackingRead(doc, flag, "redis")
 
         doc = await self._load_once(order_id, current)
-        return TrackingRead(doc, enabled, "store" if doc is not None else "missing")
+        return TrackingRead(doc, flag, "store" if doc is not None else "missing")
 
     def forget(self, order_id: str) -> None:
         self._local.pop(order_id, None)
