@@ -61,8 +61,8 @@ def normalise_status(status_code: str | None, text: str = "") -> str:
 
 
 def _location(node: dict) -> str | None:
-    address = (node.get("location") or {}).get("address") if isinstance(
-        node.get("location"), dict) else None
+    location = node.get("location")
+    address = location.get("address") if isinstance(location, dict) else None
     if not isinstance(address, dict):
         return None
     return join_location(address.get("addressLocality"), address.get("countryCode"))
