@@ -6,8 +6,7 @@ cdef class _Entry:
     # One scheduled key. The wheel's dict key -> _Entry owns every entry; the per-slot
     # doubly-linked lists use borrowed pointers, so entries form no reference cycles.
     cdef object key
-    cdef long long tick          # absolute deadline tick
-    cdef Py_ssize_t bucket       # slot index, or `slots` for the overdue bucket
+    cdef long long tick          # absolute deadline tick; its bucket is _bucket_of(tick)
     cdef PyObject* prev
     cdef PyObject* next
 
@@ -24,6 +23,6 @@ cdef class TimerWheel:
     cdef long long _deadline_tick(self, double deadline) except? -1
     cdef long long _now_tick(self, double now) except? -1
     cdef Py_ssize_t _bucket_of(self, long long t)
-    cdef void _link(self, _Entry e, Py_ssize_t b)
+    cdef void _link(self, _Entry e)
     cdef void _unlink(self, _Entry e)
     cdef int _take(self, Py_ssize_t b, long long upto, bint exact, list out, bint with_tick) except -1

@@ -92,8 +92,8 @@ cdef class TimerWheel:
         cdef Py_ssize_t b = <Py_ssize_t>(t % self.slots)
         return b + self.slots if b < 0 else b  # C's % keeps the sign of negative ticks
 
-    cdef void _link(self, _Entry e, Py_ssize_t b):
-        e.bucket = b
+    cdef void _link(self, _Entry e):
+        cdef Py_ssize_t b = self._bucket_of(e.tick)
         e.next = NULL
         e.prev = self._tails[b]
         if e.prev == NULL:
@@ -103,7 +103,9 @@ cdef class TimerWheel:
         self._tails[b] = <PyObject*>e
 
     cdef void _unlink(self, _Entry e):
-        cdef Py_ssize_t b = e.bucket
+        # Valid while _cur has not moved since e was linked: entries in the wheel have
+        # tick > _cur, overdue ones tick <= _cur, and advance() moves _cur last.
+        cdef Py_ssize_t b = self._bucket_of(e.tick)
         if e.prev == NULL:
             self._heads[b] = e.next
         else:
@@ -147,7 +149,7 @@ cdef class TimerWheel:
             self._cur = t - 1
             self._started = True
         e.tick = t
-        self._link(e, self._bucket_of(t))
+        self._link(e)
 
     def cancel(self, key):
         """Forget key; True when it was scheduled."""
