@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, str(settings.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     carriers = carriers_to_poll(settings)
     try:
         import uvloop
@@ -128,8 +129,10 @@ async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int
     https: list[httpx.AsyncClient] = []
     loops: list[CarrierLoop] = []
     for config in carriers:
-        # our quota gates every tracking request (retries too); wait at most one interval
-        hook = quota_gate(quota, config.carrier, max_wait=config.interval, metrics=metrics)
+        # our quota gates every tracking request (retries too); a poll waits for room at most
+        # 10 s (or one interval), so a SIGTERM never waits long for in-flight polls
+        hook = quota_gate(quota, config.carrier, max_wait=min(config.interval, 10.0),
+                          metrics=metrics)
         http = httpx.AsyncClient(event_hooks={"request": [hook]})
         https.append(http)
         policy = RetryPolicy(base_delay=settings.carrier_retry_base_seconds,

@@ -1,0 +1,173 @@
+"""Gateway bench (run by hand: `python -m bench.bench_gateway [--orders 300 --rounds 3]`).
+
+1. Staleness table for capacity planners: active orders per carrier -> effective poll period
+   (seconds between two polls of the same order) under the contract quotas and intervals,
+   FedEx batching (30 numbers per request) counted. Pure arithmetic from the scheduler.
+2. Throughput on one core: a private redis-server, the carrier sandbox (another process, its
+   quotas lifted) and a SQLite store; every round advances every shipment one event, then
+   polls all orders through the real Poller (parse + store + publish). Prints orders/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from ordertrack.gateway.scheduler import effective_period, spacing
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CONTRACT = {  # carrier: (interval s, requests/hour, numbers per request)
+    "dhl": (60, 2000, 1),
+    "fedex": (90, 1000, 30),
+    "ups": (120, 500, 1),
+}
+LEVELS = (10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000)
+
+
+def fmt_period(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def staleness_table() -> str:
+    lines = ["effective poll period (time between two polls of one order) by active orders:",
+             f"{'active orders':>14} | " + " | ".join(f"{c:>12}" for c in CONTRACT)]
+    for n in LEVELS:
+        cells = [fmt_period(effective_period(n, iv, rate, batch))
+                 for iv, rate, batch in CONTRACT.values()]
+        lines.append(f"{n:>14,} | " + " | ".join(f"{cell:>12}" for cell in cells))
+    lines.append("orders polled at the full interval, at most: " + ", ".join(
+        f"{c} {int(rate * iv / 3600) * batch:,}" for c, (iv, rate, batch) in CONTRACT.items()))
+    lines.append("request spacing at 1,000 orders: " + ", ".join(
+        f"{c} {spacing(1000, iv, rate, batch):.2f} s" for c, (iv, rate, batch) in CONTRACT.items()))
+    return "\n".join(lines)
+
+
+async def throughput(sandbox: str, redis_url: str, db_url: str, carrier: str, orders: int,
+                     rounds: int, concurrency: int) -> list[float]:
+    import redis.asyncio as aioredis
+
+    from ordertrack.gateway.carriers.dhl import DhlClient
+    from ordertrack.gateway.carriers.fedex import FedexClient
+    from ordertrack.gateway.metrics import Metrics
+    from ordertrack.gateway.pagerduty import PagerDuty
+    from ordertrack.gateway.poller import Poller, quota_gate
+    from ordertrack.gateway.publisher import Publisher
+    from ordertrack.gateway.quota import Limit, Quota
+    from ordertrack.gateway.scheduler import Scheduler
+    from ordertrack.models import Order
+    from ordertrack.store import open_store
+
+    redis = aioredis.Redis.from_url(redis_url)
+    store = await open_store(db_url)
+    metrics = Metrics()
+    quota = Quota(redis, {carrier: (Limit(3600, 10**9),)}, "bench")
+    poller = Poller(store, Publisher(redis), quota, Scheduler(redis, "bench"), PagerDuty(None),
+                    metrics)
+    http = httpx.AsyncClient(event_hooks={"request": [quota_gate(quota, carrier, 10.0)]},
+                             limits=httpx.Limits(max_connections=concurrency))
+    if carrier == "dhl":
+        client = DhlClient(sandbox, api_key="sandbox-dhl-key", http=http)
+        prefix = "JD0146"
+    else:
+        client = FedexClient(sandbox, client_id="sandbox-fedex-id",
+                             client_secret="sandbox-fedex-secret", http=http)
+        prefix = "7948"
+    batch = client.batch_size
+    all_orders = [Order(f"bench_{carrier}_{i}", "user_bench", carrier, f"{prefix}{i:08d}")
+                  for i in range(orders)]
+    for order in all_orders:
+        await store.add_order(order)
+    batches = [all_orders[i:i + batch] for i in range(0, orders, batch)]
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(group):
+        async with slots:
+            await poller.poll_batch(carrier, client, group)
+
+    rates = []
+    async with httpx.AsyncClient() as admin:
+        for round_no in range(rounds + 1):
+            if round_no:  # round 0 creates the shipments (first event each)
+                (await admin.post(f"{sandbox}/_admin/advance",
+                                  json={"carrier": carrier, "steps": 1})).raise_for_status()
+            before = sum(s.value for s in _samples(metrics, "published"))
+            start = time.perf_counter()
+            await asyncio.gather(*(one(group) for group in batches))
+            elapsed = time.perf_counter() - start
+            published = sum(s.value for s in _samples(metrics, "published")) - before
+            if round_no:
+                rates.append(orders / elapsed)
+                print(f"  {carrier} round {round_no}: {orders} orders in {elapsed:.2f} s = "
+                      f"{orders / elapsed:,.0f} orders/s ({published:.0f} events published)")
+    await client.aclose()
+    await http.aclose()
+    await store.close()
+    await redis.aclose()
+    return rates
+
+
+def _samples(metrics, name):
+    counter = getattr(metrics, name)
+    return [s for m in counter.collect() for s in m.samples if s.name.endswith("_total")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    print(staleness_table())
+    print()
+    from tests.support import RedisServer, free_port, wait_http_ok
+
+    with tempfile.TemporaryDirectory() as tmp:
+        redis_server = RedisServer(Path(tmp) / "redis")
+        redis_server.start()
+        port = free_port()
+        sandbox = subprocess.Popen(
+            [sys.executable, "-m", "ordertrack", "sandbox", "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http_ok(f"{url}/_admin/health")
+            httpx.post(f"{url}/_admin/config", json={
+                "dhl_quota_per_hour": 10**8, "dhl_quota_per_minute": 10**8,
+                "fedex_quota_per_hour": 10**8, "ups_quota_per_hour": 10**8,
+            }).raise_for_status()
+            if hasattr(os, "sched_setaffinity"):  # this process only, after the children
+                os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+            print(f"throughput (one gateway process on one core; sandbox, redis in others; "
+                  f"{args.orders} orders, concurrency {args.concurrency}):")
+            for carrier in ("dhl", "fedex"):
+                rates = asyncio.run(throughput(
+                    url, redis_server.url, f"sqlite:///{tmp}/{carrier}.db", carrier,
+                    args.orders, args.rounds, args.concurrency))
+                print(f"  {carrier}: best {max(rates):,.0f} orders/s "
+                      f"(parsed + stored + published, one new event each)")
+        finally:
+            sandbox.terminate()
+            sandbox.wait(10)
+            redis_server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
