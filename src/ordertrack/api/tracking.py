@@ -116,6 +116,10 @@ def state_seq(raw: bytes | str | None) -> int:
         return 0
 
 
+#: KEYS[1] the order's state hash, KEYS[2] the flag key -> {seq or false, flag JSON or false}
+SEQ_AND_FLAG = "return {redis.call('HGET', KEYS[1], 'seq'), redis.call('GET', KEYS[2])}"
+
+
 # --- I/O ---------------------------------------------------------------------------------------
 
 
@@ -140,12 +144,12 @@ class TrackingReader:
         self.local_max = local_max
         self._local: dict[str, tuple[dict[str, Any], float]] = {}
         self._inflight: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+        # one command for both reads: cheaper on the client than a two-command pipeline
+        self._seq_and_flag = redis.register_script(SEQ_AND_FLAG)
 
     async def read(self, order_id: str) -> TrackingRead:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.state(order_id), "seq")
-            pipe.get(flags.FLAG_KEY)
-            raw_seq, raw_flag = await pipe.execute()
+        raw_seq, raw_flag = await self._seq_and_flag(
+            keys=[keys.state(order_id), flags.FLAG_KEY])
         flag = flags.parse_flag(raw_flag)
         current = state_seq(raw_seq)
 
