@@ -134,8 +134,10 @@ def generate_keys(directory: Path) -> Keys:
 
     private, public = pems(rsa_key)
     ec_private, ec_public = pems(ec_key)
+    Path(directory).mkdir(parents=True, exist_ok=True)
     public_path = Path(directory) / "jwt-public.pem"
-    public_path.write_bytes(public)
+    # both public keys in one bundle: the pod accepts RS256 and ES256 tokens
+    public_path.write_bytes(public + ec_public)
     return Keys(private, public, ec_private, ec_public, public_path)
 
 

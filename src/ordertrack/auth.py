@@ -90,9 +90,10 @@ class Verifier:
 
     def __init__(self, public_key_pem: str | None = None, issuer: str | None = None,
                  audience: str | None = None, leeway: float = 0.0):
-        self._static_key = None
-        if public_key_pem:
-            self._static_key = _load_pem(public_key_pem)
+        # several PEM blocks may be given (key rotation, or one RSA and one EC key)
+        self._static_keys: dict[str, list] = {"RS256": [], "ES256": []}
+        for key in _load_pems(public_key_pem or ""):
+            self._static_keys["ES256" if _is_ec(key) else "RS256"].append(key)
         self._jwks: dict[str, object] = {}
         self.issuer = issuer
         self.audience = audience
@@ -100,7 +101,7 @@ class Verifier:
 
     @property
     def has_keys(self) -> bool:
-        return self._static_key is not None or bool(self._jwks)
+        return any(self._static_keys.values()) or bool(self._jwks)
 
     def set_jwks(self, jwks: Mapping) -> None:
         keys: dict[str, object] = {}
@@ -118,25 +119,35 @@ class Verifier:
         if keys:
             self._jwks = keys
 
-    def _key_for(self, token: str):
+    def _keys_for(self, token: str) -> list:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.PyJWTError:
             raise unauthorized("malformed token") from None
-        if header.get("alg") not in ALGORITHMS:
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
             raise unauthorized("token algorithm must be RS256 or ES256")
         kid = header.get("kid")
         if kid and kid in self._jwks:
-            return self._jwks[kid]
-        if self._static_key is not None:
-            return self._static_key
+            return [self._jwks[kid]]
+        if self._static_keys[alg]:
+            return self._static_keys[alg]
         if kid:
             raise unauthorized("token signed with an unknown key")
-        raise unauthorized("no key to verify the token")
+        raise unauthorized(f"no {alg} key to verify the token")
 
     def verify(self, token: str) -> Claims:
-        key = self._key_for(token)
-        options = {"require": ["exp", "sub"]}
+        candidates = self._keys_for(token)
+        for index, key in enumerate(candidates):
+            try:
+                return self._decode(token, key)
+            except AuthError as exc:
+                if exc.message != "bad token signature" or index == len(candidates) - 1:
+                    raise
+        raise unauthorized("bad token signature")  # pragma: no cover - loop always returns/raises
+
+    def _decode(self, token: str, key) -> Claims:
+        options = {"require": ["exp", "sub"], "verify_aud": self.audience is not None}
         try:
             payload = jwt.decode(
                 token,
@@ -145,7 +156,7 @@ class Verifier:
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=self.leeway,
-                options={**options, "verify_aud": self.audience is not None},
+                options=options,
             )
         except jwt.ExpiredSignatureError:
             raise unauthorized("token expired") from None
@@ -155,7 +166,7 @@ class Verifier:
             raise unauthorized(f"token lacks the '{exc.claim}' claim") from None
         except (jwt.InvalidIssuerError, jwt.InvalidAudienceError) as exc:
             raise unauthorized(f"token not accepted: {exc}") from None
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise unauthorized(f"invalid token: {exc}") from None
         sub = payload.get("sub")
         if not isinstance(sub, str) or not sub:
@@ -180,13 +191,27 @@ def authorize(claims: Claims, order_id: str) -> None:
         raise AuthError(403, "FORBIDDEN", FORBIDDEN_MESSAGE)
 
 
-def _load_pem(pem: str):
+PEM_END = "-----END PUBLIC KEY-----"
+
+
+def _load_pems(text: str) -> list:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    try:
-        return load_pem_public_key(pem.encode("ascii"))
-    except ValueError as exc:
-        raise ValueError(f"not a PEM public key ({exc})") from None
+    keys = []
+    for block in text.split(PEM_END):
+        if not block.strip():
+            continue
+        try:
+            keys.append(load_pem_public_key((block.strip() + "\n" + PEM_END + "\n").encode("ascii")))
+        except ValueError as exc:
+            raise ValueError(f"not a PEM public key ({exc})") from None
+    return keys
+
+
+def _is_ec(key) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return isinstance(key, ec.EllipticCurvePublicKey)
 
 
 class JwksRefresher:

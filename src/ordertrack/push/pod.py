@@ -19,7 +19,11 @@ from collections import deque
 
 import orjson
 import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from ordertrack import flags, keys, protocol
 from ordertrack.push import metrics, registry
@@ -45,8 +49,11 @@ class Pod:
         self.timeout = cfg.heartbeat_timeout_seconds
         self.max_pending_bytes = cfg.ws_max_pending_bytes
         self.loop = asyncio.get_running_loop()
+        # pooled connections go stale when Redis restarts: retry such errors on a fresh one
         self.redis = aioredis.Redis.from_url(
-            cfg.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, max_connections=32
+            cfg.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, max_connections=32,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self.register_script = self.redis.register_script(registry.REGISTER_LUA)
         self.hub = Hub(on_delivered=self._on_delivered)
@@ -371,13 +378,17 @@ class Pod:
     async def _on_live(self, resubscribed: bool) -> None:
         metrics.SUBSCRIBED.set(1)
         self._admission_wakeup.set()
-        if resubscribed:
+        delay = 0.05
+        while resubscribed and self.broker.live.is_set():
             try:
                 await self._reregister()
                 await self._catch_up()
                 await self._refresh_flag()
+                return
             except RedisError as exc:
-                log.error("catch-up after reconnect failed: %s", exc)
+                log.error("catch-up after reconnect failed: %s; retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def _catch_up(self) -> None:
         """After a Redis outage: push every watched order's events we missed, in order."""
