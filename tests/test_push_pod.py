@@ -354,7 +354,8 @@ async def test_allowed_origins(procs, tmp_path, redis_url, keys):
 
 # --- slow consumer ---------------------------------------------------------------------------------
 async def test_client_that_stops_reading_is_cut_off_not_buffered(procs, tmp_path, redis_url, keys, rasync):
-    pod = start_pod(procs, tmp_path, redis_url, keys, ws_max_pending_bytes=65536)
+    pod = start_pod(procs, tmp_path, redis_url, keys, ws_max_pending_bytes=65536,
+                    heartbeat_timeout_seconds=0.5)
     token = keys.token("u14", "ord_slow")
     # a raw socket with a tiny receive buffer that completes the handshake and then reads nothing
     sock = socket.socket()
