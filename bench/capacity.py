@@ -47,6 +47,12 @@ REPO = Path(__file__).resolve().parent.parent
 TARGET_RSS_PER_CONNECTION_KB = 10.0
 TARGET_P99_MS = 2.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The pod's own histogram: published_at -> frames written (no client, no loopback hop).
+POD_LATENCY = "ordertrack_ws_delivery_latency_seconds"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
 
 
 # --- measuring a process from /proc ------------------------------------------------------------
@@ -219,22 +225,51 @@ def tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def pod_metric(metrics_port: int, needle: str) -> float | None:
-    """Sum of the pod's Prometheus samples whose name contains `needle` (cross-check only)."""
+def scrape(metrics_port: int) -> str:
+    """The pod's /metrics text ("" when it cannot be read: the figures are cross-checks only)."""
     import httpx
 
     try:
-        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2.0).text
+        return httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2.0).text
     except httpx.HTTPError:
-        return None
+        return ""
+
+
+def metric_sum(text: str, name: str) -> float | None:
+    """Sum of the samples of metric `name` over all label sets; None when absent."""
     total, seen = 0.0, False
     for line in text.splitlines():
-        if line.startswith("#") or needle not in line.split("{")[0].split(" ")[0]:
+        if line.startswith("#") or line.split("{")[0].split(" ")[0] != name:
             continue
         with contextlib.suppress(ValueError, IndexError):
             total += float(line.rsplit(" ", 1)[1])
             seen = True
     return total if seen else None
+
+
+def histogram_buckets(text: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts {le: count} of histogram `name` (unlabelled)."""
+    buckets: dict[float, float] = {}
+    prefix = f'{name}_bucket{{le="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            le, _, value = line[len(prefix):].partition('"} ')
+            with contextlib.suppress(ValueError):
+                buckets[float(le)] = float(value)
+    return buckets
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float],
+                    q: float) -> float | None:
+    """Upper bound (the bucket's `le`) of quantile q of the observations between two scrapes."""
+    deltas = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    if not deltas or deltas[-1][1] <= 0:
+        return None
+    total = deltas[-1][1]
+    for le, count in deltas:
+        if count >= q * total:
+            return le
+    return math.inf
 
 
 # --- publishing --------------------------------------------------------------------------------
@@ -270,6 +305,7 @@ def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> d
     base_seq = int(time.time() * 1000)
     unheard = 0
     started = time.perf_counter()
+    started_at = time.time()
     try:
         for n in range(total):
             delay = started + n / rate - time.perf_counter()
@@ -282,7 +318,7 @@ def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> d
         elapsed = time.perf_counter() - started
     finally:
         client.close()
-    return {"sent": total, "seconds": elapsed, "rate": total / elapsed if elapsed else math.nan,
+    return {"sent": total, "started_at": started_at, "seconds": elapsed, "rate": total / elapsed if elapsed else math.nan,
             "no_subscriber": unheard}
 
 
@@ -319,9 +355,11 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
                              "concurrency": concurrency}
         for level in levels:
             log.info("ramping to %d connections", level)
+            cpu.start()
             opened = gen.open(level)
             wait_until(lambda held=opened["open"]: gen.stats()["acks"] >= held, 30,
                        f"connection_ack on {level} connections", interval=0.5)
+            ramp_cpu = cpu.stop()
             time.sleep(settle_seconds)
             cpu.start()
             time.sleep(settle_seconds)
@@ -340,14 +378,17 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
                 "connect_p99_ms": percentile(connect, 99) * 1e3,
                 "rss_kb": rss_now,
                 "rss_per_connection_kb": rss_per_connection_kb(rss_now, rss_idle, held["open"]),
+                "ramp_cpu_percent": ramp_cpu,
                 "idle_cpu_percent": idle_cpu,
-                "pod_metric_active_connections": pod_metric(metrics_port, "active_connections"),
+                "pod_metric_active_connections": metric_sum(
+                    scrape(metrics_port), "ordertrack_ws_active_connections"),
             })
 
         watched = sorted({order_id(i, watchers_per_order) for i in range(top)})
         gen.stats(reset=True)
         log.info("publishing %.0f msg/s for %.0f s to %d orders", rate, publish_seconds,
                  len(watched))
+        hist_before = histogram_buckets(scrape(metrics_port), POD_LATENCY)
         cpu.start()
         sent = publish(redis_url, watched, rate, publish_seconds)
         expected = sent["sent"] * watchers_per_order
@@ -355,13 +396,18 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
             wait_until(lambda: gen.stats()["updates"] >= expected, 5, "deliveries", interval=0.2)
         publish_cpu = cpu.stop()
         received = gen.stats(reset=True)
+        hist_after = histogram_buckets(scrape(metrics_port), POD_LATENCY)
+        pod_side = {f"pod_side_{name}_le_ms": _ms(bucket_quantile(hist_before, hist_after, q))
+                    for name, q in (("p50", 0.5), ("p99", 0.99))}
         report["delivery"] = {
             **sent,
             "watchers_per_order": watchers_per_order,
             "expected_deliveries": expected,
             "received": received["updates"],
             **latency_summary(received["latencies"]),
+            "slowest": slowest(received["latencies"], sent["started_at"]),
             "pod_cpu_percent": publish_cpu,
+            **pod_side,
             "rss_kb_after": rss_kb(pod.pid),
         }
         report["final"] = {"open": received["open"], "closes": received["closes"]}
@@ -373,6 +419,15 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
         shutil.rmtree(workdir, ignore_errors=True)
     report["verdict"] = verdict(report)
     return report
+
+
+def slowest(samples: list[tuple[float, float]], started_at: float,
+            count: int = 20) -> list[dict[str, float]]:
+    """The slowest deliveries and when they were sent (ms into the publishing window): stalls
+    that recur at a fixed period point at a timer in the pod rather than at the machine."""
+    worst = sorted(samples, key=lambda sample: sample[1], reverse=True)[:count]
+    return [{"sent_ms": round((sent - started_at) * 1e3, 1), "latency_ms": round(lat * 1e3, 2)}
+            for sent, lat in sorted(worst)]
 
 
 def verdict(report: dict[str, Any]) -> dict[str, bool]:
@@ -395,7 +450,7 @@ def render(report: dict[str, Any]) -> str:
         f"pod idle RSS: {report['pod']['rss_idle_kb'] / 1024:.1f} MB",
         "",
         f"{'connections':>11} {'open':>7} {'failed':>6} {'ramp s':>7} {'connect p50/p99 ms':>19} "
-        f"{'pod RSS MB':>10} {'RSS/conn KB':>11} {'idle CPU %':>10}",
+        f"{'pod RSS MB':>10} {'RSS/conn KB':>11} {'ramp CPU %':>10} {'idle CPU %':>10}",
     ]
     for lvl in report["levels"]:
         failed = sum(lvl["failures"].values())
@@ -403,7 +458,7 @@ def render(report: dict[str, Any]) -> str:
             f"{lvl['target']:>11,} {lvl['open']:>7,} {failed:>6,} {lvl['ramp_seconds']:>7.1f} "
             f"{lvl['connect_p50_ms']:>9.1f}/{lvl['connect_p99_ms']:<9.1f} "
             f"{lvl['rss_kb'] / 1024:>10.1f} {lvl['rss_per_connection_kb']:>11.2f} "
-            f"{lvl['idle_cpu_percent']:>10.1f}"
+            f"{lvl['ramp_cpu_percent']:>10.0f} {lvl['idle_cpu_percent']:>10.1f}"
         )
     d = report["delivery"]
     v = report["verdict"]
@@ -414,12 +469,18 @@ def render(report: dict[str, Any]) -> str:
         f"{d['expected_deliveries']:,}",
         f"  latency PUBLISH -> client receive: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, "
         f"max {d['max_ms']:.2f} ms; pod CPU {d['pod_cpu_percent']:.0f}% of one core",
+        f"  pod side (its histogram, PUBLISH -> frames written): p50 <= "
+        f"{_fmt_ms(d.get('pod_side_p50_le_ms'))}, p99 <= {_fmt_ms(d.get('pod_side_p99_le_ms'))}",
         "",
         f"target RSS/conn <= {TARGET_RSS_PER_CONNECTION_KB:.0f} KB: "
         f"{ok[v['rss_per_connection_ok']]}; target p99 <= {TARGET_P99_MS:.0f} ms: "
         f"{ok[v['delivery_p99_ok']]}; every update delivered: {ok[v['all_delivered']]}",
     ]
     return "\n".join(lines)
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:g} ms"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import math
 import multiprocessing
@@ -92,9 +93,9 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-def latency_summary(latencies_s: list[float]) -> dict[str, float | int]:
-    """count, p50, p99, max in milliseconds."""
-    values = sorted(latencies_s)
+def latency_summary(samples: list[tuple[float, float]]) -> dict[str, float | int]:
+    """count, p50, p99, max in milliseconds of (send time, latency seconds) samples."""
+    values = sorted(latency for _, latency in samples)
     return {
         "count": len(values),
         "p50_ms": percentile(values, 50) * 1e3,
@@ -128,7 +129,8 @@ class WorkerState:
     other_frames: int = 0
     failures: Counter = field(default_factory=Counter)
     closes: Counter = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
+    # (send time, latency) of every tracking_update received: the send time places stalls
+    latencies: list[tuple[float, float]] = field(default_factory=list)
     connect_times: list[float] = field(default_factory=list)
 
 
@@ -161,7 +163,7 @@ def _make_client_class():
                     self.state.updates += 1
                     sent = parse_bench_location(message.get("data", {}).get("location"))
                     if sent is not None:
-                        self.state.latencies.append(received - sent)
+                        self.state.latencies.append((sent, received - sent))
                 elif event == "connection_ack":
                     self.state.acks += 1
                 else:
@@ -260,6 +262,10 @@ class Worker:
         ]
         gate = asyncio.Semaphore(self.spec.concurrency)
         await asyncio.gather(*(self._connect(index, gate) for index in wanted))
+        # The held connections live until the end: keep the collector from re-scanning them,
+        # so a client-side GC pause does not show up as delivery latency.
+        gc.collect()
+        gc.freeze()
         return {"elapsed_s": time.perf_counter() - started, **self.snapshot(reset=False)}
 
     def snapshot(self, reset: bool) -> dict[str, Any]:
