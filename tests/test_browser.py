@@ -215,3 +215,30 @@ def test_kill_switch_moves_the_page_to_polling_for_good(system, page, keys, redi
     page.wait_for_timeout(2_000)
     expect(indicator).to_have_attribute("data-mode", "polling")
     assert timeline_seqs(page) == [3, 2, 1]
+
+
+def test_a_frozen_pod_is_noticed_by_the_heartbeat(system, page, keys):
+    """A pod that stops answering without closing (a zombie TCP connection): the missing
+    heartbeat_ack flips the page to polling; once the pod answers again the page goes live."""
+    from playwright.sync_api import expect
+
+    token = keys.token("user_1", ORDER_ID)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=1&hb=0.5&hbtimeout=0.5"
+              "&reconnect=0.25")
+    indicator = page.locator("#indicator")
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=10_000)
+
+    system.pod.send_signal(signal.SIGSTOP)
+    try:
+        expect(indicator).to_have_attribute("data-mode", "polling", timeout=5_000)
+        system.gateway.scan("in_transit", "Distribution Center, Newark NJ",
+                            "2025-10-03T14:02:00Z")
+        expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
+                                                       timeout=5_000)
+    finally:
+        system.pod.send_signal(signal.SIGCONT)
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=15_000)
+    system.gateway.scan("out_for_delivery", "Local Delivery Vehicle, Brooklyn NY",
+                        "2025-10-03T14:08:00Z")
+    expect(page.locator("#status")).to_have_text("Out for delivery", timeout=1_000)
+    assert timeline_seqs(page) == [4, 3, 2, 1]
