@@ -19,7 +19,14 @@ import redis
 from ordertrack.gateway.publisher import publish_event
 from ordertrack.models import Order, TrackingEvent
 from ordertrack.store import open_store
-from tests.support import REPO, ProcessGroup, free_port, generate_keys, wait_http_ok
+from tests.support import (
+    REPO,
+    ProcessGroup,
+    free_port,
+    generate_keys,
+    wait_for,
+    wait_http_ok,
+)
 
 JSON_TYPE = "application/json; charset=utf-8"
 WS_BASE = "ws://127.0.0.1:18080"
@@ -310,3 +317,34 @@ def test_missing_public_key_stops_start_up_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "ordertrack api: invalid JWT_PUBLIC_KEY: expected PEM text or the path of a PEM file"]
+
+
+async def test_without_redis_answers_come_from_the_store_with_realtime_off(own_redis, keys,
+                                                                           procs, tmp_path,
+                                                                           order_id):
+    db_url = f"sqlite:///{tmp_path / 'tracking.db'}"
+    api = type("Api", (), {"db": db_url})
+    await add_order(api, order_id)
+    port = free_port()
+    procs.start("api", env={
+        "API_HOST": "127.0.0.1", "API_PORT": str(port), "DATABASE_URL": db_url,
+        "REDIS_URL": own_redis.url, "JWT_PUBLIC_KEY": str(keys.public_path),
+        "REALTIME_WS_URL": WS_BASE, "REST_CACHE_TTL_SECONDS": "0.2",
+    }, log=tmp_path / "api.log")
+    api.base = f"http://127.0.0.1:{port}"
+    wait_http_ok(api.base + "/healthz")
+    token = keys.token("user_1", order_id)
+    assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
+
+    own_redis.stop()
+    response = get_tracking(api, order_id, token)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["seq"], body["status"]) == (4, "out_for_delivery")
+    assert body["realtime"]["enabled"] is False
+    assert_error(get_tracking(api, "ord_unknown", keys.token("user_1", "ord_unknown")), 404,
+                 "NOT_FOUND")
+
+    own_redis.start()
+    wait_for(lambda: get_tracking(api, order_id, token).json()["realtime"]["enabled"],
+             timeout=10, what="realtime back on once Redis is back")

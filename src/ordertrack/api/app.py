@@ -18,12 +18,14 @@ import gc
 import logging
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import orjson
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
@@ -38,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertrack import auth, flags
 from ordertrack.api.tracking import TrackingReader
+from ordertrack.store import StoreError
 
 log = logging.getLogger("ordertrack.api")
 
@@ -47,6 +50,11 @@ JSON_TYPE = "application/json; charset=utf-8"
 FALLBACK_REASONS = frozenset(
     {"websocket_disconnected", "connection_limit", "feature_disabled", "heartbeat_timeout",
      "realtime_disabled", "websocket_unsupported", "resume_unavailable"}
+)
+#: what a tracking store that cannot answer raises (Redis failures are handled by the reader)
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    StoreError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+    TimeoutError, RedisError,
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -320,7 +328,7 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
 
         try:
             read = await runtime.reader.read(order_id)
-        except (RedisError, OSError) as exc:
+        except STORE_ERRORS as exc:
             metrics.count("unavailable")
             log.error("tracking read for order %s failed: %s: %s", order_id,
                       type(exc).__name__, exc)

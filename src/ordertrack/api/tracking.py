@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from ordertrack import flags, keys
 from ordertrack.models import Order, StoredEvent
@@ -116,6 +117,10 @@ def state_seq(raw: bytes | str | None) -> int:
         return 0
 
 
+#: after a Redis error, requests skip Redis this long before trying it again
+REDIS_RETRY_SECONDS = 1.0
+#: what the answer says about realtime while Redis is unreachable (no pod can push then)
+REDIS_DOWN_FLAG = flags.Flag(enabled=False)
 #: KEYS[1] the order's state hash, KEYS[2] the flag key -> {seq or false, flag JSON or false}
 SEQ_AND_FLAG = "return {redis.call('HGET', KEYS[1], 'seq'), redis.call('GET', KEYS[2])}"
 
@@ -134,7 +139,7 @@ class TrackingRead:
 
 
 class TrackingReader:
-    """`await reader.read(order_id) -> TrackingRead`. Redis errors propagate to the caller."""
+    """`await reader.read(order_id) -> TrackingRead`."""
 
     def __init__(self, store: Any, redis: Any, *, ttl: float = 5.0,
                  local_max: int = LOCAL_CACHE_MAX):
@@ -146,10 +151,18 @@ class TrackingReader:
         self._inflight: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         # one command for both reads: cheaper on the client than a two-command pipeline
         self._seq_and_flag = redis.register_script(SEQ_AND_FLAG)
+        self._redis_down_logged = float("-inf")
+        self._redis_down_until = float("-inf")
 
     async def read(self, order_id: str) -> TrackingRead:
-        raw_seq, raw_flag = await self._seq_and_flag(
-            keys=[keys.state(order_id), flags.FLAG_KEY])
+        """The order's document and the flag. Store errors propagate; Redis errors do not."""
+        if time.monotonic() < self._redis_down_until:
+            return await self._read_without_redis(order_id, None)
+        try:
+            raw_seq, raw_flag = await self._seq_and_flag(
+                keys=[keys.state(order_id), flags.FLAG_KEY])
+        except RedisError as exc:
+            return await self._read_without_redis(order_id, exc)
         flag = flags.parse_flag(raw_flag)
         current = state_seq(raw_seq)
 
@@ -160,7 +173,10 @@ class TrackingReader:
                 return TrackingRead(doc, flag, "process")
             del self._local[order_id]
 
-        raw_doc = await self.redis.get(rest_cache_key(order_id))
+        try:
+            raw_doc = await self.redis.get(rest_cache_key(order_id))
+        except RedisError as exc:
+            return await self._read_without_redis(order_id, exc)
         if raw_doc is not None:
             doc = orjson.loads(raw_doc)
             if doc["seq"] >= current:
@@ -170,6 +186,26 @@ class TrackingReader:
         doc = await self._load_once(order_id, current)
         return TrackingRead(doc, flag, "store" if doc is not None else "missing")
 
+    async def _read_without_redis(self, order_id: str, exc: Exception | None) -> TrackingRead:
+        """Redis is down: answer from this process's cache (TTL only) or the store.
+
+        Tracking data stays available over REST whatever happens to the realtime path. With
+        Redis down no pod can push, so the answer tells clients not to open a WebSocket.
+        """
+        now = time.monotonic()
+        if exc is not None:
+            # skip Redis for a moment: a request must not wait on connect timeouts
+            self._redis_down_until = now + REDIS_RETRY_SECONDS
+        if exc is not None and now >= self._redis_down_logged + 10:
+            self._redis_down_logged = now
+            log.warning("redis unavailable (%s: %s): answering from the store, realtime off",
+                        type(exc).__name__, exc)
+        cached = self._local.get(order_id)
+        if cached is not None and now < cached[1]:
+            return TrackingRead(cached[0], REDIS_DOWN_FLAG, "process")
+        doc = await self._load_once(order_id, 0, use_redis=False)
+        return TrackingRead(doc, REDIS_DOWN_FLAG, "store" if doc is not None else "missing")
+
     def forget(self, order_id: str) -> None:
         self._local.pop(order_id, None)
 
@@ -178,7 +214,8 @@ class TrackingReader:
             self._local.pop(next(iter(self._local)))
         self._local[order_id] = (doc, time.monotonic() + self.ttl)
 
-    async def _load_once(self, order_id: str, current: int) -> dict[str, Any] | None:
+    async def _load_once(self, order_id: str, current: int, use_redis: bool = True
+                         ) -> dict[str, Any] | None:
         """Rebuild from the store, one rebuild per order at a time in this process."""
         pending = self._inflight.get(order_id)
         if pending is not None:
@@ -188,7 +225,7 @@ class TrackingReader:
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._inflight[order_id] = future
         try:
-            doc = await self._load(order_id, current)
+            doc = await self._load(order_id, current, use_redis)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it, nobody else must
@@ -200,16 +237,22 @@ class TrackingReader:
             if self._inflight.get(order_id) is future:
                 del self._inflight[order_id]
 
-    async def _load(self, order_id: str, current: int) -> dict[str, Any] | None:
+    async def _load(self, order_id: str, current: int, use_redis: bool) -> dict[str, Any] | None:
         order = await self.store.get_order(order_id)
         if order is None:
             return None
         doc = build_document(order, await self.store.history(order_id))
-        if current > doc["seq"]:
-            # published but not (yet) visible in the store: fill in from the stream
-            entries = await self.redis.xrange(keys.stream(order_id), f"{doc['seq'] + 1}-0", "+")
-            for message in stream_messages(entries):
-                doc = apply_message(doc, message)
-        await self.redis.set(rest_cache_key(order_id), orjson.dumps(doc), px=int(self.ttl * 1000))
+        if use_redis:
+            try:
+                if current > doc["seq"]:
+                    # published but not (yet) visible in the store: fill in from the stream
+                    entries = await self.redis.xrange(keys.stream(order_id),
+                                                      f"{doc['seq'] + 1}-0", "+")
+                    for message in stream_messages(entries):
+                        doc = apply_message(doc, message)
+                await self.redis.set(rest_cache_key(order_id), orjson.dumps(doc),
+                                     px=int(self.ttl * 1000))
+            except RedisError as exc:
+                log.warning("redis failed while caching order %s: %s", order_id, exc)
         self._remember(order_id, doc)
         return doc
