@@ -468,3 +468,28 @@ async def test_jwks_keys_are_chosen_by_kid(procs, tmp_path, redis_url, keys):
         refused(pod, "/ws/orders/ord_jwks/track", upgrade_headers(unknown_kid), 401, "UNAUTHORIZED")
     finally:
         server.shutdown()
+
+
+async def test_resume_sent_right_after_open_is_honoured(pod, keys, rasync):
+    """Browsers send `resume` as soon as the socket opens, often before the ack is out."""
+    for seq in (1, 2, 3):
+        await publish(rasync, "ord_early", seq)
+    token = keys.token("u21", "ord_early")
+    for _ in range(5):
+        ws = await connect(pod, token, "ord_early")
+        await ws.send('{"event":"resume","data":{"last_seq":1}}')
+        async with ws:
+            assert (await recv_json(ws))["event"] == "connection_ack"
+            assert [(await recv_json(ws))["data"]["seq"] for _ in range(2)] == [2, 3]
+            await ws.send('{"event":"heartbeat"}')
+            assert (await recv_json(ws))["event"] == "heartbeat_ack"
+
+
+async def test_sigterm_while_redis_is_down_still_exits(procs, tmp_path, own_redis, keys):
+    pod = start_pod(procs, tmp_path, own_redis.url, keys, drain_seconds=0.2)
+    ws = await connect(pod, keys.token("u22", "ord_gone"), "ord_gone")
+    await recv_json(ws)
+    own_redis.stop()
+    pod.proc.send_signal(signal.SIGTERM)
+    assert await close_code(ws) == 1001
+    assert await asyncio.to_thread(pod.proc.wait, 20) == 0

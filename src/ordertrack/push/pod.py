@@ -71,6 +71,7 @@ class Pod:
         self._admission_wakeup = asyncio.Event()
         self._release_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
         self._tick_handle: asyncio.TimerHandle | None = None
         self.broker = Broker(
             cfg.redis_url,
@@ -163,10 +164,19 @@ class Pod:
             if not conn.acked:
                 conn.resume_seq = message.last_seq  # handled when the connection is admitted
             else:
-                conn.acked = False  # hold live updates back until the replay is written
-                self.loop.create_task(self._resume(conn, message.last_seq))
+                self._start_resume(conn, message.last_seq)
         else:
             conn.deliver(protocol.error(message.error_code, message.error_message), None)
+
+    def _start_resume(self, conn: Connection, last_seq: int) -> None:
+        conn.acked = False  # hold live updates back until the replay is written
+        self._spawn(self._resume(conn, last_seq))
+
+    def _spawn(self, coro) -> None:
+        """A short-lived task, referenced until done (the loop only keeps weak references)."""
+        task = self.loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def schedule_close_deadline(self, conn: Connection) -> None:
         conn.hb_state = HB_CLOSE_DUE
@@ -235,8 +245,15 @@ class Pod:
                     conn = self.pending.popleft()
                     if not conn.cleaned and conn.close_reason is None:
                         batch.append(conn)
-                if batch:
+                if not batch:
+                    continue
+                try:
                     await self._admit(batch)
+                except Exception:  # noqa: BLE001 - one bad batch must not stop all admissions
+                    log.exception("admission of %d connections failed", len(batch))
+                    for conn in batch:
+                        if not conn.acked:
+                            conn.close(protocol.INTERNAL_ERROR, "admission failed")
 
     async def _wait_for_subscription(self) -> None:
         """Connections wait up to REDIS_SUBSCRIBE_TIMEOUT_SECONDS for a live PSUBSCRIBE."""
@@ -256,7 +273,9 @@ class Pod:
     async def _admit(self, batch: list[Connection]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         wall_ms = int(time.time() * 1000)
-        for conn in batch:
+        # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
+        resume_from = [conn.resume_seq for conn in batch]
+        for conn, last_seq in zip(batch, resume_from, strict=True):
             await self.register_script(
                 keys=[registry.user_key(conn.user_id)],
                 args=[self.pod_id, conn.connection_id, wall_ms, self.cfg.max_connections_per_user,
@@ -264,8 +283,8 @@ class Pod:
                 client=pipe,
             )
             pipe.hgetall(keys.state(conn.order_id))
-            if conn.resume_seq is not None:
-                pipe.xrange(keys.stream(conn.order_id), f"{conn.resume_seq + 1}-0", "+",
+            if last_seq is not None:
+                pipe.xrange(keys.stream(conn.order_id), f"{last_seq + 1}-0", "+",
                             count=RESUME_MAX_EVENTS)
         try:
             results = await pipe.execute()
@@ -280,12 +299,12 @@ class Pod:
                 self.pending.popleft().close(protocol.INTERNAL_ERROR, "tracking registry unavailable")
             return
         index = 0
-        for conn in batch:
+        for conn, last_seq in zip(batch, resume_from, strict=True):
             evicted = results[index]
             state = _decode_hash(results[index + 1])
             index += 2
             entries = None
-            if conn.resume_seq is not None:
+            if last_seq is not None:
                 entries = results[index]
                 index += 1
             conn.registered = True
@@ -300,9 +319,10 @@ class Pod:
                         victim.close(protocol.CONNECTION_LIMIT)
             if conn.cleaned or conn.close_reason is not None:
                 continue
-            self._acknowledge(conn, state, entries)
+            self._acknowledge(conn, state, last_seq, entries)
 
-    def _acknowledge(self, conn: Connection, state: dict, entries) -> None:
+    def _acknowledge(self, conn: Connection, state: dict, fetched_from: int | None,
+                     entries) -> None:
         conn.carrier = state.get("carrier") or None
         if not flags.is_enabled(self.flag, conn.user_id, self.cfg.region, conn.carrier):
             conn.close(protocol.FEATURE_DISABLED)
@@ -313,9 +333,13 @@ class Pod:
             watch.seq = state_seq
         conn.sent_seq = state_seq
         conn.send(protocol.connection_ack(conn.connection_id, conn.order_id, state))
-        if conn.resume_seq is not None:
-            self._replay(conn, conn.resume_seq, state_seq, entries or [])
-            conn.resume_seq = None
+        resume_seq, conn.resume_seq = conn.resume_seq, None
+        if fetched_from is not None and resume_seq == fetched_from:
+            self._replay(conn, resume_seq, state_seq, entries or [])
+        elif resume_seq is not None:
+            # asked for while we were registering it: fetch that replay now (updates stay held)
+            self._start_resume(conn, resume_seq)
+            return
         self._release_backlog(conn)
 
     def _replay(self, conn: Connection, last_seq: int, state_seq: int, entries) -> None:
@@ -382,7 +406,7 @@ class Pod:
             if conn is not None:
                 conn.close(protocol.CONNECTION_LIMIT)
         elif op == "flag":
-            self.loop.create_task(self._refresh_flag())
+            self._spawn(self._refresh_flag())
 
     async def _on_live(self, resubscribed: bool) -> None:
         metrics.SUBSCRIBED.set(1)
