@@ -163,6 +163,14 @@ async def test_append_numbers_new_events_and_drops_known_ones(store: TrackingSto
     )
 
 
+async def test_estimate_of_an_earlier_event_in_the_same_batch_is_kept(store: TrackingStore):
+    await store.add_order(order())
+    await store.append_events("ord_1", [event("in_transit", T1, estimated_delivery=T4),
+                                        event("in_transit", T2, location="Hub")])
+    current = await store.get_order("ord_1")
+    assert current is not None and current.estimated_delivery == T4
+
+
 async def test_delivered_order_leaves_the_active_set(store: TrackingStore):
     await store.add_order(order("ord_1"))
     await store.add_order(order("ord_2"))

@@ -186,7 +186,13 @@ def next_order_state(current: OrderState, stored: Sequence[StoredEvent]) -> Orde
     out-of-order scan must not move a delivered order back to in_transit). An event without
     an estimated delivery keeps the one the order had.
     """
-    newest = max(stored, key=lambda event: (parse_timestamp(event.timestamp), event.seq))
+    def order(event: StoredEvent):
+        return (parse_timestamp(event.timestamp), event.seq)
+
+    newest = max(stored, key=order)
+    # the newest estimate the batch carries, when its newest event carries none
+    estimates = [event for event in stored if event.estimated_delivery]
+    estimate = max(estimates, key=order).estimated_delivery if estimates else None
     seq = stored[-1].seq
     if current.last_update is not None and parse_timestamp(newest.timestamp) < parse_timestamp(
         current.last_update
@@ -195,7 +201,7 @@ def next_order_state(current: OrderState, stored: Sequence[StoredEvent]) -> Orde
     return OrderState(
         newest.status,
         newest.timestamp,
-        newest.estimated_delivery or current.estimated_delivery,
+        estimate or current.estimated_delivery,
         seq,
     )
 
