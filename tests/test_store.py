@@ -289,8 +289,9 @@ def test_next_order_state_follows_the_newest_scan_by_time():
         StoredEvent("o", 1, "out_for_delivery", None, "2025-10-01T10:00:00.500Z"),
         StoredEvent("o", 2, "in_transit", None, "2025-10-01T10:00:00Z", T4),
     ]
+    # status follows the newest scan; the estimate is the newest one any new scan gave
     assert next_order_state(current, stored) == OrderState(
-        "out_for_delivery", "2025-10-01T10:00:00.500Z", None, 2
+        "out_for_delivery", "2025-10-01T10:00:00.500Z", T4, 2
     )
 
 
