@@ -306,3 +306,31 @@ def test_two_replicas_never_poll_the_same_order_at_once(sandbox, redis_url, proc
         assert float(line.rsplit(" ", 1)[1]) > 0
     for proc in started:
         assert procs.stop(proc, signal.SIGTERM) == 0
+
+
+def test_redis_gone_for_a_while_loses_no_event(sandbox, own_redis, procs, tmp_path):
+    """Redis stops while a shipment moves on; once it is back, the event is published."""
+    db = f"sqlite:///{tmp_path}/track.db"
+    add_orders(db, [order("ord_outage", "dhl", "JD0146000OUTAGE1")])
+    proc = procs.start("poll", env=gateway_env(sandbox, own_redis.url, db),
+                       log=tmp_path / "poll.log")
+    sub = Subscriber(own_redis.url)
+    first = sub.next()
+    assert first is not None and first[1]["seq"] == 1
+    sub.close()
+
+    own_redis.stop()
+    httpx.post(f"{sandbox}/_admin/advance",
+               json={"tracking_number": "JD0146000OUTAGE1", "steps": 1}).raise_for_status()
+    time.sleep(1.5)  # several poll cycles fail against the missing Redis
+    assert proc.poll() is None, "the gateway must survive a Redis outage"
+    own_redis.start()  # back, and empty
+
+    r = redis.Redis.from_url(own_redis.url)
+    wait_for(lambda: r.hget(keys.state("ord_outage"), "seq") is not None, 20,
+             what="the missed event published after Redis came back")
+    history = store_call(db, "history", "ord_outage")
+    assert [e.seq for e in history] == [1, 2]
+    assert r.hget(keys.state("ord_outage"), "seq") == b"2"
+    r.close()
+    assert procs.stop(proc, signal.SIGTERM) == 0
