@@ -31,6 +31,12 @@ function orderIdFromPath(pathname) {
 
 function formatTime(value) {
   if (!value) return "—";
+  // a bare date (carriers often estimate a day, not a time) is shown as that day, in no zone
+  const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+  if (day) {
+    const date = new Date(Number(day[1]), Number(day[2]) - 1, Number(day[3]));
+    return date.toLocaleDateString(undefined, { dateStyle: "medium" });
+  }
   const date = new Date(value);
   if (Number.isNaN(date.getTime())) return value;
   return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
