@@ -48,6 +48,14 @@ def ensure_dev_keys(directory: Path = DEV_KEY_DIR) -> tuple[Path, Path]:
     return private_path, public_path
 
 
+def dev_public_key_path() -> str | None:
+    """The dev public key, when `JWT_PUBLIC_KEY` is unset and one exists here (`make run`,
+    `ordertrack token`). Lets a developer run `ordertrack serve` with no setup; a production
+    pod has no `.dev/` folder, and a warning is logged whenever this fallback is used."""
+    path = DEV_KEY_DIR / PUBLIC_NAME
+    return str(path.resolve()) if path.is_file() else None
+
+
 def mint(private_pem: bytes | str, user_id: str, order_ids: list[str], ttl: float = 3600,
          issuer: str | None = None, audience: str | None = None) -> str:
     now = int(time.time())

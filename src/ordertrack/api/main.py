@@ -44,7 +44,13 @@ def load_settings(args: argparse.Namespace | None = None, environ=None) -> Simpl
     """All settings, validated: raises ConfigError with one readable line."""
     settings = load(SETTINGS, args, environ)
     if not settings.jwt_public_key:
-        raise ConfigError("JWT_PUBLIC_KEY is required (PEM text or the path of a PEM file)")
+        from ordertrack.dev_keys import dev_public_key_path
+
+        settings.jwt_public_key = dev_public_key_path()
+        if not settings.jwt_public_key:
+            raise ConfigError("JWT_PUBLIC_KEY is required (PEM text or the path of a PEM file)")
+        logging.getLogger("ordertrack.api").warning(
+            "JWT_PUBLIC_KEY unset: using the development key %s", settings.jwt_public_key)
     from ordertrack import auth
 
     try:

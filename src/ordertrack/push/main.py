@@ -11,6 +11,7 @@ import uvloop
 from picows import ws_create_server
 
 from ordertrack import auth, config, protocol
+from ordertrack.dev_keys import dev_public_key_path
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
@@ -38,7 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def load_settings(args: argparse.Namespace | None = None):
     cfg = config.load(SETTINGS, args)
     if not cfg.jwt_public_key and not cfg.jwt_jwks_url:
-        raise config.ConfigError("JWT_PUBLIC_KEY or JWT_JWKS_URL is required to verify tokens")
+        cfg.jwt_public_key = dev_public_key_path()
+        if not cfg.jwt_public_key:
+            raise config.ConfigError("JWT_PUBLIC_KEY or JWT_JWKS_URL is required to verify tokens")
+        log.warning("JWT_PUBLIC_KEY unset: using the development key %s", cfg.jwt_public_key)
     if cfg.jwt_public_key:
         try:
             cfg.jwt_public_key = auth.load_public_key(cfg.jwt_public_key)
