@@ -22,12 +22,12 @@ TEXT = WSMsgType.TEXT
 
 class Connection(WSListener):
     __slots__ = (
-        "pod", "transport", "connection_id", "user_id", "order_id", "carrier", "request_id",
+        "pod", "transport", "connection_id", "user_id", "order_id", "carrier",
         "opened_at", "last_ping", "hb_state", "registered", "acked", "sent_seq", "backlog", "resume_seq",
         "close_reason", "cleaned",
     )
 
-    def __init__(self, pod, connection_id: str, user_id: str, order_id: str, request_id: str,
+    def __init__(self, pod, connection_id: str, user_id: str, order_id: str,
                  resume_seq: int | None):
         self.pod = pod
         self.transport: WSTransport | None = None
@@ -35,7 +35,6 @@ class Connection(WSListener):
         self.user_id = user_id
         self.order_id = order_id
         self.carrier: str | None = None
-        self.request_id = request_id
         self.opened_at = 0.0
         self.last_ping = 0.0
         self.hb_state = HB_PING_DUE

@@ -105,7 +105,7 @@ def make_listener_factory(pod):
         response_headers = [("X-Request-ID", request_id), ("X-WS-Connection-ID", connection_id)]
         if protocol.SUBPROTOCOL in auth.offered_subprotocols(headers):
             response_headers.append(("Sec-WebSocket-Protocol", protocol.SUBPROTOCOL))
-        conn = Connection(pod, connection_id, claims.user_id, order_id, request_id, resume_seq)
+        conn = Connection(pod, connection_id, claims.user_id, order_id, resume_seq)
         response = WSUpgradeResponse.create_101_response(response_headers)
         return WSUpgradeResponseWithListener(response, conn)
 
