@@ -250,11 +250,14 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
 
     Store and Redis are opened by the lifespan (uvicorn runs it), closed on shutdown.
     """
-    tokens = TokenCache(auth.Verifier(
-        auth.load_public_key(settings.jwt_public_key),
+    public_key = getattr(settings, "jwt_public_key", None)
+    verifier = auth.Verifier(
+        auth.load_public_key(public_key) if public_key else None,
         issuer=getattr(settings, "jwt_issuer", None),
         audience=getattr(settings, "jwt_audience", None),
-    ))
+    )
+    jwks_url = getattr(settings, "jwt_jwks_url", None)
+    tokens = TokenCache(verifier)
     metrics = Metrics()
     ws_base = getattr(settings, "realtime_ws_url", None) or "ws://127.0.0.1:8080"
     region = getattr(settings, "region", None) or "local"
@@ -265,6 +268,11 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         from ordertrack.store import open_store
 
+        jwks = None
+        if jwks_url:
+            # as the push pods: keys by kid, fetched now and refreshed in the background
+            jwks = auth.JwksRefresher(verifier, jwks_url)
+            await jwks.start()
         store = await open_store(getattr(settings, "database_url", None))
         redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2,
                                   socket_timeout=2, health_check_interval=30)
@@ -278,6 +286,8 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
         try:
             yield
         finally:
+            if jwks is not None:
+                jwks.stop()
             await redis.aclose()
             await store.close()
 

@@ -28,6 +28,8 @@ API_SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0", "Redis (state, cache, flag)"),
     Setting("JWT_PUBLIC_KEY", optional_text, None,
             "PEM public key (text, or a path to a PEM file) that verifies RS256/ES256 tokens"),
+    Setting("JWT_JWKS_URL", optional_text, None,
+            "JWKS URL; keys chosen by kid, refreshed in the background (as the push pods')"),
     Setting("JWT_ISSUER", optional_text, None, "required `iss` claim (unchecked when unset)"),
     Setting("JWT_AUDIENCE", optional_text, None, "required `aud` claim (unchecked when unset)"),
     Setting("REALTIME_WS_URL", text, "ws://127.0.0.1:8080",
@@ -43,20 +45,22 @@ SETTINGS: tuple[Setting, ...] = API_SETTINGS + STORE_SETTINGS
 def load_settings(args: argparse.Namespace | None = None, environ=None) -> SimpleNamespace:
     """All settings, validated: raises ConfigError with one readable line."""
     settings = load(SETTINGS, args, environ)
-    if not settings.jwt_public_key:
+    if not settings.jwt_public_key and not settings.jwt_jwks_url:
         from ordertrack.dev_keys import dev_public_key_path
 
         settings.jwt_public_key = dev_public_key_path()
         if not settings.jwt_public_key:
-            raise ConfigError("JWT_PUBLIC_KEY is required (PEM text or the path of a PEM file)")
+            raise ConfigError("JWT_PUBLIC_KEY (PEM text or the path of a PEM file) or "
+                              "JWT_JWKS_URL is required")
         logging.getLogger("ordertrack.api").warning(
             "JWT_PUBLIC_KEY unset: using the development key %s", settings.jwt_public_key)
     from ordertrack import auth
 
-    try:
-        auth.Verifier(auth.load_public_key(settings.jwt_public_key))
-    except ValueError as exc:
-        raise ConfigError(f"invalid JWT_PUBLIC_KEY: {exc}") from None
+    if settings.jwt_public_key:
+        try:
+            auth.Verifier(auth.load_public_key(settings.jwt_public_key))
+        except ValueError as exc:
+            raise ConfigError(f"invalid JWT_PUBLIC_KEY: {exc}") from None
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"invalid LOG_LEVEL={settings.log_level!r}: expected debug, info, "
                           "warning or error")
