@@ -110,6 +110,7 @@ def test_dhl_404_and_empty_answers_are_not_found():
     ("transit", "Processed at hub", "in_transit"),
     ("transit", "Out for delivery", "out_for_delivery"),
     ("transit", "The shipment is with courier for delivery", "out_for_delivery"),
+    ("transit", "With delivery courier", "out_for_delivery"),   # DHL Express checkpoint WC
     ("transit", "The shipment has been loaded onto the delivery vehicle", "out_for_delivery"),
     ("delivered", "", "delivered"),
     ("failure", "", "exception"),

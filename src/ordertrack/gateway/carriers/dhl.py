@@ -44,6 +44,7 @@ STATUS_TABLE = expand({
 #: DHL's wordings for a parcel on the delivery vehicle (statusCode stays `transit`)
 OUT_FOR_DELIVERY_TEXT = re.compile(
     r"out for delivery|with (?:the )?(?:delivery )?courier for delivery|"
+    r"with (?:the )?delivery courier|"
     r"on (?:the )?(?:delivery )?vehicle for delivery|loaded onto (?:the )?delivery vehicle|"
     r"in delivery|being delivered today|will be delivered today",
     re.IGNORECASE,
