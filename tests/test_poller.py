@@ -334,3 +334,67 @@ def test_redis_gone_for_a_while_loses_no_event(sandbox, own_redis, procs, tmp_pa
     assert r.hget(keys.state("ord_outage"), "seq") == b"2"
     r.close()
     assert procs.stop(proc, signal.SIGTERM) == 0
+
+
+# --- in process: the Poller against a scripted carrier answer ---------------------------------
+
+
+class InProcessGateway:
+    """The real Poller, store, quota and publisher; the carrier is an httpx transport."""
+
+    def __init__(self, redis_url: str, db_path: str, answer):
+        import redis.asyncio as aioredis
+
+        from ordertrack.gateway.carriers.dhl import DhlClient
+        from ordertrack.gateway.http import RetryPolicy
+        from ordertrack.gateway.metrics import Metrics
+        from ordertrack.gateway.pagerduty import PagerDuty
+        from ordertrack.gateway.poller import Poller
+        from ordertrack.gateway.publisher import Publisher
+        from ordertrack.gateway.quota import Quota, carrier_limits
+        from ordertrack.gateway.scheduler import Scheduler
+
+        self.requests: list[httpx.Request] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            self.requests.append(request)
+            return answer(request)
+
+        self.db_path = db_path
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.quota = Quota(self.redis, carrier_limits(), "r1")
+        self.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        self.client = DhlClient("http://dhl.test", api_key="k", http=self.http,
+                                policy=RetryPolicy(base_delay=0.01, max_retry_after=0.2))
+        self.metrics = Metrics()
+        self.publisher = Publisher(self.redis)
+        self.scheduler = Scheduler(self.redis, "r1")
+        self.pager = PagerDuty(None)
+        self._poller_cls = Poller
+
+    async def __aenter__(self):
+        self.store = await open_store(self.db_path)
+        self.poller = self._poller_cls(self.store, self.publisher, self.quota, self.scheduler,
+                                       self.pager, self.metrics, replica="r1")
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.pager.aclose()
+        await self.http.aclose()
+        await self.store.close()
+        await self.redis.aclose()
+
+
+async def test_long_retry_after_holds_the_carrier_and_is_no_order_failure(redis_url, tmp_path):
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "120"},
+                              json={"status": 429, "title": "Too Many Requests",
+                                    "detail": "rate limit exceeded"})
+
+    async with InProcessGateway(redis_url, str(tmp_path / "t.db"), answer) as gw:
+        await gw.store.add_order(order("ord_ra", "dhl"))
+        await gw.poller.poll_batch("dhl", gw.client, [await gw.store.get_order("ord_ra")])
+        assert len(gw.requests) == 1          # not retried before the carrier's 120 s
+        state = await gw.quota.state("dhl")
+        assert state.paused_until is not None and state.paused_until - time.time() > 100
+        assert (await gw.store.get_order("ord_ra")).consecutive_failures == 0

@@ -2,8 +2,9 @@
 
 Retry rules (carriers.md "Retry etiquette"): 429 (rate_limited), 5xx (server_error),
 timeouts and connection errors are retried at most `max_retries` (3) times, with exponential
-backoff and full jitter, or after `Retry-After` (seconds or an HTTP date, capped by
-`max_retry_after`). Nothing else is retried: 400/401/403/404, not-found answers, malformed
+backoff and full jitter, or after `Retry-After` (seconds or an HTTP date, plus a little jitter); a Retry-After longer than
+`max_retry_after` is not cut short: the request is not retried in this cycle and the
+poller holds the carrier for every replica until then. Nothing else is retried: 400/401/403/404, not-found answers, malformed
 bodies, and daily-quota 429s.
 
 Daily-quota rule: a 429 whose body mentions a day ("daily", "day", "per day", "24 hours") or
@@ -168,7 +169,7 @@ class RetryPolicy:
     max_retries: int = 3
     base_delay: float = 0.5
     max_delay: float = 8.0
-    #: Retry-After values are honoured up to this many seconds
+    #: a Retry-After up to this many seconds is waited for; a longer one ends the attempt
     max_retry_after: float = 30.0
     #: called as on_retry(carrier, kind) before every retry (the poller's Prometheus counter)
     on_retry: Callable[[str, str], None] | None = None
@@ -181,7 +182,12 @@ class RetryPolicy:
         if error.kind not in RETRYABLE_KINDS or retry >= self.max_retries:
             return None
         if error.retry_after is not None:
-            return min(error.retry_after, self.max_retry_after)
+            if error.retry_after > self.max_retry_after:
+                # retrying sooner than asked only earns another 429: the poller holds the
+                # carrier for the whole Retry-After instead
+                return None
+            # Retry-After is a floor; a little jitter keeps replicas from retrying in step
+            return error.retry_after + self.rng.uniform(0.0, min(self.base_delay, 1.0))
         return backoff_delay(retry, self.base_delay, self.max_delay, self.rng)
 
     def record(self, carrier: str, kind: str) -> None:

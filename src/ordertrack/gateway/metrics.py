@@ -5,9 +5,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 #: poll outcomes, per order: a new event stored and published, nothing new, carrier does not
-#: know the number yet, the carrier call failed, the carrier's daily quota is spent, or our own
-#: quota had no room in time
-OUTCOMES = ("updated", "unchanged", "not_found", "failed", "daily_quota", "quota_wait")
+#: know the number yet, the carrier call failed, the carrier's daily quota is spent, the
+#: carrier throttled us with a Retry-After, or our own quota had no room in time
+OUTCOMES = ("updated", "unchanged", "not_found", "failed", "daily_quota", "rate_limited",
+            "quota_wait")
 
 
 class Metrics:

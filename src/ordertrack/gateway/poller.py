@@ -5,7 +5,8 @@ Per order of a batch: found -> store the events its history lacks -> publish eac
 is neither a failure nor a success; a failed carrier call is one more consecutive failure,
 and MORE than `failure_threshold` of them page (PagerDuty trigger, once) and flag the order;
 its next success resolves the alert and clears the flag. A daily-quota 429 pauses the
-carrier for every replica and is nobody's failure.
+carrier for every replica and is nobody's failure; so does a 429 whose Retry-After outlasts
+the retries (the carrier throttles us, not the order).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class QuotaWait(Exception):
         self.carrier = carrier
         self.wait_seconds = wait_seconds
         self.paused = paused
-        what = "paused (daily quota)" if paused else "quota spent"
+        what = "paused (carrier quota or Retry-After)" if paused else "quota spent"
         super().__init__(f"{carrier}: {what}, next request in {wait_seconds:.1f}s")
 
 
@@ -158,6 +159,15 @@ class Poller:
             self.metrics.polls.labels(carrier, "daily_quota").inc(len(orders))
             return
         self.metrics.errors.labels(carrier, exc.kind).inc()
+        if exc.kind == "rate_limited" and exc.retry_after:
+            # the carrier throttles us as a whole and said for how long: every replica waits,
+            # and no order is to blame
+            until = time.time() + exc.retry_after
+            await self.quota.pause(carrier, until)
+            log.warning("%s: rate limited, carrier held for every replica for %.0f s: %s",
+                        carrier, exc.retry_after, exc)
+            self.metrics.polls.labels(carrier, "rate_limited").inc(len(orders))
+            return
         self.metrics.polls.labels(carrier, "failed").inc(len(orders))
         for order in orders:
             count = await self.store.record_failure(order.order_id)
