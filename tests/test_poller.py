@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import httpx
 import orjson
@@ -26,6 +27,7 @@ from ordertrack.models import CarrierResult, Order, TrackingEvent
 from ordertrack.store import open_store
 from tests.support import ProcessGroup, free_port, wait_for, wait_http_ok
 
+FIXTURES = Path(__file__).parent / "fixtures" / "carriers"
 NUMBERS = {"dhl": "JD014600006281230704", "fedex": "794843185271", "ups": "1Z12345E0205271688"}
 
 
@@ -342,7 +344,7 @@ def test_redis_gone_for_a_while_loses_no_event(sandbox, own_redis, procs, tmp_pa
 class InProcessGateway:
     """The real Poller, store, quota and publisher; the carrier is an httpx transport."""
 
-    def __init__(self, redis_url: str, db_path: str, answer):
+    def __init__(self, redis_url: str, db_path: str, answer, publish_redis_url: str | None = None):
         import redis.asyncio as aioredis
 
         from ordertrack.gateway.carriers.dhl import DhlClient
@@ -367,7 +369,9 @@ class InProcessGateway:
         self.client = DhlClient("http://dhl.test", api_key="k", http=self.http,
                                 policy=RetryPolicy(base_delay=0.01, max_retry_after=0.2))
         self.metrics = Metrics()
-        self.publisher = Publisher(self.redis)
+        self.publish_redis = aioredis.Redis.from_url(publish_redis_url or redis_url,
+                                                     socket_connect_timeout=0.5)
+        self.publisher = Publisher(self.publish_redis)
         self.scheduler = Scheduler(self.redis, "r1")
         self.pager = PagerDuty(None)
         self._poller_cls = Poller
@@ -383,6 +387,7 @@ class InProcessGateway:
         await self.http.aclose()
         await self.store.close()
         await self.redis.aclose()
+        await self.publish_redis.aclose()
 
 
 async def test_long_retry_after_holds_the_carrier_and_is_no_order_failure(redis_url, tmp_path):
@@ -398,3 +403,43 @@ async def test_long_retry_after_holds_the_carrier_and_is_no_order_failure(redis_
         state = await gw.quota.state("dhl")
         assert state.paused_until is not None and state.paused_until - time.time() > 100
         assert (await gw.store.get_order("ord_ra")).consecutive_failures == 0
+
+
+async def test_delivered_event_stored_while_redis_fails_is_published_once_it_is_back(
+        redis_url, own_redis, tmp_path):
+    """The answer that delivers an order arrives while publishing fails: the order leaves the
+    active set, so no later poll would publish it; the carrier loop still does."""
+    from ordertrack.gateway.poller import CarrierLoop
+
+    body = (FIXTURES / "dhl_delivered_after_failure.json").read_bytes()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    async with InProcessGateway(redis_url, str(tmp_path / "t.db"), answer,
+                                publish_redis_url=own_redis.url) as gw:
+        await gw.store.add_order(order("ord_dl", "dhl"))
+        own_redis.stop()
+        await gw.poller.poll_batch("dhl", gw.client, [await gw.store.get_order("ord_dl")])
+        stored = await gw.store.history("ord_dl")
+        assert stored[-1].status == "delivered"
+        assert (await gw.store.get_order("ord_dl")).status == "delivered"
+        own_redis.start()
+
+        loop = CarrierLoop(gw.poller, "dhl", gw.client, interval=0.05, requests_per_hour=2000,
+                           refresh_seconds=0.05)
+        stopping = asyncio.Event()
+        running = asyncio.create_task(loop.run(stopping))
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                seq = await gw.publish_redis.hget(keys.state("ord_dl"), "seq")
+                if seq is not None and int(seq) == stored[-1].seq:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            stopping.set()
+            await running
+        assert int(await gw.publish_redis.hget(keys.state("ord_dl"), "seq")) == stored[-1].seq
+        assert (await gw.publish_redis.hget(keys.state("ord_dl"), "status")) == b"delivered"
+        assert await gw.publish_redis.xlen(keys.stream("ord_dl")) == len(stored)

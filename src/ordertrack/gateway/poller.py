@@ -88,8 +88,9 @@ class Poller:
         self.metrics = metrics
         self.failure_threshold = failure_threshold
         self.replica = replica
-        #: orders whose stored events may not all be published (Redis failed mid-way)
-        self._unpublished: set[str] = set()
+        #: order_id -> carrier of orders whose stored events may not all be published (Redis
+        #: failed mid-way); flushed by the carrier loop even once the order is no longer active
+        self._unpublished: dict[str, str] = {}
 
     async def poll_batch(self, carrier: str, client: Any, orders: list[Order]) -> None:
         if not orders:
@@ -117,7 +118,7 @@ class Poller:
             except Exception:
                 log.exception("%s: order %s: storing/publishing failed; will retry next poll",
                               carrier, order.order_id)
-                self._unpublished.add(order.order_id)
+                self._unpublished[order.order_id] = carrier
 
     async def _handle(self, carrier: str, order: Order, result: CarrierResult | None,
                       answered: float) -> None:
@@ -147,7 +148,23 @@ class Poller:
         """Publish stored events a failed Redis call left out (the script skips known seqs)."""
         for event in await self.store.history(order_id):
             await self.publisher.publish(order_id, carrier, event)
-        self._unpublished.discard(order_id)
+        self._unpublished.pop(order_id, None)
+
+    async def flush_unpublished(self, carrier: str) -> None:
+        """Publish what a failed Redis call left out, for every such order of `carrier`.
+
+        Run by the carrier loop, because the order may have left the active set (the missed
+        event was `delivered`) and would never be polled, hence republished, again.
+        """
+        for order_id in [o for o, c in self._unpublished.items() if c == carrier]:
+            try:
+                await self._republish(carrier, order_id)
+            except Exception as exc:  # noqa: BLE001 - still down: keep it for the next round
+                log.warning("%s: order %s: events still unpublished (%s: %s); will retry",
+                            carrier, order_id, type(exc).__name__, exc)
+                return
+            log.info("%s: order %s: events missed during a Redis failure now published",
+                     carrier, order_id)
 
     async def _carrier_failed(self, carrier: str, orders: list[Order], exc: CarrierError) -> None:
         if exc.kind == "daily_quota":
@@ -253,6 +270,7 @@ class CarrierLoop:
             try:
                 now = time.monotonic()
                 if now >= next_refresh:
+                    await self.poller.flush_unpublished(self.carrier)
                     await self.refresh()
                     next_refresh = now + self.refresh_seconds
                 state = await self.poller.quota.state(self.carrier)
