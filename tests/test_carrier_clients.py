@@ -162,6 +162,20 @@ async def test_concurrent_calls_share_one_token_request(sandbox):
     assert stats(sandbox)["fedex"]["token_requests"] == 1
 
 
+async def test_refused_token_request_is_not_repeated_by_every_waiting_call(sandbox):
+    """FedEx answers bursts at its token endpoint with 10 minutes of 403s: when the one
+    refresh fails, the calls that waited for it share its error instead of each asking again."""
+    client = fedex.FedexClient(sandbox, client_id="sandbox-fedex-id", client_secret="nope",
+                               policy=policy())
+    try:
+        outcomes = await asyncio.gather(*(client.track([f"77000000010{i}"]) for i in range(5)),
+                                        return_exceptions=True)
+    finally:
+        await client.aclose()
+    assert all(isinstance(o, CarrierError) and o.kind == "auth" for o in outcomes), outcomes
+    assert stats(sandbox)["fedex"]["token_requests"] == 1
+
+
 async def test_persistent_401_is_an_auth_error_after_one_refresh(sandbox):
     admin(sandbox, "faults", {"carrier": "fedex", "kind": "401", "count": 5})
     client = make_fedex(sandbox)

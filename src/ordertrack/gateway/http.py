@@ -259,14 +259,19 @@ class TokenCache:
     `fetch()` returns (access_token, expires_in seconds). The token is refreshed
     `refresh_before` seconds before expiry (at most half its lifetime, so short-lived sandbox
     tokens still get reused). Concurrent callers share one refresh (FedEx answers bursts at its
-    token endpoint with 10 minutes of 403s).
+    token endpoint with 10 minutes of 403s); a refresh that fails is not repeated for
+    `failure_cooldown` seconds: the callers in between get its error.
     """
 
     def __init__(self, fetch: Callable[[], Awaitable[tuple[str, float]]],
-                 refresh_before: float = 300.0, clock: Callable[[], float] = time.monotonic):
+                 refresh_before: float = 300.0, clock: Callable[[], float] = time.monotonic,
+                 failure_cooldown: float = 30.0):
         self._fetch = fetch
         self._refresh_before = refresh_before
         self._clock = clock
+        self._failure_cooldown = failure_cooldown
+        self._failure: Exception | None = None
+        self._failure_until = 0.0
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
@@ -282,7 +287,15 @@ class TokenCache:
         async with self._lock:
             if self._fresh() and self._token != stale:
                 return self._token  # type: ignore[return-value]
-            token, expires_in = await self._fetch()
+            if self._failure is not None and self._clock() < self._failure_until:
+                raise self._failure.with_traceback(None)
+            try:
+                token, expires_in = await self._fetch()
+            except Exception as exc:
+                self._failure = exc
+                self._failure_until = self._clock() + self._failure_cooldown
+                raise
+            self._failure = None
             self.refreshes += 1
             margin = min(self._refresh_before, max(0.0, expires_in) / 2)
             self._token = token
