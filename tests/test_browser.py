@@ -97,13 +97,15 @@ def system(tmp_path, redis_url, keys, procs):
         api = f"http://127.0.0.1:{api_port}"
         pod = None
 
-        def start_pod(self):
-            self.pod = procs.start("serve", env=pod_env, log=tmp_path / f"pod-{time.time()}.log")
+        def start_pod(self, **extra_env: str):
+            self.pod = procs.start("serve", env={**pod_env, **extra_env},
+                                   log=tmp_path / f"pod-{time.time()}.log")
             wait_http_ok(f"http://127.0.0.1:{pod_port}/readyz")
 
         def kill_pod(self):
             procs.stop(self.pod, signal.SIGKILL)
 
+    System.pod_url = f"ws://127.0.0.1:{pod_port}"
     system = System()
     system.gateway = gateway
     system.start_pod()
@@ -112,16 +114,27 @@ def system(tmp_path, redis_url, keys, procs):
 
 
 @pytest.fixture
-def page():
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 800, "height": 900})
-            yield context.new_page()
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    return browser.new_context(viewport={"width": 800, "height": 900}).new_page()
+
+
+def watch_sockets(page) -> list[str]:
+    """The URLs of the WebSockets the page opens, in order (grows as the page runs)."""
+    urls: list[str] = []
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    return urls
 
 
 def timeline_seqs(page) -> list[int]:
@@ -242,3 +255,24 @@ def test_a_frozen_pod_is_noticed_by_the_heartbeat(system, page, keys):
                         "2025-10-03T14:08:00Z")
     expect(page.locator("#status")).to_have_text("Out for delivery", timeout=1_000)
     assert timeline_seqs(page) == [4, 3, 2, 1]
+
+
+def test_page_without_overrides_uses_the_contract_timings_and_realtime_url(system, page, keys):
+    """No overrides: 30 s polls, 25 s heartbeats, 10 s ack timeout, 1 s first reconnect; the
+    socket goes to the REST answer's realtime.url (a `ws=` in the link is not obeyed), and the
+    token travels in headers and the subprotocol, never in a URL."""
+    from playwright.sync_api import expect
+
+    token = keys.token("user_1", ORDER_ID)
+    sockets = watch_sockets(page)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&ws=ws://127.0.0.1:9/elsewhere")
+    expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=10_000)
+    config = page.evaluate("() => globalThis.trackingClient.config")
+    assert {name: config[name] for name in ("pollInterval", "heartbeatInterval",
+                                            "heartbeatTimeout", "reconnectDelay")} == {
+        "pollInterval": 30_000, "heartbeatInterval": 25_000, "heartbeatTimeout": 10_000,
+        "reconnectDelay": 1_000}
+    assert sockets == [f"{system.pod_url}/ws/orders/{ORDER_ID}/track"]
+    assert requested and not [url for url in requested + sockets if token in url]

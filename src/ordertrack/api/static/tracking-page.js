@@ -20,7 +20,8 @@ export function pageOptions(hash) {
     heartbeatInterval: seconds("hb"),
     heartbeatTimeout: seconds("hbtimeout"),
     reconnectDelay: seconds("reconnect"),
-    wsUrl: params.get("ws") || undefined,
+    // no WebSocket URL from the link: the socket goes where the REST answer's realtime.url
+    // says, so a crafted link cannot send the token to another host
   };
 }
 
