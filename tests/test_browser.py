@@ -276,3 +276,56 @@ def test_page_without_overrides_uses_the_contract_timings_and_realtime_url(syste
         "reconnectDelay": 1_000}
     assert sockets == [f"{system.pod_url}/ws/orders/{ORDER_ID}/track"]
     assert requested and not [url for url in requested + sockets if token in url]
+
+
+def test_realtime_disabled_means_no_socket_until_it_is_enabled(system, page, keys, redis_url):
+    """`realtime.enabled: false` in the REST answer: the client polls and opens no WebSocket,
+    not even to reconnect after a drop; once enabled again it goes live."""
+    import redis
+    from playwright.sync_api import expect
+
+    control = redis.Redis.from_url(redis_url)
+    token = keys.token("user_1", ORDER_ID)
+    sockets = watch_sockets(page)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3&reconnect=0.25")
+    indicator = page.locator("#indicator")
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=10_000)
+
+    # the pod dies; while the page polls, realtime is switched off for this user
+    system.kill_pod()
+    expect(indicator).to_have_attribute("data-mode", "polling", timeout=5_000)
+    control.set(FLAG_KEY, b'{"enabled": false}')
+    page.wait_for_timeout(1_000)  # a few polls: the page has read realtime.enabled = false
+    opened = len(sockets)
+    system.start_pod()
+    page.wait_for_timeout(2_500)
+    assert len(sockets) == opened
+    expect(indicator).to_have_attribute("data-mode", "polling")
+
+    control.delete(FLAG_KEY)
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=5_000)
+    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", "2025-10-03T14:02:00Z")
+    expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
+                                                   timeout=1_000)
+    assert timeline_seqs(page) == [3, 2, 1]
+
+
+def test_page_goes_live_after_a_failed_first_rest_answer(system, page, keys):
+    """The API answers 503 when the page loads: the page polls, and goes live once it answers."""
+    from playwright.sync_api import expect
+
+    failures = {"left": 1}
+
+    def flaky(route):
+        if failures["left"]:
+            failures["left"] -= 1
+            route.fulfill(status=503, content_type="application/json; charset=utf-8",
+                          body='{"error": "UNAVAILABLE", "message": "retry shortly"}')
+        else:
+            route.continue_()
+
+    page.route("**/api/v2/orders/**", flaky)
+    token = keys.token("user_1", ORDER_ID)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3&reconnect=0.25")
+    expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=5_000)
+    assert timeline_seqs(page) == [2, 1]

@@ -113,6 +113,7 @@ export class TrackingClient extends EventTarget {
     this._stopPolling();
     this._clearHeartbeat();
     clearTimeout(this._timers.reconnect);
+    this._timers.reconnect = null;
     if (this._ws) {
       const ws = this._ws;
       this._detach(ws);
@@ -158,9 +159,10 @@ export class TrackingClient extends EventTarget {
     if (this._stopped) return body;
     this.realtime = body.realtime || null;
     this._mergeAnswer(body);
-    // the kill switch came back on while we polled because it was off: go live again
-    if (this.mode === "polling" && this._pollReason === "feature_disabled" && !this._permanentFallback
-        && this.realtime && this.realtime.enabled && !this._ws) {
+    // polling with no socket and no reconnect pending (realtime was off, or REST failed at
+    // start) and realtime is on now: go live again. Never after a 4001/4003 close.
+    if (this.mode === "polling" && !this._permanentFallback && !this._ws
+        && this._timers.reconnect === null && this.realtime && this.realtime.enabled) {
       this._connect();
     }
     return body;
@@ -210,6 +212,12 @@ export class TrackingClient extends EventTarget {
 
   _connect() {
     if (this._stopped || this._permanentFallback || this._ws) return;
+    if (this.realtime && this.realtime.enabled === false) {
+      // the REST answer says no realtime for this user (flag off, or no pod can push): poll;
+      // `refresh` connects once an answer says realtime is enabled again
+      this._startPolling(this._pollReason || "feature_disabled");
+      return;
+    }
     const url = this._socketUrl();
     if (!url) {
       this._startPolling("websocket_disconnected");
@@ -332,6 +340,7 @@ export class TrackingClient extends EventTarget {
     if (action === "fallback") {
       this._permanentFallback = reason;
       clearTimeout(this._timers.reconnect);
+      this._timers.reconnect = null;
       this._startPolling(reason);
       return;
     }
@@ -340,7 +349,10 @@ export class TrackingClient extends EventTarget {
       ? backoffDelay(0, this.config.reconnectDelay, this.config.reconnectMax, this.config.jitter)
       : backoffDelay(this._attempt++, this.config.reconnectDelay, this.config.reconnectMax, this.config.jitter);
     clearTimeout(this._timers.reconnect);
-    this._timers.reconnect = setTimeout(() => this._connect(), delay);
+    this._timers.reconnect = setTimeout(() => {
+      this._timers.reconnect = null;
+      this._connect();
+    }, delay);
   }
 
   // --- polling -----------------------------------------------------------------------------
