@@ -329,3 +329,37 @@ def test_page_goes_live_after_a_failed_first_rest_answer(system, page, keys):
     page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3&reconnect=0.25")
     expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=5_000)
     assert timeline_seqs(page) == [2, 1]
+
+
+def test_a_second_connection_over_the_users_limit_moves_the_first_page_to_rest(
+        system, browser, keys):
+    """MAX_CONNECTIONS_PER_USER=1: a second page of the same user closes the first one's socket
+    with 4001; that page polls REST for good (no reconnect) and still gets updates."""
+    from playwright.sync_api import expect
+
+    system.kill_pod()
+    system.start_pod(MAX_CONNECTIONS_PER_USER="1")
+    url = (f"{system.api}/orders/{ORDER_ID}#token={keys.token('user_1', ORDER_ID)}"
+           "&poll=0.5&reconnect=0.25")
+    first = browser.new_context().new_page()
+    first_sockets = watch_sockets(first)
+    first.goto(url)
+    expect(first.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=10_000)
+
+    second = browser.new_context().new_page()
+    second.goto(url)
+    expect(second.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=10_000)
+    expect(first.locator("#indicator")).to_have_attribute("data-reason", "connection_limit",
+                                                          timeout=5_000)
+    expect(first.locator("#indicator")).to_have_attribute("data-mode", "polling")
+    expect(first.locator("#indicator-text")).to_have_text("updating every 0.5 s")
+
+    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", "2025-10-03T14:02:00Z")
+    for page in (first, second):
+        expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
+                                                       timeout=5_000)
+    first.wait_for_timeout(1_500)
+    assert len(first_sockets) == 1
+    expect(first.locator("#indicator")).to_have_attribute("data-mode", "polling")
+    expect(second.locator("#indicator")).to_have_attribute("data-mode", "live")
+    assert timeline_seqs(first) == [3, 2, 1]

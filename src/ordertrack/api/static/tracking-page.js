@@ -49,7 +49,7 @@ function setText(id, value) { byId(id).textContent = value ?? "—"; }
 
 function indicatorText(state) {
   if (state.mode === "live") return "live";
-  if (state.mode === "polling") return `updating every ${Math.round(state.pollInterval / 1000)} s`;
+  if (state.mode === "polling") return `updating every ${Number((state.pollInterval / 1000).toFixed(1))} s`;
   if (state.mode === "stopped") return "not updating";
   return "connecting…";
 }
