@@ -363,3 +363,19 @@ def test_a_second_connection_over_the_users_limit_moves_the_first_page_to_rest(
     expect(first.locator("#indicator")).to_have_attribute("data-mode", "polling")
     expect(second.locator("#indicator")).to_have_attribute("data-mode", "live")
     assert timeline_seqs(first) == [3, 2, 1]
+
+
+def test_an_expired_token_is_said_on_the_page(system, page, keys):
+    """401 from REST: the page says the link has expired and stops updating (no retry loop)."""
+    from playwright.sync_api import expect
+
+    sockets = watch_sockets(page)
+    token = keys.token("user_1", ORDER_ID, ttl=-60)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3")
+    notice = page.locator("#notice")
+    expect(notice).to_be_visible(timeout=5_000)
+    expect(notice).to_contain_text("expired")
+    expect(page.locator("#indicator")).to_have_attribute("data-mode", "stopped")
+    expect(page.locator("#indicator-text")).to_have_text("not updating")
+    page.wait_for_timeout(1_000)
+    assert sockets == []
