@@ -180,6 +180,20 @@ async def test_delivered_order_leaves_the_active_set(store: TrackingStore):
     assert delivered is not None and delivered.status == "delivered"
 
 
+async def test_unrecognised_scan_is_stored_but_keeps_the_order_polled(store: TrackingStore):
+    """`unknown` says we could not read the carrier's code, not that the shipment ended: the
+    event is kept (history, seq), the order keeps its last known status and stays active."""
+    await store.add_order(order())
+    added = await store.append_events("ord_1", [event("in_transit", T1), event("unknown", T2)])
+    assert [(e.seq, e.status) for e in added] == [(1, "in_transit"), (2, "unknown")]
+    current = await store.get_order("ord_1")
+    assert current is not None
+    assert (current.status, current.last_update, current.seq) == ("in_transit", T2, 2)
+    assert [o.order_id for o in await store.active_orders("dhl")] == ["ord_1"]
+    await store.append_events("ord_1", [event("delivered", T3)])
+    assert (await store.get_order("ord_1")).status == "delivered"
+
+
 async def test_late_scan_is_stored_but_does_not_move_the_order_back(store: TrackingStore):
     await store.add_order(order())
     await store.append_events("ord_1", [event("delivered", T3)])

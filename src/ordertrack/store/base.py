@@ -184,7 +184,10 @@ def next_order_state(current: OrderState, stored: Sequence[StoredEvent]) -> Orde
     seq becomes the last one assigned. Status, last_update and estimated_delivery follow the
     newest new event by timestamp, unless the order already has a later update (a late,
     out-of-order scan must not move a delivered order back to in_transit). An event without
-    an estimated delivery keeps the one the order had.
+    an estimated delivery keeps the one the order had. An `unknown` event (a carrier code
+    nobody recognises) never replaces a known status: it says nothing about where the
+    shipment is, and an order turned `unknown` would leave the active set and never be
+    polled again.
     """
     def order(event: StoredEvent):
         return (parse_timestamp(event.timestamp), event.seq)
@@ -198,8 +201,19 @@ def next_order_state(current: OrderState, stored: Sequence[StoredEvent]) -> Orde
         current.last_update
     ):
         return OrderState(current.status, current.last_update, current.estimated_delivery, seq)
+    status = newest.status
+    if status == "unknown":
+        known = [event for event in stored if event.status != "unknown"]
+        newest_known = max(known, key=order) if known else None
+        if newest_known is not None and (
+            current.last_update is None
+            or parse_timestamp(newest_known.timestamp) >= parse_timestamp(current.last_update)
+        ):
+            status = newest_known.status
+        elif current.status != "unknown":
+            status = current.status
     return OrderState(
-        newest.status,
+        status,
         newest.timestamp,
         estimate or current.estimated_delivery,
         seq,
