@@ -443,3 +443,39 @@ async def test_delivered_event_stored_while_redis_fails_is_published_once_it_is_
         assert int(await gw.publish_redis.hget(keys.state("ord_dl"), "seq")) == stored[-1].seq
         assert (await gw.publish_redis.hget(keys.state("ord_dl"), "status")) == b"delivered"
         assert await gw.publish_redis.xlen(keys.stream("ord_dl")) == len(stored)
+
+
+def dhl_answer_with(events: int) -> bytes:
+    """A DHL answer whose shipment has reached its first `events` scans (newest first)."""
+    scans = [{"timestamp": f"2025-10-0{i + 1}T10:00:00Z", "statusCode": "transit",
+              "status": "In transit", "description": f"Processed at hub {i}",
+              "location": {"address": {"addressLocality": f"Hub {i}", "countryCode": "DE"}}}
+             for i in range(events)][::-1]
+    return orjson.dumps({"shipments": [{"id": NUMBERS["dhl"], "service": "parcel-de",
+                                        "status": scans[0], "events": scans}]})
+
+
+async def test_event_another_replica_failed_to_publish_is_published_before_newer_ones(
+        redis_url, tmp_path):
+    """Replica 1 stores seq 2 but cannot reach Redis; replica 2 then finds seq 3: the stream
+    must not skip seq 2, or a resuming client would silently miss it."""
+    reached = {"events": 1}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=dhl_answer_with(reached["events"]))
+
+    db = str(tmp_path / "t.db")
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    async with InProcessGateway(redis_url, db, answer, publish_redis_url=dead) as gw1, \
+            InProcessGateway(redis_url, db, answer) as gw2:
+        await gw1.store.add_order(order("ord_gap", "dhl"))
+        polled = await gw1.store.get_order("ord_gap")
+        await gw2.poller.poll_batch("dhl", gw2.client, [polled])
+        reached["events"] = 2
+        await gw1.poller.poll_batch("dhl", gw1.client, [polled])   # stored, not published
+        reached["events"] = 3
+        await gw2.poller.poll_batch("dhl", gw2.client, [polled])
+        assert [e.seq for e in await gw2.store.history("ord_gap")] == [1, 2, 3]
+        entries = await gw2.redis.xrange(keys.stream("ord_gap"))
+        assert [orjson.loads(fields[b"msg"])["seq"] for _, fields in entries] == [1, 2, 3]
+        assert await gw2.redis.hget(keys.state("ord_gap"), "seq") == b"3"

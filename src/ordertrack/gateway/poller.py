@@ -131,6 +131,8 @@ class Poller:
             self.metrics.polls.labels(carrier, "not_found").inc()
             return
         stored = await self.store.append_events(order.order_id, with_estimate(result))
+        if stored:
+            await self._catch_up(carrier, order.order_id, stored[0].seq)
         for event in stored:
             if await self.publisher.publish(order.order_id, carrier, event):
                 self.metrics.published.labels(carrier).inc()
@@ -143,6 +145,20 @@ class Poller:
                 await self.scheduler.forget(carrier, order.order_id)
         self.metrics.polls.labels(carrier, "updated" if stored else "unchanged").inc()
         await self._succeeded(carrier, order)
+
+    async def _catch_up(self, carrier: str, order_id: str, first_new: int) -> None:
+        """Publish stored events Redis lacks before newer ones: another replica may have
+        stored them while it could not reach Redis, and the script refuses a seq older than
+        the order's, so they would be skipped for good. (Redis knowing nothing of the order,
+        e.g. after its TTL, is no gap: clients then refetch over REST.)"""
+        have = await self.publisher.published_seq(order_id)
+        if have == 0 or have >= first_new - 1:
+            return
+        missed = [e for e in await self.store.history(order_id) if have < e.seq < first_new]
+        log.warning("%s: order %s: Redis has seq %d, store has up to %d: publishing %d missed "
+                    "event(s) first", carrier, order_id, have, first_new - 1, len(missed))
+        for event in missed:
+            await self.publisher.publish(order_id, carrier, event)
 
     async def _republish(self, carrier: str, order_id: str) -> None:
         """Publish stored events a failed Redis call left out (the script skips known seqs)."""

@@ -65,6 +65,11 @@ class Publisher:
         self.ttl = ttl
         self._script = redis.register_script(SCRIPT)
 
+    async def published_seq(self, order_id: str) -> int:
+        """The newest seq Redis has for the order (0: none, e.g. expired or never published)."""
+        value = await self.redis.hget(keys.state(order_id), "seq")
+        return int(value) if value else 0
+
     async def publish(self, order_id: str, carrier: str, event: StoredEvent) -> bool:
         """True when published; False when the order already has this seq or a later one."""
         return await self.publish_fields(
