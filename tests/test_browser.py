@@ -379,3 +379,25 @@ def test_an_expired_token_is_said_on_the_page(system, page, keys):
     expect(page.locator("#indicator-text")).to_have_text("not updating")
     page.wait_for_timeout(1_000)
     assert sockets == []
+
+
+def test_a_socket_that_never_opens_does_not_keep_the_page_from_updating(system, page, keys):
+    """The pod accepts TCP but never answers the upgrade (frozen) when the page loads: after the
+    heartbeat timeout without a connection_ack the page polls REST, and goes live later."""
+    from playwright.sync_api import expect
+
+    token = keys.token("user_1", ORDER_ID)
+    system.pod.send_signal(signal.SIGSTOP)
+    try:
+        page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3&hbtimeout=0.5"
+                  "&reconnect=0.25")
+        indicator = page.locator("#indicator")
+        expect(indicator).to_have_attribute("data-mode", "polling", timeout=3_000)
+        system.gateway.scan("in_transit", "Distribution Center, Newark NJ",
+                            "2025-10-03T14:02:00Z")
+        expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
+                                                       timeout=3_000)
+    finally:
+        system.pod.send_signal(signal.SIGCONT)
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=15_000)
+    assert timeline_seqs(page) == [3, 2, 1]

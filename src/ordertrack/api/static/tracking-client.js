@@ -13,7 +13,8 @@
 // Protocol (DESIGN.md, wire contract): subprotocols ["vantage-tracking-v1", "bearer.<jwt>"];
 // server messages {"event", "data"}: connection_ack, tracking_update, heartbeat_ack, error.
 // The client heartbeats {"event":"heartbeat"} every 25 s and treats a missing heartbeat_ack
-// within 10 s as a drop; after a drop it reconnects (1 s, exponential backoff, jitter) and
+// within 10 s as a drop (as it does a connection_ack that does not come within 10 s of opening
+// the socket); after a drop it reconnects (1 s, exponential backoff, jitter) and
 // sends {"event":"resume","data":{"last_seq":N}} right after open. While disconnected it polls
 // REST every 30 s with X-Fallback-Reason. Close 4001/4003: REST polling, never reconnect.
 // Every event has a seq; an event is applied (and rendered) once, whatever path brought it.
@@ -87,7 +88,9 @@ export class TrackingClient extends EventTarget {
     this._stopped = false;
     this._permanentFallback = null; // reason, once the server said never to reconnect
     this._attempt = 0;
-    this._timers = { reconnect: null, poll: null, firstPoll: null, heartbeat: null, ack: null };
+    this._timers = {
+      reconnect: null, poll: null, firstPoll: null, heartbeat: null, ack: null, handshake: null,
+    };
     this._pollReason = null;
   }
 
@@ -233,6 +236,9 @@ export class TrackingClient extends EventTarget {
       return;
     }
     this._ws = ws;
+    // a pod that accepts TCP but never answers (frozen, black-holed) must not leave us waiting
+    // without polling: no connection_ack within the heartbeat timeout is a drop like any other
+    this._timers.handshake = setTimeout(() => this._heartbeatTimedOut(), this.config.heartbeatTimeout);
     ws.onopen = () => {
       // resume first: the pod replays what we missed, in order, before any live event
       this._send({ event: "resume", data: { last_seq: this.lastSeq } });
@@ -250,6 +256,8 @@ export class TrackingClient extends EventTarget {
   _detach(ws) {
     ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     if (this._ws === ws) this._ws = null;
+    clearTimeout(this._timers.handshake);
+    this._timers.handshake = null;
     this._clearHeartbeat();
   }
 
@@ -263,6 +271,8 @@ export class TrackingClient extends EventTarget {
     const data = message && message.data ? message.data : {};
     switch (message && message.event) {
       case "connection_ack":
+        clearTimeout(this._timers.handshake);
+        this._timers.handshake = null;
         this._attempt = 0;
         this.connectionId = data.connection_id || null;
         if (data.carrier) this.order.carrier = data.carrier;
