@@ -105,6 +105,15 @@ def test_dhl_404_and_empty_answers_are_not_found():
     assert not dhl.parse_response({"shipments": []}, ["JD9"])["JD9"].found
 
 
+@pytest.mark.parametrize("body", [b"<html><body>404 Not Found</body></html>", b""])
+def test_dhl_404_without_its_problem_body_is_an_error_not_a_missing_shipment(body):
+    """A wrong DHL_API_URL (the feature log's base URL already ends in /track/shipments)
+    answers 404 from a web server: every order "not found" forever would hide it."""
+    with pytest.raises(CarrierError) as info:
+        dhl.parse_response(body, ["JD9"], 404)
+    assert info.value.kind == "bad_request" and "DHL_API_URL" in str(info.value)
+
+
 @pytest.mark.parametrize("code, text, expected", [
     ("pre-transit", "", "shipped"),
     ("transit", "Processed at hub", "in_transit"),

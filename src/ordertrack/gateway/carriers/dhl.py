@@ -3,7 +3,8 @@
 Quirks handled: one number per call; the answer may be a linked shipment whose `id` differs
 from the number asked for (results are keyed by the number asked for); `statusCode` has no
 out-for-delivery value, so it is read from the `status`/`description` text; timestamps come
-with `Z`, with no zone (taken as UTC) or with fractional seconds; 404 problem+json = not found.
+with `Z`, with no zone (taken as UTC) or with fractional seconds; 404 problem+json = not found
+(a 404 without one is an error: a wrong base URL must not look like "not found" forever).
 """
 
 from __future__ import annotations
@@ -127,6 +128,10 @@ def parse_response(body: dict | bytes | str, requested: list[str] | str,
         raise ValueError(f"DHL answers one tracking number per call, got {len(numbers)}")
     number = numbers[0]
     if status_code == 404:
+        if not is_problem_body(body):
+            raise CarrierError(CARRIER, "bad_request", 404,
+                               "404 without DHL's problem+json body: is DHL_API_URL the base "
+                               "URL (without /track/shipments)?")
         return {number: CarrierResult(number, False, error="NOT_FOUND")}
     if status_code != 200:
         raise error_for_status(status_code, body)
@@ -141,6 +146,16 @@ def parse_response(body: dict | bytes | str, requested: list[str] | str,
     if chosen.get("id") != number:
         log.info("dhl: asked for %s, answered with linked shipment %s", number, chosen.get("id"))
     return {number: parse_shipment(chosen, number)}
+
+
+def is_problem_body(body: Any) -> bool:
+    """DHL's errors are problem+json objects (`title`/`status`/`detail`); a web server's 404
+    page is not one."""
+    try:
+        data = decode_body(CARRIER, body, 404)
+    except CarrierParseError:
+        return False
+    return any(key in data for key in ("title", "detail", "status"))
 
 
 def error_for_status(status_code: int, body: Any) -> CarrierError:
