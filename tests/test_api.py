@@ -171,6 +171,16 @@ async def test_401_for_missing_malformed_expired_and_forged_tokens(api, keys, or
     assert "expired" in cases["expired"].json()["message"]
 
 
+async def test_a_token_in_the_query_string_is_not_accepted(api, keys, order_id, redis_url):
+    """Query strings end up in access logs: credentials only in the Authorization header."""
+    await add_order(api, order_id)
+    token = keys.token("user_1", order_id)
+    for name in ("token", "access_token", "jwt"):
+        response = httpx.get(f"{api.base}/api/v2/orders/{order_id}/tracking",
+                             params={name: token}, timeout=5)
+        assert_error(response, 401, "UNAUTHORIZED")
+
+
 async def test_403_for_a_token_naming_another_order(api, keys, order_id, redis_url):
     await add_order(api, order_id)
     response = get_tracking(api, order_id, keys.token("user_2", "ord_someone_elses"),
