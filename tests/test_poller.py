@@ -69,6 +69,22 @@ def test_carrier_without_url_is_skipped_and_missing_credentials_refused():
 # --- the real process -----------------------------------------------------------------------
 
 
+def test_unreachable_store_stops_the_gateway_with_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/x",
+           "DHL_API_URL": "http://127.0.0.1:9", "DHL_API_KEY": "k", "GATEWAY_METRICS_PORT": "0",
+           "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    done = subprocess.run([sys.executable, "-m", "ordertrack", "poll"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.strip().splitlines() if " WARNING " not in line]
+    assert len(lines) == 1 and lines[0].startswith("ordertrack poll: cannot connect"), lines
+
+
+
 @pytest.fixture(scope="module")
 def sandbox_url():
     group = ProcessGroup()

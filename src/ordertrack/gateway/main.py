@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -92,12 +93,17 @@ def run(args: argparse.Namespace) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     carriers = carriers_to_poll(settings)
-    try:
-        import uvloop
+    from ordertrack.store import StoreError
 
+    try:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency
+            return asyncio.run(serve(settings, carriers))
         return uvloop.run(serve(settings, carriers))
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        return asyncio.run(serve(settings, carriers))
+    except StoreError as exc:  # unreachable or unusable store at start: one line, exit 1
+        print(f"ordertrack poll: {exc}", file=sys.stderr)
+        return 1
 
 
 async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int:
