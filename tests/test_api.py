@@ -191,6 +191,15 @@ async def test_403_for_a_token_naming_another_order(api, keys, order_id, redis_u
     assert response.headers["x-request-id"] == "req_ws_track_002"
 
 
+async def test_403_when_the_token_names_an_order_someone_else_owns(api, keys, order_id,
+                                                                  redis_url):
+    await add_order(api, order_id, user="alice")
+    assert get_tracking(api, order_id, keys.token("alice", order_id)).status_code == 200
+    response = get_tracking(api, order_id, keys.token("mallory", order_id))
+    assert assert_error(response, 403, "FORBIDDEN")["message"] == "You can only track orders you own"
+    assert "user_id" not in get_tracking(api, order_id, keys.token("alice", order_id)).json()
+
+
 def test_404_for_an_order_the_store_lacks(api, keys, order_id, redis_url):
     body = assert_error(get_tracking(api, order_id, keys.token("user_1", order_id)), 404,
                         "NOT_FOUND")

@@ -418,6 +418,8 @@ async def test_cleanup_runs_once_per_connection_and_empties_the_registry(pod, ke
     {"MAX_CONNECTIONS_PER_POD": "-1"},
     {"PORT": "99999"},
     {"REDIS_URL": "localhost:6379"},
+    {"LOG_LEVEL": "LOUD"},
+    {"JWT_JWKS_URL": "notaurl"},
 ])
 def test_bad_setting_stops_startup_with_one_line_and_exit_2(procs, tmp_path, keys, env):
     full = {"JWT_PUBLIC_KEY": str(keys.public_path), **env}
@@ -493,3 +495,27 @@ async def test_sigterm_while_redis_is_down_still_exits(procs, tmp_path, own_redi
     pod.proc.send_signal(signal.SIGTERM)
     assert await close_code(ws) == 1001
     assert await asyncio.to_thread(pod.proc.wait, 20) == 0
+
+
+def test_busy_port_stops_startup_with_one_line_and_exit_2(keys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "JWT_PUBLIC_KEY": str(keys.public_path), "HOST": "127.0.0.1",
+               "PORT": str(port), "METRICS_PORT": "0", "REDIS_URL": "redis://127.0.0.1:1/0"}
+        result = subprocess.run([sys.executable, "-m", "ordertrack", "serve"], capture_output=True,
+                                text=True, env=env, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [next(
+        line for line in result.stderr.splitlines() if f"PORT {port}" in line)]
+
+
+def test_plain_get_on_the_websocket_path_is_a_json_426(pod, keys):
+    response = httpx.get(pod.url("ord_1").replace("ws://", "http://"),
+                         headers={"Authorization": f"Bearer {keys.token('u1', 'ord_1')}",
+                                  "X-Request-ID": "req_plain"})
+    assert response.status_code == 426
+    assert response.headers["content-type"] == JSON_CT
+    assert response.headers["x-request-id"] == "req_plain"
+    assert response.json()["error"] == "UPGRADE_REQUIRED"

@@ -83,6 +83,25 @@ def redis_url(value: str) -> str:
     return value
 
 
+def log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected debug, info, warning, error or critical")
+    return level
+
+
+def http_url(value: str) -> str:
+    """An http(s) base URL such as https://api-eu.dhl.com; empty means unset."""
+    if not value:
+        return None  # type: ignore[return-value]
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
 def boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):

@@ -178,12 +178,14 @@ def run(args: argparse.Namespace) -> int:
             "UPS_CLIENT_SECRET": "sandbox-ups-secret",
             "DHL_POLL_INTERVAL_SECONDS": interval, "FEDEX_POLL_INTERVAL_SECONDS": interval,
             "UPS_POLL_INTERVAL_SECONDS": interval, "ORDERS_REFRESH_SECONDS": interval,
-            "GATEWAY_METRICS_PORT": str(cfg.gateway_metrics_port), "REPLICA_NAME": "dev-gateway"})
+            "GATEWAY_METRICS_PORT": str(cfg.gateway_metrics_port),
+            "GATEWAY_METRICS_HOST": "127.0.0.1", "REPLICA_NAME": "dev-gateway"})
         pod = supervisor.start("pod", [*py, "serve"], {
-            **common, "PORT": str(cfg.port), "METRICS_PORT": str(cfg.metrics_port),
+            **common, "HOST": "127.0.0.1", "PORT": str(cfg.port), "METRICS_PORT": str(cfg.metrics_port),
             "POD_NAME": "dev-pod", "DRAIN_SECONDS": "1"})
         api = supervisor.start("api", [*py, "api"], {
-            **common, "API_PORT": str(cfg.api_port), "REALTIME_WS_URL": ws_url})
+            **common, "API_HOST": "127.0.0.1", "API_PORT": str(cfg.api_port),
+            "REALTIME_WS_URL": ws_url})
         _wait_port(cfg.port, pod, "push pod")
         _wait_port(cfg.api_port, api, "api")
         time.sleep(0.5)

@@ -349,8 +349,13 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
         if read.doc is None:
             metrics.count("not_found")
             return error_response(404, "NOT_FOUND", f"Order {order_id} not found")
-        metrics.count("ok")
         body = dict(read.doc)
+        owner = body.pop("user_id", None)
+        if owner is not None and owner != claims.user_id:
+            # the token names the order, but the store says someone else owns it
+            metrics.count("forbidden")
+            return error_response(403, "FORBIDDEN", auth.FORBIDDEN_MESSAGE)
+        metrics.count("ok")
         enabled = flags.is_enabled(read.flag, claims.user_id, region, read.doc["carrier"])
         body["realtime"] = {"enabled": enabled,
                             "url": websocket_url(ws_base, order_id)}

@@ -58,6 +58,8 @@ def build_document(order: Order, history: Sequence[StoredEvent]) -> dict[str, An
         estimated = next((e.estimated_delivery for e in reversed(history)
                           if e.estimated_delivery), None)
     return {
+        # the owner: checked against the token's subject, never sent (see app.OWNER_FIELD)
+        "user_id": order.user_id,
         "order_id": order.order_id,
         "tracking_number": order.tracking_number,
         "carrier": order.carrier,

@@ -26,6 +26,7 @@ from ordertrack.gateway.publisher import Publisher
 from ordertrack.gateway.quota import Quota, carrier_limits, hourly_rate
 from ordertrack.gateway.scheduler import Scheduler
 from ordertrack.gateway.settings import SETTINGS
+from ordertrack.telemetry import setup_logging
 
 log = logging.getLogger("ordertrack.gateway")
 
@@ -87,10 +88,7 @@ def make_client(config: CarrierConfig, http: httpx.AsyncClient, policy: Any) -> 
 
 def run(args: argparse.Namespace) -> int:
     settings = load(SETTINGS, args)
-    logging.basicConfig(
-        level=getattr(logging, str(settings.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    setup_logging(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     carriers = carriers_to_poll(settings)
     from ordertrack.store import StoreError
@@ -115,8 +113,13 @@ async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int
     replica = settings.replica_name
     metrics = Metrics()
     if settings.gateway_metrics_port:
-        metrics.serve(settings.gateway_metrics_port)
-        log.info("metrics on :%d/metrics", settings.gateway_metrics_port)
+        try:
+            metrics.serve(settings.gateway_metrics_port, settings.gateway_metrics_host)
+        except OSError as exc:
+            raise ConfigError(f"GATEWAY_METRICS_PORT {settings.gateway_metrics_port} cannot be "
+                              f"served: {exc.strerror}") from None
+        log.info("metrics on %s:%d/metrics", settings.gateway_metrics_host,
+                 settings.gateway_metrics_port)
     redis = aioredis.Redis.from_url(settings.redis_url)
     store = await open_store(settings.database_url)
     limits = carrier_limits(settings.dhl_quota_per_hour, settings.dhl_burst_per_minute,

@@ -6,23 +6,24 @@ from ordertrack.config import (
     Setting,
     default_pod_name,
     duration,
+    http_url,
+    log_level,
     optional_text,
     port,
     positive_int,
     redis_url,
     text,
 )
+from ordertrack.store.base import STORE_SETTINGS
 
-SETTINGS: tuple[Setting, ...] = (
+SETTINGS: tuple[Setting, ...] = STORE_SETTINGS + (
     Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0", "Redis for publishing, quotas and claims"),
-    Setting("DATABASE_URL", optional_text, None,
-            "tracking store URL (postgresql://... or sqlite:///path); unset: ./var/ordertrack.db"),
-    Setting("DHL_API_URL", optional_text, None, "DHL base URL; unset: DHL is not polled"),
+    Setting("DHL_API_URL", http_url, None, "DHL base URL; unset: DHL is not polled"),
     Setting("DHL_API_KEY", optional_text, None, "DHL-API-Key header value"),
-    Setting("FEDEX_API_URL", optional_text, None, "FedEx base URL; unset: FedEx is not polled"),
+    Setting("FEDEX_API_URL", http_url, None, "FedEx base URL; unset: FedEx is not polled"),
     Setting("FEDEX_CLIENT_ID", optional_text, None, "FedEx OAuth client id"),
     Setting("FEDEX_CLIENT_SECRET", optional_text, None, "FedEx OAuth client secret"),
-    Setting("UPS_API_URL", optional_text, None, "UPS base URL; unset: UPS is not polled"),
+    Setting("UPS_API_URL", http_url, None, "UPS base URL; unset: UPS is not polled"),
     Setting("UPS_CLIENT_ID", optional_text, None, "UPS OAuth client id"),
     Setting("UPS_CLIENT_SECRET", optional_text, None, "UPS OAuth client secret"),
     Setting("DHL_POLL_INTERVAL_SECONDS", duration, "60", "shortest re-poll period of a DHL order"),
@@ -38,9 +39,10 @@ SETTINGS: tuple[Setting, ...] = (
             "alert and flag an order after MORE than this many consecutive failures"),
     Setting("PAGERDUTY_ROUTING_KEY", optional_text, None,
             "PagerDuty Events API v2 routing key; unset: alerts are logged"),
-    Setting("PAGERDUTY_EVENTS_URL", text, "https://events.pagerduty.com/v2/enqueue",
+    Setting("PAGERDUTY_EVENTS_URL", http_url, "https://events.pagerduty.com/v2/enqueue",
             "PagerDuty Events API v2 endpoint"),
+    Setting("GATEWAY_METRICS_HOST", text, "0.0.0.0", "address the /metrics server listens on"),
     Setting("GATEWAY_METRICS_PORT", port, "9091", "Prometheus /metrics port (0: not served)"),
     Setting("REPLICA_NAME", text, default_pod_name(), "this replica's name in claims and alerts"),
-    Setting("LOG_LEVEL", text, "INFO", "logging level"),
+    Setting("LOG_LEVEL", log_level, "INFO", "logging level: debug, info, warning, error"),
 )

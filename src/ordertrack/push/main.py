@@ -59,11 +59,20 @@ async def serve(cfg) -> int:
         jwks = auth.JwksRefresher(verifier, cfg.jwt_jwks_url)
         await jwks.start()
     pod = Pod(cfg, verifier)
+    # bind both ports before anything else runs: a busy port is one clear line, not a hang
+    try:
+        server = await ws_create_server(
+            make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096
+        )
+    except OSError as exc:
+        raise config.ConfigError(f"PORT {cfg.port} on {cfg.host} cannot be served: {exc.strerror}") from None
+    try:
+        start_metrics_server(cfg.metrics_port, cfg.host)
+    except OSError as exc:
+        server.close()
+        raise config.ConfigError(
+            f"METRICS_PORT {cfg.metrics_port} on {cfg.host} cannot be served: {exc.strerror}") from None
     await pod.start()
-    server = await ws_create_server(
-        make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096
-    )
-    start_metrics_server(cfg.metrics_port)
     log.info("pod %s listening", pod.pod_id, extra={"fields": {
         "port": cfg.port, "metrics_port": cfg.metrics_port, "region": cfg.region,
         "max_connections_per_pod": cfg.max_connections_per_pod}})

@@ -100,6 +100,12 @@ def make_listener_factory(pod):
                 503, "FEATURE_DISABLED", "real-time tracking is off; poll the REST endpoint",
                 request_id), None)
 
+        if (headers.get("upgrade") or "").lower() != "websocket":
+            return WSUpgradeResponseWithListener(_refuse(
+                426, "UPGRADE_REQUIRED", "this endpoint speaks WebSocket only; poll "
+                "/api/v2/orders/{order_id}/tracking for REST", request_id,
+                (("Upgrade", "websocket"),)), None)
+
         resume_seq = protocol.parse_last_seq(protocol.query_param(query, "last_seq"))
         connection_id = new_connection_id()
         response_headers = [("X-Request-ID", request_id), ("X-WS-Connection-ID", connection_id)]
