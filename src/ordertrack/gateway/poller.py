@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from redis.exceptions import RedisError
 
 from ordertrack.gateway.carriers.common import CarrierError
 from ordertrack.gateway.metrics import Metrics
@@ -305,6 +306,8 @@ class CarrierLoop:
                 task = asyncio.create_task(self._poll(claim.order_ids))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            except RedisError as exc:  # Redis gone: one readable line per retry, no traceback
+                log.warning("%s: redis unavailable (%s); retrying in 1 s", self.carrier, exc)
             except Exception:
                 log.exception("%s: polling loop error; retrying in 1 s", self.carrier)
                 await sleep_or_stop(stopping, 1.0)
