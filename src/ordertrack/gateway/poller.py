@@ -308,6 +308,7 @@ class CarrierLoop:
                 task.add_done_callback(self._tasks.discard)
             except RedisError as exc:  # Redis gone: one readable line per retry, no traceback
                 log.warning("%s: redis unavailable (%s); retrying in 1 s", self.carrier, exc)
+                await sleep_or_stop(stopping, 1.0)
             except Exception:
                 log.exception("%s: polling loop error; retrying in 1 s", self.carrier)
                 await sleep_or_stop(stopping, 1.0)
