@@ -232,15 +232,15 @@ async def test_a_dead_pod_leaves_no_slots_behind(procs, tmp_path, redis_url, key
 # --- heartbeat ------------------------------------------------------------------------------------
 async def test_client_that_never_answers_pings_is_closed_with_4000(procs, tmp_path, redis_url, keys):
     pod = start_pod(procs, tmp_path, redis_url, keys,
-                    heartbeat_interval_seconds=0.3, heartbeat_timeout_seconds=0.3)
+                    heartbeat_interval_seconds=0.3, heartbeat_timeout_seconds=0.8)
     silent = await connect(pod, keys.token("u6", "ord_hb"), "ord_hb")
     # a client that answers pings stays; websockets answers pings while it reads
     lively = await connect(pod, keys.token("u7", "ord_hb"), "ord_hb")
     await recv_json(silent)
     await recv_json(lively)
     silent.transport.pause_reading()  # a phone gone to sleep: it reads nothing, answers nothing
-    reader = asyncio.ensure_future(close_code(lively, timeout=3))
-    await asyncio.sleep(2.0)
+    reader = asyncio.ensure_future(close_code(lively, timeout=4))
+    await asyncio.sleep(2.5)
     silent.transport.resume_reading()
     assert await close_code(silent) == 4000
     assert not reader.done()  # the lively one is still open after several ping rounds
