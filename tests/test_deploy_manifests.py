@@ -14,8 +14,8 @@ from ordertrack import config
 from tests.support import REPO
 
 DEPLOY = REPO / "deploy"
-# Read by the Datadog integration (DESIGN.md configuration list), not by a Setting.
-NON_SETTING_ENV = {"DATADOG_AGENT_HOST"}
+# every env var a manifest sets is a Setting of the process it runs
+NON_SETTING_ENV: set[str] = set()
 LOG_MANIFEST_ENV = {
     "REDIS_URL", "MAX_CONNECTIONS_PER_POD", "HEARTBEAT_INTERVAL_SECONDS",
     "HEARTBEAT_TIMEOUT_SECONDS", "MAX_CONNECTIONS_PER_USER", "REDIS_SUBSCRIBE_TIMEOUT_SECONDS",

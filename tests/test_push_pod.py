@@ -519,3 +519,39 @@ def test_plain_get_on_the_websocket_path_is_a_json_426(pod, keys):
     assert response.headers["content-type"] == JSON_CT
     assert response.headers["x-request-id"] == "req_plain"
     assert response.json()["error"] == "UPGRADE_REQUIRED"
+
+
+async def test_active_connections_gauge_reaches_the_datadog_agent(procs, tmp_path, redis_url, keys):
+    """The log's `vantage.ws.order_tracking.active_connections`, tagged pod/region/carrier."""
+    agent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    agent.bind(("127.0.0.1", 0))
+    agent.settimeout(5)
+    pod = start_pod(procs, tmp_path, redis_url, keys, name="dd-pod", region="us-east-1",
+                    datadog_agent_host="127.0.0.1", datadog_agent_port=agent.getsockname()[1],
+                    datadog_interval_seconds=0.2)
+    conns = [await connect(pod, keys.token(f"dd{i}", "ord_dd"), "ord_dd") for i in range(2)]
+    for ws in conns:
+        await recv_json(ws)
+    await asyncio.sleep(0.5)
+
+    def latest_unknown_count() -> int | None:
+        value = None
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                packet = agent.recv(4096).decode()
+            except TimeoutError:
+                break
+            for line in packet.splitlines():
+                if line.startswith("vantage.ws.order_tracking.active_connections:") and \
+                        "carrier:unknown" in line:
+                    assert "pod:dd-pod" in line and "region:us-east-1" in line and "|g" in line
+                    value = int(float(line.split(":")[1].split("|")[0]))
+                    if value == 2:
+                        return value
+        return value
+
+    assert await asyncio.to_thread(latest_unknown_count) == 2
+    for ws in conns:
+        await ws.close()
+    agent.close()

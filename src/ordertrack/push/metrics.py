@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
+#: the same gauge under the log's Datadog name, sent over DogStatsD when DATADOG_AGENT_HOST is set
+DATADOG_ACTIVE_CONNECTIONS = "vantage.ws.order_tracking.active_connections"
 ACTIVE_CONNECTIONS = Gauge(
     "ordertrack_ws_active_connections",
     "WebSocket connections open on this pod (HPA target: 7,500 per pod)",

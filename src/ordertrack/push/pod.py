@@ -92,6 +92,8 @@ class Pod:
         for coro in (self.broker.run(), self._admission_loop(), self._release_loop(),
                      self._housekeeping_loop()):
             self._tasks.append(self.loop.create_task(coro))
+        if self.cfg.datadog_agent_host:
+            self._tasks.append(self.loop.create_task(self._datadog_loop()))
         self._tick_handle = self.loop.call_later(self.tick, self._on_tick)
 
     @property
@@ -508,14 +510,32 @@ class Pod:
                 log.warning("housekeeping: redis unavailable (%s)", exc)
             self._update_gauges()
 
-    def _update_gauges(self) -> None:
-        counts: dict[str, int] = {}
+    def _connections_by_carrier(self) -> dict[str, int]:
+        counts = dict.fromkeys(("dhl", "fedex", "ups", "unknown"), 0)
         for conn in self.connections.values():
-            carrier = conn.carrier or "unknown"
-            counts[carrier] = counts.get(carrier, 0) + 1
-        for carrier in ("dhl", "fedex", "ups", "unknown"):
-            metrics.ACTIVE_CONNECTIONS.labels(self.cfg.pod_name, self.cfg.region, carrier).set(
-                counts.get(carrier, 0))
+            carrier = conn.carrier if conn.carrier in counts else "unknown"
+            counts[carrier] += 1
+        return counts
+
+    def _update_gauges(self) -> None:
+        for carrier, count in self._connections_by_carrier().items():
+            metrics.ACTIVE_CONNECTIONS.labels(self.cfg.pod_name, self.cfg.region, carrier).set(count)
+
+    async def _datadog_loop(self) -> None:
+        """The log's `vantage.ws.order_tracking.active_connections` gauge, over DogStatsD."""
+        from datadog.dogstatsd import DogStatsd
+
+        statsd = DogStatsd(host=self.cfg.datadog_agent_host, port=self.cfg.datadog_agent_port,
+                           disable_telemetry=True, origin_detection_enabled=False)
+        base_tags = [f"pod:{self.cfg.pod_name}", f"region:{self.cfg.region}"]
+        while True:
+            try:
+                for carrier, count in self._connections_by_carrier().items():
+                    statsd.gauge(metrics.DATADOG_ACTIVE_CONNECTIONS, count,
+                                 tags=[*base_tags, f"carrier:{carrier}"])
+            except OSError as exc:  # the agent is best effort: never let it hurt the pod
+                log.warning("datadog agent unreachable: %s", exc)
+            await asyncio.sleep(self.cfg.datadog_interval_seconds)
 
 
 def _decode_hash(raw: dict) -> dict:
