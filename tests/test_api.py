@@ -24,6 +24,7 @@ from tests.support import (
     ProcessGroup,
     free_port,
     generate_keys,
+    jwks_server,
     wait_for,
     wait_http_ok,
 )
@@ -373,40 +374,18 @@ async def test_without_redis_answers_come_from_the_store_with_realtime_off(own_r
 async def test_keys_from_a_jwks_url_as_the_pod_takes_them(keys, procs, tmp_path, redis_url,
                                                          order_id):
     """`JWT_JWKS_URL` (no PEM): the same JWT settings as the push pod; keys chosen by `kid`."""
-    import json
-    import threading
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     import jwt
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    from jwt.algorithms import RSAAlgorithm
 
-    jwk = json.loads(RSAAlgorithm.to_jwk(load_pem_public_key(keys.public_pem)))
-    jwk.update(kid="key-2026", use="sig", alg="RS256")
-    jwks_body = json.dumps({"keys": [jwk]}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(jwks_body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with jwks_server(keys.public_pem, "key-2026") as url:
         db_url = f"sqlite:///{tmp_path / 'tracking.db'}"
         api = type("Api", (), {"db": db_url})
         await add_order(api, order_id)
         port = free_port()
         procs.start("api", env={
             "API_HOST": "127.0.0.1", "API_PORT": str(port), "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url, "JWT_PUBLIC_KEY": "",
-            "JWT_JWKS_URL": f"http://127.0.0.1:{server.server_address[1]}/jwks.json",
+            "REDIS_URL": redis_url, "JWT_PUBLIC_KEY": "", "JWT_JWKS_URL": url,
         }, log=tmp_path / "api.log")
         api.base = f"http://127.0.0.1:{port}"
         wait_http_ok(api.base + "/healthz")
@@ -417,5 +396,3 @@ async def test_keys_from_a_jwks_url_as_the_pod_takes_them(keys, procs, tmp_path,
 
         assert get_tracking(api, order_id, signed("key-2026")).status_code == 200
         assert_error(get_tracking(api, order_id, signed("retired")), 401, "UNAUTHORIZED")
-    finally:
-        server.shutdown()

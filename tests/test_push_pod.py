@@ -27,7 +27,7 @@ from tests.pods import (
     upgrade_headers,
     wait_registry_empty,
 )
-from tests.support import generate_keys, wait_for
+from tests.support import generate_keys, jwks_server, wait_for
 
 JSON_CT = "application/json; charset=utf-8"
 
@@ -433,34 +433,8 @@ def test_bad_setting_stops_startup_with_one_line_and_exit_2(procs, tmp_path, key
 # --- JWKS -------------------------------------------------------------------------------------------
 async def test_jwks_keys_are_chosen_by_kid(procs, tmp_path, redis_url, keys):
     """Keys come from JWT_JWKS_URL (fetched in the background), selected by `kid`."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    from jwt.algorithms import RSAAlgorithm
-
-    from tests.support import free_port
-
-    jwk = json.loads(RSAAlgorithm.to_jwk(load_pem_public_key(keys.public_pem)))
-    jwk.update(kid="key-2026", use="sig", alg="RS256")
-    body = json.dumps({"keys": [jwk]}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        pod = start_pod(procs, tmp_path, redis_url, keys, jwt_public_key="",
-                        jwt_jwks_url=f"http://127.0.0.1:{server.server_address[1]}/jwks.json")
+    with jwks_server(keys.public_pem, "key-2026") as url:
+        pod = start_pod(procs, tmp_path, redis_url, keys, jwt_public_key="", jwt_jwks_url=url)
         with_kid = jwt.encode({"sub": "u20", "order_id": "ord_jwks", "exp": time.time() + 60},
                               keys.private_pem, "RS256", headers={"kid": "key-2026"})
         async with await connect(pod, with_kid, "ord_jwks") as ws:
@@ -468,8 +442,6 @@ async def test_jwks_keys_are_chosen_by_kid(procs, tmp_path, redis_url, keys):
         unknown_kid = jwt.encode({"sub": "u20", "order_id": "ord_jwks", "exp": time.time() + 60},
                                  keys.private_pem, "RS256", headers={"kid": "retired"})
         refused(pod, "/ws/orders/ord_jwks/track", upgrade_headers(unknown_kid), 401, "UNAUTHORIZED")
-    finally:
-        server.shutdown()
 
 
 async def test_resume_sent_right_after_open_is_honoured(pod, keys, rasync):
