@@ -14,11 +14,14 @@ from libc.string cimport memcmp
 
 from ordertrack import keys
 from ordertrack.push import malformed as why
+# the twin module defines its constants before it imports this one
+from ordertrack.push.pubsub_reader import FEED_BYTES as _FEED_BYTES, READ_BUFFER_BYTES
 
 cdef bytes PREFIX = keys.CHANNEL_PREFIX.encode()
 cdef Py_ssize_t PREFIX_LEN = len(PREFIX)
 cdef const char* PREFIX_C = PREFIX
 cdef Py_ssize_t MAX_PAYLOAD_BYTES = why.MAX_PAYLOAD_BYTES
+cdef Py_ssize_t FEED_BYTES = _FEED_BYTES
 cdef object ProtocolError = hiredis.ProtocolError
 cdef object ReplyError = hiredis.ReplyError
 cdef str NOT_RESP = why.NOT_RESP
@@ -41,7 +44,7 @@ cdef inline bint _is(object value, const char* literal, Py_ssize_t n):
 cdef class ReaderCore:
     def __init__(self, dict watched, on_update, on_control=None, on_live=None,
                  on_malformed=None, Py_ssize_t subscriptions=1, bytes hello=b"", closed=None,
-                 Py_ssize_t buffer_size=1 << 20):
+                 Py_ssize_t buffer_size=READ_BUFFER_BYTES):
         self.watched = watched
         self.on_update = on_update
         self.on_control = on_control or _ignore
@@ -68,25 +71,28 @@ cdef class ReaderCore:
         return self._view
 
     def buffer_updated(self, Py_ssize_t nbytes):
+        cdef Py_ssize_t offset = 0
         if self._reader is None:
             return
-        self._feed(self._buf, 0, nbytes)
         gets = self._gets
-        while True:
-            try:
-                reply = gets()
-            except ProtocolError as exc:
-                self._fail(exc, NOT_RESP)
-                return
-            if reply is False:
-                return
-            if type(reply) is list:
-                self._on_list(<list>reply)
-                if self._reader is None:
+        while offset < nbytes:
+            self._feed(self._buf, offset, min(FEED_BYTES, nbytes - offset))
+            offset += FEED_BYTES
+            while True:
+                try:
+                    reply = gets()
+                except ProtocolError as exc:
+                    self._fail(exc, NOT_RESP)
                     return
-            elif isinstance(reply, ReplyError):
-                self._fail(reply, None)
-                return
+                if reply is False:
+                    break
+                if type(reply) is list:
+                    self._on_list(<list>reply)
+                    if self._reader is None:
+                        return
+                elif isinstance(reply, ReplyError):
+                    self._fail(reply, None)
+                    return
 
     def eof_received(self):
         return False

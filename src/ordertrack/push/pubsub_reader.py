@@ -5,7 +5,8 @@ the cost of a message nobody on this pod watches bounds the cluster's message ra
 `PubSubReader` protocol therefore does as little as possible per message:
 
 - each read lands in one preallocated buffer (`asyncio.BufferedProtocol`, `READ_BUFFER_BYTES`)
-  and is fed to `hiredis.Reader`; every complete reply of that read is handled in one batch;
+  and is fed to `hiredis.Reader` in `FEED_BYTES` slices; every complete reply of a slice is
+  handled in one batch;
 - for a `pmessage` the order id is cut from the channel and looked up in `watched` (the hub's
   `order_id -> watch` dict) before anything else is built; only a watched order's payload goes
   on, as `on_update(order_id, watch, payload)` (the signature of `FanOut.publish`);
@@ -42,6 +43,9 @@ PREFIX_LEN = len(PREFIX)
 PATTERN = keys.CHANNEL_PATTERN.encode()
 #: one read's buffer: a burst of ~100K msg/s is drained in reads of this size
 READ_BUFFER_BYTES = 1 << 20
+#: a read is fed to hiredis in slices of this size: hiredis moves its unparsed rest down after
+#: every 1 KB it consumes, so one 1 MB feed costs ~3.5 us per message and 16 KB slices ~0.3 us
+FEED_BYTES = 16 << 10
 #: the kernel's receive buffer for the connection, so a burst waits in our socket, not in Redis
 SOCKET_RCVBUF_BYTES = 4 << 20
 KEEPALIVE_IDLE_SECONDS = 10
@@ -118,23 +122,24 @@ class PurePubSubReader(asyncio.BufferedProtocol):
         reader = self._reader
         if reader is None:
             return
-        reader.feed(self._buf, 0, nbytes)
-        while True:
-            try:
-                reply = reader.gets()
-            except hiredis.ProtocolError as exc:
-                self._fail(exc, why.NOT_RESP)
-                return
-            if reply is False:
-                return
-            if type(reply) is list:
-                self._on_list(reply)
-                if self._reader is None:
+        for offset in range(0, nbytes, FEED_BYTES):
+            reader.feed(self._buf, offset, min(FEED_BYTES, nbytes - offset))
+            while True:
+                try:
+                    reply = reader.gets()
+                except hiredis.ProtocolError as exc:
+                    self._fail(exc, why.NOT_RESP)
                     return
-            elif isinstance(reply, hiredis.ReplyError):
-                self._fail(reply, None)
-                return
-            # anything else (`+OK` to AUTH/SELECT) needs no action
+                if reply is False:
+                    break
+                if type(reply) is list:
+                    self._on_list(reply)
+                    if self._reader is None:
+                        return
+                elif isinstance(reply, hiredis.ReplyError):
+                    self._fail(reply, None)
+                    return
+                # anything else (`+OK` to AUTH/SELECT) needs no action
 
     def eof_received(self) -> bool:
         return False
