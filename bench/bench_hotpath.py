@@ -1,0 +1,172 @@
+"""Micro-benchmarks of the push pod's hot path, Cython and pure-Python twin side by side.
+
+Run: .venv/bin/python -m pytest bench/bench_hotpath.py --benchmark-enable
+     (add --benchmark-group-by=func to see each part's two implementations together)
+
+Each round feeds a captured RESP byte stream of `MESSAGES` pmessages (what Redis sends a
+PSUBSCRIBEd pod, with the gateway's message JSON) to a reader, the way the event loop does
+(`get_buffer`, `buffer_updated`), or calls the fan-out once per message. Divide a round's time
+by MESSAGES for the cost per message; `extra_info` carries messages/s.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ordertrack import keys
+from ordertrack.push import fanout, pubsub_reader
+from ordertrack.push.hub import Watch
+
+MESSAGES = 10_000
+READERS = sorted(pubsub_reader.IMPLEMENTATIONS)
+FANOUTS = sorted(fanout.IMPLEMENTATIONS)
+
+
+def gateway_message(seq: int) -> bytes:
+    return orjson.dumps({
+        "status": "in_transit", "location": "Newark NJ Distribution Center",
+        "timestamp": "2025-10-03T14:22:00Z", "estimated_delivery": "2025-10-04T18:00:00Z",
+        "carrier": "dhl", "raw_carrier_response": {"shipments": [{"id": "00340434", "status": {
+            "statusCode": "transit", "description": "The shipment is on its way"}}]},
+        "seq": seq, "published_at": 1759501320.25,
+    })
+
+
+def bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def resp_stream(order_ids: list[str]) -> bytes:
+    """What Redis writes to a PSUBSCRIBEd client for these PUBLISHes, concatenated."""
+    pattern = bulk(keys.CHANNEL_PATTERN.encode())
+    return b"".join(
+        b"*4\r\n" + bulk(b"pmessage") + pattern + bulk(keys.channel(o).encode())
+        + bulk(gateway_message(seq)) for seq, o in enumerate(order_ids, 1))
+
+
+UNWATCHED = resp_stream([f"ord_{i:08x}" for i in range(MESSAGES)])
+WATCHED_IDS = [f"ord_w{i % 100}" for i in range(MESSAGES)]
+WATCHED = resp_stream(WATCHED_IDS)
+
+
+class Watcher:
+    """A connection's delivery attributes with a `send` that does nothing (no socket)."""
+
+    __slots__ = ("close_reason", "acked", "backlog", "sent_seq")
+
+    def __init__(self):
+        self.close_reason = None
+        self.acked = True
+        self.backlog = None
+        self.sent_seq = 0
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+
+def feed(reader, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        buf = reader.get_buffer(len(view))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        reader.buffer_updated(n)
+        view = view[n:]
+
+
+def per_second(benchmark, count: int) -> None:
+    benchmark.extra_info["msgs_per_s"] = round(count / benchmark.stats.stats.min)
+    benchmark.extra_info["us_per_msg"] = round(benchmark.stats.stats.min / count * 1e6, 3)
+
+
+def _noop(*_args) -> None:
+    return None
+
+
+@pytest.mark.parametrize("impl", READERS)
+def test_reader_unwatched(benchmark, impl):
+    cls = pubsub_reader.IMPLEMENTATIONS[impl]
+    watched = {f"ord_w{i}": Watch() for i in range(1000)}
+
+    def run():
+        reader = cls(watched, _noop)
+        feed(reader, UNWATCHED)
+        return reader
+
+    reader = benchmark(run)
+    assert reader.discarded == MESSAGES
+    per_second(benchmark, MESSAGES)
+
+
+@pytest.mark.parametrize("impl", READERS)
+def test_reader_watched(benchmark, impl):
+    """Reader only: every message is for a watched order, handed to a no-op callback."""
+    cls = pubsub_reader.IMPLEMENTATIONS[impl]
+    watched = {o: Watch() for o in set(WATCHED_IDS)}
+
+    def run():
+        reader = cls(watched, _noop)
+        feed(reader, WATCHED)
+        return reader
+
+    reader = benchmark(run)
+    assert reader.discarded == 0 and reader.received == MESSAGES
+    per_second(benchmark, MESSAGES)
+
+
+@pytest.mark.parametrize("impl", READERS)
+def test_watched_delivery_one_watcher(benchmark, impl):
+    """Reader + fan-out of the same implementation, one watcher per order (the 150K/s target)."""
+    cls = pubsub_reader.IMPLEMENTATIONS[impl]
+    fan = fanout.IMPLEMENTATIONS[impl]
+    ids = sorted(set(WATCHED_IDS))
+
+    def run():
+        watched = {}
+        for o in ids:
+            watched[o] = Watch()
+            watched[o].conns.add(Watcher())
+        out = fan()
+        reader = cls(watched, out.publish)
+        feed(reader, WATCHED)
+        return out
+
+    out = benchmark(run)
+    assert out.frames == MESSAGES
+    per_second(benchmark, MESSAGES)
+
+
+PAYLOADS = [gateway_message(seq) for seq in range(1, MESSAGES + 1)]
+
+
+@pytest.mark.parametrize("watchers", [0, 1, 10])
+@pytest.mark.parametrize("impl", FANOUTS)
+def test_fanout(benchmark, impl, watchers):
+    """0 watchers: decode + check + encode only (the frame encoding); 1 and 10: plus delivery."""
+    cls = fanout.IMPLEMENTATIONS[impl]
+
+    def run():
+        watch = Watch()
+        watch.conns.update(Watcher() for _ in range(watchers))
+        out = cls()
+        publish = out.publish
+        for payload in PAYLOADS:
+            publish("ord_1", watch, payload)
+        return out
+
+    out = benchmark(run)
+    assert out.frames == MESSAGES * watchers
+    per_second(benchmark, MESSAGES)
+
+
+def test_text_frame(benchmark):
+    """Building the whole WebSocket frame once (header + payload) for a typical update."""
+    frame, _, _ = fanout.decode_update(PAYLOADS[0])
+
+    def run():
+        for _ in range(MESSAGES):
+            fanout.text_frame(frame)
+
+    benchmark(run)
+    per_second(benchmark, MESSAGES)

@@ -1,0 +1,106 @@
+# cython: language_level=3
+"""Cython fan-out: the same behaviour as `ordertrack.push.fanout.PureFanOut` (that module's
+docstring has the rules); tests/test_fanout.py compares the two."""
+
+import orjson
+
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem, PyDict_New, PyDict_SetItem
+from cpython.object cimport PyObject
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+
+from ordertrack import protocol
+from ordertrack.push import malformed as why
+
+cdef object loads = orjson.loads
+cdef object dumps = orjson.dumps
+cdef object JSONDecodeError = orjson.JSONDecodeError
+cdef tuple FIELDS = protocol.CLIENT_UPDATE_FIELDS
+cdef Py_ssize_t MAX_PAYLOAD_BYTES = why.MAX_PAYLOAD_BYTES
+cdef long long MAX_SEQ = 2 ** 53
+cdef str PAYLOAD_TOO_LARGE = why.PAYLOAD_TOO_LARGE
+cdef str NOT_JSON = why.NOT_JSON
+cdef str NOT_OBJECT = why.NOT_OBJECT
+cdef str BAD_SEQ = why.BAD_SEQ
+cdef str MISSING_FIELD = why.MISSING_FIELD
+cdef str EVENT = "tracking_update"
+
+
+def _ignore(*_args):
+    return None
+
+
+cdef inline double _now():
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class FanOut:
+    def __init__(self, on_delivered=None, on_malformed=None):
+        self.on_delivered = on_delivered
+        self.on_malformed = on_malformed or _ignore
+
+    cdef object _decode(self, bytes payload, long long* seq):
+        """(frame, published_at), or the reason (a str) it is malformed."""
+        cdef PyObject* value
+        if PyBytes_GET_SIZE(payload) > MAX_PAYLOAD_BYTES:
+            return PAYLOAD_TOO_LARGE
+        try:
+            message = loads(payload)
+        except JSONDecodeError:
+            return NOT_JSON
+        if type(message) is not dict:
+            return NOT_OBJECT
+        value = PyDict_GetItem(message, "seq")
+        if value is NULL or type(<object>value) is not int:
+            return BAD_SEQ
+        if not (1 <= <object>value <= MAX_SEQ):
+            return BAD_SEQ
+        seq[0] = <long long><object>value
+        data = PyDict_New()
+        for field in FIELDS:
+            value = PyDict_GetItem(message, field)
+            if value is NULL:
+                return MISSING_FIELD
+            PyDict_SetItem(data, field, <object>value)
+        if type(data["status"]) is not str:
+            return MISSING_FIELD
+        value = PyDict_GetItem(message, "published_at")
+        return (dumps({"event": EVENT, "data": data}),
+                None if value is NULL else <object>value)
+
+    cpdef Py_ssize_t publish(self, str order_id, object watch, bytes payload) except -1:
+        """Fan one message out to `watch.conns`; returns how many connections it was sent to."""
+        cdef long long seq = 0
+        cdef Py_ssize_t delivered = 0
+        self.messages += 1
+        decoded = self._decode(payload, &seq)
+        if type(decoded) is str:
+            self.malformed += 1
+            self.on_malformed(order_id, decoded)
+            return 0
+        frame, published_at = <tuple>decoded
+        if seq > watch.seq:
+            watch.seq = seq
+        for conn in tuple(watch.conns):
+            # the delivery rule of push/fanout.py's deliver(), inline
+            if conn.close_reason is not None:
+                continue
+            if not conn.acked:
+                backlog = conn.backlog
+                if backlog is None:
+                    backlog = []
+                    conn.backlog = backlog
+                backlog.append((seq, frame))
+                continue
+            if seq <= conn.sent_seq:
+                continue
+            conn.sent_seq = seq
+            conn.send(frame)
+            delivered += 1
+        self.frames += delivered
+        if delivered and self.on_delivered is not None and (
+                type(published_at) is float or type(published_at) is int):
+            self.on_delivered(delivered, _now() - published_at)
+        return delivered

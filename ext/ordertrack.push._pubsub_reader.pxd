@@ -1,0 +1,1 @@
+pubsub_reader.pxd

@@ -1,0 +1,39 @@
+"""Types of the Cython pub/sub reader (ext/pubsub_reader.pyx); the twin is
+ordertrack.push.pubsub_reader.PurePubSubReader."""
+import asyncio
+from collections.abc import Callable
+
+class ReaderCore:
+    watched: dict
+    on_update: Callable[[str, object, bytes], object]
+    on_control: Callable[[bytes], object]
+    on_live: Callable[[], object]
+    on_malformed: Callable[[str | None, str], object]
+    subscriptions: int
+    hello: bytes
+    closed: asyncio.Future | None
+    transport: asyncio.BaseTransport | None
+    error: BaseException | None
+    @property
+    def live(self) -> bool: ...
+    @property
+    def confirmed(self) -> int: ...
+    @property
+    def received(self) -> int: ...
+    @property
+    def discarded(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...
+    def __init__(self, watched: dict, on_update: Callable[[str, object, bytes], object],
+                 on_control: Callable[[bytes], object] | None = ...,
+                 on_live: Callable[[], object] | None = ...,
+                 on_malformed: Callable[[str | None, str], object] | None = ...,
+                 subscriptions: int = ..., hello: bytes = ...,
+                 closed: asyncio.Future | None = ..., buffer_size: int = ...) -> None: ...
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+    def get_buffer(self, sizehint: int) -> memoryview: ...
+    def buffer_updated(self, nbytes: int) -> None: ...
+    def eof_received(self) -> bool: ...
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+class PubSubReader(ReaderCore, asyncio.BufferedProtocol): ...

@@ -1,0 +1,254 @@
+"""The pod's ONE Redis pub/sub connection, read by a protocol of its own.
+
+Every pod receives every message published in the cluster (`PSUBSCRIBE order:tracking:*`), so
+the cost of a message nobody on this pod watches bounds the cluster's message rate. The
+`PubSubReader` protocol therefore does as little as possible per message:
+
+- each read lands in one preallocated buffer (`asyncio.BufferedProtocol`, `READ_BUFFER_BYTES`)
+  and is fed to `hiredis.Reader` in `FEED_BYTES` slices; every complete reply of a slice is
+  handled in one batch;
+- for a `pmessage` the order id is cut from the channel and looked up in `watched` (the hub's
+  `order_id -> watch` dict) before anything else is built; only a watched order's payload goes
+  on, as `on_update(order_id, watch, payload)` (the signature of `FanOut.publish`);
+- control channels' `message`s go to `on_control(payload)`; once Redis has confirmed every
+  subscription, `on_live()` is called once;
+- counters: `received` (pmessages), `discarded` (unwatched), `malformed` (see
+  `ordertrack.push.malformed` for the reasons, reported through `on_malformed(order_id, reason)`).
+
+Bytes that are not RESP close the connection (the stream cannot be resynchronised) and are
+counted as malformed; an error reply (a refused AUTH, say) closes it too. One protocol, and so
+one fresh `hiredis.Reader`, per connection: a connection lost mid-message leaves nothing
+half-parsed behind. Reconnecting, with backoff, is the broker's job: `connect()` only opens one
+connection and returns its protocol; `await reader.closed` says when and why it ended.
+
+This module holds the pure-Python twin; the Cython `ordertrack.push._pubsub_reader` has the same
+behaviour and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+
+import hiredis
+from redis.connection import parse_url
+
+from ordertrack import keys
+from ordertrack.push import malformed as why
+
+PREFIX = keys.CHANNEL_PREFIX.encode()
+PREFIX_LEN = len(PREFIX)
+PATTERN = keys.CHANNEL_PATTERN.encode()
+#: one read's buffer: a burst of ~100K msg/s is drained in reads of this size
+READ_BUFFER_BYTES = 1 << 20
+#: a read is fed to hiredis in slices of this size: hiredis moves its unparsed rest down after
+#: every 1 KB it consumes, so one 1 MB feed costs ~3.5 us per message and 16 KB slices ~0.3 us
+FEED_BYTES = 16 << 10
+#: the kernel's receive buffer for the connection, so a burst waits in our socket, not in Redis
+SOCKET_RCVBUF_BYTES = 4 << 20
+KEEPALIVE_IDLE_SECONDS = 10
+KEEPALIVE_INTERVAL_SECONDS = 5
+KEEPALIVE_PROBES = 3
+
+
+def hello(control_channels: list[str] | tuple[str, ...] = (), password: str | None = None,
+          username: str | None = None, db: int = 0) -> bytes:
+    """The commands that open a subscription: AUTH and SELECT when asked, then PSUBSCRIBE of
+    the order pattern and SUBSCRIBE of the control channels, pipelined in one write."""
+    out = []
+    if password is not None:
+        args = ("AUTH", username, password) if username else ("AUTH", password)
+        out.append(hiredis.pack_command(args))
+    if db:
+        out.append(hiredis.pack_command(("SELECT", str(db))))
+    out.append(hiredis.pack_command(("PSUBSCRIBE", keys.CHANNEL_PATTERN)))
+    if control_channels:
+        out.append(hiredis.pack_command(("SUBSCRIBE", *control_channels)))
+    return b"".join(out)
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """TCP keepalive (a dead Redis is noticed in ~25 s) and a big receive buffer."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RCVBUF_BYTES)
+
+
+def _ignore(*_args) -> None:
+    return None
+
+
+class PurePubSubReader(asyncio.BufferedProtocol):
+    """The pure-Python twin (see the module docstring)."""
+
+    def __init__(self, watched: dict, on_update: Callable, on_control: Callable | None = None,
+                 on_live: Callable | None = None, on_malformed: Callable | None = None,
+                 subscriptions: int = 1, hello: bytes = b"", closed: asyncio.Future | None = None,
+                 buffer_size: int = READ_BUFFER_BYTES):
+        self.watched = watched
+        self.on_update = on_update
+        self.on_control = on_control or _ignore
+        self.on_live = on_live or _ignore
+        self.on_malformed = on_malformed or _ignore
+        self.subscriptions = subscriptions
+        self.hello = hello
+        self.closed = closed
+        self.transport = None
+        self.live = False
+        self.confirmed = 0
+        self.received = 0
+        self.discarded = 0
+        self.malformed = 0
+        self.error: BaseException | None = None
+        self._reader = hiredis.Reader()
+        self._buf = bytearray(buffer_size)
+        self._view = memoryview(self._buf)
+
+    # --- asyncio.BufferedProtocol ----------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        if self.hello:
+            transport.write(self.hello)
+
+    def get_buffer(self, sizehint: int):
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        reader = self._reader
+        if reader is None:
+            return
+        for offset in range(0, nbytes, FEED_BYTES):
+            reader.feed(self._buf, offset, min(FEED_BYTES, nbytes - offset))
+            while True:
+                try:
+                    reply = reader.gets()
+                except hiredis.ProtocolError as exc:
+                    self._fail(exc, why.NOT_RESP)
+                    return
+                if reply is False:
+                    break
+                if type(reply) is list:
+                    self._on_list(reply)
+                    if self._reader is None:
+                        return
+                elif isinstance(reply, hiredis.ReplyError):
+                    self._fail(reply, None)
+                    return
+                # anything else (`+OK` to AUTH/SELECT) needs no action
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.live = False
+        self._reader = None
+        if self.error is None:
+            self.error = exc
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(self.error)
+
+    # --- replies -----------------------------------------------------------------------------------
+    def _on_list(self, reply: list) -> None:
+        n = len(reply)
+        kind = reply[0] if n else None
+        if n == 4 and kind == b"pmessage":
+            self.received += 1
+            channel = reply[2]
+            payload = reply[3]
+            if (type(channel) is not bytes or type(payload) is not bytes
+                    or not channel.startswith(PREFIX)):
+                self._malformed(None, why.UNEXPECTED_REPLY)
+                return
+            if len(channel) == PREFIX_LEN:
+                self._malformed(None, why.EMPTY_ORDER_ID)
+                return
+            try:
+                order_id = channel[PREFIX_LEN:].decode()
+            except UnicodeDecodeError:
+                self._malformed(None, why.BAD_ORDER_ID)
+                return
+            if len(payload) > why.MAX_PAYLOAD_BYTES:
+                self._malformed(order_id, why.PAYLOAD_TOO_LARGE)
+                return
+            watch = self.watched.get(order_id)
+            if watch is None:
+                self.discarded += 1
+                return
+            self.on_update(order_id, watch, payload)
+        elif n == 3 and kind == b"message":
+            payload = reply[2]
+            if type(payload) is bytes:
+                self.on_control(payload)
+            else:
+                self._malformed(None, why.UNEXPECTED_REPLY)
+        elif n == 3 and (kind == b"psubscribe" or kind == b"subscribe"):
+            self.confirmed += 1
+            if self.confirmed == self.subscriptions and not self.live:
+                self.live = True
+                self.on_live()
+        elif not (n == 2 and kind == b"pong"):
+            self._malformed(None, why.UNEXPECTED_REPLY)
+
+    def _malformed(self, order_id: str | None, reason: str) -> None:
+        self.malformed += 1
+        self.on_malformed(order_id, reason)
+
+    def _fail(self, exc: BaseException, reason: str | None) -> None:
+        """The stream cannot be trusted any more: stop reading and close the connection."""
+        self._reader = None
+        self.error = exc
+        if reason is not None:
+            self._malformed(None, reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _load() -> tuple[str, type, dict[str, type]]:
+    impls: dict[str, type] = {"python": PurePubSubReader}
+    try:
+        from ordertrack.push._pubsub_reader import PubSubReader as Fast
+    except ImportError:
+        Fast = None
+    else:
+        impls["cython"] = Fast
+    if Fast is None or os.environ.get("ORDERTRACK_PURE_PYTHON") == "1":
+        return "python", PurePubSubReader, impls
+    return "cython", Fast, impls
+
+
+#: "cython" or "python": which `PubSubReader` this process uses; IMPLEMENTATIONS has every one built
+IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = _load()
+
+
+async def connect(url: str, watched: dict, on_update: Callable,
+                  on_control: Callable | None = None, on_live: Callable | None = None,
+                  on_malformed: Callable | None = None, control_channels: list[str] = (),
+                  timeout: float = 2.0, impl: type | None = None):
+    """Open one subscription connection to `url` (redis:// or unix://, with AUTH and SELECT
+    when the URL has them) and return its reader; `await reader.closed` when it ends."""
+    loop = asyncio.get_running_loop()
+    opts = parse_url(url)
+    if opts.get("connection_class") is not None and "path" not in opts:
+        raise ValueError(f"unsupported Redis URL scheme for the pub/sub reader: {url!r}")
+    closed = loop.create_future()
+    reader = (impl or PubSubReader)(
+        watched, on_update, on_control, on_live, on_malformed,
+        subscriptions=1 + len(control_channels),
+        hello=hello(list(control_channels), opts.get("password"), opts.get("username"),
+                    int(opts.get("db") or 0)),
+        closed=closed)
+    if "path" in opts:
+        opener = loop.create_unix_connection(lambda: reader, opts["path"])
+    else:
+        opener = loop.create_connection(lambda: reader, opts.get("host", "localhost"),
+                                        int(opts.get("port", 6379)))
+    transport, _ = await asyncio.wait_for(opener, timeout)
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family != socket.AF_UNIX:
+        tune_socket(sock)
+    return reader

@@ -1,0 +1,195 @@
+"""The fan-out, Cython and pure-Python twin alike: decode once, encode once, the delivery rule.
+
+Every test runs against each built implementation; the property test feeds both the same
+random messages and watcher states and compares every frame, backlog and counter.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ordertrack import protocol
+from ordertrack.push import fanout, malformed
+from ordertrack.push.hub import Watch
+
+IMPLS = sorted(fanout.IMPLEMENTATIONS)
+
+
+class Watcher:
+    """A connection's delivery attributes (push/connection.py) with a `send` that records."""
+
+    __slots__ = ("close_reason", "acked", "backlog", "sent_seq", "sent")
+
+    def __init__(self, acked: bool = True, sent_seq: int = 0):
+        self.close_reason = None
+        self.acked = acked
+        self.backlog = None
+        self.sent_seq = sent_seq
+        self.sent: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        self.sent.append(frame)
+
+
+def message(seq: int, **overrides) -> dict:
+    body = {
+        "status": "in_transit", "location": "Newark NJ", "timestamp": "2025-10-03T14:00:00Z",
+        "estimated_delivery": "2025-10-04", "carrier": "dhl",
+        "raw_carrier_response": {"secret": "carrier internals"}, "seq": seq,
+        "published_at": time.time(),
+    }
+    body.update(overrides)
+    return body
+
+
+def watch_of(*conns) -> Watch:
+    watch = Watch()
+    watch.conns.update(conns)
+    return watch
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    return fanout.IMPLEMENTATIONS[request.param]
+
+
+def test_the_extension_is_built_and_chosen_by_default():
+    assert set(IMPLS) == {"cython", "python"}
+    assert fanout.IMPLEMENTATION == "cython"
+
+
+def test_one_frame_for_every_watcher_without_carrier_internals(impl):
+    delivered = []
+    out = impl(on_delivered=lambda count, latency: delivered.append((count, latency)))
+    watchers = [Watcher() for _ in range(10)]
+    watch = watch_of(*watchers)
+    body = message(7)
+
+    assert out.publish("ord_1", watch, orjson.dumps(body)) == 10
+
+    frames = [w.sent[0] for w in watchers]
+    assert all(frame is frames[0] for frame in frames)  # encoded once, the same bytes for all
+    assert frames[0] == protocol.tracking_update(body)
+    sent = orjson.loads(frames[0])
+    assert sent == {"event": "tracking_update", "data": {
+        "status": "in_transit", "location": "Newark NJ", "timestamp": "2025-10-03T14:00:00Z",
+        "estimated_delivery": "2025-10-04", "carrier": "dhl", "seq": 7}}
+    assert watch.seq == 7 and all(w.sent_seq == 7 for w in watchers)
+    assert delivered and delivered[0][0] == 10 and 0 <= delivered[0][1] < 60
+    assert (out.messages, out.frames, out.malformed) == (1, 10, 0)
+
+
+def test_an_unacked_connection_holds_updates_until_the_ack(impl):
+    out = impl()
+    waiting, live = Watcher(acked=False), Watcher()
+    watch = watch_of(waiting, live)
+    for seq in (1, 2):
+        out.publish("ord_1", watch, orjson.dumps(message(seq)))
+    assert waiting.sent == [] and [s for s, _ in waiting.backlog] == [1, 2]
+    assert [f for _, f in waiting.backlog] == live.sent
+
+
+def test_never_a_seq_twice_nor_an_older_one(impl):
+    out = impl()
+    ahead = Watcher(sent_seq=5)  # e.g. its ack carried seq 5
+    watch = watch_of(ahead)
+    for seq in (4, 5, 6, 6, 3):
+        out.publish("ord_1", watch, orjson.dumps(message(seq)))
+    assert [orjson.loads(f)["data"]["seq"] for f in ahead.sent] == [6]
+    assert watch.seq == 6
+
+
+def test_nothing_reaches_a_connection_being_closed(impl):
+    out = impl()
+    closing = Watcher()
+    closing.close_reason = protocol.SLOW_CONSUMER
+    assert out.publish("ord_1", watch_of(closing), orjson.dumps(message(1))) == 0
+    assert closing.sent == [] and closing.backlog is None
+
+
+BAD = [
+    (b"not json", malformed.NOT_JSON),
+    (b"", malformed.NOT_JSON),
+    (b"[1, 2]", malformed.NOT_OBJECT),
+    (b'"text"', malformed.NOT_OBJECT),
+    (orjson.dumps(message("3")), malformed.BAD_SEQ),
+    (orjson.dumps(message(1.0)), malformed.BAD_SEQ),
+    (orjson.dumps(message(True)), malformed.BAD_SEQ),
+    (orjson.dumps(message(0)), malformed.BAD_SEQ),
+    (orjson.dumps(message(-4)), malformed.BAD_SEQ),
+    (orjson.dumps(message(2**53 + 1)), malformed.BAD_SEQ),
+    (orjson.dumps({k: v for k, v in message(1).items() if k != "seq"}), malformed.BAD_SEQ),
+    (orjson.dumps({k: v for k, v in message(1).items() if k != "status"}), malformed.MISSING_FIELD),
+    (orjson.dumps(message(1, status=None)), malformed.MISSING_FIELD),
+    (orjson.dumps(message(1, location="x" * (11 << 20))), malformed.PAYLOAD_TOO_LARGE),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason"), BAD, ids=[r for _, r in BAD])
+def test_a_bad_payload_reaches_nobody_and_the_next_one_flows(impl, payload, reason):
+    reported = []
+    out = impl(on_malformed=lambda order_id, why: reported.append((order_id, why)))
+    watcher = Watcher()
+    watch = watch_of(watcher)
+
+    assert out.publish("ord_bad", watch, payload) == 0
+    assert reported == [("ord_bad", reason)]
+    assert watcher.sent == [] and watch.seq == 0 and out.malformed == 1
+
+    assert out.publish("ord_bad", watch, orjson.dumps(message(2**53))) == 1
+    assert orjson.loads(watcher.sent[0])["data"]["seq"] == 2**53
+
+
+def test_latency_only_for_messages_that_carry_published_at(impl):
+    delivered = []
+    out = impl(on_delivered=lambda count, latency: delivered.append(count))
+    watch = watch_of(Watcher())
+    out.publish("ord_1", watch, orjson.dumps({k: v for k, v in message(1).items()
+                                             if k != "published_at"}))
+    out.publish("ord_1", watch, orjson.dumps(message(2, published_at="yesterday")))
+    out.publish("ord_1", watch, orjson.dumps(message(3)))
+    assert delivered == [1]
+
+
+def test_text_frame_is_an_unmasked_final_text_frame():
+    assert fanout.text_frame(b"hi") == b"\x81\x02hi"
+    assert fanout.text_frame(b"x" * 200)[:4] == b"\x81\x7e\x00\xc8"
+    assert fanout.text_frame(b"x" * 70000)[:10] == b"\x81\x7f" + (70000).to_bytes(8, "big")
+
+
+# --- both implementations, the same random input -----------------------------------------------
+payloads = st.one_of(
+    st.builds(lambda seq, status: orjson.dumps(message(seq, status=status, published_at=1.0)),
+              st.integers(-2, 2**53 + 2), st.sampled_from(["in_transit", "delivered", None])),
+    st.sampled_from([b"{", b"[]", b"null", orjson.dumps(message("1"))]),
+    st.binary(max_size=20),
+)
+watcher_states = st.lists(st.tuples(st.booleans(), st.integers(0, 5), st.booleans()),
+                          min_size=0, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(states=watcher_states, stream=st.lists(payloads, max_size=25))
+def test_both_implementations_deliver_the_same_frames(states, stream):
+    results = []
+    for name in IMPLS:
+        watchers = []
+        for acked, sent_seq, closing in states:
+            w = Watcher(acked=acked, sent_seq=sent_seq)
+            if closing:
+                w.close_reason = protocol.SERVER_SHUTDOWN
+            watchers.append(w)
+        calls = []
+        out = fanout.IMPLEMENTATIONS[name](
+            on_delivered=lambda count, _latency, calls=calls: calls.append(("delivered", count)),
+            on_malformed=lambda order_id, why, calls=calls: calls.append((order_id, why)))
+        watch = watch_of(*watchers)
+        counts = [out.publish("ord_p", watch, payload) for payload in stream]
+        results.append((counts, calls, watch.seq, out.messages, out.frames, out.malformed,
+                        [(w.sent, w.backlog, w.sent_seq) for w in watchers]))
+    assert results[0] == results[1]
