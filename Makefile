@@ -18,16 +18,22 @@ $(STAMP): pyproject.toml setup.py ext/*.pyx ext/*.pxd
 install: system-deps $(STAMP)
 
 # apt-get only for what is missing: redis-server (the suite and `make run` start private ones),
-# chromium (the browser test), wrk (the REST benchmark).
+# chromium (the browser test), wrk (the REST benchmark), promtool (checks and unit-tests
+# deploy/prometheus/*.yaml: Debian ships it in `prometheus`, taken without its recommends,
+# i.e. without node-exporter).
 system-deps:
-	@missing=""; \
+	@missing=""; bare=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
+	command -v promtool >/dev/null || bare="prometheus"; \
+	if [ -n "$$missing$$bare" ]; then \
+	  echo "installing:$$missing $$bare"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	  APT="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"; \
+	  $$SUDO apt-get update -qq && \
+	  { [ -z "$$missing" ] || $$APT $$missing; } && \
+	  { [ -z "$$bare" ] || $$APT --no-install-recommends $$bare; }; \
 	fi
 
 ext: $(STAMP)

@@ -12,6 +12,7 @@ from picows import ws_create_server
 
 from ordertrack import auth, config, protocol
 from ordertrack.dev_keys import dev_public_key_path
+from ordertrack.push import metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
@@ -59,6 +60,7 @@ async def serve(cfg) -> int:
         jwks = auth.JwksRefresher(verifier, cfg.jwt_jwks_url)
         await jwks.start()
     pod = Pod(cfg, verifier)
+    metrics.MAX_CONNECTIONS.set(cfg.max_connections_per_pod)
     # bind both ports before anything else runs: a busy port is one clear line, not a hang
     try:
         server = await ws_create_server(

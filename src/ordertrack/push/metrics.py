@@ -9,6 +9,10 @@ ACTIVE_CONNECTIONS = Gauge(
     "WebSocket connections open on this pod (HPA target: 7,500 per pod)",
     ["pod", "region", "carrier"],
 )
+MAX_CONNECTIONS = Gauge(
+    "ordertrack_ws_max_connections",
+    "MAX_CONNECTIONS_PER_POD: upgrades past it get 503 POD_AT_CAPACITY (the capacity alert's base)",
+)
 CONNECTIONS_OPENED = Counter("ordertrack_ws_connections_opened_total", "WebSocket upgrades accepted")
 DISCONNECTS = Counter("ordertrack_ws_disconnects_total", "Connections ended, by reason", ["reason"])
 REFUSALS = Counter("ordertrack_ws_upgrade_refusals_total", "Upgrades refused, by error code", ["code"])
@@ -19,9 +23,12 @@ DELIVERY_LATENCY = Histogram(
     "From the gateway's PUBLISH (published_at) to the frames being written",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+#: by close reason, so "lasted over 5 minutes without an unexpected disconnect" (the rollout's
+#: stability criterion) is a query: the 300 s bucket of the unexpected reasons
 CONNECTION_DURATION = Histogram(
     "ordertrack_ws_connection_duration_seconds",
-    "How long connections stay open",
+    "How long connections stay open, by the reason they ended",
+    ["reason"],
     buckets=(60, 300, 900, 1800, 3600, 7200),
 )
 SUBSCRIBED = Gauge("ordertrack_ws_redis_subscribed", "1 while the pod's PSUBSCRIBE is live")

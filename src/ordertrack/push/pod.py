@@ -209,7 +209,7 @@ class Pod:
             "duration_s": round(duration, 3), "pod": self.pod_id,
         }})
         metrics.DISCONNECTS.labels(reason.reason).inc()
-        metrics.CONNECTION_DURATION.observe(duration)
+        metrics.CONNECTION_DURATION.labels(reason.reason).observe(duration)
 
     # --- heartbeat: one loop timer drives the wheel for every connection -------------------------
     def _on_tick(self) -> None:
