@@ -99,6 +99,19 @@ def test_dhl_status_only_answer_gives_one_event():
     assert result.estimated_delivery == "2025-10-04"
 
 
+def test_dhl_status_repeating_its_newest_event_with_more_detail_is_one_event():
+    """DHL's shipment `status` is its newest event again, with the country added and the time
+    in another format: one scan, kept once, with the fuller location."""
+    result = dhl.parse_response(raw("dhl_status_repeats_newest_event.json"),
+                                ["JD014600003BRKLYN"])["JD014600003BRKLYN"]
+    got = [(e.timestamp, e.status, e.location) for e in result.events]
+    assert got == [
+        ("2025-10-02T09:00:00Z", "shipped", None),
+        ("2025-10-02T22:40:00Z", "in_transit", "Cincinnati Hub OH"),
+        ("2025-10-03T14:02:00Z", "in_transit", "Brooklyn NY, US"),
+    ]
+
+
 def test_dhl_404_and_empty_answers_are_not_found():
     result = dhl.parse_response(raw("dhl_not_found_404.json"), ["JD9"], 404)["JD9"]
     assert not result.found and result.error == "NOT_FOUND" and result.events == ()
@@ -172,6 +185,21 @@ def test_fedex_multiple_track_results_keep_the_latest_scan():
     # ESTIMATED_DELIVERY wins over both windows
     assert result.estimated_delivery == "2024-08-21T00:00:00Z"
     assert result.events[-1].raw["trackingNumberInfo"]["trackingNumberUniqueId"].startswith("2024")
+
+
+def test_fedex_scan_listed_twice_and_latest_status_are_one_event():
+    """A scan repeated in scanEvents (once without state and country, its time in UTC) and
+    again in latestStatusDetail is one event; label created and picked up at the same place
+    are two scans (the dev stack's two "Shipped OAKLAND" lines), so both stay."""
+    result = fedex.parse_response(raw("fedex_repeated_scan.json"),
+                                  ["772211334455"])["772211334455"]
+    got = [(e.timestamp, e.status, e.raw_code, e.location) for e in result.events]
+    assert got == [
+        ("2025-10-01T23:50:00Z", "shipped", "OC", "OAKLAND, CA, US"),
+        ("2025-10-02T00:20:00Z", "shipped", "PU", "OAKLAND, CA, US"),
+        ("2025-10-03T03:30:00Z", "in_transit", "AR", "NEWARK, NJ, US"),
+        ("2025-10-03T12:12:00Z", "out_for_delivery", "OD", "BROOKLYN, NY, US"),
+    ]
 
 
 def test_fedex_not_found_inside_http_200():
@@ -266,6 +294,19 @@ def test_ups_feature_log_sample_uses_current_status_for_statusless_activity():
     event, = result["1Z999AA10123456784"].events
     assert (event.status, event.location, event.timestamp) == (
         "in_transit", "LOUISVILLE, KY", "2025-10-03T14:00:00Z")
+
+
+def test_ups_activity_listed_twice_is_one_event_with_the_fuller_location():
+    """The newest activity comes twice (once with only a city and local time), and
+    currentStatus repeats it too: one event."""
+    result = ups.parse_response(raw("ups_repeated_activity.json"),
+                                ["1Z999AA10123459999"])["1Z999AA10123459999"]
+    got = [(e.timestamp, e.status, e.location) for e in result.events]
+    assert got == [
+        ("2025-10-01T13:00:00Z", "shipped", "US"),
+        ("2025-10-03T03:30:00Z", "in_transit", "SECAUCUS, NJ, US"),
+        ("2025-10-03T12:12:00Z", "out_for_delivery", "BROOKLYN, NY, US"),
+    ]
 
 
 def test_ups_not_found_warning_inside_http_200():

@@ -495,3 +495,47 @@ async def test_event_another_replica_failed_to_publish_is_published_before_newer
         entries = await gw2.redis.xrange(keys.stream("ord_gap"))
         assert [orjson.loads(fields[b"msg"])["seq"] for _, fields in entries] == [1, 2, 3]
         assert await gw2.redis.hget(keys.state("ord_gap"), "seq") == b"3"
+
+
+async def test_a_scan_the_carrier_repeats_with_other_detail_is_stored_and_published_once(
+        redis_url, tmp_path):
+    """DHL's shipment `status` repeats its newest event with the country added; the next poll
+    has the detail the other way round: each scan is stored once and published once."""
+    first = orjson.loads((FIXTURES / "dhl_status_repeats_newest_event.json").read_bytes())
+    shipment = first["shipments"][0]
+    swapped = orjson.loads(orjson.dumps(first))
+    swapped["shipments"][0]["status"]["location"]["address"] = {"addressLocality": "Brooklyn"}
+    swapped["shipments"][0]["events"][0]["location"] = shipment["status"]["location"]
+    newer = orjson.loads(orjson.dumps(swapped))
+    scan = {**shipment["events"][0], "timestamp": "2025-10-04T08:00:00Z",
+            "status": "With delivery courier", "description": "Shipment is out for delivery"}
+    newer["shipments"][0]["status"] = {**scan, "location": shipment["status"]["location"]}
+    newer["shipments"][0]["events"].insert(0, scan)
+    answers = [first, swapped, swapped, newer, newer]
+    polls = iter(answers)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=orjson.dumps(next(polls)))
+
+    sub = Subscriber(redis_url)
+    try:
+        async with InProcessGateway(redis_url, str(tmp_path / "t.db"), answer) as gw:
+            await gw.store.add_order(order("ord_dup", "dhl"))
+            for _ in answers:
+                await gw.poller.poll_batch("dhl", gw.client, [await gw.store.get_order("ord_dup")])
+            history = await gw.store.history("ord_dup")
+            assert [(e.seq, e.status, e.location) for e in history] == [
+                (1, "shipped", None),
+                (2, "in_transit", "Cincinnati Hub OH"),
+                (3, "in_transit", "Brooklyn NY, US"),
+                (4, "out_for_delivery", "Brooklyn NY, US"),
+            ]
+            entries = await gw.redis.xrange(keys.stream("ord_dup"))
+            assert [orjson.loads(fields[b"msg"])["seq"] for _, fields in entries] == [1, 2, 3, 4]
+        published = []
+        while (item := sub.next(timeout=0.5)) is not None:
+            if item[0] == "order:tracking:ord_dup":
+                published.append((item[1]["seq"], item[1]["status"], item[1]["location"]))
+        assert published == [(e.seq, e.status, e.location) for e in history]
+    finally:
+        sub.close()

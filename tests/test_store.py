@@ -54,12 +54,12 @@ def event(status: str, timestamp: str, location: str | None = "Leipzig", **field
 
 
 async def test_upgrade_is_idempotent_and_keeps_data(store: TrackingStore, store_url):
-    assert await store.schema_version() == 1
+    assert await store.schema_version() == 2
     await store.add_order(order())
-    assert await store.upgrade() == 1
-    assert await store.upgrade() == 1
+    assert await store.upgrade() == 2
+    assert await store.upgrade() == 2
     async with open_store(store_url) as again:  # a second process starting up
-        assert await again.schema_version() == 1
+        assert await again.schema_version() == 2
         assert (await again.get_order("ord_1")) is not None
 
 
@@ -204,6 +204,69 @@ async def test_late_scan_is_stored_but_does_not_move_the_order_back(store: Track
     assert (current.status, current.last_update, current.seq) == ("delivered", T3, 2)
 
 
+async def test_a_scan_is_stored_once_whatever_detail_each_poll_gives(store: TrackingStore):
+    """DHL's shipment status repeats its newest event with more address detail, and the next
+    poll may carry either copy: the history holds the scan once, with its first copy."""
+    await store.add_order(order())
+    added = await store.append_events("ord_1", [
+        event("in_transit", T1, location="Brooklyn NY"),
+        event("in_transit", T1, location="Brooklyn NY, US"),  # the same answer, richer copy
+    ])
+    assert [(e.seq, e.location) for e in added] == [(1, "Brooklyn NY, US")]
+    for copy in ("Brooklyn NY", None, "", "BROOKLYN, NY, US"):
+        assert await store.append_events("ord_1", [event("in_transit", T1, location=copy)]) == []
+    added = await store.append_events("ord_1", [event("in_transit", T1, location="Brooklyn"),
+                                                 event("out_for_delivery", T2, "Brooklyn NY")])
+    assert [(e.seq, e.status) for e in added] == [(2, "out_for_delivery")]
+    history = await store.history("ord_1")
+    assert [(e.seq, e.status, e.location, e.timestamp) for e in history] == [
+        (1, "in_transit", "Brooklyn NY, US", T1),
+        (2, "out_for_delivery", "Brooklyn NY", T2),
+    ]
+
+
+async def sql(store: TrackingStore, statement: str) -> None:
+    """Run one literal statement on either backend (to build what older versions stored)."""
+    if store.kind == "postgres":
+        await store.pool.execute(statement)  # type: ignore[attr-defined]
+    else:
+        await store.db.execute(statement)  # type: ignore[attr-defined]
+
+
+async def test_upgrade_drops_copies_of_a_scan_stored_before_and_refuses_new_ones(store_url):
+    """A database written before one-scan-one-event holds copies of a scan; the upgrade
+    keeps the first one stored (what clients saw first) and the schema refuses another."""
+    from ordertrack.store import create_store
+
+    store = create_store(store_url)
+    await store.connect()
+    try:
+        assert await store.upgrade(to=1) == 1
+        await store.add_order(order())
+        for seq, status, location, timestamp in (
+            (1, "in_transit", "'Brooklyn NY'", T1),
+            (2, "in_transit", "'Brooklyn NY, US'", T1),
+            (3, "out_for_delivery", "NULL", T2),
+            (4, "out_for_delivery", "'Brooklyn NY'", T2),
+        ):
+            await sql(store, f"INSERT INTO events (order_id, seq, status, location, timestamp, "
+                             f"created_at) VALUES ('ord_1', {seq}, '{status}', {location}, "
+                             f"'{timestamp}', '{T1}')")
+        assert len(await store.history("ord_1")) == 4
+
+        assert await store.upgrade() == 2
+        history = await store.history("ord_1")
+        assert [(e.seq, e.status, e.location) for e in history] == [
+            (1, "in_transit", "Brooklyn NY"), (3, "out_for_delivery", None)
+        ]
+        with pytest.raises(Exception, match="(?i)unique"):
+            await sql(store, "INSERT INTO events (order_id, seq, status, location, timestamp, "
+                             f"created_at) VALUES ('ord_1', 5, 'in_transit', 'Brooklyn NY, US', "
+                             f"'{T1}', '{T1}')")
+    finally:
+        await store.close()
+
+
 async def test_append_to_unknown_order_is_an_error(store: TrackingStore):
     with pytest.raises(OrderNotFound):
         await store.append_events("ord_missing", [event("in_transit", T1)])
@@ -291,10 +354,21 @@ def test_redact_url_hides_the_password():
     assert redact_url("postgresql://app@db/x") == "postgresql://app@db/x"
 
 
-def test_select_new_events_treats_missing_and_empty_location_alike():
-    known = [("in_transit", None, T1)]
-    events = [event("in_transit", T1, location=""), event("in_transit", T2), event("in_transit", T2)]
-    assert select_new_events(known, events) == [event("in_transit", T2)]
+def test_select_new_events_one_per_scan_whatever_the_location_says():
+    known = [("in_transit", T1)]
+    events = [
+        event("in_transit", T1, location=""),            # stored already, as None
+        event("in_transit", T1, location="Brooklyn NY, US"),  # ... and even with more detail
+        event("in_transit", T2, location="Brooklyn NY"),
+        event("in_transit", T2, location=None),
+        event("in_transit", T2, location="Brooklyn NY, US"),  # the richest copy of T2
+        event("in_transit", T2, location="Brooklyn NY"),
+        event("delivered", T2, location=None),              # another scan at the same time
+    ]
+    assert select_new_events(known, events) == [
+        event("in_transit", T2, location="Brooklyn NY, US"),
+        event("delivered", T2, location=None),
+    ]
 
 
 def test_next_order_state_follows_the_newest_scan_by_time():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +26,39 @@ class TrackingEvent:
     raw: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
-    def identity(self) -> tuple[str, str | None, str]:
-        """What makes an event new: the (status, location, timestamp) an order's history lacks."""
-        return (self.status, self.location, self.timestamp)
+    def identity(self) -> tuple[str, str]:
+        """The scan this event is a copy of (see `scan_identity`)."""
+        return scan_identity(self.status, self.timestamp)
+
+    @property
+    def detail(self) -> tuple[int, bool, bool]:
+        """How much this copy of its scan says: the longer location ("Brooklyn NY, US" over
+        "Brooklyn NY" over none), then an estimate, then the carrier's code."""
+        return (len(self.location or ""), self.estimated_delivery is not None,
+                self.raw_code is not None)
+
+
+def scan_identity(status: str, timestamp: str) -> tuple[str, str]:
+    """One scan, whatever detail each copy of it carries: its normalised status at its time.
+
+    The location is left out on purpose: carriers repeat a scan with more or less address
+    detail (DHL's shipment `status` says "Brooklyn NY, US" where its event says "Brooklyn NY";
+    a repeated FedEx or UPS scan may lack its state or country), and a shipment is not scanned
+    with one status in two places in the same second. So a missing, an empty and a fuller
+    location are all the same scan. The store's unique index `events_scan` says the same.
+    """
+    return (status, timestamp)
+
+
+def one_per_scan(events: Iterable[TrackingEvent]) -> list[TrackingEvent]:
+    """One copy of each scan, in the order the scans first appear: the copy with most detail
+    (the first of equally detailed ones)."""
+    copies: dict[tuple[str, str], TrackingEvent] = {}
+    for event in events:
+        kept = copies.get(event.identity)
+        if kept is None or event.detail > kept.detail:
+            copies[event.identity] = event
+    return list(copies.values())
 
 
 @dataclass(frozen=True, slots=True)

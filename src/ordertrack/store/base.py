@@ -24,7 +24,15 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from ordertrack.config import Setting
-from ordertrack.models import CARRIERS, STATUSES, Order, StoredEvent, TrackingEvent
+from ordertrack.models import (
+    CARRIERS,
+    STATUSES,
+    Order,
+    StoredEvent,
+    TrackingEvent,
+    one_per_scan,
+    scan_identity,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_SQLITE_PATH = "./var/ordertrack.db"
@@ -135,23 +143,17 @@ def parse_timestamp(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def identity_key(status: str, location: str | None, timestamp: str) -> tuple[str, str, str]:
-    """Duplicate-detection key: a missing location and an empty one are the same place."""
-    return (status, location or "", timestamp)
-
-
 def select_new_events(
-    known: Iterable[tuple[str, str | None, str]], events: Iterable[TrackingEvent]
+    known: Iterable[tuple[str, str]], events: Iterable[TrackingEvent]
 ) -> list[TrackingEvent]:
-    """The events whose (status, location, timestamp) is neither known nor earlier in the list."""
-    seen = {identity_key(*identity) for identity in known}
-    fresh: list[TrackingEvent] = []
-    for event in events:
-        key = identity_key(event.status, event.location, event.timestamp)
-        if key not in seen:
-            seen.add(key)
-            fresh.append(event)
-    return fresh
+    """The events of scans the history lacks, in list order, one per scan.
+
+    `known`: the (status, timestamp) of every stored event. A scan is one event whatever
+    detail each copy carries (`models.scan_identity`): of several copies in `events`, the one
+    with most detail is kept; a copy of a stored scan is dropped even when it says more.
+    """
+    seen = {scan_identity(*identity) for identity in known}
+    return [event for event in one_per_scan(events) if event.identity not in seen]
 
 
 def number_events(order_id: str, last_seq: int, events: Sequence[TrackingEvent]) -> list[StoredEvent]:
@@ -242,6 +244,8 @@ ORDER_COLUMNS = (
     "region, seq, consecutive_failures, needs_investigation, created_at"
 )
 EVENT_COLUMNS = "order_id, seq, status, location, timestamp, estimated_delivery, raw"
+#: what `select_new_events` needs of the stored events: their scan identity
+SCAN_COLUMNS = "status, timestamp"
 
 
 def order_from_row(row: Sequence[Any]) -> Order:
@@ -324,8 +328,9 @@ class TrackingStore(abc.ABC):
         """Open the connection (pool) without touching the schema."""
 
     @abc.abstractmethod
-    async def upgrade(self) -> int:
-        """Apply pending migrations (idempotent, safe from concurrent processes); the version."""
+    async def upgrade(self, to: int | None = None) -> int:
+        """Apply pending migrations, up to version `to` (default: all); idempotent, safe from
+        concurrent processes. Returns the schema version."""
 
     @abc.abstractmethod
     async def schema_version(self) -> int:

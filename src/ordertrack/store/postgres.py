@@ -17,6 +17,7 @@ from ordertrack.models import ACTIVE_STATUSES, Order, StoredEvent, TrackingEvent
 from ordertrack.store.base import (
     EVENT_COLUMNS,
     ORDER_COLUMNS,
+    SCAN_COLUMNS,
     OrderExists,
     OrderNotFound,
     OrderState,
@@ -90,7 +91,7 @@ class PostgresStore(TrackingStore):
             return 0
         return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
 
-    async def upgrade(self) -> int:
+    async def upgrade(self, to: int | None = None) -> int:
         migrations = load_migrations("postgres")
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(_UPGRADE_LOCK)
@@ -100,7 +101,7 @@ class PostgresStore(TrackingStore):
             )
             current = await self._version(conn)
             for migration in migrations:
-                if migration.version <= current:
+                if migration.version <= current or (to is not None and migration.version > to):
                     continue
                 await conn.execute(migration.sql)
                 await conn.execute(
@@ -176,7 +177,7 @@ class PostgresStore(TrackingStore):
             if not events:
                 return []
             known = await conn.fetch(
-                "SELECT status, location, timestamp FROM events WHERE order_id = $1", order_id
+                f"SELECT {SCAN_COLUMNS} FROM events WHERE order_id = $1", order_id
             )
             fresh = select_new_events([tuple(r) for r in known], events)
             if not fresh:

@@ -22,6 +22,7 @@ from ordertrack.models import ACTIVE_STATUSES, Order, StoredEvent, TrackingEvent
 from ordertrack.store.base import (
     EVENT_COLUMNS,
     ORDER_COLUMNS,
+    SCAN_COLUMNS,
     OrderExists,
     OrderNotFound,
     OrderState,
@@ -133,7 +134,7 @@ class SqliteStore(TrackingStore):
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
-    async def upgrade(self) -> int:
+    async def upgrade(self, to: int | None = None) -> int:
         migrations = load_migrations("sqlite")
         async with self._transaction() as db:
             await db.execute(
@@ -142,7 +143,7 @@ class SqliteStore(TrackingStore):
             )
             current = await self._version(db)
             for migration in migrations:
-                if migration.version <= current:
+                if migration.version <= current or (to is not None and migration.version > to):
                     continue
                 for statement in split_statements(migration.sql):
                     await db.execute(statement)
@@ -230,7 +231,7 @@ class SqliteStore(TrackingStore):
             if not events:
                 return []
             async with db.execute(
-                "SELECT status, location, timestamp FROM events WHERE order_id = ?", (order_id,)
+                f"SELECT {SCAN_COLUMNS} FROM events WHERE order_id = ?", (order_id,)
             ) as cursor:
                 known = [tuple(r) for r in await cursor.fetchall()]
             fresh = select_new_events(known, events)

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
+
+from ordertrack.models import TrackingEvent, one_per_scan
 
 log = logging.getLogger("ordertrack.gateway.carriers")
 
@@ -134,6 +137,18 @@ def join_location(*parts: Any) -> str | None:
         if text and text not in seen:
             seen.append(text)
     return ", ".join(seen) or None
+
+
+# --- events ---------------------------------------------------------------------------------
+
+def oldest_first(newest_first: Iterable[TrackingEvent]) -> tuple[TrackingEvent, ...]:
+    """A carrier's events (listed newest first) as one event per scan, oldest first.
+
+    Copies of one scan (DHL's shipment `status` and its newest event, a FedEx or UPS scan
+    listed twice) become the copy with the most detail (`models.one_per_scan`); events at the
+    same time keep the carrier's relative order, reversed.
+    """
+    return tuple(sorted(one_per_scan(reversed(list(newest_first))), key=lambda e: e.timestamp))
 
 
 # --- timestamps -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from ordertrack.gateway.carriers.common import (
     log,
     normalise_estimate,
     normalise_timestamp,
+    oldest_first,
     opt_str,
     table_lookup,
 )
@@ -106,18 +107,9 @@ def parse_shipment(shipment: dict, requested: str) -> CarrierResult:
     events = [_event(node, estimate, shipment) for node in events_raw]
     status = shipment.get("status")
     if isinstance(status, dict) and opt_str(status.get("timestamp")):
-        current = _event(status, estimate, shipment)
-        if current.identity not in {e.identity for e in events}:
-            events.append(current)
-    return CarrierResult(requested, True, _oldest_first(events), estimate)
-
-
-def _oldest_first(events: list[TrackingEvent]) -> tuple[TrackingEvent, ...]:
-    """Carriers list newest first; ties keep the carrier's relative order (reversed)."""
-    unique: dict[tuple, TrackingEvent] = {}
-    for event in reversed(events):
-        unique.setdefault(event.identity, event)
-    return tuple(sorted(unique.values(), key=lambda e: e.timestamp))
+        # the shipment's status repeats its newest event, often with more address detail
+        events.insert(0, _event(status, estimate, shipment))
+    return CarrierResult(requested, True, oldest_first(events), estimate)
 
 
 def parse_response(body: dict | bytes | str, requested: list[str] | str,

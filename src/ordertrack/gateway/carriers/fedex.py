@@ -23,6 +23,7 @@ from ordertrack.gateway.carriers.common import (
     log,
     normalise_estimate,
     normalise_timestamp,
+    oldest_first,
     opt_str,
     table_lookup,
 )
@@ -112,22 +113,22 @@ def parse_track_result(result: dict, requested: str) -> CarrierResult:
         code = opt_str(error.get("code")) if isinstance(error, dict) else opt_str(error)
         return CarrierResult(requested, False, error=code or "ERROR")
     estimate = estimated_delivery(result)
-    events: dict[tuple, TrackingEvent] = {}
-    for scan in reversed(_scans(result)):  # newest first on the wire
-        if not isinstance(scan, dict):
-            raise CarrierParseError(CARRIER, "a scanEvent is not an object")
-        code = opt_str(scan.get("eventType")) or opt_str(scan.get("derivedStatusCode"))
-        event = TrackingEvent(
-            status=normalise_status(code),
-            location=_location(scan.get("scanLocation")),
-            timestamp=normalise_timestamp(scan.get("date"), CARRIER),
-            estimated_delivery=estimate,
-            raw_code=code,
-            raw=result,
-        )
-        events.setdefault(event.identity, event)
-    ordered = tuple(sorted(events.values(), key=lambda e: e.timestamp))
-    return CarrierResult(requested, True, ordered, estimate)
+    events = oldest_first(_event(scan, estimate, result) for scan in _scans(result))
+    return CarrierResult(requested, True, events, estimate)
+
+
+def _event(scan: Any, estimate: str | None, result: dict) -> TrackingEvent:
+    if not isinstance(scan, dict):
+        raise CarrierParseError(CARRIER, "a scanEvent is not an object")
+    code = opt_str(scan.get("eventType")) or opt_str(scan.get("derivedStatusCode"))
+    return TrackingEvent(
+        status=normalise_status(code),
+        location=_location(scan.get("scanLocation")),
+        timestamp=normalise_timestamp(scan.get("date"), CARRIER),
+        estimated_delivery=estimate,
+        raw_code=code,
+        raw=result,
+    )
 
 
 def parse_response(body: dict | bytes | str, requested: list[str] | str,

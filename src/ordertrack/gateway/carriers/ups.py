@@ -26,6 +26,7 @@ from ordertrack.gateway.carriers.common import (
     join_location,
     log,
     normalise_estimate,
+    oldest_first,
     opt_str,
     table_lookup,
 )
@@ -169,19 +170,17 @@ def parse_package(package: dict, requested: str) -> CarrierResult:
     estimate = estimated_delivery(package)
     current = package.get("currentStatus")
     activities = get_path(CARRIER, package, "activity", kind=list, required=False) or []
-    events: dict[tuple, TrackingEvent] = {}
-    for i, activity in reversed(list(enumerate(activities))):  # newest first on the wire
+    events: list[TrackingEvent] = []
+    for i, activity in enumerate(activities):  # newest first on the wire
         if not isinstance(activity, dict):
             raise CarrierParseError(CARRIER, f"activity[{i}] is not an object")
         node = activity.get("status")
         if not isinstance(node, dict) and i == 0:
             node = current  # a status-less newest activity is the current status
         status, raw_code = status_of(node)
-        event = TrackingEvent(status, _location(activity), activity_timestamp(activity),
-                              estimate, raw_code, package)
-        events.setdefault(event.identity, event)
-    ordered = tuple(sorted(events.values(), key=lambda e: e.timestamp))
-    return CarrierResult(requested, True, ordered, estimate)
+        events.append(TrackingEvent(status, _location(activity), activity_timestamp(activity),
+                                    estimate, raw_code, package))
+    return CarrierResult(requested, True, oldest_first(events), estimate)
 
 
 def parse_response(body: dict | bytes | str, requested: list[str] | str,
