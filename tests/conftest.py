@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+# Sentinel and Cluster topologies: fixtures `sentinel_topology`, `redis_cluster`
+from tests.redis_topologies import redis_cluster, sentinel_topology  # noqa: F401
 from tests.support import (
     ProcessGroup,
     RedisServer,
