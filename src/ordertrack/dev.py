@@ -193,6 +193,9 @@ class Supervisor:
         self.children.append(child)
         return self._spawn(child)
 
+    def pids(self) -> str:
+        return ", ".join(f"{c.name} {c.proc.pid}" for c in self.children if c.proc is not None)
+
     def exited(self) -> tuple[str, int] | None:
         for child in self.children:
             if child.proc is not None and child.proc.poll() is not None:
@@ -347,6 +350,7 @@ ordertrack dev is running (logs in {dev_dir / 'logs'}; {added} fresh demo orders
   push pod      {ws_url}/ws/orders/{{order_id}}/track   metrics http://{host}:{cfg.metrics_port}/metrics
   REST API      http://{host}:{cfg.api_port}/api/v2/orders/{{order_id}}/tracking
   gateway       polling every {interval}s   metrics http://{host}:{cfg.gateway_metrics_port}/metrics
+  pids          {supervisor.pids()}
 
 Open a tracking page (the token is in the #fragment, never the query string); a new scan lands
 every few seconds until the shipment is delivered:""")
