@@ -3,6 +3,7 @@ that are one clear line and change nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,3 +64,33 @@ def test_flag_refuses_an_unknown_carrier_and_writes_nothing(tmp_path, redis_url)
         assert said in result.stderr
         assert client.get(FLAG_KEY) == before
     client.close()
+
+
+def test_operator_commands_take_the_dev_env_file_but_the_environment_wins(tmp_path):
+    dev_db, own_db = tmp_path / "dev.db", tmp_path / "own.db"
+    for db in (dev_db, own_db):
+        made = ordertrack_cli("db", "upgrade", "--database-url", f"sqlite:///{db}", cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+    added = ordertrack_cli("orders", "add", "--order-id", "ord_in_dev", "--user-id", "u1",
+                           "--carrier", "dhl", "--tracking-number", "N1", "--database-url",
+                           f"sqlite:///{dev_db}", cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    env_file = tmp_path / "var" / "dev" / "env"
+    env_file.parent.mkdir(parents=True)
+    # as `ordertrack dev` writes it; this test's own pid stands for a live supervisor
+    env_file.write_text(f"export REDIS_URL=redis://127.0.0.1:{free_port()}/0\n"
+                        f"export DATABASE_URL=sqlite:///{dev_db}\n"
+                        f"export ORDERTRACK_DEV_PID={os.getpid()}\n")
+
+    found = ordertrack_cli("orders", "list", "--json", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert [o["order_id"] for o in json.loads(found.stdout)] == ["ord_in_dev"]
+    assert "using the running dev stack's DATABASE_URL from var/dev/env" in found.stderr
+
+    own = ordertrack_cli("orders", "list", "--json", cwd=tmp_path, DATABASE_URL=f"sqlite:///{own_db}")
+    assert own.returncode == 0 and json.loads(own.stdout) == [] and own.stderr == ""
+
+    # flag goes to the dev stack's Redis (here: one that is not running), not 127.0.0.1:6379
+    flag = ordertrack_cli("flag", cwd=tmp_path)
+    assert flag.returncode == 1 and "cannot reach Redis at redis://127.0.0.1:" in flag.stderr
+    assert ":6379" not in flag.stderr

@@ -100,21 +100,17 @@ def delivery_minutes(order: Order, scale: float) -> float:
 
 
 def say(text: str) -> None:
-    """Print a line; once stdout is gone (`| tee` killed by Ctrl-C), print to stderr instead,
-    and never let a write error stop the cleanup."""
-    for stream in (sys.stdout, sys.stderr):
+    """Print a line. When stdout is gone (`make run | tee run.log` after Ctrl-C: tee dies first),
+    stdout is pointed at stderr, else at /dev/null, so no write error stops the cleanup."""
+    for fallback in (lambda: sys.stderr.fileno(), lambda: os.open(os.devnull, os.O_WRONLY)):
         try:
-            stream.write(text + "\n")
-            stream.flush()
+            print(text, flush=True)
             return
         except (OSError, ValueError):
-            # what is buffered for a dead pipe goes nowhere instead of failing again at exit
-            devnull = os.open(os.devnull, os.O_WRONLY)
             try:
-                os.dup2(devnull, stream.fileno())
+                os.dup2(fallback(), sys.stdout.fileno())
             except (OSError, ValueError):
                 pass
-            os.close(devnull)
 
 
 # --- processes ----------------------------------------------------------------------------
