@@ -7,7 +7,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench system-deps install ext clean
+.PHONY: run test lint bench system-deps test-db install ext clean
 
 $(STAMP): pyproject.toml setup.py ext/*.pyx ext/*.pxd
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,13 +36,18 @@ system-deps:
 	  { [ -z "$$bare" ] || $$APT --no-install-recommends $$bare; }; \
 	fi
 
+# PostgreSQL for the store tests, only when neither TEST_DATABASE_URL nor a server on
+# 127.0.0.1:5432 is there (CI has one: then this changes nothing). See scripts/test-postgres.
+test-db:
+	@scripts/test-postgres
+
 ext: $(STAMP)
 	$(PY) setup.py build_ext --inplace -q
 
 run: install
 	$(BIN)/ordertrack dev
 
-test: install
+test: install test-db
 	$(BIN)/ruff check src tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -1,67 +1,198 @@
-"""`ordertrack dev` starts the whole system, serves a working tracking page, and Ctrl-C leaves
-nothing running."""
+"""`ordertrack dev` as a newcomer runs it: the whole system, a working tracking page, children
+that come back when they die, operator commands that reach it, fresh demo shipments per start,
+and nothing left running after Ctrl-C (even under `| tee`) or after the supervisor is killed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from tests.support import REPO, free_port, wait_for
 
+READY_LINE = "Ctrl-C stops everything"
 
-def test_dev_runs_everything_and_ctrl_c_stops_every_process(tmp_path):
-    ports = {name: free_port() for name in
-             ("PORT", "API_PORT", "SANDBOX_PORT", "METRICS_PORT", "GATEWAY_METRICS_PORT")}
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()},
-           "DEV_DIR": str(tmp_path / "dev"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ordertrack", "dev"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = []
-    try:
-        deadline = time.monotonic() + 60
+
+class Dev:
+    """A real `ordertrack dev` process on free ports, its output collected line by line."""
+
+    def __init__(self, cwd: Path, **env: str):
+        self.cwd = cwd
+        self.ports = {name: free_port() for name in
+                      ("PORT", "API_PORT", "SANDBOX_PORT", "METRICS_PORT", "GATEWAY_METRICS_PORT")}
+        full_env = {**os.environ, **{k: str(v) for k, v in self.ports.items()},
+                    "PYTHONUNBUFFERED": "1", **env}
+        for name in ("DATABASE_URL", "REDIS_URL"):
+            full_env.pop(name, None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "ordertrack", "dev"], cwd=cwd,
+                                     env=full_env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()
+            line = self.proc.stdout.readline()
             if not line:
                 break
-            output.append(line)
-            if "Ctrl-C stops everything" in line:
+            self.lines.append(line)
+            if READY_LINE in line:
                 break
-        text = "".join(output)
-        urls = re.findall(r"(http://\S+/orders/(\S+?)#token=(\S+))", text)
-        assert len(urls) >= 3, text
-        children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 5  # redis, sandbox, gateway, pod, api
+        assert READY_LINE in self.text, self.text
+        self.children = psutil.Process(self.proc.pid).children(recursive=True)
+        assert len(self.children) >= 5  # redis, sandbox, gateway, pod, api
+        redis_port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", self.text).group(1))
+        self.ports["REDIS"] = redis_port
 
-        page_url, order_id, token = urls[0]
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def pages(self) -> list[tuple[str, str, str]]:
+        """(page URL, order_id, token) for every printed tracking page."""
+        return re.findall(r"(http://\S+/orders/(\S+?)#token=(\S+))", self.text)
+
+    def follow(self) -> None:
+        """Keep collecting output in the background (after start-up)."""
+        def read():
+            for line in self.proc.stdout:
+                self.lines.append(line)
+        threading.Thread(target=read, daemon=True).start()
+
+    def child(self, word: str) -> psutil.Process:
+        return next(c for c in self.children if word in c.cmdline())
+
+    def tracking(self, order_id: str, token: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.ports['API_PORT']}/api/v2/orders/{order_id}"
+                         "/tracking", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(30)
+
+    def assert_nothing_left(self) -> None:
+        def gone():
+            return all(not c.is_running() or c.status() == psutil.STATUS_ZOMBIE
+                       for c in self.children)
+        wait_for(gone, 20, what="every child of ordertrack dev to exit")
+        for name, port in self.ports.items():
+            with socket.socket() as sock:
+                assert sock.connect_ex(("127.0.0.1", port)) != 0, f"{name} {port} still open"
+
+
+def ordertrack_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    return subprocess.run([sys.executable, "-m", "ordertrack", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_dev_runs_everything_and_ctrl_c_with_stdout_gone_stops_every_process(tmp_path):
+    dev = Dev(tmp_path, DEV_DIR=str(tmp_path / "dev"))
+    try:
+        pages = dev.pages()
+        assert len(pages) == 3, dev.text
+        page_url, order_id, token = pages[0]
         page = httpx.get(page_url.split("#")[0], timeout=5)
         assert page.status_code == 200 and "<html" in page.text.lower()
-        api = f"http://127.0.0.1:{ports['API_PORT']}/api/v2/orders/{order_id}/tracking"
-
-        def has_history():
-            answer = httpx.get(api, headers={"Authorization": f"Bearer {token}"}, timeout=5)
-            return answer.status_code == 200 and answer.json()["history"]
 
         # the gateway polls the sandbox and the order's history fills in
-        wait_for(has_history, 30, what="demo order history")
-        assert httpx.get(f"http://127.0.0.1:{ports['PORT']}/readyz", timeout=5).status_code == 200
+        wait_for(lambda: dev.tracking(order_id, token).json()["history"], 30,
+                 what="demo order history")
+        assert httpx.get(f"http://127.0.0.1:{dev.ports['PORT']}/readyz", timeout=5).status_code == 200
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
-    assert proc.returncode == 0
-    for child in children:
-        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
+        # `make run | tee run.log` then Ctrl-C: tee is gone before dev starts its cleanup
+        dev.proc.stdout.close()
+        code = dev.stop()
+    assert code == 0
+    dev.assert_nothing_left()
+
+
+def test_a_dead_child_is_restarted_operator_commands_reach_the_stack_and_nothing_outlives_it(
+        tmp_path):
+    dev = Dev(tmp_path)  # the default DEV_DIR, var/dev under the working directory
+    dev.follow()
+    try:
+        _, order_id, token = dev.pages()[0]
+        pod = dev.child("serve")
+        pod.kill()
+        # the API keeps answering while the pod is down, and the pod comes back
+        assert dev.tracking(order_id, token).status_code == 200
+        wait_for(lambda: "pod was killed by SIGKILL; restarting it" in dev.text, 15,
+                 what="the restart line")
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{dev.ports['PORT']}/readyz",
+                                   timeout=2).status_code == 200, 30, what="the pod back")
+        assert "pod restarted" in dev.text
+        assert dev.proc.poll() is None
+
+        # operator commands run from the same directory find the dev stack's store and Redis
+        listed = ordertrack_cli("orders", "list", "--json", cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert {o["order_id"] for o in json.loads(listed.stdout)} == {
+            page[1] for page in dev.pages()}
+        assert not (tmp_path / "var" / "ordertrack.db").exists()
+
+        off = ordertrack_cli("flag", "--enabled", "false", cwd=tmp_path)
+        assert off.returncode == 0, off.stderr
+        wait_for(lambda: dev.tracking(order_id, token).json()["realtime"]["enabled"] is False,
+                 15, what="the API to see the kill switch")
+    finally:
+        dev.children = psutil.Process(dev.proc.pid).children(recursive=True)
+        # the supervisor dies without any cleanup of its own: the kernel stops its children
+        dev.proc.kill()
+        dev.proc.wait(10)
+    dev.assert_nothing_left()
+    # the settings file of a dead dev stack is not used
+    stale = ordertrack_cli("orders", "list", cwd=tmp_path)
+    assert stale.returncode == 1
+    assert "no database at ./var/ordertrack.db" in stale.stderr
+
+
+@pytest.mark.timeout(300)
+def test_a_second_run_prints_fresh_shipments_and_the_store_gets_no_event_twice(tmp_path):
+    settings = {"DEV_DIR": str(tmp_path / "dev"), "DEV_POLL_INTERVAL_SECONDS": "1",
+                "SANDBOX_TIME_SCALE": "60"}
+    first = Dev(tmp_path, **settings)
+    try:
+        _, old_order, old_token = first.pages()[0]
+        wait_for(lambda: first.tracking(old_order, old_token).json()["history"], 30,
+                 what="the first run's first scan")
+    finally:
+        assert first.stop() == 0
+
+    second = Dev(tmp_path, **settings)
+    try:
+        fresh = second.pages()
+        assert {p[1] for p in fresh}.isdisjoint({p[1] for p in first.pages()})
+        for _, order_id, token in fresh:
+            assert second.tracking(order_id, token).json()["status"] != "delivered"
+
+        # the old order is polled again by the new gateway against the new sandbox process
+        old_run = old_order.split("_")[2].upper()  # ord_demo_<run>_dhl
+        stats = f"http://127.0.0.1:{second.ports['SANDBOX_PORT']}/_admin/stats"
+
+        def polled_twice():
+            numbers = httpx.get(stats, timeout=5).json()["dhl"]["tracking_numbers"]
+            return any(count >= 2 for number, count in numbers.items()
+                       if number.endswith(old_run))
+        wait_for(polled_twice, 30, what="the first run's order polled again")
+        history = second.tracking(old_order, old_token).json()["history"]
+        scans = [(event["status"], event["location"]) for event in history]
+        assert scans and len(scans) == len(set(scans)), history
+    finally:
+        assert second.stop() == 0
 
 
 def test_dev_refuses_a_busy_port_with_one_clear_line(tmp_path):
-    import socket
-
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -126,3 +126,24 @@ def test_database_url_flag_and_default_file(tmp_path):
         "ordertrack orders: invalid DATABASE_URL='mysql://db/x': unsupported database URL "
         "scheme 'mysql://': expected sqlite:///path.db, a file path, or postgresql://..."
     ]
+
+
+def test_listing_a_missing_database_is_an_error_not_a_new_file(tmp_path):
+    default = ordertrack_cli("orders", "list", database_url=None, cwd=tmp_path)
+    assert default.returncode == 1
+    assert default.stderr.strip().splitlines() == [default.stderr.strip()]
+    assert "no database at ./var/ordertrack.db" in default.stderr
+    assert "ordertrack db upgrade" in default.stderr
+
+    named = tmp_path / "typo" / "ordertrak.db"
+    listed = ordertrack_cli("orders", "list", database_url=f"sqlite:///{named}", cwd=tmp_path)
+    assert listed.returncode == 1
+    assert "no database at " in listed.stderr and str(named) in listed.stderr
+    assert not named.parent.exists()
+
+    # nobody named a path: `add` does not create the embedded default either
+    added = ordertrack_cli("orders", "add", "--order-id", "o1", "--user-id", "u1", "--carrier",
+                           "dhl", "--tracking-number", "N1", database_url=None, cwd=tmp_path)
+    assert added.returncode == 1
+    assert "no database at ./var/ordertrack.db" in added.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -47,6 +48,8 @@ from ordertrack.sandbox.shipments import (
     is_never_found,
     new_shipment,
     previous_shipment,
+    shipment_from_record,
+    shipment_record,
 )
 
 log = logging.getLogger("ordertrack.sandbox")
@@ -104,11 +107,16 @@ class Stats:
 
 
 class Sandbox:
-    """All mutable sandbox state. Handlers run on one event loop, so no locks are needed."""
+    """All mutable sandbox state. Handlers run on one event loop, so no locks are needed.
 
-    def __init__(self, config: SandboxConfig) -> None:
+    With a `state_file`, the shipments are loaded from it and written back whenever one is
+    created or reaches a step, so a restarted sandbox tells the same timelines.
+    """
+
+    def __init__(self, config: SandboxConfig, state_file: Path | None = None) -> None:
         self.config = config
-        self.shipments: dict[tuple[str, str], Shipment] = {}
+        self.state_file = state_file
+        self.shipments: dict[tuple[str, str], Shipment] = self.load_shipments()
         self.faults = FaultBook()
         self.stats = Stats()
         self.tokens: dict[str, dict[str, float]] = {"fedex": {}, "ups": {}}
@@ -129,17 +137,40 @@ class Sandbox:
         self.quotas["fedex"].set_limits(c.fedex_quota_per_hour)
         self.quotas["ups"].set_limits(c.ups_quota_per_hour)
 
+    def load_shipments(self) -> dict[tuple[str, str], Shipment]:
+        """The shipments in `state_file` (none if it does not exist); ValueError if unreadable."""
+        if self.state_file is None or not self.state_file.exists():
+            return {}
+        try:
+            records = json.loads(self.state_file.read_bytes())
+            shipments = [shipment_from_record(r) for r in records]
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"cannot read SANDBOX_STATE_FILE {self.state_file}: {exc}") from None
+        log.info("%d shipments loaded from %s", len(shipments), self.state_file)
+        return {(s.carrier, s.tracking_number): s for s in shipments}
+
+    def save_shipments(self) -> None:
+        if self.state_file is None:
+            return
+        body = json.dumps([shipment_record(s) for s in self.shipments.values()]).encode()
+        partial = self.state_file.with_name(self.state_file.name + ".tmp")
+        partial.write_bytes(body)
+        partial.replace(self.state_file)
+
     def shipment(self, carrier: str, number: str, now: float) -> Shipment | None:
         """The shipment behind a number, auto-created on first sight; None if never found."""
         if is_never_found(number):
             return None
         key = (carrier, number)
-        if key not in self.shipments:
-            self.shipments[key] = new_shipment(carrier, number, now, self.config.time_scale)
-            log.info("%s shipment %s created (%d steps)", carrier, number,
-                     len(self.shipments[key].steps))
-        shipment = self.shipments[key]
+        shipment = self.shipments.get(key)
+        reached = -1 if shipment is None else len(shipment.reached)
+        if shipment is None:
+            shipment = self.shipments[key] = new_shipment(carrier, number, now,
+                                                          self.config.time_scale)
+            log.info("%s shipment %s created (%d steps)", carrier, number, len(shipment.steps))
         shipment.observe(now)
+        if len(shipment.reached) != reached:
+            self.save_shipments()
         return shipment
 
     def issue_token(self, carrier: str, ttl: int) -> str:
@@ -229,8 +260,8 @@ def malformed(response: Response) -> Response:
 # --- the application --------------------------------------------------------------------------
 
 
-def create_app(config: SandboxConfig | None = None) -> Starlette:
-    sandbox = Sandbox(config or SandboxConfig())
+def create_app(config: SandboxConfig | None = None, state_file: Path | None = None) -> Starlette:
+    sandbox = Sandbox(config or SandboxConfig(), state_file)
 
     def finish(carrier: str, what: str, numbers: list[str], entry: dict[str, Any] | None,
                response: Response, note: str = "") -> Response:
@@ -433,6 +464,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         except (ValueError, AttributeError, TypeError) as exc:
             return admin_error(str(exc))
         sandbox.shipments[(carrier, number)] = shipment
+        sandbox.save_shipments()
         log.info("%s shipment %s created by admin (%d steps)", carrier, number, len(shipment.steps))
         return JSONResponse(describe(shipment), 201)
 
@@ -461,6 +493,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         for shipment in matched:
             moved = shipment.advance(steps, now)
             advanced.append({**describe(shipment), "new_events": moved})
+        sandbox.save_shipments()
         log.info("advance numbers=%s steps=%d shipments=%d", number or "*", steps, len(advanced))
         return JSONResponse({"advanced": advanced})
 
@@ -522,6 +555,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         sandbox.faults.clear()
         sandbox.stats.clear()
         sandbox.shipments.clear()
+        sandbox.save_shipments()
         sandbox.reset_quotas()
         log.info("reset: faults, stats, shipments and quota counters cleared")
         return JSONResponse({"status": "reset"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from ordertrack import config
 from ordertrack.config import Setting
@@ -22,6 +23,8 @@ SETTINGS = (
     Setting("SANDBOX_UPS_TOKEN_TTL", config.positive_int, "14399", "UPS OAuth token lifetime, seconds"),
     Setting("SANDBOX_SLOW_SECONDS", config.duration, "20",
             "how long a `slow` fault holds its answer"),
+    Setting("SANDBOX_STATE_FILE", config.optional_text, "",
+            "JSON file keeping the shipments across restarts (empty: forget them on exit)"),
 )
 
 
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = config.load(SETTINGS, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(SandboxConfig(
+    state_file = Path(settings.sandbox_state_file) if settings.sandbox_state_file else None
+    sandbox_config = SandboxConfig(
         time_scale=settings.sandbox_time_scale,
         dhl_quota_per_hour=settings.sandbox_dhl_quota_per_hour,
         dhl_quota_per_minute=settings.sandbox_dhl_quota_per_minute,
@@ -52,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
         fedex_token_ttl=settings.sandbox_fedex_token_ttl,
         ups_token_ttl=settings.sandbox_ups_token_ttl,
         slow_seconds=settings.sandbox_slow_seconds,
-    ))
+    )
+    try:
+        app = create_app(sandbox_config, state_file)
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
     logging.getLogger("ordertrack.sandbox").info(
         "carrier sandbox on http://%s:%d (time scale %g)",
         settings.sandbox_host, settings.sandbox_port, settings.sandbox_time_scale)

@@ -7,7 +7,9 @@ shipment's clock starts at its creation and runs `scale` times faster than real 
 step is reached at real time `created_at + offset / scale`. Reached steps are frozen with
 the real instant they were reached (their event timestamp), so every later answer shows the
 same event with the same timestamp. `advance` forces whole steps to happen now and shifts
-the clock so the rest of the timeline follows on from there.
+the clock so the rest of the timeline follows on from there. `shipment_record` and
+`shipment_from_record` let a sandbox keep its timelines across restarts (SANDBOX_STATE_FILE),
+so a store that kept the scans it saw and the sandbox never disagree about them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 KINDS = ("label_created", "picked_up", "in_transit", "out_for_delivery", "delivered", "exception")
@@ -254,3 +256,24 @@ def previous_shipment(shipment: Shipment, now: float, days: float = 60.0) -> Shi
     )
     old.observe(now)
     return old
+
+
+def shipment_record(shipment: Shipment) -> dict[str, Any]:
+    """A JSON-ready record of everything that decides a shipment's answers."""
+    return asdict(shipment)
+
+
+def shipment_from_record(record: Mapping[str, Any]) -> Shipment:
+    """The inverse of `shipment_record`; raises ValueError on a malformed record."""
+    try:
+        steps = tuple(
+            Step(str(s["kind"]), Place(**s["place"]), float(s["after"]), int(s["variant"]))
+            for s in record["steps"]
+        )
+        return Shipment(
+            str(record["carrier"]), str(record["tracking_number"]), steps,
+            created_at=float(record["created_at"]), scale=float(record["scale"]),
+            shift=float(record["shift"]), reached=[float(t) for t in record["reached"]],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed shipment record: {exc!r}") from None

@@ -1,4 +1,9 @@
-"""`ordertrack orders add|list`: register orders to track and see what is tracked."""
+"""`ordertrack orders add|list`: register orders to track and see what is tracked.
+
+Neither creates a database at a path nobody named: `list` on a missing SQLite file, and `add`
+when only the embedded default `./var/ordertrack.db` is in play and missing, are one clear line
+and exit code 1 (`ordertrack db upgrade` creates a store on purpose).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,14 @@ import argparse
 import asyncio
 import dataclasses
 import sys
+from pathlib import Path
 
 import orjson
 
 from ordertrack.config import add_flags, load
 from ordertrack.models import CARRIERS, STATUSES, Order
 from ordertrack.store import STORE_SETTINGS, InvalidOrder, OrderExists, StoreError, open_store
-from ordertrack.store.base import validate_order
+from ordertrack.store.base import parse_store_url, validate_order
 
 TABLE_COLUMNS = (
     ("ORDER_ID", "order_id"),
@@ -64,6 +70,16 @@ def format_table(orders: list[Order]) -> str:
     )
 
 
+def missing_database(url: str | None) -> str | None:
+    """Why there is nothing to open at `url` (a SQLite file that does not exist), else None."""
+    target = parse_store_url(url)
+    if target.kind != "sqlite" or target.target == ":memory:" or Path(target.target).exists():
+        return None
+    return (f"no database at {target.target}: is `ordertrack dev` running from this directory? "
+            "Otherwise set DATABASE_URL (or --database-url), or create one with "
+            "`ordertrack db upgrade`")
+
+
 def _fail(message: str, code: int) -> int:
     print(f"ordertrack orders: {message}", file=sys.stderr)
     return code
@@ -82,6 +98,9 @@ async def _list(url: str | None, carrier: str | None, active: bool) -> list[Orde
 def run(args: argparse.Namespace) -> int:
     settings = load(STORE_SETTINGS, args)
     url = settings.database_url
+    # an explicitly named new file is created by `add`; the embedded default is not
+    if (args.action == "list" or url is None) and (missing := missing_database(url)):
+        return _fail(missing, 1)
     try:
         if args.action == "add":
             order = Order(
