@@ -361,15 +361,15 @@ def test_realtime_disabled_means_no_socket_until_it_is_enabled(system, page, key
     assert timeline_seqs(page) == [3, 2, 1]
 
 
-def test_page_goes_live_after_a_failed_first_rest_answer(system, page, keys):
-    """The API answers 503 when the page loads: the page polls, and goes live once it answers."""
+def test_page_goes_live_after_failed_rest_answers(system, page, keys):
+    """The API answers 503 when the page loads: the page says tracking is unavailable and that
+    it keeps trying, shows no empty card and no raw API text, and goes live once it answers."""
     from playwright.sync_api import expect
 
-    failures = {"left": 1}
+    failing = {"on": True}
 
     def flaky(route):
-        if failures["left"]:
-            failures["left"] -= 1
+        if failing["on"]:
             route.fulfill(status=503, content_type="application/json; charset=utf-8",
                           body='{"error": "UNAVAILABLE", "message": "retry shortly"}')
         else:
@@ -378,7 +378,17 @@ def test_page_goes_live_after_a_failed_first_rest_answer(system, page, keys):
     page.route("**/api/v2/orders/**", flaky)
     token = keys.token("user_1", ORDER_ID)
     page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3&reconnect=0.25")
-    expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=5_000)
+    indicator = page.locator("#indicator")
+    expect(indicator).to_have_attribute("data-problem", "unavailable", timeout=5_000)
+    expect(page.locator("#indicator-text")).to_have_text(
+        "tracking is unavailable right now · trying again every 0.3 s")
+    expect(page.locator("#summary")).to_be_hidden()
+    expect(page.locator("#history")).to_be_hidden()
+    assert "retry shortly" not in page.locator("body").inner_text()
+
+    failing["on"] = False
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=5_000)
+    expect(indicator).to_have_attribute("data-problem", "")
     assert timeline_seqs(page) == [2, 1]
 
 
@@ -614,3 +624,4 @@ def test_every_page_the_site_serves_is_a_page_with_an_icon(system, browser):
     assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
     page.wait_for_timeout(500)  # the browser asks for the icon after the load
     assert failed == []
+
