@@ -625,3 +625,26 @@ def test_every_page_the_site_serves_is_a_page_with_an_icon(system, browser):
     page.wait_for_timeout(500)  # the browser asks for the icon after the load
     assert failed == []
 
+
+def test_a_token_that_expires_while_live_ends_the_tracking_session(system, page, keys):
+    """The pod closes a socket whose token expired with 1008 `token_expired`: the page does
+    not reconnect or poll with that token (REST would say 401 too), says the link has expired,
+    and keeps showing what it knew."""
+    from playwright.sync_api import expect
+
+    sockets = watch_sockets(page)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    token = keys.token("user_1", ORDER_ID, ttl=3)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3&reconnect=0.25")
+    expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=5_000)
+
+    expect(page.locator("#notice-title")).to_have_text("This tracking link has expired",
+                                                       timeout=10_000)
+    expect(page.locator("#indicator")).to_have_attribute("data-reason", "TOKEN_EXPIRED")
+    expect(page.locator("#indicator-text")).to_have_text("not updating")
+    expect(page.locator("#status")).to_have_text("In transit")
+    polls = len([url for url in requests if "/api/v2/" in url])
+    page.wait_for_timeout(1_500)
+    assert len(sockets) == 1
+    assert len([url for url in requests if "/api/v2/" in url]) == polls
