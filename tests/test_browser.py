@@ -2,7 +2,9 @@
 
 A customer's view: the page shows the order, a published update appears at once, killing the
 pod flips the page to polling and updates still arrive through REST, and a restarted pod
-brings it back to live, with every event shown exactly once.
+brings it back to live, with every event shown exactly once. Pages run in en-US and the
+America/New_York zone, so times read as a customer there sees them. Each state the customer
+can see is photographed at desktop and phone sizes into artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 ORDER_ID = "ord_1a2b3c4d5e6f"
 FLAG_KEY = "ws:flag:realtime_order_tracking"
 ARTIFACTS = REPO / "artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+#: desktop and phone (iPhone 12-15 size)
+VIEWPORTS = ((1280, 800), (390, 844))
+
+
+def at(hours: float) -> str:
+    """A carrier timestamp `hours` from now (negative: in the past), as the gateway stores it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + hours * 3600))
 
 
 def run_async(factory):
@@ -55,7 +65,11 @@ class Gateway:
 
         run_async(run)
 
-    def scan(self, status: str, location: str, timestamp: str, eta: str | None = None) -> int:
+    def scan(self, status: str, location: str, timestamp: str | None = None,
+             eta: str | None = None) -> int:
+        """Store and publish one event (`timestamp` defaults to now)."""
+        timestamp = timestamp or at(0)
+
         async def run() -> int:
             store = await open_store(self.db_url)
             client = aioredis.Redis.from_url(self.redis_url)
@@ -78,15 +92,15 @@ def system(tmp_path, redis_url, keys, procs):
     db_url = f"sqlite:///{tmp_path / 'tracking.db'}"
     gateway = Gateway(db_url, redis_url)
     gateway.register(Order(ORDER_ID, "user_1", "dhl", "DHL1234567890"))
-    gateway.scan("shipped", "Warehouse, Chicago IL", "2025-10-01T10:00:00Z", "2025-10-04T18:00:00Z")
-    gateway.scan("in_transit", "Sort Facility, Columbus OH", "2025-10-02T06:00:00Z")
+    gateway.scan("shipped", "Warehouse, Chicago IL", at(-50), at(30))
+    gateway.scan("in_transit", "Sort Facility, Columbus OH", at(-30))
 
     api_port, pod_port = free_port(), free_port()
-    procs.start("api", env={
+    api_env = {
         "API_HOST": "127.0.0.1", "API_PORT": str(api_port), "DATABASE_URL": db_url,
         "REDIS_URL": redis_url, "JWT_PUBLIC_KEY": str(keys.public_path),
         "REALTIME_WS_URL": f"ws://127.0.0.1:{pod_port}", "REST_CACHE_TTL_SECONDS": "30",
-    }, log=tmp_path / "api.log")
+    }
     pod_env = {
         "HOST": "127.0.0.1", "PORT": str(pod_port), "METRICS_PORT": "0",
         "REDIS_URL": redis_url, "JWT_PUBLIC_KEY": str(keys.public_path),
@@ -96,6 +110,15 @@ def system(tmp_path, redis_url, keys, procs):
     class System:
         api = f"http://127.0.0.1:{api_port}"
         pod = None
+        api_proc = None
+
+        def start_api(self):
+            self.api_proc = procs.start("api", env=api_env,
+                                        log=tmp_path / f"api-{time.time()}.log")
+            wait_http_ok(self.api + "/healthz")
+
+        def stop_api(self):
+            procs.stop(self.api_proc, signal.SIGKILL)
 
         def start_pod(self, **extra_env: str):
             self.pod = procs.start("serve", env={**pod_env, **extra_env},
@@ -108,8 +131,8 @@ def system(tmp_path, redis_url, keys, procs):
     System.pod_url = f"ws://127.0.0.1:{pod_port}"
     system = System()
     system.gateway = gateway
+    system.start_api()
     system.start_pod()
-    wait_http_ok(system.api + "/healthz")
     return system
 
 
@@ -125,9 +148,26 @@ def browser():
             browser.close()
 
 
+def new_page(browser):
+    """A page as a customer in New York on a desktop sees it."""
+    width, height = VIEWPORTS[0]
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="en-US",
+                                  timezone_id="America/New_York")
+    return context.new_page()
+
+
 @pytest.fixture
 def page(browser):
-    return browser.new_context(viewport={"width": 800, "height": 900}).new_page()
+    return new_page(browser)
+
+
+def screenshot(page, state: str) -> None:
+    """`state` at each of VIEWPORTS, as artifacts/screenshots/<state>-<w>x<h>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for width, height in VIEWPORTS:
+        page.set_viewport_size({"width": width, "height": height})
+        page.screenshot(path=str(SCREENSHOTS / f"{state}-{width}x{height}.png"), full_page=True)
+    page.set_viewport_size({"width": VIEWPORTS[0][0], "height": VIEWPORTS[0][1]})
 
 
 def watch_sockets(page) -> list[str]:
@@ -166,11 +206,12 @@ def test_live_updates_fall_back_to_rest_and_come_back_without_loss(system, page,
     assert timeline_seqs(page) == [2, 1]
 
     # live: a published update appears within 1 s
-    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", "2025-10-03T14:02:00Z",
-                        "2025-10-04T18:00:00Z")
+    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", at(-3),
+                        at(30))
     expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
                                                    timeout=1_000)
     assert timeline_seqs(page) == [3, 2, 1]
+    screenshot(page, "live")
 
     # the pod dies: the page says it polls, and the next update still arrives through REST
     polls_before = fallback_polls(system.api)
@@ -178,33 +219,35 @@ def test_live_updates_fall_back_to_rest_and_come_back_without_loss(system, page,
     expect(indicator).to_have_attribute("data-mode", "polling", timeout=5_000)
     expect(page.locator("#indicator-text")).to_have_text("updating every 1 s")
     system.gateway.scan("out_for_delivery", "Local Delivery Vehicle, Brooklyn NY",
-                        "2025-10-03T14:08:00Z", "2025-10-03T17:00:00Z")
+                        at(-2), at(1))
     expect(page.locator("#status")).to_have_text("Out for delivery", timeout=5_000)
     assert timeline_seqs(page) == [4, 3, 2, 1]
     assert fallback_polls(system.api) > polls_before
+    screenshot(page, "polling")
 
     # an event published while the page is still polling and the pod is coming back ...
     system.start_pod()
-    system.gateway.scan("out_for_delivery", "Brooklyn NY, 2 stops away", "2025-10-03T16:20:00Z")
+    system.gateway.scan("out_for_delivery", "Brooklyn NY, 2 stops away", at(-1))
     expect(indicator).to_have_attribute("data-mode", "live", timeout=15_000)
     expect(page.locator("#location")).to_have_text("Brooklyn NY, 2 stops away", timeout=5_000)
     # ... and one published live after the reconnect
-    system.gateway.scan("delivered", "Front door, Brooklyn NY", "2025-10-03T16:40:00Z")
+    system.gateway.scan("delivered", "Front door, Brooklyn NY", at(-0.1))
     expect(page.locator("#status")).to_have_text("Delivered", timeout=1_000)
 
     # nothing missed, nothing shown twice
     assert timeline_seqs(page) == [6, 5, 4, 3, 2, 1]
-    expect(page.locator("#eta")).not_to_have_text("—")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "tracking-page.png"), full_page=True)
     assert errors == []
 
 
-def test_kill_switch_moves_the_page_to_polling_for_good(system, page, keys, redis_url):
+def test_kill_switch_moves_the_page_to_polling_until_it_is_switched_back_on(
+        system, page, keys, redis_url):
+    """Close 4003: the page polls REST (no reconnect attempts while the flag is off) and goes
+    live again once a REST answer says `realtime.enabled: true`."""
     import redis
     from playwright.sync_api import expect
 
     token = keys.token("user_1", ORDER_ID)
+    sockets = watch_sockets(page)
     page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=1&reconnect=0.25")
     indicator = page.locator("#indicator")
     expect(indicator).to_have_attribute("data-mode", "live", timeout=10_000)
@@ -218,16 +261,24 @@ def test_kill_switch_moves_the_page_to_polling_for_good(system, page, keys, redi
     expect(page.locator("#indicator-text")).to_have_text("updating every 1 s")
 
     # updates still arrive, through REST
-    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", "2025-10-03T14:02:00Z")
+    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", at(-3))
     expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
                                                    timeout=5_000)
 
-    # switched back on, the page stays on REST (close 4003 means: never reconnect)
+    # while the switch is off the page does not knock on the pod's door
+    page.wait_for_timeout(1_500)
+    assert len(sockets) == 1
+    expect(indicator).to_have_attribute("data-mode", "polling")
+
+    # switched back on: the next REST answer says realtime is enabled, and the page goes live
     control.delete(FLAG_KEY)
     control.publish("ws:control:all", b'{"op":"flag"}')
-    page.wait_for_timeout(2_000)
-    expect(indicator).to_have_attribute("data-mode", "polling")
-    assert timeline_seqs(page) == [3, 2, 1]
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=5_000)
+    expect(page.locator("#indicator-text")).to_have_text("live")
+    assert len(sockets) == 2
+    system.gateway.scan("out_for_delivery", "Local Delivery Vehicle, Brooklyn NY", at(-2))
+    expect(page.locator("#status")).to_have_text("Out for delivery", timeout=1_000)
+    assert timeline_seqs(page) == [4, 3, 2, 1]
 
 
 def test_a_frozen_pod_is_noticed_by_the_heartbeat(system, page, keys):
@@ -245,14 +296,14 @@ def test_a_frozen_pod_is_noticed_by_the_heartbeat(system, page, keys):
     try:
         expect(indicator).to_have_attribute("data-mode", "polling", timeout=5_000)
         system.gateway.scan("in_transit", "Distribution Center, Newark NJ",
-                            "2025-10-03T14:02:00Z")
+                            at(-3))
         expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
                                                        timeout=5_000)
     finally:
         system.pod.send_signal(signal.SIGCONT)
     expect(indicator).to_have_attribute("data-mode", "live", timeout=15_000)
     system.gateway.scan("out_for_delivery", "Local Delivery Vehicle, Brooklyn NY",
-                        "2025-10-03T14:08:00Z")
+                        at(-2))
     expect(page.locator("#status")).to_have_text("Out for delivery", timeout=1_000)
     assert timeline_seqs(page) == [4, 3, 2, 1]
 
@@ -304,21 +355,21 @@ def test_realtime_disabled_means_no_socket_until_it_is_enabled(system, page, key
 
     control.delete(FLAG_KEY)
     expect(indicator).to_have_attribute("data-mode", "live", timeout=5_000)
-    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", "2025-10-03T14:02:00Z")
+    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", at(-3))
     expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
                                                    timeout=1_000)
     assert timeline_seqs(page) == [3, 2, 1]
 
 
-def test_page_goes_live_after_a_failed_first_rest_answer(system, page, keys):
-    """The API answers 503 when the page loads: the page polls, and goes live once it answers."""
+def test_page_goes_live_after_failed_rest_answers(system, page, keys):
+    """The API answers 503 when the page loads: the page says tracking is unavailable and that
+    it keeps trying, shows no empty card and no raw API text, and goes live once it answers."""
     from playwright.sync_api import expect
 
-    failures = {"left": 1}
+    failing = {"on": True}
 
     def flaky(route):
-        if failures["left"]:
-            failures["left"] -= 1
+        if failing["on"]:
             route.fulfill(status=503, content_type="application/json; charset=utf-8",
                           body='{"error": "UNAVAILABLE", "message": "retry shortly"}')
         else:
@@ -327,7 +378,17 @@ def test_page_goes_live_after_a_failed_first_rest_answer(system, page, keys):
     page.route("**/api/v2/orders/**", flaky)
     token = keys.token("user_1", ORDER_ID)
     page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3&reconnect=0.25")
-    expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=5_000)
+    indicator = page.locator("#indicator")
+    expect(indicator).to_have_attribute("data-problem", "unavailable", timeout=5_000)
+    expect(page.locator("#indicator-text")).to_have_text(
+        "tracking is unavailable right now · trying again every 0.3 s")
+    expect(page.locator("#summary")).to_be_hidden()
+    expect(page.locator("#history")).to_be_hidden()
+    assert "retry shortly" not in page.locator("body").inner_text()
+
+    failing["on"] = False
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=5_000)
+    expect(indicator).to_have_attribute("data-problem", "")
     assert timeline_seqs(page) == [2, 1]
 
 
@@ -354,7 +415,7 @@ def test_a_second_connection_over_the_users_limit_moves_the_first_page_to_rest(
     expect(first.locator("#indicator")).to_have_attribute("data-mode", "polling")
     expect(first.locator("#indicator-text")).to_have_text("updating every 0.5 s")
 
-    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", "2025-10-03T14:02:00Z")
+    system.gateway.scan("in_transit", "Distribution Center, Newark NJ", at(-3))
     for page in (first, second):
         expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
                                                        timeout=5_000)
@@ -365,20 +426,61 @@ def test_a_second_connection_over_the_users_limit_moves_the_first_page_to_rest(
     assert timeline_seqs(first) == [3, 2, 1]
 
 
-def test_an_expired_token_is_said_on_the_page(system, page, keys):
-    """401 from REST: the page says the link has expired and stops updating (no retry loop)."""
+def forged(token: str) -> str:
+    """The token with its signature's first bytes changed: well-formed, but not ours."""
+    head, body, signature = token.split(".")
+    return ".".join((head, body, ("B" if signature[0] == "A" else "A") * 8 + signature[8:]))
+
+
+#: a refused link -> (how the page's address ends, what the customer reads)
+REFUSED_LINKS = {
+    "expired-link": (lambda keys: "#token=" + keys.token("user_1", ORDER_ID, ttl=-60),
+                     "This tracking link has expired"),
+    "damaged-link": (lambda keys: "#token=not-a-token", "This tracking link is incomplete"),
+    "no-token": (lambda keys: "", "This tracking link is incomplete"),
+    "forged-link": (lambda keys: "#token=" + forged(keys.token("user_1", ORDER_ID)),
+                    "This tracking link is incomplete"),
+    "not-your-order": (lambda keys: "#token=" + keys.token("user_2", ORDER_ID),
+                       "This link is for a different order"),
+    "token-in-query": (lambda keys: "?token=" + keys.token("user_1", ORDER_ID),
+                       "Please open the link exactly as it was sent"),
+}
+
+
+@pytest.mark.parametrize("state", list(REFUSED_LINKS))
+def test_a_refused_link_is_explained_in_the_customers_words(system, page, keys, state):
+    """Expired, damaged, missing or forged token, someone else's order, a token in `?token=`:
+    one message saying what to do, no raw API text, no empty card or history, no socket, and
+    no retry loop."""
     from playwright.sync_api import expect
 
+    make_link, title = REFUSED_LINKS[state]
+    link = make_link(keys)
     sockets = watch_sockets(page)
-    token = keys.token("user_1", ORDER_ID, ttl=-60)
-    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{system.api}/orders/{ORDER_ID}{link}&poll=0.3" if link else
+              f"{system.api}/orders/{ORDER_ID}")
     notice = page.locator("#notice")
     expect(notice).to_be_visible(timeout=5_000)
-    expect(notice).to_contain_text("expired")
-    expect(page.locator("#indicator")).to_have_attribute("data-mode", "stopped")
+    expect(page.locator("#notice-title")).to_have_text(title)
     expect(page.locator("#indicator-text")).to_have_text("not updating")
+    expect(page.locator("#summary")).to_be_hidden()
+    expect(page.locator("#history")).to_be_hidden()
+    text = page.locator("body").inner_text()
+    for raw in ("UNAUTHORIZED", "FORBIDDEN", "token expired", "bad token signature",
+                "malformed token", "You can only track orders you own", "Bearer"):
+        assert raw not in text
+    polls = len([url for url in requests if "/api/v2/" in url])
     page.wait_for_timeout(1_000)
     assert sockets == []
+    assert len([url for url in requests if "/api/v2/" in url]) == polls <= 1
+    if state == "token-in-query":
+        # the token is gone from the address bar, and was never sent anywhere
+        assert "token=" not in page.url
+        assert polls == 0
+        expect(page.locator("#notice-text")).to_contain_text("#token=")
+    screenshot(page, state)
 
 
 def test_a_socket_that_never_opens_does_not_keep_the_page_from_updating(system, page, keys):
@@ -394,10 +496,155 @@ def test_a_socket_that_never_opens_does_not_keep_the_page_from_updating(system, 
         indicator = page.locator("#indicator")
         expect(indicator).to_have_attribute("data-mode", "polling", timeout=3_000)
         system.gateway.scan("in_transit", "Distribution Center, Newark NJ",
-                            "2025-10-03T14:02:00Z")
+                            at(-3))
         expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",
                                                        timeout=3_000)
     finally:
         system.pod.send_signal(signal.SIGCONT)
     expect(indicator).to_have_attribute("data-mode", "live", timeout=15_000)
     assert timeline_seqs(page) == [3, 2, 1]
+
+
+def test_an_unreachable_server_is_said_honestly_and_the_page_keeps_trying(system, page, keys):
+    """Pod and API both gone: the indicator says the server cannot be reached and that the
+    page keeps trying (not "updating every 0.5 s"); once the API answers again it polls, and
+    once the pod is back it is live, with the event published meanwhile shown once."""
+    from playwright.sync_api import expect
+
+    token = keys.token("user_1", ORDER_ID)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.5&reconnect=0.25")
+    indicator, text = page.locator("#indicator"), page.locator("#indicator-text")
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=10_000)
+
+    system.stop_api()
+    system.kill_pod()
+    expect(indicator).to_have_attribute("data-problem", "unreachable", timeout=5_000)
+    expect(text).to_have_text("can't reach the server · trying again every 0.5 s")
+    expect(page.locator("#status")).to_have_text("In transit")  # the last known state stays
+    screenshot(page, "server-unreachable")
+
+    system.gateway.scan("out_for_delivery", "LOCAL DELIVERY VEHICLE, BROOKLYN, NY, US", at(-1))
+    system.start_api()
+    expect(text).to_have_text("updating every 0.5 s", timeout=5_000)
+    expect(indicator).to_have_attribute("data-problem", "")
+    expect(page.locator("#status")).to_have_text("Out for delivery")
+    system.start_pod()
+    expect(indicator).to_have_attribute("data-mode", "live", timeout=15_000)
+    assert timeline_seqs(page) == [3, 2, 1]
+
+
+def test_the_page_speaks_the_customers_language(system, page, keys):
+    """The heading names the carrier and tracking number (not the internal order id); every
+    carrier's location reads in one case; times carry the viewer's zone and a relative time;
+    the progress strip shows how far the parcel got."""
+    from playwright.sync_api import expect
+
+    token = keys.token("user_1", ORDER_ID)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}")
+    expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=10_000)
+    expect(page.locator("h1")).to_have_text("Your DHL package")
+    expect(page.locator("#tracking-number")).to_have_text("Tracking number DHL1234567890")
+    assert ORDER_ID not in page.locator("body").inner_text()
+
+    # UPS shouts its city names; the page does not
+    five_minutes_ago = time.time() - 300
+    scanned = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(five_minutes_ago))
+    system.gateway.scan("in_transit", "INDIANAPOLIS, IN, US", scanned, "2031-06-05")
+    expect(page.locator("#location")).to_have_text("Indianapolis, IN, US", timeout=1_000)
+    newest = page.locator("#timeline li").first
+    expect(newest.locator(".event__meta")).to_contain_text("Indianapolis, IN, US")
+
+    # times in the viewer's zone (New York), with the zone, and how long ago
+    local = page.evaluate("""(at) => new Intl.DateTimeFormat('en-US', {month: 'short',
+        day: 'numeric', hour: 'numeric', minute: '2-digit', timeZone: 'America/New_York',
+        timeZoneName: 'short'}).format(new Date(at * 1000))""", five_minutes_ago)
+    last_update = page.locator("#last-update").inner_text()
+    assert local.rsplit(" ", 1)[1] in ("EST", "EDT")
+    assert last_update == f"{local} (5 minutes ago)"
+    expect(newest.locator("time")).to_have_text(f"{local} (5 minutes ago)")
+    # a bare estimated day is a day: no time, no zone
+    expect(page.locator("#eta")).to_contain_text("Thu, Jun 5, 2031")
+
+    # the strip: shipped done, in transit current, the rest to come
+    steps = page.locator("#progress li")
+    assert steps.evaluate_all("items => items.map(li => li.dataset.state)") == [
+        "done", "current", "todo", "todo"]
+    expect(page.locator("#progress li[aria-current=step]")).to_have_text("In transit")
+
+
+def test_a_delivered_order_shows_no_estimate(system, page, keys):
+    """Delivered: no "Estimated delivery" any more, the delivery time instead, the whole
+    strip done."""
+    from playwright.sync_api import expect
+
+    token = keys.token("user_1", ORDER_ID)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}")
+    expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=10_000)
+    expect(page.locator("#eta-row")).to_be_visible()
+    expect(page.locator("#eta-row")).to_contain_text("Estimated delivery")
+
+    system.gateway.scan("out_for_delivery", "Local Delivery Vehicle, Brooklyn NY", at(-1),
+                        at(2))
+    expect(page.locator("#status")).to_have_text("Out for delivery", timeout=1_000)
+    expect(page.locator("#eta-row")).to_be_visible()
+    expect(page.locator("#eta")).to_contain_text("(in 2 hours)")
+    system.gateway.scan("delivered", "Front door, Brooklyn NY", at(-0.2))
+    expect(page.locator("#status")).to_have_text("Delivered", timeout=1_000)
+    expect(page.locator("#eta-row")).to_be_hidden()
+    assert "Estimated delivery" not in page.locator("#summary").inner_text()
+    expect(page.locator("#last-update-label")).to_have_text("Delivered")
+    expect(page.locator("#last-update")).to_contain_text("(12 minutes ago)")
+    assert page.locator("#progress li").evaluate_all(
+        "items => items.map(li => li.dataset.state)") == ["done", "done", "done", "current"]
+    screenshot(page, "delivered")
+
+    # reloaded from REST alone (the answer still carries the last estimate): same
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Delivered", timeout=5_000)
+    expect(page.locator("#eta-row")).to_be_hidden()
+
+
+def test_every_page_the_site_serves_is_a_page_with_an_icon(system, browser):
+    """`/favicon.ico` is an icon (no 404 in any page's console); `/` and `/orders/` tell a
+    customer to open their tracking link instead of answering raw JSON."""
+    page = new_page(browser)
+    failed: list[str] = []
+    page.on("response", lambda response: failed.append(response.url)
+            if response.status >= 400 else None)
+    for path in ("/", "/orders/"):
+        response = page.goto(system.api + path)
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/html")
+        assert "Open the link from your shipping email or text" in page.locator(
+            "body").inner_text()
+        assert "NOT_FOUND" not in page.content()
+    icon = httpx.get(system.api + "/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/x-icon"
+    assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
+    page.wait_for_timeout(500)  # the browser asks for the icon after the load
+    assert failed == []
+
+
+def test_a_token_that_expires_while_live_ends_the_tracking_session(system, page, keys):
+    """The pod closes a socket whose token expired with 1008 `token_expired`: the page does
+    not reconnect or poll with that token (REST would say 401 too), says the link has expired,
+    and keeps showing what it knew."""
+    from playwright.sync_api import expect
+
+    sockets = watch_sockets(page)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    token = keys.token("user_1", ORDER_ID, ttl=3)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=0.3&reconnect=0.25")
+    expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=5_000)
+
+    expect(page.locator("#notice-title")).to_have_text("This tracking link has expired",
+                                                       timeout=10_000)
+    expect(page.locator("#indicator")).to_have_attribute("data-reason", "TOKEN_EXPIRED")
+    expect(page.locator("#indicator-text")).to_have_text("not updating")
+    expect(page.locator("#status")).to_have_text("In transit")
+    polls = len([url for url in requests if "/api/v2/" in url])
+    page.wait_for_timeout(1_500)
+    assert len(sockets) == 1
+    assert len([url for url in requests if "/api/v2/" in url]) == polls

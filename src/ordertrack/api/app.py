@@ -3,6 +3,8 @@
 Routes:
 - `GET /api/v2/orders/{order_id}/tracking`: the order's tracking answer (JWT required).
 - `GET /orders/{order_id}`: the tracking page (HTML + CSS + JS module, token in `#token=`).
+- `GET /` and `GET /orders/`: a page telling a customer to open the link they were sent.
+- `GET /favicon.ico`: the page's icon.
 - `GET /static/...`: the page's files. `GET /healthz`, `GET /metrics`, `GET /openapi.json`.
 
 Every answer carries `X-Request-ID` (echoed, or generated) and every error is
@@ -262,6 +264,8 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
     ws_base = getattr(settings, "realtime_ws_url", None) or "ws://127.0.0.1:8080"
     region = getattr(settings, "region", None) or "local"
     page_html = (STATIC_DIR / "tracking.html").read_bytes()
+    home_html = (STATIC_DIR / "home.html").read_bytes()
+    favicon_ico = (STATIC_DIR / "favicon.ico").read_bytes()
     runtime = SimpleNamespace(reader=None)
 
     @contextlib.asynccontextmanager
@@ -361,10 +365,9 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
                             "url": websocket_url(ws_base, order_id)}
         return JSONBody(orjson.dumps(body), headers={"Cache-Control": "no-store"})
 
-    @app.get("/orders/{order_id}", include_in_schema=False)
-    async def tracking_page(order_id: str) -> Response:
+    def html_page(body: bytes) -> Response:
         return Response(
-            page_html,
+            body,
             media_type="text/html; charset=utf-8",
             headers={
                 "Cache-Control": "no-store",
@@ -373,6 +376,21 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
                 "img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'",
             },
         )
+
+    @app.get("/orders/{order_id}", include_in_schema=False)
+    async def tracking_page(order_id: str) -> Response:
+        return html_page(page_html)
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/orders/", include_in_schema=False)
+    async def home_page() -> Response:
+        # no order in the address: tell a customer where the tracking link is
+        return html_page(home_html)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(favicon_ico, media_type="image/x-icon",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

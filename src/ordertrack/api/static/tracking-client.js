@@ -16,7 +16,11 @@
 // within 10 s as a drop (as it does a connection_ack that does not come within 10 s of opening
 // the socket); after a drop it reconnects (1 s, exponential backoff, jitter) and
 // sends {"event":"resume","data":{"last_seq":N}} right after open. While disconnected it polls
-// REST every 30 s with X-Fallback-Reason. Close 4001/4003: REST polling, never reconnect.
+// REST every 30 s with X-Fallback-Reason (`restProblem` in the state says when those polls fail:
+// "unreachable" for no answer at all, "unavailable" for an error answer; it keeps trying).
+// Close 4001 (another tab holds the slot): REST polling, never reconnect. Close 4003 (kill
+// switch): REST polling until a REST answer says `realtime.enabled: true` again. Close 1008
+// (`token_expired`): final for this token, the client stops with failure TOKEN_EXPIRED.
 // Every event has a seq; an event is applied (and rendered) once, whatever path brought it.
 
 export const SUBPROTOCOL = "vantage-tracking-v1";
@@ -32,6 +36,7 @@ export const DEFAULTS = Object.freeze({
 
 export const CLOSE = Object.freeze({
   GOING_AWAY: 1001,
+  TOKEN_EXPIRED: 1008,
   HEARTBEAT_TIMEOUT: 4000,
   CONNECTION_LIMIT: 4001,
   INTERNAL_ERROR: 4002,
@@ -44,9 +49,15 @@ export function backoffDelay(attempt, base, max, jitter = 0.3, random = Math.ran
   return Math.round(delay * (1 + jitter * random()));
 }
 
-/** What a close code means for the client: "fallback" (never reconnect), "soon", "backoff". */
+/**
+ * What a close code means for the client: "stop" (the token is no good: stop for good),
+ * "fallback" (poll, never reconnect), "until_enabled" (poll until REST says realtime is on),
+ * "soon" (reconnect after the base delay), "backoff" (reconnect with exponential backoff).
+ */
 export function closeAction(code) {
-  if (code === CLOSE.CONNECTION_LIMIT || code === CLOSE.FEATURE_DISABLED) return "fallback";
+  if (code === CLOSE.TOKEN_EXPIRED) return "stop";
+  if (code === CLOSE.CONNECTION_LIMIT) return "fallback";
+  if (code === CLOSE.FEATURE_DISABLED) return "until_enabled";
   if (code === CLOSE.GOING_AWAY) return "soon";
   return "backoff";
 }
@@ -83,10 +94,11 @@ export class TrackingClient extends EventTarget {
     this.mode = "connecting";
     this.modeReason = null;
     this.connectionId = null;
+    this.restProblem = null; // null | "unreachable" | "unavailable": how the last REST call failed
 
     this._ws = null;
     this._stopped = false;
-    this._permanentFallback = null; // reason, once the server said never to reconnect
+    this._permanentFallback = null; // reason, once the server said never to reconnect (4001)
     this._attempt = 0;
     this._timers = {
       reconnect: null, poll: null, firstPoll: null, heartbeat: null, ack: null, handshake: null,
@@ -111,7 +123,8 @@ export class TrackingClient extends EventTarget {
     }
   }
 
-  stop() {
+  /** Stop for good; `reason` is the mode's reason ("client_stop", or the failure's code). */
+  stop(reason = "client_stop") {
     this._stopped = true;
     this._stopPolling();
     this._clearHeartbeat();
@@ -122,7 +135,7 @@ export class TrackingClient extends EventTarget {
       this._detach(ws);
       try { ws.close(1000, "client stop"); } catch (_) { /* already closed */ }
     }
-    this._setMode("stopped", "client_stop");
+    this._setMode("stopped", reason);
   }
 
   snapshot() {
@@ -130,6 +143,7 @@ export class TrackingClient extends EventTarget {
     return {
       ...this.order, seq: this.lastSeq, history, mode: this.mode, modeReason: this.modeReason,
       pollInterval: this.config.pollInterval, connectionId: this.connectionId,
+      restProblem: this.restProblem,
     };
   }
 
@@ -145,25 +159,28 @@ export class TrackingClient extends EventTarget {
     try {
       response = await this.fetchImpl(url, { headers, cache: "no-store" });
     } catch (error) {
+      this._setRestProblem("unreachable");
       this._fail("NETWORK", `tracking request failed: ${error}`, false);
       return null;
     }
     let body = null;
     try { body = await response.json(); } catch (_) { body = null; }
-    if (!response.ok) {
+    if (!response.ok || !body) {
       const code = (body && body.error) || `HTTP_${response.status}`;
       const message = (body && body.message) || response.statusText;
       // 401/403/404 will not get better by retrying: stop and say why
       const fatal = [401, 403, 404].includes(response.status);
-      this._fail(code, message, fatal);
-      if (fatal) this.stop();
+      this._fail(code, message, fatal, response.status);
+      if (fatal) this.stop(code);
+      else this._setRestProblem("unavailable");
       return null;
     }
     if (this._stopped) return body;
     this.realtime = body.realtime || null;
+    this._setRestProblem(null);
     this._mergeAnswer(body);
-    // polling with no socket and no reconnect pending (realtime was off, or REST failed at
-    // start) and realtime is on now: go live again. Never after a 4001/4003 close.
+    // polling with no socket and no reconnect pending (realtime was off, REST failed at start,
+    // or a 4003 closed the socket) and realtime is on now: go live again. Never after a 4001.
     if (this.mode === "polling" && !this._permanentFallback && !this._ws
         && this._timers.reconnect === null && this.realtime && this.realtime.enabled) {
       this._connect();
@@ -194,6 +211,12 @@ export class TrackingClient extends EventTarget {
       changed = true;
     }
     if (changed) this._emitState();
+  }
+
+  _setRestProblem(problem) {
+    if (this.restProblem === problem) return;
+    this.restProblem = problem;
+    this._emitState();
   }
 
   /** Record an event once; true when it was new. */
@@ -347,6 +370,20 @@ export class TrackingClient extends EventTarget {
     if (this._stopped) return;
     const action = closeAction(code);
     const reason = fallbackReason(code);
+    if (action === "stop") {
+      // the pod closed because the token expired: REST says 401 to it as well, so stop here
+      this._fail("TOKEN_EXPIRED", "the tracking token has expired", true);
+      this.stop("TOKEN_EXPIRED");
+      return;
+    }
+    if (action === "until_enabled") {
+      // the kill switch: no socket until a REST answer says realtime is enabled again
+      this.realtime = { ...(this.realtime || {}), enabled: false };
+      clearTimeout(this._timers.reconnect);
+      this._timers.reconnect = null;
+      this._startPolling(reason);
+      return;
+    }
     if (action === "fallback") {
       this._permanentFallback = reason;
       clearTimeout(this._timers.reconnect);
@@ -400,7 +437,7 @@ export class TrackingClient extends EventTarget {
     this.dispatchEvent(new CustomEvent("state", { detail: this.snapshot() }));
   }
 
-  _fail(code, message, fatal) {
-    this.dispatchEvent(new CustomEvent("failure", { detail: { code, message, fatal } }));
+  _fail(code, message, fatal, status = null) {
+    this.dispatchEvent(new CustomEvent("failure", { detail: { code, message, fatal, status } }));
   }
 }

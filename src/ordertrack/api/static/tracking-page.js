@@ -1,11 +1,13 @@
 // The tracking page: renders a TrackingClient's state. Configuration comes from the URL
 // fragment (never the query string, which ends up in logs): #token=<jwt>&poll=30&hb=25&hbtimeout=10
 import { TrackingClient } from "/static/tracking-client.js";
+import {
+  STEPS, carrierName, formatLocation, formatTime, problemFor, progressStep, relativeTime,
+  statusText, tokenProblem,
+} from "/static/tracking-format.js";
 
-const STATUS_TEXT = {
-  shipped: "Shipped", in_transit: "In transit", out_for_delivery: "Out for delivery",
-  delivered: "Delivered", exception: "Delivery exception", unknown: "Status unknown",
-};
+/** How often relative times ("5 min. ago") are brought up to date. */
+const RELATIVE_REFRESH_MS = 30000;
 
 /** Page options from the fragment: seconds in the URL, milliseconds for the client. */
 export function pageOptions(hash) {
@@ -30,46 +32,87 @@ function orderIdFromPath(pathname) {
   return match ? decodeURIComponent(match[1]) : null;
 }
 
-function formatTime(value) {
-  if (!value) return "—";
-  // a bare date (carriers often estimate a day, not a time) is shown as that day, in no zone
-  const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
-  if (day) {
-    const date = new Date(Number(day[1]), Number(day[2]) - 1, Number(day[3]));
-    return date.toLocaleDateString(undefined, { dateStyle: "medium" });
-  }
-  const date = new Date(value);
-  if (Number.isNaN(date.getTime())) return value;
-  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
-}
-
 function byId(id) { return document.getElementById(id); }
 
-function setText(id, value) { byId(id).textContent = value ?? "—"; }
+function setText(id, value) { byId(id).textContent = value || "—"; }
+
+function pollSeconds(state) { return Number((state.pollInterval / 1000).toFixed(1)); }
 
 function indicatorText(state) {
   if (state.mode === "live") return "live";
-  if (state.mode === "polling") return `updating every ${Number((state.pollInterval / 1000).toFixed(1))} s`;
   if (state.mode === "stopped") return "not updating";
+  if (state.restProblem === "unreachable") {
+    return `can't reach the server · trying again every ${pollSeconds(state)} s`;
+  }
+  if (state.restProblem === "unavailable") {
+    return `tracking is unavailable right now · trying again every ${pollSeconds(state)} s`;
+  }
+  if (state.mode === "polling") return `updating every ${pollSeconds(state)} s`;
   return "connecting…";
 }
 
+/** An absolute time with its zone and, beside it, the relative one. */
+function timeNode(value) {
+  const node = document.createElement("time");
+  if (!value) { node.textContent = "—"; return node; }
+  node.dateTime = value;
+  node.textContent = formatTime(value);
+  const relative = relativeTime(value);
+  if (relative) {
+    const span = document.createElement("span");
+    span.className = "relative";
+    span.textContent = ` (${relative})`;
+    node.append(span);
+  }
+  return node;
+}
+
+function setTime(id, value) { byId(id).replaceChildren(timeNode(value)); }
+
 function render(state) {
-  setText("order-id", state.order_id);
+  const carrier = carrierName(state.carrier);
+  const delivered = state.status === "delivered";
+  byId("title").textContent = carrier ? `Your ${carrier} package` : "Your order";
+  const number = byId("tracking-number");
+  number.textContent = state.tracking_number ? `Tracking number ${state.tracking_number}` : "";
+  number.hidden = !state.tracking_number;
+  document.title = state.tracking_number
+    ? `${statusText(state.status)} · ${carrier} ${state.tracking_number}` : "Track your order";
+
   const status = byId("status");
-  status.textContent = STATUS_TEXT[state.status] || state.status || "—";
+  status.textContent = statusText(state.status);
   status.dataset.status = state.status || "";
-  setText("location", state.location || "—");
-  setText("eta", formatTime(state.estimated_delivery));
-  setText("last-update", formatTime(state.last_update));
-  setText("carrier", state.carrier ? state.carrier.toUpperCase() : "—");
-  setText("tracking-number", state.tracking_number || "");
+  renderProgress(state);
+  setText("location", formatLocation(state.location));
+  // delivered: no estimate any more; the last update is the delivery
+  byId("eta-row").hidden = delivered || !state.estimated_delivery;
+  setTime("eta", state.estimated_delivery);
+  byId("last-update-label").textContent = delivered ? "Delivered" : "Last update";
+  setTime("last-update", state.last_update);
+
   const indicator = byId("indicator");
   indicator.dataset.mode = state.mode;
   indicator.dataset.reason = state.modeReason || "";
+  indicator.dataset.problem = state.mode === "live" ? "" : state.restProblem || "";
   setText("indicator-text", indicatorText(state));
   renderTimeline(state.history);
+  // nothing to show yet (no answer so far): no empty card
+  const known = Boolean(state.tracking_number) || state.history.length > 0;
+  byId("summary").hidden = !known;
+  byId("history").hidden = state.history.length === 0;
   byId("tracking").setAttribute("aria-busy", "false");
+}
+
+function renderProgress(state) {
+  const reached = progressStep(state.status, state.history);
+  const strip = byId("progress");
+  strip.dataset.exception = state.status === "exception" ? "true" : "false";
+  strip.querySelectorAll("li").forEach((li) => {
+    const index = STEPS.indexOf(li.dataset.step);
+    li.dataset.state = index < reached ? "done" : index === reached ? "current" : "todo";
+    if (index === reached) li.setAttribute("aria-current", "step");
+    else li.removeAttribute("aria-current");
+  });
 }
 
 function renderTimeline(history) {
@@ -79,32 +122,55 @@ function renderTimeline(history) {
     li.dataset.seq = String(event.seq);
     const title = document.createElement("div");
     title.className = "event__status";
-    title.textContent = STATUS_TEXT[event.status] || event.status;
+    title.textContent = statusText(event.status);
     const meta = document.createElement("div");
     meta.className = "event__meta";
-    meta.textContent = `${event.location || "—"} · ${formatTime(event.timestamp)}`;
+    const where = formatLocation(event.location);
+    meta.append(where ? `${where} · ` : "", timeNode(event.timestamp));
     li.append(title, meta);
     return li;
   });
   byId("timeline").replaceChildren(...items);
 }
 
-function showNotice(text) {
+/** Say why the page cannot show (or update) the order, in the customer's words. */
+function showProblem(problem) {
   const notice = byId("notice");
-  notice.textContent = text;
-  notice.hidden = !text;
+  notice.dataset.kind = problem.kind;
+  byId("notice-title").textContent = problem.title;
+  byId("notice-text").textContent = problem.text;
+  notice.hidden = false;
+  byId("tracking").setAttribute("aria-busy", "false");
+}
+
+function stopIndicator() {
+  const indicator = byId("indicator");
+  indicator.dataset.mode = "stopped";
+  setText("indicator-text", "not updating");
 }
 
 function main() {
   const orderId = orderIdFromPath(location.pathname);
   const options = pageOptions(location.hash);
-  if (!orderId) { showNotice("No order in the address."); return; }
-  if (!options.token) { showNotice("This tracking link has no access token."); return; }
+  if (new URLSearchParams(location.search).has("token")) {
+    // a token in the query string has been in the server's logs: drop it from the address
+    // bar (and the history) and explain how the link works; never use it
+    history.replaceState(null, "", location.pathname + location.hash);
+    if (!options.token) { showProblem(problemFor("query_token")); stopIndicator(); return; }
+  }
+  if (!orderId) { showProblem(problemFor("no_order")); stopIndicator(); return; }
+  if (["missing", "malformed"].includes(tokenProblem(options.token))) {
+    showProblem(problemFor("UNAUTHORIZED", options.token));
+    stopIndicator();
+    return;
+  }
   const client = new TrackingClient({ orderId, ...options });
-  client.addEventListener("state", (event) => render(event.detail));
+  let last = null;
+  client.addEventListener("state", (event) => { last = event.detail; render(last); });
   client.addEventListener("failure", (event) => {
-    if (event.detail.fatal) showNotice(event.detail.message);
+    if (event.detail.fatal) showProblem(problemFor(event.detail.code, options.token));
   });
+  setInterval(() => { if (last) render(last); }, RELATIVE_REFRESH_MS);
   globalThis.trackingClient = client; // for debugging from the console
   client.start();
 }
