@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,3 +126,119 @@ def upgrade_headers(token: str | None = None, **extra) -> dict:
 def wait_registry_empty(redis_client, user_id: str, timeout: float = 5.0) -> None:
     wait_for(lambda: redis_client.zcard(f"ws:user:{user_id}") == 0, timeout,
              what=f"registry of {user_id} empty")
+
+
+# --- a raw client: the bytes of RFC 6455's edges, which the websockets library never writes ----
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def encode_frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv: int = 0,
+                 masked: bool = True) -> bytes:
+    """One client frame; `rsv` is the 3 reserved bits (0-7)."""
+    head = bytes([(0x80 if fin else 0) | (rsv & 7) << 4 | opcode])
+    length = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        head += bytes([mask_bit | length])
+    elif length < 65536:
+        head += bytes([mask_bit | 126]) + length.to_bytes(2, "big")
+    else:
+        head += bytes([mask_bit | 127]) + length.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    return code.to_bytes(2, "big") + reason
+
+
+def request_bytes(path: str, headers: dict | list) -> bytes:
+    """An HTTP/1.1 GET; header values may be bytes (to send what is not ASCII)."""
+    items = headers.items() if isinstance(headers, dict) else headers
+    lines = [f"GET {path} HTTP/1.1".encode(), b"Host: 127.0.0.1"]
+    for name, value in items:
+        lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class RawWebSocket:
+    """A client over a plain TCP socket that writes frames byte by byte and reads them back."""
+
+    def __init__(self, reader, writer, status: int, headers: dict, body: bytes):
+        self.reader, self.writer = reader, writer
+        self.status, self.headers, self.body = status, headers, body
+
+    @classmethod
+    async def open(cls, pod: PodProcess, path: str, headers: dict | list,
+                   rcvbuf: int | None = None) -> RawWebSocket:
+        sock = socket.socket()
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", pod.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(request_bytes(path, headers))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        response_headers = {}
+        for line in lines:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                response_headers[name.strip().lower()] = value.strip()
+        body = b""
+        if int(response_headers.get("content-length", 0)):
+            body = await reader.readexactly(int(response_headers["content-length"]))
+        return cls(reader, writer, int(status_line.split()[1]), response_headers, body)
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    async def send(self, opcode: int, payload: bytes = b"", **kwargs) -> None:
+        self.writer.write(encode_frame(opcode, payload, **kwargs))
+        await self.writer.drain()
+
+    async def recv(self, timeout: float = 5.0) -> tuple[int, bytes]:
+        """The next frame (opcode, payload); (-1, b"") when the server dropped the socket."""
+        async def read() -> tuple[int, bytes]:
+            try:
+                first, second = await self.reader.readexactly(2)
+                length = second & 0x7F
+                if length == 126:
+                    length = int.from_bytes(await self.reader.readexactly(2), "big")
+                elif length == 127:
+                    length = int.from_bytes(await self.reader.readexactly(8), "big")
+                return first & 0x0F, await self.reader.readexactly(length)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return -1, b""
+        return await asyncio.wait_for(read(), timeout)
+
+    async def recv_json(self, timeout: float = 5.0) -> dict:
+        """The next text frame as JSON (control frames in between are skipped)."""
+        while True:
+            opcode, payload = await self.recv(timeout)
+            if opcode == OP_TEXT:
+                return json.loads(payload)
+            assert opcode in (OP_PING, OP_PONG), (opcode, payload)
+
+    async def close_code(self, timeout: float = 5.0) -> int | None:
+        """Read until the server's close frame: its code (None for an empty close frame)."""
+        while True:
+            opcode, payload = await self.recv(timeout)
+            if opcode == OP_CLOSE:
+                return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+            if opcode == -1:
+                return 1006
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+async def open_raw(pod: PodProcess, token: str, order_id: str, rcvbuf: int | None = None,
+                   **extra) -> RawWebSocket:
+    """A raw client past the 101 (its connection_ack still unread)."""
+    raw = await RawWebSocket.open(pod, f"/ws/orders/{order_id}/track", upgrade_headers(token, **extra),
+                                  rcvbuf=rcvbuf)
+    assert raw.status == 101, (raw.status, raw.body)
+    return raw

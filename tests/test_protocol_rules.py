@@ -126,3 +126,111 @@ def test_config_reads_flag_then_env_then_default():
     assert "PORT" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(config.ConfigError):
         config.load(settings, environ={"HEARTBEAT_INTERVAL_SECONDS": "-1"})
+
+
+# --- issue 7: the pod's edges, as pure rules -----------------------------------------------------
+def test_last_seq_is_bounded_in_messages_and_the_query_string():
+    top = protocol.MAX_SEQ
+    resume = protocol.parse_client_message(b'{"event":"resume","data":{"last_seq":%d}}' % top)
+    assert (resume.kind, resume.last_seq) == ("resume", top)
+    for value in (top + 1, 2**63, 18446744073709551615, 1.5, "3"):
+        payload = orjson.dumps({"event": "resume", "data": {"last_seq": value}})
+        message = protocol.parse_client_message(payload)
+        assert (message.kind, message.error_code) == ("invalid", "INVALID_MESSAGE"), value
+    assert protocol.parse_last_seq(None) is None
+    assert protocol.parse_last_seq("12").last_seq == 12
+    for raw in ("18446744073709551615", str(top + 1), "-1", "x", "", "1e3", "\u0663"):
+        assert protocol.parse_last_seq(raw).error_code == "INVALID_MESSAGE", raw
+
+
+def test_a_state_seq_out_of_range_counts_as_none():
+    assert protocol.state_seq({"seq": "7"}) == 7
+    assert protocol.state_seq({"seq": b"7"}) == 7
+    for raw in (None, "", str(2**63), "-4", "abc"):
+        assert protocol.state_seq({"seq": raw}) == 0, raw
+    assert protocol.valid_seq(0) and not protocol.valid_seq(True) and not protocol.valid_seq(2**63)
+
+
+def test_text_that_is_not_utf8_is_its_own_verdict():
+    assert protocol.parse_client_message(b'{"event":"\xff"}') is protocol.NOT_UTF8
+    assert protocol.parse_client_message(b"\xed\xa0\x80") is protocol.NOT_UTF8  # a surrogate
+    assert protocol.parse_client_message("caf\u00e9".encode()).error_code == "INVALID_JSON"
+
+
+@pytest.mark.parametrize("opcode,fin,rsv,expected", [
+    (protocol.OP_TEXT, True, False, None),
+    (protocol.OP_TEXT, True, True, protocol.PROTOCOL_ERROR),
+    (protocol.OP_CONTINUATION, True, False, protocol.PROTOCOL_ERROR),
+    (protocol.OP_BINARY, True, False, protocol.UNSUPPORTED_DATA),
+    (protocol.OP_TEXT, False, False, protocol.MESSAGE_TOO_BIG),
+])
+def test_frame_violations(opcode, fin, rsv, expected):
+    verdict = protocol.frame_violation(opcode, fin, rsv)
+    assert (verdict[0] if verdict else None) == expected
+
+
+@pytest.mark.parametrize("payload,reply,reason", [
+    (b"", 1000, "client_close"),
+    (b"\x03\xe8bye", 1000, "client_close"),
+    ((4999).to_bytes(2, "big"), 4999, "client_close"),
+    ((1012).to_bytes(2, "big"), 1012, "client_close"),
+    *[(code.to_bytes(2, "big"), 1002, "protocol_error")
+      for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535)],
+])
+def test_close_replies(payload, reply, reason):
+    code, close = protocol.close_reply(payload)
+    assert (code, close.reason) == (reply, reason)
+
+
+def test_new_close_reasons_are_named_once():
+    assert (protocol.PROTOCOL_ERROR.code, protocol.INVALID_PAYLOAD.code, protocol.TOKEN_EXPIRED.code) \
+        == (1002, 1007, 1008)
+    assert protocol.TOKEN_EXPIRED.reason == "token_expired"
+    assert len({c.reason for c in protocol.CLOSE_REASONS}) == len(protocol.CLOSE_REASONS)
+    assert protocol.close_for_code(1009) is protocol.MESSAGE_TOO_BIG
+    assert protocol.close_for_code(1011).reason == "internal_error"
+
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@pytest.mark.parametrize("upgrade,connection,version,key,status", [
+    ("websocket", "Upgrade", "13", KEY, None),
+    ("WebSocket", "keep-alive, Upgrade", "13", KEY, None),  # Firefox
+    ("websocket", "upgrade,keep-alive", "13", KEY, None),
+    (None, "Upgrade", "13", KEY, 426),                      # a plain GET
+    ("websocket", "keep-alive", "13", KEY, 400),
+    ("websocket", "Upgrade", "8", KEY, 426),
+    ("websocket", "Upgrade", None, KEY, 426),
+    ("websocket", "Upgrade", "13", "c2hvcnQ=", 400),
+    ("websocket", "Upgrade", "13", "not base64!", 400),
+    ("websocket", "Upgrade", "13", "\udcff", 400),
+])
+def test_handshake_rules(upgrade, connection, version, key, status):
+    refusal = protocol.check_handshake(upgrade, connection, version, key)
+    assert (refusal.status if refusal else None) == status
+    if version == "8":
+        assert ("Sec-WebSocket-Version", "13") in refusal.headers
+
+
+def test_request_ids_are_kept_only_when_clean():
+    assert protocol.clean_request_id("req_ws_track_001") == "req_ws_track_001"
+    for bad in (None, "", "\udcff", "caf\u00e9", "a b", "x\ty", "r" * 129):
+        assert protocol.clean_request_id(bad) is None, bad
+
+
+def test_credentials_that_are_not_ascii_are_a_401():
+    for headers in ({"authorization": "Bearer \udcff\udcfe"}, {"authorization": "Bearer \u00ff"},
+                    {"sec-websocket-protocol": "bearer.\udcff"}):
+        with pytest.raises(auth.AuthError) as info:
+            auth.credentials_from_headers(headers)
+        assert info.value.status == 401
+
+
+def test_protocol_error_log_lines_are_rate_limited():
+    from ordertrack.push.wslog import RateLimit
+
+    limit = RateLimit(limit=3, window=10.0)
+    assert [limit.allow(0.0 + i * 0.1) for i in range(5)] == [True, True, True, False, False]
+    assert limit.suppressed == 2
+    assert limit.allow(10.5) is True

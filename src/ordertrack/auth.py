@@ -71,13 +71,21 @@ def credentials_from_headers(headers: Mapping[str, str], query: str = "") -> str
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("Authorization header must be 'Bearer <token>'")
-        return token.strip()
+        return _ascii_token(token.strip())
     for protocol in offered_subprotocols(headers):
         if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
             token = protocol[len(BEARER_SUBPROTOCOL_PREFIX):]
             if token:
-                return token
+                return _ascii_token(token)
     raise unauthorized("missing credentials: send 'Authorization: Bearer <token>'")
+
+
+def _ascii_token(token: str) -> str:
+    """A JWT is ASCII. Servers hand other header bytes over as latin-1 or surrogate escapes,
+    which the JWT library cannot encode: refuse them here, as the 401 they are."""
+    if not token.isascii():
+        raise unauthorized("malformed token: credentials must be ASCII")
+    return token
 
 
 def offered_subprotocols(headers: Mapping[str, str]) -> list[str]:

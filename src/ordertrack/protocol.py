@@ -5,6 +5,8 @@ No I/O here: the pod's server calls these and writes what they return.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 
 import orjson
@@ -14,6 +16,11 @@ WS_PATH_PREFIX = "/ws/orders/"
 WS_PATH_SUFFIX = "/track"
 #: the gateway's request-size limit (Kong request-size-limiting: 4 KB) applies to client frames
 MAX_CLIENT_FRAME_BYTES = 4096
+#: the largest `seq` anyone may name: JavaScript's Number.MAX_SAFE_INTEGER (the browser client
+#: holds seqs as numbers), far below Redis's stream-id limit of 2^64-1
+MAX_SEQ = 2**53 - 1
+WEBSOCKET_VERSION = "13"
+MAX_REQUEST_ID_CHARS = 128
 
 
 # --- close codes and the reason names used in logs and metrics -------------------------------
@@ -27,6 +34,9 @@ CLIENT_CLOSE = Close(1000, "client_close")
 SERVER_SHUTDOWN = Close(1001, "server_shutdown")
 UNSUPPORTED_DATA = Close(1003, "unsupported_data")
 MESSAGE_TOO_BIG = Close(1009, "message_too_big")
+PROTOCOL_ERROR = Close(1002, "protocol_error")
+INVALID_PAYLOAD = Close(1007, "invalid_payload")
+TOKEN_EXPIRED = Close(1008, "token_expired")
 SLOW_CONSUMER = Close(1013, "slow_consumer")
 HEARTBEAT_TIMEOUT = Close(4000, "heartbeat_timeout")
 CONNECTION_LIMIT = Close(4001, "connection_limit")
@@ -36,9 +46,102 @@ FEATURE_DISABLED = Close(4003, "feature_disabled")
 CONNECTION_LOST = Close(1006, "connection_lost")
 
 CLOSE_REASONS = (
-    CLIENT_CLOSE, SERVER_SHUTDOWN, UNSUPPORTED_DATA, MESSAGE_TOO_BIG, SLOW_CONSUMER,
-    HEARTBEAT_TIMEOUT, CONNECTION_LIMIT, INTERNAL_ERROR, FEATURE_DISABLED, CONNECTION_LOST,
+    CLIENT_CLOSE, SERVER_SHUTDOWN, PROTOCOL_ERROR, UNSUPPORTED_DATA, INVALID_PAYLOAD,
+    TOKEN_EXPIRED, MESSAGE_TOO_BIG, SLOW_CONSUMER, HEARTBEAT_TIMEOUT, CONNECTION_LIMIT,
+    INTERNAL_ERROR, FEATURE_DISABLED, CONNECTION_LOST,
 )
+_CLOSE_BY_CODE = {close.code: close for close in CLOSE_REASONS}
+
+
+def close_for_code(code: int) -> Close:
+    """The reason for a close frame picows sent on its own (its parser's protocol errors)."""
+    return _CLOSE_BY_CODE.get(code) or Close(code, INTERNAL_ERROR.reason)
+
+
+#: codes a peer may put in a close frame (RFC 6455 7.4.1 and IANA's registry); 1004-1006 and
+#: 1015 are reserved, 1016-2999 unassigned, 5000+ undefined
+_PEER_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                               1013, 1014))
+
+
+def valid_peer_close_code(code: int) -> bool:
+    return code in _PEER_CLOSE_CODES or 3000 <= code <= 4999
+
+
+def close_reply(payload: bytes) -> tuple[int, Close]:
+    """Our answer to a client's close frame (RFC 6455 5.5.1, 7.4): the code to send back and the
+    reason to log. An empty close is answered with 1000; a code no peer may send, with 1002."""
+    if len(payload) < 2:
+        return CLIENT_CLOSE.code, CLIENT_CLOSE
+    code = int.from_bytes(payload[:2], "big")
+    if not valid_peer_close_code(code):
+        return PROTOCOL_ERROR.code, PROTOCOL_ERROR
+    return code, CLIENT_CLOSE
+
+
+# frame opcodes (RFC 6455 5.2)
+OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
+
+
+def frame_violation(opcode: int, fin: bool, rsv: bool) -> tuple[Close, str] | None:
+    """Why a client data frame cannot be accepted (None: it can). No extension is ever
+    negotiated, and fragmented messages are refused, so every continuation frame is stray."""
+    if rsv:
+        return PROTOCOL_ERROR, "reserved bits set without a negotiated extension"
+    if opcode == OP_CONTINUATION:
+        return PROTOCOL_ERROR, "continuation frame without a message to continue"
+    if opcode == OP_BINARY:
+        return UNSUPPORTED_DATA, "binary frames are not accepted"
+    if opcode == OP_TEXT and not fin:
+        return MESSAGE_TOO_BIG, "fragmented messages are not accepted"
+    return None
+
+
+# --- the upgrade request ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An HTTP refusal of the upgrade: status, the JSON `error` code and message, extra headers."""
+
+    status: int
+    code: str
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def header_tokens(value: str | None) -> set[str]:
+    """`Connection: keep-alive, Upgrade` -> {"keep-alive", "upgrade"}."""
+    return {part.strip().lower() for part in (value or "").split(",") if part.strip()}
+
+
+def check_handshake(upgrade: str | None, connection: str | None, version: str | None,
+                    key: str | None) -> Refusal | None:
+    """RFC 6455 4.2.1/4.2.2 for the headers picows checks too strictly or too loosely: the
+    Connection header need only include `Upgrade` (Firefox sends `keep-alive, Upgrade`), and
+    any version but 13 gets a 426 naming the one we speak."""
+    if "websocket" not in header_tokens(upgrade):
+        return Refusal(426, "UPGRADE_REQUIRED", "this endpoint speaks WebSocket only; poll "
+                       "/api/v2/orders/{order_id}/tracking for REST", (("Upgrade", "websocket"),))
+    if "upgrade" not in header_tokens(connection):
+        return Refusal(400, "BAD_REQUEST", "the Connection header must include Upgrade")
+    if version != WEBSOCKET_VERSION:
+        return Refusal(426, "UPGRADE_REQUIRED", "unsupported Sec-WebSocket-Version; this server "
+                       "speaks 13", (("Sec-WebSocket-Version", WEBSOCKET_VERSION),))
+    try:
+        if len(base64.b64decode((key or "").encode("ascii"), validate=True)) != 16:
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        return Refusal(400, "BAD_REQUEST", "Sec-WebSocket-Key must be 16 bytes in base64")
+    return None
+
+
+def clean_request_id(value: str | None) -> str | None:
+    """A client's X-Request-ID, kept only when it is 1-128 printable ASCII characters (it is
+    echoed in a header and logged); None means: make a fresh one."""
+    if not value or len(value) > MAX_REQUEST_ID_CHARS:
+        return None
+    if not all("!" <= char <= "~" for char in value):
+        return None
+    return value
 
 
 def order_id_from_path(path: str) -> str | None:
@@ -72,6 +175,17 @@ def refusal_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": code, "message": message})
 
 
+def state_seq(state: dict) -> int:
+    """The `seq` of an order's state hash; 0 when missing or not a valid seq (a bogus value
+    must not make the pod hold back every later update as already sent)."""
+    raw = state.get("seq")
+    try:
+        seq = int(raw) if raw else 0
+    except ValueError:
+        return 0
+    return seq if valid_seq(seq) else 0
+
+
 def connection_ack(connection_id: str, order_id: str, state: dict) -> bytes:
     """`connection_ack` from the order's state hash (values may be missing for a new order)."""
     return orjson.dumps({
@@ -81,7 +195,7 @@ def connection_ack(connection_id: str, order_id: str, state: dict) -> bytes:
             "order_id": order_id,
             "carrier": state.get("carrier") or None,
             "current_status": state.get("status") or None,
-            "seq": int(state.get("seq") or 0),
+            "seq": state_seq(state),
         },
     })
 
@@ -112,13 +226,31 @@ class ClientMessage:
 
 
 HEARTBEAT = ClientMessage("heartbeat")
+#: a text frame that is not UTF-8: the connection is closed with 1007 (RFC 6455 8.1)
+NOT_UTF8 = ClientMessage("not_utf8")
+_BAD_LAST_SEQ = f"last_seq must be a whole number from 0 to {MAX_SEQ}"
+
+
+def valid_seq(value) -> bool:
+    """A `seq` the pod can hold and compare: an int (not a bool) in 0..MAX_SEQ."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQ
+
+
+def resume_from(last_seq) -> ClientMessage:
+    if not valid_seq(last_seq):
+        return ClientMessage("invalid", error_code="INVALID_MESSAGE", error_message=_BAD_LAST_SEQ)
+    return ClientMessage("resume", last_seq=last_seq)
 
 
 def parse_client_message(payload: bytes) -> ClientMessage:
     """Classify a client text frame; anything we cannot accept becomes an `invalid` message
     carrying the `error` event's code and message."""
     try:
-        message = orjson.loads(payload)
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return NOT_UTF8
+    try:
+        message = orjson.loads(text)
     except orjson.JSONDecodeError:
         return ClientMessage("invalid", error_code="INVALID_JSON",
                              error_message="messages must be JSON objects")
@@ -130,20 +262,16 @@ def parse_client_message(payload: bytes) -> ClientMessage:
         return HEARTBEAT
     if event == "resume":
         data = message.get("data")
-        last_seq = data.get("last_seq") if isinstance(data, dict) else None
-        if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
-            return ClientMessage("invalid", error_code="INVALID_MESSAGE",
-                                 error_message="resume needs data.last_seq, a whole number >= 0")
-        return ClientMessage("resume", last_seq=last_seq)
+        return resume_from(data.get("last_seq") if isinstance(data, dict) else None)
     return ClientMessage("invalid", error_code="UNKNOWN_EVENT",
                          error_message=f"unknown event {event[:64]!r}")
 
 
-def parse_last_seq(value: str | None) -> int | None:
+def parse_last_seq(value: str | None) -> ClientMessage | None:
+    """`?last_seq=N`: None when absent, else a `resume` or an `invalid` message (its `error`
+    event follows the ack; the connection stays)."""
     if value is None:
         return None
-    try:
-        seq = int(value)
-    except ValueError:
-        return None
-    return seq if seq >= 0 else None
+    if not (value.isascii() and value.isdigit() and len(value) <= 20):
+        return resume_from(None)
+    return resume_from(int(value))

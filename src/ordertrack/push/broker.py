@@ -72,11 +72,8 @@ class Broker:
                     if message is None:
                         continue
                     kind = message["type"]
-                    if kind == "pmessage":
-                        channel = message["channel"]
-                        self.on_update(channel[PREFIX_LEN:].decode("utf-8", "replace"), message["data"])
-                    elif kind == "message":
-                        self.on_control(message["data"])
+                    if kind in ("pmessage", "message"):
+                        self._dispatch(kind, message)
                     elif kind in ("psubscribe", "subscribe"):
                         confirmed += 1
                         if confirmed == self._subscriptions_expected:
@@ -104,6 +101,17 @@ class Broker:
                 break
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
+
+    def _dispatch(self, kind: str, message: dict) -> None:
+        """One message's failure is that message's alone: the subscription loop goes on."""
+        try:
+            if kind == "pmessage":
+                channel = message["channel"]
+                self.on_update(channel[PREFIX_LEN:].decode("utf-8", "replace"), message["data"])
+            else:
+                self.on_control(message["data"])
+        except Exception:  # noqa: BLE001 - a bug in a handler must not end the subscription
+            log.exception("handling a message on %r failed; dropped it", message.get("channel"))
 
     def stop(self) -> None:
         self._stopping = True

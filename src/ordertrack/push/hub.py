@@ -61,9 +61,12 @@ class Hub:
             log.warning("dropping malformed message on order %s: %s", order_id, exc)
             return 0
         seq = message.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            seq = None
-        elif seq > watch.seq:
+        if seq is not None and not protocol.valid_seq(seq):
+            # a seq of 2^63 would make every later (real) update look already sent
+            self.malformed += 1
+            log.warning("dropping message on order %s: seq %r out of range", order_id, seq)
+            return 0
+        if seq is not None and seq > watch.seq:
             watch.seq = seq
         return self.deliver(watch, protocol.tracking_update(message), seq, message.get("published_at"))
 

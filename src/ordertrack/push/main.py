@@ -16,6 +16,7 @@ from ordertrack.push import metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
+from ordertrack.push.wslog import PicowsLog
 from ordertrack.telemetry import setup_logging, start_metrics_server
 
 log = logging.getLogger("ordertrack.push")
@@ -23,11 +24,13 @@ log = logging.getLogger("ordertrack.push")
 #: picows tuning for memory per connection (measured with picows 2.3.1 on this machine):
 #: uvloop's own transport instead of aiofastnet (~5 KB less), a 2 KiB read buffer instead of
 #: 16 KiB (client frames are tiny), and no auto-ping task (our timer wheel pings instead).
+#: No auto-pong either: its pongs bypassed WS_MAX_PENDING_BYTES, so a client that pings and
+#: never reads grew our memory without bound; Connection answers pings itself.
 PICOWS_OPTIONS = dict(
     use_aiofastnet=False,
     read_buffer_init_size=2048,
     enable_auto_ping=False,
-    enable_auto_pong=True,
+    enable_auto_pong=False,
     max_frame_size=protocol.MAX_CLIENT_FRAME_BYTES,
     websocket_handshake_timeout=5,
 )
@@ -64,7 +67,8 @@ async def serve(cfg) -> int:
     # bind both ports before anything else runs: a busy port is one clear line, not a hang
     try:
         server = await ws_create_server(
-            make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096
+            make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096,
+            logger_name=PicowsLog(logging.getLogger("picows.server")),
         )
     except OSError as exc:
         raise config.ConfigError(f"PORT {cfg.port} on {cfg.host} cannot be served: {exc.strerror}") from None

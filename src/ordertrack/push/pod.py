@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import secrets
+import struct
 import time
 from collections import deque
 
@@ -40,6 +41,7 @@ ADMISSION_BATCH = 256
 _NO_HEADERS = CIMultiDict()
 RESUME_MAX_EVENTS = 1000
 HOUSEKEEPING_SECONDS = 5.0
+RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
 
 
 class Pod:
@@ -73,6 +75,7 @@ class Pod:
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._stopping = False
         self.broker = Broker(
             cfg.redis_url,
             control_channels=[registry.control_channel(self.pod_id), registry.CONTROL_ALL],
@@ -89,16 +92,34 @@ class Pod:
             await self._heartbeat_pod_key()
         except RedisError as exc:
             log.warning("redis not reachable at start (%s); continuing, will retry", exc)
-        for coro in (self.broker.run(), self._admission_loop(), self._release_loop(),
-                     self._housekeeping_loop()):
-            self._tasks.append(self.loop.create_task(coro))
+        loops = [self.broker.run(), self._admission_loop(), self._release_loop(),
+                 self._housekeeping_loop()]
         if self.cfg.datadog_agent_host:
-            self._tasks.append(self.loop.create_task(self._datadog_loop()))
+            loops.append(self._datadog_loop())
+        for coro in loops:
+            task = self.loop.create_task(coro, name=coro.__qualname__)
+            task.add_done_callback(self._on_task_done)
+            self._tasks.append(task)
         self._tick_handle = self.loop.call_later(self.tick, self._on_tick)
 
     @property
     def ready(self) -> bool:
         return self.broker.live.is_set() and not self.draining
+
+    @property
+    def dead_task(self) -> str | None:
+        """The first of the pod's long-running loops that has ended (it never should before
+        `stop`): `/healthz` then fails, so Kubernetes restarts the pod."""
+        if self._stopping:
+            return None
+        return next((task.get_name() for task in self._tasks if task.done()), None)
+
+    def _on_task_done(self, task: asyncio.Task) -> None:
+        if self._stopping:
+            return
+        exc = None if task.cancelled() else task.exception()
+        log.error("pod loop %s ended; /healthz now fails", task.get_name(),
+                  exc_info=(type(exc), exc, exc.__traceback__) if exc else None)
 
     async def drain(self, seconds: float) -> None:
         """Stop accepting, close every connection with 1001 in batches spread over `seconds`."""
@@ -120,6 +141,7 @@ class Pod:
         await self._flush_releases()
 
     async def stop(self) -> None:
+        self._stopping = True
         self.broker.stop()
         if self._tick_handle:
             self._tick_handle.cancel()
@@ -144,19 +166,26 @@ class Pod:
         transport.response.headers = _NO_HEADERS
         now = self.loop.time()
         conn.opened_at = now
+        conn.expires_at = now + (conn.expires_at - time.time())  # the token's exp, in loop time
         self.connections[conn.connection_id] = conn
         self.hub.add(conn)
         # first ping jittered, so a reconnect storm does not ping in lockstep
         conn.last_ping = now
-        self.wheel.schedule(conn, now + self.interval * random.uniform(0.5, 1.0))
+        self._schedule_heartbeat(conn, now + self.interval * random.uniform(0.5, 1.0))
         self.pending.append(conn)
         self._admission_wakeup.set()
         metrics.CONNECTIONS_OPENED.inc()
 
-    def on_pong(self, conn: Connection) -> None:
-        if conn.hb_state == HB_PONG_DUE:
+    def _schedule_heartbeat(self, conn: Connection, when: float) -> None:
+        """The connection's next ping or pong deadline, but never later than its token's exp:
+        the wheel entry that fires then closes it with 1008 (no timer of its own)."""
+        self.wheel.schedule(conn, min(when, conn.expires_at))
+
+    def on_pong(self, conn: Connection, payload: bytes) -> None:
+        # only the answer to our latest ping counts: unsolicited pongs keep nothing alive
+        if conn.hb_state == HB_PONG_DUE and payload == _ping_payload(conn.last_ping):
             conn.hb_state = HB_PING_DUE
-            self.wheel.schedule(conn, max(conn.last_ping + self.interval, self.loop.time()))
+            self._schedule_heartbeat(conn, max(conn.last_ping + self.interval, self.loop.time()))
 
     def on_text(self, conn: Connection, payload: bytes) -> None:
         message = protocol.parse_client_message(payload)
@@ -167,6 +196,8 @@ class Pod:
                 conn.resume_seq = message.last_seq  # handled when the connection is admitted
             else:
                 self._start_resume(conn, message.last_seq)
+        elif message.kind == "not_utf8":
+            conn.close(protocol.INVALID_PAYLOAD, "text frames must be UTF-8")
         else:
             conn.deliver(protocol.error(message.error_code, message.error_message), None)
 
@@ -192,7 +223,12 @@ class Pod:
         reason = conn.close_reason
         if reason is None:
             handshake = conn.transport.close_handshake if conn.transport else None
-            reason = protocol.CLIENT_CLOSE if handshake and handshake.recv else protocol.CONNECTION_LOST
+            if handshake and handshake.sent:  # picows closed it itself: its parser's verdict
+                reason = protocol.close_for_code(int(handshake.sent.code))
+            elif handshake and handshake.recv:
+                reason = protocol.CLIENT_CLOSE
+            else:
+                reason = protocol.CONNECTION_LOST
         # step one: stop fan-out to it; and its heartbeat entry
         self.hub.remove(conn)
         self.wheel.cancel(conn)
@@ -219,16 +255,20 @@ class Pod:
                 if conn.cleaned:
                     continue
                 state = conn.hb_state
-                if state == HB_PING_DUE:
-                    if conn.close_reason is None:
-                        conn.transport.send_ping()
-                        conn.last_ping = now
-                        conn.hb_state = HB_PONG_DUE
-                        self.wheel.schedule(conn, now + self.timeout)
+                if state == HB_CLOSE_DUE:
+                    conn.transport.disconnect(graceful=False)
+                elif conn.close_reason is not None:
+                    continue
+                elif now >= conn.expires_at:
+                    conn.close(protocol.TOKEN_EXPIRED)
+                elif state == HB_PING_DUE:
+                    conn.transport.send_ping(_ping_payload(now))
+                    conn.last_ping = now
+                    conn.hb_state = HB_PONG_DUE
+                    self._schedule_heartbeat(conn, now + self.timeout)
+                    conn.check_pending()
                 elif state == HB_PONG_DUE:
                     conn.close(protocol.HEARTBEAT_TIMEOUT)
-                elif state == HB_CLOSE_DUE:
-                    conn.transport.disconnect(graceful=False)
         except Exception:  # noqa: BLE001 - the timer must keep running
             log.exception("heartbeat tick failed")
         self._tick_handle = self.loop.call_at(now + self.tick, self._on_tick)
@@ -289,7 +329,8 @@ class Pod:
                 pipe.xrange(keys.stream(conn.order_id), f"{last_seq + 1}-0", "+",
                             count=RESUME_MAX_EVENTS)
         try:
-            results = await pipe.execute()
+            # a command's error (one order's keys) is that connection's alone: see below
+            results = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             log.warning("admission of %d connections failed: %s; retrying", len(batch), exc)
             # our registrations may or may not have landed: put them back, retry shortly
@@ -302,13 +343,16 @@ class Pod:
             return
         index = 0
         for conn, last_seq in zip(batch, resume_from, strict=True):
-            evicted = results[index]
-            state = _decode_hash(results[index + 1])
+            evicted, state = results[index], results[index + 1]
             index += 2
             entries = None
             if last_seq is not None:
                 entries = results[index]
                 index += 1
+            if isinstance(evicted, Exception):
+                log.warning("registering %s failed: %s", conn.connection_id, evicted)
+                conn.close(protocol.INTERNAL_ERROR, "registration failed")
+                continue
             conn.registered = True
             if conn.cleaned:
                 self.releases.append((conn.user_id, registry.member(self.pod_id, conn.connection_id)))
@@ -321,7 +365,17 @@ class Pod:
                         victim.close(protocol.CONNECTION_LIMIT)
             if conn.cleaned or conn.close_reason is not None:
                 continue
-            self._acknowledge(conn, state, last_seq, entries)
+            if isinstance(state, Exception):
+                log.warning("state of %s unreadable: %s", conn.order_id, state)
+                conn.close(protocol.INTERNAL_ERROR, "order state unreadable")
+                continue
+            if isinstance(entries, Exception):
+                log.warning("history of %s unreadable: %s", conn.order_id, entries)
+                conn.backlog = [(None, RESUME_FAILED), *(conn.backlog or ())]
+                if conn.resume_seq == last_seq:
+                    conn.resume_seq = None
+                last_seq = entries = None
+            self._acknowledge(conn, _decode_hash(state), last_seq, entries)
 
     def _acknowledge(self, conn: Connection, state: dict, fetched_from: int | None,
                      entries) -> None:
@@ -329,7 +383,7 @@ class Pod:
         if not flags.is_enabled(self.flag, conn.user_id, self.cfg.region, conn.carrier):
             conn.close(protocol.FEATURE_DISABLED)
             return
-        state_seq = int(state.get("seq") or 0)
+        state_seq = protocol.state_seq(state)
         watch = self.hub.watches.get(conn.order_id)
         if watch is not None and state_seq > watch.seq:
             watch.seq = state_seq
@@ -379,12 +433,12 @@ class Pod:
         except RedisError as exc:
             log.warning("resume for %s failed: %s", conn.connection_id, exc)
             if not conn.cleaned:
-                conn.send(protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST"))
+                conn.send(RESUME_FAILED)
                 self._release_backlog(conn)
             return
         if conn.cleaned or conn.close_reason is not None:
             return
-        self._replay(conn, last_seq, int(state_seq or 0), entries)
+        self._replay(conn, last_seq, protocol.state_seq({"seq": state_seq}), entries)
         self._release_backlog(conn)
 
     # --- Redis messages --------------------------------------------------------------------------
@@ -404,11 +458,17 @@ class Pod:
             return
         op = message.get("op") if isinstance(message, dict) else None
         if op == "evict":
-            conn = self.connections.get(message.get("connection_id", ""))
+            connection_id = message.get("connection_id")
+            if not isinstance(connection_id, str):
+                log.warning("ignoring evict without a connection_id string: %r", payload[:100])
+                return
+            conn = self.connections.get(connection_id)
             if conn is not None:
                 conn.close(protocol.CONNECTION_LIMIT)
         elif op == "flag":
             self._spawn(self._refresh_flag())
+        else:
+            log.warning("ignoring control message with unknown op: %r", payload[:100])
 
     async def _on_live(self, resubscribed: bool) -> None:
         metrics.SUBSCRIBED.set(1)
@@ -436,7 +496,7 @@ class Pod:
                 pipe.hget(keys.state(order_id), "seq")
             seqs = await pipe.execute()
             behind = [(order_id, watch) for (order_id, watch), seq in zip(chunk, seqs, strict=True)
-                      if seq is not None and int(seq) > watch.seq]
+                      if protocol.state_seq({"seq": seq}) > watch.seq]
             if not behind:
                 continue
             pipe = self.redis.pipeline(transaction=False)
@@ -536,6 +596,11 @@ class Pod:
             except OSError as exc:  # the agent is best effort: never let it hurt the pod
                 log.warning("datadog agent unreachable: %s", exc)
             await asyncio.sleep(self.cfg.datadog_interval_seconds)
+
+
+def _ping_payload(sent_at: float) -> bytes:
+    """Our ping's application data: its send time, so only its own pong matches it."""
+    return struct.pack("!d", sent_at)
 
 
 def _decode_hash(raw: dict) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 
+import orjson
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from ordertrack import auth, protocol
@@ -29,6 +30,11 @@ def new_connection_id() -> str:
 
 def new_request_id() -> str:
     return "req_" + secrets.token_hex(8)
+
+
+def _refusal(refusal: protocol.Refusal, request_id: str) -> WSUpgradeResponseWithListener:
+    return WSUpgradeResponseWithListener(
+        _refuse(refusal.status, refusal.code, refusal.message, request_id, refusal.headers), None)
 
 
 def _refuse(status: int, code: str, message: str, request_id: str, extra=()) -> WSUpgradeResponse:
@@ -53,12 +59,25 @@ def make_listener_factory(pod):
     verifier = pod.verifier
 
     def factory(request: WSUpgradeRequest):
+        # picows answers an exception here with a plain-text 500: answer in the contract's JSON
+        request_id = protocol.clean_request_id(request.headers.get("x-request-id")) or new_request_id()
+        try:
+            return decide(request, request_id)
+        except Exception:  # noqa: BLE001 - a bug must still get the contract's JSON answer
+            log.exception("upgrade decision failed")
+            return WSUpgradeResponseWithListener(_refuse(
+                500, "INTERNAL_ERROR", "internal error; retry", request_id), None)
+
+    def decide(request: WSUpgradeRequest, request_id: str):
         headers = request.headers
-        request_id = headers.get("x-request-id") or new_request_id()
-        request_id = request_id[:128]
         path, query = protocol.split_target(request.path.decode("latin-1"))
 
         if path == "/healthz":
+            dead = pod.dead_task
+            if dead is not None:
+                return WSUpgradeResponseWithListener(_plain(
+                    503, orjson.dumps({"status": "unhealthy", "reason": f"{dead} stopped"}),
+                    request_id), None)
             return WSUpgradeResponseWithListener(_plain(200, b'{"status":"ok"}', request_id), None)
         if path == "/readyz":
             if pod.ready:
@@ -100,18 +119,23 @@ def make_listener_factory(pod):
                 503, "FEATURE_DISABLED", "real-time tracking is off; poll the REST endpoint",
                 request_id), None)
 
-        if (headers.get("upgrade") or "").lower() != "websocket":
-            return WSUpgradeResponseWithListener(_refuse(
-                426, "UPGRADE_REQUIRED", "this endpoint speaks WebSocket only; poll "
-                "/api/v2/orders/{order_id}/tracking for REST", request_id,
-                (("Upgrade", "websocket"),)), None)
+        upgrade = ",".join(headers.getall("upgrade", ()))
+        connection = ",".join(headers.getall("connection", ()))
+        refusal = protocol.check_handshake(upgrade, connection, headers.get("sec-websocket-version"),
+                                           headers.get("sec-websocket-key"))
+        if refusal is not None:
+            return _refusal(refusal, request_id)
+        # picows (2.3.1) then insists on these exact values, stricter than RFC 6455 4.2.1
+        # (Firefox sends `Connection: keep-alive, Upgrade`): we checked them, so normalize
+        headers["Upgrade"] = "websocket"
+        headers["Connection"] = "Upgrade"
 
-        resume_seq = protocol.parse_last_seq(protocol.query_param(query, "last_seq"))
+        resume = protocol.parse_last_seq(protocol.query_param(query, "last_seq"))
         connection_id = new_connection_id()
         response_headers = [("X-Request-ID", request_id), ("X-WS-Connection-ID", connection_id)]
         if protocol.SUBPROTOCOL in auth.offered_subprotocols(headers):
             response_headers.append(("Sec-WebSocket-Protocol", protocol.SUBPROTOCOL))
-        conn = Connection(pod, connection_id, claims.user_id, order_id, resume_seq)
+        conn = Connection(pod, connection_id, claims.user_id, order_id, resume, claims.expires_at)
         response = WSUpgradeResponse.create_101_response(response_headers)
         return WSUpgradeResponseWithListener(response, conn)
 

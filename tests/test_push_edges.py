@@ -1,0 +1,288 @@
+"""The push pod's edges (issue 7): one customer must not hurt the others, a token's connection
+ends with the token, bad bytes get the contract's answers, one bad message kills nothing.
+Real `ordertrack serve` processes, real Redis, outside clients (websockets or raw sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import psutil
+import pytest
+import redis
+import redis.asyncio as aioredis
+import uvloop
+from picows import ws_create_server
+
+from ordertrack import auth, config
+from ordertrack.gateway.publisher import publish_event
+from ordertrack.push.pod import Pod
+from ordertrack.push.server import make_listener_factory
+from ordertrack.push.settings import SETTINGS
+from tests.pods import (
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    RawWebSocket,
+    close_code,
+    connect,
+    encode_frame,
+    open_raw,
+    recv_event,
+    recv_json,
+    start_pod,
+    upgrade_headers,
+)
+from tests.support import free_port, wait_for
+
+HUGE = 18446744073709551615  # 2^64 - 1: the issue's value
+
+
+@pytest.fixture
+def pod(procs, tmp_path, redis_url, keys):
+    return start_pod(procs, tmp_path, redis_url, keys)
+
+
+@pytest.fixture
+def rsync(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def rasync(redis_url):
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def publish(client, order_id, seq):
+    await publish_event(client, order_id, "dhl", seq, "in_transit", "Newark NJ",
+                        "2025-10-03T14:00:00Z", None)
+
+
+async def still_open(ws) -> None:
+    await ws.send('{"event":"heartbeat"}')
+    assert (await recv_event(ws, "heartbeat_ack"))["event"] == "heartbeat_ack"
+
+
+# --- 1. one customer cannot stall every other's admission -----------------------------------------
+async def test_out_of_range_last_seq_is_an_error_and_stalls_nobody(pod, keys, rasync):
+    await publish(rasync, "ord_huge", 1)
+    bad, good = await asyncio.gather(
+        connect(pod, keys.token("greedy", "ord_huge"), "ord_huge", query=f"last_seq={HUGE}"),
+        connect(pod, keys.token("bystander", "ord_calm"), "ord_calm"))
+    # the bystander is admitted (it used to wait for 4002 with everyone else)
+    assert (await recv_json(good))["event"] == "connection_ack"
+    assert (await recv_json(bad))["data"]["seq"] == 1
+    error = await recv_json(bad)
+    assert error["event"] == "error" and error["data"]["code"] == "INVALID_MESSAGE"
+    assert "last_seq" in error["data"]["message"]
+    await still_open(bad)
+
+    # the same in a `resume` message, sent before and after the ack
+    early = await connect(pod, keys.token("greedy2", "ord_huge"), "ord_huge")
+    await early.send(json.dumps({"event": "resume", "data": {"last_seq": HUGE}}))
+    other = await connect(pod, keys.token("bystander2", "ord_calm"), "ord_calm")
+    assert (await recv_json(other))["event"] == "connection_ack"
+    assert (await recv_event(early, "error"))["data"]["code"] == "INVALID_MESSAGE"
+    await bad.send(json.dumps({"event": "resume", "data": {"last_seq": 2**63}}))
+    assert (await recv_event(bad, "error"))["data"]["code"] == "INVALID_MESSAGE"
+    await publish(rasync, "ord_huge", 2)
+    for ws in (bad, early):
+        assert (await recv_event(ws, "tracking_update"))["data"]["seq"] == 2
+        await still_open(ws)
+    for ws in (bad, good, early, other):
+        await ws.close()
+
+
+async def test_an_order_with_unreadable_keys_fails_only_its_own_connection(pod, keys, rsync):
+    rsync.set("order:tracking:state:ord_broken", "not a hash")   # WRONGTYPE for HGETALL
+    rsync.set("order:tracking:stream:ord_nohist", "not a stream")  # WRONGTYPE for XRANGE
+    broken, resumer, fine = await asyncio.gather(
+        connect(pod, keys.token("b1", "ord_broken"), "ord_broken"),
+        connect(pod, keys.token("b2", "ord_nohist"), "ord_nohist", query="last_seq=3"),
+        connect(pod, keys.token("b3", "ord_fine"), "ord_fine"))
+    assert (await recv_json(fine))["event"] == "connection_ack"
+    assert await close_code(broken) == 4002
+    assert (await recv_json(resumer))["event"] == "connection_ack"
+    assert (await recv_json(resumer))["data"]["code"] == "RESUME_UNAVAILABLE"
+    await still_open(resumer)
+    await still_open(fine)
+    await resumer.close()
+    await fine.close()
+
+
+# --- 2. pings and pongs ------------------------------------------------------------------------------
+async def test_a_client_that_pings_and_never_reads_does_not_grow_the_pods_memory(
+        procs, tmp_path, redis_url, keys):
+    """The issue: RSS 51 -> 283 MB for 160 MB of pings, every one answered into our buffer."""
+    pod = start_pod(procs, tmp_path, redis_url, keys)
+    process = psutil.Process(pod.proc.pid)
+    raw = await open_raw(pod, keys.token("pinger", "ord_ping"), "ord_ping", rcvbuf=4096)
+    rss_before = process.memory_info().rss
+    ping = encode_frame(OP_PING, b"p" * 125)
+    for _ in range(160):  # 80 MB of pings
+        raw.writer.write(ping * 4000)
+        await raw.writer.drain()
+    await raw.send(OP_TEXT, b'{"event":"heartbeat"}')  # a marker: once it is read, all were
+    await asyncio.sleep(0.5)
+    grown_mb = (process.memory_info().rss - rss_before) / 2**20
+    assert grown_mb < 30, f"pod RSS grew {grown_mb:.0f} MB"
+    raw.abort()
+
+
+async def test_a_ping_flood_is_answered_once_per_batch_with_the_latest_payload(pod, keys):
+    raw = await open_raw(pod, keys.token("batch", "ord_ping"), "ord_ping")
+    assert (await raw.recv_json())["event"] == "connection_ack"
+    raw.writer.write(b"".join(encode_frame(OP_PING, b"%03d" % i) for i in range(50)))
+    await raw.writer.drain()
+    await raw.send(OP_TEXT, b'{"event":"heartbeat"}')
+    pongs = []
+    while True:
+        opcode, payload = await raw.recv()
+        if opcode == OP_TEXT:
+            assert json.loads(payload)["event"] == "heartbeat_ack"
+            break
+        assert opcode == OP_PONG
+        pongs.append(payload)
+    assert 1 <= len(pongs) < 50
+    assert pongs[-1] == b"049"
+
+    # a polite client's ping is answered with its own payload
+    async with await connect(pod, keys.token("polite", "ord_ping"), "ord_ping") as ws:
+        await recv_json(ws)
+        await asyncio.wait_for(await ws.ping(b"hello"), 5)
+
+
+async def test_unsolicited_pongs_do_not_keep_a_deaf_client_alive(procs, tmp_path, redis_url, keys):
+    pod = start_pod(procs, tmp_path, redis_url, keys,
+                    heartbeat_interval_seconds=0.3, heartbeat_timeout_seconds=0.8)
+    raw = await open_raw(pod, keys.token("deaf", "ord_deaf"), "ord_deaf")
+
+    async def pong_forever():
+        while True:
+            await raw.send(OP_PONG, b"")  # never the answer to the pod's ping
+            await asyncio.sleep(0.1)
+
+    sender = asyncio.ensure_future(pong_forever())
+    try:
+        assert await raw.close_code(timeout=8) == 4000
+    finally:
+        sender.cancel()
+    wait_for(lambda: [d["reason"] for d in pod.disconnects()] == ["heartbeat_timeout"], 5)
+
+
+# --- 3. a connection ends with its token ---------------------------------------------------------------
+@pytest.mark.parametrize("interval", [30, 0.4])
+async def test_the_connection_closes_with_1008_when_the_token_expires(
+        procs, tmp_path, redis_url, keys, rasync, interval):
+    pod = start_pod(procs, tmp_path, redis_url, keys, heartbeat_interval_seconds=interval,
+                    heartbeat_timeout_seconds=min(interval, 10))
+    ws = await connect(pod, keys.token("brief", "ord_exp", ttl=2), "ord_exp")
+    assert (await recv_json(ws))["event"] == "connection_ack"
+    await publish(rasync, "ord_exp", 1)
+    assert (await recv_event(ws, "tracking_update"))["data"]["seq"] == 1
+    # well before the first ping would be due at 30 s (15-30 s with jitter)
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 8)
+    except Exception as exc:  # noqa: BLE001 - ConnectionClosed carries the close frame
+        assert exc.rcvd.code == 1008 and exc.rcvd.reason == "token_expired"
+    wait_for(lambda: [(d["reason"], d["code"]) for d in pod.disconnects()] == [("token_expired", 1008)],
+             5)
+
+
+# --- 4. bytes that are not ASCII in headers ------------------------------------------------------------
+async def test_headers_that_are_not_ascii_get_the_contracts_json_answers(pod, keys):
+    health = await RawWebSocket.open(pod, "/healthz", {"X-Request-ID": b"\xff"})
+    assert health.status == 200 and health.json() == {"status": "ok"}
+    assert health.headers["x-request-id"].startswith("req_")
+
+    for credentials in ({"Authorization": b"Bearer \xff\xfe"},
+                        {"Sec-WebSocket-Protocol": b"vantage-tracking-v1, bearer.\xff\xfe"}):
+        headers = {**upgrade_headers(), **credentials, "X-Request-ID": b"caf\xe9"}
+        refused = await RawWebSocket.open(pod, "/ws/orders/ord_1/track", headers)
+        assert refused.status == 401
+        assert refused.headers["content-type"] == "application/json; charset=utf-8"
+        assert refused.json()["error"] == "UNAUTHORIZED"
+        assert refused.headers["x-request-id"].startswith("req_")
+
+    long_id = "r" * 500
+    upgraded = await open_raw(pod, keys.token("hdr", "ord_1"), "ord_1", **{"X-Request-ID": long_id})
+    assert upgraded.headers["x-request-id"].startswith("req_")
+    assert (await upgraded.recv_json())["event"] == "connection_ack"
+    kept = await RawWebSocket.open(pod, "/healthz", {"X-Request-ID": "req_fine-1"})
+    assert kept.headers["x-request-id"] == "req_fine-1"
+    lines = pod.log_lines()
+    assert not any(line["level"] == "error" or "exc" in line for line in lines), lines
+    assert "Traceback" not in pod.log.read_text()
+
+
+# --- 5. one bad message on a channel kills nothing -----------------------------------------------------
+@pytest.mark.parametrize("bad", [
+    b'{"op":"evict","connection_id":["x"]}',
+    b'{"op":"evict","connection_id":{"a":1}}',
+    b'{"op":"evict"}',
+    b'["op"]',
+    b"\xff not json",
+])
+async def test_a_malformed_control_message_leaves_the_pod_subscribed(pod, keys, rasync, bad):
+    async with await connect(pod, keys.token("ctl", "ord_ctl"), "ord_ctl") as ws:
+        await recv_json(ws)
+        await rasync.publish("ws:control:all", bad)
+        await publish(rasync, "ord_ctl", 1)
+        assert (await recv_event(ws, "tracking_update"))["data"]["seq"] == 1
+        async with httpx.AsyncClient(base_url=pod.base) as client:
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_seq_of_2_63_does_not_silence_the_order(pod, keys, rasync):
+    def message(seq):  # straight onto the channel, as a buggy or hostile publisher would
+        return json.dumps({"status": "in_transit", "carrier": "dhl", "seq": seq})
+
+    await rasync.hset("order:tracking:state:ord_bigstate", mapping={"status": "x", "seq": 2**63})
+    big_state = await connect(pod, keys.token("big", ["ord_big", "ord_bigstate"]), "ord_bigstate")
+    assert (await recv_json(big_state))["data"]["seq"] == 0
+    big_message = await connect(pod, keys.token("big", ["ord_big", "ord_bigstate"]), "ord_big")
+    await recv_json(big_message)
+    await rasync.publish("order:tracking:ord_big", message(2**63))
+    for seq in (1, 2):
+        await rasync.publish("order:tracking:ord_big", message(seq))
+        await rasync.publish("order:tracking:ord_bigstate", message(seq))
+        assert (await recv_event(big_message, "tracking_update"))["data"]["seq"] == seq
+        assert (await recv_event(big_state, "tracking_update"))["data"]["seq"] == seq
+    await big_state.close()
+    await big_message.close()
+
+
+def test_healthz_fails_when_a_loop_the_pod_needs_has_died(redis_url, keys):
+    """The loop's death is simulated by cancelling its task (the known causes are fixed):
+    liveness must then fail, so Kubernetes restarts the pod."""
+    port = free_port()
+    cfg = config.load(SETTINGS, environ={
+        "REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(port), "METRICS_PORT": "0"})
+
+    async def scenario():
+        pod = Pod(cfg, auth.Verifier(keys.public_pem.decode()))
+        server = await ws_create_server(make_listener_factory(pod), "127.0.0.1", port)
+        await pod.start()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                assert (await client.get("/healthz")).status_code == 200
+                admission = next(t for t in asyncio.all_tasks()
+                                 if t.get_name() == "Pod._admission_loop")
+                admission.cancel()
+                await asyncio.wait([admission], timeout=5)
+                response = await client.get("/healthz")
+                assert response.status_code == 503
+                assert response.json() == {"status": "unhealthy",
+                                           "reason": "Pod._admission_loop stopped"}
+        finally:
+            await pod.stop()
+            server.close()
+
+    uvloop.run(scenario())
