@@ -168,6 +168,33 @@ def test_kept_alive_connections_serve_several_requests_and_time_out_a_stalled_on
         assert_refusal(read_answer(stream), 408, "REQUEST_TIMEOUT")
 
 
+def test_a_request_body_still_arriving_once_answered_is_not_waited_for(api):
+    request = (b"POST /api/v2/orders/ord_x/tracking HTTP/1.1\r\nHost: api.test\r\n"
+               b"X-Request-ID: upload_1\r\nContent-Length: 100000\r\n\r\nfirst bytes")
+    received = b""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=0.5) as sock:
+        sock.sendall(request)
+        for _ in range(40):  # a slow upload: one more byte of body every 0.5 s
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    break
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        else:
+            pytest.fail(f"the connection is still open for the upload; received {received!r}")
+    answer = read_answer(io.BytesIO(received))
+    assert (answer.status, answer.headers["x-request-id"]) == (405, "upload_1")
+    assert answer.json()["error"] == "METHOD_NOT_ALLOWED"
+
+
 # --- malformed headers -------------------------------------------------------------------------
 
 

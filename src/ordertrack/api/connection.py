@@ -7,6 +7,8 @@ keeps its connection (and its buffer) forever. `ApiHttpProtocol` adds, per conne
 - a head (request line and headers) over `max_head_bytes`: 431 `REQUEST_HEADER_TOO_LARGE`;
 - a head not complete within `head_timeout` seconds of the connection opening (or, on a
   kept-alive connection, of the request's first byte): 408 `REQUEST_TIMEOUT`;
+- a request body still arriving once the request is answered (no route reads one): the
+  connection is closed rather than kept for it;
 - a head the parser refuses (control bytes in a header, a broken header name, bad framing):
   400 `BAD_REQUEST`, or 401 `UNAUTHORIZED` when the broken line is the `Authorization` header;
 
@@ -186,6 +188,14 @@ class ApiHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._head_pending = True
         self._head_bytes = 0
+
+    def on_response_complete(self) -> None:
+        # the API reads no request body: once answered, a request whose body is still
+        # arriving (a slow upload) is not waited for, the connection is closed
+        if self.cycle is not None and self.cycle.more_body:
+            self.transport.close()
+            return
+        super().on_response_complete()
 
     def _measured_head(self) -> int:
         # request line (method, target, version) + "name: value\r\n" per header + blank line
