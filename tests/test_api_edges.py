@@ -195,6 +195,17 @@ def test_a_request_body_still_arriving_once_answered_is_not_waited_for(api):
     assert answer.json()["error"] == "METHOD_NOT_ALLOWED"
 
 
+def test_a_websocket_upgrade_sent_to_the_api_is_a_json_404(api):
+    answer = exchange(api, b"GET /ws/orders/ord_x/track HTTP/1.1\r\nHost: api.test\r\n"
+                      b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      b"Sec-WebSocket-Version: 13\r\nX-Request-ID: up_1\r\n\r\n")
+    assert (answer.status, answer.json()["error"]) == (404, "NOT_FOUND")
+    assert answer.headers["x-request-id"] == "up_1"
+    assert answer.headers["connection"] == "close" and answer.closed
+    assert "websocket" not in api.log.read_text().lower()
+
+
 # --- malformed headers -------------------------------------------------------------------------
 
 

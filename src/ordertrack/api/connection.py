@@ -7,15 +7,14 @@ keeps its connection (and its buffer) forever. `ApiHttpProtocol` adds, per conne
 - a head (request line and headers) over `max_head_bytes`: 431 `REQUEST_HEADER_TOO_LARGE`;
 - a head not complete within `head_timeout` seconds of the connection opening (or, on a
   kept-alive connection, of the request's first byte): 408 `REQUEST_TIMEOUT`;
-- a request body still arriving once the request is answered (no route reads one): the
-  connection is closed rather than kept for it;
 - a head the parser refuses (control bytes in a header, a broken header name, bad framing):
   400 `BAD_REQUEST`, or 401 `UNAUTHORIZED` when the broken line is the `Authorization` header;
 
 each as the wire contract's JSON error with a clean `X-Request-ID`, then the connection is
-closed. The rules are pure functions (`request_id`, `head_fields`, `parse_error_refusal`,
-`refusal_bytes`),
-tested without sockets; the protocol class only wires them to uvicorn's callbacks.
+closed. And a request body still arriving once the request is answered (no route reads one)
+is not waited for: the connection is closed. The rules are pure functions (`request_id`,
+`head_fields`, `parse_error_refusal`, `refusal_bytes`), tested without sockets; the protocol
+class only wires them to uvicorn's callbacks.
 """
 
 from __future__ import annotations
@@ -154,11 +153,11 @@ class ApiHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # as uvicorn: this app serves no WebSocket, the request is answered as plain HTTP
-            if self._should_upgrade():  # pragma: no cover - ws="none"
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+            # the API serves no WebSocket (uvicorn runs with ws="none"): an upgrade request
+            # is answered as plain HTTP (a 404) and the connection closed, without uvicorn's
+            # "install websockets" warning
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, HeadTooLarge):
                 self._refuse_too_large()
