@@ -214,7 +214,7 @@ class ApiHttpProtocol(HttpToolsProtocol):
         extra = list(self.server_state.default_headers)
         if status == 401:
             extra.append((b"www-authenticate", b"Bearer"))
-        rid = request_id(self.headers or () if headers is None else headers)
+        rid = request_id((self.headers or ()) if headers is None else headers)
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
         log.warning("refused a request from %s: %d %s (%s); request %s", client, status, code,
                     message, rid)
