@@ -7,9 +7,11 @@ order ids, so the API's caches never mix tests.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import httpx
 import orjson
@@ -45,13 +47,14 @@ LOG_EVENTS = [  # the log's REST trace, DOCUMENT 1
 ]
 
 
-@pytest.fixture(scope="module")
-def api(redis_server, keys, tmp_path_factory):
-    """A running `ordertrack api`: its base URL, database URL and Redis URL."""
-    db = tmp_path_factory.mktemp("api") / "tracking.db"
+@contextlib.contextmanager
+def running_api(redis_server, keys, workdir: Path, **env: str):
+    """A running `ordertrack api` on a free port (`env` overrides its settings): yields an
+    object with its base URL, port, database URL, Redis URL and log file."""
+    db = workdir / "tracking.db"
     port = free_port()
     group = ProcessGroup()
-    log = db.with_name("api.log")
+    log = workdir / "api.log"
     group.start("api", env={
         "API_HOST": "127.0.0.1",
         "API_PORT": str(port),
@@ -60,15 +63,25 @@ def api(redis_server, keys, tmp_path_factory):
         "JWT_PUBLIC_KEY": str(keys.public_path),
         "REALTIME_WS_URL": WS_BASE,
         "REST_CACHE_TTL_SECONDS": "60",
+        **env,
     }, log=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http_ok(base + "/healthz")
-    except TimeoutError:
+        try:
+            wait_http_ok(base + "/healthz")
+        except TimeoutError:
+            pytest.fail(f"ordertrack api did not start:\n{log.read_text()}")
+        yield type("Api", (), {"base": base, "port": port, "db": f"sqlite:///{db}",
+                               "redis": redis_server.url, "log": log})
+    finally:
         group.stop_all()
-        pytest.fail(f"ordertrack api did not start:\n{log.read_text()}")
-    yield type("Api", (), {"base": base, "db": f"sqlite:///{db}", "redis": redis_server.url})
-    group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def api(redis_server, keys, tmp_path_factory):
+    """A running `ordertrack api`: its base URL, database URL and Redis URL."""
+    with running_api(redis_server, keys, tmp_path_factory.mktemp("api")) as running:
+        yield running
 
 
 @pytest.fixture

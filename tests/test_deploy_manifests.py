@@ -217,9 +217,12 @@ def test_every_config_and_secret_reference_names_something_declared(objects, con
                 assert ref["key"] in secrets[ref["name"]], (name, item["name"])
 
 
+def kong_services() -> dict[str, dict]:
+    return {service["name"]: service for service in load_docs(DEPLOY / "kong.yaml")[0]["services"]}
+
+
 def test_kong_route_matches_the_log():
-    kong = load_docs(DEPLOY / "kong.yaml")[0]
-    (service,) = kong["services"]
+    service = kong_services()["ws-order-tracking"]
     assert service["url"] == "http://ws-order-tracking.vantage-prod.svc.cluster.local:8080"
     assert service["read_timeout"] == service["write_timeout"] == 86_400_000  # 24 h in ms
     routes = {route["name"]: route for route in service["routes"]}
@@ -236,6 +239,42 @@ def test_kong_route_matches_the_log():
     for route in routes.values():
         assert route["paths"] == ["/ws/orders"]
         assert {p["name"] for p in route["plugins"]} >= {"rate-limiting", "request-size-limiting"}
+
+
+def test_kong_routes_the_rest_fallback_to_the_api_service_with_its_plugins(objects):
+    service = kong_services()["order-tracking-api"]
+    api_service = objects[("Service", "order-tracking-api")]
+    (api_port,) = api_service["spec"]["ports"]
+    assert service["url"] == (f"http://order-tracking-api.vantage-prod.svc.cluster.local:"
+                              f"{api_port['port']}")
+    assert service["read_timeout"] <= 30_000, "an API call, not a long-lived socket"
+    (route,) = service["routes"]
+    # the path the REST fallback answers on, GET plus the browser's CORS preflight
+    assert route["paths"] == ["/api/v2/orders"]
+    assert any(path.startswith("/api/v2/orders/") for path in app_paths())
+    assert set(route["methods"]) == {"GET", "OPTIONS"}
+    assert route["strip_path"] is False
+    plugins = {plugin["name"]: plugin["config"] for plugin in route["plugins"]}
+    assert set(plugins) == {"jwt", "rate-limiting", "cors", "request-size-limiting"}
+    assert plugins["jwt"]["uri_param_names"] == []  # never a token in the query string
+    assert plugins["jwt"]["run_on_preflight"] is False  # a preflight carries no token
+    assert plugins["rate-limiting"]["limit_by"] == "ip"
+    assert plugins["rate-limiting"]["minute"] >= 2 * 60, "a poller every 30 s, many per NAT"
+    cors = plugins["cors"]
+    assert set(cors["origins"]) == {"https://www.vantage.com", "https://m.vantage.com"}
+    assert {"Authorization", "X-Request-ID", "X-Fallback-Reason"} <= set(cors["headers"])
+    assert "X-Request-ID" in cors["exposed_headers"]
+    assert plugins["request-size-limiting"]["size_unit"] == "kilobytes"
+
+
+def app_paths() -> set[str]:
+    """The paths the API's app really serves (its OpenAPI document)."""
+    from types import SimpleNamespace
+
+    from ordertrack.api.app import create_app
+
+    app = create_app(SimpleNamespace(redis_url="redis://127.0.0.1:6379/0"))
+    return set(app.openapi()["paths"])
 
 
 def test_dockerfile_builds_on_python_311_slim_and_runs_as_non_root():

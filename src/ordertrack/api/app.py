@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import re
-import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -41,13 +39,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertrack import auth, flags
+from ordertrack.api.connection import JSON_TYPE, request_id
 from ordertrack.api.tracking import TrackingReader
 from ordertrack.store import StoreError
 
 log = logging.getLogger("ordertrack.api")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-JSON_TYPE = "application/json; charset=utf-8"
 #: X-Fallback-Reason values counted by name; anything else is counted as "other"
 FALLBACK_REASONS = frozenset(
     {"websocket_disconnected", "connection_limit", "feature_disabled", "heartbeat_timeout",
@@ -58,7 +56,6 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
     StoreError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
     TimeoutError, RedisError,
 )
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class JSONBody(Response):
@@ -149,17 +146,9 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _REQUEST_ID.match(candidate):
-                    request_id = candidate
-                break
-        if request_id is None:
-            request_id = "req_" + secrets.token_hex(8)
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
+        rid = request_id(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = rid
+        header = (b"x-request-id", rid.encode())
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -173,11 +162,11 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error on %s %s (request %s)", scope.get("method"),
-                          scope.get("path"), request_id)
+                          scope.get("path"), rid)
             if started:
                 raise
             response = error_response(500, "INTERNAL_ERROR", "Internal error; request "
-                                      f"{request_id} is logged")
+                                      f"{rid} is logged")
             await response(scope, receive, send_with_id)
 
 
@@ -247,10 +236,12 @@ def websocket_url(base: str, order_id: str) -> str:
     return f"{base.rstrip('/')}/ws/orders/{quote(order_id, safe='')}/track"
 
 
-def create_app(settings: SimpleNamespace) -> FastAPI:
+def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
     """The ASGI app. `settings` as loaded by `ordertrack.api.main.load_settings`.
 
-    Store and Redis are opened by the lifespan (uvicorn runs it), closed on shutdown.
+    Redis, and the store unless an open one is given (`ordertrack api` opens it first, so an
+    unreachable store stops start-up with one line), are opened by the lifespan (uvicorn
+    runs it); both are closed on shutdown.
     """
     public_key = getattr(settings, "jwt_public_key", None)
     verifier = auth.Verifier(
@@ -277,15 +268,16 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
             # as the push pods: keys by kid, fetched now and refreshed in the background
             jwks = auth.JwksRefresher(verifier, jwks_url)
             await jwks.start()
-        store = await open_store(getattr(settings, "database_url", None))
+        opened = store if store is not None else await open_store(
+            getattr(settings, "database_url", None))
         redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2,
                                   socket_timeout=2, health_check_interval=30)
-        runtime.reader = TrackingReader(store, redis,
+        runtime.reader = TrackingReader(opened, redis,
                                         ttl=getattr(settings, "rest_cache_ttl_seconds", 5.0))
         # long-lived start-up objects out of the collector's way: fewer, shorter GC pauses
         gc.collect()
         gc.freeze()
-        log.info("api ready: store %s, redis %s, realtime %s", getattr(store, "kind", "?"),
+        log.info("api ready: store %s, redis %s, realtime %s", getattr(opened, "kind", "?"),
                  settings.redis_url, ws_base)
         try:
             yield
@@ -293,7 +285,7 @@ def create_app(settings: SimpleNamespace) -> FastAPI:
             if jwks is not None:
                 jwks.stop()
             await redis.aclose()
-            await store.close()
+            await opened.close()
 
     app = FastAPI(
         title="ordertrack REST fallback",

@@ -1,12 +1,16 @@
 """`ordertrack api`: the REST fallback and the tracking page, on uvicorn (uvloop + httptools).
 
 One worker per process: scale by running more processes (replicas), as the push pods do.
+The port is bound and the store opened before uvicorn starts, so a busy port or an
+unreachable store stops start-up with one line and exit code 2 (not uvicorn's traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 from types import SimpleNamespace
 
 from ordertrack.config import (
@@ -17,10 +21,13 @@ from ordertrack.config import (
     load,
     optional_text,
     port,
+    positive_int,
     redis_url,
     text,
 )
 from ordertrack.store import STORE_SETTINGS
+
+log = logging.getLogger("ordertrack.api")
 
 API_SETTINGS: tuple[Setting, ...] = (
     Setting("API_HOST", text, "0.0.0.0", "address the API listens on"),
@@ -38,6 +45,11 @@ API_SETTINGS: tuple[Setting, ...] = (
             "how long a tracking answer is cached when no newer seq is published"),
     Setting("REGION", text, "local", "region tag for flag targeting (as the push pods')"),
     Setting("LOG_LEVEL", text, "info", "log level: debug, info, warning, error"),
+    Setting("API_MAX_HEADER_BYTES", positive_int, "16384",
+            "largest request line plus headers accepted; bigger ones get 431"),
+    Setting("API_REQUEST_HEADER_TIMEOUT_SECONDS", duration, "10",
+            "a request's line and headers must arrive within this time (of the connection "
+            "opening, or of the request's first byte); slower ones get 408 and are closed"),
 )
 SETTINGS: tuple[Setting, ...] = API_SETTINGS + STORE_SETTINGS
 
@@ -52,7 +64,7 @@ def load_settings(args: argparse.Namespace | None = None, environ=None) -> Simpl
         if not settings.jwt_public_key:
             raise ConfigError("JWT_PUBLIC_KEY (PEM text or the path of a PEM file) or "
                               "JWT_JWKS_URL is required")
-        logging.getLogger("ordertrack.api").warning(
+        log.warning(
             "JWT_PUBLIC_KEY unset: using the development key %s", settings.jwt_public_key)
     from ordertrack import auth
 
@@ -71,20 +83,50 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, SETTINGS)
 
 
-def run(args: argparse.Namespace) -> int:
+def listen(host: str, port_number: int) -> socket.socket:
+    """The API's listening socket, bound before anything else starts: ConfigError if busy."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port_number), family=family, backlog=2048)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"API_PORT {port_number} on {host} cannot be served: {reason}") from None
+    except (OverflowError, UnicodeError) as exc:
+        raise ConfigError(f"invalid API_HOST={host!r}: {exc}") from None
+
+
+async def open_store_or_stop(url: str | None):
+    """The tracking store, open and migrated; an unreachable or unusable one is a ConfigError."""
+    import sqlite3
+
+    from ordertrack.store import StoreError, open_store, redact_url
+
+    try:
+        return await open_store(url)
+    except (StoreError, sqlite3.Error, OSError, ValueError) as exc:
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, StoreError):
+            message = f"cannot open the store at {redact_url(url or '')}: {message}"
+        raise ConfigError(message) from None
+
+
+async def serve(settings: SimpleNamespace) -> int:
     import uvicorn
 
     from ordertrack.api.app import create_app
+    from ordertrack.api.connection import protocol_factory
 
-    settings = load_settings(args)
-    level = settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    sock = listen(settings.api_host, settings.api_port)
+    try:
+        store = await open_store_or_stop(settings.database_url)
+    except ConfigError:
+        sock.close()
+        raise
     config = uvicorn.Config(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        loop="uvloop",
-        http="httptools",
+        create_app(settings, store=store),
+        http=protocol_factory(settings.api_max_header_bytes,
+                              settings.api_request_header_timeout_seconds),
+        ws="none",
         workers=1,
         lifespan="on",
         access_log=False,
@@ -93,5 +135,15 @@ def run(args: argparse.Namespace) -> int:
         server_header=False,
     )
     server = uvicorn.Server(config)
-    server.run()
+    log.info("api listening on %s:%d", settings.api_host, settings.api_port)
+    await server.serve(sockets=[sock])
     return 0 if server.started else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    settings = load_settings(args)
+    level = settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return uvloop.run(serve(settings))
