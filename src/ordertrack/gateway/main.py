@@ -149,7 +149,8 @@ async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int
         client = make_client(config, http, policy)
         loops.append(CarrierLoop(poller, config.carrier, client, interval=config.interval,
                                  requests_per_hour=hourly_rate(limits[config.carrier]),
-                                 refresh_seconds=settings.orders_refresh_seconds))
+                                 refresh_seconds=settings.orders_refresh_seconds,
+                                 safety_net=settings.push_safety_net_seconds))
     log.info("gateway replica %s polling %s", replica, ", ".join(c.carrier for c in carriers))
     try:
         await asyncio.gather(*(carrier_loop.run(stopping) for carrier_loop in loops))

@@ -33,6 +33,8 @@ SETTINGS: tuple[Setting, ...] = STORE_SETTINGS + (
     Setting("DHL_BURST_PER_MINUTE", positive_int, "100", "DHL requests per minute, all replicas"),
     Setting("FEDEX_QUOTA_PER_HOUR", positive_int, "1000", "FedEx requests per hour, all replicas"),
     Setting("UPS_QUOTA_PER_HOUR", positive_int, "500", "UPS requests per hour, all replicas"),
+    Setting("PUSH_SAFETY_NET_SECONDS", duration, "1800",
+            "an order its carrier pushed within this long is polled only this often"),
     Setting("ORDERS_REFRESH_SECONDS", duration, "15", "how often the active orders are re-read from the store"),
     Setting("CARRIER_RETRY_BASE_SECONDS", duration, "0.5", "first retry backoff of a carrier request"),
     Setting("FAILURE_ALERT_THRESHOLD", positive_int, "10",

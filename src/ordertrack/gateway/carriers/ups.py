@@ -157,7 +157,7 @@ def estimated_delivery(package: dict) -> str | None:
     return None
 
 
-def _location(activity: dict) -> str | None:
+def activity_location(activity: dict) -> str | None:
     location = activity.get("location")
     address = location.get("address") if isinstance(location, dict) else None
     if not isinstance(address, dict):
@@ -178,8 +178,8 @@ def parse_package(package: dict, requested: str) -> CarrierResult:
         if not isinstance(node, dict) and i == 0:
             node = current  # a status-less newest activity is the current status
         status, raw_code = status_of(node)
-        events.append(TrackingEvent(status, _location(activity), activity_timestamp(activity),
-                                    estimate, raw_code, package))
+        events.append(TrackingEvent(status, activity_location(activity),
+                                    activity_timestamp(activity), estimate, raw_code, package))
     return CarrierResult(requested, True, oldest_first(events), estimate)
 
 
