@@ -74,12 +74,12 @@ def spacing(active_orders: int, interval: float, requests_per_hour: float,
     return effective_period(active_orders, interval, requests_per_hour, batch_size) / needed
 
 
-def _push_load(polled: int, pushed: int, interval: float, safety_net: float,
-               requests_per_hour: float, batch_size: int) -> tuple[float, float]:
-    """(requests per second wanted at full rates, the load factor against the quota)."""
-    wanted = (requests_per_cycle(polled, batch_size) / interval
-              + requests_per_cycle(pushed, batch_size) / safety_net)
-    return wanted, wanted * 3600.0 / requests_per_hour
+def _requests_per_interval(polled: int, pushed: int, interval: float, safety_net: float,
+                           batch_size: int) -> float:
+    """Requests wanted per `interval`: every order without push, and pushed ones as often as
+    the safety net says."""
+    return (requests_per_cycle(polled, batch_size)
+            + requests_per_cycle(pushed, batch_size) * interval / safety_net)
 
 
 def period_with_push(polled: int, pushed: int, interval: float, safety_net: float,
@@ -87,18 +87,18 @@ def period_with_push(polled: int, pushed: int, interval: float, safety_net: floa
     """Seconds between two polls of an order WITHOUT recent push, when `pushed` orders are
     polled only every `safety_net`: what `ordertrack_gateway_effective_poll_period_seconds`
     shows. With no pushed order it is `effective_period`."""
-    _, load = _push_load(polled, pushed, interval, safety_net, requests_per_hour, batch_size)
-    return interval * max(1.0, load)
+    wanted = _requests_per_interval(polled, pushed, interval, safety_net, batch_size)
+    return max(interval, wanted * 3600.0 / requests_per_hour)
 
 
 def spacing_with_push(polled: int, pushed: int, interval: float, safety_net: float,
                       requests_per_hour: float, batch_size: int = 1) -> float:
     """Seconds between two requests when pushed orders are polled every `safety_net`."""
-    wanted, load = _push_load(polled, pushed, interval, safety_net, requests_per_hour,
-                              batch_size)
+    wanted = _requests_per_interval(polled, pushed, interval, safety_net, batch_size)
     if wanted == 0:
         return interval
-    return max(1.0, load) / wanted
+    return period_with_push(polled, pushed, interval, safety_net, requests_per_hour,
+                            batch_size) / wanted
 
 
 def deferred_scores(pushed: Mapping[str, float], active: Iterable[str], now: float,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -50,16 +51,22 @@ def verifiers(settings: SimpleNamespace) -> dict[str, Callable[[Any, bytes], boo
     """carrier -> check(headers, raw body), for the carriers whose secret is set."""
     checks: dict[str, Callable[[Any, bytes], bool]] = {}
     if settings.fedex_webhook_secret:
-        secret = settings.fedex_webhook_secret
-        checks["fedex"] = lambda headers, body: auth.fedex_verified(
-            body, headers.get(auth.FEDEX_SIGNATURE_HEADER), secret)
+        checks["fedex"] = functools.partial(_fedex_check, settings.fedex_webhook_secret)
     if settings.ups_webhook_credential:
-        header, credential = settings.ups_webhook_header, settings.ups_webhook_credential
-        checks["ups"] = lambda headers, body: auth.header_verified(headers, header, credential)
+        checks["ups"] = functools.partial(_header_check, settings.ups_webhook_header,
+                                          settings.ups_webhook_credential)
     if settings.dhl_webhook_secret:
-        header, secret = settings.dhl_webhook_header, settings.dhl_webhook_secret
-        checks["dhl"] = lambda headers, body: auth.header_verified(headers, header, secret)
+        checks["dhl"] = functools.partial(_header_check, settings.dhl_webhook_header,
+                                          settings.dhl_webhook_secret)
     return checks
+
+
+def _fedex_check(secret: str, headers: Any, body: bytes) -> bool:
+    return auth.fedex_verified(body, headers.get(auth.FEDEX_SIGNATURE_HEADER), secret)
+
+
+def _header_check(header: str, credential: str, headers: Any, body: bytes) -> bool:
+    return auth.header_verified(headers, header, credential)
 
 
 def error(status: int, code: str, message: str) -> Response:

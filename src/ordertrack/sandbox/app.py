@@ -41,6 +41,8 @@ from ordertrack.sandbox import (
     shapes,
 )
 from ordertrack.sandbox.faults import FaultBook, parse_fault
+from ordertrack.sandbox.push import Pusher
+from ordertrack.sandbox.push import routes as push_routes
 from ordertrack.sandbox.quota import Quota
 from ordertrack.sandbox.shipments import (
     Shipment,
@@ -231,6 +233,7 @@ def malformed(response: Response) -> Response:
 
 def create_app(config: SandboxConfig | None = None) -> Starlette:
     sandbox = Sandbox(config or SandboxConfig())
+    pusher = Pusher()
 
     def finish(carrier: str, what: str, numbers: list[str], entry: dict[str, Any] | None,
                response: Response, note: str = "") -> Response:
@@ -523,6 +526,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         sandbox.stats.clear()
         sandbox.shipments.clear()
         sandbox.reset_quotas()
+        pusher.clear()
         log.info("reset: faults, stats, shipments and quota counters cleared")
         return JSONResponse({"status": "reset"})
 
@@ -540,6 +544,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         Route("/_admin/tokens/expire", admin_expire_tokens, methods=["POST"]),
         Route("/_admin/stats", admin_stats, methods=["GET"]),
         Route("/_admin/reset", admin_reset, methods=["POST"]),
+        *push_routes(sandbox, pusher),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox

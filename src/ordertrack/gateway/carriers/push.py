@@ -10,6 +10,8 @@ and has the same scan identity.
 - UPS Track Alert: one activity per callback: `trackingNumber`, `localActivityDate`,
   `localActivityTime`, `gmtActivityDate`/`gmtActivityTime`/`gmtOffset` when sent,
   `activityLocation`, `activityStatus{type,code,description}`, `scheduledDeliveryDate`.
+  Without the Tracking API's `statusCode`, out for delivery (type `I`) is read from the
+  description, as for DHL.
 - DHL Unified Push: the Unified tracking shape, `{"shipments": [...]}`.
 """
 
@@ -64,6 +66,10 @@ def parse_ups(body: bytes | str | dict) -> list[CarrierResult]:
         "status": status,
     }
     normalised, raw_code = ups.status_of(status)
+    if normalised == "in_transit" and dhl.OUT_FOR_DELIVERY_TEXT.search(
+            opt_str(status.get("description")) or ""):
+        # Track Alert sends no statusCode (072, 021, ...): the wording says out for delivery
+        normalised = "out_for_delivery"
     estimate = _ups_estimate(data)
     event = TrackingEvent(normalised, ups.activity_location(activity),
                           ups.activity_timestamp(activity), estimate, raw_code, data)
