@@ -53,10 +53,10 @@ def quota_gate(quota: Quota, carrier: str, max_wait: float,
                metrics: Metrics | None = None) -> Callable[[httpx.Request], Awaitable[None]]:
     """An httpx request hook: every tracking HTTP request, retries included, takes one
     request from the shared quota first, so the ceiling holds for what carriers really see.
-    OAuth token requests are not tracking calls and pass freely."""
+    OAuth token and push subscription requests are not tracking calls and pass freely."""
 
     async def hook(request: httpx.Request) -> None:
-        if "oauth" in request.url.path:
+        if "oauth" in request.url.path or "subscription" in request.url.path:
             return
         waited = 0.0
         while True:
