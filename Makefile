@@ -55,12 +55,13 @@ bench-peers: install node-deps
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends nginx-light libnginx-mod-nchan libnginx-mod-http-js; }
-	cd bench/peers/node_ws && npm ci --no-audit --no-fund --loglevel=error
+	cd bench/peers/node_ws && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	$(PY) -m bench.peers.check
 
-# Artillery 2.0.21 (the last release for Node 20), pinned by its lock file, under bench/artillery.
+# Artillery 2.0.21 (the last release for Node 20), pinned by its lock file, under bench/artillery;
+# no install scripts: they would fetch a browser for its Playwright engine, which we do not use.
 bench-artillery: install node-deps
-	cd bench/artillery && npm ci --no-audit --no-fund --loglevel=error
+	cd bench/artillery && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info ext/*.c src/ordertrack/*.so .pytest_cache
