@@ -7,7 +7,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench system-deps install ext clean
+.PHONY: run test lint bench bench-load system-deps install ext clean
 
 $(STAMP): pyproject.toml setup.py ext/*.pyx ext/*.pxd
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ test: install
 
 bench: install
 	$(PY) -m bench.capacity
+
+# the log's staging load test at this machine's scale: PROFILE=smoke|pod|cluster, OUT=folder
+PROFILE ?= smoke
+OUT     ?= artifacts/load-$(PROFILE)
+bench-load: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench.load --profile $(PROFILE) --out $(OUT)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info ext/*.c src/ordertrack/*.so .pytest_cache

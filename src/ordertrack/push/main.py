@@ -64,7 +64,8 @@ async def serve(cfg) -> int:
     # bind both ports before anything else runs: a busy port is one clear line, not a hang
     try:
         server = await ws_create_server(
-            make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096
+            make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096,
+            reuse_port=cfg.reuse_port,
         )
     except OSError as exc:
         raise config.ConfigError(f"PORT {cfg.port} on {cfg.host} cannot be served: {exc.strerror}") from None
