@@ -60,7 +60,10 @@ class Feeder:
 
         from ordertrack.gateway.publisher import Publisher
 
-        self.redis = aioredis.Redis.from_url(self.spec.redis_url, max_connections=64)
+        # a blocking pool: when Redis is slow, calls wait for a connection instead of failing
+        pool = aioredis.BlockingConnectionPool.from_url(self.spec.redis_url, max_connections=64,
+                                                        timeout=10)
+        self.redis = aioredis.Redis(connection_pool=pool)
         self.publisher = Publisher(self.redis)
         self.http = None
         if self.spec.mode == "nchan-http":

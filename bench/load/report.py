@@ -429,9 +429,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Artillery (the outside tool)", "", "```",
               json.dumps(report["artillery"], indent=2), "```",
               "", "## Plots", "",
-              "connections.png (connections per pod over time), latency.png (p50/p99 per "
-              f"{WINDOW_SECONDS:g} s of establishment, delivery, heartbeat), resources.png (CPU and "
-              "RSS per pod and Redis).", ""]
+              "connections.png (connections per pod over time), latency.png (p50/p99 of "
+              "establishment, delivery and heartbeat per window of 1/60 of the run), "
+              "resources.png (CPU and RSS per pod and Redis).", ""]
     if report["pod_log_errors"]:
         lines += ["## Pod log errors", ""] + [
             f"- {name}: `{line[:300]}`" for name, errs in report["pod_log_errors"].items()
@@ -476,15 +476,16 @@ def plot(runs: dict[str, dict], out: Path) -> list[str]:
     plt.close(fig)
     written.append("connections.png")
 
+    width = max(1.0, (run["timeline"]["end"] - t0) / 60)
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     for ax, key, title in zip(axes, ("establish", "delivery", "heartbeat"),
                               ("establishment (connect -> ack)", "delivery (publish -> receive)",
                                "heartbeat round trip"), strict=True):
-        series = windows(merged(run["workers"], key), t0)
+        series = windows(merged(run["workers"], key), t0, width)
         if series:
             ts = [w["t"] for w in series]
-            ax.plot(ts, [w["p50_ms"] for w in series], label="p50")
-            ax.plot(ts, [w["p99_ms"] for w in series], label="p99")
+            ax.plot(ts, [w["p50_ms"] for w in series], marker=".", label="p50")
+            ax.plot(ts, [w["p99_ms"] for w in series], marker=".", label="p99")
         ax.set_ylabel("ms")
         ax.set_title(title)
         ax.legend()

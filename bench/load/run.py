@@ -138,6 +138,7 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
         return parent_end
 
     sampler = None
+    finished: set[multiprocessing.connection.Connection] = set()
     try:
         for w in range(workers):
             spawn(worker_main, WorkerSpec(w, workers, n, sources[w % len(sources)], target.url,
@@ -171,7 +172,6 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
                                   hold_start, profile.hold_seconds, target.nchan_port), "feed")
         results: dict[Any, Any] = {}
         status: dict[Any, dict] = {}
-        finished: set[multiprocessing.connection.Connection] = set()
         deadline = t0 + profile.total_seconds + 90
         last_print = 0.0
         while len(results) < len(pipes):
@@ -204,7 +204,8 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
         if sampler is not None:
             sampler.stop()
         for process in processes:
-            process.join(timeout=10)
+            # after a failure or an interrupt the workers are mid-timeline: no waiting for them
+            process.join(timeout=10 if sampler is None and len(finished) == len(pipes) else 0)
             if process.is_alive():
                 process.kill()
                 process.join()
