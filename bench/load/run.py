@@ -101,17 +101,20 @@ def installed_peers(wanted: list[str] | None) -> tuple[dict[str, Any], dict[str,
         if spec is None:
             skipped[name] = f"peer {name} unknown (bench/peers has {', '.join(PEERS)})"
         elif not spec.installed():
-            skipped[name] = f"peer {name} not installed (make bench-peers)"
+            why = spec.reason() if hasattr(spec, "reason") else "make bench-peers"
+            skipped[name] = f"peer {name} not installed ({why})"
         else:
             chosen[name] = spec
     return chosen, skipped
 
 
 def start_peer(name: str, spec: Any, redis_url: str, workdir: Path) -> Target:
+    import bench.peers
+
     port = free_port()
     proc = spec.start(redis_url, port, workdir)
-    url = spec.ws_url("{order}")
-    return Target(name, url, f"subprotocol:{PEER_SECRET}", spec.publish_mode,
+    secret = getattr(bench.peers, "TOKEN", PEER_SECRET)
+    return Target(name, spec.ws_url("{order}", port), f"subprotocol:{secret}", spec.publish_mode,
                   [Watched(name, proc.pid)], [proc], nchan_port=port, resume=False)
 
 
@@ -242,28 +245,33 @@ def progress_line(name: str, now: float, t0: float, hold_start: float, hold_end:
 
 def run_artillery(profile: Profile, target: Target, private_pem: bytes,
                   workdir: Path) -> dict[str, Any]:
-    """Artillery's own summary against one of our pods, or why it did not run."""
+    """Artillery's own summary of a scripted version of the scenario against our pod (at most
+    1,000 connections of users the main run did not use), or why it did not run."""
     try:
         from bench.artillery import run as artillery  # built beside this harness
     except ImportError:
         return {"skipped": "artillery not installed (no bench/artillery)"}
-    installed = getattr(artillery, "installed", None)
-    if callable(installed) and not installed():
-        return {"skipped": "artillery not installed (make bench-artillery)"}
+    missing = artillery.installed()  # None when it can run, else the reason
+    if missing:
+        return {"skipped": f"artillery not installed: {missing}"}
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     from bench.loadgen import make_token
 
     key = load_pem_private_key(private_pem, password=None)
     count = min(profile.connections, 1_000)
+    rate = min(profile.ramp_per_second, 100.0)
     offset = profile.connections  # users the main run did not use: no per-user eviction
     csv = workdir / "artillery.csv"
-    csv.write_text("".join(f"{order_id(offset + i)},{make_token(key, offset + i)}\n"
-                           for i in range(count)))
+    csv.write_text("order_id,token\n" + "".join(
+        f"{order_id(offset + i)},{make_token(key, offset + i)}\n" for i in range(count)))
     try:
-        return artillery.run(target.url.split("/ws/")[0], csv)
+        summary = artillery.run(target.url.split("/ws/")[0], csv, rate, count / rate,
+                                min(profile.hold_seconds, 30.0), profile.heartbeat_interval,
+                                workdir / "artillery")
     except Exception as exc:  # noqa: BLE001 - the outside tool's failure goes into the report
         return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"connections": count, "rate": rate, **summary}
 
 
 # --- the whole run ------------------------------------------------------------------------------
