@@ -97,6 +97,7 @@ class Feeder:
                     (await self.http.post(url, content=body)).raise_for_status()
         except Exception as exc:  # noqa: BLE001 - counted; the report shows it
             self.errors += 1
+            self.seq[j] = seq - 1  # not published: the order's next update reuses the seq
             if self.errors <= 3:
                 log.warning("publish failed: %s", exc)
             return

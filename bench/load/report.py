@@ -410,6 +410,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_f((rd['net_in_bytes_per_second'] or 0) / 1e6)} / "
             f"{_f((rd['net_out_bytes_per_second'] or 0) / 1e6)} MB/s | "
             f"{_f(rd['commands_per_second'], 0)} |",
+            "",
+            f"Feeder: {_f(ours['feed']['sent'])} of {_f(ours['feed']['scheduled'])} scheduled updates "
+            f"published ({_f(ours['feed']['errors'])} errors), started at most "
+            f"{_f(ours['feed']['schedule_lag_p99_ms'])} ms (p99) after their time; a delivery is "
+            "timed from the feeder's stamp, taken just before its publish call, so a feeder that "
+            "falls behind shows up in the delivery figures.",
         ]
     lines += ["", "## Peers (same scenario, same run)", ""]
     if report["ratios"]:
