@@ -7,7 +7,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench bench-peers bench-artillery node-deps system-deps test-db install ext clean
+.PHONY: run test lint bench bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
 $(STAMP): pyproject.toml setup.py ext/*.pyx ext/*.pxd
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,12 @@ bench-peers: install node-deps
 # no install scripts: they would fetch a browser for its Playwright engine, which we do not use.
 bench-artillery: install node-deps
 	cd bench/artillery && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+# the log's staging load test at this machine's scale: PROFILE=smoke|pod|cluster, OUT=folder
+PROFILE ?= smoke
+OUT     ?= artifacts/load-$(PROFILE)
+bench-load: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench.load --profile $(PROFILE) --out $(OUT)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info ext/*.c src/ordertrack/*.so .pytest_cache

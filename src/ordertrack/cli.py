@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("ordertrack.store.cli_db", "tracking store schema: `db upgrade`"),
     "orders": ("ordertrack.store.cli_orders", "register and list orders"),
     "flag": ("ordertrack.flag_cli", "show or set the realtime_order_tracking kill switch"),
+    "capacity": ("ordertrack.capacity", "plan pods, memory and Redis from a load test report"),
 }
 
 #: operator commands and the settings they take from a running `ordertrack dev`
