@@ -25,6 +25,8 @@ from ordertrack.config import (
     redis_url,
     text,
 )
+from ordertrack.flags import providers
+from ordertrack.flags.providers import SETTINGS as FLAG_SETTINGS
 from ordertrack.store import STORE_SETTINGS
 
 log = logging.getLogger("ordertrack.api")
@@ -51,12 +53,16 @@ API_SETTINGS: tuple[Setting, ...] = (
             "a request's line and headers must arrive within this time (of the connection "
             "opening, or of the request's first byte); slower ones get 408 and are closed"),
 )
-SETTINGS: tuple[Setting, ...] = API_SETTINGS + STORE_SETTINGS
+SETTINGS: tuple[Setting, ...] = API_SETTINGS + FLAG_SETTINGS + STORE_SETTINGS
 
 
 def load_settings(args: argparse.Namespace | None = None, environ=None) -> SimpleNamespace:
     """All settings, validated: raises ConfigError with one readable line."""
     settings = load(SETTINGS, args, environ)
+    try:
+        providers.choose(settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not settings.jwt_public_key and not settings.jwt_jwks_url:
         from ordertrack.dev_keys import dev_public_key_path
 

@@ -12,6 +12,7 @@ from picows import ws_create_server
 
 from ordertrack import auth, config, protocol
 from ordertrack.dev_keys import dev_public_key_path
+from ordertrack.flags import providers
 from ordertrack.push import metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
@@ -42,6 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def load_settings(args: argparse.Namespace | None = None):
     cfg = config.load(SETTINGS, args)
+    try:
+        providers.choose(cfg)
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
     if not cfg.jwt_public_key and not cfg.jwt_jwks_url:
         cfg.jwt_public_key = dev_public_key_path()
         if not cfg.jwt_public_key:

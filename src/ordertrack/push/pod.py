@@ -19,6 +19,7 @@ import time
 from collections import deque
 
 import orjson
+import prometheus_client
 import redis.asyncio as aioredis
 from multidict import CIMultiDict
 from redis.backoff import ExponentialBackoff
@@ -28,6 +29,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ordertrack import flags, keys, protocol
+from ordertrack.flags import providers
+from ordertrack.flags.source import FlagSource
+from ordertrack.models import CARRIERS
 from ordertrack.push import metrics, registry
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
@@ -68,7 +72,13 @@ class Pod:
         self.wheel = load_wheel()(self.tick, 4096)
         self.pending: deque[Connection] = deque()
         self.releases: list[tuple[str, str]] = []
-        self.flag = flags.Flag()
+        self.flags = FlagSource(
+            providers.build(cfg), loop=self.loop, region=cfg.region,
+            heartbeat_defaults=(self.interval, self.timeout), carriers=CARRIERS,
+            registry=prometheus_client.REGISTRY)
+        self.flags.on_change(self._on_flags_changed)
+        self._reevaluating = False
+        self._reevaluate_again = False
         self.draining = False
         self._admission_wakeup = asyncio.Event()
         self._release_wakeup = asyncio.Event()
@@ -153,10 +163,12 @@ class Pod:
         except RedisError:
             pass
         await self.redis.aclose()
+        self.flags.close()
 
     # --- connection lifecycle ------------------------------------------------------------------
-    def accepts_user(self, user_id: str) -> bool:
-        return flags.is_enabled(self.flag, user_id, self.cfg.region)
+    def accepts_user(self, user_id: str, client_class: str) -> bool:
+        """The upgrade's kill-switch check: the order's carrier is not known yet (see flags)."""
+        return self.flags.realtime_enabled(user_id, None, client_class)
 
     def on_open(self, conn: Connection) -> None:
         # the upgrade's headers (the JWT among them) would otherwise live as long as the
@@ -171,7 +183,8 @@ class Pod:
         self.hub.add(conn)
         # first ping jittered, so a reconnect storm does not ping in lockstep
         conn.last_ping = now
-        self._schedule_heartbeat(conn, now + self.interval * random.uniform(0.5, 1.0))
+        interval, _ = self.flags.heartbeat(conn.client_class)
+        self._schedule_heartbeat(conn, now + interval * random.uniform(0.5, 1.0))
         self.pending.append(conn)
         self._admission_wakeup.set()
         metrics.CONNECTIONS_OPENED.inc()
@@ -185,7 +198,8 @@ class Pod:
         # only the answer to our latest ping counts: unsolicited pongs keep nothing alive
         if conn.hb_state == HB_PONG_DUE and payload == _ping_payload(conn.last_ping):
             conn.hb_state = HB_PING_DUE
-            self._schedule_heartbeat(conn, max(conn.last_ping + self.interval, self.loop.time()))
+            interval, _ = self.flags.heartbeat(conn.client_class)  # a flag change applies here
+            self._schedule_heartbeat(conn, max(conn.last_ping + interval, self.loop.time()))
 
     def on_text(self, conn: Connection, payload: bytes) -> None:
         message = protocol.parse_client_message(payload)
@@ -265,7 +279,8 @@ class Pod:
                     conn.transport.send_ping(_ping_payload(now))
                     conn.last_ping = now
                     conn.hb_state = HB_PONG_DUE
-                    self._schedule_heartbeat(conn, now + self.timeout)
+                    _, timeout = self.flags.heartbeat(conn.client_class)
+                    self._schedule_heartbeat(conn, now + timeout)
                     conn.check_pending()
                 elif state == HB_PONG_DUE:
                     conn.close(protocol.HEARTBEAT_TIMEOUT)
@@ -380,7 +395,7 @@ class Pod:
     def _acknowledge(self, conn: Connection, state: dict, fetched_from: int | None,
                      entries) -> None:
         conn.carrier = state.get("carrier") or None
-        if not flags.is_enabled(self.flag, conn.user_id, self.cfg.region, conn.carrier):
+        if not self.flags.realtime_enabled(conn.user_id, conn.carrier, conn.client_class):
             conn.close(protocol.FEATURE_DISABLED)
             return
         state_seq = protocol.state_seq(state)
@@ -551,14 +566,38 @@ class Pod:
         await self.redis.set(registry.pod_key(self.pod_id), b"1", ex=registry.POD_KEY_TTL_SECONDS)
 
     async def _refresh_flag(self) -> None:
-        flag = flags.parse_flag(await self.redis.get(flags.FLAG_KEY))
-        if flag == self.flag:
-            return
-        self.flag = flag
-        log.info("flag %s is now %s", flags.FLAG_NAME, flag.to_json().decode())
-        for conn in list(self.connections.values()):
-            if not flags.is_enabled(flag, conn.user_id, self.cfg.region, conn.carrier):
-                conn.close(protocol.FEATURE_DISABLED)
+        """The Redis provider's document (other providers watch their own source)."""
+        if self.flags.uses_redis:
+            self.flags.observe_document(await self.redis.get(flags.FLAG_KEY))
+
+    def _on_flags_changed(self) -> None:
+        if self._reevaluating:
+            self._reevaluate_again = True
+        else:
+            self._spawn(self._reevaluate())
+
+    async def _reevaluate(self) -> None:
+        """Close, with 4003, every open connection the flags no longer allow; in slices, so
+        a flagd evaluation per connection never stalls delivery for long."""
+        self._reevaluating = True
+        try:
+            while True:
+                self._reevaluate_again = False
+                closed = 0
+                for index, conn in enumerate(list(self.connections.values())):
+                    if index and index % 200 == 0:
+                        await asyncio.sleep(0)
+                    if conn.cleaned or conn.close_reason is not None:
+                        continue
+                    if not self.flags.realtime_enabled(conn.user_id, conn.carrier, conn.client_class):
+                        conn.close(protocol.FEATURE_DISABLED)
+                        closed += 1
+                log.info("flags re-evaluated", extra={"fields": {
+                    "connections": len(self.connections), "closed_feature_disabled": closed}})
+                if not self._reevaluate_again:
+                    return
+        finally:
+            self._reevaluating = False
 
     async def _housekeeping_loop(self) -> None:
         while True:

@@ -15,6 +15,7 @@ from ordertrack.config import (
     redis_url,
     text,
 )
+from ordertrack.flags.providers import SETTINGS as FLAG_SETTINGS
 
 SETTINGS = (
     Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0", "Redis for pub/sub, state and the user registry"),
@@ -41,4 +42,5 @@ SETTINGS = (
     Setting("POD_NAME", text, default_pod_name(), "this pod's name in logs, metrics and the user registry"),
     Setting("REGION", text, "local", "region tag for metrics and flag targeting"),
     Setting("LOG_LEVEL", log_level, "INFO", "logging level: debug, info, warning, error"),
+    *FLAG_SETTINGS,
 )
