@@ -48,17 +48,19 @@ def choose(settings: Any) -> str:
     return FLAGD_FILE if flags_file else REDIS
 
 
-def build(settings: Any, launchdarkly_data_source: Any = None):
-    """The provider the settings choose. `launchdarkly_data_source` replaces LaunchDarkly's
-    streaming connection (tests pass `ldclient.integrations.test_data.TestData`)."""
+def build(settings: Any, launchdarkly_data_system: Any = None):
+    """The provider the settings choose. `launchdarkly_data_system` (an ldclient data system
+    config) replaces LaunchDarkly's streaming connection: tests pass one built on
+    `ldclient.integrations.test_datav2.TestDataV2`, which reports flag changes like the real
+    stream does (the older `TestData` writes the store without change events)."""
     kind = choose(settings)
     if kind == LAUNCHDARKLY:
         from ld_openfeature import LaunchDarklyProvider
         from ldclient.config import Config
 
         options: dict[str, Any] = {}
-        if launchdarkly_data_source is not None:
-            options = {"update_processor_class": launchdarkly_data_source, "send_events": False,
+        if launchdarkly_data_system is not None:
+            options = {"datasystem_config": launchdarkly_data_system, "send_events": False,
                        "diagnostic_opt_out": True}
         # start_wait=0: never block start-up on LaunchDarkly; until it answers, the pod has
         # no decision (see README, "The kill switch")

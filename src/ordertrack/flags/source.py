@@ -44,6 +44,10 @@ HEARTBEAT_RANGE = (0.05, 3600.0)
 #: bound on cached decisions (one per user and client class); cleared whole when reached
 DECISIONS_MAX = 200_000
 
+#: evaluation errors that mean "no decision" (a missing flag is one: off)
+NO_DECISION = frozenset((ErrorCode.PROVIDER_NOT_READY, ErrorCode.PROVIDER_FATAL,
+                         ErrorCode.GENERAL, ErrorCode.PARSE_ERROR))
+
 _domains = itertools.count(1)
 
 
@@ -113,27 +117,46 @@ class FlagSource:
 
     # --- decisions -----------------------------------------------------------------------------
     def realtime_enabled(self, user_id: str, carrier: str | None, client_class: str) -> bool:
+        return self.decide(user_id, carrier, client_class) is True
+
+    def decide(self, user_id: str, carrier: str | None, client_class: str) -> bool | None:
+        """The kill switch for this context; None when the provider gave no decision (not
+        ready, failed): the caller keeps what it had (an open connection stays open)."""
         key = (user_id, carrier, client_class)
         decision = self._decisions.get(key)
-        if decision is None:
-            carriers = (carrier,) if carrier else self.carriers
-            decision = any(self._evaluate(user_id, c, client_class) for c in carriers)
-            if len(self._decisions) >= DECISIONS_MAX:
-                self._decisions.clear()
-            self._decisions[key] = decision
+        if decision is not None:
+            return decision
+        undecided = False
+        for each in (carrier,) if carrier else self.carriers:
+            value = self._evaluate(user_id, each, client_class)
+            if value:
+                decision = True
+                break
+            undecided = undecided or value is None
+        else:
+            if undecided:
+                return None
+            decision = False
+        if len(self._decisions) >= DECISIONS_MAX:
+            self._decisions.clear()
+        self._decisions[key] = decision
         return decision
 
-    def _evaluate(self, user_id: str, carrier: str, client_class: str) -> bool:
+    def _evaluate(self, user_id: str, carrier: str, client_class: str) -> bool | None:
         context = EvaluationContext(user_id, {"region": self.region, "carrier": carrier,
                                               "client_class": client_class})
         details = self.client.get_boolean_details(FLAG_NAME, False, context)
+        if details.error_code in NO_DECISION:
+            return None
         return details.value is True
 
     def heartbeat(self, client_class: str) -> tuple[float, float]:
         """(ping interval, pong timeout) for a connection of this class."""
         values = self._heartbeats.get(client_class)
         if values is None:
-            context = EvaluationContext(None, {"region": self.region, "client_class": client_class})
+            # a key of its own: LaunchDarkly refuses a context without one
+            context = EvaluationContext(f"client_class:{client_class}",
+                                        {"region": self.region, "client_class": client_class})
             values = tuple(self._number(name, default, context) for name, default in
                            zip((PING_INTERVAL_FLAG, PONG_TIMEOUT_FLAG), self.heartbeat_defaults,
                                strict=True))
@@ -175,6 +198,8 @@ class FlagSource:
 
     def _on_event(self, event: ProviderEvent, details: EventDetails) -> None:
         name = self.provider_name
+        if details.provider_name != name:
+            return  # adding a handler replays the status of the domain's previous (no-op) provider
         if (event is ProviderEvent.PROVIDER_READY and self.uses_redis
                 and self.provider.flag is None):
             return  # the Redis provider is "ready" at once, but decides from its first document

@@ -589,7 +589,8 @@ class Pod:
                         await asyncio.sleep(0)
                     if conn.cleaned or conn.close_reason is not None:
                         continue
-                    if not self.flags.realtime_enabled(conn.user_id, conn.carrier, conn.client_class):
+                    # no decision (provider not ready): what was allowed stays allowed
+                    if self.flags.decide(conn.user_id, conn.carrier, conn.client_class) is False:
                         conn.close(protocol.FEATURE_DISABLED)
                         closed += 1
                 log.info("flags re-evaluated", extra={"fields": {
