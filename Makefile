@@ -7,7 +7,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
+.PHONY: soak run test lint bench bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
 $(STAMP): pyproject.toml setup.py ext/*.pyx ext/*.pxd
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,13 @@ OUT     ?= artifacts/load-$(PROFILE)
 bench-load: install
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.load --profile $(PROFILE) --out $(OUT)
+
+# the soak run (never part of `make test`): one pod, CONNECTIONS clients, churn, flag flips and a
+# Redis restart for MINUTES; exits non-zero on a lost event or a leak (bench/soak.py)
+MINUTES     ?= 30
+CONNECTIONS ?= 5000
+soak: install
+	$(PY) -m bench.soak --minutes $(MINUTES) --connections $(CONNECTIONS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info ext/*.c src/ordertrack/*.so .pytest_cache
