@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ordertrack import config, devenv
-from ordertrack.dev_keys import ensure_dev_keys, mint
+from ordertrack.commands.token import ensure_dev_keys, mint
 from ordertrack.models import Order
 from ordertrack.sandbox import (
     DHL_API_KEY,

@@ -11,7 +11,7 @@ import uvloop
 from picows import ws_create_server
 
 from ordertrack import auth, config, protocol
-from ordertrack.dev_keys import dev_public_key_path
+from ordertrack.commands.token import dev_public_key_path
 from ordertrack.push import metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
