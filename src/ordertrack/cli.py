@@ -6,7 +6,7 @@ live in their process's sub-package (`push/main.py`, ...); operator commands in 
 Each module exposes `configure(parser)` and `run(args) -> int`; only the chosen one is
 imported, so `ordertrack token` does not pay for FastAPI. A `ConfigError` from any of them
 prints one line and exits with code 2. An operator command takes the running dev stack's
-settings from `var/dev/env` when the environment does not name them (see `devenv`).
+settings from `var/dev/env` when the environment does not name them (see `devtools.env`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ COMMANDS: dict[str, Command] = {
     "api": Command("ordertrack.api.main", "run the REST fallback API and the tracking page"),
     "sandbox": Command("ordertrack.sandbox.main",
                        "run the carrier sandbox (DHL/FedEx/UPS look-alikes)"),
-    "dev": Command("ordertrack.dev", "run the whole system on embedded defaults"),
+    "dev": Command("ordertrack.devtools.main", "run the whole system on embedded defaults"),
     "token": Command("ordertrack.commands.token", "mint a development JWT"),
     "db": Command("ordertrack.commands.db", "tracking store schema: `db upgrade`",
                   ("DATABASE_URL",)),
@@ -61,7 +61,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 
 def take_dev_settings(command: str, keys: tuple[str, ...]) -> None:
     """Fill the environment's gaps among `keys` from the running dev stack, saying so."""
-    from ordertrack import devenv as env
+    from ordertrack.devtools import env
 
     applied = env.apply_dev_settings(os.environ, keys)
     if applied:
