@@ -1,4 +1,4 @@
-"""Hashed timer wheel: the pure-Python reference for the Cython `ordertrack._wheel`.
+"""Hashed timer wheel: the pure-Python twin of the Cython `ordertrack.push._timer_wheel`.
 
 One wheel, driven by one loop timer, holds the heartbeat deadline of every connection.
 Both implementations follow the same rules (tests/test_wheel.py feeds them identical
@@ -16,11 +16,13 @@ operations and compares every answer):
 - A jump of a revolution or more does not walk the empty ticks: it sweeps every slot once and
   sorts what is due (stable sort by tick keeps the scheduling order within a tick).
 
-`load()` returns the Cython class when it is built, otherwise this one.
+`TimerWheel` is the Cython class (ext/ordertrack/push/_timer_wheel.pyx) unless it is not built
+or `ORDERTRACK_PURE_PYTHON=1`; then it is `PureTimerWheel`, this module's twin.
 """
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Hashable
 from typing import Any
 
@@ -61,7 +63,7 @@ def _tick_of(item: tuple[Hashable, int]) -> int:
     return item[1]
 
 
-class TimerWheel:
+class PureTimerWheel:
     """A hashed timer wheel keyed by any hashable object (see the module docstring)."""
 
     def __init__(self, tick: float, slots: int = 512) -> None:
@@ -141,10 +143,18 @@ class TimerWheel:
         return min(self._ticks.values()) * self.tick
 
 
-def load() -> type:
-    """The Cython TimerWheel when the extension is built, else this pure-Python twin."""
+def _load() -> tuple[str, type, dict[str, type]]:
+    impls: dict[str, type] = {"python": PureTimerWheel}
     try:
-        from ordertrack._wheel import TimerWheel as Fast
+        from ordertrack.push._timer_wheel import TimerWheel as Fast
     except ImportError:
-        return TimerWheel
-    return Fast
+        Fast = None
+    else:
+        impls["cython"] = Fast
+    if Fast is None or os.environ.get("ORDERTRACK_PURE_PYTHON") == "1":
+        return "python", PureTimerWheel, impls
+    return "cython", Fast, impls
+
+
+#: "cython" or "python": which `TimerWheel` this process uses; IMPLEMENTATIONS has every one built
+IMPLEMENTATION, TimerWheel, IMPLEMENTATIONS = _load()
