@@ -22,9 +22,10 @@ or `ORDERTRACK_PURE_PYTHON=1`; then it is `PureTimerWheel`, this module's twin.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Hashable
 from typing import Any
+
+from ordertrack.push import twins
 
 # Ticks are kept exact as doubles, so the tick grid and both implementations agree.
 MAX_TICK = 2**53
@@ -143,18 +144,6 @@ class PureTimerWheel:
         return min(self._ticks.values()) * self.tick
 
 
-def _load() -> tuple[str, type, dict[str, type]]:
-    impls: dict[str, type] = {"python": PureTimerWheel}
-    try:
-        from ordertrack.push._timer_wheel import TimerWheel as Fast
-    except ImportError:
-        Fast = None
-    else:
-        impls["cython"] = Fast
-    if Fast is None or os.environ.get("ORDERTRACK_PURE_PYTHON") == "1":
-        return "python", PureTimerWheel, impls
-    return "cython", Fast, impls
-
-
 #: "cython" or "python": which `TimerWheel` this process uses; IMPLEMENTATIONS has every one built
-IMPLEMENTATION, TimerWheel, IMPLEMENTATIONS = _load()
+IMPLEMENTATION, TimerWheel, IMPLEMENTATIONS = twins.choose(
+    PureTimerWheel, "ordertrack.push._timer_wheel", "TimerWheel")
