@@ -32,6 +32,7 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("ordertrack.push.main", "run a push pod (WebSocket server)"),
     "poll": Command("ordertrack.gateway.main", "run the logistics gateway (carrier poller)"),
     "api": Command("ordertrack.api.main", "run the REST fallback API and the tracking page"),
+    "ingest": Command("ordertrack.ingest.main", "run the carrier webhook endpoint (pushed scans)"),
     "sandbox": Command("ordertrack.sandbox.main",
                        "run the carrier sandbox (DHL/FedEx/UPS look-alikes)"),
     "dev": Command("ordertrack.devtools.main", "run the whole system on embedded defaults"),

@@ -104,22 +104,50 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def push_subscribers(settings: SimpleNamespace, redis: Any, store: Any,
+                     loops: list[CarrierLoop]) -> list[Any]:
+    """UPS Track Alert / DHL push subscriptions for the polled carriers with a webhook URL."""
+    from ordertrack.gateway.subscriptions import Subscriber
+
+    clients = {loop.carrier: loop.client for loop in loops}
+    wanted = {
+        "ups": (settings.ups_webhook_url, settings.ups_webhook_credential, "",
+                "UPS_WEBHOOK_CREDENTIAL"),
+        "dhl": (settings.dhl_webhook_url, settings.dhl_webhook_secret,
+                settings.dhl_webhook_header, "DHL_WEBHOOK_SECRET"),
+    }
+    subscribers = []
+    for carrier, (url, credential, header, secret_name) in wanted.items():
+        if not url or carrier not in clients:
+            continue
+        if not credential:
+            raise ConfigError(f"{carrier.upper()}_WEBHOOK_URL is set but {secret_name} is not")
+        subscribers.append(Subscriber(redis, store, carrier, clients[carrier], url, credential,
+                                      header, settings.subscription_renew_before_seconds))
+    return subscribers
+
+
 @dataclass
 class Gateway:
-    """One replica's parts, wired: `run(stopping)` polls every carrier until `stopping` is
-    set; `aclose()` releases the HTTP clients, the store and Redis."""
+    """One replica's parts, wired: `run(stopping)` polls every carrier (and keeps its push
+    subscriptions) until `stopping` is set; `aclose()` releases the HTTP clients, the store
+    and Redis."""
 
     poller: Poller
     loops: list[CarrierLoop]
+    subscribers: list[Any]
     https: list[httpx.AsyncClient]
     redis: Any
+    refresh_seconds: float
 
     @property
     def metrics(self) -> Metrics:
         return self.poller.metrics
 
     async def run(self, stopping: asyncio.Event) -> None:
-        await asyncio.gather(*(carrier_loop.run(stopping) for carrier_loop in self.loops))
+        await asyncio.gather(*(carrier_loop.run(stopping) for carrier_loop in self.loops),
+                             *(sub.run(stopping, self.refresh_seconds)
+                               for sub in self.subscribers))
 
     async def aclose(self) -> None:
         for carrier_loop in self.loops:
@@ -134,7 +162,8 @@ class Gateway:
 async def build_gateway(settings: SimpleNamespace, carriers: list[CarrierConfig],
                         metrics: Metrics | None = None) -> Gateway:
     """The gateway of `ordertrack poll` (and of bench/bench_gateway.py): Redis, the store,
-    the shared quota and scheduler, PagerDuty, the poller, and one loop per carrier."""
+    the shared quota and scheduler, PagerDuty, the poller, one loop per carrier and the push
+    subscriptions."""
     import redis.asyncio as aioredis
 
     from ordertrack.gateway.http import RetryPolicy
@@ -166,8 +195,10 @@ async def build_gateway(settings: SimpleNamespace, carriers: list[CarrierConfig]
         client = make_client(config, http, policy)
         loops.append(CarrierLoop(poller, config.carrier, client, interval=config.interval,
                                  requests_per_hour=hourly_rate(limits[config.carrier]),
-                                 refresh_seconds=settings.orders_refresh_seconds))
-    return Gateway(poller, loops, https, redis)
+                                 refresh_seconds=settings.orders_refresh_seconds,
+                                 safety_net=settings.push_safety_net_seconds))
+    subscribers = push_subscribers(settings, redis, store, loops)
+    return Gateway(poller, loops, subscribers, https, redis, settings.orders_refresh_seconds)
 
 
 async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int:
