@@ -43,7 +43,7 @@ COMMANDS: dict[str, Command] = {
                       ("DATABASE_URL",)),
     "flag": Command("ordertrack.commands.flag",
                     "show or set the realtime_order_tracking kill switch", ("REDIS_URL",)),
-    "capacity": Command("ordertrack.capacity", "plan pods, memory and Redis from a load test report"),
+    "capacity": Command("ordertrack.commands.capacity", "plan pods, memory and Redis from a load test report"),
 }
 
 
