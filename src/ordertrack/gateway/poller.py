@@ -27,7 +27,7 @@ from ordertrack.gateway.pagerduty import PagerDuty
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.gateway.quota import Quota, next_utc_midnight
 from ordertrack.gateway.scheduler import Scheduler, effective_period, spacing
-from ordertrack.models import ACTIVE_STATUSES, CarrierResult, Order, TrackingEvent
+from ordertrack.models import ACTIVE_STATUSES, CarrierResult, Order, OrderState, TrackingEvent
 
 log = logging.getLogger("ordertrack.gateway.poller")
 
@@ -132,22 +132,26 @@ class Poller:
             self.metrics.polls.labels(carrier, "not_found").inc()
             return
         stored = await self.store.append_events(order.order_id, with_estimate(result))
+        # the order as the store now has it (the order-state rule applied): the state hash
+        # says the same, so a pod's ack agrees with the REST answer
+        current = await self.store.get_order(order.order_id) if stored else None
+        state = OrderState.of(current) if current is not None else None
         if stored:
-            await self._catch_up(carrier, order.order_id, stored[0].seq)
+            await self._catch_up(carrier, order.order_id, stored[0].seq, state)
         for event in stored:
-            if await self.publisher.publish(order.order_id, carrier, event):
+            if await self.publisher.publish(order.order_id, carrier, event, state):
                 self.metrics.published.labels(carrier).inc()
             self.metrics.publish_latency.labels(carrier).observe(time.perf_counter() - answered)
         if stored:
             log.info("%s: order %s: %d new event(s), now seq %d (%s)", carrier, order.order_id,
                      len(stored), stored[-1].seq, stored[-1].status)
-            current = await self.store.get_order(order.order_id)
             if current is not None and current.status not in ACTIVE_STATUSES:
                 await self.scheduler.forget(carrier, order.order_id)
         self.metrics.polls.labels(carrier, "updated" if stored else "unchanged").inc()
         await self._succeeded(carrier, order)
 
-    async def _catch_up(self, carrier: str, order_id: str, first_new: int) -> None:
+    async def _catch_up(self, carrier: str, order_id: str, first_new: int,
+                        state: OrderState | None) -> None:
         """Publish stored events Redis lacks before newer ones: another replica may have
         stored them while it could not reach Redis, and the script refuses a seq older than
         the order's, so they would be skipped for good. (Redis knowing nothing of the order,
@@ -159,12 +163,14 @@ class Poller:
         log.warning("%s: order %s: Redis has seq %d, store has up to %d: publishing %d missed "
                     "event(s) first", carrier, order_id, have, first_new - 1, len(missed))
         for event in missed:
-            await self.publisher.publish(order_id, carrier, event)
+            await self.publisher.publish(order_id, carrier, event, state)
 
     async def _republish(self, carrier: str, order_id: str) -> None:
         """Publish stored events a failed Redis call left out (the script skips known seqs)."""
+        current = await self.store.get_order(order_id)
+        state = OrderState.of(current) if current is not None else None
         for event in await self.store.history(order_id):
-            await self.publisher.publish(order_id, carrier, event)
+            await self.publisher.publish(order_id, carrier, event, state)
         self._unpublished.pop(order_id, None)
 
     async def flush_unpublished(self, carrier: str) -> None:
@@ -330,6 +336,6 @@ class CarrierLoop:
         finally:
             self._slots.release()
             try:
-                await self.poller.scheduler.release(order_ids)
+                await self.poller.scheduler.release(self.carrier, order_ids)
             except Exception:  # the claim expires by itself
                 log.warning("%s: could not release claims of %s", self.carrier, order_ids)
