@@ -20,7 +20,8 @@ Per user and pod: `ws:user:{USER_ID}` (ZSET of `POD_ID|CONNECTION_ID`), `ws:pod:
 `{"op": "evict", "connection_id": ...}` and `{"op": "flag"}`), `ws:flag:realtime_order_tracking`.
 Per carrier (tag: the carrier): `gateway:quota:{CARRIER}` and `gateway:quota:{CARRIER}:paused`,
 `gateway:polled:{CARRIER}`, `gateway:pace:{CARRIER}` and the claims
-`gateway:claim:{CARRIER}:ORDER_ID`.
+`gateway:claim:{CARRIER}:ORDER_ID`; `gateway:pushed:{CARRIER}` (scans the carrier pushed) and
+`gateway:subscribed:{CARRIER}` (its push subscriptions).
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ QUOTA_PREFIX = "gateway:quota:"
 POLLED_PREFIX = "gateway:polled:"
 PACE_PREFIX = "gateway:pace:"
 CLAIM_PREFIX = "gateway:claim:"
+PUSHED_PREFIX = "gateway:pushed:"
+SUBSCRIBED_PREFIX = "gateway:subscribed:"
 
 
 def quota(carrier: str) -> str:
@@ -123,6 +126,16 @@ def polled(carrier: str) -> str:
 
 def pace(carrier: str) -> str:
     return tagged(PACE_PREFIX, carrier)
+
+
+def pushed(carrier: str) -> str:
+    """ZSET order_id -> when the carrier last pushed a scan of it (`ordertrack ingest`)."""
+    return tagged(PUSHED_PREFIX, carrier)
+
+
+def subscribed(carrier: str) -> str:
+    """ZSET tracking number -> when the carrier's push subscription for it ends."""
+    return tagged(SUBSCRIBED_PREFIX, carrier)
 
 
 def claim_prefix(carrier: str) -> str:

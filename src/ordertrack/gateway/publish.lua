@@ -21,9 +21,18 @@ if #last > 0 then
   end
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], ARGV[1] .. '-0', 'msg', ARGV[2])
-redis.call('HSET', KEYS[2],
-  'status', ARGV[6], 'location', ARGV[7], 'timestamp', ARGV[8],
-  'estimated_delivery', ARGV[9], 'carrier', ARGV[10], 'seq', ARGV[1])
+-- the state never moves back to an older update (ISO 8601 UTC with Z compares as text): a
+-- late scan gets its seq and is delivered, the status stays with the newer scan. The gateway
+-- passes the store's state (models.next_order_state), which never goes back; this guards a
+-- publish of a bare event (tools, tests)
+local newest = redis.call('HGET', KEYS[2], 'timestamp')
+if newest and newest ~= '' and ARGV[8] < newest then
+  redis.call('HSET', KEYS[2], 'carrier', ARGV[10], 'seq', ARGV[1])
+else
+  redis.call('HSET', KEYS[2],
+    'status', ARGV[6], 'location', ARGV[7], 'timestamp', ARGV[8],
+    'estimated_delivery', ARGV[9], 'carrier', ARGV[10], 'seq', ARGV[1])
+end
 local ttl = tonumber(ARGV[5])
 if ttl and ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
