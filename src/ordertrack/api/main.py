@@ -64,7 +64,7 @@ def load_settings(args: argparse.Namespace | None = None, environ=None) -> Simpl
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if not settings.jwt_public_key and not settings.jwt_jwks_url:
-        from ordertrack.dev_keys import dev_public_key_path
+        from ordertrack.devtools.keys import dev_public_key_path
 
         settings.jwt_public_key = dev_public_key_path()
         if not settings.jwt_public_key:

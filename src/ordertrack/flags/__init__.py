@@ -8,7 +8,6 @@ class from a User-Agent.
 
 from ordertrack.flags.client_class import CLIENT_CLASSES, client_class
 from ordertrack.flags.document import (
-    FLAG_KEY,
     FLAG_NAME,
     Flag,
     is_enabled,
@@ -18,6 +17,6 @@ from ordertrack.flags.document import (
 )
 
 __all__ = [
-    "CLIENT_CLASSES", "FLAG_KEY", "FLAG_NAME", "Flag", "client_class", "is_enabled",
+    "CLIENT_CLASSES", "FLAG_NAME", "Flag", "client_class", "is_enabled",
     "parse_flag", "read_flag", "user_bucket",
 ]
