@@ -42,7 +42,7 @@ from bench.capacity import (
     stop_process,
     wait_until,
 )
-from ordertrack.dev_keys import mint
+from ordertrack.devtools.keys import mint
 from ordertrack.gateway.publisher import Publisher
 
 SUBPROTOCOL = "vantage-tracking-v1"
