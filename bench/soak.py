@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import subprocess
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 import websockets
+from websockets.protocol import State
 
 from bench.capacity import (
     _die_with_parent,
@@ -165,7 +167,8 @@ class Client:
     async def close(self) -> None:
         self.closing = True
         if self.ws is not None:
-            await self.ws.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(), 5)
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
@@ -224,7 +227,14 @@ async def main_async(args) -> int:
             for client in clients[start:start + 100]:
                 client.start()
             await asyncio.sleep(0.05)
-        await asyncio.sleep(10)
+        ramp_deadline = time.monotonic() + 120
+        while time.monotonic() < ramp_deadline:
+            open_now = sum(c.ws is not None and c.ws.state is State.OPEN for c in clients)
+            if open_now >= len(clients):
+                break
+            await asyncio.sleep(1)
+        print(f"soak: {open_now} of {len(clients)} open after the ramp-up", flush=True)
+        await asyncio.sleep(5)
         rss_start = rss_bytes(pod.pid)
         began = time.monotonic()
         control = aioredis.from_url(redis.url)
@@ -234,10 +244,15 @@ async def main_async(args) -> int:
         while (now := time.monotonic()) < began + duration:
             elapsed = now - began
             if now < churn_until:  # churn: ~0.5 % of the connections per second
-                for client in random.sample(clients, max(1, args.connections // 200)):
-                    await client.close()
+                churned = random.sample(clients, max(1, args.connections // 200))
+                await asyncio.gather(*(client.close() for client in churned))
+                for client in churned:
                     client.start(resume=random.random() < 0.5)
-                    soak.stats["churned"] += 1
+                soak.stats["churned"] += len(churned)
+            if int(elapsed) // 30 != int(elapsed - 1) // 30:
+                open_now = sum(c.ws is not None and c.ws.state is State.OPEN for c in clients)
+                print(f"soak: {elapsed:.0f}s open={open_now} received={soak.stats['received']} "
+                      f"lost={soak.stats['lost']} rss={rss_bytes(pod.pid) / 2**20:.0f}MB", flush=True)
             if not flag_off and elapsed > duration * 0.2 and elapsed < duration * 0.3:
                 await control.set(FLAG_KEY, b'{"enabled": true, "carriers": ["dhl", "ups"]}')
                 await control.publish("ws:control:all", b'{"op":"flag"}')
