@@ -212,7 +212,10 @@ async def main_async(args) -> int:
     private_pem, public_path = generate_key_pair(workdir)
     redis = Redis(workdir)
     redis.start()
-    soak = Soak(args, private_pem)
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    # parsed once: PyJWT would parse (and check) the PEM again for each of the N tokens
+    soak = Soak(args, load_pem_private_key(private_pem, password=None))
     pod = None
     try:
         pod, soak.pod_port, metrics_port = start_pod(
