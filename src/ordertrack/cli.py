@@ -4,7 +4,8 @@ Each sub-command lives in its own module exposing `configure(parser)` and `run(a
 only the chosen one is imported, so `ordertrack token` does not pay for FastAPI.
 A `ConfigError` from any of them prints one line and exits with code 2. The operator commands
 (`OPERATOR_COMMANDS`) take the running dev stack's Redis and store from `var/dev/env` when the
-environment does not name them (see `devenv`).
+environment does not name them (see `devenv`); the processes that verify tokens
+(`VERIFYING_COMMANDS`) take the development public key when no key is set (`use_dev_key`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import importlib
 import os
 import sys
 
-from ordertrack import __version__, devenv
+from ordertrack import __version__, config, devenv
 from ordertrack.config import ConfigError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 #: operator commands and the settings they take from a running `ordertrack dev`
 OPERATOR_COMMANDS = {"orders": ("DATABASE_URL",), "db": ("DATABASE_URL",), "flag": ("REDIS_URL",)}
+#: processes that verify tokens (`config.JWT`)
+VERIFYING_COMMANDS = ("serve", "api")
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -45,6 +48,23 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         if name == command:
             importlib.import_module(module_name).configure(sub)
     return parser
+
+
+def use_dev_key(command: str, args: argparse.Namespace) -> None:
+    """With neither JWT_PUBLIC_KEY nor JWT_JWKS_URL set, verify with the development public key
+    (`make run` and `ordertrack token` create it), saying so. Production sets a key, so its
+    processes never import the dev tooling; with no dev key either, the process refuses to
+    start (`auth.verifier_from_settings`)."""
+    jwt = config.load(config.JWT, args)
+    if jwt.jwt_public_key or jwt.jwt_jwks_url:
+        return
+    from ordertrack.dev_keys import dev_public_key_path
+
+    path = dev_public_key_path()
+    if path:
+        args.jwt_public_key = path
+        print(f"ordertrack {command}: JWT_PUBLIC_KEY unset: using the development key {path}",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{' and '.join(applied)} from {devenv.env_path()}", file=sys.stderr)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
+        if args.command in VERIFYING_COMMANDS:
+            use_dev_key(args.command, args)
         return int(module.run(args) or 0)
     except ConfigError as exc:
         print(f"ordertrack {args.command}: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ from ordertrack.models import CARRIERS
 from ordertrack.push.registry import CONTROL_ALL
 from ordertrack.store.base import redact_url
 
-SETTINGS = (config.Setting("REDIS_URL", config.redis_url, "redis://127.0.0.1:6379/0", "Redis"),)
+SETTINGS = config.REDIS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
