@@ -17,7 +17,6 @@ CONTROL_ALL = "ws:control:all"
 #: a user's registry outlives its connections by at most this long (safety net only)
 USER_KEY_TTL_SECONDS = 24 * 3600
 POD_KEY_TTL_SECONDS = 15
-POD_HEARTBEAT_SECONDS = 5
 
 REGISTER_LUA = files("ordertrack.push").joinpath("register.lua").read_text()
 
