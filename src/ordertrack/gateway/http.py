@@ -23,7 +23,6 @@ import logging
 import random
 import re
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -164,7 +163,7 @@ def backoff_delay(retry: int, base: float, cap: float, rng: random.Random | None
 
 @dataclass
 class RetryPolicy:
-    """How one carrier client retries. Tests shrink `base_delay`; metrics read `retries`."""
+    """How one carrier client retries. Tests shrink `base_delay`; `on_retry` counts retries."""
 
     max_retries: int = 3
     base_delay: float = 0.5
@@ -173,8 +172,6 @@ class RetryPolicy:
     max_retry_after: float = 30.0
     #: called as on_retry(carrier, kind) before every retry (the poller's Prometheus counter)
     on_retry: Callable[[str, str], None] | None = None
-    #: retries so far, by kind
-    retries: Counter = field(default_factory=Counter)
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, error: CarrierError, retry: int) -> float | None:
@@ -191,7 +188,6 @@ class RetryPolicy:
         return backoff_delay(retry, self.base_delay, self.max_delay, self.rng)
 
     def record(self, carrier: str, kind: str) -> None:
-        self.retries[kind] += 1
         if self.on_retry is not None:
             try:
                 self.on_retry(carrier, kind)
@@ -275,7 +271,6 @@ class TokenCache:
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
-        self.refreshes = 0
 
     def _fresh(self) -> bool:
         return self._token is not None and self._clock() < self._refresh_at
@@ -296,7 +291,6 @@ class TokenCache:
                 self._failure_until = self._clock() + self._failure_cooldown
                 raise
             self._failure = None
-            self.refreshes += 1
             margin = min(self._refresh_before, max(0.0, expires_in) / 2)
             self._token = token
             self._refresh_at = self._clock() + max(0.0, expires_in) - margin
@@ -374,7 +368,7 @@ class CarrierClient:
 
     @property
     def policy(self) -> RetryPolicy:
-        """The retry policy; `policy.retries` counts retries by kind (for metrics)."""
+        """The retry policy (its `on_retry` hook counts retries for the metrics)."""
         return self._http.policy
 
     async def aclose(self) -> None:

@@ -70,7 +70,7 @@ def carriers_to_poll(settings: SimpleNamespace) -> list[CarrierConfig]:
     return chosen
 
 
-def make_client(config: CarrierConfig, http: httpx.AsyncClient, policy: Any) -> Any:
+def make_client(config: CarrierConfig, http: httpx.AsyncClient | None, policy: Any) -> Any:
     if config.carrier == "dhl":
         from ordertrack.gateway.carriers.dhl import DhlClient
 
