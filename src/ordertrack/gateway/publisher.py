@@ -72,51 +72,19 @@ class Publisher:
 
     async def publish(self, order_id: str, carrier: str, event: StoredEvent) -> bool:
         """True when published; False when the order already has this seq or a later one."""
-        return await self.publish_fields(
-            order_id, carrier, event.seq, event.status, event.location, event.timestamp,
-            event.estimated_delivery, event.raw,
-        )
-
-    async def publish_fields(
-        self,
-        order_id: str,
-        carrier: str,
-        seq: int,
-        status: str,
-        location: str | None,
-        timestamp: str,
-        estimated_delivery: str | None,
-        raw: dict[str, Any] | None = None,
-    ) -> bool:
+        seq = event.seq
         if seq <= 0:
             raise ValueError(f"seq must be positive, got {seq} for order {order_id}")
-        body = message(carrier, seq, status, location, timestamp, estimated_delivery, raw,
-                       time.time())
+        body = message(carrier, seq, event.status, event.location, event.timestamp,
+                       event.estimated_delivery, event.raw, time.time())
         result = await self._script(
             keys=[keys.stream(order_id), keys.state(order_id)],
             args=[
-                seq, body, keys.channel(order_id), self.maxlen, self.ttl,
-                status, _text(location), timestamp, _text(estimated_delivery), carrier,
+                seq, body, keys.channel(order_id), self.maxlen, self.ttl, event.status,
+                _text(event.location), event.timestamp, _text(event.estimated_delivery), carrier,
             ],
         )
         published = int(result) == 1
         if not published:
             log.info("publish refused: order %s already has seq >= %d", order_id, seq)
         return published
-
-
-async def publish_event(
-    redis: Any,
-    order_id: str,
-    carrier: str,
-    seq: int,
-    status: str,
-    location: str | None,
-    timestamp: str,
-    estimated_delivery: str | None,
-    raw: dict[str, Any] | None = None,
-) -> bool:
-    """One-shot publish, for tests of other parts and for tools."""
-    return await Publisher(redis).publish_fields(
-        order_id, carrier, seq, status, location, timestamp, estimated_delivery, raw
-    )
