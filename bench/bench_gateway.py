@@ -67,7 +67,7 @@ async def throughput(sandbox: str, redis_url: str, db_url: str, carrier: str, or
     from ordertrack.gateway.pagerduty import PagerDuty
     from ordertrack.gateway.poller import Poller, quota_gate
     from ordertrack.gateway.publisher import Publisher
-    from ordertrack.gateway.quota import Limit, Quota
+    from ordertrack.gateway.quota import Quota, Window
     from ordertrack.gateway.scheduler import Scheduler
     from ordertrack.models import Order
     from ordertrack.store import open_store
@@ -75,7 +75,7 @@ async def throughput(sandbox: str, redis_url: str, db_url: str, carrier: str, or
     redis = aioredis.Redis.from_url(redis_url)
     store = await open_store(db_url)
     metrics = Metrics()
-    quota = Quota(redis, {carrier: (Limit(3600, 10**9),)}, "bench")
+    quota = Quota(redis, {carrier: (Window(10**9, 3600),)}, "bench")
     poller = Poller(store, Publisher(redis), quota, Scheduler(redis, "bench"), PagerDuty(None),
                     metrics)
     http = httpx.AsyncClient(event_hooks={"request": [quota_gate(quota, carrier, 10.0)]},

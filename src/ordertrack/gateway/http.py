@@ -25,13 +25,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
 from ordertrack.gateway.carriers.common import CarrierError, CarrierParseError
+from ordertrack.gateway.quota import next_utc_midnight
 
 log = logging.getLogger("ordertrack.gateway.http")
 
@@ -132,12 +133,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
-def seconds_until_utc_midnight(now: datetime | None = None) -> float:
-    now = now or datetime.now(UTC)
-    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (midnight - now).total_seconds()
-
-
 def classify_status(carrier: str, status: int, body: Any,
                     headers: Mapping[str, str] | None = None) -> CarrierError:
     """The CarrierError for a non-success HTTP answer (the caller decides whether to retry)."""
@@ -146,8 +141,10 @@ def classify_status(carrier: str, status: int, body: Any,
     detail = error_detail(body)
     if status == 429:
         if is_daily_quota(body):
-            wait = retry_after if retry_after is not None else seconds_until_utc_midnight()
-            return CarrierError(carrier, "daily_quota", status, detail, wait)
+            if retry_after is None:
+                now = time.time()
+                retry_after = next_utc_midnight(now) - now
+            return CarrierError(carrier, "daily_quota", status, detail, retry_after)
         return CarrierError(carrier, "rate_limited", status, detail, retry_after)
     if status >= 500:
         return CarrierError(carrier, "server_error", status, detail, retry_after)
