@@ -22,12 +22,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ordertrack.push.main", "run a push pod (WebSocket server)"),
     "poll": ("ordertrack.gateway.main", "run the logistics gateway (carrier poller)"),
     "api": ("ordertrack.api.main", "run the REST fallback API and the tracking page"),
+    "ingest": ("ordertrack.ingest.main", "run the carrier webhook endpoint (pushed scans)"),
     "sandbox": ("ordertrack.sandbox.main", "run the carrier sandbox (DHL/FedEx/UPS look-alikes)"),
     "dev": ("ordertrack.dev", "run the whole system on embedded defaults"),
     "token": ("ordertrack.dev_keys", "mint a development JWT"),
     "db": ("ordertrack.store.cli_db", "tracking store schema: `db upgrade`"),
     "orders": ("ordertrack.store.cli_orders", "register and list orders"),
     "flag": ("ordertrack.flag_cli", "show or set the realtime_order_tracking kill switch"),
+    "capacity": ("ordertrack.capacity", "plan pods, memory and Redis from a load test report"),
 }
 
 #: operator commands and the settings they take from a running `ordertrack dev`

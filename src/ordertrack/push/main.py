@@ -58,6 +58,7 @@ async def serve(cfg) -> int:
         server = await ws_create_server(
             make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096,
             logger_name=PicowsLog(logging.getLogger("picows.server")),
+            reuse_port=cfg.reuse_port,
         )
     except OSError as exc:
         raise config.ConfigError(f"PORT {cfg.port} on {cfg.host} cannot be served: {exc.strerror}") from None
