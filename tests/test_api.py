@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from ordertrack import redis_layout
-from ordertrack.gateway.publisher import publish_event
-from ordertrack.models import Order, TrackingEvent
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import Order, StoredEvent, TrackingEvent
 from ordertrack.store import open_store
 from tests.support import (
     REPO,
@@ -246,8 +246,8 @@ async def test_cached_answer_is_refreshed_when_a_newer_seq_is_published(api, key
     # ... until the gateway publishes seq 5: then the next poll has it
     client = redis.asyncio.Redis.from_url(api.redis)
     try:
-        await publish_event(client, order_id, "dhl", stored.seq, newer.status, newer.location,
-                            newer.timestamp, None)
+        await Publisher(client).publish(order_id, "dhl",
+            StoredEvent(order_id, stored.seq, newer.status, newer.location, newer.timestamp, None))
     finally:
         await client.aclose()
     body = get_tracking(api, order_id, token).json()
@@ -266,8 +266,9 @@ async def test_published_events_the_store_lacks_come_from_the_stream(api, keys, 
     client = redis.asyncio.Redis.from_url(api.redis)
     try:
         for seq, event in enumerate(LOG_EVENTS[2:], start=3):
-            await publish_event(client, order_id, "dhl", seq, event.status, event.location,
-                                event.timestamp, event.estimated_delivery)
+            await Publisher(client).publish(order_id, "dhl",
+                StoredEvent(order_id, seq, event.status, event.location, event.timestamp,
+                            event.estimated_delivery))
     finally:
         await client.aclose()
     body = get_tracking(api, order_id, keys.token("user_1", order_id)).json()

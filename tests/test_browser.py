@@ -19,8 +19,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from ordertrack import redis_layout
-from ordertrack.gateway.publisher import publish_event
-from ordertrack.models import Order, TrackingEvent
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import Order, StoredEvent, TrackingEvent
 from ordertrack.store import open_store
 from tests.support import REPO, free_port, wait_http_ok
 
@@ -76,8 +76,8 @@ class Gateway:
             try:
                 (stored,) = await store.append_events(
                     ORDER_ID, [TrackingEvent(status, location, timestamp, eta)])
-                await publish_event(client, ORDER_ID, "dhl", stored.seq, status, location,
-                                    timestamp, eta)
+                await Publisher(client).publish(ORDER_ID, "dhl",
+                    StoredEvent(ORDER_ID, stored.seq, status, location, timestamp, eta))
                 return stored.seq
             finally:
                 await client.aclose()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.loadgen import bench_location, order_id, percentile
+from ordertrack.models import StoredEvent
 
 log = logging.getLogger("ordertrack.bench.load.feed")
 
@@ -84,8 +85,8 @@ class Feeder:
         started = time.perf_counter()
         try:
             if self.spec.mode == "lua":
-                ok = await self.publisher.publish_fields(order, CARRIER, seq, "in_transit", location,
-                                                         stamp, "2026-12-24", {"bench": True})
+                ok = await self.publisher.publish(order, CARRIER, StoredEvent(
+                    order, seq, "in_transit", location, stamp, "2026-12-24", {"bench": True}))
                 self.refused += 0 if ok else 1
             else:
                 body = message(CARRIER, seq, "in_transit", location, stamp, "2026-12-24",

@@ -54,7 +54,7 @@ def build_document(order: Order, history: Sequence[StoredEvent]) -> dict[str, An
         estimated = next((e.estimated_delivery for e in reversed(history)
                           if e.estimated_delivery), None)
     return {
-        # the owner: checked against the token's subject, never sent (see app.OWNER_FIELD)
+        # the owner: app.py checks it against the token's subject and pops it: never sent
         "user_id": order.user_id,
         "order_id": order.order_id,
         "tracking_number": order.tracking_number,
@@ -182,9 +182,6 @@ class TrackingReader:
             return TrackingRead(cached[0], REDIS_DOWN_FLAG, "process")
         doc = await self._load_once(order_id, 0, use_redis=False)
         return TrackingRead(doc, REDIS_DOWN_FLAG, "store" if doc is not None else "missing")
-
-    def forget(self, order_id: str) -> None:
-        self._local.pop(order_id, None)
 
     def _remember(self, order_id: str, doc: dict[str, Any]) -> None:
         if len(self._local) >= self.local_max:

@@ -46,34 +46,19 @@ class Publisher:
         written to the state hash, so a pod's `connection_ack` says what the REST answer says.
         Without it the hash takes the event's own fields.
         """
-        return await self.publish_fields(
-            order_id, carrier, event.seq, event.status, event.location, event.timestamp,
-            event.estimated_delivery, event.raw, state,
-        )
-
-    async def publish_fields(
-        self,
-        order_id: str,
-        carrier: str,
-        seq: int,
-        status: str,
-        location: str | None,
-        timestamp: str,
-        estimated_delivery: str | None,
-        raw: dict[str, Any] | None = None,
-        state: OrderState | None = None,
-    ) -> bool:
+        seq = event.seq
         if seq <= 0:
             raise ValueError(f"seq must be positive, got {seq} for order {order_id}")
-        body = redis_layout.encode_message(carrier, seq, status, location, timestamp,
-                                           estimated_delivery, raw, time.time())
+        body = redis_layout.encode_message(carrier, seq, event.status, event.location,
+                                           event.timestamp, event.estimated_delivery, event.raw,
+                                           time.time())
         if state is None:
-            state = OrderState(status, timestamp, estimated_delivery, seq)
+            state = OrderState(event.status, event.timestamp, event.estimated_delivery, seq)
         result = await self._script(
             keys=[redis_layout.stream(order_id), redis_layout.state(order_id)],
             args=[
                 seq, body, redis_layout.channel(order_id), self.maxlen, self.ttl,
-                *redis_layout.state_fields(state.status, location, state.last_update,
+                *redis_layout.state_fields(state.status, event.location, state.last_update,
                                            state.estimated_delivery, carrier),
             ],
         )
@@ -81,20 +66,3 @@ class Publisher:
         if not published:
             log.info("publish refused: order %s already has seq >= %d", order_id, seq)
         return published
-
-
-async def publish_event(
-    redis: Any,
-    order_id: str,
-    carrier: str,
-    seq: int,
-    status: str,
-    location: str | None,
-    timestamp: str,
-    estimated_delivery: str | None,
-    raw: dict[str, Any] | None = None,
-) -> bool:
-    """One-shot publish, for tests of other parts and for tools."""
-    return await Publisher(redis).publish_fields(
-        order_id, carrier, seq, status, location, timestamp, estimated_delivery, raw
-    )
