@@ -54,12 +54,12 @@ def event(status: str, timestamp: str, location: str | None = "Leipzig", **field
 
 
 async def test_upgrade_is_idempotent_and_keeps_data(store: TrackingStore, store_url):
-    assert await store.schema_version() == 2
+    assert await store.schema_version() == 3
     await store.add_order(order())
-    assert await store.upgrade() == 2
-    assert await store.upgrade() == 2
+    assert await store.upgrade() == 3
+    assert await store.upgrade() == 3
     async with open_store(store_url) as again:  # a second process starting up
-        assert await again.schema_version() == 2
+        assert await again.schema_version() == 3
         assert (await again.get_order("ord_1")) is not None
 
 
@@ -254,7 +254,7 @@ async def test_upgrade_drops_copies_of_a_scan_stored_before_and_refuses_new_ones
                              f"'{timestamp}', '{T1}')")
         assert len(await store.history("ord_1")) == 4
 
-        assert await store.upgrade() == 2
+        assert await store.upgrade() == 3
         history = await store.history("ord_1")
         assert [(e.seq, e.status, e.location) for e in history] == [
             (1, "in_transit", "Brooklyn NY"), (3, "out_for_delivery", None)
@@ -265,6 +265,32 @@ async def test_upgrade_drops_copies_of_a_scan_stored_before_and_refuses_new_ones
                              f"'{T1}', '{T1}')")
     finally:
         await store.close()
+
+
+async def test_find_order_is_served_by_the_tracking_number_index(store: TrackingStore):
+    """Every pushed scan looks its order up by carrier and tracking number: with many orders
+    that must be an index lookup returning the newest order of a reused number, not a scan."""
+    from ordertrack.store.base import find_order_query
+
+    await store.add_order(order("ord_old", tracking_number="TN-reused", created_at=T1))
+    await store.add_order(order("ord_new", tracking_number="TN-reused", created_at=T2))
+    await store.add_order(order("ord_other", carrier="ups", tracking_number="TN-reused"))
+    found = await store.find_order("dhl", "TN-reused")
+    assert found is not None and found.order_id == "ord_new"
+    assert await store.find_order("fedex", "TN-reused") is None
+
+    if store.kind == "postgres":
+        async with store.pool.acquire() as conn:  # type: ignore[attr-defined]
+            await conn.execute("SET enable_seqscan = off")  # a tiny table is seq-scanned anyway
+            rows = await conn.fetch("EXPLAIN " + find_order_query("$1", "$2"), "dhl", "TN-reused")
+            plan = "\n".join(row[0] for row in rows)
+    else:
+        async with store.db.execute(  # type: ignore[attr-defined]
+            "EXPLAIN QUERY PLAN " + find_order_query("?", "?"), ("dhl", "TN-reused")
+        ) as cursor:
+            plan = "\n".join(str(row[-1]) for row in await cursor.fetchall())
+    assert "orders_tracking_number" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
 
 
 async def test_append_to_unknown_order_is_an_error(store: TrackingStore):

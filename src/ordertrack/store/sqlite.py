@@ -29,6 +29,7 @@ from ordertrack.store.base import (
     StoreError,
     TrackingStore,
     event_from_row,
+    find_order_query,
     load_migrations,
     next_order_state,
     number_events,
@@ -188,8 +189,7 @@ class SqliteStore(TrackingStore):
     async def find_order(self, carrier: str, tracking_number: str) -> Order | None:
         async with self._reading() as db:
             async with db.execute(
-                f"SELECT {ORDER_COLUMNS} FROM orders WHERE carrier = ? AND tracking_number = ? "
-                "ORDER BY created_at DESC, order_id DESC LIMIT 1", (carrier, tracking_number)
+                find_order_query("?", "?"), (carrier, tracking_number)
             ) as cursor:
                 row = await cursor.fetchone()
         return order_from_row(row) if row else None
