@@ -9,6 +9,7 @@ import signal
 import time
 
 import httpx
+import orjson
 import pytest
 import redis
 
@@ -303,3 +304,37 @@ def test_ups_callback_lost_while_down_is_caught_by_polling_which_adapts_to_push(
     wait_for(lambda: store_call(db, "history", "ord_0")[-1].status == "out_for_delivery", 20,
              what="the lost scan, polled")
     assert procs.stop(poller, signal.SIGTERM) == 0
+
+
+def test_a_retry_publishes_scans_stored_while_redis_was_down_before_the_first_publish(
+        sandbox, own_redis, procs, tmp_path):  # noqa: F811
+    """Redis is down for an order's very first scan: the delivery is stored, answered 503;
+    once Redis is back the carrier's retry of the same delivery publishes it (state, stream,
+    channel), without waiting for the order's next scan."""
+    db = f"sqlite:///{tmp_path}/track.db"
+    add_orders(db, [order("ord_fx", "fedex", "FXPUSH7")])
+    ingest = start_ingest(procs, tmp_path, own_redis.url, db)
+    shipment(sandbox, "fedex", "FXPUSH7", reached=1)
+    fedex_webhook(sandbox, ingest)
+
+    own_redis.stop()
+    (failed,) = push_now(sandbox, "fedex", "FXPUSH7", events="latest")
+    assert failed["status"] == 503 and failed["lost"]
+    assert [(e.seq, e.status) for e in store_call(db, "history", "ord_fx")] == [(1, "shipped")]
+
+    own_redis.start()  # empty: it keeps nothing across a restart
+    r = redis.Redis.from_url(own_redis.url)
+    channel = r.pubsub()
+    channel.subscribe(keys.channel("ord_fx"))
+    assert channel.get_message(timeout=5)["type"] == "subscribe"
+    (retried,) = push_now(sandbox, "fedex", "FXPUSH7", events="latest")
+    assert retried["status"] == 200
+    message = channel.get_message(timeout=5)
+    assert message is not None and message["type"] == "message"
+    assert (orjson.loads(message["data"])["seq"], orjson.loads(message["data"])["status"]) == (
+        1, "shipped")
+    state = r.hgetall(keys.state("ord_fx"))
+    assert (state[b"seq"], state[b"status"]) == (b"1", b"shipped")
+    assert [entry_id for entry_id, _ in r.xrange(keys.stream("ord_fx"))] == [b"1-0"]
+    channel.close()
+    r.close()
