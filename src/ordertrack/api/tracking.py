@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from ordertrack import flags, keys
 from ordertrack.models import Order, StoredEvent
+from ordertrack.store.base import OrderState, next_order_state
 
 log = logging.getLogger("ordertrack.api.tracking")
 
@@ -49,13 +50,25 @@ def history_item(seq: int, status: str, location: str | None, timestamp: str) ->
     return {"status": status, "location": location, "timestamp": timestamp, "seq": seq}
 
 
+def timeline_key(item: dict[str, Any]) -> tuple[str, int]:
+    """History order: by scan time, then seq. Carriers push late scans (an older scan after a
+    newer one gets the next seq); the history reads as the shipment went. ISO 8601 UTC
+    timestamps with `Z` compare as text."""
+    return (item["timestamp"], item["seq"])
+
+
 def build_document(order: Order, history: Sequence[StoredEvent]) -> dict[str, Any]:
-    """The REST answer (without `realtime`) from the store's order and its history."""
+    """The REST answer (without `realtime`) from the store's order and its history.
+
+    The current fields are the store's (`next_order_state`: the newest scan by time)."""
     seq = max([order.seq, *(event.seq for event in history)])
+    items = sorted((history_item(e.seq, e.status, e.location, e.timestamp) for e in history),
+                   key=timeline_key)
     estimated = order.estimated_delivery
     if estimated is None:
         # an event without an estimate keeps the last one the carrier gave
-        estimated = next((e.estimated_delivery for e in reversed(history)
+        by_time = sorted(history, key=lambda e: (e.timestamp, e.seq))
+        estimated = next((e.estimated_delivery for e in reversed(by_time)
                           if e.estimated_delivery), None)
     return {
         # the owner: checked against the token's subject, never sent (see app.OWNER_FIELD)
@@ -67,32 +80,28 @@ def build_document(order: Order, history: Sequence[StoredEvent]) -> dict[str, An
         "last_update": order.last_update,
         "estimated_delivery": estimated,
         "seq": seq,
-        "history": [
-            history_item(event.seq, event.status, event.location, event.timestamp)
-            for event in history
-        ],
+        "history": items,
     }
 
 
 def apply_message(doc: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     """`doc` with one published channel/stream message applied (a new doc; ignores old seqs).
 
-    The current fields follow the message unless the document already has a later update
-    (ISO 8601 UTC timestamps with `Z` compare as text), as the store does for late scans.
+    The event takes its place in the history by time; the current fields follow the store's
+    rule (`next_order_state`): a late, older scan leaves them as they are.
     """
     seq = int(message["seq"])
     if seq <= doc["seq"]:
         return doc
     item = history_item(seq, message["status"], message.get("location"), message["timestamp"])
-    new = dict(doc, seq=seq, history=[*doc["history"], item])
-    last_update = doc.get("last_update")
-    if last_update is None or message["timestamp"] >= last_update:
-        new["status"] = message["status"]
-        new["last_update"] = message["timestamp"]
-        new["estimated_delivery"] = message.get("estimated_delivery") or doc.get(
-            "estimated_delivery"
-        )
-    return new
+    current = OrderState(doc["status"], doc.get("last_update"), doc.get("estimated_delivery"),
+                         doc["seq"])
+    event = StoredEvent(doc["order_id"], seq, item["status"], item["location"],
+                        item["timestamp"], message.get("estimated_delivery"))
+    state = next_order_state(current, [event])
+    return dict(doc, seq=seq, history=sorted([*doc["history"], item], key=timeline_key),
+                status=state.status, last_update=state.last_update,
+                estimated_delivery=state.estimated_delivery)
 
 
 def stream_messages(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[dict[str, Any]]:
