@@ -5,8 +5,10 @@
    PUSH_SAFETY_NET_SECONDS as a safety net) and the quota goes to the others. Pure arithmetic
    from the scheduler (`period_with_push`).
 2. Ingest throughput on one core: a real `ordertrack ingest` process pinned to one core, a
-   private redis-server and a SQLite store; signed FedEx deliveries (one new scan each, over
-   many orders) are posted concurrently. Prints verified + stored + published events/s.
+   private redis-server and a store (`--store sqlite`: a fresh SQLite file; `--store
+   postgres`: a fresh schema on `--pg-url`, dropped after); signed FedEx deliveries (one new
+   scan each, over many orders) are posted concurrently. Prints verified + stored +
+   published events/s.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,6 +34,7 @@ from ordertrack.ingest.auth import fedex_signature
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret"
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def staleness_table(share: float, safety_net: float) -> str:
@@ -72,6 +77,36 @@ async def fire(url: str, orders: int, events: int, concurrency: int) -> tuple[fl
         return time.perf_counter() - start, ok
 
 
+@contextmanager
+def store_url(kind: str, tmp: str, pg_url: str):
+    """A fresh, empty store of `kind`: a SQLite file in `tmp`, or a schema of its own."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp}/ingest.db"
+        return
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{pg_url}?search_path={schema}"
+    finally:
+        asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc), for a load-independent figure."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=3000)
@@ -79,6 +114,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--share", type=float, default=0.7, help="share of orders pushed")
     parser.add_argument("--safety-net", type=float, default=1800.0)
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL for --store postgres")
     args = parser.parse_args()
 
     print(staleness_table(args.share, args.safety_net))
@@ -88,8 +125,7 @@ def main() -> int:
     from ordertrack.models import Order
     from ordertrack.store import open_store
 
-    with tempfile.TemporaryDirectory() as tmp:
-        db = f"sqlite:///{tmp}/ingest.db"
+    with tempfile.TemporaryDirectory() as tmp, store_url(args.store, tmp, args.pg_url) as db:
 
         async def seed() -> None:
             async with open_store(db) as store:
@@ -109,12 +145,17 @@ def main() -> int:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/healthz")
+            cpu_before, client_before = cpu_seconds(ingest.pid), time.process_time()
             elapsed, ok = asyncio.run(fire(f"http://127.0.0.1:{port}/webhooks/fedex",
                                            args.orders, args.events, args.concurrency))
-            print(f"ingest on one core: {args.events} signed FedEx deliveries over "
+            cpu = cpu_seconds(ingest.pid) - cpu_before
+            client_cpu = time.process_time() - client_before
+            print(f"ingest on one core, {args.store}: {args.events} signed FedEx deliveries over "
                   f"{args.orders} orders, concurrency {args.concurrency}: {elapsed:.2f} s = "
                   f"{args.events / elapsed:,.0f} events/s verified + stored + published "
-                  f"({ok} stored as new)")
+                  f"({ok} stored as new); ingest used {cpu:.2f} CPU s = "
+                  f"{args.events / cpu:,.0f} events per CPU second; the client {client_cpu:.2f} "
+                  f"CPU s (load average {os.getloadavg()[0]:.1f})")
         finally:
             ingest.terminate()
             ingest.wait(10)

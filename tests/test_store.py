@@ -293,6 +293,23 @@ async def test_find_order_is_served_by_the_tracking_number_index(store: Tracking
     assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
 
 
+async def test_concurrent_appends_each_get_their_own_result(store: TrackingStore):
+    """A burst of appends (SQLite commits them as one group): each caller gets its own
+    events, numbered per order; a missing order fails alone, the others are stored."""
+    for i in range(4):
+        await store.add_order(order(f"ord_{i}"))
+    calls = [store.append_events(f"ord_{i % 4}", [event("in_transit", f"2025-10-01T1{i}:00:00Z")])
+             for i in range(8)]
+    calls.insert(3, store.append_events("ord_missing", [event("in_transit", T1)]))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results.pop(3), OrderNotFound)
+    assert [[(e.order_id, e.seq, e.timestamp) for e in r] for r in results] == [
+        [(f"ord_{i % 4}", i // 4 + 1, f"2025-10-01T1{i}:00:00Z")] for i in range(8)]
+    for i in range(4):
+        assert [e.seq for e in await store.history(f"ord_{i}")] == [1, 2]
+        assert (await store.get_order(f"ord_{i}")).seq == 2
+
+
 async def test_append_to_unknown_order_is_an_error(store: TrackingStore):
     with pytest.raises(OrderNotFound):
         await store.append_events("ord_missing", [event("in_transit", T1)])
