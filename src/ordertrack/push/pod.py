@@ -32,7 +32,7 @@ from ordertrack.push import metrics, registry
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
 from ordertrack.push.hub import Hub
-from ordertrack.push.wheel import load as load_wheel
+from ordertrack.push.timer_wheel import TimerWheel
 
 log = logging.getLogger("ordertrack.push")
 disconnect_log = logging.getLogger("ordertrack.push.disconnect")
@@ -65,7 +65,7 @@ class Pod:
         # a fine tick spreads pings: at 19,500 connections and 30 s, a 0.5 s tick sent ~325
         # pings in one burst (a ~15 ms stall on delivery); 20 ms sends ~13 per tick
         self.tick = min(max(min(self.interval, self.timeout) / 20.0, 0.005), 0.02)
-        self.wheel = load_wheel()(self.tick, 4096)
+        self.wheel = TimerWheel(self.tick, 4096)
         self.pending: deque[Connection] = deque()
         self.releases: list[tuple[str, str]] = []
         self.flag = flags.Flag()
