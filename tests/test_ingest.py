@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 
-from ordertrack import keys
+from ordertrack import redis_layout
 from ordertrack.gateway.carriers import dhl, fedex, push, ups
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.gateway.scheduler import deferred_scores, effective_period, period_with_push
@@ -114,10 +114,10 @@ async def test_a_late_scan_gets_its_seq_but_leaves_the_current_state(redis_url):
     older = StoredEvent("ord_late", 2, "shipped", "Memphis TN, US", "2025-10-03T09:00:00Z")
     assert await publisher.publish("ord_late", "fedex", newer)
     assert await publisher.publish("ord_late", "fedex", older)
-    state = {k.decode(): v.decode() for k, v in (await r.hgetall(keys.state("ord_late"))).items()}
+    state = {k.decode(): v.decode() for k, v in (await r.hgetall(redis_layout.state("ord_late"))).items()}
     assert state["seq"] == "2" and state["status"] == "in_transit"
     assert state["timestamp"] == "2025-10-03T14:00:00Z"
-    assert len(await r.xrange(keys.stream("ord_late"))) == 2
+    assert len(await r.xrange(redis_layout.stream("ord_late"))) == 2
     await r.aclose()
 
 
@@ -210,7 +210,7 @@ def test_forged_duplicate_and_out_of_order_deliveries(sandbox, redis_url, procs,
     forged = push_now(sandbox, "fedex", "FXPUSH2", events="all", fault="bad_signature")
     assert [d["status"] for d in forged] == [401, 401]
     assert store_call(db, "history", "ord_fx") == []
-    assert r.exists(keys.state("ord_fx"), keys.stream("ord_fx")) == 0
+    assert r.exists(redis_layout.state("ord_fx"), redis_layout.stream("ord_fx")) == 0
     refused = 'ordertrack_ingest_deliveries_refused_total{carrier="fedex",reason="unauthorized"}'
     assert metric(ingest, refused) == 2
 
@@ -224,17 +224,17 @@ def test_forged_duplicate_and_out_of_order_deliveries(sandbox, redis_url, procs,
     current = store_call(db, "get_order", "ord_fx")
     assert (current.status, current.last_update, current.seq) == (
         "in_transit", history[0].timestamp, 2)
-    state = r.hgetall(keys.state("ord_fx"))
+    state = r.hgetall(redis_layout.state("ord_fx"))
     assert state[b"status"] == b"in_transit" and state[b"seq"] == b"2"
 
     # a duplicate delivery (and a burst of the same scans) changes nothing
-    stream_before = r.xrange(keys.stream("ord_fx"))
+    stream_before = r.xrange(redis_layout.stream("ord_fx"))
     again = push_now(sandbox, "fedex", "FXPUSH2", events="all", fault="duplicate")
     again += push_now(sandbox, "fedex", "FXPUSH2", events="all", fault="burst")
     assert {d["status"] for d in again} == {200}
     assert store_call(db, "history", "ord_fx") == history
-    assert r.xrange(keys.stream("ord_fx")) == stream_before
-    assert r.hgetall(keys.state("ord_fx")) == state
+    assert r.xrange(redis_layout.stream("ord_fx")) == stream_before
+    assert r.hgetall(redis_layout.state("ord_fx")) == state
     assert metric(ingest, 'ordertrack_ingest_events_duplicate_total{carrier="fedex"}') == 6
     r.close()
 
@@ -326,7 +326,7 @@ def test_a_retry_publishes_scans_stored_while_redis_was_down_before_the_first_pu
     own_redis.start()  # empty: it keeps nothing across a restart
     r = redis.Redis.from_url(own_redis.url)
     channel = r.pubsub()
-    channel.subscribe(keys.channel("ord_fx"))
+    channel.subscribe(redis_layout.channel("ord_fx"))
     assert channel.get_message(timeout=5)["type"] == "subscribe"
     (retried,) = push_now(sandbox, "fedex", "FXPUSH7", events="latest")
     assert retried["status"] == 200
@@ -334,9 +334,9 @@ def test_a_retry_publishes_scans_stored_while_redis_was_down_before_the_first_pu
     assert message is not None and message["type"] == "message"
     assert (orjson.loads(message["data"])["seq"], orjson.loads(message["data"])["status"]) == (
         1, "shipped")
-    state = r.hgetall(keys.state("ord_fx"))
+    state = r.hgetall(redis_layout.state("ord_fx"))
     assert (state[b"seq"], state[b"status"]) == (b"1", b"shipped")
-    assert [entry_id for entry_id, _ in r.xrange(keys.stream("ord_fx"))] == [b"1-0"]
+    assert [entry_id for entry_id, _ in r.xrange(redis_layout.stream("ord_fx"))] == [b"1-0"]
     channel.close()
     r.close()
 
@@ -356,7 +356,7 @@ async def subscription_round(carrier: str, base: str, redis_url: str, db: str, u
     """One Subscriber round with the clock at `at`: (subscribed, Redis number -> end)."""
     import redis.asyncio as aioredis
 
-    from ordertrack.gateway.subscriptions import Subscriber, subscribed_key
+    from ordertrack.gateway.subscriptions import Subscriber
     from ordertrack.store import open_store
     from tests.test_carrier_clients import make_dhl, make_ups
 
@@ -366,7 +366,7 @@ async def subscription_round(carrier: str, base: str, redis_url: str, db: str, u
         async with open_store(db) as store:
             done = await Subscriber(r, store, carrier, client, url, credential, header,
                                     clock=lambda: at).round()
-        ends = {m.decode(): s for m, s in await r.zrange(subscribed_key(carrier), 0, -1,
+        ends = {m.decode(): s for m, s in await r.zrange(redis_layout.subscribed(carrier), 0, -1,
                                                           withscores=True)}
     finally:
         await r.aclose()

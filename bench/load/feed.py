@@ -72,7 +72,7 @@ class Feeder:
             self.http = httpx.AsyncClient(timeout=5.0)
 
     async def _one(self, n: int) -> None:
-        from ordertrack import keys
+        from ordertrack import redis_layout
         from ordertrack.gateway.publisher import message
 
         j = n % self.spec.orders
@@ -91,7 +91,7 @@ class Feeder:
                 body = message(CARRIER, seq, "in_transit", location, stamp, "2026-12-24",
                                {"bench": True}, sent_at)
                 if self.spec.mode == "redis-publish":
-                    await self.redis.publish(keys.channel(order), body)
+                    await self.redis.publish(redis_layout.channel(order), body)
                 else:
                     url = f"http://127.0.0.1:{self.spec.nchan_port}/pub/{order}"
                     (await self.http.post(url, content=body)).raise_for_status()
