@@ -289,8 +289,9 @@ async def test_late_scans_are_in_history_order_and_leave_the_current_status(api,
     await add_order(api, order_id, events=[*LOG_EVENTS, late_stored])
     client = redis.asyncio.Redis.from_url(api.redis)
     try:
-        await publish_event(client, order_id, "dhl", 6, late_published.status,
-                            late_published.location, late_published.timestamp, None)
+        await Publisher(client).publish(order_id, "dhl", StoredEvent(
+            order_id, 6, late_published.status, late_published.location,
+            late_published.timestamp))
     finally:
         await client.aclose()
     body = get_tracking(api, order_id, keys.token("user_1", order_id)).json()
