@@ -111,6 +111,8 @@ class HandshakeGuard(asyncio.Protocol):
         self._done()
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:  # already answered: the transport is closing
+            return
         if self._head:  # the head came in pieces (rare: a browser sends it in one segment)
             data = self._head + data
         end, refusal = check_head(data)
