@@ -354,7 +354,9 @@ def run_artillery(profile: Profile, target: Target, redis_url: str, private_pem:
 
 
 def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, with_artillery: bool | None = None) -> dict[str, Any]:
+    """The whole run; Artillery goes with the peers unless `with_artillery` says otherwise."""
+    with_artillery = with_peers if with_artillery is None else with_artillery
     workdir = Path(tempfile.mkdtemp(prefix="ordertrack-load-"))
     redis_proc = None
     runs: dict[str, dict] = {}
@@ -368,7 +370,9 @@ def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
                                               private_pem, progress)
             extra["artillery"] = (run_artillery(profile, ours, redis_url, private_pem, workdir,
                                                 progress)
-                                  if with_peers else {"skipped": "not in this profile (--peers)"})
+                                  if with_artillery else
+                                  {"skipped": "not in this run (--peers runs it, --no-artillery "
+                                              "does not)"})
         finally:
             for proc in ours.procs:
                 stop_process(proc)
@@ -413,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", default=None,
                         help="comma-separated peers to run too (default: the profile's choice: "
                              "all installed for `pod`, none otherwise); 'none' for none")
+    parser.add_argument("--no-artillery", action="store_true",
+                        help="do not run Artillery, even with the peers")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -433,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        report = run(profile, out, wanted, with_peers, progress=not args.quiet)
+        report = run(profile, out, wanted, with_peers, progress=not args.quiet,
+                     with_artillery=False if args.no_artillery else None)
     except (RunError, RuntimeError, TimeoutError) as exc:
         print(f"bench-load: {exc}", file=sys.stderr)
         return 1
