@@ -9,7 +9,9 @@ PYTEST_ARGS ?=
 
 .PHONY: run test lint bench bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
-$(STAMP): pyproject.toml setup.py ext/*.pyx ext/*.pxd
+EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd)
+
+$(STAMP): pyproject.toml setup.py $(EXT_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test]'
@@ -41,8 +43,9 @@ system-deps:
 test-db:
 	@scripts/test-postgres
 
+# rebuild the Cython extensions in place after editing ext/ (Cython comes with '.[test]')
 ext: $(STAMP)
-	$(PY) setup.py build_ext --inplace -q
+	$(PY) setup.py -q build_ext --inplace
 
 run: install
 	$(BIN)/ordertrack dev
@@ -81,4 +84,5 @@ bench-load: install
 	$(PY) -m bench.load --profile $(PROFILE) --out $(OUT)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info ext/*.c src/ordertrack/*.so .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	find ext src -name '*.c' -o -name '*.so' | xargs rm -f

@@ -304,7 +304,7 @@ def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> d
     the wall-clock time right before its PUBLISH. Per-order seq starts above any earlier run."""
     import redis
 
-    from ordertrack import keys
+    from ordertrack import redis_layout
 
     client = redis.Redis.from_url(redis_url)
     total = int(rate * seconds)
@@ -320,7 +320,7 @@ def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> d
                 time.sleep(delay)
             order = orders[n % len(orders)]
             seq = seqs[order] = seqs.get(order, base_seq) + 1
-            if client.publish(keys.channel(order), bench_message(seq, time.time())) == 0:
+            if client.publish(redis_layout.channel(order), bench_message(seq, time.time())) == 0:
                 unheard += 1
         elapsed = time.perf_counter() - started
     finally:

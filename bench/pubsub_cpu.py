@@ -24,7 +24,7 @@ import redis
 import uvloop
 
 from bench.capacity import start_redis, stop_process
-from ordertrack import keys
+from ordertrack import redis_layout
 
 RATES = (5_000, 20_000, 40_000)
 KINDS = ("old", "cython", "python")
@@ -41,14 +41,14 @@ async def subscribe(kind: str, url: str) -> None:
     if kind == "old":
         client = redis.asyncio.Redis.from_url(url)
         pubsub = client.pubsub()
-        await pubsub.psubscribe(keys.CHANNEL_PATTERN)
+        await pubsub.psubscribe(redis_layout.CHANNEL_PATTERN)
         print("live", flush=True)
         watched: dict = {}
         while not stop.is_set():
             message = await pubsub.get_message(timeout=0.2)
             if message is not None and message["type"] == "pmessage":
                 count += 1
-                watched.get(message["channel"][len(keys.CHANNEL_PREFIX):].decode())
+                watched.get(message["channel"][len(redis_layout.CHANNEL_PREFIX):].decode())
     else:
         from ordertrack.push import pubsub_reader
 
@@ -70,7 +70,7 @@ def publish(url: str, rate: int, seconds: float) -> int:
     for tick in range(int(seconds * 100)):
         pipe = client.pipeline(transaction=False)
         for i in range(per_tick):
-            pipe.publish(keys.channel(f"ord_{(sent + i) % 50_000:08x}"), PAYLOAD)
+            pipe.publish(redis_layout.channel(f"ord_{(sent + i) % 50_000:08x}"), PAYLOAD)
         pipe.execute()
         sent += per_tick
         pause = start + (tick + 1) / 100 - time.perf_counter()

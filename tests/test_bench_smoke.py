@@ -138,7 +138,7 @@ def test_feeder_publishes_every_scheduled_update_through_the_publish_lua(redis_u
     from bench.load.feed import Feeder, FeedSpec
     from bench.loadgen import order_id
 
-    from ordertrack import keys
+    from ordertrack import redis_layout
 
     orders = 150
 
@@ -154,8 +154,8 @@ def test_feeder_publishes_every_scheduled_update_through_the_publish_lua(redis_u
         while seen < result["sent"] and time.monotonic() < deadline:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
             seen += message is not None
-        states = [await watcher.hget(keys.state(order_id(1_000 + j)), "seq") for j in range(orders)]
-        streams = [await watcher.xlen(keys.stream(order_id(1_000 + j))) for j in range(orders)]
+        states = [await watcher.hget(redis_layout.state(order_id(1_000 + j)), "seq") for j in range(orders)]
+        streams = [await watcher.xlen(redis_layout.stream(order_id(1_000 + j))) for j in range(orders)]
         await pubsub.aclose()
         await watcher.aclose()
         return result, seen, states, streams
@@ -179,15 +179,15 @@ def test_a_failed_publish_gives_its_seq_back_so_clients_see_no_gap(redis_url):
     from bench.load.feed import Feeder, FeedSpec
     from bench.loadgen import order_id
 
-    from ordertrack import keys
+    from ordertrack import redis_layout
 
     broken = order_id(1)
 
     async def scenario():
         client = aioredis.Redis.from_url(redis_url)
-        await client.set(keys.state(broken), "not a hash")
+        await client.set(redis_layout.state(broken), "not a hash")
         pubsub = client.pubsub()
-        await pubsub.subscribe(keys.channel(broken))
+        await pubsub.subscribe(redis_layout.channel(broken))
         feeder = Feeder(FeedSpec("lua", redis_url, 2, interval=0.6, hold_start=time.time() + 0.2,
                                  hold_seconds=2.4))
 
@@ -196,7 +196,7 @@ def test_a_failed_publish_gives_its_seq_back_so_clients_see_no_gap(redis_url):
                 if feeder.errors:
                     break
                 await asyncio.sleep(0.01)
-            await client.delete(keys.state(broken))
+            await client.delete(redis_layout.state(broken))
 
         repairing = asyncio.ensure_future(repair())
         result = await feeder.run()

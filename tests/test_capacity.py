@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ordertrack.capacity import MIB, Measured, parse_orders_per_carrier, plan, pods_needed
+from ordertrack.commands.capacity import MIB, Measured, parse_orders_per_carrier, plan, pods_needed
 from tests.support import REPO
 
 GB = 1e9

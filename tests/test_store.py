@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ordertrack.models import Order, StoredEvent, TrackingEvent
+from ordertrack.models import Order, OrderState, StoredEvent, TrackingEvent, next_order_state
 from ordertrack.store import (
     InvalidOrder,
     OrderExists,
@@ -15,9 +15,7 @@ from ordertrack.store import (
     open_store,
 )
 from ordertrack.store.base import (
-    OrderState,
     StoreTarget,
-    next_order_state,
     parse_store_url,
     redact_url,
     select_new_events,

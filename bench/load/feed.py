@@ -129,8 +129,7 @@ class Feeder:
 
     async def _send_redis(self, batch: range) -> None:
         """One pipeline round trip: the publish Lua (ours) or PUBLISH (peers) per update."""
-        from ordertrack import keys
-        from ordertrack.gateway.publisher import message
+        from ordertrack import redis_layout
 
         pipe = self.redis.pipeline(transaction=False)
         sent_at = time.time()
@@ -142,7 +141,7 @@ class Feeder:
                 await self.publisher.queue(pipe, order, CARRIER, seq, "in_transit", location,
                                            stamp, ESTIMATED_DELIVERY, RAW)
             else:
-                pipe.publish(keys.channel(order), message(
+                pipe.publish(redis_layout.channel(order), redis_layout.encode_message(
                     CARRIER, seq, "in_transit", location, stamp, ESTIMATED_DELIVERY, RAW, sent_at))
         started = time.perf_counter()
         try:
@@ -163,13 +162,13 @@ class Feeder:
                 self.sent += 1
 
     async def _post(self, n: int) -> None:
-        from ordertrack.gateway.publisher import message
+        from ordertrack import redis_layout
 
         async with self.gate:
             sent_at = time.time()
             j, order, seq, location, stamp = self._next(n, sent_at)
-            body = message(CARRIER, seq, "in_transit", location, stamp, ESTIMATED_DELIVERY, RAW,
-                           sent_at)
+            body = redis_layout.encode_message(CARRIER, seq, "in_transit", location, stamp,
+                                               ESTIMATED_DELIVERY, RAW, sent_at)
             started = time.perf_counter()
             try:
                 url = f"http://127.0.0.1:{self.spec.nchan_port}/pub/{order}"

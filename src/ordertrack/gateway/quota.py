@@ -1,9 +1,9 @@
 """Carrier request quotas, shared by every gateway replica through Redis.
 
-One Lua script (quota.lua) keeps a sliding-window log per carrier in `gateway:quota:{carrier}`
+One Lua script (quota.lua) keeps a sliding-window log per carrier in `gateway:quota:{CARRIER}`
 and grants a request only when every window has room: N replicas together never exceed the
 carrier's contract (DHL 2000/hour and 100/minute, FedEx 1000/hour, UPS 500/hour). A daily-quota
-429 pauses the carrier for every replica (`gateway:quota:{carrier}:paused`).
+429 pauses the carrier for every replica (`gateway:quota:{CARRIER}:paused`; names in `ordertrack.redis_layout`).
 """
 
 from __future__ import annotations
@@ -15,16 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ordertrack import redis_layout
+
 SCRIPT = Path(__file__).with_name("quota.lua").read_text()
-KEY_PREFIX = "gateway:quota:"
-
-
-def log_key(carrier: str) -> str:
-    return KEY_PREFIX + carrier
-
-
-def pause_key(carrier: str) -> str:
-    return KEY_PREFIX + carrier + ":paused"
 
 
 @dataclass(frozen=True)
@@ -91,7 +84,7 @@ class Quota:
 
     async def _call(self, carrier: str, mode: str, value: Any) -> QuotaState:
         allowed, wait, remaining, paused = await self._script(
-            keys=[log_key(carrier), pause_key(carrier)],
+            keys=[redis_layout.quota(carrier), redis_layout.quota_paused(carrier)],
             args=[mode, value, *self._args(carrier)],
         )
         paused_until = float(paused)

@@ -17,12 +17,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from ordertrack import keys
+from ordertrack import redis_layout
 
 log = logging.getLogger("ordertrack.push.broker")
 
-PATTERN = keys.CHANNEL_PATTERN.encode()
-PREFIX_LEN = len(keys.CHANNEL_PREFIX)
+PATTERN = redis_layout.CHANNEL_PATTERN.encode()
+PREFIX_LEN = len(redis_layout.CHANNEL_PREFIX)
 
 
 class Broker:
@@ -63,7 +63,7 @@ class Broker:
             client = self._make_client()
             pubsub = client.pubsub()
             try:
-                await pubsub.psubscribe(keys.CHANNEL_PATTERN)
+                await pubsub.psubscribe(redis_layout.CHANNEL_PATTERN)
                 if self.control_channels:
                     await pubsub.subscribe(*self.control_channels)
                 confirmed = 0
@@ -79,7 +79,7 @@ class Broker:
                         if confirmed == self._subscriptions_expected:
                             delay = 0.05
                             self.live.set()
-                            log.info("subscribed to %s", keys.CHANNEL_PATTERN,
+                            log.info("subscribed to %s", redis_layout.CHANNEL_PATTERN,
                                      extra={"fields": {"resubscribed": not first}})
                             await self.on_live(not first)
                             first = False

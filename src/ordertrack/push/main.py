@@ -11,7 +11,6 @@ import uvloop
 from picows import ws_create_server
 
 from ordertrack import auth, config, protocol
-from ordertrack.dev_keys import dev_public_key_path
 from ordertrack.push import metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
@@ -43,6 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def load_settings(args: argparse.Namespace | None = None):
     cfg = config.load(SETTINGS, args)
     if not cfg.jwt_public_key and not cfg.jwt_jwks_url:
+        from ordertrack.devtools.keys import dev_public_key_path
+
         cfg.jwt_public_key = dev_public_key_path()
         if not cfg.jwt_public_key:
             raise config.ConfigError("JWT_PUBLIC_KEY or JWT_JWKS_URL is required to verify tokens")

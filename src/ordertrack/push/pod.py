@@ -18,7 +18,6 @@ import struct
 import time
 from collections import deque
 
-import orjson
 import redis.asyncio as aioredis
 from multidict import CIMultiDict
 from redis.backoff import ExponentialBackoff
@@ -27,12 +26,12 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ordertrack import flags, keys, protocol
+from ordertrack import flags, protocol, redis_layout
 from ordertrack.push import metrics, registry
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
 from ordertrack.push.hub import Hub
-from ordertrack.push.wheel import load as load_wheel
+from ordertrack.push.timer_wheel import TimerWheel
 
 log = logging.getLogger("ordertrack.push")
 disconnect_log = logging.getLogger("ordertrack.push.disconnect")
@@ -65,7 +64,7 @@ class Pod:
         # a fine tick spreads pings: at 19,500 connections and 30 s, a 0.5 s tick sent ~325
         # pings in one burst (a ~15 ms stall on delivery); 20 ms sends ~13 per tick
         self.tick = min(max(min(self.interval, self.timeout) / 20.0, 0.005), 0.02)
-        self.wheel = load_wheel()(self.tick, 4096)
+        self.wheel = TimerWheel(self.tick, 4096)
         self.pending: deque[Connection] = deque()
         self.releases: list[tuple[str, str]] = []
         self.flag = flags.Flag()
@@ -78,7 +77,7 @@ class Pod:
         self._stopping = False
         self.broker = Broker(
             cfg.redis_url,
-            control_channels=[registry.control_channel(self.pod_id), registry.CONTROL_ALL],
+            control_channels=[redis_layout.control(self.pod_id), redis_layout.CONTROL_ALL],
             on_update=self._on_update,
             on_control=self._on_control,
             on_live=self._on_live,
@@ -149,7 +148,7 @@ class Pod:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            await self.redis.delete(registry.pod_key(self.pod_id))
+            await self.redis.delete(redis_layout.pod(self.pod_id))
         except RedisError:
             pass
         await self.redis.aclose()
@@ -235,7 +234,7 @@ class Pod:
         self.connections.pop(conn.connection_id, None)
         # step two: release its slot in the user's registry (if it was registered)
         if conn.registered:
-            self.releases.append((conn.user_id, registry.member(self.pod_id, conn.connection_id)))
+            self.releases.append((conn.user_id, redis_layout.member(self.pod_id, conn.connection_id)))
             self._release_wakeup.set()
         # step three: one log line; step four: metrics
         duration = self.loop.time() - conn.opened_at
@@ -319,14 +318,14 @@ class Pod:
         resume_from = [conn.resume_seq for conn in batch]
         for conn, last_seq in zip(batch, resume_from, strict=True):
             await self.register_script(
-                keys=[registry.user_key(conn.user_id)],
-                args=[self.pod_id, conn.connection_id, wall_ms, self.cfg.max_connections_per_user,
-                      registry.USER_KEY_TTL_SECONDS],
+                keys=[redis_layout.user(conn.user_id)],
+                args=registry.register_args(self.pod_id, conn.connection_id, wall_ms,
+                                            self.cfg.max_connections_per_user),
                 client=pipe,
             )
-            pipe.hgetall(keys.state(conn.order_id))
+            pipe.hgetall(redis_layout.state(conn.order_id))
             if last_seq is not None:
-                pipe.xrange(keys.stream(conn.order_id), f"{last_seq + 1}-0", "+",
+                pipe.xrange(redis_layout.stream(conn.order_id), redis_layout.after_seq(last_seq), "+",
                             count=RESUME_MAX_EVENTS)
         try:
             # a command's error (one order's keys) is that connection's alone: see below
@@ -355,10 +354,10 @@ class Pod:
                 continue
             conn.registered = True
             if conn.cleaned:
-                self.releases.append((conn.user_id, registry.member(self.pod_id, conn.connection_id)))
+                self.releases.append((conn.user_id, redis_layout.member(self.pod_id, conn.connection_id)))
                 self._release_wakeup.set()
             for member in evicted:
-                pod_id, connection_id = registry.split_member(member)
+                pod_id, connection_id = redis_layout.split_member(member)
                 if pod_id == self.pod_id:
                     victim = self.connections.get(connection_id)
                     if victim is not None:
@@ -375,20 +374,21 @@ class Pod:
                 if conn.resume_seq == last_seq:
                     conn.resume_seq = None
                 last_seq = entries = None
-            self._acknowledge(conn, _decode_hash(state), last_seq, entries)
+            self._acknowledge(conn, redis_layout.decode_state(state), last_seq, entries)
 
-    def _acknowledge(self, conn: Connection, state: dict, fetched_from: int | None,
-                     entries) -> None:
-        conn.carrier = state.get("carrier") or None
+    def _acknowledge(self, conn: Connection, state: redis_layout.OrderStateHash,
+                     fetched_from: int | None, entries) -> None:
+        conn.carrier = state.carrier
         if not flags.is_enabled(self.flag, conn.user_id, self.cfg.region, conn.carrier):
             conn.close(protocol.FEATURE_DISABLED)
             return
-        state_seq = protocol.state_seq(state)
+        state_seq = state.seq
         watch = self.hub.watches.get(conn.order_id)
         if watch is not None and state_seq > watch.seq:
             watch.seq = state_seq
         conn.sent_seq = state_seq
-        conn.send(protocol.connection_ack(conn.connection_id, conn.order_id, state))
+        conn.send(protocol.connection_ack(conn.connection_id, conn.order_id, state.carrier,
+                                          state.status, state_seq))
         resume_seq, conn.resume_seq = conn.resume_seq, None
         if fetched_from is not None and resume_seq == fetched_from:
             self._replay(conn, resume_seq, state_seq, entries or [])
@@ -400,23 +400,24 @@ class Pod:
 
     def _replay(self, conn: Connection, last_seq: int, state_seq: int, entries) -> None:
         """Send the stream's events after `last_seq` in order; say so if they are gone."""
-        first_seq = _entry_seq(entries[0][0]) if entries else None
+        events = redis_layout.decode_stream(entries, self._skip_entry(conn.order_id))
+        first_seq = events[0].seq if events else None
         if state_seq > last_seq and (first_seq is None or first_seq > last_seq + 1):
             conn.send(protocol.error(
                 "RESUME_UNAVAILABLE",
                 f"events after seq {last_seq} are no longer kept; refetch over REST"))
-        for entry_id, fields in entries:
-            seq = _entry_seq(entry_id)
-            if seq <= last_seq:
+        for entry in events:
+            if entry.seq <= last_seq:
                 continue
-            try:
-                message = orjson.loads(fields[b"msg"])
-            except (KeyError, orjson.JSONDecodeError):
-                log.warning("skipping unreadable stream entry %s of %s", entry_id, conn.order_id)
-                continue
-            conn.send(protocol.tracking_update(message))
-            if seq > conn.sent_seq:
-                conn.sent_seq = seq
+            conn.send(protocol.tracking_update(entry.message))
+            if entry.seq > conn.sent_seq:
+                conn.sent_seq = entry.seq
+
+    @staticmethod
+    def _skip_entry(order_id: str):
+        def skip(entry_id, exc: redis_layout.MalformedMessage) -> None:
+            log.warning("skipping unreadable stream entry %s of %s: %s", entry_id, order_id, exc)
+        return skip
 
     def _release_backlog(self, conn: Connection) -> None:
         conn.acked = True
@@ -427,8 +428,8 @@ class Pod:
     async def _resume(self, conn: Connection, last_seq: int) -> None:
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hget(keys.state(conn.order_id), "seq")
-            pipe.xrange(keys.stream(conn.order_id), f"{last_seq + 1}-0", "+", count=RESUME_MAX_EVENTS)
+            pipe.hget(redis_layout.state(conn.order_id), "seq")
+            pipe.xrange(redis_layout.stream(conn.order_id), redis_layout.after_seq(last_seq), "+", count=RESUME_MAX_EVENTS)
             state_seq, entries = await pipe.execute()
         except RedisError as exc:
             log.warning("resume for %s failed: %s", conn.connection_id, exc)
@@ -438,7 +439,7 @@ class Pod:
             return
         if conn.cleaned or conn.close_reason is not None:
             return
-        self._replay(conn, last_seq, protocol.state_seq({"seq": state_seq}), entries)
+        self._replay(conn, last_seq, redis_layout.state_seq(state_seq), entries)
         self._release_backlog(conn)
 
     # --- Redis messages --------------------------------------------------------------------------
@@ -452,23 +453,16 @@ class Pod:
 
     def _on_control(self, payload: bytes) -> None:
         try:
-            message = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            log.warning("ignoring unreadable control message %r", payload[:100])
+            message = redis_layout.decode_control(payload)
+        except redis_layout.MalformedControl as exc:
+            log.warning("ignoring %s", exc)
             return
-        op = message.get("op") if isinstance(message, dict) else None
-        if op == "evict":
-            connection_id = message.get("connection_id")
-            if not isinstance(connection_id, str):
-                log.warning("ignoring evict without a connection_id string: %r", payload[:100])
-                return
-            conn = self.connections.get(connection_id)
+        if message.op == redis_layout.EVICT:
+            conn = self.connections.get(message.connection_id)
             if conn is not None:
                 conn.close(protocol.CONNECTION_LIMIT)
-        elif op == "flag":
+        elif message.op == redis_layout.FLAG:
             self._spawn(self._refresh_flag())
-        else:
-            log.warning("ignoring control message with unknown op: %r", payload[:100])
 
     async def _on_live(self, resubscribed: bool) -> None:
         metrics.SUBSCRIBED.set(1)
@@ -493,21 +487,19 @@ class Pod:
             chunk = watched[start:start + 1000]
             pipe = self.redis.pipeline(transaction=False)
             for order_id, _ in chunk:
-                pipe.hget(keys.state(order_id), "seq")
+                pipe.hget(redis_layout.state(order_id), "seq")
             seqs = await pipe.execute()
             behind = [(order_id, watch) for (order_id, watch), seq in zip(chunk, seqs, strict=True)
-                      if protocol.state_seq({"seq": seq}) > watch.seq]
+                      if redis_layout.state_seq(seq) > watch.seq]
             if not behind:
                 continue
             pipe = self.redis.pipeline(transaction=False)
             for order_id, watch in behind:
-                pipe.xrange(keys.stream(order_id), f"{watch.seq + 1}-0", "+", count=RESUME_MAX_EVENTS)
+                pipe.xrange(redis_layout.stream(order_id), redis_layout.after_seq(watch.seq), "+", count=RESUME_MAX_EVENTS)
             for (order_id, _watch), entries in zip(behind, await pipe.execute(), strict=True):
-                for _entry_id, fields in entries:
-                    msg = fields.get(b"msg")
-                    if msg is not None:
-                        self.hub.publish(order_id, msg)
-                        missed += 1
+                for entry in redis_layout.decode_stream(entries, self._skip_entry(order_id)):
+                    self.hub.publish(order_id, entry.payload)
+                    missed += 1
         if missed:
             metrics.CATCHUP_EVENTS.inc(missed)
         log.info("caught up after reconnect", extra={"fields": {
@@ -520,8 +512,8 @@ class Pod:
         for start in range(0, len(conns), 1000):
             pipe = self.redis.pipeline(transaction=False)
             for conn in conns[start:start + 1000]:
-                key = registry.user_key(conn.user_id)
-                pipe.zadd(key, {registry.member(self.pod_id, conn.connection_id): 0}, nx=True)
+                key = redis_layout.user(conn.user_id)
+                pipe.zadd(key, {redis_layout.member(self.pod_id, conn.connection_id): 0}, nx=True)
                 pipe.expire(key, registry.USER_KEY_TTL_SECONDS)
             await pipe.execute()
 
@@ -537,7 +529,7 @@ class Pod:
             batch, self.releases = self.releases, []
             pipe = self.redis.pipeline(transaction=False)
             for user_id, member in batch:
-                pipe.zrem(registry.user_key(user_id), member)
+                pipe.zrem(redis_layout.user(user_id), member)
             try:
                 await pipe.execute()
             except RedisError as exc:
@@ -548,10 +540,10 @@ class Pod:
                     return
 
     async def _heartbeat_pod_key(self) -> None:
-        await self.redis.set(registry.pod_key(self.pod_id), b"1", ex=registry.POD_KEY_TTL_SECONDS)
+        await self.redis.set(redis_layout.pod(self.pod_id), b"1", ex=registry.POD_KEY_TTL_SECONDS)
 
     async def _refresh_flag(self) -> None:
-        flag = flags.parse_flag(await self.redis.get(flags.FLAG_KEY))
+        flag = flags.parse_flag(await self.redis.get(redis_layout.FLAG_KEY))
         if flag == self.flag:
             return
         self.flag = flag
@@ -602,11 +594,3 @@ def _ping_payload(sent_at: float) -> bytes:
     """Our ping's application data: its send time, so only its own pong matches it."""
     return struct.pack("!d", sent_at)
 
-
-def _decode_hash(raw: dict) -> dict:
-    return {k.decode(): v.decode() for k, v in raw.items()}
-
-
-def _entry_seq(entry_id: bytes | str) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.split("-", 1)[0])

@@ -28,19 +28,19 @@ behaviour and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import Callable
 
 import hiredis
 from redis.connection import parse_url
 
-from ordertrack import keys
+from ordertrack import redis_layout
 from ordertrack.push import malformed as why
+from ordertrack.push import twins
 
-PREFIX = keys.CHANNEL_PREFIX.encode()
+PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 PREFIX_LEN = len(PREFIX)
-PATTERN = keys.CHANNEL_PATTERN.encode()
+PATTERN = redis_layout.CHANNEL_PATTERN.encode()
 #: one read's buffer: a burst of ~100K msg/s is drained in reads of this size
 READ_BUFFER_BYTES = 1 << 20
 #: a read is fed to hiredis in slices of this size: hiredis moves its unparsed rest down after
@@ -63,7 +63,7 @@ def hello(control_channels: list[str] | tuple[str, ...] = (), password: str | No
         out.append(hiredis.pack_command(args))
     if db:
         out.append(hiredis.pack_command(("SELECT", str(db))))
-    out.append(hiredis.pack_command(("PSUBSCRIBE", keys.CHANNEL_PATTERN)))
+    out.append(hiredis.pack_command(("PSUBSCRIBE", redis_layout.CHANNEL_PATTERN)))
     if control_channels:
         out.append(hiredis.pack_command(("SUBSCRIBE", *control_channels)))
     return b"".join(out)
@@ -208,21 +208,9 @@ class PurePubSubReader(asyncio.BufferedProtocol):
             self.transport.abort()
 
 
-def _load() -> tuple[str, type, dict[str, type]]:
-    impls: dict[str, type] = {"python": PurePubSubReader}
-    try:
-        from ordertrack.push._pubsub_reader import PubSubReader as Fast
-    except ImportError:
-        Fast = None
-    else:
-        impls["cython"] = Fast
-    if Fast is None or os.environ.get("ORDERTRACK_PURE_PYTHON") == "1":
-        return "python", PurePubSubReader, impls
-    return "cython", Fast, impls
-
-
 #: "cython" or "python": which `PubSubReader` this process uses; IMPLEMENTATIONS has every one built
-IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = _load()
+IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = twins.choose(
+    PurePubSubReader, "ordertrack.push._pubsub_reader", "PubSubReader")
 
 
 async def connect(url: str, watched: dict, on_update: Callable,
