@@ -170,6 +170,7 @@ def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
         "redis": redis_figures(run["samples"], tl, feed, profile.hold_seconds),
         "feed": feed,
         "loadgen": run["loadgen"],
+        "load_average_at_start": run.get("load_average"),
     }
 
 
@@ -399,6 +400,21 @@ def peers_section(report: dict[str, Any]) -> list[str]:
     for peer, why in report.get("peers_capped", {}).items():
         lines.append(f"- {peer} ran {why}; per-connection and per-message figures compare, its "
                      "latencies were measured at that lower load.")
+    for peer in peers:
+        c = results[peer]["connections"]
+        if c["failed"]:
+            lines.append(
+                f"- {peer}: {_f(c['failed'])} of {_f(c['target'])} connections failed "
+                f"({c['failures']}; no_ack: upgraded, but no connection_ack within 10 s): it did "
+                f"not keep up with the {_f(report['profile']['ramp_per_second'], 0)}/s ramp. Its "
+                f"figures are over the {_f(c['established'])} that got in, and its memory per "
+                "connection also carries the ones left half-open.")
+        feed = results[peer]["feed"]
+        if feed["sent"] < feed["scheduled"] or (
+                (feed.get("lateness") or {}).get("p99_ms") or 0) > 1_000:
+            lines.append(f"- {peer}'s feeder ({feed['mode']}) fell behind: its delivery "
+                         "figures start at each update's send stamp, so they do not include "
+                         "that lateness.")
     header = "| figure | ordertrack | " + " | ".join(f"{p} | ours / {p}" for p in peers) + " |"
     lines += ["", header, "|---|---|" + "---|---|" * len(peers)]
 
@@ -406,18 +422,25 @@ def peers_section(report: dict[str, Any]) -> list[str]:
         return (f"| {label} | {get(ours)} | "
                 + " | ".join(f"{get(results[p])} | " for p in peers) + "|")
 
+    lines.append(context("machine load average (1 min) as its run started", lambda r: (
+        _f(r.get("load_average_at_start"), 1))))
     lines.append(context("connections established / target", lambda r: (
         f"{_f(r['connections']['established'])} / {_f(r['connections']['target'])}")))
     lines.append(context("updates published / received live (gaps)", lambda r: (
         f"{_f(r['delivery']['published'])} / {_f(r['delivery']['received_live'])} "
         f"({_f(r['delivery']['gaps'])})")))
+    lines.append(context("feeder: published of scheduled, lateness p99", lambda r: (
+        f"{_f(r['feed']['sent'])} of {_f(r['feed']['scheduled'])}, "
+        f"{_f((r['feed'].get('lateness') or {}).get('p99_ms'), 0)} ms")))
     for figure in COMPARED:
         cells = [f"{_f(ratio_rows[p][figure][p])} | {_f(ratio_rows[p][figure]['ratio'])}"
                  + (" (peer wins)" if ratio_rows[p][figure]["peer_wins"] else "") for p in peers]
         lines.append(f"| {figure} | {_f(ratio_rows[peers[0]][figure]['ordertrack'])} | "
                      + " | ".join(cells) + " |")
     lines += ["", "Lower is better for every compared figure: a ratio below 1 is ours ahead, "
-              "above 1 the peer ahead.", ""]
+              "above 1 the peer ahead. The runs are one after another, so on a shared machine "
+              "a p99 carries the machine's load during that run as well (the load average row).",
+              ""]
     for peer in peers:
         wins = [f"{figure} ({_f(cell[peer])} against our {_f(cell['ordertrack'])})"
                 for figure, cell in ratio_rows[peer].items() if cell["peer_wins"]]

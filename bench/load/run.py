@@ -27,6 +27,7 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import resource
 import shutil
 import signal
@@ -189,6 +190,7 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
                 ready += 1
         sampler = Sampler(target.watched, redis_pid, redis_url)
         sampler.start()
+        load_average = os.getloadavg()[0]  # the machine's, as this target's run starts
         t0 = time.time() + 3.0  # the feeder's start-up and two idle samples first
         count = profile.reconnects
         picked = reconnect_indices(n, count)
@@ -253,6 +255,7 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
         "samples": samples,
         "pods": [w.name for w in target.watched],
         "connections": n,
+        "load_average": load_average,
         "loadgen": {"processes": workers, "source_addresses": sources},
         "url": target.url,
     }

@@ -85,9 +85,10 @@ class Peer:
         try:
             # Subscribe before reading the state, so no update falls between the two.
             await pubsub.subscribe(redis_layout.channel(order_id))
-            state = await self.redis.hgetall(redis_layout.state(order_id))
+            state = redis_layout.decode_state(await self.redis.hgetall(redis_layout.state(order_id)))
             connection_id = f"ws_conn_{secrets.token_hex(4)}"
-            await ws.send(protocol.connection_ack(connection_id, order_id, state), text=True)
+            await ws.send(protocol.connection_ack(connection_id, order_id, state.carrier,
+                                                  state.status, state.seq), text=True)
             forwarder = asyncio.create_task(self.forward(pubsub, ws))
             try:
                 async for payload in ws:
