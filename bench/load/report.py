@@ -405,10 +405,9 @@ def peers_section(report: dict[str, Any]) -> list[str]:
         if c["failed"]:
             lines.append(
                 f"- {peer}: {_f(c['failed'])} of {_f(c['target'])} connections failed "
-                f"({c['failures']}; no_ack: upgraded, but no connection_ack within 10 s): it did "
-                f"not keep up with the {_f(report['profile']['ramp_per_second'], 0)}/s ramp. Its "
+                f"({c['failures']}; no_ack: upgraded, but no connection_ack within 10 s). Its "
                 f"figures are over the {_f(c['established'])} that got in, and its memory per "
-                "connection also carries the ones left half-open.")
+                "connection also carries the ones that never got their ack.")
         feed = results[peer]["feed"]
         if feed["sent"] < feed["scheduled"] or (
                 (feed.get("lateness") or {}).get("p99_ms") or 0) > 1_000:
