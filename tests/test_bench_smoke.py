@@ -218,6 +218,50 @@ def test_a_failed_publish_gives_its_seq_back_so_clients_see_no_gap(redis_url):
     assert seqs and seqs == list(range(1, len(seqs) + 1))
 
 
+def test_establishment_is_timed_from_the_tcp_connect_not_from_the_101():
+    """The generator's establishment figure is "TCP connect -> connection_ack": a server that
+    takes 0.3 s to answer the upgrade and acks at once is measured at 0.3 s or more (picows
+    builds the listener only after the 101, so a clock started there would say ~0)."""
+    import asyncio
+    import base64
+    import hashlib
+
+    from bench.load.client import Worker, WorkerSpec
+
+    delay = 0.3
+    ack = b'{"event":"connection_ack","data":{"seq":0}}'
+
+    async def serve(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(
+            key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        await asyncio.sleep(delay)
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept +
+                     b"\r\nSec-WebSocket-Protocol: vantage-tracking-v1\r\n\r\n"
+                     + bytes([0x81, len(ack)]) + ack)
+        await writer.drain()
+        await reader.read()  # until the client goes
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        worker = Worker(WorkerSpec(0, 1, 1, "127.0.0.2",
+                                   f"ws://127.0.0.1:{port}/ws/orders/{{order}}/track",
+                                   "subprotocol:secret"))
+        assert await worker.connect(0)
+        await worker._close(worker.clients.pop(0), grace=1.0)
+        server.close()
+        return worker.results
+
+    results = asyncio.run(scenario())
+    ((_, took),) = results.establish
+    assert took >= delay
+
+
 def test_artillery_think_times_are_milliseconds_it_cannot_misread():
     """Artillery reads a whole `think` as seconds but a bare "2.5" as 2.5 ms."""
     from bench.artillery.run import overrides, think

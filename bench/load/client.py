@@ -235,9 +235,13 @@ class Worker:
         if reconnecting and self.spec.resume:
             url += f"?last_seq={last_seq}"
         holder: list[Any] = []
+        # picows makes the listener only once the 101 is in: the clock starts here, before
+        # the TCP connect, so establishment covers connect + upgrade + ack
+        started = time.perf_counter()
 
         def factory():
             client = self._client_class(self.results, acked, reconnecting)
+            client.started = started
             client.last_seq = last_seq
             holder.append(client)
             return client

@@ -62,6 +62,8 @@ PEER_SECRET = "bench-secret"
 #: connections one pod is allowed in the cluster profile (the kernel's spread is not exact;
 #: a process may hold 20,000 open files here)
 CLUSTER_POD_LIMIT = 19_000
+#: new connections a second one load-generator process is asked to start at most
+RAMP_PER_WORKER = 125
 #: Redis keeps 32 of its open files for itself
 REDIS_MAXCLIENTS = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 32
 OPENED = "ordertrack_ws_connections_opened_total"
@@ -156,7 +158,9 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
                  private_pem: bytes, progress: bool = True) -> dict[str, Any]:
     """Drive the whole timeline against `target`; the raw results."""
     n = profile.connections
-    workers = worker_count(n)
+    # spread the ramp too: one process starting more than RAMP_PER_WORKER connections a
+    # second falls behind its schedule on a loaded machine
+    workers = min(n, max(worker_count(n), math.ceil(profile.ramp_per_second / RAMP_PER_WORKER)))
     sources = source_addresses(n, workers)
     context = multiprocessing.get_context("spawn")
     pipes: list[multiprocessing.connection.Connection] = []
