@@ -16,7 +16,8 @@ import uvloop
 from picows import ws_create_server
 
 from ordertrack import auth, config, redis_layout
-from ordertrack.gateway.publisher import publish_event
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
@@ -59,8 +60,8 @@ async def rasync(redis_url):
 
 
 async def publish(client, order_id, seq):
-    await publish_event(client, order_id, "dhl", seq, "in_transit", "Newark NJ",
-                        "2025-10-03T14:00:00Z", None)
+    await Publisher(client).publish(order_id, "dhl",
+        StoredEvent(order_id, seq, "in_transit", "Newark NJ", "2025-10-03T14:00:00Z", None))
 
 
 async def still_open(ws) -> None:

@@ -132,6 +132,7 @@ class Feeder:
     async def _send_redis(self, batch: range) -> None:
         """One pipeline round trip: the publish Lua (ours) or PUBLISH (peers) per update."""
         from ordertrack import redis_layout
+        from ordertrack.models import StoredEvent
 
         pipe = self.redis.pipeline(transaction=False)
         sent_at = time.time()
@@ -140,8 +141,8 @@ class Feeder:
             j, order, seq, location, stamp = self._next(n, sent_at)
             staged.append((j, seq))
             if self.spec.mode == "lua":
-                await self.publisher.queue(pipe, order, CARRIER, seq, "in_transit", location,
-                                           stamp, ESTIMATED_DELIVERY, RAW)
+                await self.publisher.queue(pipe, order, CARRIER, StoredEvent(
+                    order, seq, "in_transit", location, stamp, ESTIMATED_DELIVERY, RAW))
             else:
                 pipe.publish(redis_layout.channel(order), redis_layout.encode_message(
                     CARRIER, seq, "in_transit", location, stamp, ESTIMATED_DELIVERY, RAW, sent_at))

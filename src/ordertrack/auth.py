@@ -4,6 +4,7 @@ Pure decisions, no I/O on the request path: `credentials_from_headers` finds the
 `Verifier.verify` checks signature and claims against keys held in memory, `authorize` checks
 that the token names the order. JWKS keys (when `JWT_JWKS_URL` is set) are fetched and
 refreshed in the background by `JwksRefresher`, so verification never waits on the network.
+`verifier_from_settings` builds the Verifier from the `config.JWT` group, for every process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from ordertrack.config import ConfigError
 
 log = logging.getLogger("ordertrack.auth")
 
@@ -32,6 +35,13 @@ class AuthError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class BadSignature(AuthError):
+    """The signature does not match this key: with several keys (a rotation), try the next."""
+
+    def __init__(self) -> None:
+        super().__init__(401, "UNAUTHORIZED", "bad token signature")
 
 
 def unauthorized(message: str) -> AuthError:
@@ -107,10 +117,6 @@ class Verifier:
         self.audience = audience
         self.leeway = leeway
 
-    @property
-    def has_keys(self) -> bool:
-        return any(self._static_keys.values()) or bool(self._jwks)
-
     def set_jwks(self, jwks: Mapping) -> None:
         keys: dict[str, object] = {}
         for entry in jwks.get("keys", []):
@@ -145,14 +151,13 @@ class Verifier:
         raise unauthorized(f"no {alg} key to verify the token")
 
     def verify(self, token: str) -> Claims:
-        candidates = self._keys_for(token)
-        for index, key in enumerate(candidates):
+        *others, last = self._keys_for(token)
+        for key in others:
             try:
                 return self._decode(token, key)
-            except AuthError as exc:
-                if exc.message != "bad token signature" or index == len(candidates) - 1:
-                    raise
-        raise unauthorized("bad token signature")  # pragma: no cover - loop always returns/raises
+            except BadSignature:
+                continue
+        return self._decode(token, last)
 
     def _decode(self, token: str, key) -> Claims:
         options = {"require": ["exp", "sub"], "verify_aud": self.audience is not None}
@@ -169,7 +174,7 @@ class Verifier:
         except jwt.ExpiredSignatureError:
             raise unauthorized("token expired") from None
         except jwt.InvalidSignatureError:
-            raise unauthorized("bad token signature") from None
+            raise BadSignature() from None
         except jwt.MissingRequiredClaimError as exc:
             raise unauthorized(f"token lacks the '{exc.claim}' claim") from None
         except (jwt.InvalidIssuerError, jwt.InvalidAudienceError) as exc:
@@ -191,6 +196,19 @@ def _order_ids(payload: Mapping) -> frozenset[str]:
     if isinstance(many, list):
         ids.update(item for item in many if isinstance(item, str))
     return frozenset(ids)
+
+
+def verifier_from_settings(settings) -> Verifier:
+    """The Verifier for the `config.JWT` settings: static PEM keys and/or JWKS keys (a
+    `JwksRefresher` fills those in). Raises ConfigError when no key is set or the PEM is bad."""
+    if not settings.jwt_public_key and not settings.jwt_jwks_url:
+        raise ConfigError("JWT_PUBLIC_KEY (PEM text or the path of a PEM file) or JWT_JWKS_URL "
+                          "is required to verify tokens")
+    try:
+        pem = load_public_key(settings.jwt_public_key) if settings.jwt_public_key else None
+        return Verifier(pem, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    except ValueError as exc:
+        raise ConfigError(f"invalid JWT_PUBLIC_KEY: {exc}") from None
 
 
 def authorize(claims: Claims, order_id: str) -> None:

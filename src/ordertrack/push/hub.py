@@ -28,8 +28,6 @@ class Watch:
 class Hub:
     def __init__(self, on_delivered=None):
         self.watches: dict[str, Watch] = {}
-        self.messages_in = 0
-        self.malformed = 0
         self._on_delivered = on_delivered
 
     def add(self, conn) -> Watch:
@@ -48,7 +46,6 @@ class Hub:
 
     def publish(self, order_id: str, payload: bytes) -> int:
         """Fan one Redis message out to the order's watchers. Returns how many got it."""
-        self.messages_in += 1
         watch = self.watches.get(order_id)
         if watch is None:
             return 0
@@ -57,13 +54,11 @@ class Hub:
             if not isinstance(message, dict):
                 raise ValueError("not an object")
         except ValueError as exc:
-            self.malformed += 1
             log.warning("dropping malformed message on order %s: %s", order_id, exc)
             return 0
         seq = message.get("seq")
         if seq is not None and not protocol.valid_seq(seq):
             # a seq of 2^63 would make every later (real) update look already sent
-            self.malformed += 1
             log.warning("dropping message on order %s: seq %r out of range", order_id, seq)
             return 0
         if seq is not None and seq > watch.seq:

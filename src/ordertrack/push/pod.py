@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ordertrack import flags, protocol, redis_layout
+from ordertrack.models import CARRIERS
 from ordertrack.push import metrics, registry
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
@@ -563,7 +564,7 @@ class Pod:
             self._update_gauges()
 
     def _connections_by_carrier(self) -> dict[str, int]:
-        counts = dict.fromkeys(("dhl", "fedex", "ups", "unknown"), 0)
+        counts = dict.fromkeys((*CARRIERS, "unknown"), 0)
         for conn in self.connections.values():
             carrier = conn.carrier if conn.carrier in counts else "unknown"
             counts[carrier] += 1

@@ -16,7 +16,6 @@ from ordertrack import redis_layout
 #: a user's registry outlives its connections by at most this long (safety net only)
 USER_KEY_TTL_SECONDS = 24 * 3600
 POD_KEY_TTL_SECONDS = 15
-POD_HEARTBEAT_SECONDS = 5
 
 REGISTER_LUA = files("ordertrack.push").joinpath("register.lua").read_text()
 
