@@ -139,13 +139,14 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
         proc.wait()
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_redis(workdir: Path, maxclients: int = 1000) -> tuple[subprocess.Popen, str]:
+    """A private redis-server; `maxclients` above ~the open-files limit is lowered by Redis."""
     import redis
 
     port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), "--maxclients", "1000"],
+         "--appendonly", "no", "--dir", str(workdir), "--maxclients", str(maxclients)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
     )
     client = redis.Redis(port=port, socket_connect_timeout=0.5)
