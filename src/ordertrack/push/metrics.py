@@ -1,6 +1,13 @@
-"""The push pod's Prometheus metrics (one name per concept: reasons as in protocol.py)."""
+"""The push pod's metrics: Prometheus (one name per concept: reasons as in protocol.py) and
+the Datadog gauge the feature log's dashboards read."""
+
+import asyncio
+import logging
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
+
+log = logging.getLogger("ordertrack.push.metrics")
 
 #: the same gauge under the log's Datadog name, sent over DogStatsD when DATADOG_AGENT_HOST is set
 DATADOG_ACTIVE_CONNECTIONS = "vantage.ws.order_tracking.active_connections"
@@ -35,3 +42,20 @@ SUBSCRIBED = Gauge("ordertrack_ws_redis_subscribed", "1 while the pod's PSUBSCRI
 CATCHUP_EVENTS = Counter(
     "ordertrack_ws_catchup_events_total", "Events replayed from streams after a Redis outage"
 )
+
+
+async def datadog_loop(cfg, counts: Callable[[], dict[str, int]]) -> None:
+    """The log's `vantage.ws.order_tracking.active_connections` gauge over DogStatsD, every
+    DATADOG_INTERVAL_SECONDS; `counts()` gives the pod's connections by carrier."""
+    from datadog.dogstatsd import DogStatsd
+
+    statsd = DogStatsd(host=cfg.datadog_agent_host, port=cfg.datadog_agent_port,
+                       disable_telemetry=True, origin_detection_enabled=False)
+    base_tags = [f"pod:{cfg.pod_name}", f"region:{cfg.region}"]
+    while True:
+        try:
+            for carrier, count in counts().items():
+                statsd.gauge(DATADOG_ACTIVE_CONNECTIONS, count, tags=[*base_tags, f"carrier:{carrier}"])
+        except OSError as exc:  # the agent is best effort: never let it hurt the pod
+            log.warning("datadog agent unreachable: %s", exc)
+        await asyncio.sleep(cfg.datadog_interval_seconds)
