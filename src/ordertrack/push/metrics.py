@@ -3,9 +3,11 @@ the Datadog gauge the feature log's dashboards read."""
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 log = logging.getLogger("ordertrack.push.metrics")
 
@@ -23,7 +25,37 @@ MAX_CONNECTIONS = Gauge(
 CONNECTIONS_OPENED = Counter("ordertrack_ws_connections_opened_total", "WebSocket upgrades accepted")
 DISCONNECTS = Counter("ordertrack_ws_disconnects_total", "Connections ended, by reason", ["reason"])
 REFUSALS = Counter("ordertrack_ws_upgrade_refusals_total", "Upgrades refused, by error code", ["code"])
-MESSAGES_IN = Counter("ordertrack_ws_redis_messages_total", "Tracking messages received from Redis")
+
+
+class _RedisMessages:
+    """`ordertrack_ws_redis_messages_total` (every message on `order:tracking:*`) and
+    `..._discarded_total` (for orders nobody on this pod watches), read from the broker's
+    counters at scrape time: nothing is counted twice on the hot path."""
+
+    def __init__(self) -> None:
+        self._broker = None
+
+    def watch(self, broker) -> None:
+        self._broker = weakref.ref(broker)
+
+    def collect(self):
+        broker = self._broker() if self._broker is not None else None
+        received = CounterMetricFamily(
+            "ordertrack_ws_redis_messages", "Tracking messages received from Redis")
+        discarded = CounterMetricFamily(
+            "ordertrack_ws_redis_messages_discarded",
+            "Tracking messages for orders nobody on this pod watches (read, then dropped)")
+        received.add_metric([], broker.received if broker else 0)
+        discarded.add_metric([], broker.discarded if broker else 0)
+        yield received
+        yield discarded
+
+
+REDIS_MESSAGES = _RedisMessages()
+REGISTRY.register(REDIS_MESSAGES)
+MALFORMED = Counter(
+    "ordertrack_ws_redis_messages_malformed_total",
+    "Tracking messages dropped as malformed, by reason (push/malformed.py)", ["reason"])
 FRAMES_OUT = Counter("ordertrack_ws_updates_delivered_total", "tracking_update frames written to clients")
 DELIVERY_LATENCY = Histogram(
     "ordertrack_ws_delivery_latency_seconds",

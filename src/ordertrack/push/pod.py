@@ -39,6 +39,7 @@ from ordertrack.push.admission import Admission, stream_after
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
 from ordertrack.push.hub import Hub
+from ordertrack.push.malformed import MalformedLog
 from ordertrack.push.wheel import load as load_wheel
 
 log = logging.getLogger("ordertrack.push")
@@ -67,7 +68,8 @@ class Pod:
         )
         self.registry = registry.Registry(self.redis, self.pod_id, cfg.max_connections_per_user)
         self.admission = Admission(self)
-        self.hub = Hub(on_delivered=self._on_delivered)
+        self.malformed_log = MalformedLog(logging.getLogger("ordertrack.push.malformed"))
+        self.hub = Hub(on_delivered=self._on_delivered, on_malformed=self._on_malformed)
         self.connections: dict[str, Connection] = {}
         # a fine tick spreads pings: at 19,500 connections and 30 s, a 0.5 s tick sent ~325
         # pings in one burst (a ~15 ms stall on delivery); 20 ms sends ~13 per tick
@@ -82,11 +84,14 @@ class Pod:
         self.broker = Broker(
             cfg.redis_url,
             control_channels=[registry.control_channel(self.pod_id), registry.CONTROL_ALL],
-            on_update=self._on_update,
+            watched=self.hub.watches,
+            on_update=self.hub.fanout.publish,
             on_control=self._on_control,
             on_live=self._on_live,
             on_lost=lambda: metrics.SUBSCRIBED.set(0),
+            on_malformed=self._on_malformed,
         )
+        metrics.REDIS_MESSAGES.watch(self.broker)
 
     # --- start / stop --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -269,9 +274,9 @@ class Pod:
         self._tick_handle = self.loop.call_at(now + self.tick, self._on_tick)
 
     # --- Redis messages --------------------------------------------------------------------------
-    def _on_update(self, order_id: str, payload: bytes) -> None:
-        metrics.MESSAGES_IN.inc()
-        self.hub.publish(order_id, payload)
+    def _on_malformed(self, order_id: str | None, reason: str) -> None:
+        metrics.MALFORMED.labels(reason).inc()
+        self.malformed_log(order_id, reason)
 
     def _on_delivered(self, count: int, latency: float) -> None:
         metrics.FRAMES_OUT.inc(count)
