@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ordertrack.push.main", "run a push pod (WebSocket server)"),
     "poll": ("ordertrack.gateway.main", "run the logistics gateway (carrier poller)"),
     "api": ("ordertrack.api.main", "run the REST fallback API and the tracking page"),
+    "ingest": ("ordertrack.ingest.main", "run the carrier webhook endpoint (pushed scans)"),
     "sandbox": ("ordertrack.sandbox.main", "run the carrier sandbox (DHL/FedEx/UPS look-alikes)"),
     "dev": ("ordertrack.dev", "run the whole system on embedded defaults"),
     "token": ("ordertrack.dev_keys", "mint a development JWT"),

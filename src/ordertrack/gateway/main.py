@@ -104,6 +104,29 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def push_subscribers(settings: SimpleNamespace, redis: Any, store: Any,
+                     loops: list[CarrierLoop]) -> list[Any]:
+    """UPS Track Alert / DHL push subscriptions for the polled carriers with a webhook URL."""
+    from ordertrack.gateway.subscriptions import Subscriber
+
+    clients = {loop.carrier: loop.client for loop in loops}
+    wanted = {
+        "ups": (settings.ups_webhook_url, settings.ups_webhook_credential, "",
+                "UPS_WEBHOOK_CREDENTIAL"),
+        "dhl": (settings.dhl_webhook_url, settings.dhl_webhook_secret,
+                settings.dhl_webhook_header, "DHL_WEBHOOK_SECRET"),
+    }
+    subscribers = []
+    for carrier, (url, credential, header, secret_name) in wanted.items():
+        if not url or carrier not in clients:
+            continue
+        if not credential:
+            raise ConfigError(f"{carrier.upper()}_WEBHOOK_URL is set but {secret_name} is not")
+        subscribers.append(Subscriber(redis, store, carrier, clients[carrier], url, credential,
+                                      header, settings.subscription_renew_before_seconds))
+    return subscribers
+
+
 async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int:
     import redis.asyncio as aioredis
 
@@ -149,10 +172,14 @@ async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int
         client = make_client(config, http, policy)
         loops.append(CarrierLoop(poller, config.carrier, client, interval=config.interval,
                                  requests_per_hour=hourly_rate(limits[config.carrier]),
-                                 refresh_seconds=settings.orders_refresh_seconds))
+                                 refresh_seconds=settings.orders_refresh_seconds,
+                                 safety_net=settings.push_safety_net_seconds))
+    subscribers = push_subscribers(settings, redis, store, loops)
     log.info("gateway replica %s polling %s", replica, ", ".join(c.carrier for c in carriers))
     try:
-        await asyncio.gather(*(carrier_loop.run(stopping) for carrier_loop in loops))
+        await asyncio.gather(*(carrier_loop.run(stopping) for carrier_loop in loops),
+                             *(sub.run(stopping, settings.orders_refresh_seconds)
+                               for sub in subscribers))
     finally:
         for carrier_loop in loops:
             await carrier_loop.client.aclose()

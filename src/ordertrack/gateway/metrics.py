@@ -32,8 +32,12 @@ class Metrics:
                                      ["carrier"], registry=r)
         self.active_orders = Gauge("ordertrack_gateway_active_orders",
                                    "Orders being polled", ["carrier"], registry=r)
+        self.pushed_orders = Gauge("ordertrack_gateway_pushed_orders",
+                                   "Active orders the carrier pushed within the safety net, "
+                                   "polled only every PUSH_SAFETY_NET_SECONDS", ["carrier"],
+                                   registry=r)
         self.effective_period = Gauge("ordertrack_gateway_effective_poll_period_seconds",
-                                      "Seconds between two polls of the same order under the quota",
+                                      "Seconds between two polls of an order without push, under the quota",
                                       ["carrier"], registry=r)
         self.published = Counter("ordertrack_gateway_events_published_total",
                                  "Tracking events published to Redis", ["carrier"], registry=r)

@@ -26,7 +26,13 @@ from ordertrack.gateway.metrics import Metrics
 from ordertrack.gateway.pagerduty import PagerDuty
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.gateway.quota import Quota, next_utc_midnight
-from ordertrack.gateway.scheduler import Scheduler, effective_period, spacing
+from ordertrack.gateway.record import record_events
+from ordertrack.gateway.scheduler import (
+    Scheduler,
+    deferred_scores,
+    period_with_push,
+    spacing_with_push,
+)
 from ordertrack.models import ACTIVE_STATUSES, CarrierResult, Order, TrackingEvent
 
 log = logging.getLogger("ordertrack.gateway.poller")
@@ -47,10 +53,10 @@ def quota_gate(quota: Quota, carrier: str, max_wait: float,
                metrics: Metrics | None = None) -> Callable[[httpx.Request], Awaitable[None]]:
     """An httpx request hook: every tracking HTTP request, retries included, takes one
     request from the shared quota first, so the ceiling holds for what carriers really see.
-    OAuth token requests are not tracking calls and pass freely."""
+    OAuth token and push subscription requests are not tracking calls and pass freely."""
 
     async def hook(request: httpx.Request) -> None:
-        if "oauth" in request.url.path:
+        if "oauth" in request.url.path or "subscription" in request.url.path:
             return
         waited = 0.0
         while True:
@@ -131,13 +137,13 @@ class Poller:
                      carrier, order.order_id, order.tracking_number, reason)
             self.metrics.polls.labels(carrier, "not_found").inc()
             return
-        stored = await self.store.append_events(order.order_id, with_estimate(result))
-        if stored:
-            await self._catch_up(carrier, order.order_id, stored[0].seq)
-        for event in stored:
-            if await self.publisher.publish(order.order_id, carrier, event):
+        recorded = await record_events(self.store, self.publisher, carrier, order.order_id,
+                                       with_estimate(result))
+        for _event, published in recorded:
+            if published:
                 self.metrics.published.labels(carrier).inc()
             self.metrics.publish_latency.labels(carrier).observe(time.perf_counter() - answered)
+        stored = [event for event, _ in recorded]
         if stored:
             log.info("%s: order %s: %d new event(s), now seq %d (%s)", carrier, order.order_id,
                      len(stored), stored[-1].seq, stored[-1].status)
@@ -146,20 +152,6 @@ class Poller:
                 await self.scheduler.forget(carrier, order.order_id)
         self.metrics.polls.labels(carrier, "updated" if stored else "unchanged").inc()
         await self._succeeded(carrier, order)
-
-    async def _catch_up(self, carrier: str, order_id: str, first_new: int) -> None:
-        """Publish stored events Redis lacks before newer ones: another replica may have
-        stored them while it could not reach Redis, and the script refuses a seq older than
-        the order's, so they would be skipped for good. (Redis knowing nothing of the order,
-        e.g. after its TTL, is no gap: clients then refetch over REST.)"""
-        have = await self.publisher.published_seq(order_id)
-        if have == 0 or have >= first_new - 1:
-            return
-        missed = [e for e in await self.store.history(order_id) if have < e.seq < first_new]
-        log.warning("%s: order %s: Redis has seq %d, store has up to %d: publishing %d missed "
-                    "event(s) first", carrier, order_id, have, first_new - 1, len(missed))
-        for event in missed:
-            await self.publisher.publish(order_id, carrier, event)
 
     async def _republish(self, carrier: str, order_id: str) -> None:
         """Publish stored events a failed Redis call left out (the script skips known seqs)."""
@@ -252,13 +244,16 @@ class CarrierLoop:
     """One carrier's polling loop in this replica: refresh, claim, poll, repeat."""
 
     def __init__(self, poller: Poller, carrier: str, client: Any, *, interval: float,
-                 requests_per_hour: float, refresh_seconds: float = 15.0, concurrency: int = 8):
+                 requests_per_hour: float, refresh_seconds: float = 15.0, concurrency: int = 8,
+                 safety_net: float = 1800.0):
         self.poller = poller
         self.carrier = carrier
         self.client = client
         self.interval = interval
         self.requests_per_hour = requests_per_hour
         self.refresh_seconds = refresh_seconds
+        #: an order pushed within this many seconds is polled only this often
+        self.safety_net = max(safety_net, interval)
         self.batch_size = int(getattr(client, "batch_size", 1))
         self.orders: dict[str, Order] = {}
         self.spacing = interval
@@ -268,16 +263,25 @@ class CarrierLoop:
     async def refresh(self) -> None:
         orders = await self.poller.store.active_orders(self.carrier)
         self.orders = {order.order_id: order for order in orders}
-        count = await self.poller.scheduler.sync(self.carrier, self.orders)
-        self.spacing = spacing(count, self.interval, self.requests_per_hour, self.batch_size)
-        period = effective_period(count, self.interval, self.requests_per_hour, self.batch_size)
+        scheduler = self.poller.scheduler
+        count = await scheduler.sync(self.carrier, self.orders)
+        now = time.time()
+        pushed = await scheduler.pushed_since(self.carrier, now - self.safety_net)
+        deferred = deferred_scores(pushed, self.orders, now, self.interval, self.safety_net)
+        await scheduler.defer(self.carrier, deferred)
+        polled = count - len(deferred)
+        args = (polled, len(deferred), self.interval, self.safety_net, self.requests_per_hour,
+                self.batch_size)
+        self.spacing = spacing_with_push(*args)
+        period = period_with_push(*args)
         metrics = self.poller.metrics
         metrics.active_orders.labels(self.carrier).set(count)
+        metrics.pushed_orders.labels(self.carrier).set(len(deferred))
         metrics.effective_period.labels(self.carrier).set(period)
         if period > self.interval:
-            log.warning("%s: %d active orders need more than the quota allows: each is polled "
-                        "every %.0f s instead of %.0f s", self.carrier, count, period,
-                        self.interval)
+            log.warning("%s: %d active orders (%d with push) need more than the quota allows: "
+                        "each order without push is polled every %.0f s instead of %.0f s",
+                        self.carrier, count, len(deferred), period, self.interval)
 
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("%s: polling every %.3g s at most, quota %.0f requests/hour, batch %d",

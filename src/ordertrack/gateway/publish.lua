@@ -20,9 +20,16 @@ if #last > 0 then
   end
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], ARGV[1] .. '-0', 'msg', ARGV[2])
-redis.call('HSET', KEYS[2],
-  'status', ARGV[6], 'location', ARGV[7], 'timestamp', ARGV[8],
-  'estimated_delivery', ARGV[9], 'carrier', ARGV[10], 'seq', ARGV[1])
+-- a late scan (older than the state's; ISO 8601 UTC with Z compares as text) gets its seq
+-- and is delivered, but the current status stays with the newer scan (store.next_order_state)
+local newest = redis.call('HGET', KEYS[2], 'timestamp')
+if newest and newest ~= '' and ARGV[8] < newest then
+  redis.call('HSET', KEYS[2], 'carrier', ARGV[10], 'seq', ARGV[1])
+else
+  redis.call('HSET', KEYS[2],
+    'status', ARGV[6], 'location', ARGV[7], 'timestamp', ARGV[8],
+    'estimated_delivery', ARGV[9], 'carrier', ARGV[10], 'seq', ARGV[1])
+end
 local ttl = tonumber(ARGV[5])
 if ttl and ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)

@@ -6,7 +6,11 @@ Rules (per carrier):
 - requests are spread evenly over the cycle, one every `spacing` seconds, not burst;
 - when the hourly quota cannot cover every active order each interval, every order is polled
   less often, equally: the period stretches to `effective_period` (round robin by staleness);
-- FedEx tracks 30 numbers per request, so 30 orders cost one request.
+- FedEx tracks 30 numbers per request, so 30 orders cost one request;
+- an order whose carrier pushed a scan within `safety_net` seconds (`ordertrack ingest`
+  records it in `gateway:pushed:{carrier}`) is polled only once `safety_net` after its last
+  push: the quota goes to the orders without push. A push channel that goes quiet for an
+  order (UPS loses callbacks while we are down) is noticed then, and polling resumes.
 
 Across replicas, the ZSET `gateway:polled:{carrier}` holds each order's last-claimed time, the
 key `gateway:pace:{carrier}` the next request slot, and `gateway:claim:{order_id}` (SET NX PX)
@@ -25,6 +29,7 @@ CLAIM_SCRIPT = Path(__file__).with_name("claim.lua").read_text()
 POLLED_PREFIX = "gateway:polled:"
 PACE_PREFIX = "gateway:pace:"
 CLAIM_PREFIX = "gateway:claim:"
+PUSHED_PREFIX = "gateway:pushed:"
 
 
 def polled_key(carrier: str) -> str:
@@ -37,6 +42,11 @@ def pace_key(carrier: str) -> str:
 
 def claim_key(order_id: str) -> str:
     return CLAIM_PREFIX + order_id
+
+
+def pushed_key(carrier: str) -> str:
+    """ZSET order_id -> when the carrier last pushed a scan of it (epoch seconds)."""
+    return PUSHED_PREFIX + carrier
 
 
 # --- the pure core ------------------------------------------------------------------------------
@@ -62,6 +72,42 @@ def spacing(active_orders: int, interval: float, requests_per_hour: float,
     if needed == 0:
         return interval
     return effective_period(active_orders, interval, requests_per_hour, batch_size) / needed
+
+
+def _requests_per_interval(polled: int, pushed: int, interval: float, safety_net: float,
+                           batch_size: int) -> float:
+    """Requests wanted per `interval`: every order without push, and pushed ones as often as
+    the safety net says."""
+    return (requests_per_cycle(polled, batch_size)
+            + requests_per_cycle(pushed, batch_size) * interval / safety_net)
+
+
+def period_with_push(polled: int, pushed: int, interval: float, safety_net: float,
+                     requests_per_hour: float, batch_size: int = 1) -> float:
+    """Seconds between two polls of an order WITHOUT recent push, when `pushed` orders are
+    polled only every `safety_net`: what `ordertrack_gateway_effective_poll_period_seconds`
+    shows. With no pushed order it is `effective_period`."""
+    wanted = _requests_per_interval(polled, pushed, interval, safety_net, batch_size)
+    return max(interval, wanted * 3600.0 / requests_per_hour)
+
+
+def spacing_with_push(polled: int, pushed: int, interval: float, safety_net: float,
+                      requests_per_hour: float, batch_size: int = 1) -> float:
+    """Seconds between two requests when pushed orders are polled every `safety_net`."""
+    wanted = _requests_per_interval(polled, pushed, interval, safety_net, batch_size)
+    if wanted == 0:
+        return interval
+    return period_with_push(polled, pushed, interval, safety_net, requests_per_hour,
+                            batch_size) / wanted
+
+
+def deferred_scores(pushed: Mapping[str, float], active: Iterable[str], now: float,
+                    interval: float, safety_net: float) -> dict[str, float]:
+    """The `gateway:polled` score of each active order pushed within `safety_net`: its last
+    push + safety_net - interval, so claim.lua finds it due `safety_net` after that push."""
+    return {order_id: pushed[order_id] + safety_net - interval
+            for order_id in active
+            if order_id in pushed and pushed[order_id] > now - safety_net}
 
 
 def pick_due(last_polled: Mapping[str, float], now: float, interval: float, batch_size: int,
@@ -139,6 +185,20 @@ class Scheduler:
             await pipe.execute()
         return len(active)
 
+    async def defer(self, carrier: str, scores: Mapping[str, float]) -> None:
+        """Push the next poll of these orders out (never earlier than already planned)."""
+        if scores:
+            await self.redis.zadd(polled_key(carrier), dict(scores), xx=True, gt=True)
+
+    async def pushed_since(self, carrier: str, since: float) -> dict[str, float]:
+        """Orders pushed after `since` -> their last push; older entries are dropped."""
+        key = pushed_key(carrier)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, "-inf", f"({since}")
+            pipe.zrangebyscore(key, since, "+inf", withscores=True)
+            _, pairs = await pipe.execute()
+        return {member.decode(): score for member, score in pairs}
+
     async def forget(self, carrier: str, order_id: str) -> None:
         """The order left the active set (delivered): stop polling it now."""
         await self.redis.zrem(polled_key(carrier), order_id)
@@ -164,3 +224,10 @@ class Scheduler:
     async def last_polled(self, carrier: str) -> dict[str, float]:
         pairs = await self.redis.zrange(polled_key(carrier), 0, -1, withscores=True)
         return {member.decode(): score for member, score in pairs}
+
+
+async def mark_pushed(redis: Any, carrier: str, order_ids: Iterable[str], now: float) -> None:
+    """Record that the carrier pushed scans of these orders now (by `ordertrack ingest`)."""
+    ids = list(order_ids)
+    if ids:
+        await redis.zadd(pushed_key(carrier), dict.fromkeys(ids, now), gt=True)

@@ -42,6 +42,8 @@ from ordertrack.sandbox import (
     shapes,
 )
 from ordertrack.sandbox.faults import FaultBook, parse_fault
+from ordertrack.sandbox.push import Pusher
+from ordertrack.sandbox.push import routes as push_routes
 from ordertrack.sandbox.quota import Quota
 from ordertrack.sandbox.shipments import (
     Shipment,
@@ -262,6 +264,7 @@ def malformed(response: Response) -> Response:
 
 def create_app(config: SandboxConfig | None = None, state_file: Path | None = None) -> Starlette:
     sandbox = Sandbox(config or SandboxConfig(), state_file)
+    pusher = Pusher()
 
     def finish(carrier: str, what: str, numbers: list[str], entry: dict[str, Any] | None,
                response: Response, note: str = "") -> Response:
@@ -557,6 +560,7 @@ def create_app(config: SandboxConfig | None = None, state_file: Path | None = No
         sandbox.shipments.clear()
         sandbox.save_shipments()
         sandbox.reset_quotas()
+        pusher.clear()
         log.info("reset: faults, stats, shipments and quota counters cleared")
         return JSONResponse({"status": "reset"})
 
@@ -574,6 +578,7 @@ def create_app(config: SandboxConfig | None = None, state_file: Path | None = No
         Route("/_admin/tokens/expire", admin_expire_tokens, methods=["POST"]),
         Route("/_admin/stats", admin_stats, methods=["GET"]),
         Route("/_admin/reset", admin_reset, methods=["POST"]),
+        *push_routes(sandbox, pusher),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox

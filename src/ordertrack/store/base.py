@@ -352,6 +352,11 @@ class TrackingStore(abc.ABC):
     ) -> list[Order]:
         """Orders by creation time; `active_only` keeps those in ACTIVE_STATUSES."""
 
+    @abc.abstractmethod
+    async def find_order(self, carrier: str, tracking_number: str) -> Order | None:
+        """The newest order the carrier's tracking number belongs to (a pushed scan names
+        only the number), or None."""
+
     async def active_orders(self, carrier: str) -> list[Order]:
         """The carrier's orders the gateway polls (status in ACTIVE_STATUSES)."""
         return await self.list_orders(carrier=carrier, active_only=True)

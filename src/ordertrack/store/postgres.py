@@ -137,6 +137,13 @@ class PostgresStore(TrackingStore):
         )
         return order_from_row(row) if row else None
 
+    async def find_order(self, carrier: str, tracking_number: str) -> Order | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE carrier = $1 AND tracking_number = $2 "
+            "ORDER BY created_at DESC, order_id DESC LIMIT 1", carrier, tracking_number
+        )
+        return order_from_row(row) if row else None
+
     async def list_orders(
         self, carrier: str | None = None, active_only: bool = False
     ) -> list[Order]:

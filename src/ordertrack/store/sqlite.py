@@ -185,6 +185,15 @@ class SqliteStore(TrackingStore):
                 row = await cursor.fetchone()
         return order_from_row(row) if row else None
 
+    async def find_order(self, carrier: str, tracking_number: str) -> Order | None:
+        async with self._reading() as db:
+            async with db.execute(
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE carrier = ? AND tracking_number = ? "
+                "ORDER BY created_at DESC, order_id DESC LIMIT 1", (carrier, tracking_number)
+            ) as cursor:
+                row = await cursor.fetchone()
+        return order_from_row(row) if row else None
+
     async def list_orders(
         self, carrier: str | None = None, active_only: bool = False
     ) -> list[Order]:

@@ -33,6 +33,7 @@ from ordertrack.models import CarrierResult, TrackingEvent
 
 CARRIER = "dhl"
 PATH = "/track/shipments"
+SUBSCRIBE_PATH = "/track/push/v1/subscriptions"
 DEFAULT_TIMEOUT = 10.0
 
 STATUS_TABLE = expand({
@@ -173,3 +174,13 @@ class DhlClient(CarrierClient):
             params={"trackingNumber": numbers[0]},
         )
         return parse_response(response.content, numbers, response.status_code)
+
+    async def subscribe(self, number: str, url: str, header: str, value: str) -> None:
+        """DHL push subscription of one number to our webhook, with our static header."""
+        response = await self._http.request(
+            "POST", SUBSCRIBE_PATH, what="subscribe",
+            headers={"DHL-API-Key": self._api_key, "Accept": "application/json"},
+            json={"trackingNumber": number, "callbackUrl": url, "headers": {header: value}},
+        )
+        if response.status_code not in (200, 201):
+            raise error_for_status(response.status_code, response.content)

@@ -46,6 +46,10 @@ CARRIER = "ups"
 TOKEN_PATH = "/security/v1/oauth/token"
 TRACK_PATH = "/api/track/v1/details/"
 DEFAULT_TIMEOUT = 12.0
+SUBSCRIBE_PATH = "/api/track/v1/subscription/standard/package"
+#: Track Alert: numbers per subscription call, and how long a subscription lasts
+SUBSCRIBE_BATCH = 100
+SUBSCRIPTION_SECONDS = 14 * 86400.0
 TRANSACTION_SRC = "ordertrack"
 NOT_FOUND = "TW0001"
 
@@ -157,7 +161,7 @@ def estimated_delivery(package: dict) -> str | None:
     return None
 
 
-def _location(activity: dict) -> str | None:
+def activity_location(activity: dict) -> str | None:
     location = activity.get("location")
     address = location.get("address") if isinstance(location, dict) else None
     if not isinstance(address, dict):
@@ -178,8 +182,8 @@ def parse_package(package: dict, requested: str) -> CarrierResult:
         if not isinstance(node, dict) and i == 0:
             node = current  # a status-less newest activity is the current status
         status, raw_code = status_of(node)
-        events.append(TrackingEvent(status, _location(activity), activity_timestamp(activity),
-                                    estimate, raw_code, package))
+        events.append(TrackingEvent(status, activity_location(activity),
+                                    activity_timestamp(activity), estimate, raw_code, package))
     return CarrierResult(requested, True, oldest_first(events), estimate)
 
 
@@ -259,3 +263,24 @@ class UpsClient(CarrierClient):
             if response.status_code == 401:
                 raise CarrierError(CARRIER, "auth", 401, "token refused twice")
         return parse_response(response.content, numbers, response.status_code)
+
+    async def subscribe(self, numbers: list[str], url: str,
+                        credential: str) -> tuple[list[str], list[str]]:
+        """Track Alert subscription of up to 100 numbers to our webhook, with the credential
+        UPS sends back (`Authorization: Bearer`): (valid, invalid) numbers."""
+        if not 0 < len(numbers) <= SUBSCRIBE_BATCH:
+            raise ValueError(f"ups subscribes 1..{SUBSCRIBE_BATCH} numbers per call")
+        token = await self.tokens.get()
+        response = await self._http.request(
+            "POST", SUBSCRIBE_PATH, what="subscribe",
+            headers={"Authorization": f"Bearer {token}", "transId": uuid.uuid4().hex,
+                     "transactionSrc": TRANSACTION_SRC},
+            json={"locale": "en_US", "countryCode": "US", "trackingNumberList": numbers,
+                  "destination": {"url": url, "credentialType": "Bearer",
+                                  "credential": credential}},
+        )
+        if response.status_code != 200:
+            raise classify_status(CARRIER, response.status_code, response.content, {})
+        data = decode_body(CARRIER, response.content)
+        return (list(data.get("validTrackingNumbers") or []),
+                list(data.get("invalidTrackingNumbers") or []))

@@ -1,0 +1,126 @@
+"""Carrier push bench (run by hand: `python -m bench.bench_ingest [--events 3000 --share 0.7]`).
+
+1. The staleness table of bench_gateway recomputed with push: a share of each carrier's
+   active orders is pushed (its scans arrive within a second; it is polled only every
+   PUSH_SAFETY_NET_SECONDS as a safety net) and the quota goes to the others. Pure arithmetic
+   from the scheduler (`period_with_push`).
+2. Ingest throughput on one core: a real `ordertrack ingest` process pinned to one core, a
+   private redis-server and a SQLite store; signed FedEx deliveries (one new scan each, over
+   many orders) are posted concurrently. Prints verified + stored + published events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.bench_gateway import CONTRACT, LEVELS, fmt_period
+from ordertrack.gateway.scheduler import period_with_push
+from ordertrack.ingest.auth import fedex_signature
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SECRET = "bench-secret"
+
+
+def staleness_table(share: float, safety_net: float) -> str:
+    lines = [f"effective poll period of orders WITHOUT push, {share:.0%} of orders pushed "
+             f"(those polled every {fmt_period(safety_net)} as a safety net):",
+             f"{'active orders':>14} | " + " | ".join(f"{c:>12}" for c in CONTRACT)]
+    for n in LEVELS:
+        pushed = round(n * share)
+        cells = [fmt_period(period_with_push(n - pushed, pushed, iv, safety_net, rate, batch))
+                 for iv, rate, batch in CONTRACT.values()]
+        lines.append(f"{n:>14,} | " + " | ".join(f"{cell:>12}" for cell in cells))
+    return "\n".join(lines)
+
+
+def fedex_delivery(number: str, index: int) -> tuple[bytes, dict[str, str]]:
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600 + index))
+    body = json.dumps({"eventId": f"{number}-{index}", "trackingNumber": number,
+                       "trackResults": [{"scanEvents": [{
+                           "date": when + "-00:00", "eventType": "AR",
+                           "eventDescription": "Arrived at FedEx location",
+                           "scanLocation": {"city": "MEMPHIS", "stateOrProvinceCode": "TN",
+                                            "countryCode": "US"}}]}]}).encode()
+    return body, {"fdx-signature": fedex_signature(body, SECRET),
+                  "Content-Type": "application/json"}
+
+
+async def fire(url: str, orders: int, events: int, concurrency: int) -> tuple[float, int]:
+    deliveries = [fedex_delivery(f"FXB{i % orders:05d}", i) for i in range(events)]
+    slots = asyncio.Semaphore(concurrency)
+    ok = 0
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
+            max_connections=concurrency)) as client:
+        async def one(body: bytes, headers: dict[str, str]) -> None:
+            nonlocal ok
+            async with slots:
+                response = await client.post(url, content=body, headers=headers)
+                ok += response.status_code == 200 and response.json()["stored"] == 1
+        start = time.perf_counter()
+        await asyncio.gather(*(one(b, h) for b, h in deliveries))
+        return time.perf_counter() - start, ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--share", type=float, default=0.7, help="share of orders pushed")
+    parser.add_argument("--safety-net", type=float, default=1800.0)
+    args = parser.parse_args()
+
+    print(staleness_table(args.share, args.safety_net))
+    print()
+    from tests.support import RedisServer, free_port, wait_http_ok
+
+    from ordertrack.models import Order
+    from ordertrack.store import open_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = f"sqlite:///{tmp}/ingest.db"
+
+        async def seed() -> None:
+            async with open_store(db) as store:
+                for i in range(args.orders):
+                    await store.add_order(Order(f"ord_{i}", "user_b", "fedex", f"FXB{i:05d}"))
+
+        asyncio.run(seed())
+        redis_server = RedisServer(Path(tmp) / "redis")
+        redis_server.start()
+        port = free_port()
+        env = {**os.environ, "REDIS_URL": redis_server.url, "DATABASE_URL": db,
+               "INGEST_HOST": "127.0.0.1", "INGEST_PORT": str(port),
+               "FEDEX_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "warning"}
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        pin = ["taskset", "-c", str(cores[-1])] if len(cores) > 1 else []
+        ingest = subprocess.Popen([*pin, sys.executable, "-m", "ordertrack", "ingest"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_http_ok(f"http://127.0.0.1:{port}/healthz")
+            elapsed, ok = asyncio.run(fire(f"http://127.0.0.1:{port}/webhooks/fedex",
+                                           args.orders, args.events, args.concurrency))
+            print(f"ingest on one core: {args.events} signed FedEx deliveries over "
+                  f"{args.orders} orders, concurrency {args.concurrency}: {elapsed:.2f} s = "
+                  f"{args.events / elapsed:,.0f} events/s verified + stored + published "
+                  f"({ok} stored as new)")
+        finally:
+            ingest.terminate()
+            ingest.wait(10)
+            redis_server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

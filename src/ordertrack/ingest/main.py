@@ -1,0 +1,39 @@
+"""`ordertrack ingest`: serve the carriers' tracking webhooks (uvicorn, one worker).
+
+Scale by running more processes; scans of one order are serialised within a process, and
+the store's unique scan index plus the publish script's seq check hold across processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ordertrack.config import ConfigError, add_flags, load
+from ordertrack.ingest.settings import SETTINGS
+from ordertrack.telemetry import setup_logging
+
+log = logging.getLogger("ordertrack.ingest")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser, SETTINGS)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ordertrack.ingest.app import create_app, verifiers
+
+    settings = load(SETTINGS, args)
+    setup_logging(settings.log_level)
+    if not verifiers(settings):
+        raise ConfigError("no webhook to serve: set FEDEX_WEBHOOK_SECRET, "
+                          "UPS_WEBHOOK_CREDENTIAL or DHL_WEBHOOK_SECRET")
+    config = uvicorn.Config(create_app(settings), host=settings.ingest_host,
+                            port=settings.ingest_port, loop="uvloop", http="httptools",
+                            workers=1, lifespan="on", access_log=False, log_config=None,
+                            server_header=False)
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
