@@ -6,6 +6,11 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# the push pod's tests that start real pods: run a second time against the pure-Python twins
+# (ORDERTRACK_PURE_PYTHON=1), as uvloop runs its suite twice; the unit tests of the Cython
+# parts already run both implementations side by side
+PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py \
+                  tests/test_push_bad_input.py
 
 .PHONY: run test lint bench system-deps test-db install ext clean
 
@@ -50,6 +55,7 @@ run: install
 test: install test-db
 	$(BIN)/ruff check src tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
+	ORDERTRACK_PURE_PYTHON=1 $(PY) -m pytest $(PUSH_POD_TESTS) $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.capacity

@@ -34,13 +34,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ordertrack import flags, keys, protocol
-from ordertrack.push import metrics, registry
+from ordertrack.push import fanout, metrics, pubsub_reader, registry, wheel
 from ordertrack.push.admission import Admission, stream_after
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
 from ordertrack.push.hub import Hub
 from ordertrack.push.malformed import MalformedLog
-from ordertrack.push.wheel import load as load_wheel
 
 log = logging.getLogger("ordertrack.push")
 disconnect_log = logging.getLogger("ordertrack.push.disconnect")
@@ -74,7 +73,7 @@ class Pod:
         # a fine tick spreads pings: at 19,500 connections and 30 s, a 0.5 s tick sent ~325
         # pings in one burst (a ~15 ms stall on delivery); 20 ms sends ~13 per tick
         self.tick = min(max(min(self.interval, self.timeout) / 20.0, 0.005), 0.02)
-        self.wheel = load_wheel()(self.tick, 4096)
+        self.wheel = wheel.load()(self.tick, 4096)
         self.flag = flags.Flag()
         self.draining = False
         self._tasks: list[asyncio.Task] = []
@@ -105,6 +104,9 @@ class Pod:
                  "releases": self.registry.run_releases(), "housekeeping": self._housekeeping_loop()}
         if self.cfg.datadog_agent_host:
             loops["datadog"] = metrics.datadog_loop(self.cfg, self._connections_by_carrier)
+        log.info("hot path", extra={"fields": {
+            "pubsub_reader": pubsub_reader.IMPLEMENTATION, "fanout": fanout.IMPLEMENTATION,
+            "wheel": "python" if type(self.wheel).__module__ == wheel.__name__ else "cython"}})
         for name, coro in loops.items():
             task = self.loop.create_task(coro, name=name)
             task.add_done_callback(self._on_task_done)

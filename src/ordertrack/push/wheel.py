@@ -21,6 +21,7 @@ operations and compares every answer):
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Hashable
 from typing import Any
 
@@ -142,7 +143,10 @@ class TimerWheel:
 
 
 def load() -> type:
-    """The Cython TimerWheel when the extension is built, else this pure-Python twin."""
+    """The Cython TimerWheel when the extension is built (and ORDERTRACK_PURE_PYTHON is not
+    1), else this pure-Python twin."""
+    if os.environ.get("ORDERTRACK_PURE_PYTHON") == "1":
+        return TimerWheel
     try:
         from ordertrack._wheel import TimerWheel as Fast
     except ImportError:
