@@ -9,6 +9,10 @@ jitter, re-subscribes, and calls `on_live(resubscribed)` so the pod can catch up
 published while it was away. Every connection has a fresh reader: a Redis that stopped
 mid-message leaves nothing half-parsed behind.
 
+While `on_live` runs (the catch-up after a reconnect), updates of watched orders are held and
+handed on in order once it is done: a live update must not overtake the replay of the ones
+before it (the client would then never see those, `seq` being never shown twice).
+
 A message whose handler fails is that message's alone (logged, dropped): the subscription
 goes on. Counters (`received`, `discarded`, `malformed`) add up over every connection.
 """
@@ -73,6 +77,8 @@ class Broker:
         self._stopping = False
         # counters of the readers of earlier connections (the current one counts its own)
         self._totals = [0, 0, 0]
+        #: updates held while `on_live` catches up, or None
+        self._held: list | None = None
 
     # --- counters ----------------------------------------------------------------------------
     def _count(self, index: int, name: str) -> int:
@@ -93,6 +99,9 @@ class Broker:
 
     # --- handlers: one message's failure is that message's alone ---------------------------------
     def _update(self, order_id: str, watch, payload: bytes) -> None:
+        if self._held is not None:
+            self._held.append((order_id, watch, payload))
+            return
         try:
             self.on_update(order_id, watch, payload)
         except Exception:  # noqa: BLE001 - a bug in a handler must not end the subscription
@@ -129,7 +138,13 @@ class Broker:
                          extra={"fields": {"resubscribed": not first}})
                 watchdog = loop.create_task(self._watch(reader))
                 try:
-                    await self.on_live(not first)
+                    self._held = []
+                    try:
+                        await self.on_live(not first)
+                    finally:
+                        held, self._held = self._held, None
+                    for update in held:
+                        self._update(*update)
                     first = False
                     error = await reader.closed
                 finally:
