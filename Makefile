@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py \
                   tests/test_push_bad_input.py
 
-.PHONY: run test lint bench system-deps test-db install ext clean
+.PHONY: run test lint bench bench-baseline system-deps test-db install ext clean
 
 $(STAMP): pyproject.toml setup.py ext/*.pyx ext/*.pxd
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,8 +57,19 @@ test: install test-db
 	$(PY) -m pytest $(PYTEST_ARGS)
 	ORDERTRACK_PURE_PYTHON=1 $(PY) -m pytest $(PUSH_POD_TESTS) $(PYTEST_ARGS)
 
+# micro-benchmarks of the push pod's hot parts (Cython and twin side by side), compared with
+# the baseline stored in bench/baseline/: a part slower than BENCH_FAIL fails `make bench`;
+# then the end-to-end capacity run. `make bench-baseline` stores a new baseline.
+BENCH_FILES := bench/bench_hotpath.py bench/bench_admission.py
+BENCH_FAIL ?= min:50%
+BENCH_OPTS := -p no:cacheprovider -q --benchmark-enable --benchmark-storage=file://bench/baseline \
+              --benchmark-group-by=func --benchmark-columns=min,median,ops
 bench: install
+	$(PY) -m pytest $(BENCH_FILES) $(BENCH_OPTS) --benchmark-compare --benchmark-compare-fail=$(BENCH_FAIL)
 	$(PY) -m bench.capacity
+
+bench-baseline: install
+	$(PY) -m pytest $(BENCH_FILES) $(BENCH_OPTS) --benchmark-save=baseline
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info ext/*.c src/ordertrack/*.so .pytest_cache
