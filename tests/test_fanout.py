@@ -49,7 +49,7 @@ def message(seq: int, **overrides) -> dict:
 
 def watch_of(*conns) -> Watch:
     watch = Watch()
-    watch.conns.update(conns)
+    watch.conns.extend(conns)
     return watch
 
 
