@@ -12,9 +12,11 @@ PYTEST_ARGS ?=
 PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py \
                   tests/test_push_bad_input.py
 
-.PHONY: run test lint bench bench-baseline system-deps test-db install ext clean
+.PHONY: run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
-$(STAMP): pyproject.toml setup.py ext/*.pyx ext/*.pxd
+EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd)
+
+$(STAMP): pyproject.toml setup.py $(EXT_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test]'
@@ -46,8 +48,9 @@ system-deps:
 test-db:
 	@scripts/test-postgres
 
+# rebuild the Cython extensions in place after editing ext/ (Cython comes with '.[test]')
 ext: $(STAMP)
-	$(PY) setup.py build_ext --inplace -q
+	$(PY) setup.py -q build_ext --inplace
 
 run: install
 	$(BIN)/ordertrack dev
@@ -71,5 +74,32 @@ bench: install
 bench-baseline: install
 	$(PY) -m pytest $(BENCH_FILES) $(BENCH_OPTS) --benchmark-save=baseline
 
+node-deps:
+	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
+
+# The peer servers of the load test (bench/peers/README.md), never part of `make test`:
+# nginx + nchan + njs from Debian, the Node peer's pinned packages; then one PASS/FAIL each.
+bench-peers: install node-deps
+	@command -v nginx >/dev/null && test -e /usr/lib/nginx/modules/ngx_nchan_module.so \
+	  && test -e /usr/lib/nginx/modules/ngx_http_js_module.so || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends nginx-light libnginx-mod-nchan libnginx-mod-http-js; }
+	cd bench/peers/node_ws && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	$(PY) -m bench.peers.check
+
+# Artillery 2.0.21 (the last release for Node 20), pinned by its lock file, under bench/artillery;
+# no install scripts: they would fetch a browser for its Playwright engine, which we do not use.
+bench-artillery: install node-deps
+	cd bench/artillery && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+# the log's staging load test at this machine's scale: PROFILE=smoke|pod|cluster, OUT=folder
+PROFILE ?= smoke
+OUT     ?= artifacts/load-$(PROFILE)
+bench-load: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench.load --profile $(PROFILE) --out $(OUT)
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info ext/*.c src/ordertrack/*.so .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	find ext src -name '*.c' -o -name '*.so' | xargs rm -f

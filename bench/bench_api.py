@@ -23,10 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from ordertrack.devtools.keys import generate_keys
+from ordertrack.devtools.processes import free_port, wait_http_ok
+from ordertrack.devtools.redis_server import RedisServer
 
-from tests.support import RedisServer, free_port, generate_keys, wait_http_ok  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 WRK_SCRIPT = """
 local tokens = {%(tokens)s}

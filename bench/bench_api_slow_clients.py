@@ -20,16 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.support import (  # noqa: E402
-    ProcessGroup,
-    RedisServer,
-    free_port,
-    generate_keys,
-    wait_http_ok,
-)
+from ordertrack.devtools.keys import generate_keys
+from ordertrack.devtools.processes import ProcessGroup, free_port, wait_http_ok
+from ordertrack.devtools.redis_server import RedisServer
 
 BIG_HEADER_BYTES = 10 * 1024 * 1024
 

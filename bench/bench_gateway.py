@@ -19,13 +19,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 
+from ordertrack.config import load
+from ordertrack.devtools.processes import free_port, wait_http_ok
+from ordertrack.devtools.redis_server import RedisServer
+from ordertrack.gateway.main import build_gateway, carriers_to_poll
 from ordertrack.gateway.scheduler import effective_period, spacing
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ordertrack.gateway.settings import SETTINGS
+from ordertrack.sandbox import (
+    DHL_API_KEY,
+    FEDEX_CLIENT_ID,
+    FEDEX_CLIENT_SECRET,
+    UPS_CLIENT_ID,
+    UPS_CLIENT_SECRET,
+)
 
 CONTRACT = {  # carrier: (interval s, requests/hour, numbers per request)
     "dhl": (60, 2000, 1),
@@ -57,36 +67,31 @@ def staleness_table() -> str:
     return "\n".join(lines)
 
 
+def bench_settings(sandbox: str, redis_url: str, db_url: str) -> SimpleNamespace:
+    """`ordertrack poll`'s settings against the sandbox, every quota lifted."""
+    lifted = str(10**9)
+    return load(SETTINGS, environ={
+        "REDIS_URL": redis_url, "DATABASE_URL": db_url, "REPLICA_NAME": "bench",
+        "DHL_QUOTA_PER_HOUR": lifted, "DHL_BURST_PER_MINUTE": lifted,
+        "FEDEX_QUOTA_PER_HOUR": lifted, "UPS_QUOTA_PER_HOUR": lifted,
+        "DHL_API_URL": sandbox, "DHL_API_KEY": DHL_API_KEY,
+        "FEDEX_API_URL": sandbox, "FEDEX_CLIENT_ID": FEDEX_CLIENT_ID,
+        "FEDEX_CLIENT_SECRET": FEDEX_CLIENT_SECRET,
+        "UPS_API_URL": sandbox, "UPS_CLIENT_ID": UPS_CLIENT_ID,
+        "UPS_CLIENT_SECRET": UPS_CLIENT_SECRET})
+
+
 async def throughput(sandbox: str, redis_url: str, db_url: str, carrier: str, orders: int,
                      rounds: int, concurrency: int) -> list[float]:
-    import redis.asyncio as aioredis
-
-    from ordertrack.gateway.carriers.dhl import DhlClient
-    from ordertrack.gateway.carriers.fedex import FedexClient
-    from ordertrack.gateway.metrics import Metrics
-    from ordertrack.gateway.pagerduty import PagerDuty
-    from ordertrack.gateway.poller import Poller, quota_gate
-    from ordertrack.gateway.publisher import Publisher
-    from ordertrack.gateway.quota import Limit, Quota
-    from ordertrack.gateway.scheduler import Scheduler
     from ordertrack.models import Order
-    from ordertrack.store import open_store
 
-    redis = aioredis.Redis.from_url(redis_url)
-    store = await open_store(db_url)
-    metrics = Metrics()
-    quota = Quota(redis, {carrier: (Limit(3600, 10**9),)}, "bench")
-    poller = Poller(store, Publisher(redis), quota, Scheduler(redis, "bench"), PagerDuty(None),
-                    metrics)
-    http = httpx.AsyncClient(event_hooks={"request": [quota_gate(quota, carrier, 10.0)]},
-                             limits=httpx.Limits(max_connections=concurrency))
-    if carrier == "dhl":
-        client = DhlClient(sandbox, api_key="sandbox-dhl-key", http=http)
-        prefix = "JD0146"
-    else:
-        client = FedexClient(sandbox, client_id="sandbox-fedex-id",
-                             client_secret="sandbox-fedex-secret", http=http)
-        prefix = "7948"
+    settings = bench_settings(sandbox, redis_url, db_url)
+    chosen = [c for c in carriers_to_poll(settings) if c.carrier == carrier]
+    gateway = await build_gateway(settings, chosen)
+    poller, metrics = gateway.poller, gateway.metrics
+    client = gateway.loops[0].client
+    prefix = "JD0146" if carrier == "dhl" else "7948"
+    store = poller.store
     batch = client.batch_size
     all_orders = [Order(f"bench_{carrier}_{i}", "user_bench", carrier, f"{prefix}{i:08d}")
                   for i in range(orders)]
@@ -114,10 +119,7 @@ async def throughput(sandbox: str, redis_url: str, db_url: str, carrier: str, or
                 rates.append(orders / elapsed)
                 print(f"  {carrier} round {round_no}: {orders} orders in {elapsed:.2f} s = "
                       f"{orders / elapsed:,.0f} orders/s ({published:.0f} events published)")
-    await client.aclose()
-    await http.aclose()
-    await store.close()
-    await redis.aclose()
+    await gateway.aclose()
     return rates
 
 
@@ -136,8 +138,6 @@ def main() -> int:
 
     print(staleness_table())
     print()
-    from tests.support import RedisServer, free_port, wait_http_ok
-
     with tempfile.TemporaryDirectory() as tmp:
         redis_server = RedisServer(Path(tmp) / "redis")
         redis_server.start()

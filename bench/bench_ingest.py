@@ -27,8 +27,6 @@ from bench.bench_gateway import CONTRACT, LEVELS, fmt_period
 from ordertrack.gateway.scheduler import period_with_push
 from ordertrack.ingest.auth import fedex_signature
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret"
 
 
@@ -83,8 +81,8 @@ def main() -> int:
 
     print(staleness_table(args.share, args.safety_net))
     print()
-    from tests.support import RedisServer, free_port, wait_http_ok
-
+    from ordertrack.devtools.processes import free_port, wait_http_ok
+    from ordertrack.devtools.redis_server import RedisServer
     from ordertrack.models import Order
     from ordertrack.store import open_store
 

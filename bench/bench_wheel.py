@@ -9,8 +9,8 @@ import sys
 import time
 import tracemalloc
 
-from ordertrack import _wheel
-from ordertrack.push import wheel as twin
+from ordertrack.push import _timer_wheel
+from ordertrack.push.timer_wheel import PureTimerWheel
 
 
 class Conn:
@@ -83,7 +83,7 @@ def measure(impl: type, count: int) -> dict[str, float]:
 
 def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    for name, impl in (("cython", _wheel.TimerWheel), ("python", twin.TimerWheel)):
+    for name, impl in (("cython", _timer_wheel.TimerWheel), ("python", PureTimerWheel)):
         figures = measure(impl, count)
         print(f"{name:7s} entries={count} " + " ".join(f"{k}={v:.0f}" for k, v in figures.items()))
     return 0

@@ -194,10 +194,13 @@ def pod_command() -> list[str]:
 
 
 def start_pod(redis_url: str, public_key: Path, max_connections: int, heartbeat_interval: float,
-              log_path: Path) -> tuple[subprocess.Popen, int, int]:
+              log_path: Path, *, shared_port: int | None = None, name: str = "bench-pod",
+              ) -> tuple[subprocess.Popen, int, int]:
+    """One pod on a free port, or on `shared_port` with REUSE_PORT (several pods, one port:
+    the kernel spreads connections; readiness is then read from the pod's own /metrics)."""
     import httpx
 
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = shared_port or free_port(), free_port()
     env = dict(os.environ)
     env.update({
         "HOST": "127.0.0.1",
@@ -209,7 +212,8 @@ def start_pod(redis_url: str, public_key: Path, max_connections: int, heartbeat_
         "MAX_CONNECTIONS_PER_USER": "5",
         "HEARTBEAT_INTERVAL_SECONDS": str(heartbeat_interval),
         "HEARTBEAT_TIMEOUT_SECONDS": "10",
-        "POD_NAME": "bench-pod",
+        "POD_NAME": name,
+        "REUSE_PORT": "true" if shared_port else "false",
         "REGION": "bench",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
@@ -222,6 +226,8 @@ def start_pod(redis_url: str, public_key: Path, max_connections: int, heartbeat_
     def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"pod exited with code {proc.returncode}")
+        if shared_port:
+            return metric_sum(scrape(metrics_port), "ordertrack_ws_redis_subscribed") == 1
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200
 
     try:

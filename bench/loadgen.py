@@ -104,6 +104,34 @@ def latency_summary(samples: list[tuple[float, float]]) -> dict[str, float | int
     }
 
 
+def make_token(key: Any, index: int, watchers_per_order: int = 1, ttl: float = 3600.0) -> str:
+    """The RS256 token of connection `index`: its own user, its order."""
+    import jwt
+
+    now = int(time.time())
+    claims = {
+        "sub": user_id(index),
+        "order_id": order_id(index, watchers_per_order),
+        "iat": now,
+        "exp": now + int(ttl),
+    }
+    return jwt.encode(claims, key, algorithm="RS256")
+
+
+def bound_socket(source: str) -> socket.socket:
+    """A non-blocking client socket bound to loopback address `source`, its port picked at
+    connect() time (IP_BIND_ADDRESS_NO_PORT), for picows' socket_factory."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 # --- the worker process ------------------------------------------------------------------------
 
 
@@ -183,37 +211,20 @@ class Worker:
     """Holds this worker's share of the connections on its own event loop."""
 
     def __init__(self, spec: WorkerSpec):
-        import jwt
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
         self.spec = spec
         self.state = WorkerState()
         self.transports: dict[int, Any] = {}
-        self._jwt = jwt
         self._key = load_pem_private_key(spec.private_key_pem, password=None)
         self._client_class = _make_client_class()
         self.url = f"ws://{spec.host}:{spec.port}/ws/orders/{{order}}/track"
 
     def token(self, index: int) -> str:
-        now = int(time.time())
-        claims = {
-            "sub": user_id(index),
-            "order_id": order_id(index, self.spec.watchers_per_order),
-            "iat": now,
-            "exp": now + int(self.spec.token_ttl),
-        }
-        return self._jwt.encode(claims, self._key, algorithm="RS256")
+        return make_token(self._key, index, self.spec.watchers_per_order, self.spec.token_ttl)
 
     def _socket(self, _url: Any) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-            sock.bind((self.spec.source, 0))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        return bound_socket(self.spec.source)
 
     async def _connect(self, index: int, gate: asyncio.Semaphore) -> None:
         from picows import WSError, WSHandshakeError, ws_connect

@@ -49,7 +49,7 @@ class PodProcess:
 
 def start_pod(procs, tmp_path: Path, redis_url: str, keys, wait_ready: bool = True,
               name: str = "pod", **settings) -> PodProcess:
-    port = free_port()
+    port = int(settings.pop("port", 0)) or free_port()
     env = {
         "REDIS_URL": redis_url,
         "PORT": str(port),

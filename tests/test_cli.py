@@ -94,3 +94,25 @@ def test_operator_commands_take_the_dev_env_file_but_the_environment_wins(tmp_pa
     flag = ordertrack_cli("flag", cwd=tmp_path)
     assert flag.returncode == 1 and "cannot reach Redis at redis://127.0.0.1:" in flag.stderr
     assert ":6379" not in flag.stderr
+
+
+def test_token_mints_with_the_dev_key_pair_and_names_one_or_several_orders(tmp_path):
+    import jwt
+
+    one = ordertrack_cli("token", "--user", "u1", "--order", "ord_a", "--ttl", "60", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    public = (tmp_path / ".dev" / "keys" / "jwt-public.pem").read_bytes()  # created on first use
+    claims = jwt.decode(one.stdout.strip(), public, algorithms=["RS256"])
+    assert claims["sub"] == "u1" and claims["order_id"] == "ord_a" and "order_ids" not in claims
+    assert claims["exp"] - claims["iat"] == 60
+
+    several = ordertrack_cli("token", "--user", "u1", "--order", "ord_a", "--order", "ord_b",
+                             "--jwt-issuer", "https://auth.example", cwd=tmp_path)
+    claims = jwt.decode(several.stdout.strip(), public, algorithms=["RS256"],
+                        issuer="https://auth.example")
+    assert claims["order_ids"] == ["ord_a", "ord_b"] and "order_id" not in claims
+
+    missing = ordertrack_cli("token", "--user", "u1", "--order", "ord_a", cwd=tmp_path,
+                             JWT_PRIVATE_KEY=str(tmp_path / "nope.pem"))
+    assert missing.returncode == 2
+    assert missing.stderr == f"ordertrack token: JWT_PRIVATE_KEY: no such file {tmp_path / 'nope.pem'}\n"

@@ -1,20 +1,24 @@
-"""The heartbeat timer wheel: the Cython ordertrack._wheel and its pure-Python twin.
+"""The heartbeat timer wheel: the Cython ordertrack.push._timer_wheel and its pure-Python twin.
 
 Unit behaviour runs against both; the property tests feed both (and a plain sorted-list
 model of the rules) the same random operations and compare every answer.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from ordertrack import _wheel
-from ordertrack.push import wheel as twin
-from ordertrack.push.wheel import deadline_tick, now_tick
+from ordertrack.push import _timer_wheel, timer_wheel
+from ordertrack.push.timer_wheel import PureTimerWheel, deadline_tick, now_tick
 
-IMPLS = [pytest.param(_wheel.TimerWheel, id="cython"), pytest.param(twin.TimerWheel, id="python")]
+IMPLS = [pytest.param(_timer_wheel.TimerWheel, id="cython"),
+         pytest.param(PureTimerWheel, id="python")]
 
 
 @pytest.fixture(params=IMPLS)
@@ -32,8 +36,20 @@ class Conn:
         return f"Conn({self.name})"
 
 
-def test_load_prefers_the_built_extension():
-    assert twin.load() is _wheel.TimerWheel
+def test_the_extension_is_built_and_chosen_by_default():
+    assert set(timer_wheel.IMPLEMENTATIONS) == {"cython", "python"}
+    assert timer_wheel.IMPLEMENTATION == "cython"
+    assert timer_wheel.TimerWheel is _timer_wheel.TimerWheel
+
+
+def test_the_environment_variable_selects_the_twin():
+    """The same switch as the pub/sub reader's and the fan-out's: the pod then runs on twins."""
+    out = subprocess.run(
+        [sys.executable, "-c", "from ordertrack.push import timer_wheel as w;"
+         "print(w.IMPLEMENTATION, w.TimerWheel.__name__)"],
+        env=dict(os.environ, ORDERTRACK_PURE_PYTHON="1"), capture_output=True, text=True,
+        check=True)
+    assert out.stdout.split() == ["python", "PureTimerWheel"]
 
 
 def test_never_fires_before_the_deadline(Wheel):
@@ -218,7 +234,7 @@ class SameAnswers(RuleBasedStateMachine):
     @initialize(tick=TICKS, slots=st.sampled_from([1, 3, 4, 8, 64]), start=st.sampled_from([0.0, 1e6]))
     def build(self, tick, slots, start):
         self.tick = tick
-        self.wheels = [_wheel.TimerWheel(tick, slots), twin.TimerWheel(tick, slots)]
+        self.wheels = [_timer_wheel.TimerWheel(tick, slots), PureTimerWheel(tick, slots)]
         self.now = start
         self.model: dict[str, tuple[float, int]] = {}  # key -> (deadline, schedule order)
         self.order = 0

@@ -1,10 +1,12 @@
 """`ordertrack` command line: one sub-command per process or operator task.
 
-Each sub-command lives in its own module exposing `configure(parser)` and `run(args) -> int`;
-only the chosen one is imported, so `ordertrack token` does not pay for FastAPI.
-A `ConfigError` from any of them prints one line and exits with code 2. The operator commands
-(`OPERATOR_COMMANDS`) take the running dev stack's Redis and store from `var/dev/env` when the
-environment does not name them (see `devenv`).
+`COMMANDS` is the whole table, one line per command: the module that runs it, its help, and
+(operator commands only) the settings it takes from a running `ordertrack dev`. Process mains
+live in their process's sub-package (`push/main.py`, ...); operator commands in `commands/`.
+Each module exposes `configure(parser)` and `run(args) -> int`; only the chosen one is
+imported, so `ordertrack token` does not pay for FastAPI. A `ConfigError` from any of them
+prints one line and exits with code 2. An operator command takes the running dev stack's
+settings from `var/dev/env` when the environment does not name them (see `devtools.env`).
 """
 
 from __future__ import annotations
@@ -13,25 +15,36 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NamedTuple
 
-from ordertrack import __version__, devenv
+from ordertrack import __version__
 from ordertrack.config import ConfigError
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("ordertrack.push.main", "run a push pod (WebSocket server)"),
-    "poll": ("ordertrack.gateway.main", "run the logistics gateway (carrier poller)"),
-    "api": ("ordertrack.api.main", "run the REST fallback API and the tracking page"),
-    "ingest": ("ordertrack.ingest.main", "run the carrier webhook endpoint (pushed scans)"),
-    "sandbox": ("ordertrack.sandbox.main", "run the carrier sandbox (DHL/FedEx/UPS look-alikes)"),
-    "dev": ("ordertrack.dev", "run the whole system on embedded defaults"),
-    "token": ("ordertrack.dev_keys", "mint a development JWT"),
-    "db": ("ordertrack.store.cli_db", "tracking store schema: `db upgrade`"),
-    "orders": ("ordertrack.store.cli_orders", "register and list orders"),
-    "flag": ("ordertrack.flag_cli", "show or set the realtime_order_tracking kill switch"),
-}
 
-#: operator commands and the settings they take from a running `ordertrack dev`
-OPERATOR_COMMANDS = {"orders": ("DATABASE_URL",), "db": ("DATABASE_URL",), "flag": ("REDIS_URL",)}
+class Command(NamedTuple):
+    module: str
+    help: str
+    #: settings taken from a running `ordertrack dev` when the environment lacks them
+    dev_settings: tuple[str, ...] = ()
+
+
+COMMANDS: dict[str, Command] = {
+    "serve": Command("ordertrack.push.main", "run a push pod (WebSocket server)"),
+    "poll": Command("ordertrack.gateway.main", "run the logistics gateway (carrier poller)"),
+    "api": Command("ordertrack.api.main", "run the REST fallback API and the tracking page"),
+    "ingest": Command("ordertrack.ingest.main", "run the carrier webhook endpoint (pushed scans)"),
+    "sandbox": Command("ordertrack.sandbox.main",
+                       "run the carrier sandbox (DHL/FedEx/UPS look-alikes)"),
+    "dev": Command("ordertrack.devtools.main", "run the whole system on embedded defaults"),
+    "token": Command("ordertrack.commands.token", "mint a development JWT"),
+    "db": Command("ordertrack.commands.db", "tracking store schema: `db upgrade`",
+                  ("DATABASE_URL",)),
+    "orders": Command("ordertrack.commands.orders", "register and list orders",
+                      ("DATABASE_URL",)),
+    "flag": Command("ordertrack.commands.flag",
+                    "show or set the realtime_order_tracking kill switch", ("REDIS_URL",)),
+    "capacity": Command("ordertrack.commands.capacity", "plan pods, memory and Redis from a load test report"),
+}
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -41,11 +54,21 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
                "`ordertrack COMMAND --help` lists a command's settings.")
     parser.add_argument("--version", action="version", version=f"ordertrack {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+    for name, entry in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=entry.help, description=entry.help)
         if name == command:
-            importlib.import_module(module_name).configure(sub)
+            importlib.import_module(entry.module).configure(sub)
     return parser
+
+
+def take_dev_settings(command: str, keys: tuple[str, ...]) -> None:
+    """Fill the environment's gaps among `keys` from the running dev stack, saying so."""
+    from ordertrack.devtools import env
+
+    applied = env.apply_dev_settings(os.environ, keys)
+    if applied:
+        print(f"ordertrack {command}: using the running dev stack's "
+              f"{' and '.join(applied)} from {env.env_path()}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,12 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command in OPERATOR_COMMANDS:
-        applied = devenv.apply_dev_settings(os.environ, OPERATOR_COMMANDS[args.command])
-        if applied:
-            print(f"ordertrack {args.command}: using the running dev stack's "
-                  f"{' and '.join(applied)} from {devenv.env_path()}", file=sys.stderr)
-    module = importlib.import_module(COMMANDS[args.command][0])
+    entry = COMMANDS[args.command]
+    if entry.dev_settings:
+        take_dev_settings(args.command, entry.dev_settings)
+    module = importlib.import_module(entry.module)
     try:
         return int(module.run(args) or 0)
     except ConfigError as exc:

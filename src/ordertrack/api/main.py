@@ -58,7 +58,7 @@ def load_settings(args: argparse.Namespace | None = None, environ=None) -> Simpl
     """All settings, validated: raises ConfigError with one readable line."""
     settings = load(SETTINGS, args, environ)
     if not settings.jwt_public_key and not settings.jwt_jwks_url:
-        from ordertrack.dev_keys import dev_public_key_path
+        from ordertrack.devtools.keys import dev_public_key_path
 
         settings.jwt_public_key = dev_public_key_path()
         if not settings.jwt_public_key:

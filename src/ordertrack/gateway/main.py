@@ -127,22 +127,50 @@ def push_subscribers(settings: SimpleNamespace, redis: Any, store: Any,
     return subscribers
 
 
-async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int:
+@dataclass
+class Gateway:
+    """One replica's parts, wired: `run(stopping)` polls every carrier (and keeps its push
+    subscriptions) until `stopping` is set; `aclose()` releases the HTTP clients, the store
+    and Redis."""
+
+    poller: Poller
+    loops: list[CarrierLoop]
+    subscribers: list[Any]
+    https: list[httpx.AsyncClient]
+    redis: Any
+    refresh_seconds: float
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.poller.metrics
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await asyncio.gather(*(carrier_loop.run(stopping) for carrier_loop in self.loops),
+                             *(sub.run(stopping, self.refresh_seconds)
+                               for sub in self.subscribers))
+
+    async def aclose(self) -> None:
+        for carrier_loop in self.loops:
+            await carrier_loop.client.aclose()
+        for http in self.https:
+            await http.aclose()
+        await self.poller.pager.aclose()
+        await self.poller.store.close()
+        await self.redis.aclose()
+
+
+async def build_gateway(settings: SimpleNamespace, carriers: list[CarrierConfig],
+                        metrics: Metrics | None = None) -> Gateway:
+    """The gateway of `ordertrack poll` (and of bench/bench_gateway.py): Redis, the store,
+    the shared quota and scheduler, PagerDuty, the poller, one loop per carrier and the push
+    subscriptions."""
     import redis.asyncio as aioredis
 
     from ordertrack.gateway.http import RetryPolicy
     from ordertrack.store import open_store
 
     replica = settings.replica_name
-    metrics = Metrics()
-    if settings.gateway_metrics_port:
-        try:
-            metrics.serve(settings.gateway_metrics_port, settings.gateway_metrics_host)
-        except OSError as exc:
-            raise ConfigError(f"GATEWAY_METRICS_PORT {settings.gateway_metrics_port} cannot be "
-                              f"served: {exc.strerror}") from None
-        log.info("metrics on %s:%d/metrics", settings.gateway_metrics_host,
-                 settings.gateway_metrics_port)
+    metrics = metrics or Metrics()
     redis = aioredis.Redis.from_url(settings.redis_url)
     store = await open_store(settings.database_url)
     limits = carrier_limits(settings.dhl_quota_per_hour, settings.dhl_burst_per_minute,
@@ -153,11 +181,6 @@ async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int
                       source=f"ordertrack-gateway/{replica}", metrics=metrics)
     poller = Poller(store, Publisher(redis), quota, scheduler, pager, metrics,
                     failure_threshold=settings.failure_alert_threshold, replica=replica)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-
     https: list[httpx.AsyncClient] = []
     loops: list[CarrierLoop] = []
     for config in carriers:
@@ -175,18 +198,29 @@ async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int
                                  refresh_seconds=settings.orders_refresh_seconds,
                                  safety_net=settings.push_safety_net_seconds))
     subscribers = push_subscribers(settings, redis, store, loops)
+    return Gateway(poller, loops, subscribers, https, redis, settings.orders_refresh_seconds)
+
+
+async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int:
+    replica = settings.replica_name
+    metrics = Metrics()
+    if settings.gateway_metrics_port:
+        try:
+            metrics.serve(settings.gateway_metrics_port, settings.gateway_metrics_host)
+        except OSError as exc:
+            raise ConfigError(f"GATEWAY_METRICS_PORT {settings.gateway_metrics_port} cannot be "
+                              f"served: {exc.strerror}") from None
+        log.info("metrics on %s:%d/metrics", settings.gateway_metrics_host,
+                 settings.gateway_metrics_port)
+    gateway = await build_gateway(settings, carriers, metrics)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
     log.info("gateway replica %s polling %s", replica, ", ".join(c.carrier for c in carriers))
     try:
-        await asyncio.gather(*(carrier_loop.run(stopping) for carrier_loop in loops),
-                             *(sub.run(stopping, settings.orders_refresh_seconds)
-                               for sub in subscribers))
+        await gateway.run(stopping)
     finally:
-        for carrier_loop in loops:
-            await carrier_loop.client.aclose()
-        for http in https:
-            await http.aclose()
-        await pager.aclose()
-        await store.close()
-        await redis.aclose()
+        await gateway.aclose()
     log.info("gateway replica %s stopped", replica)
     return 0

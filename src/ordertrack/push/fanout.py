@@ -18,7 +18,6 @@ behaviour and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import orjson
 
 from ordertrack import protocol
 from ordertrack.push import malformed as why
+from ordertrack.push import twins
 from ordertrack.push.delivery import offer
 
 MAX_SEQ = protocol.MAX_SEQ
@@ -105,18 +105,6 @@ class PureFanOut:
         return delivered
 
 
-def _load() -> tuple[str, type, dict[str, type]]:
-    impls: dict[str, type] = {"python": PureFanOut}
-    try:
-        from ordertrack.push._fanout import FanOut as Fast
-    except ImportError:
-        Fast = None
-    else:
-        impls["cython"] = Fast
-    if Fast is None or os.environ.get("ORDERTRACK_PURE_PYTHON") == "1":
-        return "python", PureFanOut, impls
-    return "cython", Fast, impls
-
-
 #: "cython" or "python": which `FanOut` this process uses; IMPLEMENTATIONS has every one built
-IMPLEMENTATION, FanOut, IMPLEMENTATIONS = _load()
+IMPLEMENTATION, FanOut, IMPLEMENTATIONS = twins.choose(
+    PureFanOut, "ordertrack.push._fanout", "FanOut")

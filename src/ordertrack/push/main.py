@@ -11,7 +11,6 @@ import uvloop
 from picows import ws_create_server
 
 from ordertrack import auth, config, protocol
-from ordertrack.dev_keys import dev_public_key_path
 from ordertrack.push import metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
@@ -43,6 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def load_settings(args: argparse.Namespace | None = None):
     cfg = config.load(SETTINGS, args)
     if not cfg.jwt_public_key and not cfg.jwt_jwks_url:
+        from ordertrack.devtools.keys import dev_public_key_path
+
         cfg.jwt_public_key = dev_public_key_path()
         if not cfg.jwt_public_key:
             raise config.ConfigError("JWT_PUBLIC_KEY or JWT_JWKS_URL is required to verify tokens")
@@ -69,6 +70,7 @@ async def serve(cfg) -> int:
         server = await ws_create_server(
             make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096,
             logger_name=PicowsLog(logging.getLogger("picows.server")),
+            reuse_port=cfg.reuse_port,
         )
     except OSError as exc:
         raise config.ConfigError(f"PORT {cfg.port} on {cfg.host} cannot be served: {exc.strerror}") from None

@@ -6,7 +6,7 @@
   delivery.py   the delivery rules (hold until ack, never a `seq` twice, the resume gap)
   hub.py        order_id -> watchers; fanout.py decodes and encodes each update once
   broker.py     the ONE pub/sub subscription; registry.py the per-user registry
-  wheel.py      every connection's ping, pong deadline and close deadline
+  timer_wheel.py every connection's ping, pong deadline and close deadline
   metrics.py    Prometheus and the Datadog gauge
 
 Connection lifecycle: upgrade -> `on_open` (hub, wheel, admission queue) -> admission
@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ordertrack import flags, keys, protocol
-from ordertrack.push import fanout, metrics, pubsub_reader, registry, wheel
+from ordertrack.push import fanout, metrics, pubsub_reader, registry, timer_wheel
 from ordertrack.push.admission import Admission, stream_after
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
@@ -73,7 +73,7 @@ class Pod:
         # a fine tick spreads pings: at 19,500 connections and 30 s, a 0.5 s tick sent ~325
         # pings in one burst (a ~15 ms stall on delivery); 20 ms sends ~13 per tick
         self.tick = min(max(min(self.interval, self.timeout) / 20.0, 0.005), 0.02)
-        self.wheel = wheel.load()(self.tick, 4096)
+        self.wheel = timer_wheel.TimerWheel(self.tick, 4096)
         self.flag = flags.Flag()
         self.draining = False
         self._tasks: list[asyncio.Task] = []
@@ -106,7 +106,7 @@ class Pod:
             loops["datadog"] = metrics.datadog_loop(self.cfg, self._connections_by_carrier)
         log.info("hot path", extra={"fields": {
             "pubsub_reader": pubsub_reader.IMPLEMENTATION, "fanout": fanout.IMPLEMENTATION,
-            "wheel": "python" if type(self.wheel).__module__ == wheel.__name__ else "cython"}})
+            "wheel": timer_wheel.IMPLEMENTATION}})
         for name, coro in loops.items():
             task = self.loop.create_task(coro, name=name)
             task.add_done_callback(self._on_task_done)

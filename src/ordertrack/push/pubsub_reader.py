@@ -29,7 +29,6 @@ behaviour and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import Callable
 
@@ -38,6 +37,7 @@ from redis.connection import parse_url
 
 from ordertrack import keys
 from ordertrack.push import malformed as why
+from ordertrack.push import twins
 
 PREFIX = keys.CHANNEL_PREFIX.encode()
 PREFIX_LEN = len(PREFIX)
@@ -211,21 +211,9 @@ class PurePubSubReader(asyncio.BufferedProtocol):
             self.transport.abort()
 
 
-def _load() -> tuple[str, type, dict[str, type]]:
-    impls: dict[str, type] = {"python": PurePubSubReader}
-    try:
-        from ordertrack.push._pubsub_reader import PubSubReader as Fast
-    except ImportError:
-        Fast = None
-    else:
-        impls["cython"] = Fast
-    if Fast is None or os.environ.get("ORDERTRACK_PURE_PYTHON") == "1":
-        return "python", PurePubSubReader, impls
-    return "cython", Fast, impls
-
-
 #: "cython" or "python": which `PubSubReader` this process uses; IMPLEMENTATIONS has every one built
-IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = _load()
+IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = twins.choose(
+    PurePubSubReader, "ordertrack.push._pubsub_reader", "PubSubReader")
 
 
 async def connect(url: str, watched: dict, on_update: Callable,

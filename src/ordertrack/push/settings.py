@@ -2,6 +2,7 @@
 
 from ordertrack.config import (
     Setting,
+    boolean,
     csv_list,
     default_pod_name,
     duration,
@@ -19,6 +20,7 @@ SETTINGS = (
     Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0", "Redis for pub/sub, state and the user registry"),
     Setting("HOST", text, "0.0.0.0", "address to listen on"),
     Setting("PORT", port, "8080", "WebSocket port (also /healthz and /readyz)"),
+    Setting("REUSE_PORT", boolean, "false", "SO_REUSEPORT: several pods on one host share PORT, the kernel spreads connections"),
     Setting("METRICS_PORT", port, "9090", "Prometheus /metrics port (0 disables)"),
     Setting("MAX_CONNECTIONS_PER_POD", positive_int, "10000", "connections this pod accepts before 503 POD_AT_CAPACITY"),
     Setting("MAX_CONNECTIONS_PER_USER", positive_int, "5", "connections one user may hold across the cluster"),

@@ -1,4 +1,4 @@
-# Declarations of the pub/sub reader (ext/pubsub_reader.pyx, module ordertrack.push._pubsub_reader).
+# Declarations of the pub/sub reader (module ordertrack.push._pubsub_reader).
 
 
 cdef class ReaderCore:

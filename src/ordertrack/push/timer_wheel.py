@@ -1,4 +1,4 @@
-"""Hashed timer wheel: the pure-Python reference for the Cython `ordertrack._wheel`.
+"""Hashed timer wheel: the pure-Python twin of the Cython `ordertrack.push._timer_wheel`.
 
 One wheel, driven by one loop timer, holds the heartbeat deadline of every connection.
 Both implementations follow the same rules (tests/test_wheel.py feeds them identical
@@ -16,14 +16,16 @@ operations and compares every answer):
 - A jump of a revolution or more does not walk the empty ticks: it sweeps every slot once and
   sorts what is due (stable sort by tick keeps the scheduling order within a tick).
 
-`load()` returns the Cython class when it is built, otherwise this one.
+`TimerWheel` is the Cython class (ext/ordertrack/push/_timer_wheel.pyx) unless it is not built
+or `ORDERTRACK_PURE_PYTHON=1`; then it is `PureTimerWheel`, this module's twin.
 """
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Hashable
 from typing import Any
+
+from ordertrack.push import twins
 
 # Ticks are kept exact as doubles, so the tick grid and both implementations agree.
 MAX_TICK = 2**53
@@ -62,7 +64,7 @@ def _tick_of(item: tuple[Hashable, int]) -> int:
     return item[1]
 
 
-class TimerWheel:
+class PureTimerWheel:
     """A hashed timer wheel keyed by any hashable object (see the module docstring)."""
 
     def __init__(self, tick: float, slots: int = 512) -> None:
@@ -142,13 +144,6 @@ class TimerWheel:
         return min(self._ticks.values()) * self.tick
 
 
-def load() -> type:
-    """The Cython TimerWheel when the extension is built (and ORDERTRACK_PURE_PYTHON is not
-    1), else this pure-Python twin."""
-    if os.environ.get("ORDERTRACK_PURE_PYTHON") == "1":
-        return TimerWheel
-    try:
-        from ordertrack._wheel import TimerWheel as Fast
-    except ImportError:
-        return TimerWheel
-    return Fast
+#: "cython" or "python": which `TimerWheel` this process uses; IMPLEMENTATIONS has every one built
+IMPLEMENTATION, TimerWheel, IMPLEMENTATIONS = twins.choose(
+    PureTimerWheel, "ordertrack.push._timer_wheel", "TimerWheel")

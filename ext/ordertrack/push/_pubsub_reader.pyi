@@ -1,4 +1,4 @@
-"""Types of the Cython pub/sub reader (ext/pubsub_reader.pyx); the twin is
+"""Types of the Cython pub/sub reader (module ordertrack.push._pubsub_reader); the twin is
 ordertrack.push.pubsub_reader.PurePubSubReader."""
 import asyncio
 from collections.abc import Callable

@@ -1,4 +1,4 @@
-"""Types of the Cython fan-out (ext/fanout.pyx); the twin is ordertrack.push.fanout.PureFanOut."""
+"""Types of the Cython fan-out (module ordertrack.push._fanout); the twin is ordertrack.push.fanout.PureFanOut."""
 from collections.abc import Callable
 
 class FanOut:

@@ -1,4 +1,4 @@
-# Declarations of the hashed timer wheel (ext/timer_wheel.pyx, module ordertrack._wheel).
+# Declarations of the hashed timer wheel (module ordertrack.push._timer_wheel).
 from cpython.object cimport PyObject
 
 

@@ -1,8 +1,8 @@
 # cython: language_level=3
-"""Hashed timer wheel for the push pod's heartbeats (module ordertrack._wheel).
+"""Hashed timer wheel for the push pod's heartbeats (module ordertrack.push._timer_wheel).
 
-Same rules and API as the pure-Python reference, ordertrack.push.wheel.TimerWheel (see its
-module docstring): deadline tick t = smallest t with t*tick >= deadline, now tick n = largest
+Same rules and API as the pure-Python twin, ordertrack.push.timer_wheel.PureTimerWheel (see
+that module's docstring): deadline tick t = smallest t with t*tick >= deadline, now tick n = largest
 n with n*tick <= now, advance fires every entry with t <= n, by tick then scheduling order.
 
 Entries live in per-slot doubly-linked lists (appended at the tail, so a slot keeps the

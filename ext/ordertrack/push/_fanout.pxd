@@ -1,4 +1,4 @@
-# Declarations of the fan-out (ext/fanout.pyx, module ordertrack.push._fanout).
+# Declarations of the fan-out (module ordertrack.push._fanout).
 
 
 cdef class FanOut:

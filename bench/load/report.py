@@ -1,0 +1,531 @@
+"""From the raw results of a load test to report.json, report.md and the PNG plots.
+
+The table is the feature log's ("WebSocket Load Testing Results"), with this machine's targets
+and the log's staging figures beside ours; peers side by side with our ratio to each (lower is
+better for every figure, so a ratio above 1 is a figure where the peer wins).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from bench.load.profiles import Profile
+from bench.load.sampler import cpu_percent, delta, window
+from bench.loadgen import percentile
+
+TARGETS = {  # this machine, a pod = one process on one core (issue 10)
+    "failed_connections": 0,
+    "establish_p99_ms": 20.0,
+    "delivery_p99_ms": 2.0,
+    "heartbeat_p99_ms": 5.0,
+    "rss_per_connection_kb": 10.0,  # `make bench`'s target; it measured 7.4 KB at 19,500
+}
+LOG = {  # the feature log's staging run: 50,000 connections over 2 pods
+    "established": "49,847", "failed": "153 (0.3 %)", "establish_p50_ms": 45,
+    "establish_p99_ms": 312, "delivery_p50_ms": 3, "delivery_p99_ms": 18,
+    "heartbeat_p50_ms": 12, "heartbeat_p99_ms": 48, "heartbeat_timeouts": "247 (0.5 %)",
+    "graceful_disconnects": "1,203", "reconnects": "1,189 (98.8 %)",
+    "rss_per_connection_kb": "~72", "publish_p99_ms": 1.1,
+}
+WINDOW_SECONDS = 5.0
+
+
+# --- pure summaries -----------------------------------------------------------------------------
+
+
+def pcts(values: list[float]) -> dict[str, float | None]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    return {"count": len(ordered), "p50_ms": percentile(ordered, 50) * 1e3,
+            "p99_ms": percentile(ordered, 99) * 1e3, "max_ms": ordered[-1] * 1e3}
+
+
+def merged(workers: list[dict], key: str) -> list:
+    return [item for w in workers for item in w[key]]
+
+
+def counted(workers: list[dict], key: str) -> dict[str, int]:
+    total: Counter = Counter()
+    for w in workers:
+        total.update(w[key])
+    return dict(total)
+
+
+def windows(samples: list[tuple[float, float]], start: float,
+            width: float = WINDOW_SECONDS) -> list[dict[str, float]]:
+    """p50/p99 (ms) of (time, seconds) samples per `width`-second window from `start`."""
+    buckets: dict[int, list[float]] = {}
+    for at, value in samples:
+        buckets.setdefault(int((at - start) // width), []).append(value)
+    out = []
+    for k in sorted(buckets):
+        values = sorted(buckets[k])
+        out.append({"t": (k + 0.5) * width, "p50_ms": percentile(values, 50) * 1e3,
+                    "p99_ms": percentile(values, 99) * 1e3, "count": len(values)})
+    return out
+
+
+def pod_figures(name: str, samples: list[dict], tl: dict, fallback_active: int) -> dict[str, Any]:
+    own = [s for s in samples if name in s["pods"]]
+    before = [s for s in own if s["t"] < tl["t0"]]
+    hold = window(own, tl["hold_start"], tl["hold_end"])
+    ramp = window(own, tl["t0"], tl["hold_start"])
+    idle = (before or own)[0]["pods"][name]["rss_kb"] if own else None
+    actives = [s["pods"][name].get("active") for s in hold]
+    actives = [a for a in actives if a is not None]
+    active = median(actives) if actives else fallback_active
+    rss_hold = median(s["pods"][name]["rss_kb"] for s in hold) if hold else None
+    peak = max((s["pods"][name].get("active") or 0 for s in own), default=0) or fallback_active
+    return {
+        "peak_connections": int(peak),
+        "idle_rss_mb": idle / 1024 if idle else None,
+        "hold_rss_mb": rss_hold / 1024 if rss_hold else None,
+        "rss_per_connection_kb": ((rss_hold - idle) / active
+                                  if rss_hold and idle and active else None),
+        "ramp_cpu_percent": cpu_percent(ramp, lambda s: s["pods"][name]["cpu_s"]),
+        "hold_cpu_percent": cpu_percent(hold, lambda s: s["pods"][name]["cpu_s"]),
+    }
+
+
+def redis_figures(samples: list[dict], tl: dict, feed: dict, hold_seconds: float) -> dict[str, Any]:
+    has = [s for s in samples if "redis" in s]
+    hold = window(has, tl["hold_start"], tl["hold_end"])
+    before = [s for s in has if s["t"] < tl["t0"]] or has[:1]
+
+    def per_second(key: str) -> float | None:
+        d = delta(hold, lambda s: s["redis"][key])
+        return d[0] / d[1] if d and d[1] > 0 else None
+
+    used_before = before[0]["redis"]["used_memory"] if before else None
+    used_hold = hold[-1]["redis"]["used_memory"] if hold else None
+    return {
+        "hold_cpu_percent": cpu_percent(hold, lambda s: s["redis"]["cpu_seconds"]),
+        "used_memory_mb": used_hold / 1e6 if used_hold else None,
+        "memory_growth_mb": (used_hold - used_before) / 1e6 if used_hold and used_before else None,
+        "messages_per_second": feed["sent"] / hold_seconds,
+        "publish_p50_ms": feed["publish_p50_ms"],
+        "publish_p99_ms": feed["publish_p99_ms"],
+        "net_in_bytes_per_second": per_second("net_in"),
+        "net_out_bytes_per_second": per_second("net_out"),
+        "commands_per_second": per_second("commands"),
+    }
+
+
+def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    workers, tl, feed = run["workers"], run["timeline"], run["feed"]
+    establish = [lat for _, lat in merged(workers, "establish")]
+    reestablish = [lat for _, lat in merged(workers, "reestablish")]
+    delivery = [lat for _, lat in merged(workers, "delivery")]
+    heartbeat = [lat for _, lat in merged(workers, "heartbeat")]
+    closes = counted(workers, "closes")
+    failures = counted(workers, "failures")
+    graceful = sum(w["graceful_disconnects"] for w in workers)
+    reconnected = sum(w["reconnects_ok"] for w in workers)
+    frames = sum(w["frame_bytes"] for w in workers)
+    pods = {name: pod_figures(name, run["samples"], tl, len(establish) // len(run["pods"]))
+            for name in run["pods"]}
+    return {
+        "connections": {
+            "target": profile.connections, "established": len(establish),
+            "failed": sum(failures.values()), "failures": failures,
+            "peak_open_on_pods": sum(p["peak_connections"] for p in pods.values()),
+            "dropped_unexpectedly": sum(w["dropped"] for w in workers),
+            "generator_start_lag_p99_ms": (percentile(sorted(merged(workers, "start_lag")), 99)
+                                           * 1e3),
+        },
+        "establish": pcts(establish),
+        "delivery": {**pcts(delivery), "published": feed["sent"],
+                     "received_live": len(delivery),
+                     "replayed_on_resume": sum(w["replayed"] for w in workers),
+                     "duplicates": sum(w["duplicates"] for w in workers),
+                     "gaps": sum(w["gaps"] for w in workers),
+                     "publish_errors": feed["errors"], "publish_refused": feed["refused"],
+                     "frame_bytes_mean": frames / len(delivery) if delivery else None},
+        "heartbeat": {**pcts(heartbeat),
+                      "unanswered": sum(w["heartbeats_unanswered"] for w in workers),
+                      "timeouts_4000": closes.get("4000", 0)},
+        "reconnect": {"graceful_disconnects": graceful, "reconnected": reconnected,
+                      "success_percent": 100.0 * reconnected / graceful if graceful else None,
+                      "failures": counted(workers, "reconnect_failures"),
+                      **{f"establish_{k}": v for k, v in pcts(reestablish).items()
+                         if k != "count"}},
+        "server_closes": closes,
+        "errors": counted(workers, "errors"),
+        "pods": pods,
+        "redis": redis_figures(run["samples"], tl, feed, profile.hold_seconds),
+        "feed": feed,
+        "loadgen": run["loadgen"],
+    }
+
+
+def cpu_per_1000_messages(summary: dict[str, Any]) -> float | None:
+    """Server CPU (% of one core, all its processes) per 1,000 updates/s published."""
+    cpus = [p["hold_cpu_percent"] for p in summary["pods"].values()]
+    rate = summary["redis"]["messages_per_second"]
+    if not rate or any(c is None for c in cpus):
+        return None
+    return sum(cpus) / (rate / 1000)
+
+
+COMPARED = {  # figure: how to read it from a summary (lower is better for all)
+    "memory per connection (KB)": lambda s: max(
+        (p["rss_per_connection_kb"] for p in s["pods"].values()
+         if p["rss_per_connection_kb"] is not None), default=None),
+    "establishment p99 (ms)": lambda s: s["establish"]["p99_ms"],
+    "delivery p99 (ms)": lambda s: s["delivery"]["p99_ms"],
+    "heartbeat p99 (ms)": lambda s: s["heartbeat"]["p99_ms"],
+    "CPU per 1,000 messages/s (% of a core)": cpu_per_1000_messages,
+    "failed connections": lambda s: s["connections"]["failed"],
+}
+
+
+def ratios(results: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    ours = results.get("ordertrack")
+    out: dict[str, dict[str, Any]] = {}
+    if ours is None:
+        return out
+    for peer, theirs in results.items():
+        if peer == "ordertrack":
+            continue
+        row = {}
+        for figure, get in COMPARED.items():
+            a, b = get(ours), get(theirs)
+            row[figure] = {"ordertrack": a, peer: b,
+                           "ratio": (a / b) if a is not None and b not in (None, 0) else None,
+                           "peer_wins": a is not None and b is not None and b < a}
+        out[peer] = row
+    return out
+
+
+def capacity_inputs(summary: dict[str, Any], profile: Profile, started_at: str) -> dict[str, Any]:
+    """The figures `ordertrack capacity --report` reads (capacity.Measured)."""
+    pods = list(summary["pods"].values())
+    n = len(pods)
+    redis = summary["redis"]
+    sent = summary["delivery"]["published"] or 0
+    hold = profile.hold_seconds
+    per_pod_rate = summary["delivery"]["received_live"] / hold / n
+    cpu = [p["hold_cpu_percent"] or 0.0 for p in pods]
+    ok = summary["connections"]["failed"] == 0
+
+    def per_update(rate: float | None, divide: float = 1.0) -> float | None:
+        return rate * hold / sent / divide if rate is not None and sent else None
+
+    return {
+        "pod_idle_rss_kb": sum((p["idle_rss_mb"] or 0) for p in pods) / n * 1024,
+        "rss_per_connection_kb": max((p["rss_per_connection_kb"] or 0) for p in pods),
+        "pod_cpu_percent_per_1000_deliveries": (sum(cpu) / n) / (per_pod_rate / 1000)
+        if per_pod_rate else 0.0,
+        "redis_in_bytes_per_update": per_update(redis["net_in_bytes_per_second"]) or 0.0,
+        "redis_out_bytes_per_update_per_pod": per_update(redis["net_out_bytes_per_second"], n) or 0.0,
+        "redis_memory_bytes_per_order": (redis["memory_growth_mb"] or 0) * 1e6 / profile.connections,
+        "redis_cpu_percent_per_1000_updates": (redis["hold_cpu_percent"] or 0)
+        / (redis["messages_per_second"] / 1000) if redis["messages_per_second"] else 0.0,
+        "client_frame_bytes": summary["delivery"]["frame_bytes_mean"] or 0.0,
+        "pod_connections_per_second": (profile.ramp_per_second / n if ok else
+                                       summary["connections"]["established"]
+                                       / profile.ramp_seconds / n),
+        "max_connections_per_pod": 10_000,
+        "source": f"bench-load profile {profile.name}, {started_at}, {n} pod(s)",
+    }
+
+
+def verdict(results: dict[str, dict]) -> dict[str, Any]:
+    ours = results.get("ordertrack")
+    if ours is None:
+        return {"ran": False, "targets": {}}
+    per_conn = COMPARED["memory per connection (KB)"](ours)
+
+    def within(value: float | None, limit: float) -> bool:
+        return value is not None and value <= limit
+
+    return {"ran": ours["connections"]["established"] > 0, "targets": {
+        "failed_connections": ours["connections"]["failed"] <= TARGETS["failed_connections"],
+        "establish_p99_ms": within(ours["establish"]["p99_ms"], TARGETS["establish_p99_ms"]),
+        "delivery_p99_ms": within(ours["delivery"]["p99_ms"], TARGETS["delivery_p99_ms"]),
+        "heartbeat_p99_ms": within(ours["heartbeat"]["p99_ms"], TARGETS["heartbeat_p99_ms"]),
+        "rss_per_connection_kb": within(per_conn, TARGETS["rss_per_connection_kb"]),
+    }}
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "kernel": platform.release()}
+    for package in ("picows", "uvloop", "redis", "hiredis", "orjson", "websockets", "matplotlib"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        out["redis-server"] = subprocess.run(["redis-server", "--version"], capture_output=True,
+                                             text=True, timeout=5).stdout.split()[2][2:]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        pass
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import resource
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kb = 0
+    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gb": round(mem_kb / 1024**2, 1),
+            "open_files_per_process": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "load_average_at_end": os.getloadavg()}
+
+
+def tail_lines(path: Path, count: int = 5) -> list[str]:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if '"level": "ERROR"' in line or "Traceback" in line][-count:]
+
+
+def build(profile: Profile, runs: dict[str, dict], extra: dict[str, Any],
+          logs: dict[str, list[str]]) -> dict[str, Any]:
+    started = dt.datetime.fromtimestamp(
+        runs["ordertrack"]["timeline"]["t0"] if "ordertrack" in runs else 0, dt.UTC
+    ).isoformat(timespec="seconds")
+    results = {name: summarize(run, profile) for name, run in runs.items()}
+    report = {
+        "profile": {**asdict(profile), "ramp_seconds": profile.ramp_seconds,
+                    "ramp_down_seconds": profile.ramp_down_seconds,
+                    "updates_per_second": profile.updates_per_second,
+                    "reconnects": profile.reconnects},
+        "started_at": started,
+        "machine": machine(),
+        "versions": versions(),
+        "balancing": ("one pod" if profile.pods == 1 else
+                      f"{profile.pods} pods listening on one port with REUSE_PORT (SO_REUSEPORT): "
+                      "the kernel hashes each connection's 4-tuple to one of the listeners"),
+        "targets": TARGETS,
+        "results": results,
+        "ratios": ratios(results),
+        "artillery": extra.get("artillery"),
+        "peers_skipped": extra.get("peers_skipped", {}),
+        "pod_log_errors": {name: lines for name, lines in logs.items() if lines},
+        "verdict": verdict(results),
+    }
+    if "ordertrack" in results:
+        report["capacity_inputs"] = capacity_inputs(results["ordertrack"], profile, started)
+    return report
+
+
+# --- Markdown -----------------------------------------------------------------------------------
+
+
+def _f(value: Any, digits: int = 2, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{unit}"
+    return str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    p = report["profile"]
+    m, v = report["machine"], report["versions"]
+    ok = {True: "ok", False: "**MISSED**"}
+    lines = [
+        f"# Load test `{p['name']}` ({report['started_at']})",
+        "",
+        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, "
+        f"{m['open_files_per_process']:,} open files per process; load average at the end "
+        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_end'])}. Shared and noisy: the "
+        "load generator, the feeder, Redis and the pods share these cores with other work.",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        "",
+        f"Scenario: {p['connections']:,} connections, open-loop ramp at "
+        f"{p['ramp_per_second']:,.0f}/s ({p['ramp_seconds']:.0f} s), hold {p['hold_seconds']:.0f} s, "
+        f"ramp down at the same rate; one update per connection every {p['update_interval']:g} s "
+        f"({p['updates_per_second']:,.0f}/s) through the gateway's publish Lua; client heartbeat "
+        f"every {p['heartbeat_interval']:g} s, pod pings every {p['ping_interval']:g} s; "
+        f"{p['reconnects']:,} graceful disconnects + reconnects with `?last_seq` over the hold. "
+        f"Pods: {report['balancing']}.",
+    ]
+    results = report["results"]
+    ours = results.get("ordertrack")
+    if ours:
+        c, e, d, h, r = (ours[k] for k in ("connections", "establish", "delivery", "heartbeat",
+                                           "reconnect"))
+        t = report["verdict"]["targets"]
+        per_conn = COMPARED["memory per connection (KB)"](ours)
+        lines += [
+            "", "## Results (the log's table)", "",
+            "| figure | ordertrack | target here | staging log |", "|---|---|---|---|",
+            f"| connections established | {_f(c['established'])} of {_f(c['target'])} | | {LOG['established']} of 50,000 |",
+            f"| connections failed | {_f(c['failed'])} {c['failures'] or ''} | 0 ({ok[t['failed_connections']]}) | {LOG['failed']} |",
+            f"| establishment p50 / p99 (TCP connect -> connection_ack) | {_f(e['p50_ms'])} / {_f(e['p99_ms'])} ms | p99 <= 20 ms ({ok[t['establish_p99_ms']]}) | {LOG['establish_p50_ms']} / {LOG['establish_p99_ms']} ms |",
+            f"| delivery p50 / p99 (publish -> client receive) | {_f(d['p50_ms'])} / {_f(d['p99_ms'])} ms (max {_f(d['max_ms'])}) | p99 <= 2 ms ({ok[t['delivery_p99_ms']]}) | {LOG['delivery_p50_ms']} / {LOG['delivery_p99_ms']} ms |",
+            f"| updates published / received live / replayed on resume | {_f(d['published'])} / {_f(d['received_live'])} / {_f(d['replayed_on_resume'])} (duplicates {d['duplicates']}, gaps {d['gaps']}) | every one | |",
+            f"| heartbeat round trip p50 / p99 | {_f(h['p50_ms'])} / {_f(h['p99_ms'])} ms ({_f(h['count'])} heartbeats) | p99 <= 5 ms ({ok[t['heartbeat_p99_ms']]}) | {LOG['heartbeat_p50_ms']} / {LOG['heartbeat_p99_ms']} ms |",
+            f"| heartbeat timeouts (close 4000) | {_f(h['timeouts_4000'])} (unanswered heartbeats {_f(h['unanswered'])}) | 0 | {LOG['heartbeat_timeouts']} |",
+            f"| graceful disconnects | {_f(r['graceful_disconnects'])} | | {LOG['graceful_disconnects']} |",
+            f"| reconnections (resumed with last_seq) | {_f(r['reconnected'])} ({_f(r['success_percent'], 1)} %), p99 {_f(r['establish_p99_ms'])} ms {r['failures'] or ''} | all | {LOG['reconnects']} |",
+            f"| unexpected drops | {_f(c['dropped_unexpectedly'])} | 0 | |",
+            f"| RSS per connection (worst pod) | {_f(per_conn)} KB | <= 10 KB ({ok[t['rss_per_connection_kb']]}) | {LOG['rss_per_connection_kb']} KB |",
+            "",
+            f"The generator started connections at most {_f(c['generator_start_lag_p99_ms'])} ms (p99) "
+            f"after their scheduled time ({c and ours['loadgen']['processes']} processes over "
+            f"{len(ours['loadgen']['source_addresses'])} source addresses).",
+            "", "## Pods", "",
+            "| pod | peak connections | idle RSS | RSS in the hold | RSS per connection | CPU ramp | CPU hold |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, pod in ours["pods"].items():
+            lines.append(
+                f"| {name} | {_f(pod['peak_connections'])} | {_f(pod['idle_rss_mb'], 1)} MB | "
+                f"{_f(pod['hold_rss_mb'], 1)} MB | {_f(pod['rss_per_connection_kb'])} KB | "
+                f"{_f(pod['ramp_cpu_percent'], 0)} % | {_f(pod['hold_cpu_percent'], 1)} % |")
+        rd = ours["redis"]
+        lines += [
+            "", "## Redis (during the hold)", "",
+            "| CPU | memory (growth) | messages/s | publish (Lua) p50 / p99 | network in / out | commands/s |",
+            "|---|---|---|---|---|---|",
+            f"| {_f(rd['hold_cpu_percent'], 1)} % | {_f(rd['used_memory_mb'], 1)} MB "
+            f"(+{_f(rd['memory_growth_mb'], 1)} MB) | {_f(rd['messages_per_second'], 0)} | "
+            f"{_f(rd['publish_p50_ms'])} / {_f(rd['publish_p99_ms'])} ms (log: 0.2 / 1.1) | "
+            f"{_f((rd['net_in_bytes_per_second'] or 0) / 1e6)} / "
+            f"{_f((rd['net_out_bytes_per_second'] or 0) / 1e6)} MB/s | "
+            f"{_f(rd['commands_per_second'], 0)} |",
+            "",
+            f"Feeder: {_f(ours['feed']['sent'])} of {_f(ours['feed']['scheduled'])} scheduled updates "
+            f"published ({_f(ours['feed']['errors'])} errors), started at most "
+            f"{_f(ours['feed']['schedule_lag_p99_ms'])} ms (p99) after their time; a delivery is "
+            "timed from the feeder's stamp, taken just before its publish call, so a feeder that "
+            "falls behind shows up in the delivery figures.",
+        ]
+    lines += ["", "## Peers (same scenario, same run)", ""]
+    if report["ratios"]:
+        for peer, row in report["ratios"].items():
+            lines += [f"### ordertrack vs {peer}", "",
+                      f"| figure | ordertrack | {peer} | ratio (ours / theirs) |", "|---|---|---|---|"]
+            for figure, cell in row.items():
+                lines.append(f"| {figure} | {_f(cell['ordertrack'])} | {_f(cell[peer])} | "
+                             f"{_f(cell['ratio'])}{' (peer wins)' if cell['peer_wins'] else ''} |")
+            wins = [figure for figure, cell in row.items() if cell["peer_wins"]]
+            lines += ["", f"{peer} wins on: {', '.join(wins)}." if wins
+                      else f"{peer} wins on no figure here.", ""]
+    for peer, why in report["peers_skipped"].items():
+        lines.append(f"- {peer}: skipped, {why}")
+    if not report["ratios"] and not report["peers_skipped"]:
+        lines.append("Not run in this profile.")
+    lines += ["", "## Artillery (the outside tool)", "", "```",
+              json.dumps(report["artillery"], indent=2), "```",
+              "", "## Plots", "",
+              "connections.png (connections per pod over time), latency.png (p50/p99 of "
+              "establishment, delivery and heartbeat per window of 1/60 of the run), "
+              "resources.png (CPU and RSS per pod and Redis).", ""]
+    if report["pod_log_errors"]:
+        lines += ["## Pod log errors", ""] + [
+            f"- {name}: `{line[:300]}`" for name, errs in report["pod_log_errors"].items()
+            for line in errs]
+    return "\n".join(lines) + "\n"
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+
+def plot(runs: dict[str, dict], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = runs.get("ordertrack")
+    if run is None:
+        return []
+    t0 = run["timeline"]["t0"]
+    samples = run["samples"]
+    written = []
+
+    def marks(ax):
+        for key in ("hold_start", "hold_end"):
+            ax.axvline(run["timeline"][key] - t0, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("seconds from the start of the ramp")
+        ax.grid(alpha=0.3)
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for pod in run["pods"]:
+        pts = [(s["t"] - t0, s["pods"][pod].get("active")) for s in samples if pod in s["pods"]]
+        pts = [(t, a) for t, a in pts if a is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label=pod)
+    ax.set_ylabel("active connections")
+    ax.set_title("connections per pod")
+    ax.legend()
+    marks(ax)
+    fig.tight_layout()
+    fig.savefig(out / "connections.png", dpi=90)
+    plt.close(fig)
+    written.append("connections.png")
+
+    width = max(1.0, (run["timeline"]["end"] - t0) / 60)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    for ax, key, title in zip(axes, ("establish", "delivery", "heartbeat"),
+                              ("establishment (connect -> ack)", "delivery (publish -> receive)",
+                               "heartbeat round trip"), strict=True):
+        series = windows(merged(run["workers"], key), t0, width)
+        if series:
+            ts = [w["t"] for w in series]
+            ax.plot(ts, [w["p50_ms"] for w in series], marker=".", label="p50")
+            ax.plot(ts, [w["p99_ms"] for w in series], marker=".", label="p99")
+        ax.set_ylabel("ms")
+        ax.set_title(title)
+        ax.legend()
+        marks(ax)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=90)
+    plt.close(fig)
+    written.append("latency.png")
+
+    fig, (cpu_ax, mem_ax) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    series = {pod: (lambda s, pod=pod: s["pods"].get(pod)) for pod in run["pods"]}
+    series["redis"] = lambda s: s.get("redis")
+    for name, get in series.items():
+        pts = [(s["t"], get(s)) for s in samples if get(s)]
+        if len(pts) < 2:
+            continue
+        cpu = [((b[0] + a[0]) / 2 - t0, 100 * (b[1]["cpu_s"] - a[1]["cpu_s"]) / (b[0] - a[0]))
+               for a, b in zip(pts, pts[1:], strict=False) if b[0] > a[0]]
+        cpu_ax.plot(*zip(*cpu, strict=True), label=name)
+        mem_ax.plot([t - t0 for t, _ in pts], [v["rss_kb"] / 1024 for _, v in pts], label=name)
+    cpu_ax.set_ylabel("CPU % of one core")
+    mem_ax.set_ylabel("RSS MB")
+    for ax in (cpu_ax, mem_ax):
+        ax.legend()
+        marks(ax)
+    fig.tight_layout()
+    fig.savefig(out / "resources.png", dpi=90)
+    plt.close(fig)
+    written.append("resources.png")
+    return written
+
+
+def write(report: dict[str, Any], runs: dict[str, dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    report["plots"] = plot(runs, out)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.md").write_text(markdown(report))

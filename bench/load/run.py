@@ -1,0 +1,365 @@
+"""`python -m bench.load --profile P --out DIR` (`make bench-load PROFILE=P OUT=DIR`): the log's
+staging load test at this machine's scale, against our pods and, in the same run, the peers.
+
+1. a private redis-server, a fresh RS256 key pair, our pod(s): `cluster` runs 3 pods on ONE
+   port with REUSE_PORT (SO_REUSEPORT), so the kernel spreads connections over them as a load
+   balancer would (a hash of the 4-tuple; no proxy hop added to any figure);
+2. load-generator processes (bench/load/client.py) over loopback source addresses 127.0.0.2..
+   run the open-loop ramp, hold and ramp down; a feeder process (bench/load/feed.py) publishes
+   one update per connection every interval through the gateway's publish Lua;
+3. a sampler thread reads the pods' and Redis' RSS/CPU and Redis INFO once a second;
+4. the same scenario against each installed peer (bench/peers) and Artillery (bench/artillery);
+5. report.json, report.md and PNG plots in OUT.
+Everything listens on 127.0.0.1; every process started is stopped on any exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.capacity import free_port, generate_key_pair, start_pod, start_redis, stop_process
+from bench.load import report as reporting
+from bench.load.client import Timeline, WorkerSpec, worker_main
+from bench.load.feed import FeedSpec, feed_main
+from bench.load.profiles import PROFILES, Profile, reconnect_indices, reconnect_offset
+from bench.load.sampler import Sampler, Watched
+from bench.loadgen import order_id, source_addresses, worker_count
+
+log = logging.getLogger("ordertrack.bench.load")
+
+PEER_SECRET = "bench-secret"
+#: connections one pod is allowed in the cluster profile (the kernel's spread is not exact;
+#: a process may hold 20,000 open files here)
+CLUSTER_POD_LIMIT = 19_000
+
+
+@dataclass
+class Target:
+    """What the scenario runs against: our pods or one peer."""
+
+    name: str
+    url: str  # with {order}
+    auth: str  # "jwt" or "subprotocol:<secret>"
+    feed_mode: str  # "lua" | "redis-publish" | "nchan-http"
+    watched: list[Watched]
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    nchan_port: int = 0
+    resume: bool = True
+
+
+class RunError(RuntimeError):
+    pass
+
+
+# --- starting what is measured ------------------------------------------------------------------
+
+
+def start_ours(profile: Profile, redis_url: str, public_key: Path, workdir: Path) -> Target:
+    shared = free_port() if profile.pods > 1 else None
+    limit = (profile.connections + 500 if profile.pods == 1
+             else min(CLUSTER_POD_LIMIT, math.ceil(profile.connections / profile.pods) + 2_000))
+    target = Target("ordertrack", "", "jwt", "lua", [])
+    try:
+        for k in range(profile.pods):
+            proc, port, metrics_port = start_pod(
+                redis_url, public_key, limit, profile.ping_interval, workdir / f"pod-{k}.log",
+                shared_port=shared, name=f"pod-{k}")
+            target.procs.append(proc)
+            target.watched.append(Watched(f"pod-{k}", proc.pid, metrics_port))
+    except Exception:
+        for proc in target.procs:
+            stop_process(proc)
+        raise
+    target.url = f"ws://127.0.0.1:{port}/ws/orders/{{order}}/track"
+    return target
+
+
+def installed_peers(wanted: list[str] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """(name -> PeerSpec to run, name -> why skipped)."""
+    try:
+        from bench.peers import PEERS  # built beside this harness; may not be there yet
+    except ImportError:
+        names = wanted or ["websockets", "node-ws", "nchan"]
+        return {}, {name: f"peer {name} not installed (no bench/peers)" for name in names}
+    chosen, skipped = {}, {}
+    for name in wanted or list(PEERS):
+        spec = PEERS.get(name)
+        if spec is None:
+            skipped[name] = f"peer {name} unknown (bench/peers has {', '.join(PEERS)})"
+        elif not spec.installed():
+            why = spec.reason() if hasattr(spec, "reason") else "make bench-peers"
+            skipped[name] = f"peer {name} not installed ({why})"
+        else:
+            chosen[name] = spec
+    return chosen, skipped
+
+
+def start_peer(name: str, spec: Any, redis_url: str, workdir: Path) -> Target:
+    import bench.peers
+
+    port = free_port()
+    proc = spec.start(redis_url, port, workdir)
+    secret = getattr(bench.peers, "TOKEN", PEER_SECRET)
+    return Target(name, spec.ws_url("{order}", port), f"subprotocol:{secret}", spec.publish_mode,
+                  [Watched(name, proc.pid)], [proc], nchan_port=port, resume=False)
+
+
+# --- the scenario -------------------------------------------------------------------------------
+
+
+def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: int,
+                 private_pem: bytes, progress: bool = True) -> dict[str, Any]:
+    """Drive the whole timeline against `target`; the raw results."""
+    n = profile.connections
+    workers = worker_count(n)
+    sources = source_addresses(n, workers)
+    context = multiprocessing.get_context("spawn")
+    pipes: list[multiprocessing.connection.Connection] = []
+    processes: list[multiprocessing.process.BaseProcess] = []
+
+    def spawn(fn, spec, name):
+        parent_end, child_end = context.Pipe()
+        process = context.Process(target=fn, args=(spec, child_end), name=name, daemon=True)
+        process.start()
+        child_end.close()
+        pipes.append(parent_end)
+        processes.append(process)
+        return parent_end
+
+    sampler = None
+    finished: set[multiprocessing.connection.Connection] = set()
+    try:
+        for w in range(workers):
+            spawn(worker_main, WorkerSpec(w, workers, n, sources[w % len(sources)], target.url,
+                                          target.auth, private_pem, target.resume),
+                  f"load-{w}")
+        ready = 0
+        deadline = time.monotonic() + 300  # RS256-signing every token first
+        while ready < workers:
+            if not multiprocessing.connection.wait(pipes, max(0, deadline - time.monotonic())):
+                raise RunError("load-generator workers did not get ready in time")
+            for pipe in multiprocessing.connection.wait(pipes, 0):
+                kind, who, payload = pipe.recv()
+                if kind != "ready":
+                    raise RunError(f"worker {who}: {payload}")
+                ready += 1
+        sampler = Sampler(target.watched, redis_pid, redis_url)
+        sampler.start()
+        t0 = time.time() + 3.0  # the feeder's start-up and two idle samples first
+        count = profile.reconnects
+        picked = reconnect_indices(n, count)
+        timeline = Timeline(t0, profile.ramp_per_second, profile.hold_seconds,
+                            profile.ramp_down_per_second or profile.ramp_per_second,
+                            profile.heartbeat_interval,
+                            {i: reconnect_offset(rank, count, profile.hold_seconds)
+                             for rank, i in enumerate(picked)})
+        for pipe in pipes:
+            pipe.send(("start", timeline))
+        hold_start = t0 + profile.ramp_seconds
+        hold_end = hold_start + profile.hold_seconds
+        spawn(feed_main, FeedSpec(target.feed_mode, redis_url, n, profile.update_interval,
+                                  hold_start, profile.hold_seconds, target.nchan_port), "feed")
+        results: dict[Any, Any] = {}
+        status: dict[Any, dict] = {}
+        deadline = t0 + profile.total_seconds + 90
+        last_print = 0.0
+        while len(results) < len(pipes):
+            if time.time() > deadline:
+                raise RunError(f"the scenario did not finish by t0 + {profile.total_seconds + 90:.0f} s")
+            for proc in target.procs:
+                if proc.poll() is not None:
+                    raise RunError(f"{target.name} exited with code {proc.returncode} mid-run")
+            waiting = [pipe for pipe in pipes if pipe not in finished]
+            for pipe in multiprocessing.connection.wait(waiting, 1.0):
+                try:
+                    kind, who, payload = pipe.recv()
+                except EOFError:
+                    raise RunError("a load-generator process died") from None
+                if kind == "status":
+                    status[who] = payload
+                elif kind == "done":
+                    results[who] = payload
+                    finished.add(pipe)
+                else:
+                    raise RunError(f"{who}: {payload}")
+            if progress and time.time() - last_print >= 2.0:
+                last_print = time.time()
+                print(progress_line(target.name, last_print, t0, hold_start, hold_end, status,
+                                    sampler.samples[-1] if sampler.samples else None),
+                      file=sys.stderr, flush=True)
+        samples = sampler.stop()
+        sampler = None
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        for process in processes:
+            # after a failure or an interrupt the workers are mid-timeline: no waiting for them
+            process.join(timeout=10 if sampler is None and len(finished) == len(pipes) else 0)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for pipe in pipes:
+            pipe.close()
+    return {
+        "target": target.name,
+        "timeline": {"t0": t0, "hold_start": hold_start, "hold_end": hold_end,
+                     "end": hold_end + profile.ramp_down_seconds},
+        "workers": [results[w] for w in range(workers)],
+        "feed": results["feed"],
+        "samples": samples,
+        "pods": [w.name for w in target.watched],
+        "loadgen": {"processes": workers, "source_addresses": sources},
+        "url": target.url,
+    }
+
+
+def progress_line(name: str, now: float, t0: float, hold_start: float, hold_end: float,
+                  status: dict[Any, dict], sample: dict | None) -> str:
+    phase = ("starting" if now < t0 else "ramp" if now < hold_start
+             else "hold" if now < hold_end else "ramp-down")
+    total = {key: sum(s.get(key, 0) for s in status.values())
+             for key in ("open", "acks", "failed", "updates", "reconnects_ok")}
+    pods = ""
+    if sample:
+        pods = " ".join(
+            f"{pod}={int(v['active']) if v.get('active') is not None else '-'}"
+            f"/{v['rss_kb'] / 1024:.0f}MB" for pod, v in sample["pods"].items())
+    return (f"[{name} {phase} t={now - t0:6.1f}s] open={total['open']:,} acks={total['acks']:,} "
+            f"failed={total['failed']:,} updates={total['updates']:,} "
+            f"reconnects={total['reconnects_ok']:,} {pods}")
+
+
+def run_artillery(profile: Profile, target: Target, private_pem: bytes,
+                  workdir: Path) -> dict[str, Any]:
+    """Artillery's own summary of a scripted version of the scenario against our pod (at most
+    1,000 connections of users the main run did not use), or why it did not run."""
+    try:
+        from bench.artillery import run as artillery  # built beside this harness
+    except ImportError:
+        return {"skipped": "artillery not installed (no bench/artillery)"}
+    missing = artillery.installed()  # None when it can run, else the reason
+    if missing:
+        return {"skipped": f"artillery not installed: {missing}"}
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from bench.loadgen import make_token
+
+    key = load_pem_private_key(private_pem, password=None)
+    count = min(profile.connections, 1_000)
+    rate = min(profile.ramp_per_second, 100.0)
+    offset = profile.connections  # users the main run did not use: no per-user eviction
+    csv = workdir / "artillery.csv"
+    csv.write_text("order_id,token\n" + "".join(
+        f"{order_id(offset + i)},{make_token(key, offset + i)}\n" for i in range(count)))
+    try:
+        summary = artillery.run(target.url.split("/ws/")[0], csv, rate, count / rate,
+                                min(profile.hold_seconds, 30.0), profile.heartbeat_interval,
+                                workdir / "artillery")
+    except Exception as exc:  # noqa: BLE001 - the outside tool's failure goes into the report
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"connections": count, "rate": rate, **summary}
+
+
+# --- the whole run ------------------------------------------------------------------------------
+
+
+def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
+        progress: bool = True) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="ordertrack-load-"))
+    redis_proc = None
+    runs: dict[str, dict] = {}
+    extra: dict[str, Any] = {}
+    try:
+        private_pem, public_path = generate_key_pair(workdir)
+        redis_proc, redis_url = start_redis(workdir)
+        ours = start_ours(profile, redis_url, public_path, workdir)
+        try:
+            runs["ordertrack"] = run_scenario(profile, ours, redis_url, redis_proc.pid,
+                                              private_pem, progress)
+            extra["artillery"] = (run_artillery(profile, ours, private_pem, workdir)
+                                  if with_peers else {"skipped": "not in this profile (--peers)"})
+        finally:
+            for proc in ours.procs:
+                stop_process(proc)
+        chosen, skipped = installed_peers(peers) if with_peers else ({}, {})
+        extra["peers_skipped"] = skipped
+        for name, spec in chosen.items():
+            import redis
+
+            redis.Redis.from_url(redis_url).flushall()
+            target = start_peer(name, spec, redis_url, workdir)
+            try:
+                runs[name] = run_scenario(profile, target, redis_url, redis_proc.pid,
+                                          private_pem, progress)
+            except RunError as exc:
+                extra["peers_skipped"][name] = f"peer {name} failed: {exc}"
+            finally:
+                for proc in target.procs:
+                    stop_process(proc)
+    finally:
+        stop_process(redis_proc)
+        logs = {p.name: reporting.tail_lines(p) for p in workdir.glob("pod-*.log")}
+        shutil.rmtree(workdir, ignore_errors=True)
+    report = reporting.build(profile, runs, extra, logs)
+    reporting.write(report, runs, out)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0],
+                                     epilog="profiles: " + "; ".join(
+                                         f"{p.name}: {p.description}" for p in PROFILES.values()))
+    parser.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
+    parser.add_argument("--out", type=Path, default=None, help="folder (default artifacts/load-<profile>)")
+    parser.add_argument("--connections", type=int, default=None, help="override the profile's")
+    parser.add_argument("--hold-seconds", type=float, default=None, help="override the profile's")
+    parser.add_argument("--peers", default=None,
+                        help="comma-separated peers to run too (default: the profile's choice: "
+                             "all installed for `pod`, none otherwise); 'none' for none")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if shutil.which("redis-server") is None:
+        print("bench-load: redis-server not found (make system-deps installs it)", file=sys.stderr)
+        return 2
+    profile = PROFILES[args.profile].scaled(args.connections, args.hold_seconds)
+    if profile.connections <= 0 or profile.hold_seconds <= 0:
+        parser.error("--connections and --hold-seconds must be positive")
+    wanted = None if args.peers in (None, "all") else [p for p in args.peers.split(",") if p]
+    with_peers = profile.peers if args.peers is None else args.peers != "none"
+    out = args.out or Path("artifacts") / f"load-{profile.name}"
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        report = run(profile, out, wanted, with_peers, progress=not args.quiet)
+    except (RunError, RuntimeError, TimeoutError) as exc:
+        print(f"bench-load: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench-load: interrupted", file=sys.stderr)
+        return 130
+    print((out / "report.md").read_text())
+    with contextlib.suppress(KeyError):
+        if not all(report["verdict"]["targets"].values()):
+            print("bench-load: some targets were missed (see report.md)", file=sys.stderr)
+    return 0 if report["verdict"]["ran"] else 1
+

@@ -1,0 +1,155 @@
+"""Peer server 1: the `websockets` library on asyncio, ONE Redis SUBSCRIBE per connection.
+
+The log's original design as a Python team would first write it: every WebSocket gets its own
+redis.asyncio PubSub (so its own Redis connection) on `order:tracking:{order_id}`, and a task
+that forwards each message. Frames, close handling and message parsing reuse the pod's pure
+protocol functions, so the wire contract is the same; what differs is the architecture.
+
+Auth is a shared secret: the client offers `vantage-tracking-v1, bearer.<secret>`.
+`python -m bench.peers.websockets_peer --redis-url URL --port N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import sys
+
+import orjson
+import redis.asyncio as aioredis
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from ordertrack import keys, protocol
+
+DEFAULT_SECRET = "bench-secret"
+
+
+def offered_subprotocols(header_values: list[str]) -> list[str]:
+    """All values of the Sec-WebSocket-Protocol headers, split on commas."""
+    return [item.strip() for value in header_values for item in value.split(",") if item.strip()]
+
+
+def refusal(offered: list[str], secret: str) -> tuple[int, str, str] | None:
+    """(status, code, message) when the upgrade must be refused, else None."""
+    if protocol.SUBPROTOCOL not in offered:
+        return 400, "BAD_REQUEST", f"offer the {protocol.SUBPROTOCOL} subprotocol"
+    if f"bearer.{secret}" not in offered:
+        return 401, "UNAUTHORIZED", "missing or wrong bearer.<token> subprotocol"
+    return None
+
+
+def json_response(connection: ServerConnection, status: int, code: str, message: str) -> Response:
+    """A refusal with our JSON body (respond() would make it text/plain)."""
+    response = connection.respond(status, "")
+    response.body = protocol.refusal_body(code, message)
+    del response.headers["Content-Type"], response.headers["Content-Length"]
+    response.headers["Content-Type"] = "application/json; charset=utf-8"
+    response.headers["Content-Length"] = str(len(response.body))
+    return response
+
+
+class Peer:
+    def __init__(self, redis_url: str, secret: str):
+        # No pool limit: every connection's PubSub holds one Redis connection of its own.
+        self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        self.secret = secret
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path, _ = protocol.split_target(request.path)
+        if path == "/healthz":
+            return connection.respond(200, "ok\n")
+        if protocol.order_id_from_path(path) is None:
+            return json_response(connection, 404, "NOT_FOUND", "no such path")
+        offered = offered_subprotocols(request.headers.get_all("Sec-WebSocket-Protocol"))
+        refused = refusal(offered, self.secret)
+        return json_response(connection, *refused) if refused else None
+
+    @staticmethod
+    def select_subprotocol(connection: ServerConnection, subprotocols) -> str | None:
+        return protocol.SUBPROTOCOL if protocol.SUBPROTOCOL in subprotocols else None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        path, _ = protocol.split_target(ws.request.path)
+        order_id = protocol.order_id_from_path(path)
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            # Subscribe before reading the state, so no update falls between the two.
+            await pubsub.subscribe(keys.channel(order_id))
+            state = await self.redis.hgetall(keys.state(order_id))
+            connection_id = f"ws_conn_{secrets.token_hex(4)}"
+            await ws.send(protocol.connection_ack(connection_id, order_id, state), text=True)
+            forwarder = asyncio.create_task(self.forward(pubsub, ws))
+            try:
+                async for payload in ws:
+                    reply = self.answer(payload)
+                    if reply is not None:
+                        await ws.send(reply, text=True)
+            finally:
+                forwarder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await forwarder
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    @staticmethod
+    def answer(payload: str | bytes) -> bytes | None:
+        if isinstance(payload, bytes):
+            return protocol.error("UNSUPPORTED_DATA", "text frames only")
+        message = protocol.parse_client_message(payload.encode())
+        if message.kind == "heartbeat":
+            return protocol.HEARTBEAT_ACK
+        if message.kind == "resume":
+            return protocol.error("RESUME_UNAVAILABLE", "this peer keeps no history")
+        return protocol.error(message.error_code, message.error_message)
+
+    @staticmethod
+    async def forward(pubsub, ws: ServerConnection) -> None:
+        async for message in pubsub.listen():
+            if message["type"] != "message":
+                continue
+            try:
+                frame = protocol.tracking_update(orjson.loads(message["data"]))
+            except orjson.JSONDecodeError:
+                continue
+            await ws.send(frame, text=True)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    peer = Peer(args.redis_url, args.secret)
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
+    async with serve(
+        peer.handler, args.host, args.port,
+        process_request=peer.process_request, select_subprotocol=peer.select_subprotocol,
+        ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
+        compression=None, backlog=4096,
+    ):
+        print(json.dumps({"event": "listening", "peer": "websockets", "host": args.host,
+                          "port": args.port}), flush=True)
+        await stop
+    await peer.redis.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--secret", default=os.environ.get("BENCH_PEER_SECRET", DEFAULT_SECRET))
+    parser.add_argument("--ping-interval", type=float, default=30.0)
+    parser.add_argument("--ping-timeout", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

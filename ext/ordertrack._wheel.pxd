@@ -1,1 +1,0 @@
-timer_wheel.pxd
