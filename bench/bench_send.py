@@ -56,11 +56,12 @@ async def server(frames: int, n: int) -> None:
     srv = await ws_create_server(lambda _request: Sink(), "127.0.0.1", 0, use_aiofastnet=False,
                                  enable_auto_ping=False)
     port = srv.sockets[0].getsockname()[1]
-    child = subprocess.Popen([sys.executable, "-m", "bench.bench_send", "--clients", str(port), str(n)],
-                             stdout=subprocess.PIPE, text=True)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.bench_send", "--clients", str(port), str(n),
+        stdout=subprocess.PIPE)
     try:
-        await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
-        while len(SERVER) < n:
+        await child.stdout.readline()  # "up": every client is connected
+        while len(SERVER) < n:  # noqa: ASYNC110 - the server side of the last ones
             await asyncio.sleep(0.01)
         frame = fanout.text_frame(PAYLOAD)
         for name in ("picows send", "prebuilt frame", "picows send", "prebuilt frame"):
