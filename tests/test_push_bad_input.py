@@ -72,6 +72,10 @@ async def test_malformed_messages_reach_nobody_are_counted_and_the_rest_flows(
                    malformed.PAYLOAD_TOO_LARGE, malformed.EMPTY_ORDER_ID):
         assert metric(text, malformed_total, f'{{reason="{reason}"}}') == 1, reason
     assert metric(text, "ordertrack_ws_redis_messages_discarded_total") >= 10
+    # the good ones were written and timed: 4 to ord_good's watcher, 1 to ord_bad's
+    assert metric(text, "ordertrack_ws_updates_delivered_total") == 5
+    assert metric(text, "ordertrack_ws_delivery_latency_seconds_count") == 5
+    assert metric(text, "ordertrack_ws_delivery_latency_seconds_bucket", '{le="+Inf"}') == 5
     # logged, once per order per window: the first drop of ord_bad, and the empty channel
     drops = [line for line in pod.log_lines() if line.get("msg") == "dropping malformed message"]
     assert [(d["order_id"], d["reason"]) for d in drops] == [

@@ -3,11 +3,14 @@ the Datadog gauge the feature log's dashboards read."""
 
 import asyncio
 import logging
+import math
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger("ordertrack.push.metrics")
 
@@ -56,12 +59,47 @@ REGISTRY.register(REDIS_MESSAGES)
 MALFORMED = Counter(
     "ordertrack_ws_redis_messages_malformed_total",
     "Tracking messages dropped as malformed, by reason (push/malformed.py)", ["reason"])
-FRAMES_OUT = Counter("ordertrack_ws_updates_delivered_total", "tracking_update frames written to clients")
-DELIVERY_LATENCY = Histogram(
-    "ordertrack_ws_delivery_latency_seconds",
-    "From the gateway's PUBLISH (published_at) to the frames being written",
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-)
+
+
+class _Delivery:
+    """`ordertrack_ws_updates_delivered_total` (the hub's fan-out's own frame counter, read
+    at scrape time) and `ordertrack_ws_delivery_latency_seconds` (published_at -> frames written, once
+    per message): kept in plain counters on the hot path, where prometheus_client's Counter.inc
+    and Histogram.observe cost ~3 us per message together."""
+
+    BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+    def __init__(self) -> None:
+        self._hub = None
+        self.counts = [0] * (len(self.BUCKETS) + 1)
+        self.sum = 0.0
+
+    def watch(self, hub) -> None:
+        self._hub = weakref.ref(hub)
+
+    def observe(self, latency: float) -> None:
+        self.counts[bisect_left(self.BUCKETS, latency)] += 1
+        self.sum += latency
+
+    def collect(self):
+        hub = self._hub() if self._hub is not None else None
+        frames = CounterMetricFamily("ordertrack_ws_updates_delivered",
+                                     "tracking_update frames written to clients")
+        frames.add_metric([], hub.fanout.frames if hub is not None else 0)
+        yield frames
+        latency = HistogramMetricFamily(
+            "ordertrack_ws_delivery_latency_seconds",
+            "From the gateway's PUBLISH (published_at) to the frames being written")
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.BUCKETS, math.inf), self.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        latency.add_metric([], buckets, self.sum)
+        yield latency
+
+
+DELIVERY = _Delivery()
+REGISTRY.register(DELIVERY)
 #: by close reason, so "lasted over 5 minutes without an unexpected disconnect" (the rollout's
 #: stability criterion) is a query: the 300 s bucket of the unexpected reasons
 CONNECTION_DURATION = Histogram(

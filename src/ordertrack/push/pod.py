@@ -91,6 +91,7 @@ class Pod:
             on_malformed=self._on_malformed,
         )
         metrics.REDIS_MESSAGES.watch(self.broker)
+        metrics.DELIVERY.watch(self.hub)
 
     # --- start / stop --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -281,8 +282,7 @@ class Pod:
         self.malformed_log(order_id, reason)
 
     def _on_delivered(self, count: int, latency: float) -> None:
-        metrics.FRAMES_OUT.inc(count)
-        metrics.DELIVERY_LATENCY.observe(latency)
+        metrics.DELIVERY.observe(latency)
 
     def _on_control(self, payload: bytes) -> None:
         try:
