@@ -14,7 +14,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ordertrack import keys
+from ordertrack import redis_layout
 from ordertrack.push import fanout, pubsub_reader
 from ordertrack.push.hub import Watch
 
@@ -39,9 +39,9 @@ def bulk(value: bytes) -> bytes:
 
 def resp_stream(order_ids: list[str]) -> bytes:
     """What Redis writes to a PSUBSCRIBEd client for these PUBLISHes, concatenated."""
-    pattern = bulk(keys.CHANNEL_PATTERN.encode())
+    pattern = bulk(redis_layout.CHANNEL_PATTERN.encode())
     return b"".join(
-        b"*4\r\n" + bulk(b"pmessage") + pattern + bulk(keys.channel(o).encode())
+        b"*4\r\n" + bulk(b"pmessage") + pattern + bulk(redis_layout.channel(o).encode())
         + bulk(gateway_message(seq)) for seq, o in enumerate(order_ids, 1))
 
 

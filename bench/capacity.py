@@ -345,9 +345,9 @@ UNWATCHED_PAYLOAD = (
 
 
 def unwatched_message(n: int) -> tuple[str, bytes]:
-    from ordertrack import keys
+    from ordertrack import redis_layout
 
-    return keys.channel(f"nobody_{n % 50_000:08x}"), UNWATCHED_PAYLOAD
+    return redis_layout.channel(f"nobody_{n % 50_000:08x}"), UNWATCHED_PAYLOAD
 
 
 def flood(redis_url: str, orders: list[str], seconds: float, batch: int = 1000) -> int:
@@ -355,7 +355,7 @@ def flood(redis_url: str, orders: list[str], seconds: float, batch: int = 1000) 
     every message has the next seq of its order (above any earlier run's)."""
     import redis
 
-    from ordertrack import keys
+    from ordertrack import redis_layout
 
     client = redis.Redis.from_url(redis_url)
     base_seq = int(time.time() * 1000) + 10**9
@@ -367,7 +367,7 @@ def flood(redis_url: str, orders: list[str], seconds: float, batch: int = 1000) 
             now = time.time()
             for i in range(batch):
                 n = sent + i
-                pipe.publish(keys.channel(orders[n % len(orders)]),
+                pipe.publish(redis_layout.channel(orders[n % len(orders)]),
                              bench_message(base_seq + n // len(orders), now))
             pipe.execute()
             sent += batch
@@ -381,7 +381,7 @@ def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> d
     the wall-clock time right before its PUBLISH. Per-order seq starts above any earlier run."""
     import redis
 
-    from ordertrack import keys
+    from ordertrack import redis_layout
 
     client = redis.Redis.from_url(redis_url)
     total = int(rate * seconds)
@@ -397,7 +397,7 @@ def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> d
                 time.sleep(delay)
             order = orders[n % len(orders)]
             seq = seqs[order] = seqs.get(order, base_seq) + 1
-            if client.publish(keys.channel(order), bench_message(seq, time.time())) == 0:
+            if client.publish(redis_layout.channel(order), bench_message(seq, time.time())) == 0:
                 unheard += 1
         elapsed = time.perf_counter() - started
     finally:

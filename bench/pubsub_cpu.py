@@ -24,7 +24,7 @@ import redis
 import uvloop
 
 from bench.capacity import publish_steady, start_redis, stop_process, unwatched_message
-from ordertrack import keys
+from ordertrack import redis_layout
 
 RATES = (5_000, 20_000, 40_000)
 KINDS = ("old", "cython", "python")
@@ -37,14 +37,14 @@ async def subscribe(kind: str, url: str) -> None:
     if kind == "old":
         client = redis.asyncio.Redis.from_url(url)
         pubsub = client.pubsub()
-        await pubsub.psubscribe(keys.CHANNEL_PATTERN)
+        await pubsub.psubscribe(redis_layout.CHANNEL_PATTERN)
         print("live", flush=True)
         watched: dict = {}
         while not stop.is_set():
             message = await pubsub.get_message(timeout=0.2)
             if message is not None and message["type"] == "pmessage":
                 count += 1
-                watched.get(message["channel"][len(keys.CHANNEL_PREFIX):].decode())
+                watched.get(message["channel"][len(redis_layout.CHANNEL_PREFIX):].decode())
     else:
         from ordertrack.push import pubsub_reader
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import websockets
 
+from ordertrack import redis_layout
 from tests.support import free_port, wait_for
 
 SUBPROTOCOL = "vantage-tracking-v1"
@@ -124,7 +125,7 @@ def upgrade_headers(token: str | None = None, **extra) -> dict:
 
 
 def wait_registry_empty(redis_client, user_id: str, timeout: float = 5.0) -> None:
-    wait_for(lambda: redis_client.zcard(f"ws:user:{user_id}") == 0, timeout,
+    wait_for(lambda: redis_client.zcard(redis_layout.user(user_id)) == 0, timeout,
              what=f"registry of {user_id} empty")
 
 

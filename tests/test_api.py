@@ -18,8 +18,9 @@ import orjson
 import pytest
 import redis
 
-from ordertrack.gateway.publisher import publish_event
-from ordertrack.models import Order, TrackingEvent
+from ordertrack import redis_layout
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import Order, StoredEvent, TrackingEvent
 from ordertrack.store import open_store
 from tests.support import (
     REPO,
@@ -33,7 +34,6 @@ from tests.support import (
 
 JSON_TYPE = "application/json; charset=utf-8"
 WS_BASE = "ws://127.0.0.1:18080"
-FLAG_KEY = "ws:flag:realtime_order_tracking"
 
 LOG_EVENTS = [  # the log's REST trace, DOCUMENT 1
     TrackingEvent("shipped", "Warehouse, Chicago IL", "2025-10-01T10:00:00Z",
@@ -246,8 +246,8 @@ async def test_cached_answer_is_refreshed_when_a_newer_seq_is_published(api, key
     # ... until the gateway publishes seq 5: then the next poll has it
     client = redis.asyncio.Redis.from_url(api.redis)
     try:
-        await publish_event(client, order_id, "dhl", stored.seq, newer.status, newer.location,
-                            newer.timestamp, None)
+        await Publisher(client).publish(order_id, "dhl",
+            StoredEvent(order_id, stored.seq, newer.status, newer.location, newer.timestamp, None))
     finally:
         await client.aclose()
     body = get_tracking(api, order_id, token).json()
@@ -256,7 +256,7 @@ async def test_cached_answer_is_refreshed_when_a_newer_seq_is_published(api, key
     assert body["history"][-1] == {"status": "delivered", "location": "Front door, Brooklyn NY",
                                    "timestamp": "2025-10-03T16:40:00Z", "seq": 5}
     # the refreshed answer is what Redis caches for the other API processes
-    cached = orjson.loads(redis.Redis.from_url(api.redis).get(f"order:tracking:rest:{order_id}"))
+    cached = orjson.loads(redis.Redis.from_url(api.redis).get(redis_layout.rest_cache(order_id)))
     assert cached["seq"] == 5
 
 
@@ -266,8 +266,9 @@ async def test_published_events_the_store_lacks_come_from_the_stream(api, keys, 
     client = redis.asyncio.Redis.from_url(api.redis)
     try:
         for seq, event in enumerate(LOG_EVENTS[2:], start=3):
-            await publish_event(client, order_id, "dhl", seq, event.status, event.location,
-                                event.timestamp, event.estimated_delivery)
+            await Publisher(client).publish(order_id, "dhl",
+                StoredEvent(order_id, seq, event.status, event.location, event.timestamp,
+                            event.estimated_delivery))
     finally:
         await client.aclose()
     body = get_tracking(api, order_id, keys.token("user_1", order_id)).json()
@@ -282,16 +283,16 @@ async def test_realtime_enabled_follows_the_flag_key(api, keys, order_id, redis_
     token = keys.token("user_1", order_id)
     flags = redis.Redis.from_url(api.redis)
     assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
-    flags.set(FLAG_KEY, orjson.dumps({"enabled": False}))
+    flags.set(redis_layout.FLAG_KEY, orjson.dumps({"enabled": False}))
     assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is False
-    flags.set(FLAG_KEY, orjson.dumps({"enabled": True}))
+    flags.set(redis_layout.FLAG_KEY, orjson.dumps({"enabled": True}))
     assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
     # targeting, as the push pod evaluates it: the order's carrier, the rollout percentage
-    flags.set(FLAG_KEY, orjson.dumps({"enabled": True, "carriers": ["fedex"]}))
+    flags.set(redis_layout.FLAG_KEY, orjson.dumps({"enabled": True, "carriers": ["fedex"]}))
     assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is False
-    flags.set(FLAG_KEY, orjson.dumps({"enabled": True, "carriers": ["dhl"], "percentage": 0}))
+    flags.set(redis_layout.FLAG_KEY, orjson.dumps({"enabled": True, "carriers": ["dhl"], "percentage": 0}))
     assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is False
-    flags.delete(FLAG_KEY)
+    flags.delete(redis_layout.FLAG_KEY)
     assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
 
 

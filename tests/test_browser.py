@@ -18,8 +18,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from ordertrack.gateway.publisher import publish_event
-from ordertrack.models import Order, TrackingEvent
+from ordertrack import redis_layout
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import Order, StoredEvent, TrackingEvent
 from ordertrack.store import open_store
 from tests.support import REPO, free_port, wait_http_ok
 
@@ -29,7 +30,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 ORDER_ID = "ord_1a2b3c4d5e6f"
-FLAG_KEY = "ws:flag:realtime_order_tracking"
 ARTIFACTS = REPO / "artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"
 #: desktop and phone (iPhone 12-15 size)
@@ -76,8 +76,8 @@ class Gateway:
             try:
                 (stored,) = await store.append_events(
                     ORDER_ID, [TrackingEvent(status, location, timestamp, eta)])
-                await publish_event(client, ORDER_ID, "dhl", stored.seq, status, location,
-                                    timestamp, eta)
+                await Publisher(client).publish(ORDER_ID, "dhl",
+                    StoredEvent(ORDER_ID, stored.seq, status, location, timestamp, eta))
                 return stored.seq
             finally:
                 await client.aclose()
@@ -254,8 +254,8 @@ def test_kill_switch_moves_the_page_to_polling_until_it_is_switched_back_on(
 
     # `ordertrack flag off`: the flag document, then the pods' control channel
     control = redis.Redis.from_url(redis_url)
-    control.set(FLAG_KEY, b'{"enabled": false}')
-    control.publish("ws:control:all", b'{"op":"flag"}')
+    control.set(redis_layout.FLAG_KEY, b'{"enabled": false}')
+    control.publish(redis_layout.CONTROL_ALL, redis_layout.encode_flag_changed())
     expect(indicator).to_have_attribute("data-reason", "feature_disabled", timeout=5_000)
     expect(indicator).to_have_attribute("data-mode", "polling")
     expect(page.locator("#indicator-text")).to_have_text("updating every 1 s")
@@ -271,8 +271,8 @@ def test_kill_switch_moves_the_page_to_polling_until_it_is_switched_back_on(
     expect(indicator).to_have_attribute("data-mode", "polling")
 
     # switched back on: the next REST answer says realtime is enabled, and the page goes live
-    control.delete(FLAG_KEY)
-    control.publish("ws:control:all", b'{"op":"flag"}')
+    control.delete(redis_layout.FLAG_KEY)
+    control.publish(redis_layout.CONTROL_ALL, redis_layout.encode_flag_changed())
     expect(indicator).to_have_attribute("data-mode", "live", timeout=5_000)
     expect(page.locator("#indicator-text")).to_have_text("live")
     assert len(sockets) == 2
@@ -345,7 +345,7 @@ def test_realtime_disabled_means_no_socket_until_it_is_enabled(system, page, key
     # the pod dies; while the page polls, realtime is switched off for this user
     system.kill_pod()
     expect(indicator).to_have_attribute("data-mode", "polling", timeout=5_000)
-    control.set(FLAG_KEY, b'{"enabled": false}')
+    control.set(redis_layout.FLAG_KEY, b'{"enabled": false}')
     page.wait_for_timeout(1_000)  # a few polls: the page has read realtime.enabled = false
     opened = len(sockets)
     system.start_pod()
@@ -353,7 +353,7 @@ def test_realtime_disabled_means_no_socket_until_it_is_enabled(system, page, key
     assert len(sockets) == opened
     expect(indicator).to_have_attribute("data-mode", "polling")
 
-    control.delete(FLAG_KEY)
+    control.delete(redis_layout.FLAG_KEY)
     expect(indicator).to_have_attribute("data-mode", "live", timeout=5_000)
     system.gateway.scan("in_transit", "Distribution Center, Newark NJ", at(-3))
     expect(page.locator("#location")).to_have_text("Distribution Center, Newark NJ",

@@ -12,9 +12,8 @@ from pathlib import Path
 import redis
 
 import ordertrack
+from ordertrack import redis_layout
 from tests.support import free_port
-
-FLAG_KEY = "ws:flag:realtime_order_tracking"
 
 
 def ordertrack_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -52,7 +51,7 @@ def test_flag_refuses_an_unknown_carrier_and_writes_nothing(tmp_path, redis_url)
     client = redis.Redis.from_url(redis_url)
     set_ups = ordertrack_cli("flag", "--carriers", "UPS", cwd=tmp_path, REDIS_URL=redis_url)
     assert set_ups.returncode == 0, set_ups.stderr
-    before = client.get(FLAG_KEY)
+    before = client.get(redis_layout.FLAG_KEY)
     assert b'"carriers":["ups"]' in before
 
     for bad, said in ((("--carriers", "royalmail"), "unknown carrier 'royalmail'"),
@@ -62,7 +61,7 @@ def test_flag_refuses_an_unknown_carrier_and_writes_nothing(tmp_path, redis_url)
         assert result.returncode == 2, bad
         assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
         assert said in result.stderr
-        assert client.get(FLAG_KEY) == before
+        assert client.get(redis_layout.FLAG_KEY) == before
     client.close()
 
 

@@ -23,7 +23,8 @@ import redis.asyncio as aioredis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from ordertrack.gateway.publisher import publish_event
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
 from tests.pods import connect, recv_event, start_pod, upgrade_headers
 from tests.support import REPO, ProcessGroup, free_port, wait_for
 from tests.test_poller import NUMBERS, add_orders, gateway_env, order
@@ -106,8 +107,9 @@ def pod_metrics(redis_server, keys, tmp_path_factory):
         client = aioredis.Redis.from_url(redis_server.url)
         ws = await connect(pod, keys.token("user_m", "ord_metrics"), "ord_metrics")
         await recv_event(ws, "connection_ack")
-        await publish_event(client, "ord_metrics", "dhl", 1, "in_transit", "Newark NJ",
-                            "2025-10-03T14:00:00Z", None, raw={})
+        await Publisher(client).publish("ord_metrics", "dhl",
+            StoredEvent("ord_metrics", 1, "in_transit", "Newark NJ", "2025-10-03T14:00:00Z", None,
+                        raw={}))
         await recv_event(ws, "tracking_update")
         await ws.close()
         await client.aclose()

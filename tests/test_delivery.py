@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from ordertrack import protocol
+from ordertrack import protocol, redis_layout
 from ordertrack.push import delivery
 
 
@@ -23,6 +23,10 @@ def entry(seq: int, status: str = "in_transit") -> tuple[bytes, dict]:
     message = {"status": status, "location": "Newark NJ", "timestamp": "t", "estimated_delivery": None,
                "carrier": "dhl", "raw_carrier_response": {"x": 1}, "seq": seq}
     return f"{seq}-0".encode(), {b"msg": orjson.dumps(message)}
+
+
+def events(*entries):
+    return redis_layout.decode_stream(entries)
 
 
 def seqs(frames: list[bytes]) -> list:
@@ -78,8 +82,8 @@ def test_resume_gap_rule():
 
 def test_replay_sends_the_missed_events_in_order_and_raises_sent_seq():
     conn = State(sent_seq=2)
-    frames, unreadable = delivery.replay(conn, 2, 5, [entry(3), entry(4), entry(5)])
-    assert seqs(frames) == [3, 4, 5] and unreadable == []
+    frames = delivery.replay(conn, 2, 5, events(entry(3), entry(4), entry(5)))
+    assert seqs(frames) == [3, 4, 5]
     assert all(b"raw_carrier_response" not in f for f in frames)
     assert conn.sent_seq == 5
     # the live copy of seq 5 arriving afterwards is not shown twice
@@ -88,22 +92,19 @@ def test_replay_sends_the_missed_events_in_order_and_raises_sent_seq():
 
 def test_replay_from_a_trimmed_stream_says_so_first_then_sends_what_is_kept():
     conn = State(sent_seq=1)
-    frames, _ = delivery.replay(conn, 1, 9, [entry(7), entry(8), entry(9)])
+    frames = delivery.replay(conn, 1, 9, events(entry(7), entry(8), entry(9)))
     first = orjson.loads(frames[0])
     assert first["event"] == "error" and first["data"]["code"] == "RESUME_UNAVAILABLE"
     assert seqs(frames[1:]) == [7, 8, 9]
 
 
-def test_replay_skips_unreadable_entries_and_names_them():
+def test_replay_of_a_stream_with_unreadable_entries_sends_the_readable_ones():
     conn = State()
     bad_json = (b"4-0", {b"msg": b"{not json"})
     not_object = (b"5-0", {b"msg": b"[1,2]"})
     no_msg = (b"6-0", {b"other": b"x"})
-    frames, unreadable = delivery.replay(conn, 2, 7, [entry(3), bad_json, not_object, no_msg, entry(7)])
-    assert seqs(frames) == [3, 7]
-    assert unreadable == [b"4-0", b"5-0", b"6-0"]
-
-
-def test_entry_seq_reads_stream_ids():
-    assert delivery.entry_seq(b"42-0") == 42
-    assert delivery.entry_seq("7-0") == 7
+    skipped = []
+    decoded = redis_layout.decode_stream([entry(3), bad_json, not_object, no_msg, entry(7)],
+                                         lambda entry_id, exc: skipped.append(entry_id))
+    assert seqs(delivery.replay(conn, 2, 7, decoded)) == [3, 7]
+    assert skipped == [b"4-0", b"5-0", b"6-0"]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from ordertrack import keys
+from ordertrack import redis_layout
 from ordertrack.gateway.carriers import dhl, fedex, push, ups
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.gateway.scheduler import deferred_scores, effective_period, period_with_push
@@ -112,10 +112,10 @@ async def test_a_late_scan_gets_its_seq_but_leaves_the_current_state(redis_url):
     older = StoredEvent("ord_late", 2, "shipped", "Memphis TN, US", "2025-10-03T09:00:00Z")
     assert await publisher.publish("ord_late", "fedex", newer)
     assert await publisher.publish("ord_late", "fedex", older)
-    state = {k.decode(): v.decode() for k, v in (await r.hgetall(keys.state("ord_late"))).items()}
+    state = {k.decode(): v.decode() for k, v in (await r.hgetall(redis_layout.state("ord_late"))).items()}
     assert state["seq"] == "2" and state["status"] == "in_transit"
     assert state["timestamp"] == "2025-10-03T14:00:00Z"
-    assert len(await r.xrange(keys.stream("ord_late"))) == 2
+    assert len(await r.xrange(redis_layout.stream("ord_late"))) == 2
     await r.aclose()
 
 
@@ -208,7 +208,7 @@ def test_forged_duplicate_and_out_of_order_deliveries(sandbox, redis_url, procs,
     forged = push_now(sandbox, "fedex", "FXPUSH2", events="all", fault="bad_signature")
     assert [d["status"] for d in forged] == [401, 401]
     assert store_call(db, "history", "ord_fx") == []
-    assert r.exists(keys.state("ord_fx"), keys.stream("ord_fx")) == 0
+    assert r.exists(redis_layout.state("ord_fx"), redis_layout.stream("ord_fx")) == 0
     refused = 'ordertrack_ingest_deliveries_refused_total{carrier="fedex",reason="unauthorized"}'
     assert metric(ingest, refused) == 2
 
@@ -222,17 +222,17 @@ def test_forged_duplicate_and_out_of_order_deliveries(sandbox, redis_url, procs,
     current = store_call(db, "get_order", "ord_fx")
     assert (current.status, current.last_update, current.seq) == (
         "in_transit", history[0].timestamp, 2)
-    state = r.hgetall(keys.state("ord_fx"))
+    state = r.hgetall(redis_layout.state("ord_fx"))
     assert state[b"status"] == b"in_transit" and state[b"seq"] == b"2"
 
     # a duplicate delivery (and a burst of the same scans) changes nothing
-    stream_before = r.xrange(keys.stream("ord_fx"))
+    stream_before = r.xrange(redis_layout.stream("ord_fx"))
     again = push_now(sandbox, "fedex", "FXPUSH2", events="all", fault="duplicate")
     again += push_now(sandbox, "fedex", "FXPUSH2", events="all", fault="burst")
     assert {d["status"] for d in again} == {200}
     assert store_call(db, "history", "ord_fx") == history
-    assert r.xrange(keys.stream("ord_fx")) == stream_before
-    assert r.hgetall(keys.state("ord_fx")) == state
+    assert r.xrange(redis_layout.stream("ord_fx")) == stream_before
+    assert r.hgetall(redis_layout.state("ord_fx")) == state
     assert metric(ingest, 'ordertrack_ingest_events_duplicate_total{carrier="fedex"}') == 6
     r.close()
 

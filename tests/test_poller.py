@@ -17,7 +17,7 @@ import orjson
 import pytest
 import redis
 
-from ordertrack import keys
+from ordertrack import redis_layout
 from ordertrack.config import ConfigError
 from ordertrack.gateway.main import carriers_to_poll
 from ordertrack.gateway.pagerduty import event_body
@@ -151,7 +151,7 @@ class Subscriber:
     def __init__(self, redis_url: str):
         self.client = redis.Redis.from_url(redis_url)
         self.pubsub = self.client.pubsub()
-        self.pubsub.psubscribe("order:tracking:*")
+        self.pubsub.psubscribe(redis_layout.CHANNEL_PATTERN)
         self.pubsub.get_message(timeout=1.0)  # the psubscribe confirmation
 
     def next(self, timeout: float = 10.0) -> tuple[str, dict] | None:
@@ -182,14 +182,14 @@ def test_new_events_are_stored_and_published_with_matching_seq(sandbox, redis_ur
             item = sub.next()
             assert item is not None, (tmp_path / "poll.log").read_text()[-3000:]
             got[item[0]].append(item[1])
-        first = got["order:tracking:ord_dhl"][-1]
+        first = got[redis_layout.channel("ord_dhl")][-1]
         assert first["carrier"] == "dhl" and first["status"] == "shipped"
         assert isinstance(first["published_at"], float) and first["raw_carrier_response"]
 
         httpx.post(f"{sandbox}/_admin/advance",
                    json={"tracking_number": NUMBERS["dhl"], "steps": 1}).raise_for_status()
         item = sub.next()
-        while item is not None and item[0] != "order:tracking:ord_dhl":
+        while item is not None and item[0] != redis_layout.channel("ord_dhl"):
             item = sub.next()
         assert item is not None
         assert item[1]["seq"] == first["seq"] + 1
@@ -204,10 +204,10 @@ def test_new_events_are_stored_and_published_with_matching_seq(sandbox, redis_ur
         assert seqs == list(range(1, item[1]["seq"] + 1))
         assert history[-1].status == item[1]["status"]
         r = redis.Redis.from_url(redis_url)
-        entries = r.xrange(keys.stream("ord_dhl"))
+        entries = r.xrange(redis_layout.stream("ord_dhl"))
         assert [e[0].decode() for e in entries] == [f"{s}-0" for s in seqs]
         assert [orjson.loads(e[1][b"msg"])["seq"] for e in entries] == seqs
-        assert r.hget(keys.state("ord_dhl"), "seq") == str(seqs[-1]).encode()
+        assert r.hget(redis_layout.state("ord_dhl"), "seq") == str(seqs[-1]).encode()
         r.close()
 
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
@@ -281,7 +281,7 @@ def test_eleven_failures_page_once_and_recovery_resolves(sandbox, redis_url, pro
         assert len(sink.events) == 2  # one trigger, one resolve
 
         r = redis.Redis.from_url(redis_url)
-        assert r.exists("gateway:quota:ups:paused")
+        assert r.exists(redis_layout.quota_paused("ups"))
         r.close()
         ups = store_call(db, "get_order", "ord_ups")
         assert ups.consecutive_failures == 0 and not ups.needs_investigation
@@ -305,23 +305,37 @@ def test_two_replicas_never_poll_the_same_order_at_once(sandbox, redis_url, proc
         for var in ("FEDEX_API_URL", "UPS_API_URL"):
             env[var] = ""
         started.append(procs.start("poll", env=env, log=tmp_path / f"{name}.log"))
-    time.sleep(4.0)
 
-    recent = httpx.get(f"{sandbox}/_admin/stats").json()["recent"]
-    times: dict[str, list[float]] = defaultdict(list)
-    for entry in recent:
-        for number in entry["numbers"]:
-            times[number].append(entry["time"])
+    def poll_times() -> dict[str, list[float]]:
+        times: dict[str, list[float]] = defaultdict(list)
+        for entry in httpx.get(f"{sandbox}/_admin/stats").json()["recent"]:
+            for number in entry["numbers"]:
+                times[number].append(entry["time"])
+        return times
+
+    def polls_of(port: int) -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        line = next((line for line in text.splitlines()
+                     if line.startswith('ordertrack_gateway_polls_total{carrier="dhl"')), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    # wait (bounded) until every order was polled twice and both replicas took part: a fixed
+    # sleep made this test fail on a loaded machine, where the replicas start slowly
+    deadline = time.monotonic() + 30.0
+    while True:
+        times = poll_times()
+        done = (set(times) == set(numbers) and all(len(t) >= 2 for t in times.values())
+                and all(polls_of(port) > 0 for port in ports))
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     assert set(times) == set(numbers)
     for number, polled in times.items():
         polled.sort()
         gaps = [b - a for a, b in zip(polled, polled[1:], strict=False)]
         assert len(polled) >= 2 and min(gaps) > interval / 2, (number, gaps)
     for port in ports:  # both replicas did part of the work
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        line = next(line for line in text.splitlines()
-                    if line.startswith('ordertrack_gateway_polls_total{carrier="dhl"'))
-        assert float(line.rsplit(" ", 1)[1]) > 0
+        assert polls_of(port) > 0
     for proc in started:
         assert procs.stop(proc, signal.SIGTERM) == 0
 
@@ -345,11 +359,11 @@ def test_redis_gone_for_a_while_loses_no_event(sandbox, own_redis, procs, tmp_pa
     own_redis.start()  # back, and empty
 
     r = redis.Redis.from_url(own_redis.url)
-    wait_for(lambda: r.hget(keys.state("ord_outage"), "seq") is not None, 20,
+    wait_for(lambda: r.hget(redis_layout.state("ord_outage"), "seq") is not None, 20,
              what="the missed event published after Redis came back")
     history = store_call(db, "history", "ord_outage")
     assert [e.seq for e in history] == [1, 2]
-    assert r.hget(keys.state("ord_outage"), "seq") == b"2"
+    assert r.hget(redis_layout.state("ord_outage"), "seq") == b"2"
     r.close()
     assert procs.stop(proc, signal.SIGTERM) == 0
 
@@ -449,16 +463,16 @@ async def test_delivered_event_stored_while_redis_fails_is_published_once_it_is_
         try:
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
-                seq = await gw.publish_redis.hget(keys.state("ord_dl"), "seq")
+                seq = await gw.publish_redis.hget(redis_layout.state("ord_dl"), "seq")
                 if seq is not None and int(seq) == stored[-1].seq:
                     break
                 await asyncio.sleep(0.05)
         finally:
             stopping.set()
             await running
-        assert int(await gw.publish_redis.hget(keys.state("ord_dl"), "seq")) == stored[-1].seq
-        assert (await gw.publish_redis.hget(keys.state("ord_dl"), "status")) == b"delivered"
-        assert await gw.publish_redis.xlen(keys.stream("ord_dl")) == len(stored)
+        assert int(await gw.publish_redis.hget(redis_layout.state("ord_dl"), "seq")) == stored[-1].seq
+        assert (await gw.publish_redis.hget(redis_layout.state("ord_dl"), "status")) == b"delivered"
+        assert await gw.publish_redis.xlen(redis_layout.stream("ord_dl")) == len(stored)
 
 
 def dhl_answer_with(events: int) -> bytes:
@@ -492,9 +506,9 @@ async def test_event_another_replica_failed_to_publish_is_published_before_newer
         reached["events"] = 3
         await gw2.poller.poll_batch("dhl", gw2.client, [polled])
         assert [e.seq for e in await gw2.store.history("ord_gap")] == [1, 2, 3]
-        entries = await gw2.redis.xrange(keys.stream("ord_gap"))
+        entries = await gw2.redis.xrange(redis_layout.stream("ord_gap"))
         assert [orjson.loads(fields[b"msg"])["seq"] for _, fields in entries] == [1, 2, 3]
-        assert await gw2.redis.hget(keys.state("ord_gap"), "seq") == b"3"
+        assert await gw2.redis.hget(redis_layout.state("ord_gap"), "seq") == b"3"
 
 
 async def test_a_scan_the_carrier_repeats_with_other_detail_is_stored_and_published_once(
@@ -530,11 +544,11 @@ async def test_a_scan_the_carrier_repeats_with_other_detail_is_stored_and_publis
                 (3, "in_transit", "Brooklyn NY, US"),
                 (4, "out_for_delivery", "Brooklyn NY, US"),
             ]
-            entries = await gw.redis.xrange(keys.stream("ord_dup"))
+            entries = await gw.redis.xrange(redis_layout.stream("ord_dup"))
             assert [orjson.loads(fields[b"msg"])["seq"] for _, fields in entries] == [1, 2, 3, 4]
         published = []
         while (item := sub.next(timeout=0.5)) is not None:
-            if item[0] == "order:tracking:ord_dup":
+            if item[0] == redis_layout.channel("ord_dup"):
                 published.append((item[1]["seq"], item[1]["status"], item[1]["location"]))
         assert published == [(e.seq, e.status, e.location) for e in history]
     finally:

@@ -57,7 +57,7 @@ def test_tracking_update_frame_keeps_only_customer_fields():
 
 
 def test_ack_for_an_order_without_state_yet():
-    ack = orjson.loads(protocol.connection_ack("ws_conn_01234567", "ord_1", {}))
+    ack = orjson.loads(protocol.connection_ack("ws_conn_01234567", "ord_1", None, None, 0))
     assert ack["data"] == {"connection_id": "ws_conn_01234567", "order_id": "ord_1",
                            "carrier": None, "current_status": None, "seq": 0}
 
@@ -141,14 +141,6 @@ def test_last_seq_is_bounded_in_messages_and_the_query_string():
     assert protocol.parse_last_seq("12").last_seq == 12
     for raw in ("18446744073709551615", str(top + 1), "-1", "x", "", "1e3", "\u0663"):
         assert protocol.parse_last_seq(raw).error_code == "INVALID_MESSAGE", raw
-
-
-def test_a_state_seq_out_of_range_counts_as_none():
-    assert protocol.state_seq({"seq": "7"}) == 7
-    assert protocol.state_seq({"seq": b"7"}) == 7
-    for raw in (None, "", str(2**63), "-4", "abc"):
-        assert protocol.state_seq({"seq": raw}) == 0, raw
-    assert protocol.valid_seq(0) and not protocol.valid_seq(True) and not protocol.valid_seq(2**63)
 
 
 def test_text_that_is_not_utf8_is_its_own_verdict():

@@ -18,7 +18,7 @@ import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertrack import keys
+from ordertrack import redis_layout
 from ordertrack.push import malformed, pubsub_reader
 from ordertrack.push.hub import Watch
 from tests.support import REPO
@@ -65,7 +65,7 @@ def bulk(value: bytes) -> bytes:
 
 
 def pmessage(channel: bytes, payload: bytes) -> bytes:
-    return b"*4\r\n" + bulk(b"pmessage") + bulk(keys.CHANNEL_PATTERN.encode()) + bulk(channel) + bulk(payload)
+    return b"*4\r\n" + bulk(b"pmessage") + bulk(redis_layout.CHANNEL_PATTERN.encode()) + bulk(channel) + bulk(payload)
 
 
 def message(channel: bytes, payload: bytes) -> bytes:
@@ -77,7 +77,7 @@ def confirmation(kind: bytes, channel: bytes, count: int) -> bytes:
 
 
 def order(order_id: str) -> bytes:
-    return keys.channel(order_id).encode()
+    return redis_layout.channel(order_id).encode()
 
 
 def test_the_extension_is_built_and_chosen_by_default():
@@ -98,11 +98,11 @@ def test_only_watched_orders_go_on_the_rest_is_counted(impl):
     calls = Calls()
     watch = Watch()
     reader = impl({"ord_w": watch}, subscriptions=2, **calls.kwargs())
-    stream = (confirmation(b"psubscribe", b"order:tracking:*", 1)
-              + confirmation(b"subscribe", b"ws:control:all", 2)
+    stream = (confirmation(b"psubscribe", redis_layout.CHANNEL_PATTERN.encode(), 1)
+              + confirmation(b"subscribe", redis_layout.CONTROL_ALL.encode(), 2)
               + pmessage(order("ord_other"), b'{"seq": 1}')
               + pmessage(order("ord_w"), b'{"seq": 2}')
-              + message(b"ws:control:all", b'{"op":"flag"}')
+              + message(redis_layout.CONTROL_ALL.encode(), redis_layout.encode_flag_changed())
               + b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
     feed(reader, stream)
     assert calls.log == [("live",), ("update", "ord_w", b'{"seq": 2}'),
@@ -112,8 +112,8 @@ def test_only_watched_orders_go_on_the_rest_is_counted(impl):
 
 
 @pytest.mark.parametrize(("frame", "reason"), [
-    (pmessage(b"order:tracking:", b"{}"), malformed.EMPTY_ORDER_ID),
-    (pmessage(b"order:tracking:\xff\xfe", b"{}"), malformed.BAD_ORDER_ID),
+    (pmessage(redis_layout.CHANNEL_PREFIX.encode(), b"{}"), malformed.EMPTY_ORDER_ID),
+    (pmessage(redis_layout.CHANNEL_PREFIX.encode() + b"\xff\xfe", b"{}"), malformed.BAD_ORDER_ID),
     (pmessage(b"elsewhere:ord_w", b"{}"), malformed.UNEXPECTED_REPLY),
     (pmessage(order("ord_w"), b"x" * (10 << 20)), malformed.PAYLOAD_TOO_LARGE),
     (b"*1\r\n:5\r\n", malformed.UNEXPECTED_REPLY),
@@ -163,9 +163,9 @@ items = st.one_of(
     st.builds(lambda o, p: pmessage(order(o), p),
               st.sampled_from(["ord_a", "ord_b", "ord_c", "", "ñ"]), st.binary(max_size=30)),
     st.builds(lambda c, p: pmessage(c, p), st.binary(max_size=20), st.binary(max_size=5)),
-    st.builds(lambda p: message(b"ws:control:pod", p), st.binary(max_size=20)),
-    st.sampled_from([confirmation(b"psubscribe", b"order:tracking:*", 1),
-                     confirmation(b"subscribe", b"ws:control:pod", 2),
+    st.builds(lambda p: message(redis_layout.control("pod").encode(), p), st.binary(max_size=20)),
+    st.sampled_from([confirmation(b"psubscribe", redis_layout.CHANNEL_PATTERN.encode(), 1),
+                     confirmation(b"subscribe", redis_layout.control("pod").encode(), 2),
                      b"+OK\r\n", b"*2\r\n$4\r\npong\r\n$0\r\n\r\n", b":7\r\n", b"*0\r\n",
                      b"-ERR oops\r\n", b"garbage\r\n"]),
 )
@@ -191,7 +191,7 @@ def test_both_implementations_see_the_same_stream_the_same_way(parts, data):
 
 
 # --- against a real redis-server ---------------------------------------------------------------
-async def subscribed(url: str, impl, calls: Calls, watched: dict, control=("ws:control:all",)):
+async def subscribed(url: str, impl, calls: Calls, watched: dict, control=(redis_layout.CONTROL_ALL,)):
     live = asyncio.get_running_loop().create_future()
     kwargs = calls.kwargs()
     on_live = kwargs.pop("on_live")
@@ -218,10 +218,10 @@ def test_real_redis_watched_unwatched_control_and_malformed(impl, redis_url):
         calls = Calls()
         reader = await subscribed(redis_url, impl, calls, {"ord_w": Watch()})
         client = redis.asyncio.Redis.from_url(redis_url)
-        await client.publish(keys.channel("ord_other"), b'{"seq": 1}')
-        await client.publish(keys.channel(""), b'{"seq": 1}')
-        await client.publish(keys.channel("ord_w"), b'{"seq": 2}')
-        await client.publish("ws:control:all", b'{"op":"flag"}')
+        await client.publish(redis_layout.channel("ord_other"), b'{"seq": 1}')
+        await client.publish(redis_layout.channel(""), b'{"seq": 1}')
+        await client.publish(redis_layout.channel("ord_w"), b'{"seq": 2}')
+        await client.publish(redis_layout.CONTROL_ALL, redis_layout.encode_flag_changed())
         await until(lambda: len(calls.log) >= 4)
         assert calls.log == [("live",), ("malformed", None, malformed.EMPTY_ORDER_ID),
                              ("update", "ord_w", b'{"seq": 2}'), ("control", b'{"op":"flag"}')]
@@ -245,7 +245,7 @@ def test_real_redis_auth_and_select_from_the_url(impl, own_redis):
         calls = Calls()
         reader = await subscribed(base + "/3", impl, calls, {"ord_w": Watch()}, control=())
         client = redis.asyncio.Redis.from_url(base + "/3")
-        await client.publish(keys.channel("ord_w"), b"x")
+        await client.publish(redis_layout.channel("ord_w"), b"x")
         await until(lambda: calls.of("update"))
         await client.aclose()
         reader.transport.close()
@@ -296,7 +296,7 @@ def test_a_burst_is_drained_and_the_subscription_survives(impl, redis_url):
         def burst():
             pipe = client.pipeline(transaction=False)
             for i in range(count):
-                pipe.publish(keys.channel("ord_w" if i % 10 == 0 else f"ord_{i}"), b'{"seq":%d}' % i)
+                pipe.publish(redis_layout.channel("ord_w" if i % 10 == 0 else f"ord_{i}"), b'{"seq":%d}' % i)
             pipe.execute()
 
         await loop.run_in_executor(None, burst)

@@ -11,7 +11,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from ordertrack.gateway.publisher import publish_event
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
 from ordertrack.push import malformed
 from tests.pods import connect, recv_event, recv_json, start_pod
 from tests.support import free_port, wait_for
@@ -22,6 +23,11 @@ async def rasync(redis_url):
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+async def publish(client, order_id, seq, status, location):
+    await Publisher(client).publish(order_id, "dhl", StoredEvent(
+        order_id, seq, status, location, f"2025-10-03T14:{seq:02d}:00Z", None))
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -49,13 +55,11 @@ async def test_malformed_messages_reach_nobody_are_counted_and_the_rest_flows(
     ]
     for seq, payload in enumerate(bad, 1):
         await rasync.publish(channel, payload)
-        await publish_event(rasync, "ord_good", "dhl", seq, "in_transit", "Newark NJ",
-                            "2025-10-03T14:00:00Z", None)
+        await publish(rasync, "ord_good", seq, "in_transit", "Newark NJ")
     await rasync.publish("order:tracking:", b'{"status": "in_transit", "seq": 1}')
     for _ in range(10):
         await rasync.publish("order:tracking:ord_unwatched", b'{"status": "x", "seq": 1}')
-    await publish_event(rasync, "ord_bad", "dhl", 1, "delivered", "Brooklyn NY",
-                        "2025-10-03T15:00:00Z", None)
+    await publish(rasync, "ord_bad", 1, "delivered", "Brooklyn NY")
     # the only update the bad order's watcher sees is the good one
     update = await recv_event(bad_ws, "tracking_update")
     assert update["data"]["status"] == "delivered" and update["data"]["seq"] == 1

@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 import uvloop
 from picows import ws_create_server
 
-from ordertrack import auth, config
-from ordertrack.gateway.publisher import publish_event
+from ordertrack import auth, config, redis_layout
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
@@ -59,8 +60,8 @@ async def rasync(redis_url):
 
 
 async def publish(client, order_id, seq):
-    await publish_event(client, order_id, "dhl", seq, "in_transit", "Newark NJ",
-                        "2025-10-03T14:00:00Z", None)
+    await Publisher(client).publish(order_id, "dhl",
+        StoredEvent(order_id, seq, "in_transit", "Newark NJ", "2025-10-03T14:00:00Z", None))
 
 
 async def still_open(ws) -> None:
@@ -99,8 +100,8 @@ async def test_out_of_range_last_seq_is_an_error_and_stalls_nobody(pod, keys, ra
 
 
 async def test_an_order_with_unreadable_keys_fails_only_its_own_connection(pod, keys, rsync):
-    rsync.set("order:tracking:state:ord_broken", "not a hash")   # WRONGTYPE for HGETALL
-    rsync.set("order:tracking:stream:ord_nohist", "not a stream")  # WRONGTYPE for XRANGE
+    rsync.set(redis_layout.state("ord_broken"), "not a hash")   # WRONGTYPE for HGETALL
+    rsync.set(redis_layout.stream("ord_nohist"), "not a stream")  # WRONGTYPE for XRANGE
     broken, resumer, fine = await asyncio.gather(
         connect(pod, keys.token("b1", "ord_broken"), "ord_broken"),
         connect(pod, keys.token("b2", "ord_nohist"), "ord_nohist", query="last_seq=3"),
@@ -232,7 +233,7 @@ async def test_headers_that_are_not_ascii_get_the_contracts_json_answers(pod, ke
 async def test_a_malformed_control_message_leaves_the_pod_subscribed(pod, keys, rasync, bad):
     async with await connect(pod, keys.token("ctl", "ord_ctl"), "ord_ctl") as ws:
         await recv_json(ws)
-        await rasync.publish("ws:control:all", bad)
+        await rasync.publish(redis_layout.CONTROL_ALL, bad)
         await publish(rasync, "ord_ctl", 1)
         assert (await recv_event(ws, "tracking_update"))["data"]["seq"] == 1
         async with httpx.AsyncClient(base_url=pod.base) as client:
@@ -244,15 +245,15 @@ async def test_a_seq_of_2_63_does_not_silence_the_order(pod, keys, rasync):
     def message(seq):  # straight onto the channel, as a buggy or hostile publisher would
         return json.dumps({"status": "in_transit", "carrier": "dhl", "seq": seq})
 
-    await rasync.hset("order:tracking:state:ord_bigstate", mapping={"status": "x", "seq": 2**63})
+    await rasync.hset(redis_layout.state("ord_bigstate"), mapping={"status": "x", "seq": 2**63})
     big_state = await connect(pod, keys.token("big", ["ord_big", "ord_bigstate"]), "ord_bigstate")
     assert (await recv_json(big_state))["data"]["seq"] == 0
     big_message = await connect(pod, keys.token("big", ["ord_big", "ord_bigstate"]), "ord_big")
     await recv_json(big_message)
-    await rasync.publish("order:tracking:ord_big", message(2**63))
+    await rasync.publish(redis_layout.channel("ord_big"), message(2**63))
     for seq in (1, 2):
-        await rasync.publish("order:tracking:ord_big", message(seq))
-        await rasync.publish("order:tracking:ord_bigstate", message(seq))
+        await rasync.publish(redis_layout.channel("ord_big"), message(seq))
+        await rasync.publish(redis_layout.channel("ord_bigstate"), message(seq))
         assert (await recv_event(big_message, "tracking_update"))["data"]["seq"] == seq
         assert (await recv_event(big_state, "tracking_update"))["data"]["seq"] == seq
     await big_state.close()

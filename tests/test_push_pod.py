@@ -17,7 +17,9 @@ import redis
 import redis.asyncio as aioredis
 import websockets
 
-from ordertrack.gateway.publisher import publish_event
+from ordertrack import redis_layout
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
 from tests.pods import (
     close_code,
     connect,
@@ -52,9 +54,9 @@ async def rasync(redis_url):
 
 
 async def publish(client, order_id, seq, status="in_transit", location="Newark NJ", carrier="dhl"):
-    await publish_event(client, order_id, carrier, seq, status, location,
-                        f"2025-10-03T14:{seq % 60:02d}:00Z", "2025-10-04T18:00:00Z",
-                        raw={"secret": "carrier internals"})
+    await Publisher(client).publish(order_id, carrier,
+        StoredEvent(order_id, seq, status, location, f"2025-10-03T14:{seq % 60:02d}:00Z",
+                    "2025-10-04T18:00:00Z", raw={"secret": "carrier internals"}))
 
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -96,7 +98,7 @@ def test_refusals_carry_status_json_body_and_request_id(pod, keys, tmp_path):
 
 
 def test_ack_carries_state_and_101_headers(pod, keys, rsync):
-    rsync.hset("order:tracking:state:ord_1a2b", mapping={
+    rsync.hset(redis_layout.state("ord_1a2b"), mapping={
         "status": "in_transit", "carrier": "dhl", "seq": 7, "location": "Newark NJ",
         "timestamp": "2025-10-03T14:02:00Z", "estimated_delivery": "2025-10-04T18:00:00Z"})
 
@@ -189,7 +191,7 @@ async def test_sixth_connection_across_two_pods_closes_the_oldest_with_4001(
         ws = await connect(pod_a if i % 2 == 0 else pod_b, token, "ord_limit")
         conns.append((ws, (await recv_json(ws))["data"]["connection_id"]))
         await asyncio.sleep(0.01)  # distinct open times: "oldest" is well defined
-    assert rsync.zcard("ws:user:shopper") == 5
+    assert rsync.zcard(redis_layout.user("shopper")) == 5
 
     sixth = await connect(pod_b, token, "ord_limit")
     await recv_json(sixth)
@@ -198,7 +200,7 @@ async def test_sixth_connection_across_two_pods_closes_the_oldest_with_4001(
     for ws, _ in conns[1:]:
         await ws.send('{"event":"heartbeat"}')
         assert (await recv_event(ws, "heartbeat_ack"))["event"] == "heartbeat_ack"
-    assert rsync.zcard("ws:user:shopper") == 5
+    assert rsync.zcard(redis_layout.user("shopper")) == 5
     wait_for(lambda: any(d["reason"] == "connection_limit" for d in pod_a.disconnects()), 5)
 
     for ws, _ in conns[1:]:
@@ -216,14 +218,14 @@ async def test_a_dead_pod_leaves_no_slots_behind(procs, tmp_path, redis_url, key
     doomed.proc.kill()
     doomed.proc.wait()
     # its liveness key expires (15 s TTL in production); here we expire it as time would
-    for key in rsync.keys("ws:pod:doomed*"):
+    for key in rsync.keys(redis_layout.pod("doomed*")):
         rsync.delete(key)
     survivor = start_pod(procs, tmp_path, redis_url, keys, name="survivor")
     fresh = [await connect(survivor, token, "ord_dead") for _ in range(5)]
     for ws in fresh:
         assert (await recv_json(ws))["event"] == "connection_ack"
     # none of the five new ones was evicted on behalf of the dead pod's ghosts
-    members = [m.decode() for m in rsync.zrange("ws:user:u5", 0, -1)]
+    members = [m.decode() for m in rsync.zrange(redis_layout.user("u5"), 0, -1)]
     assert len(members) == 5 and all(m.startswith("survivor") for m in members)
     for ws in fresh:
         await ws.close()
@@ -286,7 +288,7 @@ async def test_redis_restart_mid_stream_loses_no_update(procs, tmp_path, own_red
     await publish(client, "ord_restart", 5)
     assert (await recv_event(ws, "tracking_update"))["data"]["seq"] == 5
     # the pod put its connection back in the (now empty) user registry
-    assert await client.zcard("ws:user:u9") == 1
+    assert await client.zcard(redis_layout.user("u9")) == 1
     await ws.close()
     await client.aclose()
 
@@ -368,8 +370,8 @@ async def test_client_that_stops_reading_is_cut_off_not_buffered(procs, tmp_path
     big = "x" * 60000
     # ~12 MB: more than the kernel's socket buffers hold, so the pod's own buffer must fill
     for seq in range(1, 200):
-        await publish_event(rasync, "ord_slow", "dhl", seq, "in_transit", big,
-                            "2025-10-03T14:00:00Z", None)
+        await Publisher(rasync).publish("ord_slow", "dhl",
+            StoredEvent("ord_slow", seq, "in_transit", big, "2025-10-03T14:00:00Z", None))
     wait_for(lambda: any(d["reason"] == "slow_consumer" for d in pod.disconnects()), 15,
              what="slow consumer closed")
     sock.close()
@@ -381,15 +383,15 @@ async def test_sigterm_drains_with_1001_and_leaves_registry_empty(procs, tmp_pat
     conns = [await connect(pod, keys.token(f"d{i}", "ord_drain"), "ord_drain") for i in range(6)]
     for ws in conns:
         await recv_json(ws)
-    assert sum(rsync.zcard(f"ws:user:d{i}") for i in range(6)) == 6
+    assert sum(rsync.zcard(redis_layout.user(f"d{i}")) for i in range(6)) == 6
     pod.proc.send_signal(signal.SIGTERM)
     codes = await asyncio.gather(*(close_code(ws) for ws in conns))
     assert codes == [1001] * 6
     assert await asyncio.to_thread(pod.proc.wait, 10) == 0
     reasons = [d["reason"] for d in pod.disconnects()]
     assert reasons.count("server_shutdown") == 6
-    assert all(rsync.zcard(f"ws:user:d{i}") == 0 for i in range(6))
-    assert rsync.keys("ws:pod:*") == []
+    assert all(rsync.zcard(redis_layout.user(f"d{i}")) == 0 for i in range(6))
+    assert rsync.keys(redis_layout.pod("*")) == []
 
 
 async def test_cleanup_runs_once_per_connection_and_empties_the_registry(pod, keys, rsync):

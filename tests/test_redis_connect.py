@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
-from ordertrack import config
+from ordertrack import config, redis_layout
 from ordertrack.config import ConfigError
 from ordertrack.push.watchdog import DEFAULT_DEADLINE_SECONDS, SubscriptionWatchdog
 from ordertrack.redis_connect import (
@@ -157,7 +157,7 @@ async def _psubscribe(address) -> aioredis.client.PubSub:
     client = aioredis.Redis(host=address.host, port=address.port, password=address.password,
                             db=address.db)
     pubsub = client.pubsub()
-    await pubsub.psubscribe("order:tracking:*")
+    await pubsub.psubscribe(redis_layout.CHANNEL_PATTERN)
     message = await pubsub.get_message(timeout=5)
     assert message and message["type"] == "psubscribe"
     return pubsub
@@ -183,7 +183,7 @@ async def test_plain_url_commands_and_subscription(redis_url):
     assert (address.host, address.port, address.db) == ("127.0.0.1", int(redis_url.split(":")[2].split("/")[0]), 0)
     pubsub = await _psubscribe(address)
     try:
-        assert await client.publish("order:tracking:ord_1", b"hello") == 1
+        assert await client.publish(redis_layout.channel("ord_1"), b"hello") == 1
         assert (await _next_message(pubsub))["data"] == b"hello"
     finally:
         await _close(pubsub)
@@ -207,14 +207,14 @@ async def test_sentinel_failover_commands_and_subscription_follow_the_new_master
     target = parse_redis_url(topology.url)
     client = command_client(target)
     try:
-        await client.set("order:tracking:state:{ord_1}", "before")
+        await client.set(redis_layout.state("ord_1"), "before")
         assert (await subscription_address(target)).port == topology.primary.port
 
         topology.kill_primary()
         # the same client, as a running process holds it, writes again within seconds
-        await _write_until_ok(client, "order:tracking:state:{ord_1}", "after", timeout=20)
+        await _write_until_ok(client, redis_layout.state("ord_1"), "after", timeout=20)
         replica = aioredis.Redis(port=topology.replica.port)
-        assert await replica.get("order:tracking:state:{ord_1}") == b"after"
+        assert await replica.get(redis_layout.state("ord_1")) == b"after"
         assert (await replica.execute_command("ROLE"))[0] == b"master"
         await replica.aclose()
 
@@ -222,7 +222,7 @@ async def test_sentinel_failover_commands_and_subscription_follow_the_new_master
         assert (address.host, address.port, address.db) == ("127.0.0.1", topology.replica.port, 0)
         pubsub = await _psubscribe(address)
         try:
-            assert await client.publish("order:tracking:ord_1", b"after-failover") == 1
+            assert await client.publish(redis_layout.channel("ord_1"), b"after-failover") == 1
             assert (await _next_message(pubsub))["data"] == b"after-failover"
         finally:
             await _close(pubsub)
@@ -244,11 +244,11 @@ async def test_cluster_publish_on_any_node_reaches_a_psubscribe_on_another(redis
             if port == address.port:
                 continue
             node = aioredis.Redis(port=port)
-            await node.publish("order:tracking:ord_7", f"from {port}")
+            await node.publish(redis_layout.channel("ord_7"), f"from {port}")
             await node.aclose()
             message = await _next_message(pubsub)
-            assert (message["channel"], message["data"]) == (b"order:tracking:ord_7", f"from {port}".encode())
-        await client.publish("order:tracking:ord_8", b"via the cluster client")
+            assert (message["channel"], message["data"]) == (redis_layout.channel("ord_7").encode(), f"from {port}".encode())
+        await client.publish(redis_layout.channel("ord_8"), b"via the cluster client")
         assert (await _next_message(pubsub))["data"] == b"via the cluster client"
     finally:
         await _close(pubsub)
@@ -283,7 +283,7 @@ return redis.call('HGET', KEYS[2], 'seq')
 async def test_cluster_script_needs_its_keys_under_one_hash_tag(redis_cluster):
     client = command_client(parse_redis_url(redis_cluster.url))
     try:
-        tagged = ["order:tracking:stream:{ord_1}", "order:tracking:state:{ord_1}"]
+        tagged = [redis_layout.stream("ord_1"), redis_layout.state("ord_1")]
         assert key_slot(tagged[0].encode()) == key_slot(tagged[1].encode())
         assert await client.eval(WRITE_BOTH, 2, *tagged, "m") == b"1"
 

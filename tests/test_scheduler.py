@@ -7,9 +7,9 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from ordertrack import redis_layout
 from ordertrack.gateway.scheduler import (
     Scheduler,
-    claim_key,
     effective_period,
     pick_due,
     simulate,
@@ -84,12 +84,12 @@ async def clients(redis_url):
 async def test_first_claim_is_immediate_and_most_stale_first(clients):
     sched = Scheduler(clients[0], "r0")
     assert await sched.sync("dhl", ["ord_1", "ord_2", "ord_3"]) == 3
-    await clients[0].zadd("gateway:polled:dhl", {"ord_1": 5.0, "ord_2": 1.0})
+    await clients[0].zadd(redis_layout.polled("dhl"), {"ord_1": 5.0, "ord_2": 1.0})
     claim = await sched.claim("dhl", interval=60, batch_size=2, spacing_seconds=0.0)
     assert claim.order_ids == ("ord_3", "ord_2")  # never polled, then the oldest
-    assert await clients[0].get(claim_key("ord_3")) == b"r0"
-    await sched.release(claim.order_ids)
-    assert await clients[0].get(claim_key("ord_3")) is None
+    assert await clients[0].get(redis_layout.claim("dhl", "ord_3")) == b"r0"
+    await sched.release("dhl", claim.order_ids)
+    assert await clients[0].get(redis_layout.claim("dhl", "ord_3")) is None
     # just polled: not due again before the interval
     rest = await sched.claim("dhl", interval=60, batch_size=5, spacing_seconds=0.0)
     assert rest.order_ids == ("ord_1",)
@@ -124,14 +124,14 @@ async def test_two_replicas_never_hold_the_same_order(clients):
     assert len(got_a) + len(got_b) == 40
     assert not set(got_a) & set(got_b)
     assert len(set(got_a)) == len(got_a)
-    await b.release(got_a)  # b cannot release a's claims
-    assert await clients[0].get(claim_key(got_a[0])) == b"a"
+    await b.release("fedex", got_a)  # b cannot release a's claims
+    assert await clients[0].get(redis_layout.claim("fedex", got_a[0])) == b"a"
 
 
 async def test_sync_and_forget_follow_the_active_set(clients):
     sched = Scheduler(clients[0], "r")
     await sched.sync("dhl", ["ord_1", "ord_2"])
-    await clients[0].zadd("gateway:polled:dhl", {"ord_1": 1000.0})
+    await clients[0].zadd(redis_layout.polled("dhl"), {"ord_1": 1000.0})
     await sched.sync("dhl", ["ord_1", "ord_3"])  # ord_2 delivered, ord_3 new
     assert await sched.last_polled("dhl") == {"ord_3": 0.0, "ord_1": 1000.0}
     await sched.forget("dhl", "ord_1")

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from ordertrack.models import Order, StoredEvent, TrackingEvent
+from ordertrack import config
+from ordertrack.models import Order, OrderState, StoredEvent, TrackingEvent, next_order_state
 from ordertrack.store import (
     InvalidOrder,
     OrderExists,
@@ -15,9 +16,7 @@ from ordertrack.store import (
     open_store,
 )
 from ordertrack.store.base import (
-    OrderState,
     StoreTarget,
-    next_order_state,
     parse_store_url,
     redact_url,
     select_new_events,
@@ -71,9 +70,9 @@ async def test_open_store_can_be_awaited(store_url):
         await store.close()
 
 
-async def test_open_store_without_url_uses_database_url(store_url, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", store_url)
-    async with open_store() as store:
+async def test_database_url_reaches_the_store_through_the_settings(store_url):
+    settings = config.load(config.STORE, environ={"DATABASE_URL": store_url})
+    async with open_store(settings.database_url) as store:
         await store.add_order(order("ord_env"))
     async with open_store(store_url) as store:
         assert (await store.get_order("ord_env")) is not None
@@ -339,14 +338,17 @@ async def test_failures_count_and_reset(store: TrackingStore):
     ],
 )
 def test_parse_store_url(url, expected):
-    assert parse_store_url(url, environ={}) == expected
+    assert parse_store_url(url) == expected
 
 
-def test_parse_store_url_defaults_and_refusals():
-    assert parse_store_url(None, environ={}) == StoreTarget("sqlite", "./var/ordertrack.db")
-    assert parse_store_url(None, environ={"DATABASE_URL": "postgres://h/db"}).kind == "postgres"
+def test_parse_store_url_defaults_and_refusals(monkeypatch):
+    # the environment is read by the settings (config.STORE) alone, never behind their back
+    monkeypatch.setenv("DATABASE_URL", "postgres://h/db")
+    assert parse_store_url(None) == StoreTarget("sqlite", "./var/ordertrack.db")
     with pytest.raises(ValueError, match="mysql"):
-        parse_store_url("mysql://h/db", environ={})
+        parse_store_url("mysql://h/db")
+    with pytest.raises(config.ConfigError, match="invalid DATABASE_URL='mysql://h/db'"):
+        config.load(config.STORE, environ={"DATABASE_URL": "mysql://h/db"})
 
 
 def test_redact_url_hides_the_password():

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.loadgen import bench_location, order_id, percentile
+from ordertrack.models import StoredEvent
 
 log = logging.getLogger("ordertrack.bench.load.feed")
 
@@ -72,7 +73,7 @@ class Feeder:
             self.http = httpx.AsyncClient(timeout=5.0)
 
     async def _one(self, n: int) -> None:
-        from ordertrack import keys
+        from ordertrack import redis_layout
         from ordertrack.gateway.publisher import message
 
         j = n % self.spec.orders
@@ -84,14 +85,14 @@ class Feeder:
         started = time.perf_counter()
         try:
             if self.spec.mode == "lua":
-                ok = await self.publisher.publish_fields(order, CARRIER, seq, "in_transit", location,
-                                                         stamp, "2026-12-24", {"bench": True})
+                ok = await self.publisher.publish(order, CARRIER, StoredEvent(
+                    order, seq, "in_transit", location, stamp, "2026-12-24", {"bench": True}))
                 self.refused += 0 if ok else 1
             else:
                 body = message(CARRIER, seq, "in_transit", location, stamp, "2026-12-24",
                                {"bench": True}, sent_at)
                 if self.spec.mode == "redis-publish":
-                    await self.redis.publish(keys.channel(order), body)
+                    await self.redis.publish(redis_layout.channel(order), body)
                 else:
                     url = f"http://127.0.0.1:{self.spec.nchan_port}/pub/{order}"
                     (await self.http.post(url, content=body)).raise_for_status()

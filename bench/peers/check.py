@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 
 from bench.capacity import bench_message, free_port, start_redis, stop_process
 from bench.peers import PEERS, PeerSpec
-from ordertrack import keys, protocol
+from ordertrack import protocol, redis_layout
 
 STEP_TIMEOUT_SECONDS = 5.0
 
@@ -43,7 +43,7 @@ def publish(peer: PeerSpec, redis_url: str, order_id: str, body: bytes) -> None:
     if peer.publish_mode == "redis-publish":
         client = redis.Redis.from_url(redis_url)
         try:
-            client.publish(keys.channel(order_id), body)
+            client.publish(redis_layout.channel(order_id), body)
         finally:
             client.close()
     else:

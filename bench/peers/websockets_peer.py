@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from ordertrack import keys, protocol
+from ordertrack import protocol, redis_layout
 
 DEFAULT_SECRET = "bench-secret"
 
@@ -80,8 +80,8 @@ class Peer:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             # Subscribe before reading the state, so no update falls between the two.
-            await pubsub.subscribe(keys.channel(order_id))
-            state = await self.redis.hgetall(keys.state(order_id))
+            await pubsub.subscribe(redis_layout.channel(order_id))
+            state = await self.redis.hgetall(redis_layout.state(order_id))
             connection_id = f"ws_conn_{secrets.token_hex(4)}"
             await ws.send(protocol.connection_ack(connection_id, order_id, state), text=True)
             forwarder = asyncio.create_task(self.forward(pubsub, ws))

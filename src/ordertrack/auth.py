@@ -4,6 +4,7 @@ Pure decisions, no I/O on the request path: `credentials_from_headers` finds the
 `Verifier.verify` checks signature and claims against keys held in memory, `authorize` checks
 that the token names the order. JWKS keys (when `JWT_JWKS_URL` is set) are fetched and
 refreshed in the background by `JwksRefresher`, so verification never waits on the network.
+`verifier_from_settings` builds the Verifier from the `config.JWT` group, for every process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from ordertrack import jws
+from ordertrack.config import ConfigError
 
 log = logging.getLogger("ordertrack.auth")
 
@@ -35,6 +37,13 @@ class AuthError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class BadSignature(AuthError):
+    """The signature does not match this key: with several keys (a rotation), try the next."""
+
+    def __init__(self) -> None:
+        super().__init__(401, "UNAUTHORIZED", "bad token signature")
 
 
 def unauthorized(message: str) -> AuthError:
@@ -109,10 +118,6 @@ class Verifier:
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
-
-    @property
-    def has_keys(self) -> bool:
-        return any(self._static_keys.values()) or bool(self._jwks)
 
     def set_jwks(self, jwks: Mapping) -> None:
         keys: dict[str, object] = {}
@@ -193,6 +198,19 @@ def _order_ids(payload: Mapping) -> frozenset[str]:
     if isinstance(many, list):
         ids.update(item for item in many if isinstance(item, str))
     return frozenset(ids)
+
+
+def verifier_from_settings(settings) -> Verifier:
+    """The Verifier for the `config.JWT` settings: static PEM keys and/or JWKS keys (a
+    `JwksRefresher` fills those in). Raises ConfigError when no key is set or the PEM is bad."""
+    if not settings.jwt_public_key and not settings.jwt_jwks_url:
+        raise ConfigError("JWT_PUBLIC_KEY (PEM text or the path of a PEM file) or JWT_JWKS_URL "
+                          "is required to verify tokens")
+    try:
+        pem = load_public_key(settings.jwt_public_key) if settings.jwt_public_key else None
+        return Verifier(pem, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    except ValueError as exc:
+        raise ConfigError(f"invalid JWT_PUBLIC_KEY: {exc}") from None
 
 
 def authorize(claims: Claims, order_id: str) -> None:

@@ -1,6 +1,6 @@
 """The `realtime_order_tracking` flag: the kill switch, evaluated in-process.
 
-The flag document lives in Redis at `ws:flag:realtime_order_tracking` as JSON
+The flag document lives in Redis at `ws:flag:realtime_order_tracking` (`redis_layout.FLAG_KEY`) as JSON
 `{"enabled": bool, "percentage": 0-100, "regions": [...], "carriers": [...]}`; a missing key
 means enabled for everyone. Pods and the API cache it and refresh it in the background (and at
 once when `ordertrack flag` publishes on `ws:control:all`), so no request waits on Redis.
@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import orjson
 
 FLAG_NAME = "realtime_order_tracking"
-FLAG_KEY = f"ws:flag:{FLAG_NAME}"
 
 
 @dataclass(frozen=True)

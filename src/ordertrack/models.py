@@ -1,9 +1,12 @@
-"""The nouns every process shares: carriers, normalised statuses, tracking events, orders."""
+"""The nouns every process shares: carriers, normalised statuses, tracking events, orders, and
+the rules that say which copies are one scan (`scan_identity`) and what an order is after its
+events (`next_order_state`): the store, the gateway and the API all follow these two."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 CARRIERS = ("dhl", "fedex", "ups")
@@ -100,3 +103,65 @@ class Order:
     consecutive_failures: int = 0
     needs_investigation: bool = False
     created_at: str | None = None
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An ISO 8601 timestamp (`Z` or offset; naive means UTC) as an aware datetime."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """What an order is now: the fields its events move (the order-state rule's input and output)."""
+
+    status: str
+    last_update: str | None
+    estimated_delivery: str | None
+    seq: int
+
+    @classmethod
+    def of(cls, order: Order) -> OrderState:
+        return cls(order.status, order.last_update, order.estimated_delivery, order.seq)
+
+
+def next_order_state(current: OrderState, stored: Sequence[StoredEvent]) -> OrderState:
+    """The order after `stored` (non-empty, numbered) is appended.
+
+    seq becomes the last one assigned. Status, last_update and estimated_delivery follow the
+    newest new event by timestamp, unless the order already has a later update (a late,
+    out-of-order scan must not move a delivered order back to in_transit). An event without
+    an estimated delivery keeps the one the order had. An `unknown` event (a carrier code
+    nobody recognises) never replaces a known status: it says nothing about where the
+    shipment is, and an order turned `unknown` would leave the active set and never be
+    polled again.
+    """
+    def order(event: StoredEvent):
+        return (parse_timestamp(event.timestamp), event.seq)
+
+    newest = max(stored, key=order)
+    # the newest estimate the batch carries, when its newest event carries none
+    estimates = [event for event in stored if event.estimated_delivery]
+    estimate = max(estimates, key=order).estimated_delivery if estimates else None
+    seq = stored[-1].seq
+    if current.last_update is not None and parse_timestamp(newest.timestamp) < parse_timestamp(
+        current.last_update
+    ):
+        return OrderState(current.status, current.last_update, current.estimated_delivery, seq)
+    status = newest.status
+    if status == "unknown":
+        known = [event for event in stored if event.status != "unknown"]
+        newest_known = max(known, key=order) if known else None
+        if newest_known is not None and (
+            current.last_update is None
+            or parse_timestamp(newest_known.timestamp) >= parse_timestamp(current.last_update)
+        ):
+            status = newest_known.status
+        elif current.status != "unknown":
+            status = current.status
+    return OrderState(
+        status,
+        newest.timestamp,
+        estimate or current.estimated_delivery,
+        seq,
+    )

@@ -175,27 +175,18 @@ def refusal_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": code, "message": message})
 
 
-def state_seq(state: dict) -> int:
-    """The `seq` of an order's state hash; 0 when missing or not a valid seq (a bogus value
-    must not make the pod hold back every later update as already sent)."""
-    raw = state.get("seq")
-    try:
-        seq = int(raw) if raw else 0
-    except ValueError:
-        return 0
-    return seq if valid_seq(seq) else 0
-
-
-def connection_ack(connection_id: str, order_id: str, state: dict) -> bytes:
-    """`connection_ack` from the order's state hash (values may be missing for a new order)."""
+def connection_ack(connection_id: str, order_id: str, carrier: str | None, status: str | None,
+                   seq: int) -> bytes:
+    """`connection_ack` from the order's state hash (`redis_layout.decode_state`; the fields
+    are None for an order nothing was published for yet)."""
     return orjson.dumps({
         "event": "connection_ack",
         "data": {
             "connection_id": connection_id,
             "order_id": order_id,
-            "carrier": state.get("carrier") or None,
-            "current_status": state.get("status") or None,
-            "seq": state_seq(state),
+            "carrier": carrier,
+            "current_status": status,
+            "seq": seq,
         },
     })
 

@@ -12,12 +12,12 @@ from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcmp
 
-from ordertrack import keys
+from ordertrack import redis_layout
 from ordertrack.push import malformed as why
 # the twin module defines its constants before it imports this one
 from ordertrack.push.pubsub_reader import FEED_BYTES as _FEED_BYTES, READ_BUFFER_BYTES
 
-cdef bytes PREFIX = keys.CHANNEL_PREFIX.encode()
+cdef bytes PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 cdef Py_ssize_t PREFIX_LEN = len(PREFIX)
 cdef const char* PREFIX_C = PREFIX
 cdef Py_ssize_t MAX_PAYLOAD_BYTES = why.MAX_PAYLOAD_BYTES

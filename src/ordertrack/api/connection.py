@@ -217,7 +217,8 @@ class ApiHttpProtocol(HttpToolsProtocol):
         rid = request_id((self.headers or ()) if headers is None else headers)
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
         log.warning("refused a request from %s: %d %s (%s); request %s", client, status, code,
-                    message, rid)
+                    message, rid, extra={"fields": {
+                        "client": client, "status": status, "code": code, "request_id": rid}})
         self.transport.write(refusal_bytes(status, code, message, rid, extra))
         self.transport.close()
 

@@ -2,17 +2,18 @@
 
 A herd of pollers (every client whose WebSocket dropped polls every 30 s) must not hammer the
 database. An order's answer document is cached in-process and in Redis
-(`order:tracking:rest:{order_id}`, short TTL). Each request makes one Redis round trip: the
+(`order:tracking:rest:{ORDER_ID}`, short TTL). Each request makes one Redis round trip: the
 order's state-hash `seq` and the kill-switch flag, pipelined. A cached document whose `seq` is
 older than the state hash is stale (the gateway published since): it is rebuilt from the store,
 and events the store does not show yet are filled in from the order's stream, so the REST
-answer never lags what the push pod delivers. Concurrent rebuilds of one order in this process
+answer never lags what the push pod delivers; the order's fields then follow the order-state
+rule (`models.next_order_state`), as the store's will once it has those events. Concurrent rebuilds of one order in this process
 share one store read (single flight).
 
 The same round trip reads the `realtime_order_tracking` flag document; `ordertrack.flags`
 decides from it (the push pod uses the same rules for the upgrade).
 
-The pure functions (`build_document`, `apply_message`) hold the rules; the
+The pure functions (`build_document`, `apply_stream`) hold the rules; the
 `TrackingReader` does the I/O.
 """
 
@@ -21,25 +22,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
-from ordertrack import flags, keys
-from ordertrack.models import Order, StoredEvent
+from ordertrack import flags, redis_layout
+from ordertrack.models import Order, OrderState, StoredEvent, next_order_state
 
 log = logging.getLogger("ordertrack.api.tracking")
 
-REST_CACHE_PREFIX = "order:tracking:rest:"
 #: in-process cache bound (oldest entries go first)
 LOCAL_CACHE_MAX = 10_000
-
-
-def rest_cache_key(order_id: str) -> str:
-    return REST_CACHE_PREFIX + order_id
 
 
 # --- rules (pure) ------------------------------------------------------------------------------
@@ -58,7 +54,7 @@ def build_document(order: Order, history: Sequence[StoredEvent]) -> dict[str, An
         estimated = next((e.estimated_delivery for e in reversed(history)
                           if e.estimated_delivery), None)
     return {
-        # the owner: checked against the token's subject, never sent (see app.OWNER_FIELD)
+        # the owner: app.py checks it against the token's subject and pops it: never sent
         "user_id": order.user_id,
         "order_id": order.order_id,
         "tracking_number": order.tracking_number,
@@ -74,49 +70,28 @@ def build_document(order: Order, history: Sequence[StoredEvent]) -> dict[str, An
     }
 
 
-def apply_message(doc: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
-    """`doc` with one published channel/stream message applied (a new doc; ignores old seqs).
-
-    The current fields follow the message unless the document already has a later update
-    (ISO 8601 UTC timestamps with `Z` compare as text), as the store does for late scans.
-    """
-    seq = int(message["seq"])
-    if seq <= doc["seq"]:
+def apply_stream(doc: dict[str, Any], entries: Sequence[redis_layout.StreamEntry]
+                 ) -> dict[str, Any]:
+    """`doc` with the stream's events after its `seq` applied (a new doc): added to the
+    history, and the order's fields moved by the order-state rule, as the store moves them."""
+    events = [entry.event(doc["order_id"]) for entry in entries if entry.seq > doc["seq"]]
+    if not events:
         return doc
-    item = history_item(seq, message["status"], message.get("location"), message["timestamp"])
-    new = dict(doc, seq=seq, history=[*doc["history"], item])
-    last_update = doc.get("last_update")
-    if last_update is None or message["timestamp"] >= last_update:
-        new["status"] = message["status"]
-        new["last_update"] = message["timestamp"]
-        new["estimated_delivery"] = message.get("estimated_delivery") or doc.get(
-            "estimated_delivery"
-        )
-    return new
+    state = next_order_state(
+        OrderState(doc["status"], doc.get("last_update"), doc.get("estimated_delivery"),
+                   doc["seq"]),
+        events,
+    )
+    return dict(
+        doc, status=state.status, last_update=state.last_update,
+        estimated_delivery=state.estimated_delivery, seq=state.seq,
+        history=[*doc["history"], *(history_item(e.seq, e.status, e.location, e.timestamp)
+                                    for e in events)],
+    )
 
 
-def stream_messages(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[dict[str, Any]]:
-    """Decode XRANGE entries (`msg` field holds the published JSON); skips undecodable ones."""
-    messages = []
-    for entry_id, fields in entries:
-        raw = fields.get(b"msg", fields.get("msg"))
-        try:
-            message = orjson.loads(raw)
-            int(message["seq"])
-            message["status"], message["timestamp"]  # noqa: B018 - required fields
-        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
-            log.warning("stream entry %r has no usable msg: skipped", entry_id)
-            continue
-        messages.append(message)
-    return messages
-
-
-def state_seq(raw: bytes | str | None) -> int:
-    """The state hash's `seq` field (0 when absent or unreadable)."""
-    try:
-        return int(raw) if raw is not None else 0
-    except ValueError:
-        return 0
+def _skip_entry(entry_id: Any, exc: redis_layout.MalformedMessage) -> None:
+    log.warning("stream entry %r has no usable msg (%s): skipped", entry_id, exc)
 
 
 #: after a Redis error, requests skip Redis this long before trying it again
@@ -162,11 +137,11 @@ class TrackingReader:
             return await self._read_without_redis(order_id, None)
         try:
             raw_seq, raw_flag = await self._seq_and_flag(
-                keys=[keys.state(order_id), flags.FLAG_KEY])
+                keys=[redis_layout.state(order_id), redis_layout.FLAG_KEY])
         except RedisError as exc:
             return await self._read_without_redis(order_id, exc)
         flag = flags.parse_flag(raw_flag)
-        current = state_seq(raw_seq)
+        current = redis_layout.state_seq(raw_seq)
 
         cached = self._local.get(order_id)
         if cached is not None:
@@ -176,7 +151,7 @@ class TrackingReader:
             del self._local[order_id]
 
         try:
-            raw_doc = await self.redis.get(rest_cache_key(order_id))
+            raw_doc = await self.redis.get(redis_layout.rest_cache(order_id))
         except RedisError as exc:
             return await self._read_without_redis(order_id, exc)
         if raw_doc is not None:
@@ -207,9 +182,6 @@ class TrackingReader:
             return TrackingRead(cached[0], REDIS_DOWN_FLAG, "process")
         doc = await self._load_once(order_id, 0, use_redis=False)
         return TrackingRead(doc, REDIS_DOWN_FLAG, "store" if doc is not None else "missing")
-
-    def forget(self, order_id: str) -> None:
-        self._local.pop(order_id, None)
 
     def _remember(self, order_id: str, doc: dict[str, Any]) -> None:
         if len(self._local) >= self.local_max:
@@ -248,11 +220,10 @@ class TrackingReader:
             try:
                 if current > doc["seq"]:
                     # published but not (yet) visible in the store: fill in from the stream
-                    entries = await self.redis.xrange(keys.stream(order_id),
-                                                      f"{doc['seq'] + 1}-0", "+")
-                    for message in stream_messages(entries):
-                        doc = apply_message(doc, message)
-                await self.redis.set(rest_cache_key(order_id), orjson.dumps(doc),
+                    entries = await self.redis.xrange(redis_layout.stream(order_id),
+                                                      redis_layout.after_seq(doc["seq"]), "+")
+                    doc = apply_stream(doc, redis_layout.decode_stream(entries, _skip_entry))
+                await self.redis.set(redis_layout.rest_cache(order_id), orjson.dumps(doc),
                                      px=int(self.ttl * 1000))
             except RedisError as exc:
                 log.warning("redis failed while caching order %s: %s", order_id, exc)

@@ -17,13 +17,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ordertrack import config
-from ordertrack.flags import FLAG_KEY, parse_flag
+from ordertrack import config, redis_layout
+from ordertrack.flags import parse_flag
 from ordertrack.models import CARRIERS
-from ordertrack.push.registry import CONTROL_ALL
 from ordertrack.store.base import redact_url
 
-SETTINGS = (config.Setting("REDIS_URL", config.redis_url, "redis://127.0.0.1:6379/0", "Redis"),)
+SETTINGS = config.REDIS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -60,11 +59,11 @@ def flag_changes(enabled: str | None, percentage: float | None, regions: str | N
 async def _run(redis_url: str, changes: dict[str, Any]) -> None:
     client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
     try:
-        flag = parse_flag(await client.get(FLAG_KEY))
+        flag = parse_flag(await client.get(redis_layout.FLAG_KEY))
         if changes:
             flag = replace(flag, **changes)
-            await client.set(FLAG_KEY, flag.to_json())
-            await client.publish(CONTROL_ALL, b'{"op":"flag"}')
+            await client.set(redis_layout.FLAG_KEY, flag.to_json())
+            await client.publish(redis_layout.CONTROL_ALL, redis_layout.encode_flag_changed())
         print(flag.to_json().decode())
     finally:
         await client.aclose()

@@ -1,12 +1,15 @@
 -- Hand the next batch of a carrier's orders to one gateway replica.
--- KEYS[1] ZSET gateway:polled:{carrier}: order_id -> when it was last claimed for a poll
+-- Names (ordertrack/redis_layout.py) share the carrier's hash tag, claims included.
+-- KEYS[1] ZSET gateway:polled:{CARRIER}: order_id -> when it was last claimed for a poll
 --         (0 = never), shared by all replicas, so "most stale first" is cluster-wide.
--- KEYS[2] gateway:pace:{carrier}: the earliest time the next request may start, so the
+-- KEYS[2] gateway:pace:{CARRIER}: the earliest time the next request may start, so the
 --         replicas together spread requests over the cycle instead of bursting.
 -- mode 'claim':   ARGV[2] interval, ARGV[3] batch size, ARGV[4] spacing seconds,
 --                 ARGV[5] replica, ARGV[6] claim TTL ms, ARGV[7] claim key prefix
+--                 (gateway:claim:{CARRIER}: + order id)
 --   -> {'claimed', now, order_id...} or {'wait', seconds}
--- mode 'release': ARGV[2] replica, ARGV[3] claim key prefix, ARGV[4..] order ids
+-- mode 'release': KEYS[1] as above (names the slot only), ARGV[2] replica,
+--                 ARGV[3] claim key prefix, ARGV[4..] order ids
 --   deletes the claims this replica still holds.
 local mode = ARGV[1]
 if mode == 'release' then

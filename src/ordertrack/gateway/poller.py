@@ -33,7 +33,7 @@ from ordertrack.gateway.scheduler import (
     period_with_push,
     spacing_with_push,
 )
-from ordertrack.models import ACTIVE_STATUSES, CarrierResult, Order, TrackingEvent
+from ordertrack.models import ACTIVE_STATUSES, CarrierResult, Order, OrderState, TrackingEvent
 
 log = logging.getLogger("ordertrack.gateway.poller")
 
@@ -155,8 +155,10 @@ class Poller:
 
     async def _republish(self, carrier: str, order_id: str) -> None:
         """Publish stored events a failed Redis call left out (the script skips known seqs)."""
+        current = await self.store.get_order(order_id)
+        state = OrderState.of(current) if current is not None else None
         for event in await self.store.history(order_id):
-            await self.publisher.publish(order_id, carrier, event)
+            await self.publisher.publish(order_id, carrier, event, state)
         self._unpublished.pop(order_id, None)
 
     async def flush_unpublished(self, carrier: str) -> None:
@@ -334,6 +336,6 @@ class CarrierLoop:
         finally:
             self._slots.release()
             try:
-                await self.poller.scheduler.release(order_ids)
+                await self.poller.scheduler.release(self.carrier, order_ids)
             except Exception:  # the claim expires by itself
                 log.warning("%s: could not release claims of %s", self.carrier, order_ids)

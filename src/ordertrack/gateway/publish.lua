@@ -1,10 +1,11 @@
 -- Publish one new tracking event of an order: stream entry + current state + channel message,
 -- atomically, so the three never disagree.
--- KEYS[1] stream  order:tracking:stream:{id}
--- KEYS[2] state   order:tracking:state:{id}
--- ARGV[1] seq (integer > 0)    ARGV[2] message JSON    ARGV[3] channel order:tracking:{id}
+-- KEYS[1] stream  order:tracking:stream:{ORDER_ID}   (names: ordertrack/redis_layout.py)
+-- KEYS[2] state   order:tracking:state:{ORDER_ID}
+-- ARGV[1] seq (integer > 0)    ARGV[2] message JSON    ARGV[3] channel order:tracking:ORDER_ID
 -- ARGV[4] stream MAXLEN        ARGV[5] TTL seconds for stream and state (0 = none)
--- ARGV[6..10] status, location, timestamp, estimated_delivery, carrier ('' for None)
+-- ARGV[6..10] the order's state after this event: status, location, timestamp (its last
+--              update), estimated_delivery, carrier ('' for None)
 -- Returns 1 when published, 0 when seq is not newer than what the order already has
 -- (a replay after a crash or a second replica): nothing is written or published then.
 local seq = tonumber(ARGV[1])
@@ -20,8 +21,10 @@ if #last > 0 then
   end
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], ARGV[1] .. '-0', 'msg', ARGV[2])
--- a late scan (older than the state's; ISO 8601 UTC with Z compares as text) gets its seq
--- and is delivered, but the current status stays with the newer scan (store.next_order_state)
+-- the state never moves back to an older update (ISO 8601 UTC with Z compares as text): a
+-- late scan gets its seq and is delivered, the status stays with the newer scan. The gateway
+-- passes the store's state (models.next_order_state), which never goes back; this guards a
+-- publish of a bare event (tools, tests)
 local newest = redis.call('HGET', KEYS[2], 'timestamp')
 if newest and newest ~= '' and ARGV[8] < newest then
   redis.call('HSET', KEYS[2], 'carrier', ARGV[10], 'seq', ARGV[1])

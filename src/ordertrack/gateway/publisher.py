@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from ordertrack import keys
-from ordertrack.models import StoredEvent
+from ordertrack import redis_layout
+from ordertrack.models import OrderState, StoredEvent
 
 log = logging.getLogger("ordertrack.gateway.publisher")
 
@@ -25,35 +23,6 @@ SCRIPT = (Path(__file__).with_name("publish.lua")).read_text()
 STREAM_MAXLEN = 200
 #: stream and state outlive an order's last event by this long, then Redis drops them
 STATE_TTL_SECONDS = 30 * 24 * 3600
-
-
-def message(
-    carrier: str,
-    seq: int,
-    status: str,
-    location: str | None,
-    timestamp: str,
-    estimated_delivery: str | None,
-    raw: dict[str, Any] | None,
-    published_at: float,
-) -> bytes:
-    """The channel/stream message JSON (DESIGN.md, "Redis")."""
-    return orjson.dumps(
-        {
-            "status": status,
-            "location": location,
-            "timestamp": timestamp,
-            "estimated_delivery": estimated_delivery,
-            "carrier": carrier,
-            "raw_carrier_response": raw,
-            "seq": seq,
-            "published_at": published_at,
-        }
-    )
-
-
-def _text(value: str | None) -> str:
-    return "" if value is None else value
 
 
 class Publisher:
@@ -67,56 +36,33 @@ class Publisher:
 
     async def published_seq(self, order_id: str) -> int:
         """The newest seq Redis has for the order (0: none, e.g. expired or never published)."""
-        value = await self.redis.hget(keys.state(order_id), "seq")
-        return int(value) if value else 0
+        return redis_layout.state_seq(await self.redis.hget(redis_layout.state(order_id), "seq"))
 
-    async def publish(self, order_id: str, carrier: str, event: StoredEvent) -> bool:
-        """True when published; False when the order already has this seq or a later one."""
-        return await self.publish_fields(
-            order_id, carrier, event.seq, event.status, event.location, event.timestamp,
-            event.estimated_delivery, event.raw,
-        )
+    async def publish(self, order_id: str, carrier: str, event: StoredEvent,
+                      state: OrderState | None = None) -> bool:
+        """True when published; False when the order already has this seq or a later one.
 
-    async def publish_fields(
-        self,
-        order_id: str,
-        carrier: str,
-        seq: int,
-        status: str,
-        location: str | None,
-        timestamp: str,
-        estimated_delivery: str | None,
-        raw: dict[str, Any] | None = None,
-    ) -> bool:
+        `state`: the order as the store has it after `event` (the order-state rule applied),
+        written to the state hash, so a pod's `connection_ack` says what the REST answer says.
+        Without it the hash takes the event's own fields.
+        """
+        seq = event.seq
         if seq <= 0:
             raise ValueError(f"seq must be positive, got {seq} for order {order_id}")
-        body = message(carrier, seq, status, location, timestamp, estimated_delivery, raw,
-                       time.time())
+        body = redis_layout.encode_message(carrier, seq, event.status, event.location,
+                                           event.timestamp, event.estimated_delivery, event.raw,
+                                           time.time())
+        if state is None:
+            state = OrderState(event.status, event.timestamp, event.estimated_delivery, seq)
         result = await self._script(
-            keys=[keys.stream(order_id), keys.state(order_id)],
+            keys=[redis_layout.stream(order_id), redis_layout.state(order_id)],
             args=[
-                seq, body, keys.channel(order_id), self.maxlen, self.ttl,
-                status, _text(location), timestamp, _text(estimated_delivery), carrier,
+                seq, body, redis_layout.channel(order_id), self.maxlen, self.ttl,
+                *redis_layout.state_fields(state.status, event.location, state.last_update,
+                                           state.estimated_delivery, carrier),
             ],
         )
         published = int(result) == 1
         if not published:
             log.info("publish refused: order %s already has seq >= %d", order_id, seq)
         return published
-
-
-async def publish_event(
-    redis: Any,
-    order_id: str,
-    carrier: str,
-    seq: int,
-    status: str,
-    location: str | None,
-    timestamp: str,
-    estimated_delivery: str | None,
-    raw: dict[str, Any] | None = None,
-) -> bool:
-    """One-shot publish, for tests of other parts and for tools."""
-    return await Publisher(redis).publish_fields(
-        order_id, carrier, seq, status, location, timestamp, estimated_delivery, raw
-    )

@@ -4,7 +4,7 @@
 -- (e.g. 3600 s / 2000 and 60 s / 100) has room, so no window of that length, wherever it
 -- starts, ever holds more than its limit: a hard ceiling, unlike a token bucket, whose
 -- burst comes on top of the rate.
--- KEYS[1] log ZSET gateway:quota:{carrier}   KEYS[2] pause key gateway:quota:{carrier}:paused
+-- KEYS[1] log ZSET gateway:quota:{CARRIER}   KEYS[2] pause key gateway:quota:{CARRIER}:paused
 -- ARGV[1] mode: acquire | peek | pause | refund
 -- ARGV[2] member (acquire/refund: unique id of this request) or until (pause: epoch seconds)
 -- ARGV[3] number of windows n, then ARGV[4..] window seconds, limit (n pairs)

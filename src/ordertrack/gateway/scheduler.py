@@ -8,13 +8,14 @@ Rules (per carrier):
   less often, equally: the period stretches to `effective_period` (round robin by staleness);
 - FedEx tracks 30 numbers per request, so 30 orders cost one request;
 - an order whose carrier pushed a scan within `safety_net` seconds (`ordertrack ingest`
-  records it in `gateway:pushed:{carrier}`) is polled only once `safety_net` after its last
+  records it in `gateway:pushed:{CARRIER}`) is polled only once `safety_net` after its last
   push: the quota goes to the orders without push. A push channel that goes quiet for an
   order (UPS loses callbacks while we are down) is noticed then, and polling resumes.
 
-Across replicas, the ZSET `gateway:polled:{carrier}` holds each order's last-claimed time, the
-key `gateway:pace:{carrier}` the next request slot, and `gateway:claim:{order_id}` (SET NX PX)
-who is polling the order now; claim.lua does all three atomically on Redis' clock.
+Across replicas, the ZSET `gateway:polled:{CARRIER}` holds each order's last-claimed time, the
+key `gateway:pace:{CARRIER}` the next request slot, and `gateway:claim:{CARRIER}:ORDER_ID`
+(SET NX PX) who is polling the order now; claim.lua does all three atomically on Redis' clock
+(one hash tag, the carrier; names in `ordertrack.redis_layout`).
 """
 
 from __future__ import annotations
@@ -25,28 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ordertrack import redis_layout
+
 CLAIM_SCRIPT = Path(__file__).with_name("claim.lua").read_text()
-POLLED_PREFIX = "gateway:polled:"
-PACE_PREFIX = "gateway:pace:"
-CLAIM_PREFIX = "gateway:claim:"
-PUSHED_PREFIX = "gateway:pushed:"
-
-
-def polled_key(carrier: str) -> str:
-    return POLLED_PREFIX + carrier
-
-
-def pace_key(carrier: str) -> str:
-    return PACE_PREFIX + carrier
-
-
-def claim_key(order_id: str) -> str:
-    return CLAIM_PREFIX + order_id
-
-
-def pushed_key(carrier: str) -> str:
-    """ZSET order_id -> when the carrier last pushed a scan of it (epoch seconds)."""
-    return PUSHED_PREFIX + carrier
 
 
 # --- the pure core ------------------------------------------------------------------------------
@@ -173,7 +155,7 @@ class Scheduler:
         """Make the carrier's ZSET hold exactly the active orders: new ones enter as never
         polled (most stale), finished ones leave. Returns how many are active."""
         active = set(order_ids)
-        key = polled_key(carrier)
+        key = redis_layout.polled(carrier)
         present = {member.decode() for member in await self.redis.zrange(key, 0, -1)}
         gone = present - active
         fresh = active - present
@@ -188,11 +170,11 @@ class Scheduler:
     async def defer(self, carrier: str, scores: Mapping[str, float]) -> None:
         """Push the next poll of these orders out (never earlier than already planned)."""
         if scores:
-            await self.redis.zadd(polled_key(carrier), dict(scores), xx=True, gt=True)
+            await self.redis.zadd(redis_layout.polled(carrier), dict(scores), xx=True, gt=True)
 
     async def pushed_since(self, carrier: str, since: float) -> dict[str, float]:
         """Orders pushed after `since` -> their last push; older entries are dropped."""
-        key = pushed_key(carrier)
+        key = redis_layout.pushed(carrier)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(key, "-inf", f"({since}")
             pipe.zrangebyscore(key, since, "+inf", withscores=True)
@@ -201,14 +183,14 @@ class Scheduler:
 
     async def forget(self, carrier: str, order_id: str) -> None:
         """The order left the active set (delivered): stop polling it now."""
-        await self.redis.zrem(polled_key(carrier), order_id)
+        await self.redis.zrem(redis_layout.polled(carrier), order_id)
 
     async def claim(self, carrier: str, interval: float, batch_size: int,
                     spacing_seconds: float) -> Claim:
         answer = await self._script(
-            keys=[polled_key(carrier), pace_key(carrier)],
+            keys=[redis_layout.polled(carrier), redis_layout.pace(carrier)],
             args=["claim", interval, batch_size, spacing_seconds, self.replica,
-                  self.claim_ttl_ms, CLAIM_PREFIX],
+                  self.claim_ttl_ms, redis_layout.claim_prefix(carrier)],
         )
         kind = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
         if kind == "wait":
@@ -216,13 +198,15 @@ class Scheduler:
         ids = tuple(item.decode() if isinstance(item, bytes) else item for item in answer[2:])
         return Claim(order_ids=ids)
 
-    async def release(self, order_ids: Iterable[str]) -> None:
+    async def release(self, carrier: str, order_ids: Iterable[str]) -> None:
         ids = list(order_ids)
         if ids:
-            await self._script(keys=[], args=["release", self.replica, CLAIM_PREFIX, *ids])
+            await self._script(keys=[redis_layout.polled(carrier)],
+                               args=["release", self.replica, redis_layout.claim_prefix(carrier),
+                                     *ids])
 
     async def last_polled(self, carrier: str) -> dict[str, float]:
-        pairs = await self.redis.zrange(polled_key(carrier), 0, -1, withscores=True)
+        pairs = await self.redis.zrange(redis_layout.polled(carrier), 0, -1, withscores=True)
         return {member.decode(): score for member, score in pairs}
 
 
@@ -230,4 +214,4 @@ async def mark_pushed(redis: Any, carrier: str, order_ids: Iterable[str], now: f
     """Record that the carrier pushed scans of these orders now (by `ordertrack ingest`)."""
     ids = list(order_ids)
     if ids:
-        await redis.zadd(pushed_key(carrier), dict.fromkeys(ids, now), gt=True)
+        await redis.zadd(redis_layout.pushed(carrier), dict.fromkeys(ids, now), gt=True)

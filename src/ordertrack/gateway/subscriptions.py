@@ -19,16 +19,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from ordertrack import redis_layout
 from ordertrack.gateway.carriers.common import CarrierError
 from ordertrack.gateway.carriers.ups import SUBSCRIBE_BATCH, SUBSCRIPTION_SECONDS
 
 log = logging.getLogger("ordertrack.gateway.subscriptions")
 
-SUBSCRIBED_PREFIX = "gateway:subscribed:"
-
-
-def subscribed_key(carrier: str) -> str:
-    return SUBSCRIBED_PREFIX + carrier
 
 
 def due(numbers: Iterable[str], ends: Mapping[str, float], now: float,
@@ -57,7 +53,7 @@ class Subscriber:
 
     async def round(self) -> int:
         """Subscribe the due numbers; how many were subscribed."""
-        key = subscribed_key(self.carrier)
+        key = redis_layout.subscribed(self.carrier)
         numbers = {o.tracking_number for o in await self.store.active_orders(self.carrier)}
         ends = {m.decode(): s for m, s in await self.redis.zrange(key, 0, -1, withscores=True)}
         gone = set(ends) - numbers

@@ -27,7 +27,6 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
@@ -41,6 +40,7 @@ from ordertrack.ingest import auth
 from ordertrack.ingest.metrics import Metrics
 from ordertrack.models import CarrierResult
 from ordertrack.store import StoreError
+from ordertrack.telemetry import metrics_page
 
 log = logging.getLogger("ordertrack.ingest")
 
@@ -208,6 +208,7 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = metrics_page(metrics.registry)
+        return Response(body, media_type=content_type)
 
     return app

@@ -18,7 +18,7 @@ from collections import deque
 
 from redis.exceptions import RedisError
 
-from ordertrack import flags, keys, protocol
+from ordertrack import flags, protocol, redis_layout
 from ordertrack.push import delivery, registry
 
 log = logging.getLogger("ordertrack.push")
@@ -28,13 +28,10 @@ RESUME_MAX_EVENTS = 1000
 RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
 
 
-def decode_hash(raw: dict) -> dict:
-    return {k.decode(): v.decode() for k, v in raw.items()}
-
-
 def stream_after(pipe, order_id: str, last_seq: int) -> None:
     """Queue the order's stream entries after `last_seq` (entry ids are `{seq}-0`)."""
-    pipe.xrange(keys.stream(order_id), f"{last_seq + 1}-0", "+", count=RESUME_MAX_EVENTS)
+    pipe.xrange(redis_layout.stream(order_id), redis_layout.after_seq(last_seq), "+",
+                count=RESUME_MAX_EVENTS)
 
 
 class Admission:
@@ -101,7 +98,7 @@ class Admission:
         await pod.registry.queue_register(
             pipe, [(conn.user_id, conn.connection_id) for conn in batch], int(time.time() * 1000))
         for conn, last_seq in zip(batch, resume_from, strict=True):
-            pipe.hgetall(keys.state(conn.order_id))
+            pipe.hgetall(redis_layout.state(conn.order_id))
             if last_seq is not None:
                 stream_after(pipe, conn.order_id, last_seq)
         try:
@@ -134,7 +131,7 @@ class Admission:
             if conn.cleaned:  # it went away while we registered it: free the slot again
                 pod.registry.release(conn.user_id, conn.connection_id)
             for slot in evicted:
-                pod_id, connection_id = registry.split_member(slot)
+                pod_id, connection_id = redis_layout.split_member(slot)
                 if pod_id == pod.pod_id:
                     victim = pod.connections.get(connection_id)
                     if victim is not None:
@@ -151,20 +148,22 @@ class Admission:
                 if conn.resume_seq == last_seq:
                     conn.resume_seq = None
                 last_seq = entries = None
-            self.acknowledge(conn, decode_hash(state), last_seq, entries)
+            self.acknowledge(conn, redis_layout.decode_state(state), last_seq, entries)
 
-    def acknowledge(self, conn, state: dict, fetched_from: int | None, entries) -> None:
+    def acknowledge(self, conn, state: redis_layout.OrderStateHash, fetched_from: int | None,
+                    entries) -> None:
         pod = self.pod
-        conn.carrier = state.get("carrier") or None
+        conn.carrier = state.carrier
         if not flags.is_enabled(pod.flag, conn.user_id, pod.cfg.region, conn.carrier):
             conn.close(protocol.FEATURE_DISABLED)
             return
-        state_seq = protocol.state_seq(state)
+        state_seq = state.seq
         watch = pod.hub.watches.get(conn.order_id)
         if watch is not None and state_seq > watch.seq:
             watch.seq = state_seq
         conn.sent_seq = state_seq
-        conn.send(protocol.connection_ack(conn.connection_id, conn.order_id, state))
+        conn.send(protocol.connection_ack(conn.connection_id, conn.order_id, state.carrier,
+                                          state.status, state_seq))
         resume_seq, conn.resume_seq = conn.resume_seq, None
         if fetched_from is not None and resume_seq == fetched_from:
             self._replay(conn, resume_seq, state_seq, entries or [])
@@ -183,7 +182,7 @@ class Admission:
     async def _resume(self, conn, last_seq: int) -> None:
         try:
             pipe = self.pod.redis.pipeline(transaction=False)
-            pipe.hget(keys.state(conn.order_id), "seq")
+            pipe.hget(redis_layout.state(conn.order_id), "seq")
             stream_after(pipe, conn.order_id, last_seq)
             state_seq, entries = await pipe.execute()
         except RedisError as exc:
@@ -194,14 +193,14 @@ class Admission:
             return
         if conn.cleaned or conn.close_reason is not None:
             return
-        self._replay(conn, last_seq, protocol.state_seq({"seq": state_seq}), entries)
+        self._replay(conn, last_seq, redis_layout.state_seq(state_seq), entries)
         self._release(conn)
 
     def _replay(self, conn, last_seq: int, state_seq: int, entries) -> None:
-        frames, unreadable = delivery.replay(conn, last_seq, state_seq, entries)
-        for entry_id in unreadable:
-            log.warning("skipping unreadable stream entry %s of %s", entry_id, conn.order_id)
-        for frame in frames:
+        def skip(entry_id, exc) -> None:
+            log.warning("skipping unreadable stream entry %s of %s: %s", entry_id, conn.order_id, exc)
+
+        for frame in delivery.replay(conn, last_seq, state_seq, redis_layout.decode_stream(entries, skip)):
             conn.send(frame)
 
     @staticmethod

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import hiredis
 
-from ordertrack import keys
+from ordertrack import redis_layout
 from ordertrack.push import pubsub_reader
 from ordertrack.push.watchdog import DEFAULT_DEADLINE_SECONDS, SubscriptionWatchdog
 
@@ -134,7 +134,7 @@ class Broker:
                 if not self.live.is_set():
                     raise ConnectionError(f"subscription not confirmed: {reader.error or 'timeout'}")
                 delay = BACKOFF_FIRST_SECONDS
-                log.info("subscribed to %s", keys.CHANNEL_PATTERN,
+                log.info("subscribed to %s", redis_layout.CHANNEL_PATTERN,
                          extra={"fields": {"resubscribed": not first}})
                 watchdog = loop.create_task(self._watch(reader))
                 try:

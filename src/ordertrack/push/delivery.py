@@ -18,8 +18,6 @@ The fan-out (push/fanout.py and its Cython twin) applies `offer` inline to every
 
 from __future__ import annotations
 
-import orjson
-
 from ordertrack import protocol
 
 
@@ -55,40 +53,25 @@ def hold(conn) -> None:
     conn.acked = False
 
 
-def entry_seq(entry_id: bytes | str) -> int:
-    """The `seq` of a stream entry: its id is `{seq}-0` (see ordertrack.keys)."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.split("-", 1)[0])
-
-
 def resume_gap(last_seq: int, state_seq: int, first_seq: int | None) -> bool:
     """True when events after `last_seq` existed but the stream no longer holds all of them:
     the order is past `last_seq` and the stream's first kept event is not `last_seq + 1`."""
     return state_seq > last_seq and (first_seq is None or first_seq > last_seq + 1)
 
 
-def replay(conn, last_seq: int, state_seq: int, entries) -> tuple[list[bytes], list[bytes]]:
+def replay(conn, last_seq: int, state_seq: int, events) -> list[bytes]:
     """The frames a resume from `last_seq` sends, given the order's state `seq` and its stream
-    entries after `last_seq` (`XRANGE`'s `(id, {b"msg": json})` pairs, in order). Returns
-    `(frames, unreadable entry ids)`; `sent_seq` is raised past every replayed event."""
+    events after `last_seq` (`redis_layout.decode_stream`: `.seq` and `.message`, in order,
+    unusable entries already skipped); `sent_seq` is raised past every replayed event."""
     frames: list[bytes] = []
-    unreadable: list[bytes] = []
-    first_seq = entry_seq(entries[0][0]) if entries else None
+    first_seq = events[0].seq if events else None
     if resume_gap(last_seq, state_seq, first_seq):
         frames.append(protocol.error(
             "RESUME_UNAVAILABLE", f"events after seq {last_seq} are no longer kept; refetch over REST"))
-    for entry_id, fields in entries:
-        seq = entry_seq(entry_id)
-        if seq <= last_seq:
+    for event in events:
+        if event.seq <= last_seq:
             continue
-        try:
-            message = orjson.loads(fields[b"msg"])
-        except (KeyError, orjson.JSONDecodeError):
-            message = None
-        if type(message) is not dict:
-            unreadable.append(entry_id)
-            continue
-        frames.append(protocol.tracking_update(message))
-        if seq > conn.sent_seq:
-            conn.sent_seq = seq
-    return frames, unreadable
+        frames.append(protocol.tracking_update(event.message))
+        if event.seq > conn.sent_seq:
+            conn.sent_seq = event.seq
+    return frames

@@ -8,11 +8,16 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Callable
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from ordertrack.telemetry import metrics_registry
+
 log = logging.getLogger("ordertrack.push.metrics")
+
+#: one pod per process: its metrics are module-level, on the pod's registry (telemetry.py)
+REGISTRY = metrics_registry()
 
 #: the same gauge under the log's Datadog name, sent over DogStatsD when DATADOG_AGENT_HOST is set
 DATADOG_ACTIVE_CONNECTIONS = "vantage.ws.order_tracking.active_connections"
@@ -20,14 +25,39 @@ ACTIVE_CONNECTIONS = Gauge(
     "ordertrack_ws_active_connections",
     "WebSocket connections open on this pod (HPA target: 7,500 per pod)",
     ["pod", "region", "carrier"],
+    registry=REGISTRY,
 )
 MAX_CONNECTIONS = Gauge(
     "ordertrack_ws_max_connections",
     "MAX_CONNECTIONS_PER_POD: upgrades past it get 503 POD_AT_CAPACITY (the capacity alert's base)",
+    registry=REGISTRY,
 )
-CONNECTIONS_OPENED = Counter("ordertrack_ws_connections_opened_total", "WebSocket upgrades accepted")
-DISCONNECTS = Counter("ordertrack_ws_disconnects_total", "Connections ended, by reason", ["reason"])
-REFUSALS = Counter("ordertrack_ws_upgrade_refusals_total", "Upgrades refused, by error code", ["code"])
+CONNECTIONS_OPENED = Counter(
+    "ordertrack_ws_connections_opened_total", "WebSocket upgrades accepted", registry=REGISTRY
+)
+DISCONNECTS = Counter(
+    "ordertrack_ws_disconnects_total", "Connections ended, by reason", ["reason"], registry=REGISTRY
+)
+REFUSALS = Counter(
+    "ordertrack_ws_upgrade_refusals_total", "Upgrades refused, by error code", ["code"],
+    registry=REGISTRY,
+)
+#: by close reason, so "lasted over 5 minutes without an unexpected disconnect" (the rollout's
+#: stability criterion) is a query: the 300 s bucket of the unexpected reasons
+CONNECTION_DURATION = Histogram(
+    "ordertrack_ws_connection_duration_seconds",
+    "How long connections stay open, by the reason they ended",
+    ["reason"],
+    buckets=(60, 300, 900, 1800, 3600, 7200),
+    registry=REGISTRY,
+)
+SUBSCRIBED = Gauge(
+    "ordertrack_ws_redis_subscribed", "1 while the pod's PSUBSCRIBE is live", registry=REGISTRY
+)
+CATCHUP_EVENTS = Counter(
+    "ordertrack_ws_catchup_events_total", "Events replayed from streams after a Redis outage",
+    registry=REGISTRY,
+)
 
 
 class _RedisMessages:
@@ -58,7 +88,8 @@ REDIS_MESSAGES = _RedisMessages()
 REGISTRY.register(REDIS_MESSAGES)
 MALFORMED = Counter(
     "ordertrack_ws_redis_messages_malformed_total",
-    "Tracking messages dropped as malformed, by reason (push/malformed.py)", ["reason"])
+    "Tracking messages dropped as malformed, by reason (push/malformed.py)", ["reason"],
+    registry=REGISTRY)
 
 
 class _Delivery:
@@ -100,18 +131,6 @@ class _Delivery:
 
 DELIVERY = _Delivery()
 REGISTRY.register(DELIVERY)
-#: by close reason, so "lasted over 5 minutes without an unexpected disconnect" (the rollout's
-#: stability criterion) is a query: the 300 s bucket of the unexpected reasons
-CONNECTION_DURATION = Histogram(
-    "ordertrack_ws_connection_duration_seconds",
-    "How long connections stay open, by the reason they ended",
-    ["reason"],
-    buckets=(60, 300, 900, 1800, 3600, 7200),
-)
-SUBSCRIBED = Gauge("ordertrack_ws_redis_subscribed", "1 while the pod's PSUBSCRIBE is live")
-CATCHUP_EVENTS = Counter(
-    "ordertrack_ws_catchup_events_total", "Events replayed from streams after a Redis outage"
-)
 
 
 async def datadog_loop(cfg, counts: Callable[[], dict[str, int]]) -> None:

@@ -24,7 +24,6 @@ import secrets
 import struct
 import time
 
-import orjson
 import redis.asyncio as aioredis
 from multidict import CIMultiDict
 from redis.backoff import ExponentialBackoff
@@ -33,7 +32,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ordertrack import flags, keys, protocol
+from ordertrack import flags, protocol, redis_layout
+from ordertrack.models import CARRIERS
 from ordertrack.push import fanout, metrics, pubsub_reader, registry, timer_wheel
 from ordertrack.push.admission import Admission, stream_after
 from ordertrack.push.broker import Broker
@@ -82,7 +82,7 @@ class Pod:
         self._stopping = False
         self.broker = Broker(
             cfg.redis_url,
-            control_channels=[registry.control_channel(self.pod_id), registry.CONTROL_ALL],
+            control_channels=[redis_layout.control(self.pod_id), redis_layout.CONTROL_ALL],
             watched=self.hub.watches,
             on_update=self.hub.fanout.publish,
             on_control=self._on_control,
@@ -286,23 +286,16 @@ class Pod:
 
     def _on_control(self, payload: bytes) -> None:
         try:
-            message = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            log.warning("ignoring unreadable control message %r", payload[:100])
+            message = redis_layout.decode_control(payload)
+        except redis_layout.MalformedControl as exc:
+            log.warning("ignoring %s", exc)
             return
-        op = message.get("op") if isinstance(message, dict) else None
-        if op == "evict":
-            connection_id = message.get("connection_id")
-            if not isinstance(connection_id, str):
-                log.warning("ignoring evict without a connection_id string: %r", payload[:100])
-                return
-            conn = self.connections.get(connection_id)
+        if message.op == redis_layout.EVICT:
+            conn = self.connections.get(message.connection_id)
             if conn is not None:
                 conn.close(protocol.CONNECTION_LIMIT)
-        elif op == "flag":
+        elif message.op == redis_layout.FLAG:
             self.spawn(self._refresh_flag())
-        else:
-            log.warning("ignoring control message with unknown op: %r", payload[:100])
 
     async def _on_live(self, resubscribed: bool) -> None:
         metrics.SUBSCRIBED.set(1)
@@ -327,25 +320,29 @@ class Pod:
             chunk = watched[start:start + CATCH_UP_CHUNK]
             pipe = self.redis.pipeline(transaction=False)
             for order_id, _ in chunk:
-                pipe.hget(keys.state(order_id), "seq")
+                pipe.hget(redis_layout.state(order_id), "seq")
             seqs = await pipe.execute()
             behind = [(order_id, watch) for (order_id, watch), seq in zip(chunk, seqs, strict=True)
-                      if protocol.state_seq({"seq": seq}) > watch.seq]
+                      if redis_layout.state_seq(seq) > watch.seq]
             if not behind:
                 continue
             pipe = self.redis.pipeline(transaction=False)
             for order_id, watch in behind:
                 stream_after(pipe, order_id, watch.seq)
             for (order_id, _watch), entries in zip(behind, await pipe.execute(), strict=True):
-                for _entry_id, fields in entries:
-                    msg = fields.get(b"msg")
-                    if msg is not None:
-                        self.hub.publish(order_id, msg)
-                        missed += 1
+                for entry in redis_layout.decode_stream(entries, self._skip_entry(order_id)):
+                    self.hub.publish(order_id, entry.payload)
+                    missed += 1
         if missed:
             metrics.CATCHUP_EVENTS.inc(missed)
         log.info("caught up after reconnect", extra={"fields": {
             "orders_watched": len(watched), "events_replayed": missed}})
+
+    @staticmethod
+    def _skip_entry(order_id: str):
+        def skip(entry_id, exc: redis_layout.MalformedMessage) -> None:
+            log.warning("skipping unreadable stream entry %s of %s: %s", entry_id, order_id, exc)
+        return skip
 
     async def _reregister(self) -> None:
         """Redis may have restarted empty: put this pod's live connections back in the registry."""
@@ -354,7 +351,7 @@ class Pod:
 
     # --- background upkeep -----------------------------------------------------------------------
     async def _refresh_flag(self) -> None:
-        flag = flags.parse_flag(await self.redis.get(flags.FLAG_KEY))
+        flag = flags.parse_flag(await self.redis.get(redis_layout.FLAG_KEY))
         if flag == self.flag:
             return
         self.flag = flag
@@ -374,7 +371,7 @@ class Pod:
             self._update_gauges()
 
     def _connections_by_carrier(self) -> dict[str, int]:
-        counts = dict.fromkeys(("dhl", "fedex", "ups", "unknown"), 0)
+        counts = dict.fromkeys((*CARRIERS, "unknown"), 0)
         for conn in self.connections.values():
             carrier = conn.carrier if conn.carrier in counts else "unknown"
             counts[carrier] += 1

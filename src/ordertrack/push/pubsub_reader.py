@@ -35,13 +35,13 @@ from collections.abc import Callable
 import hiredis
 from redis.connection import parse_url
 
-from ordertrack import keys
+from ordertrack import redis_layout
 from ordertrack.push import malformed as why
 from ordertrack.push import twins
 
-PREFIX = keys.CHANNEL_PREFIX.encode()
+PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 PREFIX_LEN = len(PREFIX)
-PATTERN = keys.CHANNEL_PATTERN.encode()
+PATTERN = redis_layout.CHANNEL_PATTERN.encode()
 #: one read's buffer: a burst of ~100K msg/s is drained in reads of this size
 READ_BUFFER_BYTES = 1 << 20
 #: a read is fed to hiredis in slices of this size: hiredis moves its unparsed rest down after
@@ -64,7 +64,7 @@ def hello(control_channels: list[str] | tuple[str, ...] = (), password: str | No
         out.append(hiredis.pack_command(args))
     if db:
         out.append(hiredis.pack_command(("SELECT", str(db))))
-    out.append(hiredis.pack_command(("PSUBSCRIBE", keys.CHANNEL_PATTERN)))
+    out.append(hiredis.pack_command(("PSUBSCRIBE", redis_layout.CHANNEL_PATTERN)))
     if control_channels:
         out.append(hiredis.pack_command(("SUBSCRIBE", *control_channels)))
     return b"".join(out)

@@ -1,10 +1,11 @@
 """The cluster-wide per-user connection registry (`MAX_CONNECTIONS_PER_USER`).
 
-Each user has a ZSET `ws:user:{user_id}` of `{pod_id}|{connection_id}` scored by open time.
+Each user has a ZSET `ws:user:{USER_ID}` of `POD_ID|CONNECTION_ID` scored by open time.
 `register.lua` adds a batch of connections and evicts the oldest ones beyond the limit in one
-atomic step, telling their pods over `ws:control:{pod_id}`. Each pod keeps `ws:pod:{pod_id}`
-alive with a short TTL; slots of a pod whose key expired are dropped, so a crashed pod leaks
-nothing. `Registry` owns every Redis call of the registry; nothing else touches these keys.
+atomic step, telling their pods over `ws:control:POD_ID`. Each pod keeps `ws:pod:POD_ID` alive with a
+short TTL; slots of a pod whose key expired are dropped, so a crashed pod leaks nothing.
+The names and the evict message are `ordertrack.redis_layout`'s. `Registry` owns every Redis
+call of the registry; nothing else touches these keys.
 """
 
 from __future__ import annotations
@@ -15,42 +16,17 @@ from importlib.resources import files
 
 from redis.exceptions import RedisError
 
-USER_PREFIX = "ws:user:"
-POD_PREFIX = "ws:pod:"
-CONTROL_PREFIX = "ws:control:"
-CONTROL_ALL = "ws:control:all"
+from ordertrack import redis_layout
+
 #: a user's registry outlives its connections by at most this long (safety net only)
 USER_KEY_TTL_SECONDS = 24 * 3600
 POD_KEY_TTL_SECONDS = 15
-POD_HEARTBEAT_SECONDS = 5
 #: connections re-registered per pipeline after Redis came back
 REREGISTER_CHUNK = 1000
 
 REGISTER_LUA = files("ordertrack.push").joinpath("register.lua").read_text()
 
 log = logging.getLogger("ordertrack.push.registry")
-
-
-def user_key(user_id: str) -> str:
-    return USER_PREFIX + user_id
-
-
-def pod_key(pod_id: str) -> str:
-    return POD_PREFIX + pod_id
-
-
-def control_channel(pod_id: str) -> str:
-    return CONTROL_PREFIX + pod_id
-
-
-def member(pod_id: str, connection_id: str) -> str:
-    return f"{pod_id}|{connection_id}"
-
-
-def split_member(value: bytes | str) -> tuple[str, str]:
-    text = value.decode() if isinstance(value, bytes) else value
-    pod_id, _, connection_id = text.rpartition("|")
-    return pod_id, connection_id
 
 
 def register_results(reply, count: int) -> list[list | Exception]:
@@ -83,15 +59,16 @@ class Registry:
         """Add ONE `register.lua` call for the whole batch to `pipe`; its reply goes through
         `register_results`."""
         await self._register(
-            keys=[user_key(user_id) for user_id, _ in users_and_ids],
+            keys=[redis_layout.user(user_id) for user_id, _ in users_and_ids],
             args=[self.pod_id, wall_ms, self.limit, USER_KEY_TTL_SECONDS,
+                  redis_layout.POD_PREFIX, redis_layout.CONTROL_PREFIX, redis_layout.EVICT,
                   *(connection_id for _, connection_id in users_and_ids)],
             client=pipe,
         )
 
     def release(self, user_id: str, connection_id: str) -> None:
         """Free a slot (soon, batched with others)."""
-        self._releases.append((user_id, member(self.pod_id, connection_id)))
+        self._releases.append((user_id, redis_layout.member(self.pod_id, connection_id)))
         self._release_wakeup.set()
 
     async def run_releases(self) -> None:
@@ -105,7 +82,7 @@ class Registry:
             batch, self._releases = self._releases, []
             pipe = self.redis.pipeline(transaction=False)
             for user, slot in batch:
-                pipe.zrem(user_key(user), slot)
+                pipe.zrem(redis_layout.user(user), slot)
             try:
                 await pipe.execute()
             except RedisError as exc:
@@ -122,17 +99,17 @@ class Registry:
         for start in range(0, len(users_and_ids), REREGISTER_CHUNK):
             pipe = self.redis.pipeline(transaction=False)
             for user, connection_id in users_and_ids[start:start + REREGISTER_CHUNK]:
-                key = user_key(user)
-                pipe.zadd(key, {member(self.pod_id, connection_id): 0}, nx=True)
+                key = redis_layout.user(user)
+                pipe.zadd(key, {redis_layout.member(self.pod_id, connection_id): 0}, nx=True)
                 pipe.expire(key, USER_KEY_TTL_SECONDS)
             await pipe.execute()
 
     async def heartbeat(self) -> None:
-        """Keep `ws:pod:{pod_id}` alive: our slots count while it exists."""
-        await self.redis.set(pod_key(self.pod_id), b"1", ex=POD_KEY_TTL_SECONDS)
+        """Keep `ws:pod:POD_ID` alive: our slots count while it exists."""
+        await self.redis.set(redis_layout.pod(self.pod_id), b"1", ex=POD_KEY_TTL_SECONDS)
 
     async def forget_pod(self) -> None:
         try:
-            await self.redis.delete(pod_key(self.pod_id))
+            await self.redis.delete(redis_layout.pod(self.pod_id))
         except RedisError:
             pass

@@ -12,9 +12,8 @@ comes out equals what went in.
 from __future__ import annotations
 
 import abc
-import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from ordertrack.config import Setting
 from ordertrack.models import (
     CARRIERS,
     STATUSES,
@@ -74,15 +72,14 @@ class StoreTarget:
     target: str
 
 
-def parse_store_url(url: str | None, environ: Mapping[str, str] | None = None) -> StoreTarget:
-    """Resolve a store URL: None -> DATABASE_URL env -> ./var/ordertrack.db.
+def parse_store_url(url: str | None) -> StoreTarget:
+    """Resolve a store URL (`DATABASE_URL`, read by `config.STORE`); None: ./var/ordertrack.db.
 
     Accepted: `sqlite:///abs/path.db`, `sqlite:///./relative.db`, `sqlite:///:memory:`,
     a bare file path, `postgresql://...` / `postgres://...`. Anything else raises ValueError.
     """
-    environ = os.environ if environ is None else environ
     if not url:
-        url = environ.get("DATABASE_URL") or DEFAULT_SQLITE_PATH
+        url = DEFAULT_SQLITE_PATH
     scheme, sep, rest = url.partition("://")
     if not sep:
         return StoreTarget("sqlite", url)
@@ -101,14 +98,6 @@ def parse_store_url(url: str | None, environ: Mapping[str, str] | None = None) -
     )
 
 
-def database_url(value: str) -> str | None:
-    """Setting parser for DATABASE_URL (empty means the default SQLite file)."""
-    if not value:
-        return None
-    parse_store_url(value)
-    return value
-
-
 def redact_url(url: str) -> str:
     """The URL with any password replaced by `***`, for logs and CLI output."""
     parts = urlsplit(url)
@@ -118,29 +107,12 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-STORE_SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "DATABASE_URL",
-        database_url,
-        None,
-        f"tracking store: sqlite:///path.db, a file path or postgresql://... "
-        f"(empty: sqlite file {DEFAULT_SQLITE_PATH})",
-    ),
-)
-
-
 # --- time and events -------------------------------------------------------------------------
 
 
 def utc_now_iso() -> str:
     """Now as ISO 8601 UTC with milliseconds and a `Z`."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_timestamp(value: str) -> datetime:
-    """An ISO 8601 timestamp (`Z` or offset; naive means UTC) as an aware datetime."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def select_new_events(
@@ -170,56 +142,6 @@ def number_events(order_id: str, last_seq: int, events: Sequence[TrackingEvent])
         )
         for index, event in enumerate(events, start=1)
     ]
-
-
-@dataclass(frozen=True)
-class OrderState:
-    status: str
-    last_update: str | None
-    estimated_delivery: str | None
-    seq: int
-
-
-def next_order_state(current: OrderState, stored: Sequence[StoredEvent]) -> OrderState:
-    """The order after `stored` (non-empty, numbered) is appended.
-
-    seq becomes the last one assigned. Status, last_update and estimated_delivery follow the
-    newest new event by timestamp, unless the order already has a later update (a late,
-    out-of-order scan must not move a delivered order back to in_transit). An event without
-    an estimated delivery keeps the one the order had. An `unknown` event (a carrier code
-    nobody recognises) never replaces a known status: it says nothing about where the
-    shipment is, and an order turned `unknown` would leave the active set and never be
-    polled again.
-    """
-    def order(event: StoredEvent):
-        return (parse_timestamp(event.timestamp), event.seq)
-
-    newest = max(stored, key=order)
-    # the newest estimate the batch carries, when its newest event carries none
-    estimates = [event for event in stored if event.estimated_delivery]
-    estimate = max(estimates, key=order).estimated_delivery if estimates else None
-    seq = stored[-1].seq
-    if current.last_update is not None and parse_timestamp(newest.timestamp) < parse_timestamp(
-        current.last_update
-    ):
-        return OrderState(current.status, current.last_update, current.estimated_delivery, seq)
-    status = newest.status
-    if status == "unknown":
-        known = [event for event in stored if event.status != "unknown"]
-        newest_known = max(known, key=order) if known else None
-        if newest_known is not None and (
-            current.last_update is None
-            or parse_timestamp(newest_known.timestamp) >= parse_timestamp(current.last_update)
-        ):
-            status = newest_known.status
-        elif current.status != "unknown":
-            status = current.status
-    return OrderState(
-        status,
-        newest.timestamp,
-        estimate or current.estimated_delivery,
-        seq,
-    )
 
 
 def validate_order(order: Order) -> None:

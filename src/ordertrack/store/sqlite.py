@@ -18,19 +18,24 @@ from pathlib import Path
 
 import aiosqlite
 
-from ordertrack.models import ACTIVE_STATUSES, Order, StoredEvent, TrackingEvent
+from ordertrack.models import (
+    ACTIVE_STATUSES,
+    Order,
+    OrderState,
+    StoredEvent,
+    TrackingEvent,
+    next_order_state,
+)
 from ordertrack.store.base import (
     EVENT_COLUMNS,
     ORDER_COLUMNS,
     SCAN_COLUMNS,
     OrderExists,
     OrderNotFound,
-    OrderState,
     StoreError,
     TrackingStore,
     event_from_row,
     load_migrations,
-    next_order_state,
     number_events,
     order_from_row,
     raw_json,
