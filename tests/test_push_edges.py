@@ -275,13 +275,13 @@ def test_healthz_fails_when_a_loop_the_pod_needs_has_died(redis_url, keys):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 assert (await client.get("/healthz")).status_code == 200
                 admission = next(t for t in asyncio.all_tasks()
-                                 if t.get_name() == "Pod._admission_loop")
+                                 if t.get_name() == "admission")
                 admission.cancel()
                 await asyncio.wait([admission], timeout=5)
                 response = await client.get("/healthz")
                 assert response.status_code == 503
                 assert response.json() == {"status": "unhealthy",
-                                           "reason": "Pod._admission_loop stopped"}
+                                           "reason": "admission stopped"}
         finally:
             await pod.stop()
             server.close()

@@ -529,3 +529,12 @@ async def test_active_connections_gauge_reaches_the_datadog_agent(procs, tmp_pat
     for ws in conns:
         await ws.close()
     agent.close()
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_the_pod_says_which_hot_path_it_runs_and_the_variable_picks_the_twins(
+        procs, tmp_path, redis_url, keys, pure):
+    pod = start_pod(procs, tmp_path, redis_url, keys, ordertrack_pure_python=pure)
+    said = next(line for line in pod.log_lines() if line.get("msg") == "hot path")
+    expected = "python" if pure == "1" else "cython"
+    assert {said[k] for k in ("pubsub_reader", "fanout", "wheel")} == {expected}
