@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from ordertrack import redis_layout
-from ordertrack.gateway.publisher import publish_event
-from ordertrack.models import Order, TrackingEvent
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import Order, StoredEvent, TrackingEvent
 from ordertrack.store import open_store
 from tests.support import (
     REPO,
@@ -246,8 +246,8 @@ async def test_cached_answer_is_refreshed_when_a_newer_seq_is_published(api, key
     # ... until the gateway publishes seq 5: then the next poll has it
     client = redis.asyncio.Redis.from_url(api.redis)
     try:
-        await publish_event(client, order_id, "dhl", stored.seq, newer.status, newer.location,
-                            newer.timestamp, None)
+        await Publisher(client).publish(order_id, "dhl",
+            StoredEvent(order_id, stored.seq, newer.status, newer.location, newer.timestamp, None))
     finally:
         await client.aclose()
     body = get_tracking(api, order_id, token).json()
@@ -266,8 +266,9 @@ async def test_published_events_the_store_lacks_come_from_the_stream(api, keys, 
     client = redis.asyncio.Redis.from_url(api.redis)
     try:
         for seq, event in enumerate(LOG_EVENTS[2:], start=3):
-            await publish_event(client, order_id, "dhl", seq, event.status, event.location,
-                                event.timestamp, event.estimated_delivery)
+            await Publisher(client).publish(order_id, "dhl",
+                StoredEvent(order_id, seq, event.status, event.location, event.timestamp,
+                            event.estimated_delivery))
     finally:
         await client.aclose()
     body = get_tracking(api, order_id, keys.token("user_1", order_id)).json()
@@ -275,6 +276,31 @@ async def test_published_events_the_store_lacks_come_from_the_stream(api, keys, 
     assert [h["seq"] for h in body["history"]] == [1, 2, 3, 4]
     assert (body["status"], body["estimated_delivery"]) == ("out_for_delivery",
                                                             "2025-10-03T17:00:00Z")
+
+
+async def test_late_scans_are_in_history_order_and_leave_the_current_status(api, keys,
+                                                                               order_id):
+    """A carrier pushes a scan older than the newest (it gets the next seq): the answer lists
+    the history by scan time, and the status stays the newest scan's, whether the late scan
+    comes from the store or, published before the store shows it, from the stream."""
+    late_stored = TrackingEvent("in_transit", "Sort Facility, Pittsburgh PA",
+                                "2025-10-02T20:00:00Z")
+    late_published = TrackingEvent("in_transit", "Hub, Allentown PA", "2025-10-03T08:00:00Z")
+    await add_order(api, order_id, events=[*LOG_EVENTS, late_stored])
+    client = redis.asyncio.Redis.from_url(api.redis)
+    try:
+        await Publisher(client).publish(order_id, "dhl", StoredEvent(
+            order_id, 6, late_published.status, late_published.location,
+            late_published.timestamp))
+    finally:
+        await client.aclose()
+    body = get_tracking(api, order_id, keys.token("user_1", order_id)).json()
+    assert body["seq"] == 6
+    assert [(h["seq"], h["timestamp"]) for h in body["history"]] == [
+        (1, "2025-10-01T10:00:00Z"), (2, "2025-10-02T06:00:00Z"), (5, "2025-10-02T20:00:00Z"),
+        (6, "2025-10-03T08:00:00Z"), (3, "2025-10-03T14:02:00Z"), (4, "2025-10-03T14:08:00Z")]
+    assert (body["status"], body["last_update"], body["estimated_delivery"]) == (
+        "out_for_delivery", "2025-10-03T14:08:00Z", "2025-10-03T17:00:00Z")
 
 
 async def test_realtime_enabled_follows_the_flag_key(api, keys, order_id, redis_url):

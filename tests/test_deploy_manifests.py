@@ -202,19 +202,40 @@ def test_api_deployment_service_and_cpu_hpa(objects, configmap):
     assert hpa["scaleTargetRef"]["name"] == "order-tracking-api"
 
 
+def pod_templates(objects) -> dict[tuple[str, str], dict]:
+    """Every applied object that runs a container (Deployments, the db-upgrade Job, ...)."""
+    return {key: doc for key, doc in objects.items()
+            if "containers" in doc.get("spec", {}).get("template", {}).get("spec", {})}
+
+
 def test_every_config_and_secret_reference_names_something_declared(objects, configmap):
     secrets = {doc["metadata"]["name"]: doc["stringData"]
                for doc in load_docs(DEPLOY / "secrets.example.yaml")}
-    for (kind, name), doc in objects.items():
-        if kind != "Deployment":
-            continue
+    configmaps = {name for kind, name in objects if kind == "ConfigMap"}
+    checked = {"configMapKeyRef": 0, "secretKeyRef": 0, "configMapRef": 0, "secretRef": 0}
+    for (_kind, name), doc in pod_templates(objects).items():
         for item in container(doc).get("env", []):
             source = item.get("valueFrom", {})
             if "configMapKeyRef" in source:
                 assert source["configMapKeyRef"]["key"] in configmap, (name, item["name"])
+                checked["configMapKeyRef"] += 1
             if "secretKeyRef" in source:
                 ref = source["secretKeyRef"]
                 assert ref["key"] in secrets[ref["name"]], (name, item["name"])
+                checked["secretKeyRef"] += 1
+        for source in container(doc).get("envFrom", []):
+            if "configMapRef" in source:
+                assert source["configMapRef"]["name"] in configmaps, name
+                checked["configMapRef"] += 1
+            if "secretRef" in source:
+                assert source["secretRef"]["name"] in secrets, name
+                checked["secretRef"] += 1
+    # every reference the applied manifests spell out was checked: none skipped, none missed
+    applied_text = "\n".join((DEPLOY / resource).read_text() for resource in
+                             load_docs(DEPLOY / "kustomization.yaml")[0]["resources"])
+    for kind, count in checked.items():
+        assert count == len(re.findall(rf"^\s*-?\s*{kind}:", applied_text, re.M)), kind
+    assert checked["configMapKeyRef"] and checked["secretKeyRef"] and checked["configMapRef"]
 
 
 def kong_services() -> dict[str, dict]:
@@ -269,11 +290,10 @@ def test_kong_routes_the_rest_fallback_to_the_api_service_with_its_plugins(objec
 
 def app_paths() -> set[str]:
     """The paths the API's app really serves (its OpenAPI document)."""
-    from types import SimpleNamespace
-
     from ordertrack.api.app import create_app
+    from ordertrack.api.main import load_settings
 
-    app = create_app(SimpleNamespace(redis_url="redis://127.0.0.1:6379/0"))
+    app = create_app(load_settings(environ={"JWT_JWKS_URL": "https://keys.example/jwks.json"}))
     return set(app.openapi()["paths"])
 
 

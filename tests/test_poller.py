@@ -305,23 +305,37 @@ def test_two_replicas_never_poll_the_same_order_at_once(sandbox, redis_url, proc
         for var in ("FEDEX_API_URL", "UPS_API_URL"):
             env[var] = ""
         started.append(procs.start("poll", env=env, log=tmp_path / f"{name}.log"))
-    time.sleep(4.0)
 
-    recent = httpx.get(f"{sandbox}/_admin/stats").json()["recent"]
-    times: dict[str, list[float]] = defaultdict(list)
-    for entry in recent:
-        for number in entry["numbers"]:
-            times[number].append(entry["time"])
+    def poll_times() -> dict[str, list[float]]:
+        times: dict[str, list[float]] = defaultdict(list)
+        for entry in httpx.get(f"{sandbox}/_admin/stats").json()["recent"]:
+            for number in entry["numbers"]:
+                times[number].append(entry["time"])
+        return times
+
+    def polls_of(port: int) -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        line = next((line for line in text.splitlines()
+                     if line.startswith('ordertrack_gateway_polls_total{carrier="dhl"')), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    # wait (bounded) until every order was polled twice and both replicas took part: a fixed
+    # sleep made this test fail on a loaded machine, where the replicas start slowly
+    deadline = time.monotonic() + 30.0
+    while True:
+        times = poll_times()
+        done = (set(times) == set(numbers) and all(len(t) >= 2 for t in times.values())
+                and all(polls_of(port) > 0 for port in ports))
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     assert set(times) == set(numbers)
     for number, polled in times.items():
         polled.sort()
         gaps = [b - a for a, b in zip(polled, polled[1:], strict=False)]
         assert len(polled) >= 2 and min(gaps) > interval / 2, (number, gaps)
     for port in ports:  # both replicas did part of the work
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        line = next(line for line in text.splitlines()
-                    if line.startswith('ordertrack_gateway_polls_total{carrier="dhl"'))
-        assert float(line.rsplit(" ", 1)[1]) > 0
+        assert polls_of(port) > 0
     for proc in started:
         assert procs.stop(proc, signal.SIGTERM) == 0
 

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ordertrack import redis_layout
-from ordertrack.gateway.publisher import Publisher, publish_event
+from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
 
 
@@ -64,16 +64,21 @@ async def test_publish_writes_stream_state_and_channel(r):
 
 
 async def test_stale_or_replayed_seq_is_refused_and_not_published(r):
+    publisher = Publisher(r)
     pubsub = r.pubsub()
     await pubsub.subscribe(redis_layout.channel("ord_2"))
     ts = "2025-10-03T14:0{}:00Z"
-    assert await publish_event(r, "ord_2", "ups", 1, "shipped", "Louisville KY", ts.format(1), None)
-    assert await publish_event(r, "ord_2", "ups", 2, "in_transit", "Newark NJ", ts.format(2),
-                               "2025-10-04T18:00:00Z")
+    assert await publisher.publish("ord_2", "ups",
+        StoredEvent("ord_2", 1, "shipped", "Louisville KY", ts.format(1), None))
+    assert await publisher.publish("ord_2", "ups",
+        StoredEvent("ord_2", 2, "in_transit", "Newark NJ", ts.format(2), "2025-10-04T18:00:00Z"))
     # replay of seq 2 and an older seq 1: refused, nothing written, nothing published
-    assert not await publish_event(r, "ord_2", "ups", 2, "in_transit", "X", ts.format(2), None)
-    assert not await publish_event(r, "ord_2", "ups", 1, "delivered", "Y", ts.format(3), None)
-    assert await publish_event(r, "ord_2", "ups", 3, "delivered", "Brooklyn NY", ts.format(3), None)
+    assert not await publisher.publish("ord_2", "ups",
+        StoredEvent("ord_2", 2, "in_transit", "X", ts.format(2), None))
+    assert not await publisher.publish("ord_2", "ups",
+        StoredEvent("ord_2", 1, "delivered", "Y", ts.format(3), None))
+    assert await publisher.publish("ord_2", "ups",
+        StoredEvent("ord_2", 3, "delivered", "Brooklyn NY", ts.format(3), None))
 
     seqs = [orjson.loads((await _next_message(pubsub))["data"])["seq"] for _ in range(3)]
     assert seqs == [1, 2, 3]
@@ -93,8 +98,8 @@ async def test_stale_or_replayed_seq_is_refused_and_not_published(r):
 async def test_stream_is_bounded_and_keys_expire(r):
     publisher = Publisher(r, maxlen=10, ttl=600)
     for seq in range(1, 301):
-        await publisher.publish_fields("ord_3", "fedex", seq, "in_transit", None,
-                                       f"2025-10-03T14:00:{seq % 60:02d}Z", None)
+        await publisher.publish("ord_3", "fedex", StoredEvent(
+            "ord_3", seq, "in_transit", None, f"2025-10-03T14:00:{seq % 60:02d}Z"))
     length = await r.xlen(redis_layout.stream("ord_3"))
     assert 10 <= length < 300
     last_id, _ = (await r.xrevrange(redis_layout.stream("ord_3"), count=1))[0]
@@ -105,12 +110,18 @@ async def test_stream_is_bounded_and_keys_expire(r):
 
 async def test_state_lost_but_stream_newer_still_refuses(r):
     """A stream ahead of the state (state evicted) must not make XADD fail or go backwards."""
-    assert await publish_event(r, "ord_4", "dhl", 5, "in_transit", None, "2025-10-03T14:00:00Z", None)
+    publisher = Publisher(r)
+    assert await publisher.publish("ord_4", "dhl",
+        StoredEvent("ord_4", 5, "in_transit", None, "2025-10-03T14:00:00Z", None))
     await r.delete(redis_layout.state("ord_4"))
-    assert not await publish_event(r, "ord_4", "dhl", 4, "in_transit", None, "2025-10-03T13:00:00Z", None)
-    assert await publish_event(r, "ord_4", "dhl", 6, "delivered", None, "2025-10-03T15:00:00Z", None)
+    assert not await publisher.publish("ord_4", "dhl",
+        StoredEvent("ord_4", 4, "in_transit", None, "2025-10-03T13:00:00Z", None))
+    assert await publisher.publish("ord_4", "dhl",
+        StoredEvent("ord_4", 6, "delivered", None, "2025-10-03T15:00:00Z", None))
 
 
 async def test_non_positive_seq_is_a_programming_error(r):
+    publisher = Publisher(r)
     with pytest.raises(ValueError):
-        await publish_event(r, "ord_5", "dhl", 0, "in_transit", None, "2025-10-03T14:00:00Z", None)
+        await publisher.publish("ord_5", "dhl",
+            StoredEvent("ord_5", 0, "in_transit", None, "2025-10-03T14:00:00Z", None))

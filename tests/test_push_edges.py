@@ -16,7 +16,8 @@ import uvloop
 from picows import ws_create_server
 
 from ordertrack import auth, config, redis_layout
-from ordertrack.gateway.publisher import publish_event
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
@@ -59,8 +60,8 @@ async def rasync(redis_url):
 
 
 async def publish(client, order_id, seq):
-    await publish_event(client, order_id, "dhl", seq, "in_transit", "Newark NJ",
-                        "2025-10-03T14:00:00Z", None)
+    await Publisher(client).publish(order_id, "dhl",
+        StoredEvent(order_id, seq, "in_transit", "Newark NJ", "2025-10-03T14:00:00Z", None))
 
 
 async def still_open(ws) -> None:
@@ -274,13 +275,13 @@ def test_healthz_fails_when_a_loop_the_pod_needs_has_died(redis_url, keys):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 assert (await client.get("/healthz")).status_code == 200
                 admission = next(t for t in asyncio.all_tasks()
-                                 if t.get_name() == "Pod._admission_loop")
+                                 if t.get_name() == "admission")
                 admission.cancel()
                 await asyncio.wait([admission], timeout=5)
                 response = await client.get("/healthz")
                 assert response.status_code == 503
                 assert response.json() == {"status": "unhealthy",
-                                           "reason": "Pod._admission_loop stopped"}
+                                           "reason": "admission stopped"}
         finally:
             await pod.stop()
             server.close()

@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 import websockets
 
 from ordertrack import redis_layout
-from ordertrack.gateway.publisher import publish_event
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
 from tests.pods import (
     close_code,
     connect,
@@ -53,9 +54,9 @@ async def rasync(redis_url):
 
 
 async def publish(client, order_id, seq, status="in_transit", location="Newark NJ", carrier="dhl"):
-    await publish_event(client, order_id, carrier, seq, status, location,
-                        f"2025-10-03T14:{seq % 60:02d}:00Z", "2025-10-04T18:00:00Z",
-                        raw={"secret": "carrier internals"})
+    await Publisher(client).publish(order_id, carrier,
+        StoredEvent(order_id, seq, status, location, f"2025-10-03T14:{seq % 60:02d}:00Z",
+                    "2025-10-04T18:00:00Z", raw={"secret": "carrier internals"}))
 
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -369,8 +370,8 @@ async def test_client_that_stops_reading_is_cut_off_not_buffered(procs, tmp_path
     big = "x" * 60000
     # ~12 MB: more than the kernel's socket buffers hold, so the pod's own buffer must fill
     for seq in range(1, 200):
-        await publish_event(rasync, "ord_slow", "dhl", seq, "in_transit", big,
-                            "2025-10-03T14:00:00Z", None)
+        await Publisher(rasync).publish("ord_slow", "dhl",
+            StoredEvent("ord_slow", seq, "in_transit", big, "2025-10-03T14:00:00Z", None))
     wait_for(lambda: any(d["reason"] == "slow_consumer" for d in pod.disconnects()), 15,
              what="slow consumer closed")
     sock.close()
@@ -528,3 +529,12 @@ async def test_active_connections_gauge_reaches_the_datadog_agent(procs, tmp_pat
     for ws in conns:
         await ws.close()
     agent.close()
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_the_pod_says_which_hot_path_it_runs_and_the_variable_picks_the_twins(
+        procs, tmp_path, redis_url, keys, pure):
+    pod = start_pod(procs, tmp_path, redis_url, keys, ordertrack_pure_python=pure)
+    said = next(line for line in pod.log_lines() if line.get("msg") == "hot path")
+    expected = "python" if pure == "1" else "cython"
+    assert {said[k] for k in ("pubsub_reader", "fanout", "wheel")} == {expected}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
-from ordertrack.gateway.quota import Limit, Quota, carrier_limits, hourly_rate, next_utc_midnight
+from ordertrack.gateway.quota import Quota, Window, carrier_limits, hourly_rate, next_utc_midnight
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ async def _hammer(quota: Quota, carrier: str, seconds: float) -> int:
 
 
 async def test_two_replicas_together_never_exceed_the_quota(clients):
-    limits = {"ups": (Limit(60, 50),)}
+    limits = {"ups": (Window(50, 60),)}
     replicas = [Quota(client, limits, replica=f"r{i}") for i, client in enumerate(clients)]
     # each replica runs several concurrent pollers, like the gateway does
     counts = await asyncio.gather(*(_hammer(q, "ups", 1.0) for q in replicas for _ in range(3)))
@@ -46,7 +46,7 @@ async def test_two_replicas_together_never_exceed_the_quota(clients):
 
 
 async def test_burst_window_and_hourly_window_both_hold(clients):
-    limits = {"dhl": (Limit(3600, 8), Limit(60, 5))}
+    limits = {"dhl": (Window(8, 3600), Window(5, 60))}
     a, b = (Quota(client, limits) for client in clients)
     results = [await (a if i % 2 else b).acquire("dhl") for i in range(7)]
     assert [allowed for allowed, _ in results] == [True] * 5 + [False] * 2
@@ -55,7 +55,7 @@ async def test_burst_window_and_hourly_window_both_hold(clients):
 
 
 async def test_refund_gives_the_request_back(clients):
-    quota = Quota(clients[0], {"fedex": (Limit(3600, 2),)})
+    quota = Quota(clients[0], {"fedex": (Window(2, 3600),)})
     state, member = await quota.acquire_request("fedex")
     assert state.allowed and state.remaining == 1
     await quota.refund("fedex", member)

@@ -6,7 +6,9 @@ live in their process's sub-package (`push/main.py`, ...); operator commands in 
 Each module exposes `configure(parser)` and `run(args) -> int`; only the chosen one is
 imported, so `ordertrack token` does not pay for FastAPI. A `ConfigError` from any of them
 prints one line and exits with code 2. An operator command takes the running dev stack's
-settings from `var/dev/env` when the environment does not name them (see `devtools.env`).
+settings from `var/dev/env` when the environment does not name them (see `devtools.env`); a
+process that verifies tokens takes the development public key when no key is set
+(`use_dev_key`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import sys
 from typing import NamedTuple
 
-from ordertrack import __version__
+from ordertrack import __version__, config
 from ordertrack.config import ConfigError
 
 
@@ -26,12 +28,15 @@ class Command(NamedTuple):
     help: str
     #: settings taken from a running `ordertrack dev` when the environment lacks them
     dev_settings: tuple[str, ...] = ()
+    #: verifies tokens (`config.JWT`): with no key set, the development key (README)
+    dev_key: bool = False
 
 
 COMMANDS: dict[str, Command] = {
-    "serve": Command("ordertrack.push.main", "run a push pod (WebSocket server)"),
+    "serve": Command("ordertrack.push.main", "run a push pod (WebSocket server)", dev_key=True),
     "poll": Command("ordertrack.gateway.main", "run the logistics gateway (carrier poller)"),
-    "api": Command("ordertrack.api.main", "run the REST fallback API and the tracking page"),
+    "api": Command("ordertrack.api.main", "run the REST fallback API and the tracking page",
+                   dev_key=True),
     "ingest": Command("ordertrack.ingest.main", "run the carrier webhook endpoint (pushed scans)"),
     "sandbox": Command("ordertrack.sandbox.main",
                        "run the carrier sandbox (DHL/FedEx/UPS look-alikes)"),
@@ -71,6 +76,23 @@ def take_dev_settings(command: str, keys: tuple[str, ...]) -> None:
               f"{' and '.join(applied)} from {env.env_path()}", file=sys.stderr)
 
 
+def use_dev_key(command: str, args: argparse.Namespace) -> None:
+    """With neither JWT_PUBLIC_KEY nor JWT_JWKS_URL set, verify with the development public key
+    (`make run` and `ordertrack token` create it), saying so. Production sets a key, so its
+    processes never import the dev tooling; with no dev key either, the process refuses to
+    start (`auth.verifier_from_settings`)."""
+    jwt = config.load(config.JWT, args)
+    if jwt.jwt_public_key or jwt.jwt_jwks_url:
+        return
+    from ordertrack.devtools.keys import dev_public_key_path
+
+    path = dev_public_key_path()
+    if path:
+        args.jwt_public_key = path
+        print(f"ordertrack {command}: JWT_PUBLIC_KEY unset: using the development key {path}",
+              file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv and argv[0] in COMMANDS else None
@@ -84,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         take_dev_settings(args.command, entry.dev_settings)
     module = importlib.import_module(entry.module)
     try:
+        if entry.dev_key:
+            use_dev_key(args.command, args)
         return int(module.run(args) or 0)
     except ConfigError as exc:
         print(f"ordertrack {args.command}: {exc}", file=sys.stderr)

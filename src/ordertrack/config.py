@@ -1,6 +1,8 @@
 """Settings from environment variables, each also a CLI flag.
 
-Every process declares its settings as a tuple of `Setting`s. `add_flags` turns them into
+Every process declares its settings as a tuple of `Setting`s: its own, plus the shared groups
+below (`REDIS`, `JWT`, `LOGGING`, `STORE`), so a setting several processes read is declared,
+parsed and documented once. `add_flags` turns them into
 argparse flags (`HEARTBEAT_INTERVAL_SECONDS` -> `--heartbeat-interval-seconds`), `load` reads
 flag, then environment, then default, and validates. A bad value raises `ConfigError` whose
 text is the one line the CLI prints before exiting with code 2.
@@ -15,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
+
+from ordertrack.store.base import DEFAULT_SQLITE_PATH, parse_store_url
 
 
 class ConfigError(ValueError):
@@ -78,8 +82,18 @@ def csv_list(value: str) -> tuple[str, ...]:
 
 
 def redis_url(value: str) -> str:
+    """What the processes can connect to today (`redis_connect` parses Sentinel and Cluster
+    URLs for the processes that will): redis://, rediss:// or unix://."""
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("expected a redis:// URL, e.g. redis://127.0.0.1:6379/0")
+    return value
+
+
+def database_url(value: str) -> str | None:
+    """The tracking store's URL, checked by the store's own parser; empty means the default."""
+    if not value:
+        return None
+    parse_store_url(value)
     return value
 
 
@@ -168,3 +182,28 @@ def load(
 
 def default_pod_name() -> str:
     return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+# --- the groups every process shares ---------------------------------------------------------
+
+REDIS: tuple[Setting, ...] = (
+    Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0",
+            "Redis: redis://, rediss:// or unix://"),
+)
+#: read by `auth.verifier_from_settings`; the push pods and the API verify alike
+JWT: tuple[Setting, ...] = (
+    Setting("JWT_PUBLIC_KEY", optional_text, None,
+            "PEM public key(s) (text, or a path to a PEM file) for RS256/ES256 tokens; "
+            "several PEM blocks for a key rotation"),
+    Setting("JWT_JWKS_URL", http_url, None, "JWKS URL; keys chosen by kid, refreshed in the background"),
+    Setting("JWT_ISSUER", optional_text, None, "required 'iss' claim, when set"),
+    Setting("JWT_AUDIENCE", optional_text, None, "required 'aud' claim, when set"),
+)
+LOGGING: tuple[Setting, ...] = (
+    Setting("LOG_LEVEL", log_level, "INFO", "logging level: debug, info, warning, error"),
+)
+STORE: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", database_url, None,
+            "tracking store: sqlite:///path.db, a file path or postgresql://... "
+            f"(empty: sqlite file {DEFAULT_SQLITE_PATH})"),
+)

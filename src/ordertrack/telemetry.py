@@ -1,7 +1,11 @@
-"""Logging as one JSON object per line, and the Prometheus metrics server.
+"""Logging as one JSON object per line, and Prometheus metrics, for every process.
 
-Metrics use prometheus_client (the exposition format is not ours to hand-write); each process
-defines its own metrics next to its code and calls `start_metrics_server`.
+Logs: each process calls `setup_logging(LOG_LEVEL)` once, before it logs anything.
+Metrics use prometheus_client (the exposition format is not ours to hand-write), one way:
+each process defines its metrics in its `metrics` module on a registry from
+`metrics_registry()` (its own, with the process_* and python_* collectors the dashboards
+read), and exports it with `start_metrics_server` (a port of its own) or `metrics_page`
+(a route of its own app, as the API does).
 """
 
 from __future__ import annotations
@@ -11,6 +15,15 @@ import sys
 import time
 
 import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,9 +56,21 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("picows").setLevel(logging.WARNING)
 
 
-def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:
-    """Serve /metrics from the default registry on `port` (0 = disabled)."""
-    if port:
-        from prometheus_client import start_http_server
+def metrics_registry() -> CollectorRegistry:
+    """A process's own registry, with the process, platform and GC collectors."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
-        start_http_server(port, addr=host)
+
+def start_metrics_server(registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
+    """Serve `registry` as /metrics on `port` (0 = disabled); OSError when it cannot bind."""
+    if port:
+        start_http_server(port, addr=host, registry=registry)
+
+
+def metrics_page(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """`registry` in the exposition format, and its content type, for an app's own route."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -32,7 +32,6 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,20 +40,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertrack import auth, flags
 from ordertrack.api.connection import JSON_TYPE, request_id
+from ordertrack.api.metrics import Metrics
 from ordertrack.api.tracking import TrackingReader
 from ordertrack.flags import providers
 from ordertrack.flags.source import FlagSource
 from ordertrack.models import CARRIERS
 from ordertrack.store import StoreError
+from ordertrack.telemetry import metrics_page
 
 log = logging.getLogger("ordertrack.api")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-#: X-Fallback-Reason values counted by name; anything else is counted as "other"
-FALLBACK_REASONS = frozenset(
-    {"websocket_disconnected", "connection_limit", "feature_disabled", "heartbeat_timeout",
-     "realtime_disabled", "websocket_unsupported", "resume_unavailable"}
-)
 #: what a tracking store that cannot answer raises (Redis failures are handled by the reader)
 STORE_ERRORS: tuple[type[BaseException], ...] = (
     StoreError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
@@ -177,7 +173,7 @@ class RequestIdMiddleware:
 # --- the app ---------------------------------------------------------------------------------
 
 
-class TokenCache:
+class ClaimsCache:
     """`check(headers, order_id) -> Claims`, raising `auth.AuthError` (401/403).
 
     Pollers repeat the same token every 30 s: a verified token's claims are kept (until the
@@ -202,38 +198,6 @@ class TokenCache:
         return claims
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.fallback = Counter(
-            "ordertrack_api_fallback_requests", "REST polls by X-Fallback-Reason",
-            ["reason"], registry=self.registry)
-        self.requests = Counter(
-            "ordertrack_api_tracking_requests", "tracking answers by result",
-            ["result"], registry=self.registry)
-        self.source = Counter(
-            "ordertrack_api_tracking_source", "where tracking documents came from",
-            ["source"], registry=self.registry)
-        # bound children, looked up once: `labels()` on every request is measurable
-        self._children: dict[tuple[str, str], Any] = {}
-
-    def _child(self, counter: Counter, kind: str, value: str) -> Any:
-        child = self._children.get((kind, value))
-        if child is None:
-            child = self._children[(kind, value)] = counter.labels(value)
-        return child
-
-    def count(self, result: str) -> None:
-        self._child(self.requests, "result", result).inc()
-
-    def count_source(self, source: str) -> None:
-        self._child(self.source, "source", source).inc()
-
-    def count_fallback(self, reason: str) -> None:
-        reason = reason if reason in FALLBACK_REASONS else "other"
-        self._child(self.fallback, "reason", reason).inc()
-
-
 def websocket_url(base: str, order_id: str) -> str:
     from urllib.parse import quote
 
@@ -247,17 +211,12 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
     unreachable store stops start-up with one line), are opened by the lifespan (uvicorn
     runs it); both are closed on shutdown.
     """
-    public_key = getattr(settings, "jwt_public_key", None)
-    verifier = auth.Verifier(
-        auth.load_public_key(public_key) if public_key else None,
-        issuer=getattr(settings, "jwt_issuer", None),
-        audience=getattr(settings, "jwt_audience", None),
-    )
-    jwks_url = getattr(settings, "jwt_jwks_url", None)
-    tokens = TokenCache(verifier)
+    verifier = auth.verifier_from_settings(settings)
+    jwks_url = settings.jwt_jwks_url
+    tokens = ClaimsCache(verifier)
     metrics = Metrics()
-    ws_base = getattr(settings, "realtime_ws_url", None) or "ws://127.0.0.1:8080"
-    region = getattr(settings, "region", None) or "local"
+    ws_base = settings.realtime_ws_url
+    region = settings.region
     page_html = (STATIC_DIR / "tracking.html").read_bytes()
     home_html = (STATIC_DIR / "home.html").read_bytes()
     favicon_ico = (STATIC_DIR / "favicon.ico").read_bytes()
@@ -272,12 +231,10 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
             # as the push pods: keys by kid, fetched now and refreshed in the background
             jwks = auth.JwksRefresher(verifier, jwks_url)
             await jwks.start()
-        opened = store if store is not None else await open_store(
-            getattr(settings, "database_url", None))
+        opened = store if store is not None else await open_store(settings.database_url)
         redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2,
                                   socket_timeout=2, health_check_interval=30)
-        runtime.reader = TrackingReader(opened, redis,
-                                        ttl=getattr(settings, "rest_cache_ttl_seconds", 5.0))
+        runtime.reader = TrackingReader(opened, redis, ttl=settings.rest_cache_ttl_seconds)
         runtime.flags = FlagSource(
             providers.build(settings), loop=asyncio.get_running_loop(), region=region,
             carriers=CARRIERS, registry=metrics.registry)
@@ -401,8 +358,9 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
         return JSONBody({"status": "ok"})
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics_page() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_route() -> Response:
+        body, content_type = metrics_page(metrics.registry)
+        return Response(body, media_type=content_type)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -13,47 +13,42 @@ import os
 import socket
 from types import SimpleNamespace
 
+from ordertrack import auth
 from ordertrack.config import (
+    JWT,
+    LOGGING,
+    REDIS,
+    STORE,
     ConfigError,
     Setting,
     add_flags,
     duration,
     load,
-    optional_text,
     port,
     positive_int,
-    redis_url,
     text,
 )
 from ordertrack.flags import providers
 from ordertrack.flags.providers import SETTINGS as FLAG_SETTINGS
-from ordertrack.store import STORE_SETTINGS
+from ordertrack.telemetry import setup_logging
 
 log = logging.getLogger("ordertrack.api")
 
 API_SETTINGS: tuple[Setting, ...] = (
     Setting("API_HOST", text, "0.0.0.0", "address the API listens on"),
     Setting("API_PORT", port, "8000", "port of the API, the tracking page and /metrics"),
-    Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0", "Redis (state, cache, flag)"),
-    Setting("JWT_PUBLIC_KEY", optional_text, None,
-            "PEM public key (text, or a path to a PEM file) that verifies RS256/ES256 tokens"),
-    Setting("JWT_JWKS_URL", optional_text, None,
-            "JWKS URL; keys chosen by kid, refreshed in the background (as the push pods')"),
-    Setting("JWT_ISSUER", optional_text, None, "required `iss` claim (unchecked when unset)"),
-    Setting("JWT_AUDIENCE", optional_text, None, "required `aud` claim (unchecked when unset)"),
     Setting("REALTIME_WS_URL", text, "ws://127.0.0.1:8080",
             "base WebSocket URL of the push pods, for the answer's realtime.url"),
     Setting("REST_CACHE_TTL_SECONDS", duration, "5",
             "how long a tracking answer is cached when no newer seq is published"),
     Setting("REGION", text, "local", "region tag for flag targeting (as the push pods')"),
-    Setting("LOG_LEVEL", text, "info", "log level: debug, info, warning, error"),
     Setting("API_MAX_HEADER_BYTES", positive_int, "16384",
             "largest request line plus headers accepted; bigger ones get 431"),
     Setting("API_REQUEST_HEADER_TIMEOUT_SECONDS", duration, "10",
             "a request's line and headers must arrive within this time (of the connection "
             "opening, or of the request's first byte); slower ones get 408 and are closed"),
 )
-SETTINGS: tuple[Setting, ...] = API_SETTINGS + FLAG_SETTINGS + STORE_SETTINGS
+SETTINGS: tuple[Setting, ...] = API_SETTINGS + REDIS + JWT + STORE + LOGGING + FLAG_SETTINGS
 
 
 def load_settings(args: argparse.Namespace | None = None, environ=None) -> SimpleNamespace:
@@ -63,25 +58,7 @@ def load_settings(args: argparse.Namespace | None = None, environ=None) -> Simpl
         providers.choose(settings)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if not settings.jwt_public_key and not settings.jwt_jwks_url:
-        from ordertrack.devtools.keys import dev_public_key_path
-
-        settings.jwt_public_key = dev_public_key_path()
-        if not settings.jwt_public_key:
-            raise ConfigError("JWT_PUBLIC_KEY (PEM text or the path of a PEM file) or "
-                              "JWT_JWKS_URL is required")
-        log.warning(
-            "JWT_PUBLIC_KEY unset: using the development key %s", settings.jwt_public_key)
-    from ordertrack import auth
-
-    if settings.jwt_public_key:
-        try:
-            auth.Verifier(auth.load_public_key(settings.jwt_public_key))
-        except ValueError as exc:
-            raise ConfigError(f"invalid JWT_PUBLIC_KEY: {exc}") from None
-    if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"invalid LOG_LEVEL={settings.log_level!r}: expected debug, info, "
-                          "warning or error")
+    auth.verifier_from_settings(settings)  # a missing or bad key stops start-up with one line
     return settings
 
 
@@ -136,6 +113,7 @@ async def serve(settings: SimpleNamespace) -> int:
         workers=1,
         lifespan="on",
         access_log=False,
+        log_config=None,  # uvicorn's own lines go through the root logger: JSON (telemetry)
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         server_header=False,
@@ -150,6 +128,5 @@ def run(args: argparse.Namespace) -> int:
     import uvloop
 
     settings = load_settings(args)
-    level = settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(settings.log_level)
     return uvloop.run(serve(settings))

@@ -6,15 +6,15 @@ import argparse
 import asyncio
 import sys
 
-from ordertrack.config import add_flags, load
-from ordertrack.store import STORE_SETTINGS, StoreError, create_store, redact_url
+from ordertrack.config import STORE, add_flags, load
+from ordertrack.store import StoreError, create_store, redact_url
 from ordertrack.store.base import parse_store_url
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     upgrade = actions.add_parser("upgrade", help="apply pending migrations (idempotent)")
-    add_flags(upgrade, STORE_SETTINGS)
+    add_flags(upgrade, STORE)
 
 
 async def _upgrade(url: str | None) -> tuple[int, int]:
@@ -29,7 +29,7 @@ async def _upgrade(url: str | None) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load(STORE_SETTINGS, args)
+    settings = load(STORE, args)
     target = parse_store_url(settings.database_url)
     where = target.target if target.kind == "sqlite" else redact_url(target.target)
     try:

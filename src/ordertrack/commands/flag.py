@@ -22,7 +22,7 @@ from ordertrack.flags import parse_flag
 from ordertrack.models import CARRIERS
 from ordertrack.store.base import redact_url
 
-SETTINGS = (config.Setting("REDIS_URL", config.redis_url, "redis://127.0.0.1:6379/0", "Redis"),)
+SETTINGS = config.REDIS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

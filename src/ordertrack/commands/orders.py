@@ -15,9 +15,9 @@ from pathlib import Path
 
 import orjson
 
-from ordertrack.config import add_flags, load
+from ordertrack.config import STORE, add_flags, load
 from ordertrack.models import CARRIERS, STATUSES, Order
-from ordertrack.store import STORE_SETTINGS, InvalidOrder, OrderExists, StoreError, open_store
+from ordertrack.store import InvalidOrder, OrderExists, StoreError, open_store
 from ordertrack.store.base import parse_store_url, validate_order
 
 TABLE_COLUMNS = (
@@ -43,13 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--tracking-number", required=True)
     add.add_argument("--region", default=None, help="e.g. us-east-1")
     add.add_argument("--status", default="shipped", help=f"one of {', '.join(STATUSES)}")
-    add_flags(add, STORE_SETTINGS)
+    add_flags(add, STORE)
 
     listing = actions.add_parser("list", help="list orders (a table, or JSON with --json)")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.add_argument("--carrier", default=None, help=f"only this carrier ({', '.join(CARRIERS)})")
     listing.add_argument("--active", action="store_true", help="only orders the gateway polls")
-    add_flags(listing, STORE_SETTINGS)
+    add_flags(listing, STORE)
 
 
 def format_table(orders: list[Order]) -> str:
@@ -96,7 +96,7 @@ async def _list(url: str | None, carrier: str | None, active: bool) -> list[Orde
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load(STORE_SETTINGS, args)
+    settings = load(STORE, args)
     url = settings.database_url
     # an explicitly named new file is created by `add`; the embedded default is not
     if (args.action == "list" or url is None) and (missing := missing_database(url)):

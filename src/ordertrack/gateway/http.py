@@ -23,16 +23,16 @@ import logging
 import random
 import re
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
 from ordertrack.gateway.carriers.common import CarrierError, CarrierParseError
+from ordertrack.gateway.quota import next_utc_midnight
 
 log = logging.getLogger("ordertrack.gateway.http")
 
@@ -133,12 +133,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
-def seconds_until_utc_midnight(now: datetime | None = None) -> float:
-    now = now or datetime.now(UTC)
-    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (midnight - now).total_seconds()
-
-
 def classify_status(carrier: str, status: int, body: Any,
                     headers: Mapping[str, str] | None = None) -> CarrierError:
     """The CarrierError for a non-success HTTP answer (the caller decides whether to retry)."""
@@ -147,8 +141,10 @@ def classify_status(carrier: str, status: int, body: Any,
     detail = error_detail(body)
     if status == 429:
         if is_daily_quota(body):
-            wait = retry_after if retry_after is not None else seconds_until_utc_midnight()
-            return CarrierError(carrier, "daily_quota", status, detail, wait)
+            if retry_after is None:
+                now = time.time()
+                retry_after = next_utc_midnight(now) - now
+            return CarrierError(carrier, "daily_quota", status, detail, retry_after)
         return CarrierError(carrier, "rate_limited", status, detail, retry_after)
     if status >= 500:
         return CarrierError(carrier, "server_error", status, detail, retry_after)
@@ -164,7 +160,7 @@ def backoff_delay(retry: int, base: float, cap: float, rng: random.Random | None
 
 @dataclass
 class RetryPolicy:
-    """How one carrier client retries. Tests shrink `base_delay`; metrics read `retries`."""
+    """How one carrier client retries. Tests shrink `base_delay`; `on_retry` counts retries."""
 
     max_retries: int = 3
     base_delay: float = 0.5
@@ -173,8 +169,6 @@ class RetryPolicy:
     max_retry_after: float = 30.0
     #: called as on_retry(carrier, kind) before every retry (the poller's Prometheus counter)
     on_retry: Callable[[str, str], None] | None = None
-    #: retries so far, by kind
-    retries: Counter = field(default_factory=Counter)
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, error: CarrierError, retry: int) -> float | None:
@@ -191,7 +185,6 @@ class RetryPolicy:
         return backoff_delay(retry, self.base_delay, self.max_delay, self.rng)
 
     def record(self, carrier: str, kind: str) -> None:
-        self.retries[kind] += 1
         if self.on_retry is not None:
             try:
                 self.on_retry(carrier, kind)
@@ -275,7 +268,6 @@ class TokenCache:
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
-        self.refreshes = 0
 
     def _fresh(self) -> bool:
         return self._token is not None and self._clock() < self._refresh_at
@@ -296,7 +288,6 @@ class TokenCache:
                 self._failure_until = self._clock() + self._failure_cooldown
                 raise
             self._failure = None
-            self.refreshes += 1
             margin = min(self._refresh_before, max(0.0, expires_in) / 2)
             self._token = token
             self._refresh_at = self._clock() + max(0.0, expires_in) - margin
@@ -374,7 +365,7 @@ class CarrierClient:
 
     @property
     def policy(self) -> RetryPolicy:
-        """The retry policy; `policy.retries` counts retries by kind (for metrics)."""
+        """The retry policy (its `on_retry` hook counts retries for the metrics)."""
         return self._http.policy
 
     async def aclose(self) -> None:

@@ -26,7 +26,7 @@ from ordertrack.gateway.publisher import Publisher
 from ordertrack.gateway.quota import Quota, carrier_limits, hourly_rate
 from ordertrack.gateway.scheduler import Scheduler
 from ordertrack.gateway.settings import SETTINGS
-from ordertrack.telemetry import setup_logging
+from ordertrack.telemetry import setup_logging, start_metrics_server
 
 log = logging.getLogger("ordertrack.gateway")
 
@@ -70,7 +70,7 @@ def carriers_to_poll(settings: SimpleNamespace) -> list[CarrierConfig]:
     return chosen
 
 
-def make_client(config: CarrierConfig, http: httpx.AsyncClient, policy: Any) -> Any:
+def make_client(config: CarrierConfig, http: httpx.AsyncClient | None, policy: Any) -> Any:
     if config.carrier == "dhl":
         from ordertrack.gateway.carriers.dhl import DhlClient
 
@@ -206,7 +206,8 @@ async def serve(settings: SimpleNamespace, carriers: list[CarrierConfig]) -> int
     metrics = Metrics()
     if settings.gateway_metrics_port:
         try:
-            metrics.serve(settings.gateway_metrics_port, settings.gateway_metrics_host)
+            start_metrics_server(metrics.registry, settings.gateway_metrics_port,
+                                 settings.gateway_metrics_host)
         except OSError as exc:
             raise ConfigError(f"GATEWAY_METRICS_PORT {settings.gateway_metrics_port} cannot be "
                               f"served: {exc.strerror}") from None

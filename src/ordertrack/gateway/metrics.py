@@ -1,20 +1,17 @@
-"""Prometheus metrics of the gateway (served on GATEWAY_METRICS_PORT)."""
+"""Prometheus metrics of the gateway (served on GATEWAY_METRICS_PORT, see telemetry.py)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
-#: poll outcomes, per order: a new event stored and published, nothing new, carrier does not
-#: know the number yet, the carrier call failed, the carrier's daily quota is spent, the
-#: carrier throttled us with a Retry-After, or our own quota had no room in time
-OUTCOMES = ("updated", "unchanged", "not_found", "failed", "daily_quota", "rate_limited",
-            "quota_wait")
+from ordertrack.telemetry import metrics_registry
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry or CollectorRegistry()
+    def __init__(self) -> None:
+        self.registry = metrics_registry()
         r = self.registry
+        # outcome: updated, unchanged, not_found, failed, daily_quota, rate_limited, quota_wait
         self.polls = Counter("ordertrack_gateway_polls_total",
                              "Orders polled, by carrier and outcome", ["carrier", "outcome"],
                              registry=r)
@@ -55,6 +52,3 @@ class Metrics:
 
     def retry_hook(self, carrier: str, kind: str) -> None:
         self.retries.labels(carrier, kind).inc()
-
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)

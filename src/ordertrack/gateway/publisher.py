@@ -46,55 +46,34 @@ class Publisher:
         written to the state hash, so a pod's `connection_ack` says what the REST answer says.
         Without it the hash takes the event's own fields.
         """
-        return await self.publish_fields(
-            order_id, carrier, event.seq, event.status, event.location, event.timestamp,
-            event.estimated_delivery, event.raw, state,
-        )
+        published = int(await self._call(self.redis, order_id, carrier, event, state)) == 1
+        if not published:
+            log.info("publish refused: order %s already has seq >= %d", order_id, event.seq)
+        return published
 
-    async def publish_fields(
-        self,
-        order_id: str,
-        carrier: str,
-        seq: int,
-        status: str,
-        location: str | None,
-        timestamp: str,
-        estimated_delivery: str | None,
-        raw: dict[str, Any] | None = None,
-        state: OrderState | None = None,
-    ) -> bool:
+    async def queue(self, pipe: Any, order_id: str, carrier: str, event: StoredEvent,
+                    state: OrderState | None = None) -> None:
+        """Stage the same publish on `pipe` (a pipeline of this Redis), so many orders' publishes
+        share one round trip (the load test's feeder); `await pipe.execute()` then gives 1
+        (published) or 0 (refused) per publish, in order."""
+        await self._call(pipe, order_id, carrier, event, state)
+
+    def _call(self, client: Any, order_id: str, carrier: str, event: StoredEvent,
+              state: OrderState | None) -> Any:
+        seq = event.seq
         if seq <= 0:
             raise ValueError(f"seq must be positive, got {seq} for order {order_id}")
-        body = redis_layout.encode_message(carrier, seq, status, location, timestamp,
-                                           estimated_delivery, raw, time.time())
+        body = redis_layout.encode_message(carrier, seq, event.status, event.location,
+                                           event.timestamp, event.estimated_delivery, event.raw,
+                                           time.time())
         if state is None:
-            state = OrderState(status, timestamp, estimated_delivery, seq)
-        result = await self._script(
+            state = OrderState(event.status, event.timestamp, event.estimated_delivery, seq)
+        return self._script(
             keys=[redis_layout.stream(order_id), redis_layout.state(order_id)],
             args=[
                 seq, body, redis_layout.channel(order_id), self.maxlen, self.ttl,
-                *redis_layout.state_fields(state.status, location, state.last_update,
+                *redis_layout.state_fields(state.status, event.location, state.last_update,
                                            state.estimated_delivery, carrier),
             ],
+            client=client,
         )
-        published = int(result) == 1
-        if not published:
-            log.info("publish refused: order %s already has seq >= %d", order_id, seq)
-        return published
-
-
-async def publish_event(
-    redis: Any,
-    order_id: str,
-    carrier: str,
-    seq: int,
-    status: str,
-    location: str | None,
-    timestamp: str,
-    estimated_delivery: str | None,
-    raw: dict[str, Any] | None = None,
-) -> bool:
-    """One-shot publish, for tests of other parts and for tools."""
-    return await Publisher(redis).publish_fields(
-        order_id, carrier, seq, status, location, timestamp, estimated_delivery, raw
-    )

@@ -21,11 +21,12 @@ SCRIPT = Path(__file__).with_name("quota.lua").read_text()
 
 
 @dataclass(frozen=True)
-class Limit:
-    """At most `limit` requests in any `window` seconds."""
+class Window:
+    """At most `limit` requests in any `seconds`-long window (the sandbox's carriers enforce
+    the same rule in memory: `sandbox.quota.Window`)."""
 
-    window: float
     limit: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -41,21 +42,21 @@ def carrier_limits(
     dhl_burst_per_minute: int | None = 100,
     fedex_per_hour: int = 1000,
     ups_per_hour: int = 500,
-) -> dict[str, tuple[Limit, ...]]:
+) -> dict[str, tuple[Window, ...]]:
     """The contract of the feature log, as windows per carrier."""
-    dhl = (Limit(3600, dhl_per_hour),)
+    dhl = (Window(dhl_per_hour, 3600),)
     if dhl_burst_per_minute:
-        dhl += (Limit(60, dhl_burst_per_minute),)
+        dhl += (Window(dhl_burst_per_minute, 60),)
     return {
         "dhl": dhl,
-        "fedex": (Limit(3600, fedex_per_hour),),
-        "ups": (Limit(3600, ups_per_hour),),
+        "fedex": (Window(fedex_per_hour, 3600),),
+        "ups": (Window(ups_per_hour, 3600),),
     }
 
 
-def hourly_rate(limits: tuple[Limit, ...]) -> float:
+def hourly_rate(windows: tuple[Window, ...]) -> float:
     """Sustained requests per hour the windows allow (the tightest one)."""
-    return min(limit.limit * 3600 / limit.window for limit in limits)
+    return min(window.limit * 3600 / window.seconds for window in windows)
 
 
 def next_utc_midnight(now: float) -> float:
@@ -69,7 +70,7 @@ class Quota:
 
     _ids = itertools.count()
 
-    def __init__(self, redis: Any, limits: dict[str, tuple[Limit, ...]], replica: str = ""):
+    def __init__(self, redis: Any, limits: dict[str, tuple[Window, ...]], replica: str = ""):
         self.redis = redis
         self.limits = limits
         self.replica = replica or f"pid{os.getpid()}"
@@ -78,8 +79,8 @@ class Quota:
     def _args(self, carrier: str) -> list[Any]:
         limits = self.limits[carrier]
         args: list[Any] = [len(limits)]
-        for limit in limits:
-            args += [limit.window, limit.limit]
+        for window in limits:
+            args += [window.seconds, window.limit]
         return args
 
     async def _call(self, carrier: str, mode: str, value: Any) -> QuotaState:

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from ordertrack.config import (
+    LOGGING,
+    REDIS,
+    STORE,
     Setting,
     default_pod_name,
     duration,
     http_url,
-    log_level,
     optional_text,
     port,
     positive_int,
-    redis_url,
     text,
 )
-from ordertrack.store.base import STORE_SETTINGS
 
-SETTINGS: tuple[Setting, ...] = STORE_SETTINGS + (
-    Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0", "Redis for publishing, quotas and claims"),
+SETTINGS: tuple[Setting, ...] = STORE + REDIS + (
     Setting("DHL_API_URL", http_url, None, "DHL base URL; unset: DHL is not polled"),
     Setting("DHL_API_KEY", optional_text, None, "DHL-API-Key header value"),
     Setting("FEDEX_API_URL", http_url, None, "FedEx base URL; unset: FedEx is not polled"),
@@ -57,5 +56,4 @@ SETTINGS: tuple[Setting, ...] = STORE_SETTINGS + (
     Setting("GATEWAY_METRICS_HOST", text, "0.0.0.0", "address the /metrics server listens on"),
     Setting("GATEWAY_METRICS_PORT", port, "9091", "Prometheus /metrics port (0: not served)"),
     Setting("REPLICA_NAME", text, default_pod_name(), "this replica's name in claims and alerts"),
-    Setting("LOG_LEVEL", log_level, "INFO", "logging level: debug, info, warning, error"),
-)
+) + LOGGING

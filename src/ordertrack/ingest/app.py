@@ -27,7 +27,6 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
@@ -39,8 +38,9 @@ from ordertrack.gateway.record import catch_up, record_events
 from ordertrack.gateway.scheduler import mark_pushed
 from ordertrack.ingest import auth
 from ordertrack.ingest.metrics import Metrics
-from ordertrack.models import CarrierResult
+from ordertrack.models import CarrierResult, OrderState
 from ordertrack.store import StoreError
+from ordertrack.telemetry import metrics_page
 
 log = logging.getLogger("ordertrack.ingest")
 
@@ -127,7 +127,7 @@ class Ingest:
                     current = await self.store.get_order(order.order_id)
                     if current is not None:
                         await catch_up(self.store, self.publisher, carrier, order.order_id,
-                                       current.seq + 1)
+                                       current.seq + 1, OrderState.of(current))
             now = time.time()
             for event, _published in recorded:
                 self.metrics.lag.labels(carrier).observe(
@@ -208,6 +208,7 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = metrics_page(metrics.registry)
+        return Response(body, media_type=content_type)
 
     return app

@@ -1,16 +1,16 @@
-"""Prometheus metrics of `ordertrack ingest` (served on INGEST_PORT at /metrics)."""
+"""Prometheus metrics of `ordertrack ingest` (served on INGEST_PORT at /metrics, see
+telemetry.py)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
 
-#: why a delivery was refused: bad or missing credential/signature (401), unreadable body (400)
-REFUSALS = ("unauthorized", "malformed")
+from ordertrack.telemetry import metrics_registry
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry or CollectorRegistry()
+    def __init__(self) -> None:
+        self.registry = metrics_registry()
         r = self.registry
         self.received = Counter("ordertrack_ingest_deliveries_received_total",
                                 "Webhook deliveries received", ["carrier"], registry=r)

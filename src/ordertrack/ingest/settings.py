@@ -5,11 +5,9 @@ A carrier whose secret is unset has no webhook: its path answers 404 NOT_FOUND.
 
 from __future__ import annotations
 
-from ordertrack.config import Setting, log_level, optional_text, port, redis_url, text
-from ordertrack.store.base import STORE_SETTINGS
+from ordertrack.config import LOGGING, REDIS, STORE, Setting, optional_text, port, text
 
-SETTINGS: tuple[Setting, ...] = STORE_SETTINGS + (
-    Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0", "Redis for publishing"),
+SETTINGS: tuple[Setting, ...] = STORE + REDIS + (
     Setting("INGEST_HOST", text, "0.0.0.0", "address the webhook endpoint listens on"),
     Setting("INGEST_PORT", port, "8600", "port of the webhooks, /healthz and /metrics"),
     Setting("FEDEX_WEBHOOK_SECRET", optional_text, None,
@@ -21,5 +19,4 @@ SETTINGS: tuple[Setting, ...] = STORE_SETTINGS + (
             "API-key header name)"),
     Setting("DHL_WEBHOOK_SECRET", optional_text, None, "the static header value DHL sends"),
     Setting("DHL_WEBHOOK_HEADER", text, "X-Webhook-Token", "header carrying DHL_WEBHOOK_SECRET"),
-    Setting("LOG_LEVEL", log_level, "INFO", "logging level: debug, info, warning, error"),
-)
+) + LOGGING

@@ -1,8 +1,20 @@
 """The pod's ONE Redis pub/sub connection: `PSUBSCRIBE order:tracking:*` plus control channels.
 
-`Broker.run()` keeps the subscription alive: on any error it marks itself not live, reconnects
-with capped exponential backoff and jitter, re-subscribes, and calls `on_live(resubscribed)`
-so the pod can catch up on what was published while it was away.
+The connection is read by push/pubsub_reader.py's protocol (hiredis parsing, the watched-dict
+look-up before anything is built for an order nobody here watches); commands keep using
+`redis.asyncio`. `Broker.run()` keeps the subscription alive: on any error, or when it has
+been silent past the watchdog's deadline (it PINGs a quiet subscription, see
+push/watchdog.py), it marks itself not live, reconnects with capped exponential backoff and
+jitter, re-subscribes, and calls `on_live(resubscribed)` so the pod can catch up on what was
+published while it was away. Every connection has a fresh reader: a Redis that stopped
+mid-message leaves nothing half-parsed behind.
+
+While `on_live` runs (the catch-up after a reconnect), updates of watched orders are held and
+handed on in order once it is done: a live update must not overtake the replay of the ones
+before it (the client would then never see those, `seq` being never shown twice).
+
+A message whose handler fails is that message's alone (logged, dropped): the subscription
+goes on. Counters (`received`, `discarded`, `malformed`) add up over every connection.
 """
 
 from __future__ import annotations
@@ -12,17 +24,30 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+import hiredis
 
 from ordertrack import redis_layout
+from ordertrack.push import pubsub_reader
+from ordertrack.push.watchdog import DEFAULT_DEADLINE_SECONDS, SubscriptionWatchdog
 
 log = logging.getLogger("ordertrack.push.broker")
 
-PATTERN = redis_layout.CHANNEL_PATTERN.encode()
-PREFIX_LEN = len(redis_layout.CHANNEL_PREFIX)
+PING = hiredis.pack_command(("PING",))
+#: a quiet subscription is PINGed this often; silent for DEFAULT_DEADLINE_SECONDS it is lost
+PROBE_SECONDS = 5.0
+BACKOFF_FIRST_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 2.0
+CONNECT_TIMEOUT_SECONDS = 2.0
+
+
+def backoff(delay: float) -> float:
+    """The next delay: doubled, capped."""
+    return min(delay * 2, BACKOFF_CAP_SECONDS)
+
+
+def jittered(delay: float) -> float:
+    """Spread reconnecting pods: 0.5x to 1.5x."""
+    return delay * (0.5 + random.random())
 
 
 class Broker:
@@ -30,88 +55,148 @@ class Broker:
         self,
         url: str,
         control_channels: list[str],
-        on_update: Callable[[str, bytes], None],
+        watched: dict,
+        on_update: Callable[[str, object, bytes], object],
         on_control: Callable[[bytes], None],
         on_live: Callable[[bool], Awaitable[None]],
         on_lost: Callable[[], None] | None = None,
+        on_malformed: Callable[[str | None, str], None] | None = None,
+        deadline: float = DEFAULT_DEADLINE_SECONDS,
     ):
         self.url = url
         self.control_channels = control_channels
+        self.watched = watched
         self.on_update = on_update
         self.on_control = on_control
         self.on_live = on_live
         self.on_lost = on_lost
+        self.on_malformed = on_malformed
+        self.deadline = deadline
         self.live = asyncio.Event()
-        self._client: aioredis.Redis | None = None
+        self.reader = None
         self._stopping = False
-        self._subscriptions_expected = 1 + len(control_channels)
+        # counters of the readers of earlier connections (the current one counts its own)
+        self._totals = [0, 0, 0]
+        #: updates held while `on_live` catches up, or None
+        self._held: list | None = None
 
-    def _make_client(self) -> aioredis.Redis:
-        # errors must surface here, not be retried inside redis-py: we re-subscribe ourselves
-        return aioredis.Redis.from_url(
-            self.url,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=2.0,
-            socket_keepalive=True,
-            health_check_interval=5,
-        )
+    # --- counters ----------------------------------------------------------------------------
+    def _count(self, index: int, name: str) -> int:
+        reader = self.reader
+        return self._totals[index] + (getattr(reader, name) if reader is not None else 0)
 
+    @property
+    def received(self) -> int:
+        return self._count(0, "received")
+
+    @property
+    def discarded(self) -> int:
+        return self._count(1, "discarded")
+
+    @property
+    def malformed(self) -> int:
+        return self._count(2, "malformed")
+
+    # --- handlers: one message's failure is that message's alone ---------------------------------
+    def _update(self, order_id: str, watch, payload: bytes) -> None:
+        if self._held is not None:
+            self._held.append((order_id, watch, payload))
+            return
+        try:
+            self.on_update(order_id, watch, payload)
+        except Exception:  # noqa: BLE001 - a bug in a handler must not end the subscription
+            log.exception("handling a message on order %s failed; dropped it", order_id)
+
+    def _control(self, payload: bytes) -> None:
+        try:
+            self.on_control(payload)
+        except Exception:  # noqa: BLE001 - likewise
+            log.exception("handling a control message failed; dropped it: %r", payload[:100])
+
+    # --- the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
-        delay = 0.05
+        delay = BACKOFF_FIRST_SECONDS
         first = True
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            client = self._make_client()
-            pubsub = client.pubsub()
+            reader = None
             try:
-                await pubsub.psubscribe(redis_layout.CHANNEL_PATTERN)
-                if self.control_channels:
-                    await pubsub.subscribe(*self.control_channels)
-                confirmed = 0
-                while not self._stopping:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    if kind in ("pmessage", "message"):
-                        self._dispatch(kind, message)
-                    elif kind in ("psubscribe", "subscribe"):
-                        confirmed += 1
-                        if confirmed == self._subscriptions_expected:
-                            delay = 0.05
-                            self.live.set()
-                            log.info("subscribed to %s", redis_layout.CHANNEL_PATTERN,
-                                     extra={"fields": {"resubscribed": not first}})
-                            await self.on_live(not first)
-                            first = False
-            except (RedisError, OSError) as exc:
+                reader = await pubsub_reader.connect(
+                    self.url, self.watched, self._update, self._control, on_live=self.live.set,
+                    on_malformed=self.on_malformed, control_channels=self.control_channels,
+                    timeout=CONNECT_TIMEOUT_SECONDS)
+                self.reader = reader
+                reader.closed.add_done_callback(lambda _: self.live.clear())
+                live = loop.create_task(self.live.wait())
+                await asyncio.wait([reader.closed, live], timeout=CONNECT_TIMEOUT_SECONDS * 2,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                live.cancel()
+                if not self.live.is_set():
+                    raise ConnectionError(f"subscription not confirmed: {reader.error or 'timeout'}")
+                delay = BACKOFF_FIRST_SECONDS
+                log.info("subscribed to %s", redis_layout.CHANNEL_PATTERN,
+                         extra={"fields": {"resubscribed": not first}})
+                watchdog = loop.create_task(self._watch(reader))
+                try:
+                    self._held = []
+                    try:
+                        await self.on_live(not first)
+                    finally:
+                        held, self._held = self._held, None
+                    for update in held:
+                        self._update(*update)
+                    first = False
+                    error = await reader.closed
+                finally:
+                    watchdog.cancel()
+                raise ConnectionError(str(error or "connection closed by Redis"))
+            except (OSError, TimeoutError) as exc:
                 if self.live.is_set():
                     log.error("redis subscription lost: %s; reconnecting", exc)
                     if self.on_lost:
                         self.on_lost()
-                else:
-                    log.warning("redis subscription not established: %s; retrying in %.2fs", exc, delay)
+                elif not self._stopping:
+                    log.warning("redis subscription not established: %s; retrying in %.2fs",
+                                exc or type(exc).__name__, delay)
             finally:
                 self.live.clear()
-                try:
-                    await pubsub.aclose()
-                    await client.aclose()
-                except Exception:  # noqa: BLE001 - the connection is already broken
-                    pass
+                if reader is not None:
+                    self._retire(reader)
             if self._stopping:
                 break
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(jittered(delay))
+            delay = backoff(delay)
 
-    def _dispatch(self, kind: str, message: dict) -> None:
-        """One message's failure is that message's alone: the subscription loop goes on."""
-        try:
-            if kind == "pmessage":
-                channel = message["channel"]
-                self.on_update(channel[PREFIX_LEN:].decode("utf-8", "replace"), message["data"])
-            else:
-                self.on_control(message["data"])
-        except Exception:  # noqa: BLE001 - a bug in a handler must not end the subscription
-            log.exception("handling a message on %r failed; dropped it", message.get("channel"))
+    def _retire(self, reader) -> None:
+        if reader.transport is not None:
+            reader.transport.abort()
+        self._totals[0] += reader.received
+        self._totals[1] += reader.discarded
+        self._totals[2] += reader.malformed
+        if self.reader is reader:
+            self.reader = None
+
+    async def _watch(self, reader) -> None:
+        """PING a quiet subscription; one silent past the deadline is cut (and so reconnected)."""
+        loop = asyncio.get_running_loop()
+        watchdog = SubscriptionWatchdog(min(PROBE_SECONDS, self.deadline / 3), self.deadline,
+                                        loop.time())
+        replies = reader.replies
+        while not reader.closed.done():
+            await asyncio.sleep(watchdog.next_check(loop.time()) or 0.01)
+            now = loop.time()
+            if reader.replies != replies:
+                replies = reader.replies
+                watchdog.seen(now)
+            if watchdog.lost(now):
+                log.error("redis subscription silent for %.1fs; reconnecting", self.deadline)
+                reader.transport.abort()
+                return
+            if watchdog.probe_due(now):
+                reader.transport.write(PING)
+                watchdog.probed(now)
 
     def stop(self) -> None:
         self._stopping = True
+        if self.reader is not None and self.reader.transport is not None:
+            self.reader.transport.abort()

@@ -8,11 +8,10 @@ import logging
 import signal
 
 import uvloop
-from picows import ws_create_server
 
 from ordertrack import auth, config, protocol
 from ordertrack.flags import providers
-from ordertrack.push import metrics
+from ordertrack.push import handshake, metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
@@ -46,24 +45,12 @@ def load_settings(args: argparse.Namespace | None = None):
         providers.choose(cfg)
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
-    if not cfg.jwt_public_key and not cfg.jwt_jwks_url:
-        from ordertrack.devtools.keys import dev_public_key_path
-
-        cfg.jwt_public_key = dev_public_key_path()
-        if not cfg.jwt_public_key:
-            raise config.ConfigError("JWT_PUBLIC_KEY or JWT_JWKS_URL is required to verify tokens")
-        log.warning("JWT_PUBLIC_KEY unset: using the development key %s", cfg.jwt_public_key)
-    if cfg.jwt_public_key:
-        try:
-            cfg.jwt_public_key = auth.load_public_key(cfg.jwt_public_key)
-            auth.Verifier(cfg.jwt_public_key)
-        except ValueError as exc:
-            raise config.ConfigError(f"invalid JWT_PUBLIC_KEY: {exc}") from None
+    auth.verifier_from_settings(cfg)  # a missing or bad key stops start-up with one line
     return cfg
 
 
 async def serve(cfg) -> int:
-    verifier = auth.Verifier(cfg.jwt_public_key, issuer=cfg.jwt_issuer, audience=cfg.jwt_audience)
+    verifier = auth.verifier_from_settings(cfg)
     jwks = None
     if cfg.jwt_jwks_url:
         jwks = auth.JwksRefresher(verifier, cfg.jwt_jwks_url)
@@ -72,7 +59,7 @@ async def serve(cfg) -> int:
     metrics.MAX_CONNECTIONS.set(cfg.max_connections_per_pod)
     # bind both ports before anything else runs: a busy port is one clear line, not a hang
     try:
-        server = await ws_create_server(
+        server = await handshake.create_server(
             make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096,
             logger_name=PicowsLog(logging.getLogger("picows.server")),
             reuse_port=cfg.reuse_port,
@@ -80,7 +67,7 @@ async def serve(cfg) -> int:
     except OSError as exc:
         raise config.ConfigError(f"PORT {cfg.port} on {cfg.host} cannot be served: {exc.strerror}") from None
     try:
-        start_metrics_server(cfg.metrics_port, cfg.host)
+        start_metrics_server(metrics.REGISTRY, cfg.metrics_port, cfg.host)
     except OSError as exc:
         server.close()
         raise config.ConfigError(

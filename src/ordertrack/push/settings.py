@@ -1,24 +1,23 @@
 """The push pod's settings: the log's deploy manifest names, each also a CLI flag."""
 
 from ordertrack.config import (
+    JWT,
+    LOGGING,
+    REDIS,
     Setting,
     boolean,
     csv_list,
     default_pod_name,
     duration,
-    http_url,
-    log_level,
     non_negative_duration,
     optional_text,
     port,
     positive_int,
-    redis_url,
     text,
 )
 from ordertrack.flags.providers import SETTINGS as FLAG_SETTINGS
 
-SETTINGS = (
-    Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0", "Redis for pub/sub, state and the user registry"),
+SETTINGS = REDIS + (
     Setting("HOST", text, "0.0.0.0", "address to listen on"),
     Setting("PORT", port, "8080", "WebSocket port (also /healthz and /readyz)"),
     Setting("REUSE_PORT", boolean, "false", "SO_REUSEPORT: several pods on one host share PORT, the kernel spreads connections"),
@@ -30,10 +29,6 @@ SETTINGS = (
     Setting("REDIS_SUBSCRIBE_TIMEOUT_SECONDS", duration, "5", "seconds a new connection waits for a live subscription before 4002"),
     Setting("DRAIN_SECONDS", non_negative_duration, "10", "seconds over which SIGTERM closes connections with 1001"),
     Setting("WS_MAX_PENDING_BYTES", positive_int, "262144", "unsent bytes after which a slow client is closed with 1013"),
-    Setting("JWT_PUBLIC_KEY", optional_text, None, "PEM public key (text or file path) for RS256/ES256 tokens"),
-    Setting("JWT_JWKS_URL", http_url, None, "JWKS URL; keys chosen by kid, refreshed in the background"),
-    Setting("JWT_ISSUER", optional_text, None, "required 'iss' claim, when set"),
-    Setting("JWT_AUDIENCE", optional_text, None, "required 'aud' claim, when set"),
     Setting("ALLOWED_ORIGINS", csv_list, "", "comma-separated Origins allowed to upgrade (empty: any)"),
     Setting("DATADOG_AGENT_HOST", optional_text, None,
             "DogStatsD agent host; when set, the active-connections gauge is sent there too"),
@@ -41,6 +36,4 @@ SETTINGS = (
     Setting("DATADOG_INTERVAL_SECONDS", duration, "10", "seconds between DogStatsD gauge updates"),
     Setting("POD_NAME", text, default_pod_name(), "this pod's name in logs, metrics and the user registry"),
     Setting("REGION", text, "local", "region tag for metrics and flag targeting"),
-    Setting("LOG_LEVEL", log_level, "INFO", "logging level: debug, info, warning, error"),
-    *FLAG_SETTINGS,
-)
+) + JWT + LOGGING + FLAG_SETTINGS

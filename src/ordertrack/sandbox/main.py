@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from ordertrack import config
-from ordertrack.config import Setting
+from ordertrack.config import LOGGING, Setting
+from ordertrack.telemetry import setup_logging
 
 SETTINGS = (
     Setting("SANDBOX_HOST", config.text, "127.0.0.1", "address to listen on"),
@@ -25,7 +26,7 @@ SETTINGS = (
             "how long a `slow` fault holds its answer"),
     Setting("SANDBOX_STATE_FILE", config.optional_text, "",
             "JSON file keeping the shipments across restarts (empty: forget them on exit)"),
-)
+) + LOGGING
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ordertrack.sandbox.app import SandboxConfig, create_app
 
     settings = config.load(SETTINGS, args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(settings.log_level)
     state_file = Path(settings.sandbox_state_file) if settings.sandbox_state_file else None
     sandbox_config = SandboxConfig(
         time_scale=settings.sandbox_time_scale,

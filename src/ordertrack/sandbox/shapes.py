@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from ordertrack.sandbox import UPS_CLIENT_ID
 from ordertrack.sandbox.shipments import Event, Place, Shipment, seed
 
 # --- time formatting --------------------------------------------------------------------------
@@ -404,7 +405,7 @@ def ups_token(access_token: str, issued_at_ms: int, ttl: int) -> dict[str, str]:
     return {
         "token_type": "Bearer",
         "issued_at": str(issued_at_ms),
-        "client_id": "sandbox-ups-id",
+        "client_id": UPS_CLIENT_ID,
         "access_token": access_token,
         "expires_in": str(ttl),
         "status": "approved",

@@ -4,7 +4,7 @@
     async with open_store(url) as store:   # ... and closes at the end
         await store.append_events(order_id, events)
 
-`url` None means the DATABASE_URL environment variable, else the SQLite file
+`url` is the `DATABASE_URL` setting (`config.STORE`); None means the SQLite file
 ./var/ordertrack.db. See `base.TrackingStore` for the operations.
 """
 
@@ -15,7 +15,6 @@ from typing import Any
 
 from ordertrack.store.base import (
     DEFAULT_SQLITE_PATH,
-    STORE_SETTINGS,
     InvalidOrder,
     OrderExists,
     OrderNotFound,
@@ -27,7 +26,6 @@ from ordertrack.store.base import (
 
 __all__ = [
     "DEFAULT_SQLITE_PATH",
-    "STORE_SETTINGS",
     "InvalidOrder",
     "OrderExists",
     "OrderNotFound",

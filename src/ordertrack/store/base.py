@@ -12,9 +12,8 @@ comes out equals what went in.
 from __future__ import annotations
 
 import abc
-import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from ordertrack.config import Setting
 from ordertrack.models import (
     CARRIERS,
     STATUSES,
@@ -74,15 +72,14 @@ class StoreTarget:
     target: str
 
 
-def parse_store_url(url: str | None, environ: Mapping[str, str] | None = None) -> StoreTarget:
-    """Resolve a store URL: None -> DATABASE_URL env -> ./var/ordertrack.db.
+def parse_store_url(url: str | None) -> StoreTarget:
+    """Resolve a store URL (`DATABASE_URL`, read by `config.STORE`); None: ./var/ordertrack.db.
 
     Accepted: `sqlite:///abs/path.db`, `sqlite:///./relative.db`, `sqlite:///:memory:`,
     a bare file path, `postgresql://...` / `postgres://...`. Anything else raises ValueError.
     """
-    environ = os.environ if environ is None else environ
     if not url:
-        url = environ.get("DATABASE_URL") or DEFAULT_SQLITE_PATH
+        url = DEFAULT_SQLITE_PATH
     scheme, sep, rest = url.partition("://")
     if not sep:
         return StoreTarget("sqlite", url)
@@ -101,14 +98,6 @@ def parse_store_url(url: str | None, environ: Mapping[str, str] | None = None) -
     )
 
 
-def database_url(value: str) -> str | None:
-    """Setting parser for DATABASE_URL (empty means the default SQLite file)."""
-    if not value:
-        return None
-    parse_store_url(value)
-    return value
-
-
 def redact_url(url: str) -> str:
     """The URL with any password replaced by `***`, for logs and CLI output."""
     parts = urlsplit(url)
@@ -116,17 +105,6 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-STORE_SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "DATABASE_URL",
-        database_url,
-        None,
-        f"tracking store: sqlite:///path.db, a file path or postgresql://... "
-        f"(empty: sqlite file {DEFAULT_SQLITE_PATH})",
-    ),
-)
 
 
 # --- time and events -------------------------------------------------------------------------
@@ -190,6 +168,14 @@ ORDER_COLUMNS = (
 EVENT_COLUMNS = "order_id, seq, status, location, timestamp, estimated_delivery, raw"
 #: what `select_new_events` needs of the stored events: their scan identity
 SCAN_COLUMNS = "status, timestamp"
+
+
+def find_order_query(carrier: str, tracking_number: str) -> str:
+    """`find_order`'s SELECT, given each dialect's two placeholders; served by the index
+    `orders_tracking_number` (migration 0003) without a scan or a sort."""
+    return (f"SELECT {ORDER_COLUMNS} FROM orders WHERE carrier = {carrier} "
+            f"AND tracking_number = {tracking_number} "
+            "ORDER BY created_at DESC, order_id DESC LIMIT 1")
 
 
 def order_from_row(row: Sequence[Any]) -> Order:

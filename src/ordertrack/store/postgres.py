@@ -30,6 +30,7 @@ from ordertrack.store.base import (
     StoreError,
     TrackingStore,
     event_from_row,
+    find_order_query,
     load_migrations,
     number_events,
     order_from_row,
@@ -143,10 +144,7 @@ class PostgresStore(TrackingStore):
         return order_from_row(row) if row else None
 
     async def find_order(self, carrier: str, tracking_number: str) -> Order | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {ORDER_COLUMNS} FROM orders WHERE carrier = $1 AND tracking_number = $2 "
-            "ORDER BY created_at DESC, order_id DESC LIMIT 1", carrier, tracking_number
-        )
+        row = await self.pool.fetchrow(find_order_query("$1", "$2"), carrier, tracking_number)
         return order_from_row(row) if row else None
 
     async def list_orders(

@@ -5,6 +5,12 @@ asyncio lock keeps this store's coroutines from interleaving statements of two t
 on the shared connection; `BEGIN IMMEDIATE` takes SQLite's write lock up front, so two
 processes (two gateway replicas) appending to the same order serialise instead of both
 reading the same last seq. `busy_timeout` makes the second one wait rather than fail.
+
+Group commit: appends that arrive while a transaction runs wait for it, then the first of
+them writes them all in one transaction (one COMMIT for the batch), and each gets its own
+result once that COMMIT is done. A webhook burst (ingest answers only once its scans are
+stored) thus costs one transaction per batch, not per delivery. Statements on the hot path
+use `execute_fetchall` (one trip to aiosqlite's thread instead of three).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from ordertrack.store.base import (
     StoreError,
     TrackingStore,
     event_from_row,
+    find_order_query,
     load_migrations,
     number_events,
     order_from_row,
@@ -74,6 +81,8 @@ class SqliteStore(TrackingStore):
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        #: appends waiting for the next group commit: (order_id, events, result future)
+        self._appends: list[tuple[str, list[TrackingEvent], asyncio.Future]] = []
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -192,12 +201,9 @@ class SqliteStore(TrackingStore):
 
     async def find_order(self, carrier: str, tracking_number: str) -> Order | None:
         async with self._reading() as db:
-            async with db.execute(
-                f"SELECT {ORDER_COLUMNS} FROM orders WHERE carrier = ? AND tracking_number = ? "
-                "ORDER BY created_at DESC, order_id DESC LIMIT 1", (carrier, tracking_number)
-            ) as cursor:
-                row = await cursor.fetchone()
-        return order_from_row(row) if row else None
+            rows = await db.execute_fetchall(find_order_query("?", "?"),
+                                             (carrier, tracking_number))
+        return order_from_row(next(iter(rows))) if rows else None
 
     async def list_orders(
         self, carrier: str | None = None, active_only: bool = False
@@ -232,43 +238,84 @@ class SqliteStore(TrackingStore):
         return [event_from_row(row) for row in rows]
 
     async def append_events(self, order_id: str, events: list[TrackingEvent]) -> list[StoredEvent]:
-        async with self._transaction() as db:
-            async with db.execute(
-                "SELECT status, last_update, estimated_delivery, seq FROM orders "
-                "WHERE order_id = ?",
-                (order_id,),
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                raise OrderNotFound(order_id)
-            current = OrderState(row[0], row[1], row[2], int(row[3]))
-            if not events:
-                return []
-            async with db.execute(
-                f"SELECT {SCAN_COLUMNS} FROM events WHERE order_id = ?", (order_id,)
-            ) as cursor:
-                known = [tuple(r) for r in await cursor.fetchall()]
-            fresh = select_new_events(known, events)
-            if not fresh:
-                return []
-            stored = number_events(order_id, current.seq, fresh)
-            now = utc_now_iso()
-            await db.executemany(
-                f"INSERT INTO events ({EVENT_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (e.order_id, e.seq, e.status, e.location, e.timestamp,
-                     e.estimated_delivery, raw_json(e.raw), now)
-                    for e in stored
-                ],
-            )
-            state = next_order_state(current, stored)
-            await db.execute(
-                "UPDATE orders SET status = ?, last_update = ?, estimated_delivery = ?, seq = ?, "
-                "updated_at = ? WHERE order_id = ?",
-                (state.status, state.last_update, state.estimated_delivery, state.seq, now,
-                 order_id),
-            )
-            return stored
+        done: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
+        self._appends.append((order_id, events, done))
+        async with self._lock:
+            if not done.done():  # no earlier waiter took this one into its batch
+                batch, self._appends = self._appends, []
+                await self._append_batch(batch)
+        return done.result()
+
+    async def _append_batch(
+        self, batch: list[tuple[str, list[TrackingEvent], asyncio.Future]]
+    ) -> None:
+        """One transaction for every append of the batch; results set once it committed."""
+        results: list[tuple[asyncio.Future, list[StoredEvent] | BaseException]] = []
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for order_id, events, done in batch:
+                    try:
+                        results.append((done, await self._append_one(db, order_id, events)))
+                    except OrderNotFound as exc:  # raised before it wrote anything
+                        results.append((done, exc))
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+        except BaseException as exc:  # nothing of the batch is stored: every append fails
+            error = exc if isinstance(exc, Exception) else StoreError(
+                f"append interrupted ({type(exc).__name__}): nothing stored")
+            for _order_id, _events, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+            if error is not exc:
+                raise
+            return
+        for done, result in results:
+            if done.done():  # its caller was cancelled meanwhile
+                continue
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+    @staticmethod
+    async def _append_one(db: aiosqlite.Connection, order_id: str,
+                          events: list[TrackingEvent]) -> list[StoredEvent]:
+        rows = list(await db.execute_fetchall(
+            "SELECT status, last_update, estimated_delivery, seq FROM orders WHERE order_id = ?",
+            (order_id,)))
+        if not rows:
+            raise OrderNotFound(order_id)
+        row = rows[0]
+        current = OrderState(row[0], row[1], row[2], int(row[3]))
+        if not events:
+            return []
+        known = [tuple(r) for r in await db.execute_fetchall(
+            f"SELECT {SCAN_COLUMNS} FROM events WHERE order_id = ?", (order_id,))]
+        fresh = select_new_events(known, events)
+        if not fresh:
+            return []
+        stored = number_events(order_id, current.seq, fresh)
+        now = utc_now_iso()
+        await db.executemany(
+            f"INSERT INTO events ({EVENT_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (e.order_id, e.seq, e.status, e.location, e.timestamp,
+                 e.estimated_delivery, raw_json(e.raw), now)
+                for e in stored
+            ],
+        )
+        state = next_order_state(current, stored)
+        await db.execute(
+            "UPDATE orders SET status = ?, last_update = ?, estimated_delivery = ?, seq = ?, "
+            "updated_at = ? WHERE order_id = ?",
+            (state.status, state.last_update, state.estimated_delivery, state.seq, now,
+             order_id),
+        )
+        return stored
 
     # --- polling health -------------------------------------------------------------------
 
