@@ -52,12 +52,20 @@ _domains = itertools.count(1)
 
 
 class _StripTraceback(logging.Filter):
-    """flagd's file watcher logs expected errors (a broken file) with a traceback: keep the line,
-    drop the traceback (we log the error ourselves, once, as one JSON line)."""
+    """flagd's file watcher logs expected errors (a broken file) with a traceback, again at every
+    poll: keep one line per distinct message, without the traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: str | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.exc_info = None
         record.exc_text = None
+        message = record.getMessage()
+        if message == self._last:
+            return False
+        self._last = message
         return True
 
 

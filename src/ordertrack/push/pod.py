@@ -24,7 +24,6 @@ import secrets
 import struct
 import time
 
-import prometheus_client
 import redis.asyncio as aioredis
 from multidict import CIMultiDict
 from redis.backoff import ExponentialBackoff
@@ -80,7 +79,7 @@ class Pod:
         self.flags = FlagSource(
             providers.build(cfg), loop=self.loop, region=cfg.region,
             heartbeat_defaults=(self.interval, self.timeout), carriers=CARRIERS,
-            registry=prometheus_client.REGISTRY)
+            registry=metrics.REGISTRY)
         self.flags.on_change(self._on_flags_changed)
         self._reevaluating = False
         self._reevaluate_again = False
