@@ -14,22 +14,9 @@ import pytest
 from ordertrack.gateway.carriers import CarrierError, dhl, fedex, ups
 from ordertrack.gateway.http import RetryPolicy
 from ordertrack.gateway.metrics import Metrics
-from tests.support import ProcessGroup, free_port, wait_http_ok
+from tests.support import free_port
 
 DEFAULT_CONFIG = {"fedex_token_ttl": 3599, "ups_token_ttl": 14399, "slow_seconds": 20}
-
-
-@pytest.fixture(scope="module")
-def sandbox_url():
-    group = ProcessGroup()
-    port = free_port()
-    group.start("sandbox", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(f"{url}/_admin/health")
-        yield url
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture
