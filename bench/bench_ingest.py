@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.bench_gateway import CONTRACT, LEVELS, fmt_period
+from bench.bench_gateway import CONTRACT, LEVELS
+from ordertrack.commands.capacity import format_period
 from ordertrack.gateway.scheduler import period_with_push
 from ordertrack.ingest.auth import fedex_signature
 
@@ -32,11 +33,11 @@ SECRET = "bench-secret"
 
 def staleness_table(share: float, safety_net: float) -> str:
     lines = [f"effective poll period of orders WITHOUT push, {share:.0%} of orders pushed "
-             f"(those polled every {fmt_period(safety_net)} as a safety net):",
+             f"(those polled every {format_period(safety_net)} as a safety net):",
              f"{'active orders':>14} | " + " | ".join(f"{c:>12}" for c in CONTRACT)]
     for n in LEVELS:
         pushed = round(n * share)
-        cells = [fmt_period(period_with_push(n - pushed, pushed, iv, safety_net, rate, batch))
+        cells = [format_period(period_with_push(n - pushed, pushed, iv, safety_net, rate, batch))
                  for iv, rate, batch in CONTRACT.values()]
         lines.append(f"{n:>14,} | " + " | ".join(f"{cell:>12}" for cell in cells))
     return "\n".join(lines)
@@ -81,7 +82,7 @@ def main() -> int:
 
     print(staleness_table(args.share, args.safety_net))
     print()
-    from ordertrack.devtools.processes import free_port, wait_http_ok
+    from ordertrack.devtools.processes import free_port, stop_process, wait_http_ok
     from ordertrack.devtools.redis_server import RedisServer
     from ordertrack.models import Order
     from ordertrack.store import open_store
@@ -114,8 +115,7 @@ def main() -> int:
                   f"{args.events / elapsed:,.0f} events/s verified + stored + published "
                   f"({ok} stored as new)")
         finally:
-            ingest.terminate()
-            ingest.wait(10)
+            stop_process(ingest, timeout=10)
             redis_server.stop()
     return 0
 

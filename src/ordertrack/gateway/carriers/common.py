@@ -139,6 +139,15 @@ def join_location(*parts: Any) -> str | None:
     return ", ".join(seen) or None
 
 
+def address_location(node: dict, *fields: str) -> str | None:
+    """A scan's `location.address` as a location line, from the named address fields."""
+    location = node.get("location")
+    address = location.get("address") if isinstance(location, dict) else None
+    if not isinstance(address, dict):
+        return None
+    return join_location(*(address.get(name) for name in fields))
+
+
 # --- answers for one number ------------------------------------------------------------------
 
 def only_number(carrier: str, requested: list[str] | str) -> str:

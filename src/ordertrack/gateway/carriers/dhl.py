@@ -17,11 +17,11 @@ import httpx
 from ordertrack.gateway.carriers.common import (
     CarrierError,
     CarrierParseError,
+    address_location,
     answer_for,
     decode_body,
     expand,
     get_path,
-    join_location,
     normalise_estimate,
     normalise_timestamp,
     oldest_first,
@@ -65,14 +65,6 @@ def normalise_status(status_code: str | None, text: str = "") -> str:
     return status
 
 
-def _location(node: dict) -> str | None:
-    location = node.get("location")
-    address = location.get("address") if isinstance(location, dict) else None
-    if not isinstance(address, dict):
-        return None
-    return join_location(address.get("addressLocality"), address.get("countryCode"))
-
-
 def _event(node: Any, estimate: str | None, raw: dict) -> TrackingEvent:
     if not isinstance(node, dict):
         raise CarrierParseError(CARRIER, f"event is a {type(node).__name__}, expected object")
@@ -80,7 +72,7 @@ def _event(node: Any, estimate: str | None, raw: dict) -> TrackingEvent:
     code = opt_str(node.get("statusCode"))
     return TrackingEvent(
         status=normalise_status(code, text),
-        location=_location(node),
+        location=address_location(node, "addressLocality", "countryCode"),
         timestamp=normalise_timestamp(node.get("timestamp"), CARRIER),
         estimated_delivery=estimate,
         raw_code=code,

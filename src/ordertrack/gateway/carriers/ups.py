@@ -17,11 +17,11 @@ from urllib.parse import quote
 
 from ordertrack.gateway.carriers.common import (
     CarrierParseError,
+    address_location,
     answer_for,
     decode_body,
     expand,
     get_path,
-    join_location,
     normalise_estimate,
     oldest_first,
     only_number,
@@ -157,12 +157,7 @@ def estimated_delivery(package: dict) -> str | None:
 
 
 def activity_location(activity: dict) -> str | None:
-    location = activity.get("location")
-    address = location.get("address") if isinstance(location, dict) else None
-    if not isinstance(address, dict):
-        return None
-    return join_location(address.get("city"), address.get("stateProvince"),
-                         address.get("countryCode"))
+    return address_location(activity, "city", "stateProvince", "countryCode")
 
 
 def parse_package(package: dict, requested: str) -> CarrierResult:
