@@ -113,9 +113,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
     return wait_for(predicate, timeout, interval, what=what)
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
-    """A private redis-server that dies with the bench: (its process, its URL)."""
-    server = RedisServer(workdir, maxclients=1000, die_with_parent=True)
+def start_redis(workdir: Path, maxclients: int = 1000) -> tuple[subprocess.Popen, str]:
+    """A private redis-server that dies with the bench: (its process, its URL).
+    `maxclients` above ~the open-files limit is lowered by Redis."""
+    server = RedisServer(workdir, maxclients=maxclients, die_with_parent=True)
     server.start()
     assert server.proc is not None
     return server.proc, server.url

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 
 import pytest
 import redis.asyncio as aioredis
 
 # a pod of the test's own and Redis clients: fixtures `pod`, `rsync`, `rasync`
+from ordertrack.devtools.postgres import private_schema
 from tests.pods import pod, rasync, rsync  # noqa: F401
 
 # Sentinel and Cluster topologies: fixtures `sentinel_topology`, `redis_cluster`
@@ -98,22 +98,8 @@ async def clients(redis_url):
 @pytest.fixture
 def pg_url():
     """A PostgreSQL URL on the machine's `test` database, in a schema of this test's own."""
-    import asyncio
-
-    import asyncpg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(PG_BASE_URL)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
-    yield f"{PG_BASE_URL}?search_path={schema}"
-    asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+    with private_schema(PG_BASE_URL) as url:
+        yield url
 
 
 def pytest_report_header(config):

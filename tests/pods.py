@@ -199,20 +199,31 @@ def request_bytes(path: str, headers: dict | list) -> bytes:
 class RawWebSocket:
     """A client over a plain TCP socket that writes frames byte by byte and reads them back."""
 
-    def __init__(self, reader, writer, status: int, headers: dict, body: bytes):
+    def __init__(self, reader, writer, status: int, headers: dict, body: bytes, raw: bytes = b""):
         self.reader, self.writer = reader, writer
         self.status, self.headers, self.body = status, headers, body
+        self.raw = raw  # the answer's head and body as they came
 
     @classmethod
     async def open(cls, pod: PodProcess, path: str, headers: dict | list,
                    rcvbuf: int | None = None) -> RawWebSocket:
+        return await cls.open_bytes(pod, [request_bytes(path, headers)], rcvbuf)
+
+    @classmethod
+    async def open_bytes(cls, pod: PodProcess, pieces: list[bytes],
+                         rcvbuf: int | None = None) -> RawWebSocket:
+        """Write these bytes (each piece sent on its own), then read the HTTP answer."""
         sock = socket.socket()
         if rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", pod.port))
         reader, writer = await asyncio.open_connection(sock=sock)
-        writer.write(request_bytes(path, headers))
+        for n, piece in enumerate(pieces):
+            if n:
+                await asyncio.sleep(0.05)  # so the server reads the pieces one by one
+            writer.write(piece)
+            await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         status_line, *lines = head.decode("latin-1").split("\r\n")
         response_headers = {}
@@ -223,7 +234,7 @@ class RawWebSocket:
         body = b""
         if int(response_headers.get("content-length", 0)):
             body = await reader.readexactly(int(response_headers["content-length"]))
-        return cls(reader, writer, int(status_line.split()[1]), response_headers, body)
+        return cls(reader, writer, int(status_line.split()[1]), response_headers, body, head + body)
 
     def json(self) -> dict:
         return json.loads(self.body)

@@ -278,6 +278,31 @@ async def test_published_events_the_store_lacks_come_from_the_stream(api, keys, 
                                                             "2025-10-03T17:00:00Z")
 
 
+async def test_late_scans_are_in_history_order_and_leave_the_current_status(api, keys,
+                                                                               order_id):
+    """A carrier pushes a scan older than the newest (it gets the next seq): the answer lists
+    the history by scan time, and the status stays the newest scan's, whether the late scan
+    comes from the store or, published before the store shows it, from the stream."""
+    late_stored = TrackingEvent("in_transit", "Sort Facility, Pittsburgh PA",
+                                "2025-10-02T20:00:00Z")
+    late_published = TrackingEvent("in_transit", "Hub, Allentown PA", "2025-10-03T08:00:00Z")
+    await add_order(api, order_id, events=[*LOG_EVENTS, late_stored])
+    client = redis.asyncio.Redis.from_url(api.redis)
+    try:
+        await Publisher(client).publish(order_id, "dhl", StoredEvent(
+            order_id, 6, late_published.status, late_published.location,
+            late_published.timestamp))
+    finally:
+        await client.aclose()
+    body = get_tracking(api, order_id, keys.token("user_1", order_id)).json()
+    assert body["seq"] == 6
+    assert [(h["seq"], h["timestamp"]) for h in body["history"]] == [
+        (1, "2025-10-01T10:00:00Z"), (2, "2025-10-02T06:00:00Z"), (5, "2025-10-02T20:00:00Z"),
+        (6, "2025-10-03T08:00:00Z"), (3, "2025-10-03T14:02:00Z"), (4, "2025-10-03T14:08:00Z")]
+    assert (body["status"], body["last_update"], body["estimated_delivery"]) == (
+        "out_for_delivery", "2025-10-03T14:08:00Z", "2025-10-03T17:00:00Z")
+
+
 async def test_realtime_enabled_follows_the_flag_key(api, keys, order_id, redis_url):
     await add_order(api, order_id)
     token = keys.token("user_1", order_id)

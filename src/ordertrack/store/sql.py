@@ -29,6 +29,7 @@ from ordertrack.store.base import (
     OrderNotFound,
     TrackingStore,
     event_from_row,
+    find_order_query,
     load_migrations,
     number_events,
     order_from_row,
@@ -142,19 +143,17 @@ class SqlStore(TrackingStore):
             raise OrderExists(order.order_id) from exc
         order.created_at = created_at
 
-    async def _order_where(self, clause: str, *params: Any) -> Order | None:
+    async def _one_order(self, sql: str, *params: Any) -> Order | None:
         async with self.reading() as session:
-            row = await session.fetch_one(f"SELECT {ORDER_COLUMNS} FROM orders {clause}", *params)
+            row = await session.fetch_one(sql, *params)
         return order_from_row(row) if row else None
 
     async def get_order(self, order_id: str) -> Order | None:
-        return await self._order_where("WHERE order_id = ?", order_id)
+        return await self._one_order(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?", order_id)
 
     async def find_order(self, carrier: str, tracking_number: str) -> Order | None:
-        return await self._order_where(
-            "WHERE carrier = ? AND tracking_number = ? "
-            "ORDER BY created_at DESC, order_id DESC LIMIT 1", carrier, tracking_number
-        )
+        return await self._one_order(find_order_query("?", "?"), carrier, tracking_number)
 
     async def list_orders(
         self, carrier: str | None = None, active_only: bool = False
@@ -187,40 +186,45 @@ class SqlStore(TrackingStore):
 
     async def append_events(self, order_id: str, events: list[TrackingEvent]) -> list[StoredEvent]:
         async with self.transaction() as session:
-            row = await session.fetch_one(
-                "SELECT status, last_update, estimated_delivery, seq FROM orders "
-                f"WHERE order_id = ?{self.lock_order_row}",
-                order_id,
-            )
-            if row is None:
-                raise OrderNotFound(order_id)
-            current = OrderState(row[0], row[1], row[2], int(row[3]))
-            if not events:
-                return []
-            known = await session.fetch_all(
-                f"SELECT {SCAN_COLUMNS} FROM events WHERE order_id = ?", order_id
-            )
-            fresh = select_new_events([tuple(r) for r in known], events)
-            if not fresh:
-                return []
-            stored = number_events(order_id, current.seq, fresh)
-            now = utc_now_iso()
-            await session.execute_many(
-                f"INSERT INTO events ({EVENT_COLUMNS}, created_at) VALUES ({placeholders(8)})",
-                [
-                    (e.order_id, e.seq, e.status, e.location, e.timestamp,
-                     e.estimated_delivery, raw_json(e.raw), now)
-                    for e in stored
-                ],
-            )
-            state = next_order_state(current, stored)
-            await session.execute(
-                "UPDATE orders SET status = ?, last_update = ?, estimated_delivery = ?, seq = ?, "
-                "updated_at = ? WHERE order_id = ?",
-                state.status, state.last_update, state.estimated_delivery, state.seq, now,
-                order_id,
-            )
-            return stored
+            return await self._append_one(session, order_id, events)
+
+    async def _append_one(self, session: Session, order_id: str,
+                          events: list[TrackingEvent]) -> list[StoredEvent]:
+        """`append_events` inside the caller's transaction (OrderNotFound before any write)."""
+        row = await session.fetch_one(
+            "SELECT status, last_update, estimated_delivery, seq FROM orders "
+            f"WHERE order_id = ?{self.lock_order_row}",
+            order_id,
+        )
+        if row is None:
+            raise OrderNotFound(order_id)
+        current = OrderState(row[0], row[1], row[2], int(row[3]))
+        if not events:
+            return []
+        known = await session.fetch_all(
+            f"SELECT {SCAN_COLUMNS} FROM events WHERE order_id = ?", order_id
+        )
+        fresh = select_new_events([tuple(r) for r in known], events)
+        if not fresh:
+            return []
+        stored = number_events(order_id, current.seq, fresh)
+        now = utc_now_iso()
+        await session.execute_many(
+            f"INSERT INTO events ({EVENT_COLUMNS}, created_at) VALUES ({placeholders(8)})",
+            [
+                (e.order_id, e.seq, e.status, e.location, e.timestamp,
+                 e.estimated_delivery, raw_json(e.raw), now)
+                for e in stored
+            ],
+        )
+        state = next_order_state(current, stored)
+        await session.execute(
+            "UPDATE orders SET status = ?, last_update = ?, estimated_delivery = ?, seq = ?, "
+            "updated_at = ? WHERE order_id = ?",
+            state.status, state.last_update, state.estimated_delivery, state.seq, now,
+            order_id,
+        )
+        return stored
 
     # --- polling health -------------------------------------------------------------------
 

@@ -5,6 +5,12 @@ asyncio lock keeps this store's coroutines from interleaving statements of two t
 on the shared connection; `BEGIN IMMEDIATE` takes SQLite's write lock up front, so two
 processes (two gateway replicas) appending to the same order serialise instead of both
 reading the same last seq. `busy_timeout` makes the second one wait rather than fail.
+
+Group commit: appends that arrive while a transaction runs wait for it, then the first of
+them writes them all in one transaction (one COMMIT for the batch), and each gets its own
+result once that COMMIT is done. A webhook burst (ingest answers only once its scans are
+stored) thus costs one transaction per batch, not per delivery. Statements on the hot path
+use `execute_fetchall` (one trip to aiosqlite's thread instead of three).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import aiosqlite
 
+from ordertrack.models import StoredEvent, TrackingEvent
 from ordertrack.store.base import OrderNotFound, StoreError, utc_now_iso
 from ordertrack.store.sql import Row, Session, SqlStore
 
@@ -47,16 +54,15 @@ class SqliteSession(Session):
         self.db = db
 
     async def fetch_one(self, sql: str, *params: Any) -> Row | None:
-        async with self.db.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self.db.execute_fetchall(sql, params)
+        return next(iter(rows), None)
 
     async def fetch_all(self, sql: str, *params: Any) -> list[Row]:
-        async with self.db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self.db.execute_fetchall(sql, params))
 
     async def execute(self, sql: str, *params: Any) -> int:
-        async with self.db.execute(sql, params) as cursor:
-            return cursor.rowcount
+        cursor = await self.db.execute(sql, params)
+        return cursor.rowcount
 
     async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         await self.db.executemany(sql, rows)
@@ -70,6 +76,8 @@ class SqliteStore(SqlStore):
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        #: appends waiting for the next group commit: (order_id, events, result future)
+        self._appends: list[tuple[str, list[TrackingEvent], asyncio.Future]] = []
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -134,6 +142,51 @@ class SqliteStore(SqlStore):
     async def _run_migration(self, session: Session, sql: str) -> None:
         for statement in split_statements(sql):
             await session.execute(statement)
+
+    async def append_events(self, order_id: str, events: list[TrackingEvent]) -> list[StoredEvent]:
+        done: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
+        self._appends.append((order_id, events, done))
+        async with self._lock:
+            if not done.done():  # no earlier waiter took this one into its batch
+                batch, self._appends = self._appends, []
+                await self._append_batch(batch)
+        return done.result()
+
+    async def _append_batch(
+        self, batch: list[tuple[str, list[TrackingEvent], asyncio.Future]]
+    ) -> None:
+        """One transaction for every append of the batch; results set once it committed."""
+        results: list[tuple[asyncio.Future, list[StoredEvent] | BaseException]] = []
+        db = self.db
+        session = SqliteSession(db)
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for order_id, events, done in batch:
+                    try:
+                        results.append((done, await self._append_one(session, order_id, events)))
+                    except OrderNotFound as exc:  # raised before it wrote anything
+                        results.append((done, exc))
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+        except BaseException as exc:  # nothing of the batch is stored: every append fails
+            error = exc if isinstance(exc, Exception) else StoreError(
+                f"append interrupted ({type(exc).__name__}): nothing stored")
+            for _order_id, _events, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+            if error is not exc:
+                raise
+            return
+        for done, result in results:
+            if done.done():  # its caller was cancelled meanwhile
+                continue
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
 
     async def record_success(self, order_id: str) -> int:
         async with self.transaction() as session:
