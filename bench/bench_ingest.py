@@ -21,11 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.bench_gateway import CONTRACT, LEVELS, fmt_period
+from bench.bench_gateway import CONTRACT, LEVELS
+from bench.capacity import cpu_seconds
+from ordertrack.commands.capacity import format_period
+from ordertrack.devtools.postgres import private_schema
 from ordertrack.gateway.scheduler import period_with_push
 from ordertrack.ingest.auth import fedex_signature
 
@@ -35,11 +37,11 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 def staleness_table(share: float, safety_net: float) -> str:
     lines = [f"effective poll period of orders WITHOUT push, {share:.0%} of orders pushed "
-             f"(those polled every {fmt_period(safety_net)} as a safety net):",
+             f"(those polled every {format_period(safety_net)} as a safety net):",
              f"{'active orders':>14} | " + " | ".join(f"{c:>12}" for c in CONTRACT)]
     for n in LEVELS:
         pushed = round(n * share)
-        cells = [fmt_period(period_with_push(n - pushed, pushed, iv, safety_net, rate, batch))
+        cells = [format_period(period_with_push(n - pushed, pushed, iv, safety_net, rate, batch))
                  for iv, rate, batch in CONTRACT.values()]
         lines.append(f"{n:>14,} | " + " | ".join(f"{cell:>12}" for cell in cells))
     return "\n".join(lines)
@@ -98,28 +100,8 @@ def store_url(kind: str, tmp: str, pg_url: str):
     if kind == "sqlite":
         yield f"sqlite:///{tmp}/ingest.db"
         return
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(pg_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{pg_url}?search_path={schema}"
-    finally:
-        asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (Linux /proc), for a load-independent figure."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with private_schema(pg_url, "bench") as url:
+        yield url
 
 
 def main() -> int:
@@ -135,7 +117,7 @@ def main() -> int:
 
     print(staleness_table(args.share, args.safety_net))
     print()
-    from ordertrack.devtools.processes import free_port, wait_http_ok
+    from ordertrack.devtools.processes import free_port, stop_process, wait_http_ok
     from ordertrack.devtools.redis_server import RedisServer
     from ordertrack.models import Order
     from ordertrack.store import open_store
@@ -172,8 +154,7 @@ def main() -> int:
                   f"{args.events / cpu:,.0f} events per CPU second; the client {client_cpu:.2f} "
                   f"CPU s (load average {os.getloadavg()[0]:.1f})")
         finally:
-            ingest.terminate()
-            ingest.wait(10)
+            stop_process(ingest, timeout=10)
             redis_server.stop()
     return 0
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime as dt
 import json
 import logging
@@ -38,7 +37,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadGenerator, bench_location, latency_summary, order_id, percentile
+from ordertrack.devtools.keys import generate_keys
+from ordertrack.devtools.processes import die_with, free_port, stop_process, wait_for
+from ordertrack.devtools.redis_server import RedisServer
 
 log = logging.getLogger("ordertrack.bench.capacity")
 
@@ -115,77 +116,30 @@ def rss_per_connection_kb(rss_now_kb: int, rss_idle_kb: int, connections: int) -
 # --- the processes under test ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM if the bench dies, so nothing is left running."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    die_with(os.getppid())()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
                interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
-            last_error = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
-
-
-def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """`devtools.processes.wait_for` with the bench's argument order."""
+    return wait_for(predicate, timeout, interval, what=what)
 
 
 def start_redis(workdir: Path, maxclients: int = 1000) -> tuple[subprocess.Popen, str]:
-    """A private redis-server; `maxclients` above ~the open-files limit is lowered by Redis."""
-    import redis
-
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), "--maxclients", str(maxclients)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-    )
-    client = redis.Redis(port=port, socket_connect_timeout=0.5)
-    try:
-        wait_until(client.ping, 10, f"redis-server on 127.0.0.1:{port}")
-    except TimeoutError:
-        stop_process(proc)
-        raise
-    finally:
-        client.close()
-    return proc, f"redis://127.0.0.1:{port}/0"
+    """A private redis-server that dies with the bench: (its process, its URL).
+    `maxclients` above ~the open-files limit is lowered by Redis."""
+    server = RedisServer(workdir, maxclients=maxclients, die_with_parent=True)
+    server.start()
+    assert server.proc is not None
+    return server.proc, server.url
 
 
 def generate_key_pair(workdir: Path) -> tuple[bytes, Path]:
-    """A fresh RSA key: the private PEM for signing, the path of the public PEM for the pod."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    public_path = workdir / "jwt-public.pem"
-    public_path.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return private, public_path
+    """A fresh RSA key: the private PEM for signing, the path of the public PEMs for the pod."""
+    keys = generate_keys(workdir)
+    return keys.private_pem, keys.public_path
 
 
 def pod_command() -> list[str]:

@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
+import redis
+import redis.asyncio as aioredis
 import websockets
 
 from ordertrack import redis_layout
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
 from tests.support import free_port, wait_for
 
 SUBPROTOCOL = "vantage-tracking-v1"
@@ -73,6 +78,33 @@ def start_pod(procs, tmp_path: Path, redis_url: str, keys, wait_ready: bool = Tr
 
     wait_for(up, 15, what="pod ready")
     return pod
+
+
+@pytest.fixture
+def pod(procs, tmp_path, redis_url, keys):
+    """One pod of this test's own on the session's Redis (a conftest fixture)."""
+    return start_pod(procs, tmp_path, redis_url, keys)
+
+
+@pytest.fixture
+def rsync(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def rasync(redis_url):
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def publish(client, order_id, seq, status="in_transit", location="Newark NJ", carrier="dhl"):
+    """Publish one stored event for the order as the gateway does."""
+    await Publisher(client).publish(order_id, carrier,
+        StoredEvent(order_id, seq, status, location, f"2025-10-03T14:{seq % 60:02d}:00Z",
+                    "2025-10-04T18:00:00Z", raw={"secret": "carrier internals"}))
 
 
 async def connect(pod: PodProcess, token: str, order_id: str, query: str = "",

@@ -380,54 +380,36 @@ def test_missing_public_key_stops_start_up_with_one_line(tmp_path):
 
 
 async def test_without_redis_answers_come_from_the_store_with_realtime_off(own_redis, keys,
-                                                                           procs, tmp_path,
-                                                                           order_id):
-    db_url = f"sqlite:///{tmp_path / 'tracking.db'}"
-    api = type("Api", (), {"db": db_url})
-    await add_order(api, order_id)
-    port = free_port()
-    procs.start("api", env={
-        "API_HOST": "127.0.0.1", "API_PORT": str(port), "DATABASE_URL": db_url,
-        "REDIS_URL": own_redis.url, "JWT_PUBLIC_KEY": str(keys.public_path),
-        "REALTIME_WS_URL": WS_BASE, "REST_CACHE_TTL_SECONDS": "0.2",
-    }, log=tmp_path / "api.log")
-    api.base = f"http://127.0.0.1:{port}"
-    wait_http_ok(api.base + "/healthz")
-    token = keys.token("user_1", order_id)
-    assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
+                                                                           tmp_path, order_id):
+    with running_api(own_redis, keys, tmp_path, REST_CACHE_TTL_SECONDS="0.2") as api:
+        await add_order(api, order_id)
+        token = keys.token("user_1", order_id)
+        assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
 
-    own_redis.stop()
-    response = get_tracking(api, order_id, token)
-    assert response.status_code == 200
-    body = response.json()
-    assert (body["seq"], body["status"]) == (4, "out_for_delivery")
-    assert body["realtime"]["enabled"] is False
-    assert_error(get_tracking(api, "ord_unknown", keys.token("user_1", "ord_unknown")), 404,
-                 "NOT_FOUND")
+        own_redis.stop()
+        response = get_tracking(api, order_id, token)
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["seq"], body["status"]) == (4, "out_for_delivery")
+        assert body["realtime"]["enabled"] is False
+        assert_error(get_tracking(api, "ord_unknown", keys.token("user_1", "ord_unknown")), 404,
+                     "NOT_FOUND")
 
-    own_redis.start()
-    wait_for(lambda: get_tracking(api, order_id, token).json()["realtime"]["enabled"],
-             timeout=10, what="realtime back on once Redis is back")
+        own_redis.start()
+        wait_for(lambda: get_tracking(api, order_id, token).json()["realtime"]["enabled"],
+                 timeout=10, what="realtime back on once Redis is back")
 
 
-async def test_keys_from_a_jwks_url_as_the_pod_takes_them(keys, procs, tmp_path, redis_url,
+async def test_keys_from_a_jwks_url_as_the_pod_takes_them(keys, tmp_path, redis_server,
                                                          order_id):
     """`JWT_JWKS_URL` (no PEM): the same JWT settings as the push pod; keys chosen by `kid`."""
     import time
 
     import jwt
 
-    with jwks_server(keys.public_pem, "key-2026") as url:
-        db_url = f"sqlite:///{tmp_path / 'tracking.db'}"
-        api = type("Api", (), {"db": db_url})
+    with jwks_server(keys.public_pem, "key-2026") as url, running_api(
+            redis_server, keys, tmp_path, JWT_PUBLIC_KEY="", JWT_JWKS_URL=url) as api:
         await add_order(api, order_id)
-        port = free_port()
-        procs.start("api", env={
-            "API_HOST": "127.0.0.1", "API_PORT": str(port), "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url, "JWT_PUBLIC_KEY": "", "JWT_JWKS_URL": url,
-        }, log=tmp_path / "api.log")
-        api.base = f"http://127.0.0.1:{port}"
-        wait_http_ok(api.base + "/healthz")
 
         def signed(kid: str) -> str:
             claims = {"sub": "user_1", "order_id": order_id, "exp": time.time() + 60}

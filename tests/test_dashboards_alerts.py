@@ -29,7 +29,6 @@ from ordertrack.models import StoredEvent
 from tests.pods import connect, recv_event, start_pod, upgrade_headers
 from tests.support import REPO, ProcessGroup, free_port, wait_for
 from tests.test_poller import NUMBERS, add_orders, gateway_env, order
-from tests.test_poller import sandbox_url as sandbox_url  # noqa: F401 - its sandbox fixture
 
 PROM = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "ws-order-tracking.json"

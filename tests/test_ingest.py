@@ -31,7 +31,6 @@ from tests.test_poller import (  # noqa: F401 - fixtures
     order,
     polls_of,
     sandbox,
-    sandbox_url,
     store_call,
 )
 

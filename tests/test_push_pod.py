@@ -13,7 +13,6 @@ import time
 import httpx
 import jwt
 import pytest
-import redis
 import redis.asyncio as aioredis
 import websockets
 
@@ -23,6 +22,7 @@ from ordertrack.models import StoredEvent
 from tests.pods import (
     close_code,
     connect,
+    publish,
     recv_event,
     recv_json,
     start_pod,
@@ -32,31 +32,6 @@ from tests.pods import (
 from tests.support import generate_keys, jwks_server, wait_for
 
 JSON_CT = "application/json; charset=utf-8"
-
-
-@pytest.fixture
-def pod(procs, tmp_path, redis_url, keys):
-    return start_pod(procs, tmp_path, redis_url, keys)
-
-
-@pytest.fixture
-def rsync(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-async def rasync(redis_url):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def publish(client, order_id, seq, status="in_transit", location="Newark NJ", carrier="dhl"):
-    await Publisher(client).publish(order_id, carrier,
-        StoredEvent(order_id, seq, status, location, f"2025-10-03T14:{seq % 60:02d}:00Z",
-                    "2025-10-04T18:00:00Z", raw={"secret": "carrier internals"}))
 
 
 # --- refusals -----------------------------------------------------------------------------------

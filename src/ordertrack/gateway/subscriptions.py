@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from ordertrack import redis_layout
 from ordertrack.gateway.carriers.common import CarrierError
 from ordertrack.gateway.carriers.ups import SUBSCRIBE_BATCH, SUBSCRIPTION_SECONDS
+from ordertrack.gateway.poller import sleep_or_stop
 
 log = logging.getLogger("ordertrack.gateway.subscriptions")
 
@@ -93,7 +94,4 @@ class Subscriber:
                             self.carrier, exc, every)
             except Exception:
                 log.exception("%s: push subscription round failed", self.carrier)
-            try:
-                await asyncio.wait_for(stopping.wait(), every)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stopping, every)
