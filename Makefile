@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_broker.py \
                   tests/test_push_bad_input.py
 
-.PHONY: run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
+.PHONY: soak run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
 EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd)
 
@@ -99,6 +99,13 @@ OUT     ?= artifacts/load-$(PROFILE)
 bench-load: install
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.load --profile $(PROFILE) --out $(OUT)
+
+# the soak run (never part of `make test`): one pod, CONNECTIONS clients, churn, flag flips and a
+# Redis restart for MINUTES; exits non-zero on a lost event or a leak (bench/soak.py)
+MINUTES     ?= 30
+CONNECTIONS ?= 5000
+soak: install
+	$(PY) -m bench.soak --minutes $(MINUTES) --connections $(CONNECTIONS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -15,6 +15,7 @@ hot path (the OpenAPI document still describes the bodies).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -41,6 +42,9 @@ from ordertrack import auth, flags
 from ordertrack.api.connection import JSON_TYPE, request_id
 from ordertrack.api.metrics import Metrics
 from ordertrack.api.tracking import TrackingReader
+from ordertrack.flags import providers
+from ordertrack.flags.source import FlagSource
+from ordertrack.models import CARRIERS
 from ordertrack.store import StoreError
 from ordertrack.telemetry import metrics_page
 
@@ -216,7 +220,7 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
     page_html = (STATIC_DIR / "tracking.html").read_bytes()
     home_html = (STATIC_DIR / "home.html").read_bytes()
     favicon_ico = (STATIC_DIR / "favicon.ico").read_bytes()
-    runtime = SimpleNamespace(reader=None)
+    runtime = SimpleNamespace(reader=None, flags=None)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -231,6 +235,9 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
         redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2,
                                   socket_timeout=2, health_check_interval=30)
         runtime.reader = TrackingReader(opened, redis, ttl=settings.rest_cache_ttl_seconds)
+        runtime.flags = FlagSource(
+            providers.build(settings), loop=asyncio.get_running_loop(), region=region,
+            carriers=CARRIERS, registry=metrics.registry)
         # long-lived start-up objects out of the collector's way: fewer, shorter GC pauses
         gc.collect()
         gc.freeze()
@@ -241,6 +248,7 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
         finally:
             if jwks is not None:
                 jwks.stop()
+            runtime.flags.close()
             await redis.aclose()
             await opened.close()
 
@@ -309,7 +317,11 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
             metrics.count("forbidden")
             return error_response(403, "FORBIDDEN", auth.FORBIDDEN_MESSAGE)
         metrics.count("ok")
-        enabled = flags.is_enabled(read.flag, claims.user_id, region, read.doc["carrier"])
+        enabled = False
+        if read.redis_up:  # with Redis down no pod can push: realtime off, whatever the flag
+            runtime.flags.observe_document(read.flag)
+            enabled = runtime.flags.realtime_enabled(
+                claims.user_id, read.doc["carrier"], flags.client_class(headers.get("user-agent")))
         body["realtime"] = {"enabled": enabled,
                             "url": websocket_url(ws_base, order_id)}
         return JSONBody(orjson.dumps(body), headers={"Cache-Control": "no-store"})

@@ -28,6 +28,8 @@ from ordertrack.config import (
     positive_int,
     text,
 )
+from ordertrack.flags import providers
+from ordertrack.flags.providers import SETTINGS as FLAG_SETTINGS
 from ordertrack.telemetry import setup_logging
 
 log = logging.getLogger("ordertrack.api")
@@ -46,12 +48,16 @@ API_SETTINGS: tuple[Setting, ...] = (
             "a request's line and headers must arrive within this time (of the connection "
             "opening, or of the request's first byte); slower ones get 408 and are closed"),
 )
-SETTINGS: tuple[Setting, ...] = API_SETTINGS + REDIS + JWT + STORE + LOGGING
+SETTINGS: tuple[Setting, ...] = API_SETTINGS + REDIS + JWT + STORE + LOGGING + FLAG_SETTINGS
 
 
 def load_settings(args: argparse.Namespace | None = None, environ=None) -> SimpleNamespace:
     """All settings, validated: raises ConfigError with one readable line."""
     settings = load(SETTINGS, args, environ)
+    try:
+        providers.choose(settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     auth.verifier_from_settings(settings)  # a missing or bad key stops start-up with one line
     return settings
 

@@ -10,8 +10,8 @@ answer never lags what the push pod delivers; the order's fields then follow the
 rule (`models.next_order_state`), as the store's will once it has those events. Concurrent rebuilds of one order in this process
 share one store read (single flight).
 
-The same round trip reads the `realtime_order_tracking` flag document; `ordertrack.flags`
-decides from it (the push pod uses the same rules for the upgrade).
+The same round trip reads the `realtime_order_tracking` flag document, which the Redis flag
+provider decides from (`ordertrack.flags`; the push pods use the same provider and rules).
 
 The pure functions (`build_document`, `apply_stream`) hold the rules; the
 `TrackingReader` does the I/O.
@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from ordertrack import flags, redis_layout
+from ordertrack import redis_layout
 from ordertrack.models import Order, OrderState, StoredEvent, next_order_state
 
 log = logging.getLogger("ordertrack.api.tracking")
@@ -106,8 +106,6 @@ def _skip_entry(entry_id: Any, exc: redis_layout.MalformedMessage) -> None:
 
 #: after a Redis error, requests skip Redis this long before trying it again
 REDIS_RETRY_SECONDS = 1.0
-#: what the answer says about realtime while Redis is unreachable (no pod can push then)
-REDIS_DOWN_FLAG = flags.Flag(enabled=False)
 #: KEYS[1] the order's state hash, KEYS[2] the flag key -> {seq or false, flag JSON or false}
 SEQ_AND_FLAG = "return {redis.call('HGET', KEYS[1], 'seq'), redis.call('GET', KEYS[2])}"
 
@@ -120,9 +118,12 @@ class TrackingRead:
     """One read: the document (None: the store has no such order) and the flag document."""
 
     doc: dict[str, Any] | None
-    flag: flags.Flag
+    #: the Redis flag document as read (None: unset)
+    flag: bytes | None
     #: where the document came from: "process", "redis", "store" (or "missing")
     source: str
+    #: False while Redis is unreachable: no pod can push then, so realtime is off
+    redis_up: bool = True
 
 
 class TrackingReader:
@@ -150,7 +151,7 @@ class TrackingReader:
                 keys=[redis_layout.state(order_id), redis_layout.FLAG_KEY])
         except RedisError as exc:
             return await self._read_without_redis(order_id, exc)
-        flag = flags.parse_flag(raw_flag)
+        flag = raw_flag
         current = redis_layout.state_seq(raw_seq)
 
         cached = self._local.get(order_id)
@@ -189,9 +190,9 @@ class TrackingReader:
                         type(exc).__name__, exc)
         cached = self._local.get(order_id)
         if cached is not None and now < cached[1]:
-            return TrackingRead(cached[0], REDIS_DOWN_FLAG, "process")
+            return TrackingRead(cached[0], None, "process", redis_up=False)
         doc = await self._load_once(order_id, 0, use_redis=False)
-        return TrackingRead(doc, REDIS_DOWN_FLAG, "store" if doc is not None else "missing")
+        return TrackingRead(doc, None, "store" if doc is not None else "missing", redis_up=False)
 
     def _remember(self, order_id: str, doc: dict[str, Any]) -> None:
         if len(self._local) >= self.local_max:

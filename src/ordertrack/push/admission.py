@@ -18,7 +18,7 @@ from collections import deque
 
 from redis.exceptions import RedisError
 
-from ordertrack import flags, protocol, redis_layout
+from ordertrack import protocol, redis_layout
 from ordertrack.push import delivery, registry
 
 log = logging.getLogger("ordertrack.push")
@@ -154,7 +154,7 @@ class Admission:
                     entries) -> None:
         pod = self.pod
         conn.carrier = state.carrier
-        if not flags.is_enabled(pod.flag, conn.user_id, pod.cfg.region, conn.carrier):
+        if not pod.flags.realtime_enabled(conn.user_id, conn.carrier, conn.client_class):
             conn.close(protocol.FEATURE_DISABLED)
             return
         state_seq = state.seq

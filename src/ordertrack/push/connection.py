@@ -14,6 +14,7 @@ from __future__ import annotations
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from ordertrack import protocol
+from ordertrack.flags.client_class import NATIVE
 from ordertrack.push.delivery import offer
 
 # hb_state values: what the wheel entry of this connection means when it fires
@@ -32,11 +33,12 @@ class Connection(WSListener):
     __slots__ = (
         "pod", "transport", "connection_id", "user_id", "order_id", "carrier",
         "opened_at", "last_ping", "hb_state", "registered", "acked", "sent_seq", "backlog", "resume_seq",
-        "close_reason", "cleaned", "expires_at", "ping_payload",
+        "close_reason", "cleaned", "expires_at", "ping_payload", "client_class",
     )
 
     def __init__(self, pod, connection_id: str, user_id: str, order_id: str,
-                 resume: protocol.ClientMessage | None, expires_at: float = float("inf")):
+                 resume: protocol.ClientMessage | None, expires_at: float = float("inf"),
+                 client_class: str = NATIVE):
         self.pod = pod
         self.transport: WSTransport | None = None
         self.connection_id = connection_id
@@ -61,6 +63,8 @@ class Connection(WSListener):
         self.expires_at = expires_at
         #: payload of the latest client ping not yet answered (answered once per read batch)
         self.ping_payload: bytes | None = None
+        #: mobile / desktop / native, from the upgrade's User-Agent: flag targeting (heartbeat)
+        self.client_class = client_class
 
     # --- picows callbacks ----------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:

@@ -10,6 +10,7 @@ import signal
 import uvloop
 
 from ordertrack import auth, config, protocol
+from ordertrack.flags import providers
 from ordertrack.push import handshake, metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
@@ -40,6 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def load_settings(args: argparse.Namespace | None = None):
     cfg = config.load(SETTINGS, args)
+    try:
+        providers.choose(cfg)
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
     auth.verifier_from_settings(cfg)  # a missing or bad key stops start-up with one line
     return cfg
 

@@ -32,7 +32,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ordertrack import flags, protocol, redis_layout
+from ordertrack import protocol, redis_layout
+from ordertrack.flags import providers
+from ordertrack.flags.source import FlagSource
 from ordertrack.models import CARRIERS
 from ordertrack.push import fanout, metrics, pubsub_reader, registry, timer_wheel
 from ordertrack.push.admission import Admission, stream_after
@@ -74,7 +76,13 @@ class Pod:
         # pings in one burst (a ~15 ms stall on delivery); 20 ms sends ~13 per tick
         self.tick = min(max(min(self.interval, self.timeout) / 20.0, 0.005), 0.02)
         self.wheel = timer_wheel.TimerWheel(self.tick, 4096)
-        self.flag = flags.Flag()
+        self.flags = FlagSource(
+            providers.build(cfg), loop=self.loop, region=cfg.region,
+            heartbeat_defaults=(self.interval, self.timeout), carriers=CARRIERS,
+            registry=metrics.REGISTRY)
+        self.flags.on_change(self._on_flags_changed)
+        self._reevaluating = False
+        self._reevaluate_again = False
         self.draining = False
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
@@ -162,10 +170,12 @@ class Pod:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.registry.forget_pod()
         await self.redis.aclose()
+        self.flags.close()
 
     # --- connection lifecycle ------------------------------------------------------------------
-    def accepts_user(self, user_id: str) -> bool:
-        return flags.is_enabled(self.flag, user_id, self.cfg.region)
+    def accepts_user(self, user_id: str, client_class: str) -> bool:
+        """The upgrade's kill-switch check: the order's carrier is not known yet (see flags)."""
+        return self.flags.realtime_enabled(user_id, None, client_class)
 
     def on_open(self, conn: Connection) -> None:
         # the upgrade's headers (the JWT among them) would otherwise live as long as the
@@ -180,7 +190,8 @@ class Pod:
         self.hub.add(conn)
         # first ping jittered, so a reconnect storm does not ping in lockstep
         conn.last_ping = now
-        self._schedule_heartbeat(conn, now + self.interval * random.uniform(0.5, 1.0))
+        interval, _ = self.flags.heartbeat(conn.client_class)
+        self._schedule_heartbeat(conn, now + interval * random.uniform(0.5, 1.0))
         self.admission.add(conn)
         metrics.CONNECTIONS_OPENED.inc()
 
@@ -193,7 +204,8 @@ class Pod:
         # only the answer to our latest ping counts: unsolicited pongs keep nothing alive
         if conn.hb_state == HB_PONG_DUE and payload == _ping_payload(conn.last_ping):
             conn.hb_state = HB_PING_DUE
-            self._schedule_heartbeat(conn, max(conn.last_ping + self.interval, self.loop.time()))
+            interval, _ = self.flags.heartbeat(conn.client_class)  # a flag change applies here
+            self._schedule_heartbeat(conn, max(conn.last_ping + interval, self.loop.time()))
 
     def on_text(self, conn: Connection, payload: bytes) -> None:
         message = protocol.parse_client_message(payload)
@@ -268,7 +280,8 @@ class Pod:
                     conn.transport.send_ping(_ping_payload(now))
                     conn.last_ping = now
                     conn.hb_state = HB_PONG_DUE
-                    self._schedule_heartbeat(conn, now + self.timeout)
+                    _, timeout = self.flags.heartbeat(conn.client_class)
+                    self._schedule_heartbeat(conn, now + timeout)
                     conn.check_pending()
                 elif state == HB_PONG_DUE:
                     conn.close(protocol.HEARTBEAT_TIMEOUT)
@@ -351,14 +364,39 @@ class Pod:
 
     # --- background upkeep -----------------------------------------------------------------------
     async def _refresh_flag(self) -> None:
-        flag = flags.parse_flag(await self.redis.get(redis_layout.FLAG_KEY))
-        if flag == self.flag:
-            return
-        self.flag = flag
-        log.info("flag %s is now %s", flags.FLAG_NAME, flag.to_json().decode())
-        for conn in list(self.connections.values()):
-            if not flags.is_enabled(flag, conn.user_id, self.cfg.region, conn.carrier):
-                conn.close(protocol.FEATURE_DISABLED)
+        """The Redis provider's document (other providers watch their own source)."""
+        if self.flags.uses_redis:
+            self.flags.observe_document(await self.redis.get(redis_layout.FLAG_KEY))
+
+    def _on_flags_changed(self) -> None:
+        if self._reevaluating:
+            self._reevaluate_again = True
+        else:
+            self.spawn(self._reevaluate())
+
+    async def _reevaluate(self) -> None:
+        """Close, with 4003, every open connection the flags no longer allow; in slices, so
+        a flagd evaluation per connection never stalls delivery for long."""
+        self._reevaluating = True
+        try:
+            while True:
+                self._reevaluate_again = False
+                closed = 0
+                for index, conn in enumerate(list(self.connections.values())):
+                    if index and index % 200 == 0:
+                        await asyncio.sleep(0)
+                    if conn.cleaned or conn.close_reason is not None:
+                        continue
+                    # no decision (provider not ready): what was allowed stays allowed
+                    if self.flags.decide(conn.user_id, conn.carrier, conn.client_class) is False:
+                        conn.close(protocol.FEATURE_DISABLED)
+                        closed += 1
+                log.info("flags re-evaluated", extra={"fields": {
+                    "connections": len(self.connections), "closed_feature_disabled": closed}})
+                if not self._reevaluate_again:
+                    return
+        finally:
+            self._reevaluating = False
 
     async def _housekeeping_loop(self) -> None:
         while True:

@@ -14,7 +14,7 @@ import secrets
 import orjson
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
-from ordertrack import auth, protocol
+from ordertrack import auth, flags, protocol
 from ordertrack.push import metrics
 from ordertrack.push.connection import Connection
 
@@ -116,7 +116,8 @@ def make_listener_factory(pod):
             return WSUpgradeResponseWithListener(_refuse(
                 503, "POD_AT_CAPACITY", "this pod holds its maximum of connections; retry",
                 request_id, (("Retry-After", RETRY_AFTER_SECONDS),)), None)
-        if not pod.accepts_user(claims.user_id):
+        client_class = flags.client_class(headers.get("user-agent"))
+        if not pod.accepts_user(claims.user_id, client_class):
             return WSUpgradeResponseWithListener(_refuse(
                 503, "FEATURE_DISABLED", "real-time tracking is off; poll the REST endpoint",
                 request_id), None)
@@ -137,7 +138,8 @@ def make_listener_factory(pod):
         response_headers = [("X-Request-ID", request_id), ("X-WS-Connection-ID", connection_id)]
         if protocol.SUBPROTOCOL in auth.offered_subprotocols(headers):
             response_headers.append(("Sec-WebSocket-Protocol", protocol.SUBPROTOCOL))
-        conn = Connection(pod, connection_id, claims.user_id, order_id, resume, claims.expires_at)
+        conn = Connection(pod, connection_id, claims.user_id, order_id, resume, claims.expires_at,
+                          client_class)
         response = WSUpgradeResponse.create_101_response(response_headers)
         return WSUpgradeResponseWithListener(response, conn)
 

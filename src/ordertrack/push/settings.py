@@ -15,6 +15,7 @@ from ordertrack.config import (
     positive_int,
     text,
 )
+from ordertrack.flags.providers import SETTINGS as FLAG_SETTINGS
 
 SETTINGS = REDIS + (
     Setting("HOST", text, "0.0.0.0", "address to listen on"),
@@ -35,4 +36,4 @@ SETTINGS = REDIS + (
     Setting("DATADOG_INTERVAL_SECONDS", duration, "10", "seconds between DogStatsD gauge updates"),
     Setting("POD_NAME", text, default_pod_name(), "this pod's name in logs, metrics and the user registry"),
     Setting("REGION", text, "local", "region tag for metrics and flag targeting"),
-) + JWT + LOGGING
+) + JWT + LOGGING + FLAG_SETTINGS

@@ -1,4 +1,4 @@
-"""The `realtime_order_tracking` flag: the kill switch, evaluated in-process.
+"""The Redis flag document: what `ordertrack flag` writes, read by the Redis provider.
 
 The flag document lives in Redis at `ws:flag:realtime_order_tracking` (`redis_layout.FLAG_KEY`) as JSON
 `{"enabled": bool, "percentage": 0-100, "regions": [...], "carriers": [...]}`; a missing key
@@ -35,14 +35,23 @@ class Flag:
 
 def parse_flag(raw: bytes | str | None) -> Flag:
     """A missing or unreadable document leaves the feature on (the kill switch is explicit)."""
+    try:
+        return read_flag(raw)
+    except ValueError:
+        return Flag()
+
+
+def read_flag(raw: bytes | str | None) -> Flag:
+    """The document's flag; a missing one is `Flag()`. Raises ValueError when unreadable, so
+    a provider can keep its last good decision instead of switching everything on."""
     if not raw:
         return Flag()
     try:
         doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return Flag()
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"flag document is not JSON: {exc}") from None
     if not isinstance(doc, dict):
-        return Flag()
+        raise ValueError("flag document is not a JSON object")
     percentage = doc.get("percentage", 100)
     if not isinstance(percentage, int | float):
         percentage = 100
