@@ -21,9 +21,10 @@ import jwt
 import pytest
 import redis.asyncio as aioredis
 import uvloop
-from tests.support import RedisServer, generate_keys
 
 from ordertrack import auth
+from ordertrack.devtools.keys import generate_keys
+from ordertrack.devtools.redis_server import RedisServer
 from ordertrack.push import registry
 
 BATCH = 256

@@ -40,7 +40,7 @@ class AuthError(Exception):
 
 
 class BadSignature(AuthError):
-    """The signature does not match this key: with several keys (a rotation), try the next."""
+    """The signature matches none of the keys that could have signed the token."""
 
     def __init__(self) -> None:
         super().__init__(401, "UNAUTHORIZED", "bad token signature")
@@ -179,7 +179,7 @@ def _refusal(exc: Exception) -> AuthError:
     if reason == jws.BAD_ALGORITHM:
         return unauthorized("token algorithm must be RS256 or ES256")
     if reason == jws.BAD_SIGNATURE:
-        return unauthorized("bad token signature")
+        return BadSignature()
     if reason == jws.EXPIRED:
         return unauthorized("token expired")
     if reason == jws.MISSING_CLAIM:
