@@ -58,11 +58,8 @@ _CERT_REQS = {
 _EXAMPLE = ("e.g. redis://127.0.0.1:6379/0, redis+sentinel://h1:26379,h2:26379/mymaster/0 "
             "or redis+cluster://h1:6379,h2:6379")
 
-#: REDIS_CLUSTER: for processes to add to their settings (a redis:// URL then names seeds)
-CLUSTER_SETTING = config.Setting(
-    "REDIS_CLUSTER", config.boolean, "0",
-    "treat REDIS_URL's hosts as Redis Cluster seeds (same as a redis+cluster:// URL)",
-)
+#: REDIS_CLUSTER, in every process's shared REDIS group (a redis:// URL then names seeds)
+CLUSTER_SETTING = next(s for s in config.REDIS if s.env == "REDIS_CLUSTER")
 
 
 @dataclass(frozen=True)
@@ -105,8 +102,8 @@ class SubscriptionAddress:
 # --- parsing (pure) ---------------------------------------------------------------------------
 
 
-def _redact(url: str) -> str:
-    """The URL with any password replaced, for error messages."""
+def redact(url: str) -> str:
+    """The URL with any password replaced, for error messages and logs."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
@@ -224,7 +221,7 @@ def parse_redis_url(url: str, cluster: bool = False) -> RedisTarget:
     try:
         return _parse(url.strip(), cluster)
     except ValueError as exc:
-        raise ConfigError(f"invalid REDIS_URL={_redact(url)!r}: {exc}") from None
+        raise ConfigError(f"invalid REDIS_URL={redact(url)!r}: {exc}") from None
 
 
 def redis_url(value: str) -> str:
@@ -375,5 +372,5 @@ async def subscription_address(target_or_cfg) -> SubscriptionAddress:
 __all__ = [
     "CLUSTER", "CLUSTER_SETTING", "COMMAND_OPTIONS", "MasterNotFoundError", "RedisTarget",
     "SENTINEL", "STANDALONE", "SubscriptionAddress", "close_client", "command_client",
-    "parse_redis_url", "redis_url", "ssl_context", "subscription_address", "target_from_settings",
+    "parse_redis_url", "redact", "redis_url", "ssl_context", "subscription_address", "target_from_settings",
 ]

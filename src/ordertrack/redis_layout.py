@@ -15,8 +15,8 @@ Per order (tag: the order id):
   `{seq}-0` (so `XRANGE key {last_seq + 1}-0 +` is "everything after last_seq"), the field
   `msg` holds the published JSON. The gateway writes all three in one Lua call.
 - `order:tracking:rest:{ORDER_ID}`: the REST answer, cached briefly by the API.
-Per user and pod: `ws:user:{USER_ID}` (ZSET of `POD_ID|CONNECTION_ID`), `ws:pod:POD_ID`
-(liveness, short TTL), channels `ws:control:POD_ID` and `ws:control:all` (control messages
+Per user and pod: `ws:user:{USER_ID}` (ZSET of `POD_ID|CONNECTION_ID`), `ws:pods` (ZSET of
+pod id -> lease expiry, epoch ms: the pods' liveness), channels `ws:control:POD_ID` and `ws:control:all` (control messages
 `{"op": "evict", "connection_id": ...}` and `{"op": "flag"}`), `ws:flag:realtime_order_tracking`.
 Per carrier (tag: the carrier): `gateway:quota:{CARRIER}` and `gateway:quota:{CARRIER}:paused`,
 `gateway:polled:{CARRIER}`, `gateway:pace:{CARRIER}` and the claims
@@ -74,7 +74,7 @@ def after_seq(seq: int) -> str:
 
 # --- per user and pod ----------------------------------------------------------------------------
 USER_PREFIX = "ws:user:"
-POD_PREFIX = "ws:pod:"
+PODS_KEY = "ws:pods"
 CONTROL_PREFIX = "ws:control:"
 CONTROL_ALL = CONTROL_PREFIX + "all"
 FLAG_KEY = "ws:flag:" + FLAG_NAME
@@ -82,10 +82,6 @@ FLAG_KEY = "ws:flag:" + FLAG_NAME
 
 def user(user_id: str) -> str:
     return tagged(USER_PREFIX, user_id)
-
-
-def pod(pod_id: str) -> str:
-    return POD_PREFIX + pod_id
 
 
 def control(pod_id: str) -> str:

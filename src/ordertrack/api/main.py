@@ -13,7 +13,7 @@ import os
 import socket
 from types import SimpleNamespace
 
-from ordertrack import auth
+from ordertrack import auth, redis_connect
 from ordertrack.config import (
     JWT,
     LOGGING,
@@ -52,6 +52,7 @@ SETTINGS: tuple[Setting, ...] = API_SETTINGS + REDIS + JWT + STORE + LOGGING
 def load_settings(args: argparse.Namespace | None = None, environ=None) -> SimpleNamespace:
     """All settings, validated: raises ConfigError with one readable line."""
     settings = load(SETTINGS, args, environ)
+    redis_connect.target_from_settings(settings)  # REDIS_URL with REDIS_CLUSTER: one line
     auth.verifier_from_settings(settings)  # a missing or bad key stops start-up with one line
     return settings
 

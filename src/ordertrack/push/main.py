@@ -10,7 +10,7 @@ import signal
 import uvloop
 from picows import ws_create_server
 
-from ordertrack import auth, config, protocol
+from ordertrack import auth, config, protocol, redis_connect
 from ordertrack.push import metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
@@ -41,6 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def load_settings(args: argparse.Namespace | None = None):
     cfg = config.load(SETTINGS, args)
+    redis_connect.target_from_settings(cfg)  # REDIS_URL with REDIS_CLUSTER: one line
     auth.verifier_from_settings(cfg)  # a missing or bad key stops start-up with one line
     return cfg
 

@@ -18,15 +18,10 @@ import struct
 import time
 from collections import deque
 
-import redis.asyncio as aioredis
 from multidict import CIMultiDict
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
-from ordertrack import flags, protocol, redis_layout
+from ordertrack import flags, protocol, redis_connect, redis_layout
 from ordertrack.models import CARRIERS
 from ordertrack.push import metrics, registry
 from ordertrack.push.broker import Broker
@@ -40,7 +35,6 @@ disconnect_log = logging.getLogger("ordertrack.push.disconnect")
 ADMISSION_BATCH = 256
 _NO_HEADERS = CIMultiDict()
 RESUME_MAX_EVENTS = 1000
-HOUSEKEEPING_SECONDS = 5.0
 RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
 
 
@@ -53,12 +47,8 @@ class Pod:
         self.timeout = cfg.heartbeat_timeout_seconds
         self.max_pending_bytes = cfg.ws_max_pending_bytes
         self.loop = asyncio.get_running_loop()
-        # pooled connections go stale when Redis restarts: retry such errors on a fresh one
-        self.redis = aioredis.Redis.from_url(
-            cfg.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, max_connections=32,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+        # pooled, retrying a dead connection on a fresh one; follows a Sentinel failover
+        self.redis = redis_connect.command_client(cfg, max_connections=32)
         self.register_script = self.redis.register_script(registry.REGISTER_LUA)
         self.hub = Hub(on_delivered=self._on_delivered)
         self.connections: dict[str, Connection] = {}
@@ -69,6 +59,10 @@ class Pod:
         self.pending: deque[Connection] = deque()
         self.releases: list[tuple[str, str]] = []
         self.flag = flags.Flag()
+        #: every pod's lease expiry (ms) as last read from ws:pods (registry.py)
+        self.leases: dict[str, float] = {}
+        self.lease_ms = cfg.pod_lease_seconds * 1000
+        self.housekeeping_seconds = cfg.pod_lease_seconds / 3
         self.draining = False
         self._admission_wakeup = asyncio.Event()
         self._release_wakeup = asyncio.Event()
@@ -89,7 +83,7 @@ class Pod:
     async def start(self) -> None:
         try:
             await self._refresh_flag()
-            await self._heartbeat_pod_key()
+            await self._renew_lease()
         except RedisError as exc:
             log.warning("redis not reachable at start (%s); continuing, will retry", exc)
         loops = [self.broker.run(), self._admission_loop(), self._release_loop(),
@@ -148,11 +142,11 @@ class Pod:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        try:
-            await self.redis.delete(redis_layout.pod(self.pod_id))
+        try:  # a lease over now: slots this pod could not release count no more
+            await self.redis.zadd(redis_layout.PODS_KEY, {self.pod_id: 0})
         except RedisError:
             pass
-        await self.redis.aclose()
+        await redis_connect.close_client(self.redis)
 
     # --- connection lifecycle ------------------------------------------------------------------
     def accepts_user(self, user_id: str) -> bool:
@@ -315,13 +309,14 @@ class Pod:
     async def _admit(self, batch: list[Connection]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         wall_ms = int(time.time() * 1000)
+        dead = registry.dead_pods(self.leases, wall_ms, self.pod_id)
         # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
         resume_from = [conn.resume_seq for conn in batch]
         for conn, last_seq in zip(batch, resume_from, strict=True):
             await self.register_script(
                 keys=[redis_layout.user(conn.user_id)],
                 args=registry.register_args(self.pod_id, conn.connection_id, wall_ms,
-                                            self.cfg.max_connections_per_user),
+                                            self.cfg.max_connections_per_user, dead),
                 client=pipe,
             )
             pipe.hgetall(redis_layout.state(conn.order_id))
@@ -508,7 +503,7 @@ class Pod:
 
     async def _reregister(self) -> None:
         """Redis may have restarted empty: put this pod's live connections back in the registry."""
-        await self._heartbeat_pod_key()
+        await self._renew_lease()
         conns = [c for c in self.connections.values() if c.registered and not c.cleaned]
         for start in range(0, len(conns), 1000):
             pipe = self.redis.pipeline(transaction=False)
@@ -540,8 +535,16 @@ class Pod:
                 if self.draining:
                     return
 
-    async def _heartbeat_pod_key(self) -> None:
-        await self.redis.set(redis_layout.pod(self.pod_id), b"1", ex=registry.POD_KEY_TTL_SECONDS)
+    async def _renew_lease(self) -> None:
+        """Renew this pod's lease in ws:pods, prune long-dead pods, read every lease back."""
+        now_ms = time.time() * 1000
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(redis_layout.PODS_KEY, {self.pod_id: now_ms + self.lease_ms})
+        pipe.zremrangebyscore(redis_layout.PODS_KEY, "-inf",
+                              now_ms - registry.USER_KEY_TTL_SECONDS * 1000)
+        pipe.zrange(redis_layout.PODS_KEY, 0, -1, withscores=True)
+        *_, rows = await pipe.execute()
+        self.leases = registry.decode_leases(rows)
 
     async def _refresh_flag(self) -> None:
         flag = flags.parse_flag(await self.redis.get(redis_layout.FLAG_KEY))
@@ -555,9 +558,9 @@ class Pod:
 
     async def _housekeeping_loop(self) -> None:
         while True:
-            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            await asyncio.sleep(self.housekeeping_seconds)
             try:
-                await self._heartbeat_pod_key()
+                await self._renew_lease()
                 await self._refresh_flag()
             except RedisError as exc:
                 log.warning("housekeeping: redis unavailable (%s)", exc)

@@ -33,6 +33,9 @@ SETTINGS = REDIS + (
             "DogStatsD agent host; when set, the active-connections gauge is sent there too"),
     Setting("DATADOG_AGENT_PORT", port, "8125", "DogStatsD agent UDP port"),
     Setting("DATADOG_INTERVAL_SECONDS", duration, "10", "seconds between DogStatsD gauge updates"),
+    Setting("POD_LEASE_SECONDS", duration, "15",
+            "this pod's liveness lease in ws:pods, renewed every third of it; a crashed pod's "
+            "registry slots stop counting once it runs out"),
     Setting("POD_NAME", text, default_pod_name(), "this pod's name in logs, metrics and the user registry"),
     Setting("REGION", text, "local", "region tag for metrics and flag targeting"),
 ) + JWT + LOGGING
