@@ -254,14 +254,14 @@ def _probe_options(target: RedisTarget) -> dict[str, Any]:
     """For one-question clients (a sentinel, a cluster seed): a dead one must not hold up asking
     the next, so a short timeout and no retry (redis-py's default retries 10 times)."""
     return {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "retry": Retry(NoBackoff(), 0),
-            **_tls_options(target)}
+            **tls_options(target)}
 
 
 def command_retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.5, base=0.02), 3)
 
 
-def _tls_options(target: RedisTarget) -> dict[str, Any]:
+def tls_options(target: RedisTarget) -> dict[str, Any]:
     if not target.tls:
         return {}
     options: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": target.ssl_cert_reqs}
@@ -285,7 +285,7 @@ def _sentinel(target: RedisTarget, **overrides) -> Sentinel:
     sentinel_options = _probe_options(target)
     if target.sentinel_password:
         sentinel_options["password"] = target.sentinel_password
-    options = dict(COMMAND_OPTIONS, **_tls_options(target))
+    options = dict(COMMAND_OPTIONS, **tls_options(target))
     options.update(db=target.db, username=target.username, password=target.password,
                    retry=command_retry(),
                    retry_on_error=[RedisConnectionError, RedisTimeoutError])
@@ -302,7 +302,7 @@ def command_client(target_or_cfg, **overrides) -> aioredis.Redis | RedisCluster:
     target = _as_target(target_or_cfg)
     if target.topology == SENTINEL:
         return _sentinel(target, **overrides).master_for(target.service_name)
-    options = dict(COMMAND_OPTIONS, **_tls_options(target))
+    options = dict(COMMAND_OPTIONS, **tls_options(target))
     options.update(username=target.username, password=target.password, retry=command_retry(),
                    retry_on_error=[RedisConnectionError, RedisTimeoutError])
     options.update(overrides)
@@ -372,5 +372,5 @@ async def subscription_address(target_or_cfg) -> SubscriptionAddress:
 __all__ = [
     "CLUSTER", "CLUSTER_SETTING", "COMMAND_OPTIONS", "MasterNotFoundError", "RedisTarget",
     "SENTINEL", "STANDALONE", "SubscriptionAddress", "close_client", "command_client",
-    "parse_redis_url", "redact", "redis_url", "ssl_context", "subscription_address", "target_from_settings",
+    "parse_redis_url", "redact", "redis_url", "ssl_context", "subscription_address", "tls_options", "target_from_settings",
 ]

@@ -285,6 +285,8 @@ def state_fields(status: str, location: str | None, timestamp: str | None,
 # --- control messages (ws:control:*) -------------------------------------------------------------
 EVICT = "evict"
 FLAG = "flag"
+#: the subscription watchdog's probe, published by a pod on its own control channel
+PROBE = "probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +310,11 @@ def encode_flag_changed() -> bytes:
     return orjson.dumps({"op": FLAG})
 
 
+def encode_probe() -> bytes:
+    """Comes back on the pod's subscription: proof that it is live (push/broker.py)."""
+    return orjson.dumps({"op": PROBE})
+
+
 def decode_control(payload: bytes | str) -> ControlMessage:
     try:
         message = orjson.loads(payload)
@@ -319,6 +326,6 @@ def decode_control(payload: bytes | str) -> ControlMessage:
         if not isinstance(connection_id, str):
             raise MalformedControl(f"evict without a connection_id string: {payload[:100]!r}")
         return ControlMessage(EVICT, connection_id)
-    if op == FLAG:
-        return ControlMessage(FLAG)
+    if op in (FLAG, PROBE):
+        return ControlMessage(op)
     raise MalformedControl(f"control message with unknown op: {payload[:100]!r}")

@@ -71,12 +71,15 @@ class Pod:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stopping = False
         self.broker = Broker(
-            cfg.redis_url,
+            redis_connect.target_from_settings(cfg),
             control_channels=[redis_layout.control(self.pod_id), redis_layout.CONTROL_ALL],
             on_update=self._on_update,
             on_control=self._on_control,
             on_live=self._on_live,
             on_lost=lambda: metrics.SUBSCRIBED.set(0),
+            probe=lambda: self.redis.publish(redis_layout.control(self.pod_id),
+                                             redis_layout.encode_probe()),
+            deadline=cfg.redis_subscription_deadline_seconds,
         )
 
     # --- start / stop --------------------------------------------------------------------------

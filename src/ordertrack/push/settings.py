@@ -26,6 +26,10 @@ SETTINGS = REDIS + (
     Setting("HEARTBEAT_INTERVAL_SECONDS", duration, "30", "seconds between pings to each connection"),
     Setting("HEARTBEAT_TIMEOUT_SECONDS", duration, "10", "seconds to wait for a pong before closing 4000"),
     Setting("REDIS_SUBSCRIBE_TIMEOUT_SECONDS", duration, "5", "seconds a new connection waits for a live subscription before 4002"),
+    Setting("REDIS_SUBSCRIPTION_DEADLINE_SECONDS", duration, "15",
+            "silence on the Redis subscription (no update, control message or the pod's own "
+            "probe, published every third of it) after which it counts as lost: /readyz 503, "
+            "resubscribe, catch up"),
     Setting("DRAIN_SECONDS", non_negative_duration, "10", "seconds over which SIGTERM closes connections with 1001"),
     Setting("WS_MAX_PENDING_BYTES", positive_int, "262144", "unsent bytes after which a slow client is closed with 1013"),
     Setting("ALLOWED_ORIGINS", csv_list, "", "comma-separated Origins allowed to upgrade (empty: any)"),
