@@ -39,7 +39,9 @@ class Watcher:
 
     async def start(self) -> Watcher:
         self.ws = await connect(self.pod, self.token, self.order_id)
-        assert (await recv_json(self.ws))["event"] == "connection_ack"
+        ack = await recv_json(self.ws)
+        assert ack["event"] == "connection_ack"
+        self.acked_seq = ack["data"]["seq"]
         self.task = asyncio.create_task(self._read())
         return self
 
@@ -47,9 +49,11 @@ class Watcher:
         while True:
             try:
                 message = await recv_json(self.ws, timeout=3600)
-            except websockets.ConnectionClosed:
+            except websockets.ConnectionClosed as exc:
+                if exc.rcvd and exc.rcvd.code in (4001, 4003):  # the client must not reconnect
+                    return
                 self.resumes += 1
-                last = max(self.seqs, default=0)
+                last = max(self.seqs, default=self.acked_seq)
                 self.ws = await connect(self.pod, self.token, self.order_id, query=f"last_seq={last}")
                 continue
             if message["event"] == "tracking_update":
@@ -147,6 +151,12 @@ async def wait_all_delivered(watchers, gateway, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def api_dir(tmp_path):
+    directory = tmp_path / "api"
+    directory.mkdir()
+    return directory
+
+
 def log_time(line: dict) -> float:
     """A JSON log line's `ts` as epoch seconds."""
     from datetime import datetime
@@ -166,21 +176,22 @@ async def test_sentinel_failover_every_client_gets_every_event_once(procs, tmp_p
     url = sentinel_topology.url
     pods = [start_pod(procs, tmp_path, url, keys, name=f"pod{i}", **FAST) for i in range(2)]
     orders = [f"ord_fo{i}" for i in range(4)]
-    with running_api(SimpleNamespace(url=url), keys, tmp_path / "api") as api:
+    with running_api(SimpleNamespace(url=url), keys, api_dir(tmp_path)) as api:
         store = await open_store(api.db)
         redis = redis_connect.command_client(redis_connect.parse_redis_url(url))
         try:
-            await add_orders(store, orders, lambda order_id: "user_1")
+            await add_orders(store, orders, lambda order_id: f"user_{order_id}")
             gateway = Gateway(store, redis)
             await gateway.emit(orders[0], 0)  # Redis reachable through the sentinels
             gateway.published.clear()
-            watchers = [await Watcher(pods[i % 2], keys.token("user_1", order_id), order_id).start()
-                        for i, order_id in enumerate(orders) for _ in range(2)]
+            # each order watched twice, once on each pod
+            watchers = [await Watcher(pod, keys.token(f"user_{order_id}", order_id), order_id).start()
+                        for order_id in orders for pod in pods]
             readiness = Readiness(pods)
             rest_statuses: list[int] = []
 
             async def rest_poll():
-                token = keys.token("user_1", orders[0])
+                token = keys.token(f"user_{orders[0]}", orders[0])
                 while True:
                     response = await asyncio.to_thread(get_tracking, api, orders[0], token)
                     rest_statuses.append(response.status_code)
@@ -189,14 +200,17 @@ async def test_sentinel_failover_every_client_gets_every_event_once(procs, tmp_p
             monitor = await background(readiness.run())
             rest = await background(rest_poll())
             feed = await background(gateway.run(orders, count=40, interval=0.1))
-            await asyncio.sleep(1.0)
-            killed_at = time.monotonic()
-            sentinel_topology.kill_primary()
-            await asyncio.to_thread(sentinel_topology.wait_promoted)
-            await feed
-            await wait_all_delivered(watchers, gateway)
-            await asyncio.sleep(0.3)  # nothing more (no duplicate) arrives late
-            await stop(monitor, rest)
+            try:
+                async with asyncio.timeout(40):
+                    await asyncio.sleep(1.0)
+                    killed_at = time.monotonic()
+                    sentinel_topology.kill_primary()
+                    await asyncio.to_thread(sentinel_topology.wait_promoted)
+                    await feed
+                    await wait_all_delivered(watchers, gateway)
+                    await asyncio.sleep(0.3)  # nothing more (no duplicate) arrives late
+            finally:
+                await stop(monitor, rest, feed)
 
             for watcher in watchers:
                 assert watcher.seqs == gateway.published[watcher.order_id], watcher.order_id
@@ -268,7 +282,7 @@ async def test_cluster_whole_flow(procs, tmp_path, keys, redis_cluster):
     url = redis_cluster.url
     pods = [start_pod(procs, tmp_path, url, keys, name=f"cpod{i}", **FAST) for i in range(2)]
     orders = [f"ord_cl{i}" for i in range(6)]  # spread over the three masters' slots
-    with running_api(SimpleNamespace(url=url), keys, tmp_path / "api") as api:
+    with running_api(SimpleNamespace(url=url), keys, api_dir(tmp_path)) as api:
         store = await open_store(api.db)
         redis = redis_connect.command_client(redis_connect.parse_redis_url(url))
         try:
