@@ -19,7 +19,7 @@ import time
 from collections import deque
 
 from multidict import CIMultiDict
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ordertrack import flags, protocol, redis_connect, redis_layout
 from ordertrack.models import CARRIERS
@@ -49,7 +49,6 @@ class Pod:
         self.loop = asyncio.get_running_loop()
         # pooled, retrying a dead connection on a fresh one; follows a Sentinel failover
         self.redis = redis_connect.command_client(cfg, max_connections=32)
-        self.register_script = self.redis.register_script(registry.REGISTER_LUA)
         self.hub = Hub(on_delivered=self._on_delivered)
         self.connections: dict[str, Connection] = {}
         # a fine tick spreads pings: at 19,500 connections and 30 s, a 0.5 s tick sent ~325
@@ -316,12 +315,10 @@ class Pod:
         # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
         resume_from = [conn.resume_seq for conn in batch]
         for conn, last_seq in zip(batch, resume_from, strict=True):
-            await self.register_script(
-                keys=[redis_layout.user(conn.user_id)],
-                args=registry.register_args(self.pod_id, conn.connection_id, wall_ms,
-                                            self.cfg.max_connections_per_user, dead),
-                client=pipe,
-            )
+            pipe.execute_command(
+                "EVALSHA", registry.REGISTER_SHA, 1, redis_layout.user(conn.user_id),
+                *registry.register_args(self.pod_id, conn.connection_id, wall_ms,
+                                        self.cfg.max_connections_per_user, dead))
             pipe.hgetall(redis_layout.state(conn.order_id))
             if last_seq is not None:
                 pipe.xrange(redis_layout.stream(conn.order_id), redis_layout.after_seq(last_seq), "+",
@@ -339,6 +336,10 @@ class Pod:
             while self.pending and self.pending[0].opened_at + limit <= now:
                 self.pending.popleft().close(protocol.INTERNAL_ERROR, "tracking registry unavailable")
             return
+        if any(isinstance(result, NoScriptError) for result in results):
+            # a node without the script (a new master after a failover): load it everywhere,
+            # then admit again those it refused (they did not run, nothing to undo)
+            await self.redis.script_load(registry.REGISTER_LUA)
         index = 0
         for conn, last_seq in zip(batch, resume_from, strict=True):
             evicted, state = results[index], results[index + 1]
@@ -347,6 +348,10 @@ class Pod:
             if last_seq is not None:
                 entries = results[index]
                 index += 1
+            if isinstance(evicted, NoScriptError):
+                self.pending.append(conn)
+                self._admission_wakeup.set()
+                continue
             if isinstance(evicted, Exception):
                 log.warning("registering %s failed: %s", conn.connection_id, evicted)
                 conn.close(protocol.INTERNAL_ERROR, "registration failed")

@@ -20,6 +20,7 @@ The names and the evict message are `ordertrack.redis_layout`'s.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from importlib.resources import files
 
@@ -31,6 +32,9 @@ USER_KEY_TTL_SECONDS = 24 * 3600
 POD_LEASE_SECONDS = 15.0
 
 REGISTER_LUA = files("ordertrack.push").joinpath("register.lua").read_text()
+#: the pod pipelines `EVALSHA REGISTER_SHA` (a cluster pipeline refuses redis-py's Script
+#: objects), loading the script on a NOSCRIPT answer (a new master, a node added)
+REGISTER_SHA = hashlib.sha1(REGISTER_LUA.encode()).hexdigest()
 
 
 def register_args(pod_id: str, connection_id: str, opened_ms: int, limit: int,
