@@ -8,20 +8,32 @@ bench_redis_ha.py runs the same scenarios for BENCHMARKS.md.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
 import httpx
+import pytest
+import redis as sync_redis
 import websockets
 from redis.exceptions import RedisError
 
-from ordertrack import redis_connect, redis_layout
+from ordertrack import config, redis_connect, redis_layout
+from ordertrack.api.main import SETTINGS as API
+from ordertrack.commands.flag import SETTINGS as FLAG
 from ordertrack.gateway.publisher import Publisher
+from ordertrack.gateway.quota import Quota, Window
+from ordertrack.gateway.scheduler import Scheduler, mark_pushed
+from ordertrack.gateway.settings import SETTINGS as GATEWAY
+from ordertrack.ingest.settings import SETTINGS as INGEST
 from ordertrack.models import Order, TrackingEvent
+from ordertrack.push.settings import SETTINGS as POD
 from ordertrack.store import open_store
 from tests.pods import close_code, connect, recv_event, recv_json, start_pod
 from tests.redis_topologies import FreezingProxy
-from tests.support import wait_for
+from tests.support import REPO, wait_for
 from tests.test_api import get_tracking, running_api
 
 #: short settings: the watchdog's deadline, the pods' lease
@@ -366,3 +378,60 @@ async def test_three_pods_limit_kill_switch_and_a_killed_pods_slots(procs, tmp_p
     finally:
         await redis_connect.close_client(redis)
         await store.close()
+
+
+async def test_cluster_gateway_scripts_quota_claims_and_pushes(redis_cluster):
+    """The gateway's atomic scripts (quota, claims) and pipelines run on a cluster: each script's
+    keys share the carrier's hash tag."""
+    redis = redis_connect.command_client(redis_connect.parse_redis_url(redis_cluster.url))
+    try:
+        quota = Quota(redis, {"ups": (Window(3, 60),)}, replica="r0")
+        granted = [(await quota.acquire("ups"))[0] for _ in range(4)]
+        assert granted == [True, True, True, False]
+        await quota.pause("ups", time.time() + 30)
+        assert (await quota.acquire("ups"))[0] is False
+        scheduler = Scheduler(redis, "r0")
+        assert await scheduler.sync("fedex", ["ord_q1", "ord_q2"]) == 2
+        claim = await scheduler.claim("fedex", interval=60, batch_size=5, spacing_seconds=0.0)
+        assert sorted(claim.order_ids) == ["ord_q1", "ord_q2"]
+        assert await redis.get(redis_layout.claim("fedex", "ord_q1")) == b"r0"
+        await scheduler.release("fedex", claim.order_ids)
+        assert await redis.get(redis_layout.claim("fedex", "ord_q1")) is None
+        await mark_pushed(redis, "fedex", ["ord_q1"], time.time())
+        assert list(await scheduler.pushed_since("fedex", 0)) == ["ord_q1"]
+    finally:
+        await redis_connect.close_client(redis)
+
+
+def test_every_process_takes_every_redis_url_form():
+    """The shared REDIS group: one parser (redis_connect's) for the pod, API, gateway, ingest and
+    the operator commands; a bad URL is one line with its password hidden."""
+    forms = {
+        "redis+sentinel://:pw@s1:26379,s2/tracking-events-prod/2": redis_connect.SENTINEL,
+        "redis+cluster://r1:6379,r2:6379": redis_connect.CLUSTER,
+        "rediss://:pw@redis.internal:6380/0": redis_connect.STANDALONE,
+    }
+    for settings in (POD, API, GATEWAY, INGEST, FLAG):
+        for url, topology in forms.items():
+            cfg = config.load(settings, environ={"REDIS_URL": url})
+            assert redis_connect.target_from_settings(cfg).topology == topology
+        cfg = config.load(settings, environ={"REDIS_URL": "redis://seed:6379", "REDIS_CLUSTER": "1"})
+        assert redis_connect.target_from_settings(cfg).topology == redis_connect.CLUSTER
+        with pytest.raises(config.ConfigError) as bad:
+            config.load(settings, environ={"REDIS_URL": "redis+sentinel://:s3cret@s1:26379"})
+        assert "s3cret" not in str(bad.value) and "***" in str(bad.value)
+        assert "service name" in str(bad.value)
+
+
+def test_flag_command_on_a_cluster(redis_cluster):
+    result = subprocess.run([sys.executable, "-m", "ordertrack", "flag", "--enabled", "false"],
+                            env={**os.environ, "REDIS_URL": redis_cluster.url},
+                            capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert '"enabled":false' in result.stdout.replace(" ", "")
+    node = sync_redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+    try:
+        assert b'"enabled":false' in node.get(redis_layout.FLAG_KEY).replace(b" ", b"")
+        node.delete(redis_layout.FLAG_KEY)
+    finally:
+        node.close()
