@@ -31,10 +31,17 @@ from ordertrack.ingest.settings import SETTINGS as INGEST
 from ordertrack.models import Order, TrackingEvent
 from ordertrack.push.settings import SETTINGS as POD
 from ordertrack.store import open_store
+from ordertrack.store import sqlite as sqlite_store
+from tests import test_poller
 from tests.pods import close_code, connect, recv_event, recv_json, start_pod
 from tests.redis_topologies import FreezingProxy
 from tests.support import REPO, wait_for
 from tests.test_api import get_tracking, running_api
+from tests.test_poller import gateway_env, store_call
+
+#: the carrier sandbox's fixtures, shared with the gateway's own tests
+sandbox_url = test_poller.sandbox_url
+sandbox = test_poller.sandbox
 
 #: short settings: the watchdog's deadline, the pods' lease
 FAST = {"redis_subscription_deadline_seconds": 2, "pod_lease_seconds": 1.5}
@@ -435,3 +442,88 @@ def test_flag_command_on_a_cluster(redis_cluster):
         node.delete(redis_layout.FLAG_KEY)
     finally:
         node.close()
+
+
+# --- the gateway killed mid-cycle, the store unavailable for a while ---------------------------
+def _numbers(tag: str, count: int) -> list[str]:
+    return [f"JD0146000{tag}{i}" for i in range(count)]
+
+
+async def _watch_gateway_orders(procs, tmp_path, keys, redis_url, db, ids, numbers):
+    orders = [test_poller.order(i, "dhl", n) for i, n in zip(ids, numbers, strict=True)]
+    await asyncio.to_thread(test_poller.add_orders, db, orders)
+    pod = start_pod(procs, tmp_path, redis_url, keys, name="gwpod")
+    watchers = [await Watcher(pod, keys.token("user_1", order_id), order_id).start() for order_id in ids]
+    return pod, watchers
+
+
+def _advance(sandbox_base: str, numbers: list[str]) -> None:
+    for number in numbers:
+        httpx.post(f"{sandbox_base}/_admin/advance",
+                   json={"tracking_number": number, "steps": 1}).raise_for_status()
+
+
+async def _all_published(db, watchers, events: int) -> dict[str, list[int]]:
+    """Wait until the store has `events` events of every order and every watcher got them all;
+    returns the store's seqs by order."""
+    def history() -> dict[str, list[int]]:
+        return {w.order_id: [e.seq for e in store_call(db, "history", w.order_id)] for w in watchers}
+
+    def caught_up() -> bool:
+        stored = history()
+        return all(len(stored[w.order_id]) >= events and stored[w.order_id] == w.seqs
+                   for w in watchers)
+
+    await asyncio.to_thread(wait_for, caught_up, 20, what="every stored event delivered")
+    return await asyncio.to_thread(history)
+
+
+async def test_gateway_killed_mid_cycle_loses_and_duplicates_nothing(sandbox, procs, tmp_path,
+                                                                     keys, redis_url):
+    db = f"sqlite:///{tmp_path}/track.db"
+    ids, numbers = [f"ord_gk{i}" for i in range(3)], _numbers("GWKILL", 3)
+    _pod, watchers = await _watch_gateway_orders(procs, tmp_path, keys, redis_url, db, ids, numbers)
+    env = gateway_env(sandbox, redis_url, db)
+    gateway = procs.start("poll", env=env, log=tmp_path / "poll1.log")
+    await asyncio.to_thread(wait_for, lambda: all(w.seqs for w in watchers), 15,
+                            what="first events delivered")
+    _advance(sandbox, numbers)
+    await asyncio.sleep(0.15)  # mid-cycle: some orders polled and published, some not yet
+    gateway.kill()
+    gateway.wait()
+    _advance(sandbox, numbers)  # the shipments move on while no gateway runs
+    gateway = procs.start("poll", env=env, log=tmp_path / "poll2.log")
+    history = await _all_published(db, watchers, 3)
+    for watcher in watchers:
+        assert watcher.seqs == history[watcher.order_id] == [1, 2, 3]  # each once, in order
+    for watcher in watchers:
+        await watcher.stop()
+
+
+async def test_store_unavailable_for_a_while_the_gateway_keeps_its_place(sandbox, procs, tmp_path,
+                                                                         keys, redis_url):
+    import sqlite3
+
+    path = tmp_path / "track.db"
+    db = f"sqlite:///{path}"
+    ids, numbers = [f"ord_su{i}" for i in range(2)], _numbers("STORE", 2)
+    _pod, watchers = await _watch_gateway_orders(procs, tmp_path, keys, redis_url, db, ids, numbers)
+    gateway = procs.start("poll", env=gateway_env(sandbox, redis_url, db), log=tmp_path / "poll.log")
+    await asyncio.to_thread(wait_for, lambda: all(w.seqs for w in watchers), 15,
+                            what="first events delivered")
+    # the store refuses writes for a while (an exclusive lock held past the store's 10 s busy
+    # timeout), as a database failover would
+    lock = sqlite3.connect(path, timeout=1, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    _advance(sandbox, numbers)
+    await asyncio.sleep(sqlite_store.BUSY_TIMEOUT_MS / 1000 + 1.5)
+    assert gateway.poll() is None, "the gateway must survive a store outage"
+    assert "database is locked" in (tmp_path / "poll.log").read_text()  # it did fail
+    assert all(len(w.seqs) == 1 for w in watchers)  # nothing published that was not stored
+    lock.execute("ROLLBACK")
+    lock.close()
+    history = await _all_published(db, watchers, 2)
+    for watcher in watchers:
+        assert watcher.seqs == history[watcher.order_id] == [1, 2]
+    for watcher in watchers:
+        await watcher.stop()
