@@ -29,6 +29,7 @@ from ordertrack.gateway.scheduler import Scheduler, mark_pushed
 from ordertrack.gateway.settings import SETTINGS as GATEWAY
 from ordertrack.ingest.settings import SETTINGS as INGEST
 from ordertrack.models import Order, TrackingEvent
+from ordertrack.push import registry
 from ordertrack.push.settings import SETTINGS as POD
 from ordertrack.store import open_store
 from ordertrack.store import sqlite as sqlite_store
@@ -527,3 +528,13 @@ async def test_store_unavailable_for_a_while_the_gateway_keeps_its_place(sandbox
         assert watcher.seqs == history[watcher.order_id] == [1, 2]
     for watcher in watchers:
         await watcher.stop()
+
+
+def test_dead_pods_are_those_whose_lease_ran_out():
+    leases = registry.decode_leases([(b"pod-a:1", 1000.0), (b"pod-b:2", 5000.0), (b"me:3", 10.0),
+                                     (b"stopped:4", 0.0)])
+    # a lease over at `now` is dead; this pod never is (its own renewal may just be late);
+    # a pod not in the last read (just started) is not listed, so it counts as alive
+    assert registry.dead_pods(leases, 1000.0, own_pod="me:3") == ("pod-a:1", "stopped:4")
+    assert registry.dead_pods(leases, 999.0, own_pod="me:3") == ("stopped:4",)
+    assert registry.register_args("me:3", "ws_conn_1", 7, 5, ("pod-a:1",))[-1] == "pod-a:1"
