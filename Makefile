@@ -6,8 +6,13 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# the push pod's tests that start real pods: run a second time against the pure-Python twins
+# (ORDERTRACK_PURE_PYTHON=1), as uvloop runs its suite twice; the unit tests of the Cython
+# parts already run both implementations side by side
+PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_broker.py \
+                  tests/test_push_bad_input.py
 
-.PHONY: run test lint bench bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
+.PHONY: run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
 EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd)
 
@@ -53,9 +58,21 @@ run: install
 test: install test-db
 	$(BIN)/ruff check src tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
+	ORDERTRACK_PURE_PYTHON=1 $(PY) -m pytest $(PUSH_POD_TESTS) $(PYTEST_ARGS)
 
+# micro-benchmarks of the push pod's hot parts (Cython and twin side by side), compared with
+# the baseline stored in bench/baseline/: a part slower than BENCH_FAIL fails `make bench`;
+# then the end-to-end capacity run. `make bench-baseline` stores a new baseline.
+BENCH_FILES := bench/bench_hotpath.py bench/bench_admission.py
+BENCH_FAIL ?= min:50%
+BENCH_OPTS := -p no:cacheprovider -q --benchmark-enable --benchmark-storage=file://bench/baseline \
+              --benchmark-group-by=func --benchmark-columns=min,median,ops
 bench: install
+	$(PY) -m pytest $(BENCH_FILES) $(BENCH_OPTS) --benchmark-compare --benchmark-compare-fail=$(BENCH_FAIL)
 	$(PY) -m bench.capacity
+
+bench-baseline: install
+	$(PY) -m pytest $(BENCH_FILES) $(BENCH_OPTS) --benchmark-save=baseline
 
 node-deps:
 	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,8 +22,9 @@ from types import SimpleNamespace
 
 import httpx
 
+from ordertrack.commands.capacity import format_period
 from ordertrack.config import load
-from ordertrack.devtools.processes import free_port, wait_http_ok
+from ordertrack.devtools.processes import ProcessGroup, free_port, wait_http_ok
 from ordertrack.devtools.redis_server import RedisServer
 from ordertrack.gateway.main import build_gateway, carriers_to_poll
 from ordertrack.gateway.scheduler import effective_period, spacing
@@ -45,19 +45,11 @@ CONTRACT = {  # carrier: (interval s, requests/hour, numbers per request)
 LEVELS = (10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000)
 
 
-def fmt_period(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def staleness_table() -> str:
     lines = ["effective poll period (time between two polls of one order) by active orders:",
              f"{'active orders':>14} | " + " | ".join(f"{c:>12}" for c in CONTRACT)]
     for n in LEVELS:
-        cells = [fmt_period(effective_period(n, iv, rate, batch))
+        cells = [format_period(effective_period(n, iv, rate, batch))
                  for iv, rate, batch in CONTRACT.values()]
         lines.append(f"{n:>14,} | " + " | ".join(f"{cell:>12}" for cell in cells))
     lines.append("orders polled at the full interval, at most: " + ", ".join(
@@ -142,9 +134,8 @@ def main() -> int:
         redis_server = RedisServer(Path(tmp) / "redis")
         redis_server.start()
         port = free_port()
-        sandbox = subprocess.Popen(
-            [sys.executable, "-m", "ordertrack", "sandbox", "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        group = ProcessGroup()
+        group.start("sandbox", "--port", str(port))
         try:
             url = f"http://127.0.0.1:{port}"
             wait_http_ok(f"{url}/_admin/health")
@@ -163,8 +154,7 @@ def main() -> int:
                 print(f"  {carrier}: best {max(rates):,.0f} orders/s "
                       f"(parsed + stored + published, one new event each)")
         finally:
-            sandbox.terminate()
-            sandbox.wait(10)
+            group.stop_all()
             redis_server.stop()
     return 0
 

@@ -126,7 +126,7 @@ def test_watched_delivery_one_watcher(benchmark, impl):
         watched = {}
         for o in ids:
             watched[o] = Watch()
-            watched[o].conns.add(Watcher())
+            watched[o].conns.append(Watcher())
         out = fan()
         reader = cls(watched, out.publish)
         feed(reader, WATCHED)
@@ -148,7 +148,7 @@ def test_fanout(benchmark, impl, watchers):
 
     def run():
         watch = Watch()
-        watch.conns.update(Watcher() for _ in range(watchers))
+        watch.conns.extend(Watcher() for _ in range(watchers))
         out = cls()
         publish = out.publish
         for payload in PAYLOADS:

@@ -1,18 +1,26 @@
-"""Capacity report for one push pod: memory per connection and delivery latency.
+"""Capacity report for one push pod: CPU per message, admissions, memory, delivery latency.
 
-`python -m bench.capacity` (what `make bench` runs):
+`python -m bench.capacity` (what `make bench` runs after the micro-benchmarks):
 
 1. starts a private redis-server and one `ordertrack serve` pod on free 127.0.0.1 ports, with
    a freshly generated RS256 key pair (the pod gets the public half as JWT_PUBLIC_KEY);
-2. ramps idle authenticated connections (bench/loadgen.py) to each level (10,000 then 19,500),
-   reporting the pod's RSS per connection: (VmRSS now - VmRSS idle) / connections;
-3. publishes on `order:tracking:{order_id}` at 2,000 messages/s for 10 s to orders the
+2. with no connection yet, PUBLISHes steadily (pipelined every 10 ms) to orders nobody
+   watches at 5,000 / 20,000 / 40,000 msg/s and reports the pod's CPU at each rate;
+3. ramps idle authenticated connections (bench/loadgen.py) to each level (10,000 then 19,500),
+   reporting the pod's RSS per connection, (VmRSS now - VmRSS idle) / connections, and
+   authenticated connections per second per pod core (connections / pod CPU seconds of the ramp);
+4. publishes on `order:tracking:{order_id}` at 2,000 messages/s for 10 s to orders the
    connections watch and reports delivery latency p50/p99/max from PUBLISH to client receive,
    and the pod's CPU while idle and while publishing;
-4. stops everything it started, prints a table and writes JSON under artifacts/.
+5. floods the watched orders (pipelined PUBLISH, as fast as this process can) and reports
+   watched delivery throughput: messages and frames per pod CPU second (= per second at 100 %
+   of one core);
+6. stops everything it started, prints a table and writes JSON under artifacts/.
 
-`--quick` (500 connections, 2 s of publishing) is the CI smoke run. Targets reported against:
-<= 10 KB RSS per connection, p99 <= 2 ms at 2,000 messages/s. Everything listens on 127.0.0.1
+`--quick` (500 connections, 2 s of publishing, 1 s each of unwatched traffic at 5,000 msg/s and
+of the flood) is the CI smoke run. Targets reported against (issue 9): <= 6 KB RSS per
+connection, p99 <= 1 ms at 2,000 messages/s, < 10 % of a core at 40,000 unwatched msg/s,
+>= 5,000 authenticated connections/s and >= 150,000 watched msg/s per pod core. Everything listens on 127.0.0.1
 only; the run is bounded by --timeout and cleans up on any exit (children also get SIGTERM
 if this process dies).
 """
@@ -21,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime as dt
 import json
 import logging
@@ -30,7 +37,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,12 +46,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadGenerator, bench_location, latency_summary, order_id, percentile
+from ordertrack.devtools.keys import generate_keys
+from ordertrack.devtools.processes import die_with, free_port, stop_process, wait_for
+from ordertrack.devtools.redis_server import RedisServer
 
 log = logging.getLogger("ordertrack.bench.capacity")
 
 REPO = Path(__file__).resolve().parent.parent
-TARGET_RSS_PER_CONNECTION_KB = 10.0
-TARGET_P99_MS = 2.0
+TARGET_RSS_PER_CONNECTION_KB = 6.0
+TARGET_P99_MS = 1.0
+UNWATCHED_RATES = (5_000, 20_000, 40_000)
+TARGET_UNWATCHED_CPU_PERCENT_AT_40K = 10.0
+TARGET_WATCHED_PER_CORE = 150_000
+TARGET_CONNECTIONS_PER_CORE = 5_000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The pod's own histogram: published_at -> frames written (no client, no loopback hop).
 POD_LATENCY = "ordertrack_ws_delivery_latency_seconds"
@@ -89,7 +102,9 @@ class CpuMeter:
 
     def stop(self) -> float:
         wall = time.monotonic() - self._wall
-        return 100.0 * (cpu_seconds(self.pid) - self._cpu) / wall if wall > 0 else math.nan
+        #: CPU seconds used between start() and stop()
+        self.used = cpu_seconds(self.pid) - self._cpu
+        return 100.0 * self.used / wall if wall > 0 else math.nan
 
 
 def rss_per_connection_kb(rss_now_kb: int, rss_idle_kb: int, connections: int) -> float:
@@ -101,76 +116,30 @@ def rss_per_connection_kb(rss_now_kb: int, rss_idle_kb: int, connections: int) -
 # --- the processes under test ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM if the bench dies, so nothing is left running."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    die_with(os.getppid())()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
                interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
-            last_error = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
+    """`devtools.processes.wait_for` with the bench's argument order."""
+    return wait_for(predicate, timeout, interval, what=what)
 
 
-def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
-    import redis
-
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), "--maxclients", "1000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-    )
-    client = redis.Redis(port=port, socket_connect_timeout=0.5)
-    try:
-        wait_until(client.ping, 10, f"redis-server on 127.0.0.1:{port}")
-    except TimeoutError:
-        stop_process(proc)
-        raise
-    finally:
-        client.close()
-    return proc, f"redis://127.0.0.1:{port}/0"
+def start_redis(workdir: Path, maxclients: int = 1000) -> tuple[subprocess.Popen, str]:
+    """A private redis-server that dies with the bench: (its process, its URL).
+    `maxclients` above ~the open-files limit is lowered by Redis."""
+    server = RedisServer(workdir, maxclients=maxclients, die_with_parent=True)
+    server.start()
+    assert server.proc is not None
+    return server.proc, server.url
 
 
 def generate_key_pair(workdir: Path) -> tuple[bytes, Path]:
-    """A fresh RSA key: the private PEM for signing, the path of the public PEM for the pod."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    public_path = workdir / "jwt-public.pem"
-    public_path.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return private, public_path
+    """A fresh RSA key: the private PEM for signing, the path of the public PEMs for the pod."""
+    keys = generate_keys(workdir)
+    return keys.private_pem, keys.public_path
 
 
 def pod_command() -> list[str]:
@@ -298,6 +267,70 @@ def bench_message(seq: int, sent_at: float) -> bytes:
     })
 
 
+def publish_steady(redis_url: str, rate: int, seconds: float,
+                   message: Callable[[int], tuple[str, bytes]]) -> int:
+    """PUBLISH `rate` messages/s for `seconds` in pipelines of one 10 ms tick each;
+    `message(n)` gives the n-th (channel, payload). Returns how many were sent."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    per_tick = max(1, rate // 100)
+    sent = 0
+    start = time.perf_counter()
+    try:
+        for tick in range(max(1, int(seconds * 100))):
+            pipe = client.pipeline(transaction=False)
+            for i in range(per_tick):
+                pipe.publish(*message(sent + i))
+            pipe.execute()
+            sent += per_tick
+            pause = start + (tick + 1) / 100 - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+    finally:
+        client.close()
+    return sent
+
+
+UNWATCHED_PAYLOAD = (
+    b'{"status":"in_transit","location":"Newark NJ Distribution Center","timestamp":'
+    b'"2025-10-03T14:22:00Z","estimated_delivery":"2025-10-04T18:00:00Z","carrier":"dhl",'
+    b'"raw_carrier_response":{"shipments":[{"id":"00340434"}]},"seq":1,'
+    b'"published_at":1759501320.25}')
+
+
+def unwatched_message(n: int) -> tuple[str, bytes]:
+    from ordertrack import redis_layout
+
+    return redis_layout.channel(f"nobody_{n % 50_000:08x}"), UNWATCHED_PAYLOAD
+
+
+def flood(redis_url: str, orders: list[str], seconds: float, batch: int = 1000) -> int:
+    """PUBLISH to `orders` round-robin as fast as one pipelining client can, for `seconds`;
+    every message has the next seq of its order (above any earlier run's)."""
+    import redis
+
+    from ordertrack import redis_layout
+
+    client = redis.Redis.from_url(redis_url)
+    base_seq = int(time.time() * 1000) + 10**9
+    sent = 0
+    deadline = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < deadline:
+            pipe = client.pipeline(transaction=False)
+            now = time.time()
+            for i in range(batch):
+                n = sent + i
+                pipe.publish(redis_layout.channel(orders[n % len(orders)]),
+                             bench_message(base_seq + n // len(orders), now))
+            pipe.execute()
+            sent += batch
+    finally:
+        client.close()
+    return sent
+
+
 def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> dict[str, Any]:
     """PUBLISH `rate` messages/s for `seconds`, round-robin over `orders`, each stamped with
     the wall-clock time right before its PUBLISH. Per-order seq starts above any earlier run."""
@@ -332,7 +365,9 @@ def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> d
 
 
 def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interval: float,
-        watchers_per_order: int, settle_seconds: float, concurrency: int = 128) -> dict[str, Any]:
+        watchers_per_order: int, settle_seconds: float, concurrency: int = 128,
+        unwatched_rates: tuple[int, ...] = UNWATCHED_RATES, unwatched_seconds: float = 3.0,
+        flood_seconds: float = 3.0) -> dict[str, Any]:
     report: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -355,6 +390,17 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
         report["pod"]["rss_idle_kb"] = rss_idle
         log.info("pod ready on 127.0.0.1:%d, idle RSS %d kB", port, rss_idle)
 
+        report["unwatched"] = []
+        for unwatched_rate in unwatched_rates:
+            log.info("unwatched traffic at %d msg/s for %.0f s", unwatched_rate, unwatched_seconds)
+            cpu.start()
+            count = publish_steady(redis_url, unwatched_rate, unwatched_seconds, unwatched_message)
+            time.sleep(0.2)  # what is queued is read
+            percent = cpu.stop()
+            report["unwatched"].append({
+                "rate": unwatched_rate, "sent": count, "pod_cpu_percent": percent,
+                "us_per_message": cpu.used / count * 1e6})
+
         gen = LoadGenerator("127.0.0.1", port, private_pem, top,
                             watchers_per_order=watchers_per_order, concurrency=concurrency)
         report["loadgen"] = {"workers": gen.workers, "source_addresses": gen.sources,
@@ -366,6 +412,8 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
             wait_until(lambda held=opened["open"]: gen.stats()["acks"] >= held, 30,
                        f"connection_ack on {level} connections", interval=0.5)
             ramp_cpu = cpu.stop()
+            ramp_cpu_seconds = cpu.used
+            newly_open = opened["open"] - (report["levels"][-1]["open"] if report["levels"] else 0)
             time.sleep(settle_seconds)
             cpu.start()
             time.sleep(settle_seconds)
@@ -385,6 +433,7 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
                 "rss_kb": rss_now,
                 "rss_per_connection_kb": rss_per_connection_kb(rss_now, rss_idle, held["open"]),
                 "ramp_cpu_percent": ramp_cpu,
+                "connections_per_core_second": newly_open / ramp_cpu_seconds if ramp_cpu_seconds else math.nan,
                 "idle_cpu_percent": idle_cpu,
                 "pod_metric_active_connections": metric_sum(
                     scrape(metrics_port), "ordertrack_ws_active_connections"),
@@ -417,6 +466,21 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
             "rss_kb_after": rss_kb(pod.pid),
         }
         report["final"] = {"open": received["open"], "closes": received["closes"]}
+
+        log.info("flooding %d watched orders for %.0f s", len(watched), flood_seconds)
+        cpu.start()
+        flooded = flood(redis_url, watched, flood_seconds)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: gen.stats()["updates"] >= flooded * watchers_per_order, 10,
+                       "flood deliveries", interval=0.2)
+        cpu.stop()
+        delivered = gen.stats(reset=True)["updates"]
+        report["watched_throughput"] = {
+            "sent": flooded, "received": delivered, "pod_cpu_seconds": cpu.used,
+            "messages_per_core_second": flooded / cpu.used if cpu.used else math.nan,
+            "frames_per_core_second": delivered / cpu.used if cpu.used else math.nan,
+            "still_open": gen.stats()["open"],
+        }
     finally:
         if gen is not None:
             gen.close()
@@ -439,10 +503,16 @@ def slowest(samples: list[tuple[float, float]], started_at: float,
 def verdict(report: dict[str, Any]) -> dict[str, bool]:
     per_conn = [lvl["rss_per_connection_kb"] for lvl in report["levels"]]
     delivery = report.get("delivery", {})
+    at_40k = [u["pod_cpu_percent"] for u in report.get("unwatched", []) if u["rate"] == 40_000]
+    per_core = [lvl["connections_per_core_second"] for lvl in report["levels"]]
+    watched = report.get("watched_throughput", {})
     return {
         "rss_per_connection_ok": bool(per_conn) and max(per_conn) <= TARGET_RSS_PER_CONNECTION_KB,
         "delivery_p99_ok": delivery.get("p99_ms", math.inf) <= TARGET_P99_MS,
         "all_delivered": delivery.get("received") == delivery.get("expected_deliveries"),
+        "unwatched_cpu_ok": bool(at_40k) and at_40k[0] < TARGET_UNWATCHED_CPU_PERCENT_AT_40K,
+        "connections_per_core_ok": bool(per_core) and min(per_core) >= TARGET_CONNECTIONS_PER_CORE,
+        "watched_per_core_ok": watched.get("messages_per_core_second", 0) >= TARGET_WATCHED_PER_CORE,
     }
 
 
@@ -455,8 +525,12 @@ def render(report: dict[str, Any]) -> str:
         f"{len(report['loadgen']['source_addresses'])} source addresses)",
         f"pod idle RSS: {report['pod']['rss_idle_kb'] / 1024:.1f} MB",
         "",
+        "unwatched traffic, no connections: "
+        + "; ".join(f"{u['rate']:,}/s -> pod CPU {u['pod_cpu_percent']:.1f}% ({u['us_per_message']:.2f} us/msg)"
+                    for u in report.get("unwatched", [])),
+        "",
         f"{'connections':>11} {'open':>7} {'failed':>6} {'ramp s':>7} {'connect p50/p99 ms':>19} "
-        f"{'pod RSS MB':>10} {'RSS/conn KB':>11} {'ramp CPU %':>10} {'idle CPU %':>10}",
+        f"{'pod RSS MB':>10} {'RSS/conn KB':>11} {'ramp CPU %':>10} {'conn/s/core':>11} {'idle CPU %':>10}",
     ]
     for lvl in report["levels"]:
         failed = sum(lvl["failures"].values())
@@ -464,7 +538,8 @@ def render(report: dict[str, Any]) -> str:
             f"{lvl['target']:>11,} {lvl['open']:>7,} {failed:>6,} {lvl['ramp_seconds']:>7.1f} "
             f"{lvl['connect_p50_ms']:>9.1f}/{lvl['connect_p99_ms']:<9.1f} "
             f"{lvl['rss_kb'] / 1024:>10.1f} {lvl['rss_per_connection_kb']:>11.2f} "
-            f"{lvl['ramp_cpu_percent']:>10.0f} {lvl['idle_cpu_percent']:>10.1f}"
+            f"{lvl['ramp_cpu_percent']:>10.0f} {lvl['connections_per_core_second']:>11,.0f} "
+            f"{lvl['idle_cpu_percent']:>10.1f}"
         )
     d = report["delivery"]
     v = report["verdict"]
@@ -477,10 +552,22 @@ def render(report: dict[str, Any]) -> str:
         f"max {d['max_ms']:.2f} ms; pod CPU {d['pod_cpu_percent']:.0f}% of one core",
         f"  pod side (its histogram, PUBLISH -> frames written): p50 <= "
         f"{_fmt_ms(d.get('pod_side_p50_le_ms'))}, p99 <= {_fmt_ms(d.get('pod_side_p99_le_ms'))}",
+    ]
+    w = report.get("watched_throughput")
+    if w:
+        lines.append(
+            f"watched flood: {w['sent']:,} PUBLISH, {w['received']:,} frames received, pod "
+            f"{w['pod_cpu_seconds']:.2f} CPU s: {w['messages_per_core_second']:,.0f} msg/s and "
+            f"{w['frames_per_core_second']:,.0f} frames/s per pod core")
+    lines += [
         "",
         f"target RSS/conn <= {TARGET_RSS_PER_CONNECTION_KB:.0f} KB: "
         f"{ok[v['rss_per_connection_ok']]}; target p99 <= {TARGET_P99_MS:.0f} ms: "
         f"{ok[v['delivery_p99_ok']]}; every update delivered: {ok[v['all_delivered']]}",
+        f"target < {TARGET_UNWATCHED_CPU_PERCENT_AT_40K:.0f}% CPU at 40K unwatched msg/s: "
+        f"{ok[v['unwatched_cpu_ok']]}; >= {TARGET_CONNECTIONS_PER_CORE:,} conn/s/core: "
+        f"{ok[v['connections_per_core_ok']]}; >= {TARGET_WATCHED_PER_CORE:,} watched msg/s/core: "
+        f"{ok[v['watched_per_core_ok']]}",
     ]
     return "\n".join(lines)
 
@@ -528,7 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(int(math.ceil(timeout)))
     try:
         report = run(levels, args.rate, publish_seconds, args.heartbeat_interval,
-                     args.watchers_per_order, settle, args.concurrency)
+                     args.watchers_per_order, settle, args.concurrency,
+                     unwatched_rates=(5_000,) if args.quick else UNWATCHED_RATES,
+                     unwatched_seconds=1.0 if args.quick else 3.0,
+                     flood_seconds=1.0 if args.quick else 3.0)
     except (TimeoutError, RuntimeError, OSError) as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 1

@@ -3,8 +3,8 @@
 Run: .venv/bin/python -m bench.pubsub_cpu [seconds per level, default 3]
 
 A private redis-server; for each subscriber kind a child process on uvloop holds the pod's
-`PSUBSCRIBE order:tracking:*` and watches nothing: `old` reads it the way push/broker.py does
-today (redis.asyncio `PubSub.get_message`), `cython` and `python` with push/pubsub_reader.py's
+`PSUBSCRIBE order:tracking:*` and watches nothing: `old` reads it the way push/broker.py did
+before issue 9 (redis.asyncio `PubSub.get_message`), `cython` and `python` with push/pubsub_reader.py's
 two implementations. This process PUBLISHes at a steady rate (pipelined every 10 ms) and reads
 the child's CPU time from /proc (psutil). The child prints how many messages it read.
 """
@@ -23,15 +23,11 @@ import psutil
 import redis
 import uvloop
 
-from bench.capacity import start_redis, stop_process
+from bench.capacity import publish_steady, start_redis, stop_process, unwatched_message
 from ordertrack import redis_layout
 
 RATES = (5_000, 20_000, 40_000)
 KINDS = ("old", "cython", "python")
-PAYLOAD = (b'{"status":"in_transit","location":"Newark NJ Distribution Center","timestamp":'
-           b'"2025-10-03T14:22:00Z","estimated_delivery":"2025-10-04T18:00:00Z","carrier":"dhl",'
-           b'"raw_carrier_response":{"shipments":[{"id":"00340434"}]},"seq":1,'
-           b'"published_at":1759501320.25}')
 
 
 async def subscribe(kind: str, url: str) -> None:
@@ -62,24 +58,6 @@ async def subscribe(kind: str, url: str) -> None:
     print(count, flush=True)
 
 
-def publish(url: str, rate: int, seconds: float) -> int:
-    client = redis.Redis.from_url(url)
-    per_tick = rate // 100
-    sent = 0
-    start = time.perf_counter()
-    for tick in range(int(seconds * 100)):
-        pipe = client.pipeline(transaction=False)
-        for i in range(per_tick):
-            pipe.publish(redis_layout.channel(f"ord_{(sent + i) % 50_000:08x}"), PAYLOAD)
-        pipe.execute()
-        sent += per_tick
-        pause = start + (tick + 1) / 100 - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-    client.close()
-    return sent
-
-
 def measure(kind: str, url: str, rate: int, seconds: float) -> tuple[float, int, int, float]:
     child = subprocess.Popen([sys.executable, "-m", "bench.pubsub_cpu", "--subscriber", kind, url],
                              stdout=subprocess.PIPE, text=True)
@@ -88,7 +66,7 @@ def measure(kind: str, url: str, rate: int, seconds: float) -> tuple[float, int,
         proc = psutil.Process(child.pid)
         before = proc.cpu_times()
         wall = time.perf_counter()
-        sent = publish(url, rate, seconds)
+        sent = publish_steady(url, rate, seconds, unwatched_message)
         time.sleep(0.3)  # let it finish what is queued
         after = proc.cpu_times()
         wall = time.perf_counter() - wall

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 
 import pytest
+import redis.asyncio as aioredis
+
+# a pod of the test's own and Redis clients: fixtures `pod`, `rsync`, `rasync`
+from ordertrack.devtools.postgres import private_schema
+from tests.pods import pod, rasync, rsync  # noqa: F401
 
 # Sentinel and Cluster topologies: fixtures `sentinel_topology`, `redis_cluster`
 from tests.redis_topologies import redis_cluster, sentinel_topology  # noqa: F401
 from tests.support import (
     ProcessGroup,
     RedisServer,
+    free_port,
     generate_keys,
+    wait_http_ok,
 )
 
 PG_BASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -66,25 +72,34 @@ def procs():
     group.stop_all()
 
 
+@pytest.fixture(scope="module")
+def sandbox_url():
+    """The URL of one carrier sandbox (`ordertrack sandbox`) for the test module."""
+    group = ProcessGroup()
+    port = free_port()
+    group.start("sandbox", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(f"{url}/_admin/health")
+        yield url
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture
+async def clients(redis_url):
+    """Two asyncio Redis clients on the session's Redis (two replicas, as it were)."""
+    made = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
+    yield made
+    for client in made:
+        await client.aclose()
+
+
 @pytest.fixture
 def pg_url():
     """A PostgreSQL URL on the machine's `test` database, in a schema of this test's own."""
-    import asyncio
-
-    import asyncpg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(PG_BASE_URL)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
-    yield f"{PG_BASE_URL}?search_path={schema}"
-    asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+    with private_schema(PG_BASE_URL) as url:
+        yield url
 
 
 def pytest_report_header(config):

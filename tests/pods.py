@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
+import redis
+import redis.asyncio as aioredis
 import websockets
 
 from ordertrack import redis_layout
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
 from tests.support import free_port, wait_for
 
 SUBPROTOCOL = "vantage-tracking-v1"
@@ -73,6 +78,33 @@ def start_pod(procs, tmp_path: Path, redis_url: str, keys, wait_ready: bool = Tr
 
     wait_for(up, 15, what="pod ready")
     return pod
+
+
+@pytest.fixture
+def pod(procs, tmp_path, redis_url, keys):
+    """One pod of this test's own on the session's Redis (a conftest fixture)."""
+    return start_pod(procs, tmp_path, redis_url, keys)
+
+
+@pytest.fixture
+def rsync(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def rasync(redis_url):
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def publish(client, order_id, seq, status="in_transit", location="Newark NJ", carrier="dhl"):
+    """Publish one stored event for the order as the gateway does."""
+    await Publisher(client).publish(order_id, carrier,
+        StoredEvent(order_id, seq, status, location, f"2025-10-03T14:{seq % 60:02d}:00Z",
+                    "2025-10-04T18:00:00Z", raw={"secret": "carrier internals"}))
 
 
 async def connect(pod: PodProcess, token: str, order_id: str, query: str = "",
@@ -167,20 +199,31 @@ def request_bytes(path: str, headers: dict | list) -> bytes:
 class RawWebSocket:
     """A client over a plain TCP socket that writes frames byte by byte and reads them back."""
 
-    def __init__(self, reader, writer, status: int, headers: dict, body: bytes):
+    def __init__(self, reader, writer, status: int, headers: dict, body: bytes, raw: bytes = b""):
         self.reader, self.writer = reader, writer
         self.status, self.headers, self.body = status, headers, body
+        self.raw = raw  # the answer's head and body as they came
 
     @classmethod
     async def open(cls, pod: PodProcess, path: str, headers: dict | list,
                    rcvbuf: int | None = None) -> RawWebSocket:
+        return await cls.open_bytes(pod, [request_bytes(path, headers)], rcvbuf)
+
+    @classmethod
+    async def open_bytes(cls, pod: PodProcess, pieces: list[bytes],
+                         rcvbuf: int | None = None) -> RawWebSocket:
+        """Write these bytes (each piece sent on its own), then read the HTTP answer."""
         sock = socket.socket()
         if rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", pod.port))
         reader, writer = await asyncio.open_connection(sock=sock)
-        writer.write(request_bytes(path, headers))
+        for n, piece in enumerate(pieces):
+            if n:
+                await asyncio.sleep(0.05)  # so the server reads the pieces one by one
+            writer.write(piece)
+            await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         status_line, *lines = head.decode("latin-1").split("\r\n")
         response_headers = {}
@@ -191,7 +234,7 @@ class RawWebSocket:
         body = b""
         if int(response_headers.get("content-length", 0)):
             body = await reader.readexactly(int(response_headers["content-length"]))
-        return cls(reader, writer, int(status_line.split()[1]), response_headers, body)
+        return cls(reader, writer, int(status_line.split()[1]), response_headers, body, head + body)
 
     def json(self) -> dict:
         return json.loads(self.body)

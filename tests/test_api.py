@@ -278,6 +278,31 @@ async def test_published_events_the_store_lacks_come_from_the_stream(api, keys, 
                                                             "2025-10-03T17:00:00Z")
 
 
+async def test_late_scans_are_in_history_order_and_leave_the_current_status(api, keys,
+                                                                               order_id):
+    """A carrier pushes a scan older than the newest (it gets the next seq): the answer lists
+    the history by scan time, and the status stays the newest scan's, whether the late scan
+    comes from the store or, published before the store shows it, from the stream."""
+    late_stored = TrackingEvent("in_transit", "Sort Facility, Pittsburgh PA",
+                                "2025-10-02T20:00:00Z")
+    late_published = TrackingEvent("in_transit", "Hub, Allentown PA", "2025-10-03T08:00:00Z")
+    await add_order(api, order_id, events=[*LOG_EVENTS, late_stored])
+    client = redis.asyncio.Redis.from_url(api.redis)
+    try:
+        await Publisher(client).publish(order_id, "dhl", StoredEvent(
+            order_id, 6, late_published.status, late_published.location,
+            late_published.timestamp))
+    finally:
+        await client.aclose()
+    body = get_tracking(api, order_id, keys.token("user_1", order_id)).json()
+    assert body["seq"] == 6
+    assert [(h["seq"], h["timestamp"]) for h in body["history"]] == [
+        (1, "2025-10-01T10:00:00Z"), (2, "2025-10-02T06:00:00Z"), (5, "2025-10-02T20:00:00Z"),
+        (6, "2025-10-03T08:00:00Z"), (3, "2025-10-03T14:02:00Z"), (4, "2025-10-03T14:08:00Z")]
+    assert (body["status"], body["last_update"], body["estimated_delivery"]) == (
+        "out_for_delivery", "2025-10-03T14:08:00Z", "2025-10-03T17:00:00Z")
+
+
 async def test_realtime_enabled_follows_the_flag_key(api, keys, order_id, redis_url):
     await add_order(api, order_id)
     token = keys.token("user_1", order_id)
@@ -355,54 +380,36 @@ def test_missing_public_key_stops_start_up_with_one_line(tmp_path):
 
 
 async def test_without_redis_answers_come_from_the_store_with_realtime_off(own_redis, keys,
-                                                                           procs, tmp_path,
-                                                                           order_id):
-    db_url = f"sqlite:///{tmp_path / 'tracking.db'}"
-    api = type("Api", (), {"db": db_url})
-    await add_order(api, order_id)
-    port = free_port()
-    procs.start("api", env={
-        "API_HOST": "127.0.0.1", "API_PORT": str(port), "DATABASE_URL": db_url,
-        "REDIS_URL": own_redis.url, "JWT_PUBLIC_KEY": str(keys.public_path),
-        "REALTIME_WS_URL": WS_BASE, "REST_CACHE_TTL_SECONDS": "0.2",
-    }, log=tmp_path / "api.log")
-    api.base = f"http://127.0.0.1:{port}"
-    wait_http_ok(api.base + "/healthz")
-    token = keys.token("user_1", order_id)
-    assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
+                                                                           tmp_path, order_id):
+    with running_api(own_redis, keys, tmp_path, REST_CACHE_TTL_SECONDS="0.2") as api:
+        await add_order(api, order_id)
+        token = keys.token("user_1", order_id)
+        assert get_tracking(api, order_id, token).json()["realtime"]["enabled"] is True
 
-    own_redis.stop()
-    response = get_tracking(api, order_id, token)
-    assert response.status_code == 200
-    body = response.json()
-    assert (body["seq"], body["status"]) == (4, "out_for_delivery")
-    assert body["realtime"]["enabled"] is False
-    assert_error(get_tracking(api, "ord_unknown", keys.token("user_1", "ord_unknown")), 404,
-                 "NOT_FOUND")
+        own_redis.stop()
+        response = get_tracking(api, order_id, token)
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["seq"], body["status"]) == (4, "out_for_delivery")
+        assert body["realtime"]["enabled"] is False
+        assert_error(get_tracking(api, "ord_unknown", keys.token("user_1", "ord_unknown")), 404,
+                     "NOT_FOUND")
 
-    own_redis.start()
-    wait_for(lambda: get_tracking(api, order_id, token).json()["realtime"]["enabled"],
-             timeout=10, what="realtime back on once Redis is back")
+        own_redis.start()
+        wait_for(lambda: get_tracking(api, order_id, token).json()["realtime"]["enabled"],
+                 timeout=10, what="realtime back on once Redis is back")
 
 
-async def test_keys_from_a_jwks_url_as_the_pod_takes_them(keys, procs, tmp_path, redis_url,
+async def test_keys_from_a_jwks_url_as_the_pod_takes_them(keys, tmp_path, redis_server,
                                                          order_id):
     """`JWT_JWKS_URL` (no PEM): the same JWT settings as the push pod; keys chosen by `kid`."""
     import time
 
     import jwt
 
-    with jwks_server(keys.public_pem, "key-2026") as url:
-        db_url = f"sqlite:///{tmp_path / 'tracking.db'}"
-        api = type("Api", (), {"db": db_url})
+    with jwks_server(keys.public_pem, "key-2026") as url, running_api(
+            redis_server, keys, tmp_path, JWT_PUBLIC_KEY="", JWT_JWKS_URL=url) as api:
         await add_order(api, order_id)
-        port = free_port()
-        procs.start("api", env={
-            "API_HOST": "127.0.0.1", "API_PORT": str(port), "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url, "JWT_PUBLIC_KEY": "", "JWT_JWKS_URL": url,
-        }, log=tmp_path / "api.log")
-        api.base = f"http://127.0.0.1:{port}"
-        wait_http_ok(api.base + "/healthz")
 
         def signed(kid: str) -> str:
             claims = {"sub": "user_1", "order_id": order_id, "exp": time.time() + 60}

@@ -14,22 +14,9 @@ import pytest
 from ordertrack.gateway.carriers import CarrierError, dhl, fedex, ups
 from ordertrack.gateway.http import RetryPolicy
 from ordertrack.gateway.metrics import Metrics
-from tests.support import ProcessGroup, free_port, wait_http_ok
+from tests.support import free_port
 
 DEFAULT_CONFIG = {"fedex_token_ttl": 3599, "ups_token_ttl": 14399, "slow_seconds": 20}
-
-
-@pytest.fixture(scope="module")
-def sandbox_url():
-    group = ProcessGroup()
-    port = free_port()
-    group.start("sandbox", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(f"{url}/_admin/health")
-        yield url
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture
@@ -81,6 +68,25 @@ def make_ups(url: str, **kw) -> ups.UpsClient:
     kw.setdefault("policy", policy())
     return ups.UpsClient(url, client_id="sandbox-ups-id", client_secret="sandbox-ups-secret",
                          **kw)
+
+
+MAKERS = {"dhl": make_dhl, "fedex": make_fedex, "ups": make_ups}
+#: a sandbox tracking number per carrier, by test: JD + 10 digits, 77 + 10, 1Z + 16
+NUMBER_FORMATS = {"dhl": "JD{:010d}", "fedex": "77{:010d}", "ups": "1Z{:016d}"}
+
+
+def number_for(carrier: str, n: int) -> str:
+    return NUMBER_FORMATS[carrier].format(n)
+
+
+async def track_error(client, number: str) -> CarrierError:
+    """The CarrierError tracking `number` raises; the client is closed after."""
+    try:
+        with pytest.raises(CarrierError) as info:
+            await client.track([number])
+    finally:
+        await client.aclose()
+    return info.value
 
 
 def assert_tracked(result, number: str) -> None:
@@ -189,13 +195,8 @@ async def test_refused_token_request_is_not_repeated_by_every_waiting_call(sandb
 
 async def test_persistent_401_is_an_auth_error_after_one_refresh(sandbox):
     admin(sandbox, "faults", {"carrier": "fedex", "kind": "401", "count": 5})
-    client = make_fedex(sandbox)
-    try:
-        with pytest.raises(CarrierError) as info:
-            await client.track(["770000000003"])
-    finally:
-        await client.aclose()
-    assert info.value.kind == "auth" and info.value.status == 401
+    error = await track_error(make_fedex(sandbox), "770000000003")
+    assert error.kind == "auth" and error.status == 401
     got = stats(sandbox)["fedex"]
     assert got["requests"] == 2 and got["token_requests"] == 2
 
@@ -247,15 +248,10 @@ async def test_503_burst_retried_then_succeeding_and_exhausted(sandbox):
 @pytest.mark.parametrize("carrier", ["dhl", "fedex", "ups"])
 async def test_daily_quota_not_retried(sandbox, carrier):
     admin(sandbox, "faults", {"carrier": carrier, "kind": "daily_quota", "count": 1})
-    client = {"dhl": make_dhl, "fedex": make_fedex, "ups": make_ups}[carrier](sandbox)
-    number = {"dhl": "JD0000000007", "fedex": "770000000007", "ups": "1Z0000000000000007"}
-    try:
-        with pytest.raises(CarrierError) as info:
-            await client.track([number[carrier]])
-    finally:
-        await client.aclose()
-    assert info.value.kind == "daily_quota" and info.value.status == 429
-    assert 0 < info.value.retry_after <= 86400   # until 00:00 UTC
+    client = MAKERS[carrier](sandbox)
+    error = await track_error(client, number_for(carrier, 7))
+    assert error.kind == "daily_quota" and error.status == 429
+    assert 0 < error.retry_after <= 86400   # until 00:00 UTC
     assert stats(sandbox)[carrier]["requests"] == 1
     assert all(retries(client, kind) == 0 for kind in ("rate_limited", "server_error", "timeout"))
 
@@ -263,15 +259,10 @@ async def test_daily_quota_not_retried(sandbox, carrier):
 @pytest.mark.parametrize("carrier", ["dhl", "fedex", "ups"])
 async def test_malformed_json_is_a_malformed_error(sandbox, carrier):
     admin(sandbox, "faults", {"carrier": carrier, "kind": "malformed", "count": 1})
-    client = {"dhl": make_dhl, "fedex": make_fedex, "ups": make_ups}[carrier](sandbox)
-    number = {"dhl": "JD0000000008", "fedex": "770000000008", "ups": "1Z0000000000000008"}
-    try:
-        with pytest.raises(CarrierError) as info:
-            await client.track([number[carrier]])
-    finally:
-        await client.aclose()
-    assert info.value.kind == "malformed" and info.value.carrier == carrier
-    assert "not JSON" in str(info.value)
+    client = MAKERS[carrier](sandbox)
+    error = await track_error(client, number_for(carrier, 8))
+    assert error.kind == "malformed" and error.carrier == carrier
+    assert "not JSON" in str(error)
     assert stats(sandbox)[carrier]["requests"] == 1
 
 
@@ -360,13 +351,9 @@ async def test_requests_carry_the_carrier_headers(sandbox):
 async def test_connection_refused_retried_then_server_error():
     port = free_port()   # nothing listens there
     client = make_ups(f"http://127.0.0.1:{port}")
-    try:
-        with pytest.raises(CarrierError) as info:
-            await client.track(["1Z0000000000000012"])
-    finally:
-        await client.aclose()
-    assert info.value.kind == "server_error" and info.value.status is None
-    assert "connection error" in info.value.detail
+    error = await track_error(client, "1Z0000000000000012")
+    assert error.kind == "server_error" and error.status is None
+    assert "connection error" in error.detail
     assert retries(client, "server_error") == 3
 
 

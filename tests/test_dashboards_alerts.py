@@ -1,6 +1,7 @@
 """deploy/grafana and deploy/prometheus against what our processes really export.
 
-A real push pod and a real gateway (against the carrier sandbox) are driven until every
+A real push pod, a real gateway (against the carrier sandbox) and a real `ordertrack ingest`
+(fed by the sandbox's FedEx webhook) are driven until every
 metric the dashboard, the rules and the README's queries use has samples; their /metrics are
 scraped and every metric and label name in every query must be in the scrape (or be a scrape
 target label of deploy/prometheus/prometheus.yaml, or a recording rule of alerts.yaml).
@@ -28,7 +29,6 @@ from ordertrack.models import StoredEvent
 from tests.pods import connect, recv_event, start_pod, upgrade_headers
 from tests.support import REPO, ProcessGroup, free_port, wait_for
 from tests.test_poller import NUMBERS, add_orders, gateway_env, order
-from tests.test_poller import sandbox_url as sandbox_url  # noqa: F401 - its sandbox fixture
 
 PROM = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "ws-order-tracking.json"
@@ -158,9 +158,36 @@ def gateway_metrics(sandbox_url, redis_server, tmp_path_factory):  # noqa: F811 
 
 
 @pytest.fixture(scope="module")
-def exported(pod_metrics, gateway_metrics) -> Scrape:
+def ingest_metrics(sandbox_url, redis_server, tmp_path_factory):  # noqa: F811 - the fixture
+    """A real ingest: the sandbox's FedEx webhook delivers a scan, a duplicate and a forgery."""
+    from tests.test_ingest import FEDEX_SECRET, fedex_webhook, push_now, shipment
+
+    tmp = tmp_path_factory.mktemp("ingest")
+    db = f"sqlite:///{tmp}/track.db"
+    add_orders(db, [order("ord_push_metrics", "fedex", "FXMETRICS1")])
+    port = free_port()
+    group = ProcessGroup()
+    group.start("ingest", env={"REDIS_URL": redis_server.url, "DATABASE_URL": db,
+                               "INGEST_HOST": "127.0.0.1", "INGEST_PORT": str(port),
+                               "FEDEX_WEBHOOK_SECRET": FEDEX_SECRET}, log=tmp / "ingest.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(base + "/healthz").status_code == 200, 15, what="ingest")
+        shipment(sandbox_url, "fedex", "FXMETRICS1", reached=1)
+        fedex_webhook(sandbox_url, base)
+        outcomes = [d["status"] for fault in (None, "duplicate", "bad_signature")
+                    for d in push_now(sandbox_url, "fedex", "FXMETRICS1", events="latest",
+                                      **({"fault": fault} if fault else {}))]
+        assert outcomes == [200, 200, 200, 401], outcomes
+        yield scrape(base + "/metrics")
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def exported(pod_metrics, gateway_metrics, ingest_metrics) -> Scrape:
     both = Scrape("")
-    for one in (pod_metrics, gateway_metrics):
+    for one in (pod_metrics, gateway_metrics, ingest_metrics):
         both.update(one)
         both.label_values.update(one.label_values)
     return both
@@ -320,11 +347,13 @@ def test_dashboard_has_the_logs_six_panels_and_duration_buckets(pod_metrics):
     board = dashboard()
     assert (board["uid"], board["title"], board["refresh"]) == (
         "ws-order-tracking", "ws-order-tracking-monitoring", "10s")
+    # the log's six panels, in its order, then ours for carrier push (issue 13)
     assert [p["title"] for p in board["panels"]] == [
         "Active WebSocket Connections", "Connection Duration Distribution",
         "Tracking Update Delivery Latency", "Heartbeat Timeout Rate",
-        "Carrier API Polling Success Rate", "Redis Pub/Sub Message Volume"]
-    assert len({p["id"] for p in board["panels"]}) == 6
+        "Carrier API Polling Success Rate", "Redis Pub/Sub Message Volume",
+        "Carrier Push (webhooks)"]
+    assert len({p["id"] for p in board["panels"]}) == 7
     by_title = {p["title"]: p for p in board["panels"]}
     latency = [t["expr"] for t in by_title["Tracking Update Delivery Latency"]["targets"]]
     assert [re.search(r"histogram_quantile\(([\d.]+)", e).group(1) for e in latency] == [
@@ -336,6 +365,22 @@ def test_dashboard_has_the_logs_six_panels_and_duration_buckets(pod_metrics):
         "60.0", "300.0", "900.0", "1800.0", "3600.0", "7200.0", "+Inf"}
     duration = by_title["Connection Duration Distribution"]["targets"][0]
     assert duration["format"] == "heatmap" and "sum by (le)" in duration["expr"]
+
+
+def test_the_carrier_push_panel_shows_received_verified_refused_duplicates_and_lag(
+        ingest_metrics):
+    """Issue 13's panel: each of its series is an ingest metric the process really exports."""
+    (panel,) = [p for p in dashboard()["panels"] if p["title"] == "Carrier Push (webhooks)"]
+    used = {name for t in panel["targets"] for name, _ in read_promql(t["expr"])[0]}
+    assert used == {
+        "ordertrack_ingest_deliveries_received_total",
+        "ordertrack_ingest_deliveries_verified_total",
+        "ordertrack_ingest_deliveries_refused_total",
+        "ordertrack_ingest_events_duplicate_total", "ordertrack_ingest_lag_seconds_bucket"}
+    assert used <= set(ingest_metrics)
+    assert ingest_metrics.values("ordertrack_ingest_deliveries_refused_total", "reason") == {
+        "unauthorized"}
+    assert panel["gridPos"]["y"] >= 27  # below the log's six
 
 
 def test_readme_lists_a_query_for_every_infrastructure_metrics_row():

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from tests.support import REPO, free_port, wait_for
+from tests.test_ingest import metric
 
 READY_LINE = "Ctrl-C stops everything"
 
@@ -30,7 +31,8 @@ class Dev:
     def __init__(self, cwd: Path, **env: str):
         self.cwd = cwd
         self.ports = {name: free_port() for name in
-                      ("PORT", "API_PORT", "SANDBOX_PORT", "METRICS_PORT", "GATEWAY_METRICS_PORT")}
+                      ("PORT", "API_PORT", "SANDBOX_PORT", "METRICS_PORT", "GATEWAY_METRICS_PORT",
+                       "INGEST_PORT")}
         full_env = {**os.environ, **{k: str(v) for k, v in self.ports.items()},
                     "PYTHONUNBUFFERED": "1", **env}
         for name in ("DATABASE_URL", "REDIS_URL"):
@@ -49,7 +51,7 @@ class Dev:
                 break
         assert READY_LINE in self.text, self.text
         self.children = psutil.Process(self.proc.pid).children(recursive=True)
-        assert len(self.children) >= 5  # redis, sandbox, gateway, pod, api
+        assert len(self.children) >= 6  # redis, sandbox, ingest, gateway, pod, api
         redis_port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", self.text).group(1))
         self.ports["REDIS"] = redis_port
 
@@ -176,20 +178,63 @@ def test_a_second_run_prints_fresh_shipments_and_the_store_gets_no_event_twice(t
         for _, order_id, token in fresh:
             assert second.tracking(order_id, token).json()["status"] != "delivered"
 
-        # the old order is polled again by the new gateway against the new sandbox process
+        # the new sandbox process reports the old order's scans again: it pushes them (its
+        # push state starts empty) or, for an order without push, the new gateway polls them;
+        # the store has them already
         old_run = old_order.split("_")[2].upper()  # ord_demo_<run>_dhl
-        stats = f"http://127.0.0.1:{second.ports['SANDBOX_PORT']}/_admin/stats"
+        sandbox = f"http://127.0.0.1:{second.ports['SANDBOX_PORT']}"
 
-        def polled_twice():
-            numbers = httpx.get(stats, timeout=5).json()["dhl"]["tracking_numbers"]
-            return any(count >= 2 for number, count in numbers.items()
-                       if number.endswith(old_run))
-        wait_for(polled_twice, 30, what="the first run's order polled again")
+        def polled_or_pushed_again():
+            numbers = httpx.get(f"{sandbox}/_admin/stats", timeout=5).json()["dhl"][
+                "tracking_numbers"]
+            polled = any(count >= 1 for number, count in numbers.items()
+                         if number.endswith(old_run))
+            pushed = any(d["tracking_number"].endswith(old_run) and d["status"] == 200
+                         for d in httpx.get(f"{sandbox}/_admin/push", timeout=5).json()[
+                             "deliveries"])
+            return polled or pushed
+        wait_for(polled_or_pushed_again, 30,
+                 what="the first run's order polled or pushed again")
         history = second.tracking(old_order, old_token).json()["history"]
         scans = [(event["status"], event["location"]) for event in history]
         assert scans and len(scans) == len(set(scans)), history
     finally:
         assert second.stop() == 0
+
+
+def test_pushed_scans_reach_the_store_through_ingest(tmp_path):
+    """Carrier push in the demo: the sandbox's FedEx webhook and the gateway's UPS and DHL
+    subscriptions point at `ordertrack ingest`, and pushed scans land in the REST answer
+    although the gateway polls only once an hour."""
+    dev = Dev(tmp_path, DEV_DIR=str(tmp_path / "dev"), DEV_POLL_INTERVAL_SECONDS="3600",
+              SANDBOX_TIME_SCALE="3000")
+    sandbox = f"http://127.0.0.1:{dev.ports['SANDBOX_PORT']}"
+    ingest = f"http://127.0.0.1:{dev.ports['INGEST_PORT']}"
+    try:
+        assert f"carrier push  {ingest}/webhooks/" in dev.text
+        pages = {order_id.rsplit("_", 1)[1]: (order_id, token) for _, order_id, token in
+                 dev.pages()}
+        hooks = httpx.get(f"{sandbox}/_admin/webhooks", timeout=5).json()
+        assert hooks["fedex"]["url"] == f"{ingest}/webhooks/fedex"
+        wait_for(lambda: {(s["carrier"], s["url"]) for s in httpx.get(
+            f"{sandbox}/_admin/webhooks", timeout=5).json()["subscriptions"]} >= {
+            ("ups", f"{ingest}/webhooks/ups"), ("dhl", f"{ingest}/webhooks/dhl")}, 30,
+            what="the gateway's UPS and DHL push subscriptions")
+
+        stored = 'ordertrack_ingest_events_stored_total{carrier="fedex"}'
+        wait_for(lambda: metric(ingest, stored) >= 1, 60,
+                 what="a pushed FedEx scan stored by ingest")
+        deliveries = httpx.get(f"{sandbox}/_admin/push", timeout=5).json()["deliveries"]
+        assert any(d["carrier"] == "fedex" and d["status"] == 200 for d in deliveries)
+        order_id, token = pages["fedex"]
+        number = dev.tracking(order_id, token).json()["tracking_number"]
+        pushed = {d["event"] for d in deliveries
+                  if d["tracking_number"] == number and d["status"] == 200}
+        history = dev.tracking(order_id, token).json()["history"]
+        assert len(history) >= len(pushed) >= 1, (history, deliveries)
+    finally:
+        assert dev.stop() == 0
+    dev.assert_nothing_left()
 
 
 def test_dev_refuses_a_busy_port_with_one_clear_line(tmp_path):

@@ -5,10 +5,12 @@ push-aware polling)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
 
 import httpx
+import orjson
 import pytest
 import redis
 
@@ -17,7 +19,7 @@ from ordertrack.gateway.carriers import dhl, fedex, push, ups
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.gateway.scheduler import deferred_scores, effective_period, period_with_push
 from ordertrack.ingest import auth
-from ordertrack.models import StoredEvent
+from ordertrack.models import StoredEvent, TrackingEvent
 from ordertrack.sandbox import push as sandbox_push
 from ordertrack.sandbox import shapes
 from ordertrack.sandbox.shipments import new_shipment
@@ -29,7 +31,6 @@ from tests.test_poller import (  # noqa: F401 - fixtures
     order,
     polls_of,
     sandbox,
-    sandbox_url,
     store_call,
 )
 
@@ -286,11 +287,15 @@ def test_ups_callback_lost_while_down_is_caught_by_polling_which_adapts_to_push(
         assert [d["status"] for d in push_now(sandbox, "ups", number, events="latest")] == [200]
     wait_for(lambda: metric(f"http://127.0.0.1:{metrics_port}", gauge) < 3.0, 15,
              what="the effective period of orders without push shortens")
-    assert metric(f"http://127.0.0.1:{metrics_port}",
-                  'ordertrack_gateway_pushed_orders{carrier="ups"}') == 2
+    wait_for(lambda: metric(f"http://127.0.0.1:{metrics_port}",
+                            'ordertrack_gateway_pushed_orders{carrier="ups"}') == 2, 15,
+             what="both pushed orders counted")
     assert store_call(db, "history", "ord_0")[-1].status == "in_transit"
+    # while the order without push is polled twice more, a pushed one is polled at most once
+    # (counted in polls, not seconds: a loaded machine stretches the seconds)
     before = polls_of(sandbox, numbers[0]), polls_of(sandbox, numbers[2])
-    time.sleep(2.0)
+    wait_for(lambda: polls_of(sandbox, numbers[2]) - before[1] >= 2, 15,
+             what="the order without push polled twice more")
     after = polls_of(sandbox, numbers[0]), polls_of(sandbox, numbers[2])
     assert after[0] - before[0] <= 1 < after[1] - before[1], (before, after)
 
@@ -303,3 +308,138 @@ def test_ups_callback_lost_while_down_is_caught_by_polling_which_adapts_to_push(
     wait_for(lambda: store_call(db, "history", "ord_0")[-1].status == "out_for_delivery", 20,
              what="the lost scan, polled")
     assert procs.stop(poller, signal.SIGTERM) == 0
+
+
+def test_a_retry_publishes_scans_stored_while_redis_was_down_before_the_first_publish(
+        sandbox, own_redis, procs, tmp_path):  # noqa: F811
+    """Redis is down for an order's very first scan: the delivery is stored, answered 503;
+    once Redis is back the carrier's retry of the same delivery publishes it (state, stream,
+    channel), without waiting for the order's next scan."""
+    db = f"sqlite:///{tmp_path}/track.db"
+    add_orders(db, [order("ord_fx", "fedex", "FXPUSH7")])
+    ingest = start_ingest(procs, tmp_path, own_redis.url, db)
+    shipment(sandbox, "fedex", "FXPUSH7", reached=1)
+    fedex_webhook(sandbox, ingest)
+
+    own_redis.stop()
+    (failed,) = push_now(sandbox, "fedex", "FXPUSH7", events="latest")
+    assert failed["status"] == 503 and failed["lost"]
+    assert [(e.seq, e.status) for e in store_call(db, "history", "ord_fx")] == [(1, "shipped")]
+
+    own_redis.start()  # empty: it keeps nothing across a restart
+    r = redis.Redis.from_url(own_redis.url)
+    channel = r.pubsub()
+    channel.subscribe(redis_layout.channel("ord_fx"))
+    assert channel.get_message(timeout=5)["type"] == "subscribe"
+    (retried,) = push_now(sandbox, "fedex", "FXPUSH7", events="latest")
+    assert retried["status"] == 200
+    message = channel.get_message(timeout=5)
+    assert message is not None and message["type"] == "message"
+    assert (orjson.loads(message["data"])["seq"], orjson.loads(message["data"])["status"]) == (
+        1, "shipped")
+    state = r.hgetall(redis_layout.state("ord_fx"))
+    assert (state[b"seq"], state[b"status"]) == (b"1", b"shipped")
+    assert [entry_id for entry_id, _ in r.xrange(redis_layout.stream("ord_fx"))] == [b"1-0"]
+    channel.close()
+    r.close()
+
+
+# --- push subscriptions (gateway/subscriptions.py) against the sandbox ---------------------------
+
+DAY = 86400.0
+
+
+def subscriptions_of(base: str, carrier: str) -> dict[str, dict]:
+    listed = httpx.get(f"{base}/_admin/webhooks").json()["subscriptions"]
+    return {s["tracking_number"]: s for s in listed if s["carrier"] == carrier}
+
+
+async def subscription_round(carrier: str, base: str, redis_url: str, db: str, url: str,
+                             credential: str, header: str, at: float) -> tuple[int, dict]:
+    """One Subscriber round with the clock at `at`: (subscribed, Redis number -> end)."""
+    import redis.asyncio as aioredis
+
+    from ordertrack.gateway.subscriptions import Subscriber
+    from ordertrack.store import open_store
+    from tests.test_carrier_clients import make_dhl, make_ups
+
+    client = make_ups(base) if carrier == "ups" else make_dhl(base)
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        async with open_store(db) as store:
+            done = await Subscriber(r, store, carrier, client, url, credential, header,
+                                    clock=lambda: at).round()
+        ends = {m.decode(): s for m, s in await r.zrange(redis_layout.subscribed(carrier), 0, -1,
+                                                          withscores=True)}
+    finally:
+        await r.aclose()
+        await client.aclose()
+    return done, ends
+
+
+def test_ups_track_alert_subscriptions_are_renewed_two_days_before_their_14_days_end(
+        sandbox, redis_url, tmp_path):  # noqa: F811
+    db = f"sqlite:///{tmp_path}/track.db"
+    numbers = ["1ZSUB0001", "1ZSUB0002"]
+    add_orders(db, [order("ord_a", "ups", numbers[0]), order("ord_b", "ups", numbers[1]),
+                    dataclasses.replace(order("ord_done", "ups", "1ZSUB0003"),
+                                        status="delivered")])
+    url = "http://127.0.0.1:8600/webhooks/ups"
+
+    def at(when: float) -> tuple[int, dict]:
+        return asyncio.run(subscription_round("ups", sandbox, redis_url, db, url,
+                                              UPS_CREDENTIAL, "", when))
+
+    t0 = time.time()
+    done, ends = at(t0)
+    assert done == 2 and ends == dict.fromkeys(numbers, t0 + 14 * DAY)
+    subs = subscriptions_of(sandbox, "ups")
+    assert sorted(subs) == numbers  # the delivered order is not subscribed
+    assert {(s["url"], s["header"], s["value"], s["calls"]) for s in subs.values()} == {
+        (url, "Authorization", f"Bearer {UPS_CREDENTIAL}", 1)}
+
+    # 11 days on (3 days left): nothing is due, no call to UPS
+    assert at(t0 + 11 * DAY) == (0, ends)
+    # just over 2 days left: still not due
+    assert at(t0 + 12 * DAY - 60)[0] == 0
+    assert {s["calls"] for s in subscriptions_of(sandbox, "ups").values()} == {1}
+    # under 2 days left: both renewed, for 14 days from then
+    renewed_at = t0 + 12 * DAY + 60
+    done, ends = at(renewed_at)
+    assert done == 2 and ends == dict.fromkeys(numbers, renewed_at + 14 * DAY)
+    assert {s["calls"] for s in subscriptions_of(sandbox, "ups").values()} == {2}
+
+    # an order delivered meanwhile is dropped from the subscription set, never renewed
+    store_call(db, "append_events", "ord_b",
+               [TrackingEvent("delivered", "Brooklyn", "2025-10-02T10:00:00Z")])
+    done, ends = at(renewed_at + 13 * DAY)
+    assert done == 1 and ends == {numbers[0]: renewed_at + 27 * DAY}
+    assert subscriptions_of(sandbox, "ups")[numbers[1]]["calls"] == 2
+
+
+def test_dhl_push_subscriptions_are_made_once_and_deliver_to_ingest(
+        sandbox, redis_url, procs, tmp_path):  # noqa: F811
+    db = f"sqlite:///{tmp_path}/track.db"
+    add_orders(db, [order("ord_dhl", "dhl", "JDSUB0001")])
+    ingest = start_ingest(procs, tmp_path, redis_url, db)
+    shipment(sandbox, "dhl", "JDSUB0001", reached=2)
+    httpx.post(f"{sandbox}/_admin/webhooks", json={"auto": False}).raise_for_status()
+    url = f"{ingest}/webhooks/dhl"
+
+    def at(when: float) -> tuple[int, dict]:
+        return asyncio.run(subscription_round("dhl", sandbox, redis_url, db, url, DHL_SECRET,
+                                              "X-Webhook-Token", when))
+
+    t0 = time.time()
+    assert at(t0) == (1, {"JDSUB0001": float("inf")})
+    (sub,) = subscriptions_of(sandbox, "dhl").values()
+    assert (sub["url"], sub["header"], sub["value"], sub["expires_at"]) == (
+        url, "X-Webhook-Token", DHL_SECRET, None)
+    # a DHL subscription lasts as long as the shipment: a month on, nothing to renew
+    assert at(t0 + 30 * DAY) == (0, {"JDSUB0001": float("inf")})
+    assert subscriptions_of(sandbox, "dhl")["JDSUB0001"]["calls"] == 1
+
+    # the sandbox delivers the shipment's scans with our static header: stored
+    deliveries = push_now(sandbox, "dhl", "JDSUB0001", events="all")
+    assert [d["status"] for d in deliveries] == [200, 200]
+    assert [e.status for e in store_call(db, "history", "ord_dhl")] == ["shipped", "in_transit"]

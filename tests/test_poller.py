@@ -25,7 +25,7 @@ from ordertrack.gateway.poller import with_estimate
 from ordertrack.gateway.settings import SETTINGS
 from ordertrack.models import CarrierResult, Order, TrackingEvent
 from ordertrack.store import open_store
-from tests.support import ProcessGroup, free_port, wait_for, wait_http_ok
+from tests.support import free_port, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "carriers"
 NUMBERS = {"dhl": "JD014600006281230704", "fedex": "794843185271", "ups": "1Z12345E0205271688"}
@@ -83,17 +83,6 @@ def test_unreachable_store_stops_the_gateway_with_one_line(tmp_path):
     lines = [line for line in done.stderr.strip().splitlines() if " WARNING " not in line]
     assert len(lines) == 1 and lines[0].startswith("ordertrack poll: cannot connect"), lines
 
-
-
-@pytest.fixture(scope="module")
-def sandbox_url():
-    group = ProcessGroup()
-    port = free_port()
-    group.start("sandbox", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    wait_http_ok(f"{url}/_admin/health")
-    yield url
-    group.stop_all()
 
 
 @pytest.fixture

@@ -10,14 +10,10 @@ import json
 import httpx
 import psutil
 import pytest
-import redis
-import redis.asyncio as aioredis
 import uvloop
 from picows import ws_create_server
 
 from ordertrack import auth, config, redis_layout
-from ordertrack.gateway.publisher import Publisher
-from ordertrack.models import StoredEvent
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
@@ -30,6 +26,7 @@ from tests.pods import (
     connect,
     encode_frame,
     open_raw,
+    publish,
     recv_event,
     recv_json,
     start_pod,
@@ -38,30 +35,6 @@ from tests.pods import (
 from tests.support import free_port, wait_for
 
 HUGE = 18446744073709551615  # 2^64 - 1: the value
-
-
-@pytest.fixture
-def pod(procs, tmp_path, redis_url, keys):
-    return start_pod(procs, tmp_path, redis_url, keys)
-
-
-@pytest.fixture
-def rsync(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-async def rasync(redis_url):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def publish(client, order_id, seq):
-    await Publisher(client).publish(order_id, "dhl",
-        StoredEvent(order_id, seq, "in_transit", "Newark NJ", "2025-10-03T14:00:00Z", None))
 
 
 async def still_open(ws) -> None:
@@ -275,13 +248,13 @@ def test_healthz_fails_when_a_loop_the_pod_needs_has_died(redis_url, keys):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 assert (await client.get("/healthz")).status_code == 200
                 admission = next(t for t in asyncio.all_tasks()
-                                 if t.get_name() == "Pod._admission_loop")
+                                 if t.get_name() == "admission")
                 admission.cancel()
                 await asyncio.wait([admission], timeout=5)
                 response = await client.get("/healthz")
                 assert response.status_code == 503
                 assert response.json() == {"status": "unhealthy",
-                                           "reason": "Pod._admission_loop stopped"}
+                                           "reason": "admission stopped"}
         finally:
             await pod.stop()
             server.close()

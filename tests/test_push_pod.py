@@ -13,7 +13,6 @@ import time
 import httpx
 import jwt
 import pytest
-import redis
 import redis.asyncio as aioredis
 import websockets
 
@@ -23,6 +22,7 @@ from ordertrack.models import StoredEvent
 from tests.pods import (
     close_code,
     connect,
+    publish,
     recv_event,
     recv_json,
     start_pod,
@@ -32,31 +32,6 @@ from tests.pods import (
 from tests.support import generate_keys, jwks_server, wait_for
 
 JSON_CT = "application/json; charset=utf-8"
-
-
-@pytest.fixture
-def pod(procs, tmp_path, redis_url, keys):
-    return start_pod(procs, tmp_path, redis_url, keys)
-
-
-@pytest.fixture
-def rsync(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-async def rasync(redis_url):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def publish(client, order_id, seq, status="in_transit", location="Newark NJ", carrier="dhl"):
-    await Publisher(client).publish(order_id, carrier,
-        StoredEvent(order_id, seq, status, location, f"2025-10-03T14:{seq % 60:02d}:00Z",
-                    "2025-10-04T18:00:00Z", raw={"secret": "carrier internals"}))
 
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -541,3 +516,12 @@ async def test_active_connections_gauge_reaches_the_datadog_agent(procs, tmp_pat
     for ws in conns:
         await ws.close()
     agent.close()
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_the_pod_says_which_hot_path_it_runs_and_the_variable_picks_the_twins(
+        procs, tmp_path, redis_url, keys, pure):
+    pod = start_pod(procs, tmp_path, redis_url, keys, ordertrack_pure_python=pure)
+    said = next(line for line in pod.log_lines() if line.get("msg") == "hot path")
+    expected = "python" if pure == "1" else "cython"
+    assert {said[k] for k in ("pubsub_reader", "fanout", "wheel")} == {expected}

@@ -16,18 +16,12 @@ from tests.pods import (
     RawWebSocket,
     close_payload,
     open_raw,
-    start_pod,
     upgrade_headers,
 )
 from tests.support import wait_for
 
 JSON_CT = "application/json; charset=utf-8"
 PATH = "/ws/orders/ord_rfc/track"
-
-
-@pytest.fixture
-def pod(procs, tmp_path, redis_url, keys):
-    return start_pod(procs, tmp_path, redis_url, keys)
 
 
 def reasons_of(pod, user: str) -> list[str]:

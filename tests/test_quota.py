@@ -7,17 +7,8 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-import redis.asyncio as aioredis
 
 from ordertrack.gateway.quota import Quota, Window, carrier_limits, hourly_rate, next_utc_midnight
-
-
-@pytest.fixture
-async def clients(redis_url):
-    made = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
-    yield made
-    for client in made:
-        await client.aclose()
 
 
 async def _hammer(quota: Quota, carrier: str, seconds: float) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis.asyncio as aioredis
 
 from ordertrack import redis_layout
 from ordertrack.gateway.scheduler import (
@@ -71,14 +70,6 @@ def test_fedex_batches_share_the_quota_fairly():
 
 
 # --- Redis coordination -------------------------------------------------------------------
-
-
-@pytest.fixture
-async def clients(redis_url):
-    made = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
-    yield made
-    for client in made:
-        await client.aclose()
 
 
 async def test_first_claim_is_immediate_and_most_stale_first(clients):

@@ -53,12 +53,12 @@ def event(status: str, timestamp: str, location: str | None = "Leipzig", **field
 
 
 async def test_upgrade_is_idempotent_and_keeps_data(store: TrackingStore, store_url):
-    assert await store.schema_version() == 2
+    assert await store.schema_version() == 3
     await store.add_order(order())
-    assert await store.upgrade() == 2
-    assert await store.upgrade() == 2
+    assert await store.upgrade() == 3
+    assert await store.upgrade() == 3
     async with open_store(store_url) as again:  # a second process starting up
-        assert await again.schema_version() == 2
+        assert await again.schema_version() == 3
         assert (await again.get_order("ord_1")) is not None
 
 
@@ -253,7 +253,7 @@ async def test_upgrade_drops_copies_of_a_scan_stored_before_and_refuses_new_ones
                              f"'{timestamp}', '{T1}')")
         assert len(await store.history("ord_1")) == 4
 
-        assert await store.upgrade() == 2
+        assert await store.upgrade() == 3
         history = await store.history("ord_1")
         assert [(e.seq, e.status, e.location) for e in history] == [
             (1, "in_transit", "Brooklyn NY"), (3, "out_for_delivery", None)
@@ -264,6 +264,50 @@ async def test_upgrade_drops_copies_of_a_scan_stored_before_and_refuses_new_ones
                              f"'{T1}', '{T1}')")
     finally:
         await store.close()
+
+
+async def test_find_order_is_served_by_the_tracking_number_index(store: TrackingStore):
+    """Every pushed scan looks its order up by carrier and tracking number: with many orders
+    that must be an index lookup returning the newest order of a reused number, not a scan."""
+    from ordertrack.store.base import find_order_query
+
+    await store.add_order(order("ord_old", tracking_number="TN-reused", created_at=T1))
+    await store.add_order(order("ord_new", tracking_number="TN-reused", created_at=T2))
+    await store.add_order(order("ord_other", carrier="ups", tracking_number="TN-reused"))
+    found = await store.find_order("dhl", "TN-reused")
+    assert found is not None and found.order_id == "ord_new"
+    assert await store.find_order("fedex", "TN-reused") is None
+
+    if store.kind == "postgres":
+        async with store.pool.acquire() as conn:  # type: ignore[attr-defined]
+            await conn.execute("SET enable_seqscan = off")  # a tiny table is seq-scanned anyway
+            rows = await conn.fetch("EXPLAIN " + find_order_query("$1", "$2"), "dhl", "TN-reused")
+            plan = "\n".join(row[0] for row in rows)
+    else:
+        async with store.db.execute(  # type: ignore[attr-defined]
+            "EXPLAIN QUERY PLAN " + find_order_query("?", "?"), ("dhl", "TN-reused")
+        ) as cursor:
+            plan = "\n".join(str(row[-1]) for row in await cursor.fetchall())
+    assert "orders_tracking_number" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_concurrent_appends_each_get_their_own_result(store: TrackingStore):
+    """A burst of appends (SQLite commits them as one group): each caller gets its own
+    events, numbered per order; a missing order fails alone, the others are stored."""
+    for i in range(4):
+        await store.add_order(order(f"ord_{i}"))
+    calls = [store.append_events(f"ord_{i % 4}", [event("in_transit", f"2025-10-01T1{i}:00:00Z")])
+             for i in range(8)]
+    calls.insert(3, store.append_events("ord_missing", [event("in_transit", T1)]))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results.pop(3), OrderNotFound)
+    assert [[(e.order_id, e.timestamp) for e in r] for r in results] == [
+        [(f"ord_{i % 4}", f"2025-10-01T1{i}:00:00Z")] for i in range(8)]
+    for i in range(4):  # the two appends of an order got seq 1 and 2, in whichever order
+        assert {results[i][0].seq, results[i + 4][0].seq} == {1, 2}
+        assert [e.seq for e in await store.history(f"ord_{i}")] == [1, 2]
+        assert (await store.get_order(f"ord_{i}")).seq == 2
 
 
 async def test_append_to_unknown_order_is_an_error(store: TrackingStore):

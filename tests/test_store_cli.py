@@ -37,7 +37,7 @@ def ordertrack_cli(*args: str, database_url: str | None, cwd: Path) -> subproces
 def test_operator_registers_and_lists_orders(database_url, tmp_path):
     upgraded = ordertrack_cli("db", "upgrade", database_url=database_url, cwd=tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "schema version 2" in upgraded.stdout
+    assert "schema version 3" in upgraded.stdout
 
     added = ordertrack_cli(
         "orders", "add", "--order-id", "ord_1a2b", "--user-id", "user_42", "--carrier", "dhl",

@@ -47,6 +47,12 @@ def has_header(payload: Path) -> bool:
         return handle.readline().strip().replace(" ", "") == PAYLOAD_HEADER
 
 
+def think(seconds: float) -> str:
+    """A `think` value Artillery reads as `seconds`: it takes a whole number as seconds but
+    hands anything else to `ms()`, which reads a bare "2.5" as 2.5 MILLIseconds."""
+    return f"{round(seconds * 1000)}ms"
+
+
 def overrides(rate: float, duration: float, hold: float, heartbeat_seconds: float,
               payload: Path) -> dict[str, Any]:
     """The `--overrides` document: phases, payload and the hold as a number of heartbeats."""
@@ -58,7 +64,7 @@ def overrides(rate: float, duration: float, hold: float, heartbeat_seconds: floa
             "payload": [{"path": str(payload.resolve()), "fields": ["order_id", "token"],
                          "order": "sequence", "skipHeader": has_header(payload),
                          "cast": False}],
-            "variables": {"heartbeat_seconds": heartbeat_seconds, "heartbeats": heartbeats},
+            "variables": {"heartbeat_think": think(heartbeat_seconds), "heartbeats": heartbeats},
         }
     }
 

@@ -125,8 +125,10 @@ def redis_figures(samples: list[dict], tl: dict, feed: dict, hold_seconds: float
 
 
 def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
-    workers, tl, feed = run["workers"], run["timeline"], run["feed"]
+    workers, tl = run["workers"], run["timeline"]
+    feed = {key: value for key, value in run["feed"].items() if key != "lag"}
     establish = [lat for _, lat in merged(workers, "establish")]
+    start_lag = [lag for _, lag in merged(workers, "start_lag")]
     reestablish = [lat for _, lat in merged(workers, "reestablish")]
     delivery = [lat for _, lat in merged(workers, "delivery")]
     heartbeat = [lat for _, lat in merged(workers, "heartbeat")]
@@ -143,9 +145,9 @@ def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
             "failed": sum(failures.values()), "failures": failures,
             "peak_open_on_pods": sum(p["peak_connections"] for p in pods.values()),
             "dropped_unexpectedly": sum(w["dropped"] for w in workers),
-            "generator_start_lag_p99_ms": (percentile(sorted(merged(workers, "start_lag")), 99)
-                                           * 1e3),
+            "generator_start_lag_p99_ms": pcts(start_lag)["p99_ms"],
         },
+        "generator_lateness": pcts(start_lag),
         "establish": pcts(establish),
         "delivery": {**pcts(delivery), "published": feed["sent"],
                      "received_live": len(delivery),
@@ -168,6 +170,7 @@ def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
         "redis": redis_figures(run["samples"], tl, feed, profile.hold_seconds),
         "feed": feed,
         "loadgen": run["loadgen"],
+        "load_average_at_start": run.get("load_average"),
     }
 
 
@@ -306,7 +309,8 @@ def build(profile: Profile, runs: dict[str, dict], extra: dict[str, Any],
     started = dt.datetime.fromtimestamp(
         runs["ordertrack"]["timeline"]["t0"] if "ordertrack" in runs else 0, dt.UTC
     ).isoformat(timespec="seconds")
-    results = {name: summarize(run, profile) for name, run in runs.items()}
+    results = {name: summarize(run, profile.scaled(run.get("connections")))
+               for name, run in runs.items()}
     report = {
         "profile": {**asdict(profile), "ramp_seconds": profile.ramp_seconds,
                     "ramp_down_seconds": profile.ramp_down_seconds,
@@ -323,6 +327,7 @@ def build(profile: Profile, runs: dict[str, dict], extra: dict[str, Any],
         "ratios": ratios(results),
         "artillery": extra.get("artillery"),
         "peers_skipped": extra.get("peers_skipped", {}),
+        "peers_capped": extra.get("capped", {}),
         "pod_log_errors": {name: lines for name, lines in logs.items() if lines},
         "verdict": verdict(results),
     }
@@ -342,6 +347,150 @@ def _f(value: Any, digits: int = 2, unit: str = "") -> str:
     if isinstance(value, float):
         return f"{value:,.{digits}f}{unit}"
     return str(value)
+
+
+def lateness_sentence(summary: dict[str, Any]) -> str:
+    late, gen = summary["generator_lateness"], summary["loadgen"]
+    return (f"Generator lateness (open loop: a connection starts at its scheduled time or is "
+            f"recorded late): p50 / p99 / max {_f(late['p50_ms'])} / {_f(late['p99_ms'])} / "
+            f"{_f(late['max_ms'])} ms over {_f(late['count'])} starts ({gen['processes']} "
+            f"processes over {len(gen['source_addresses'])} source addresses).")
+
+
+def feeder_sentence(feed: dict[str, Any]) -> str:
+    late = feed.get("lateness") or {"p50_ms": None, "p99_ms": feed.get("schedule_lag_p99_ms"),
+                                    "max_ms": None}
+    how = ("one pipeline of publish-Lua calls per round trip" if feed["mode"] == "lua" else
+           "one pipeline of PUBLISHes per round trip" if feed["mode"] == "redis-publish" else
+           "HTTP POSTs to nchan's publisher")
+    per_batch = feed.get("updates_per_batch")
+    return (f"Feeder ({how}, {_f(per_batch, 1)} updates per batch on average, "
+            f"{_f(feed.get('cpu_percent'), 1)} % of a core): {_f(feed['sent'])} of "
+            f"{_f(feed['scheduled'])} scheduled updates published ({_f(feed['errors'])} errors, "
+            f"{_f(feed['refused'])} refused) at {_f(feed['rate'], 0)}/s; lateness against its "
+            f"schedule p50 / p99 / max {_f(late['p50_ms'])} / {_f(late['p99_ms'])} / "
+            f"{_f(late['max_ms'])} ms. A delivery is timed from the feeder's stamp, taken just "
+            "before its batch is sent, so a late feeder does not inflate delivery latency; it "
+            "shows up here.")
+
+
+PEER_FEED = {"redis-publish": "PUBLISH order:tracking:{order_id}",
+             "nchan-http": "POST to nchan's /pub/{order_id}"}
+
+
+def peers_section(report: dict[str, Any]) -> list[str]:
+    """Every peer's figures beside ours, our ratio to each, and plainly where a peer wins."""
+    lines = ["", "## Peers (same scenario, same run, one after another)", ""]
+    ratio_rows, results = report["ratios"], report["results"]
+    peers = list(ratio_rows)
+    for peer, why in report["peers_skipped"].items():
+        lines.append(f"- {peer}: skipped, {why}")
+    if not peers:
+        if not report["peers_skipped"]:
+            lines.append("Not run in this profile (`--peers` runs them).")
+        return lines
+    ours = results["ordertrack"]
+    lines += [
+        "Each ran the same timeline (ramp, hold, ramp down, heartbeats, graceful reconnects) "
+        "on the same orders at one update per connection per interval, fed the way it is "
+        "built to be fed: ordertrack through the publish Lua, " + ", ".join(
+            f"{peer} by {PEER_FEED.get(results[peer]['feed']['mode'], results[peer]['feed']['mode'])}"
+            for peer in peers) + ". The peers do not resume (`last_seq`), so their reconnects "
+        "may count gaps; their auth is a shared secret, not an RS256 check.", ""]
+    for peer, why in report.get("peers_capped", {}).items():
+        lines.append(f"- {peer} ran {why}; per-connection and per-message figures compare, its "
+                     "latencies were measured at that lower load.")
+    for peer in peers:
+        c = results[peer]["connections"]
+        if c["failed"]:
+            lines.append(
+                f"- {peer}: {_f(c['failed'])} of {_f(c['target'])} connections failed "
+                f"({c['failures']}; no_ack: upgraded, but no connection_ack within 10 s). Its "
+                f"figures are over the {_f(c['established'])} that got in, and its memory per "
+                "connection also carries the ones that never got their ack.")
+        feed = results[peer]["feed"]
+        if feed["sent"] < feed["scheduled"] or (
+                (feed.get("lateness") or {}).get("p99_ms") or 0) > 1_000:
+            lines.append(f"- {peer}'s feeder ({feed['mode']}) fell behind: its delivery "
+                         "figures start at each update's send stamp, so they do not include "
+                         "that lateness.")
+    header = "| figure | ordertrack | " + " | ".join(f"{p} | ours / {p}" for p in peers) + " |"
+    lines += ["", header, "|---|---|" + "---|---|" * len(peers)]
+
+    def context(label: str, get) -> str:
+        return (f"| {label} | {get(ours)} | "
+                + " | ".join(f"{get(results[p])} | " for p in peers) + "|")
+
+    lines.append(context("machine load average (1 min) as its run started", lambda r: (
+        _f(r.get("load_average_at_start"), 1))))
+    lines.append(context("connections established / target", lambda r: (
+        f"{_f(r['connections']['established'])} / {_f(r['connections']['target'])}")))
+    lines.append(context("updates published / received live (gaps)", lambda r: (
+        f"{_f(r['delivery']['published'])} / {_f(r['delivery']['received_live'])} "
+        f"({_f(r['delivery']['gaps'])})")))
+    lines.append(context("feeder: published of scheduled, lateness p99", lambda r: (
+        f"{_f(r['feed']['sent'])} of {_f(r['feed']['scheduled'])}, "
+        f"{_f((r['feed'].get('lateness') or {}).get('p99_ms'), 0)} ms")))
+    for figure in COMPARED:
+        cells = [f"{_f(ratio_rows[p][figure][p])} | {_f(ratio_rows[p][figure]['ratio'])}"
+                 + (" (peer wins)" if ratio_rows[p][figure]["peer_wins"] else "") for p in peers]
+        lines.append(f"| {figure} | {_f(ratio_rows[peers[0]][figure]['ordertrack'])} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Lower is better for every compared figure: a ratio below 1 is ours ahead, "
+              "above 1 the peer ahead. The runs are one after another, so on a shared machine "
+              "a p99 carries the machine's load during that run as well (the load average row).",
+              ""]
+    for peer in peers:
+        wins = [f"{figure} ({_f(cell[peer])} against our {_f(cell['ordertrack'])})"
+                for figure, cell in ratio_rows[peer].items() if cell["peer_wins"]]
+        lines.append(f"- {peer} wins on: {'; '.join(wins)}." if wins
+                     else f"- {peer} wins on no compared figure.")
+    return lines
+
+
+def artillery_section(artillery: dict[str, Any] | None, ours: dict[str, Any] | None) -> list[str]:
+    """Artillery's own summary beside our generator's figures for the same pod."""
+    lines = ["", "## Artillery (the outside tool) beside our generator", ""]
+    if not artillery or "skipped" in artillery or "error" in artillery:
+        why = (artillery or {}).get("skipped") or (artillery or {}).get("error") or "not run"
+        return lines + [f"Not run: {why}."]
+
+    def ms(summary: dict | None) -> str:
+        if not summary:
+            return "n/a"
+        return f"{_f(summary.get('p50'))} / {_f(summary.get('p99'))} ms ({_f(summary.get('count'))})"
+
+    def own(entry: dict) -> str:
+        return f"{_f(entry['p50_ms'])} / {_f(entry['p99_ms'])} ms ({_f(entry['count'])})"
+
+    fed = artillery.get("fed") or {}
+    c = ours["connections"] if ours else {}
+    lines += [
+        f"Artillery 2.0.21's WebSocket engine ran {_f(artillery['connections'])} users of its own "
+        f"(orders the main run did not use) at {_f(artillery['rate'], 0)}/s against the same "
+        f"pod after the main run, each staying {_f(artillery['hold_seconds'], 0)} s and "
+        f"heartbeating; once {_f(artillery['connected_when_fed'])} were in, the feeder published "
+        f"one update to each order through the publish Lua. Its figures are its own "
+        "summaries (sketches), p50 / p99 (count).", "",
+        "| figure | our generator | Artillery |", "|---|---|---|",
+        f"| connections established / failed | {_f(c.get('established'))} / {_f(c.get('failed'))} | "
+        f"{_f(artillery['connections_acked'])} / {_f(artillery['vusers_failed'])} "
+        f"(no ack {_f(artillery['no_ack'])}) |",
+        f"| establishment (connect -> ack) | {own(ours['establish']) if ours else 'n/a'} | "
+        f"{ms(artillery.get('establishment_ms'))} |",
+        f"| delivery (publish -> receive) | {own(ours['delivery']) if ours else 'n/a'} | "
+        f"{ms(artillery.get('delivery_ms'))} |",
+        f"| heartbeat round trip | {own(ours['heartbeat']) if ours else 'n/a'} | "
+        f"{ms(artillery.get('heartbeat_rtt_ms'))} |",
+        f"| updates published / received | {_f(ours['delivery']['published']) if ours else 'n/a'} / "
+        f"{_f(ours['delivery']['received_live']) if ours else 'n/a'} | "
+        f"{_f(fed.get('sent'))} / {_f(artillery['updates_received'])} |",
+        f"| heartbeats unanswered | {_f(ours['heartbeat']['unanswered']) if ours else 'n/a'} | "
+        f"{_f(artillery['heartbeats_unanswered'])} |",
+        f"| errors | {ours['errors'] or 'none' if ours else 'n/a'} | "
+        f"{artillery['errors'] or 'none'} |",
+    ]
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -387,9 +536,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| unexpected drops | {_f(c['dropped_unexpectedly'])} | 0 | |",
             f"| RSS per connection (worst pod) | {_f(per_conn)} KB | <= 10 KB ({ok[t['rss_per_connection_kb']]}) | {LOG['rss_per_connection_kb']} KB |",
             "",
-            f"The generator started connections at most {_f(c['generator_start_lag_p99_ms'])} ms (p99) "
-            f"after their scheduled time ({c and ours['loadgen']['processes']} processes over "
-            f"{len(ours['loadgen']['source_addresses'])} source addresses).",
+            lateness_sentence(ours),
             "", "## Pods", "",
             "| pod | peak connections | idle RSS | RSS in the hold | RSS per connection | CPU ramp | CPU hold |",
             "|---|---|---|---|---|---|---|",
@@ -402,41 +549,23 @@ def markdown(report: dict[str, Any]) -> str:
         rd = ours["redis"]
         lines += [
             "", "## Redis (during the hold)", "",
-            "| CPU | memory (growth) | messages/s | publish (Lua) p50 / p99 | network in / out | commands/s |",
+            "| CPU | memory (growth) | messages/s | publish round trip p50 / p99 (one pipelined batch) | network in / out | commands/s |",
             "|---|---|---|---|---|---|",
             f"| {_f(rd['hold_cpu_percent'], 1)} % | {_f(rd['used_memory_mb'], 1)} MB "
             f"(+{_f(rd['memory_growth_mb'], 1)} MB) | {_f(rd['messages_per_second'], 0)} | "
-            f"{_f(rd['publish_p50_ms'])} / {_f(rd['publish_p99_ms'])} ms (log: 0.2 / 1.1) | "
+            f"{_f(rd['publish_p50_ms'])} / {_f(rd['publish_p99_ms'])} ms (log, one call: 0.2 / 1.1) | "
             f"{_f((rd['net_in_bytes_per_second'] or 0) / 1e6)} / "
             f"{_f((rd['net_out_bytes_per_second'] or 0) / 1e6)} MB/s | "
             f"{_f(rd['commands_per_second'], 0)} |",
             "",
-            f"Feeder: {_f(ours['feed']['sent'])} of {_f(ours['feed']['scheduled'])} scheduled updates "
-            f"published ({_f(ours['feed']['errors'])} errors), started at most "
-            f"{_f(ours['feed']['schedule_lag_p99_ms'])} ms (p99) after their time; a delivery is "
-            "timed from the feeder's stamp, taken just before its publish call, so a feeder that "
-            "falls behind shows up in the delivery figures.",
+            feeder_sentence(ours["feed"]),
         ]
-    lines += ["", "## Peers (same scenario, same run)", ""]
-    if report["ratios"]:
-        for peer, row in report["ratios"].items():
-            lines += [f"### ordertrack vs {peer}", "",
-                      f"| figure | ordertrack | {peer} | ratio (ours / theirs) |", "|---|---|---|---|"]
-            for figure, cell in row.items():
-                lines.append(f"| {figure} | {_f(cell['ordertrack'])} | {_f(cell[peer])} | "
-                             f"{_f(cell['ratio'])}{' (peer wins)' if cell['peer_wins'] else ''} |")
-            wins = [figure for figure, cell in row.items() if cell["peer_wins"]]
-            lines += ["", f"{peer} wins on: {', '.join(wins)}." if wins
-                      else f"{peer} wins on no figure here.", ""]
-    for peer, why in report["peers_skipped"].items():
-        lines.append(f"- {peer}: skipped, {why}")
-    if not report["ratios"] and not report["peers_skipped"]:
-        lines.append("Not run in this profile.")
-    lines += ["", "## Artillery (the outside tool)", "", "```",
-              json.dumps(report["artillery"], indent=2), "```",
-              "", "## Plots", "",
+    lines += peers_section(report)
+    lines += artillery_section(report["artillery"], ours)
+    lines += ["", "## Plots", "",
               "connections.png (connections per pod over time), latency.png (p50/p99 of "
-              "establishment, delivery and heartbeat per window of 1/60 of the run), "
+              "establishment, delivery and heartbeat, and how late the generator started "
+              "connections and the feeder sent updates, per window of 1/60 of the run), "
               "resources.png (CPU and RSS per pod and Redis).", ""]
     if report["pod_log_errors"]:
         lines += ["## Pod log errors", ""] + [
@@ -483,15 +612,21 @@ def plot(runs: dict[str, dict], out: Path) -> list[str]:
     written.append("connections.png")
 
     width = max(1.0, (run["timeline"]["end"] - t0) / 60)
-    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
-    for ax, key, title in zip(axes, ("establish", "delivery", "heartbeat"),
-                              ("establishment (connect -> ack)", "delivery (publish -> receive)",
-                               "heartbeat round trip"), strict=True):
-        series = windows(merged(run["workers"], key), t0, width)
-        if series:
-            ts = [w["t"] for w in series]
-            ax.plot(ts, [w["p50_ms"] for w in series], marker=".", label="p50")
-            ax.plot(ts, [w["p99_ms"] for w in series], marker=".", label="p99")
+    panels = [("establishment (connect -> ack)", merged(run["workers"], "establish")),
+              ("delivery (publish -> receive)", merged(run["workers"], "delivery")),
+              ("heartbeat round trip", merged(run["workers"], "heartbeat")),
+              ("lateness: generator (connection starts) and feeder (updates)", None)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 10), sharex=True)
+    for ax, (title, points) in zip(axes, panels, strict=True):
+        lines = ([("", points)] if points is not None else
+                 [("generator ", merged(run["workers"], "start_lag")),
+                  ("feeder ", [tuple(x) for x in run["feed"].get("lag", [])])])
+        for prefix, pairs in lines:
+            series = windows(pairs, t0, width)
+            if series:
+                ts = [w["t"] for w in series]
+                ax.plot(ts, [w["p50_ms"] for w in series], marker=".", label=f"{prefix}p50")
+                ax.plot(ts, [w["p99_ms"] for w in series], marker=".", label=f"{prefix}p99")
         ax.set_ylabel("ms")
         ax.set_title(title)
         ax.legend()

@@ -8,8 +8,14 @@ staging load test at this machine's scale, against our pods and, in the same run
    run the open-loop ramp, hold and ramp down; a feeder process (bench/load/feed.py) publishes
    one update per connection every interval through the gateway's publish Lua;
 3. a sampler thread reads the pods' and Redis' RSS/CPU and Redis INFO once a second;
-4. the same scenario against each installed peer (bench/peers) and Artillery (bench/artillery);
-5. report.json, report.md and PNG plots in OUT.
+4. Artillery (bench/artillery) against our pod, fed by the same feeder once its users are in;
+5. the same scenario against each installed peer (bench/peers), one after another, on the same
+   redis-server (flushed between runs), each at the profile's connections or at the most it
+   can hold in one process (`PeerSpec.connection_limit`: the websockets peer needs two open
+   files per WebSocket), fed its own way;
+6. report.json, report.md and PNG plots in OUT.
+Redis runs with maxclients at the open-files limit (the websockets peer: one Redis connection
+per WebSocket).
 Everything listens on 127.0.0.1; every process started is stopped on any exit.
 """
 
@@ -21,20 +27,31 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.capacity import free_port, generate_key_pair, start_pod, start_redis, stop_process
+from bench.capacity import (
+    free_port,
+    generate_key_pair,
+    metric_sum,
+    scrape,
+    start_pod,
+    start_redis,
+    stop_process,
+)
 from bench.load import report as reporting
 from bench.load.client import Timeline, WorkerSpec, worker_main
-from bench.load.feed import FeedSpec, feed_main
+from bench.load.feed import Feeder, FeedSpec, feed_main
 from bench.load.profiles import PROFILES, Profile, reconnect_indices, reconnect_offset
 from bench.load.sampler import Sampler, Watched
 from bench.loadgen import order_id, source_addresses, worker_count
@@ -45,6 +62,16 @@ PEER_SECRET = "bench-secret"
 #: connections one pod is allowed in the cluster profile (the kernel's spread is not exact;
 #: a process may hold 20,000 open files here)
 CLUSTER_POD_LIMIT = 19_000
+#: new connections a second one load-generator process is asked to start at most
+RAMP_PER_WORKER = 125
+#: Redis keeps 32 of its open files for itself
+REDIS_MAXCLIENTS = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 32
+OPENED = "ordertrack_ws_connections_opened_total"
+#: Artillery: at most this many users, arriving at most this fast
+ARTILLERY_USERS = 1_000
+ARTILLERY_RATE = 100.0
+#: seconds Artillery (node) may take to start and open all its users before we feed anyway
+ARTILLERY_START_SECONDS = 30.0
 
 
 @dataclass
@@ -59,6 +86,11 @@ class Target:
     procs: list[subprocess.Popen] = field(default_factory=list)
     nchan_port: int = 0
     resume: bool = True
+    #: the most connections it can hold (None: the profile's)
+    connection_limit: int | None = None
+
+    def connections(self, profile: Profile) -> int:
+        return min(profile.connections, self.connection_limit or profile.connections)
 
 
 class RunError(RuntimeError):
@@ -115,7 +147,8 @@ def start_peer(name: str, spec: Any, redis_url: str, workdir: Path) -> Target:
     proc = spec.start(redis_url, port, workdir)
     secret = getattr(bench.peers, "TOKEN", PEER_SECRET)
     return Target(name, spec.ws_url("{order}", port), f"subprotocol:{secret}", spec.publish_mode,
-                  [Watched(name, proc.pid)], [proc], nchan_port=port, resume=False)
+                  [Watched(name, proc.pid)], [proc], nchan_port=port, resume=False,
+                  connection_limit=getattr(spec, "connection_limit", None))
 
 
 # --- the scenario -------------------------------------------------------------------------------
@@ -125,7 +158,9 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
                  private_pem: bytes, progress: bool = True) -> dict[str, Any]:
     """Drive the whole timeline against `target`; the raw results."""
     n = profile.connections
-    workers = worker_count(n)
+    # spread the ramp too: one process starting more than RAMP_PER_WORKER connections a
+    # second falls behind its schedule on a loaded machine
+    workers = min(n, max(worker_count(n), math.ceil(profile.ramp_per_second / RAMP_PER_WORKER)))
     sources = source_addresses(n, workers)
     context = multiprocessing.get_context("spawn")
     pipes: list[multiprocessing.connection.Connection] = []
@@ -159,6 +194,7 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
                 ready += 1
         sampler = Sampler(target.watched, redis_pid, redis_url)
         sampler.start()
+        load_average = os.getloadavg()[0]  # the machine's, as this target's run starts
         t0 = time.time() + 3.0  # the feeder's start-up and two idle samples first
         count = profile.reconnects
         picked = reconnect_indices(n, count)
@@ -222,6 +258,8 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
         "feed": results["feed"],
         "samples": samples,
         "pods": [w.name for w in target.watched],
+        "connections": n,
+        "load_average": load_average,
         "loadgen": {"processes": workers, "source_addresses": sources},
         "url": target.url,
     }
@@ -231,22 +269,29 @@ def progress_line(name: str, now: float, t0: float, hold_start: float, hold_end:
                   status: dict[Any, dict], sample: dict | None) -> str:
     phase = ("starting" if now < t0 else "ramp" if now < hold_start
              else "hold" if now < hold_end else "ramp-down")
-    total = {key: sum(s.get(key, 0) for s in status.values())
+    workers = [s for who, s in status.items() if who != "feed"]
+    total = {key: sum(s.get(key, 0) for s in workers)
              for key in ("open", "acks", "failed", "updates", "reconnects_ok")}
+    feed = status.get("feed")
+    fed = (f"published={feed['sent']:,}/{feed['due']:,} (feeder late {feed['late_ms']:.0f} ms) "
+           if feed else "")
     pods = ""
     if sample:
         pods = " ".join(
             f"{pod}={int(v['active']) if v.get('active') is not None else '-'}"
             f"/{v['rss_kb'] / 1024:.0f}MB" for pod, v in sample["pods"].items())
     return (f"[{name} {phase} t={now - t0:6.1f}s] open={total['open']:,} acks={total['acks']:,} "
-            f"failed={total['failed']:,} updates={total['updates']:,} "
+            f"failed={total['failed']:,} {fed}updates={total['updates']:,} "
             f"reconnects={total['reconnects_ok']:,} {pods}")
 
 
-def run_artillery(profile: Profile, target: Target, private_pem: bytes,
-                  workdir: Path) -> dict[str, Any]:
-    """Artillery's own summary of a scripted version of the scenario against our pod (at most
-    1,000 connections of users the main run did not use), or why it did not run."""
+def run_artillery(profile: Profile, target: Target, redis_url: str, private_pem: bytes,
+                  workdir: Path, progress: bool = True) -> dict[str, Any]:
+    """Artillery's own summary of a scripted version of the scenario against our pod, or why it
+    did not run: at most ARTILLERY_USERS users the main run did not use (no per-user eviction),
+    arriving at most ARTILLERY_RATE/s; once the pod holds them all, the feeder publishes one
+    update to each of their orders through the publish Lua (over one update interval) while
+    they heartbeat; then they leave."""
     try:
         from bench.artillery import run as artillery  # built beside this harness
     except ImportError:
@@ -259,39 +304,82 @@ def run_artillery(profile: Profile, target: Target, private_pem: bytes,
     from bench.loadgen import make_token
 
     key = load_pem_private_key(private_pem, password=None)
-    count = min(profile.connections, 1_000)
-    rate = min(profile.ramp_per_second, 100.0)
+    count = min(profile.connections, ARTILLERY_USERS)
+    rate = min(profile.ramp_per_second, ARTILLERY_RATE)
     offset = profile.connections  # users the main run did not use: no per-user eviction
     csv = workdir / "artillery.csv"
     csv.write_text("order_id,token\n" + "".join(
         f"{order_id(offset + i)},{make_token(key, offset + i)}\n" for i in range(count)))
-    try:
-        summary = artillery.run(target.url.split("/ws/")[0], csv, rate, count / rate,
-                                min(profile.hold_seconds, 30.0), profile.heartbeat_interval,
-                                workdir / "artillery")
-    except Exception as exc:  # noqa: BLE001 - the outside tool's failure goes into the report
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"connections": count, "rate": rate, **summary}
+    ramp = count / rate
+    # each user stays for the ramp, the feed and a margin: all are in while the feeder runs
+    hold = ramp + profile.update_interval + 5.0
+    outcome: dict[str, Any] = {}
+
+    def tool() -> None:
+        try:
+            outcome["summary"] = artillery.run(target.url.split("/ws/")[0], csv, rate, ramp, hold,
+                                               profile.heartbeat_interval, workdir / "artillery")
+        except Exception as exc:  # noqa: BLE001 - the outside tool's failure goes into the report
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+    metrics_port = target.watched[0].metrics_port
+
+    def opened() -> float:  # a counter, bumped at each upgrade (the active gauge is periodic)
+        return metric_sum(scrape(metrics_port), OPENED) or 0.0
+
+    before = opened()
+    thread = threading.Thread(target=tool, name="artillery", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + ARTILLERY_START_SECONDS + ramp
+    active = 0.0
+    while thread.is_alive() and time.monotonic() < deadline:
+        active = opened() - before
+        if progress:
+            print(f"[artillery] {int(active):,} of {count:,} users connected", file=sys.stderr,
+                  flush=True)
+        if active >= count:
+            break
+        thread.join(1.0)
+    fed = None
+    if thread.is_alive():
+        import uvloop
+
+        feed = Feeder(FeedSpec("lua", redis_url, count, profile.update_interval, time.time() + 0.2,
+                               profile.update_interval, first_order=offset))
+        fed = uvloop.run(feed.run())
+        fed.pop("lag")
+    thread.join(hold + ramp + ARTILLERY_START_SECONDS + 60)
+    if thread.is_alive():
+        return {"error": "artillery did not finish in time"}
+    if "error" in outcome:
+        return {"error": outcome["error"]}
+    return {"connections": count, "rate": rate, "hold_seconds": hold,
+            "connected_when_fed": int(active), "fed": fed, **outcome["summary"]}
 
 
 # --- the whole run ------------------------------------------------------------------------------
 
 
 def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, with_artillery: bool | None = None) -> dict[str, Any]:
+    """The whole run; Artillery goes with the peers unless `with_artillery` says otherwise."""
+    with_artillery = with_peers if with_artillery is None else with_artillery
     workdir = Path(tempfile.mkdtemp(prefix="ordertrack-load-"))
     redis_proc = None
     runs: dict[str, dict] = {}
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"capped": {}}
     try:
         private_pem, public_path = generate_key_pair(workdir)
-        redis_proc, redis_url = start_redis(workdir)
+        redis_proc, redis_url = start_redis(workdir, maxclients=REDIS_MAXCLIENTS)
         ours = start_ours(profile, redis_url, public_path, workdir)
         try:
             runs["ordertrack"] = run_scenario(profile, ours, redis_url, redis_proc.pid,
                                               private_pem, progress)
-            extra["artillery"] = (run_artillery(profile, ours, private_pem, workdir)
-                                  if with_peers else {"skipped": "not in this profile (--peers)"})
+            extra["artillery"] = (run_artillery(profile, ours, redis_url, private_pem, workdir,
+                                                progress)
+                                  if with_artillery else
+                                  {"skipped": "not in this run (--peers runs it, --no-artillery "
+                                              "does not)"})
         finally:
             for proc in ours.procs:
                 stop_process(proc)
@@ -300,11 +388,17 @@ def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
         for name, spec in chosen.items():
             import redis
 
-            redis.Redis.from_url(redis_url).flushall()
+            with redis.Redis.from_url(redis_url) as client:
+                client.flushall()
             target = start_peer(name, spec, redis_url, workdir)
+            connections = target.connections(profile)
+            if connections < profile.connections:
+                extra["capped"][name] = (
+                    f"{connections:,} connections, not {profile.connections:,}: the most "
+                    f"{name} holds in one process here (bench/peers/README.md)")
             try:
-                runs[name] = run_scenario(profile, target, redis_url, redis_proc.pid,
-                                          private_pem, progress)
+                runs[name] = run_scenario(profile.scaled(connections), target, redis_url,
+                                          redis_proc.pid, private_pem, progress)
             except RunError as exc:
                 extra["peers_skipped"][name] = f"peer {name} failed: {exc}"
             finally:
@@ -330,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", default=None,
                         help="comma-separated peers to run too (default: the profile's choice: "
                              "all installed for `pod`, none otherwise); 'none' for none")
+    parser.add_argument("--no-artillery", action="store_true",
+                        help="do not run Artillery, even with the peers")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -350,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        report = run(profile, out, wanted, with_peers, progress=not args.quiet)
+        report = run(profile, out, wanted, with_peers, progress=not args.quiet,
+                     with_artillery=False if args.no_artillery else None)
     except (RunError, RuntimeError, TimeoutError) as exc:
         print(f"bench-load: {exc}", file=sys.stderr)
         return 1

@@ -39,6 +39,10 @@ TOKEN = os.environ.get("BENCH_PEER_SECRET", "bench-secret")
 SUBPROTOCOL = "vantage-tracking-v1"
 NGINX_MODULES = Path("/usr/lib/nginx/modules")
 START_TIMEOUT_SECONDS = 20.0
+#: open files one process may hold here (20,000 on the development machine)
+OPEN_FILES = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+#: open files a peer keeps for itself (Redis, listeners, logs, internal requests)
+FD_RESERVE = 1_000
 
 
 def _raise_nofile() -> None:
@@ -73,6 +77,9 @@ class PeerSpec:
     _command: Callable[[str, int, Path], list[str]]
     #: the request that proves the peer is up (and, for nchan, connected to Redis)
     _answers: Callable[[int], bool] = field(default=lambda port: _get_ok(port, "/healthz"))
+    #: the most WebSockets it can hold in one process (None: no cap of its own); the load
+    #: test runs the peer at min(profile, this) connections and says so
+    connection_limit: int | None = None
     port: int | None = field(default=None, init=False)
 
     def reason(self) -> str | None:
@@ -167,6 +174,7 @@ def _node_command(redis_url: str, port: int, workdir: Path) -> list[str]:
 # --- 3. nginx + nchan with Redis storage -------------------------------------------------------
 
 NCHAN_DIR = HERE / "nchan"
+NCHAN_WORKER_CONNECTIONS = 19_000
 
 
 def _nginx_binary() -> str | None:
@@ -188,7 +196,8 @@ def render_nginx_conf(template: str, redis_url: str, port: int, workdir: Path,
                       secret: str = TOKEN) -> str:
     """The nginx.conf for one nchan peer: the template with its {{...}} placeholders filled."""
     values = {"PORT": str(port), "WORKDIR": str(workdir), "HERE": str(NCHAN_DIR),
-              "REDIS_URL": redis_url, "SECRET_RE": re.escape(secret)}
+              "REDIS_URL": redis_url, "SECRET_RE": re.escape(secret),
+              "WORKER_CONNECTIONS": str(NCHAN_WORKER_CONNECTIONS)}
     rendered = re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], template)
     return rendered
 
@@ -207,12 +216,17 @@ PEERS: dict[str, PeerSpec] = {
     for spec in (
         PeerSpec("websockets", "redis-publish",
                  "Python websockets on asyncio, one Redis SUBSCRIBE per connection",
-                 _websockets_missing, _websockets_command),
+                 _websockets_missing, _websockets_command,
+                 # two open files per WebSocket: its socket and its own Redis connection
+                 connection_limit=(OPEN_FILES - FD_RESERVE) // 2),
         PeerSpec("node-ws", "redis-publish",
                  "Node ws + ioredis, one PSUBSCRIBE per process",
                  _node_missing, _node_command),
         PeerSpec("nchan", "nchan-http",
                  "nginx + nchan, Redis storage, fed by its HTTP publisher",
-                 _nchan_missing, _nchan_command, _nchan_publishes),
+                 _nchan_missing, _nchan_command, _nchan_publishes,
+                 # nginx.conf.template's worker_connections (19,000) count its internal
+                 # requests (ack, shaping) too
+                 connection_limit=NCHAN_WORKER_CONNECTIONS - FD_RESERVE),
     )
 }

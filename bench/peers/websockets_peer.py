@@ -28,6 +28,8 @@ from websockets.http11 import Request, Response
 from ordertrack import protocol, redis_layout
 
 DEFAULT_SECRET = "bench-secret"
+#: far above what one process's open files allow: the limit is the machine's, not the pool's
+POOL_LIMIT = 1_000_000
 
 
 def offered_subprotocols(header_values: list[str]) -> list[str]:
@@ -56,8 +58,10 @@ def json_response(connection: ServerConnection, status: int, code: str, message:
 
 class Peer:
     def __init__(self, redis_url: str, secret: str):
-        # No pool limit: every connection's PubSub holds one Redis connection of its own.
-        self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        # Every connection's PubSub holds one Redis connection of its own, so the pool must not
+        # cap them (redis-py's default pool holds 100 at most).
+        self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True,
+                                             max_connections=POOL_LIMIT)
         self.secret = secret
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -81,9 +85,10 @@ class Peer:
         try:
             # Subscribe before reading the state, so no update falls between the two.
             await pubsub.subscribe(redis_layout.channel(order_id))
-            state = await self.redis.hgetall(redis_layout.state(order_id))
+            state = redis_layout.decode_state(await self.redis.hgetall(redis_layout.state(order_id)))
             connection_id = f"ws_conn_{secrets.token_hex(4)}"
-            await ws.send(protocol.connection_ack(connection_id, order_id, state), text=True)
+            await ws.send(protocol.connection_ack(connection_id, order_id, state.carrier,
+                                                  state.status, state.seq), text=True)
             forwarder = asyncio.create_task(self.forward(pubsub, ws))
             try:
                 async for payload in ws:

@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from ordertrack import jws
 from ordertrack.config import ConfigError
 
 log = logging.getLogger("ordertrack.auth")
 
-ALGORITHMS = ("RS256", "ES256")
+ALGORITHMS = jws.ALGORITHMS
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 FORBIDDEN_MESSAGE = "You can only track orders you own"
 
@@ -133,14 +135,8 @@ class Verifier:
         if keys:
             self._jwks = keys
 
-    def _keys_for(self, token: str) -> list:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise unauthorized("malformed token") from None
-        alg = header.get("alg")
-        if alg not in ALGORITHMS:
-            raise unauthorized("token algorithm must be RS256 or ES256")
+    def _keys_for(self, header: dict) -> list:
+        alg = header["alg"]
         kid = header.get("kid")
         if kid and kid in self._jwks:
             return [self._jwks[kid]]
@@ -151,40 +147,46 @@ class Verifier:
         raise unauthorized(f"no {alg} key to verify the token")
 
     def verify(self, token: str) -> Claims:
-        *others, last = self._keys_for(token)
-        for key in others:
-            try:
-                return self._decode(token, key)
-            except BadSignature:
-                continue
-        return self._decode(token, last)
-
-    def _decode(self, token: str, key) -> Claims:
-        options = {"require": ["exp", "sub"], "verify_aud": self.audience is not None}
+        """Signature and claims (see ordertrack.jws), with the keys parsed once at start-up."""
         try:
-            payload = jwt.decode(
-                token,
-                key=key,
-                algorithms=list(ALGORITHMS),
-                issuer=self.issuer,
-                audience=self.audience,
-                leeway=self.leeway,
-                options=options,
-            )
-        except jwt.ExpiredSignatureError:
-            raise unauthorized("token expired") from None
-        except jwt.InvalidSignatureError:
-            raise BadSignature() from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise unauthorized(f"token lacks the '{exc.claim}' claim") from None
-        except (jwt.InvalidIssuerError, jwt.InvalidAudienceError) as exc:
-            raise unauthorized(f"token not accepted: {exc}") from None
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise unauthorized(f"invalid token: {exc}") from None
+            header, signing_input, payload_segment, signature = jws.split(token)
+        except (jws.InvalidToken, UnicodeEncodeError) as exc:
+            raise _refusal(exc) from None
+        candidates = self._keys_for(header)
+        now = time.time()
+        for index, key in enumerate(candidates):
+            try:
+                payload = jws.decode(header, signing_input, payload_segment, signature, key, now,
+                                     self.leeway, self.issuer, self.audience)
+                break
+            except jws.InvalidToken as exc:
+                # several PEM keys of one algorithm (a rotation): try the next on a bad signature
+                if exc.reason not in (jws.BAD_SIGNATURE, jws.BAD_ALGORITHM) or index == len(candidates) - 1:
+                    raise _refusal(exc) from None
         sub = payload.get("sub")
+        if sub is None:
+            raise unauthorized("token lacks the 'sub' claim")
         if not isinstance(sub, str) or not sub:
             raise unauthorized("token 'sub' must be a non-empty string")
         return Claims(user_id=sub, order_ids=_order_ids(payload), expires_at=float(payload["exp"]))
+
+
+def _refusal(exc: Exception) -> AuthError:
+    """The 401 for a token ordertrack.jws refused (its messages are the API's and the pod's)."""
+    reason = getattr(exc, "reason", jws.MALFORMED)
+    if reason == jws.MALFORMED:
+        return unauthorized("malformed token")
+    if reason == jws.BAD_ALGORITHM:
+        return unauthorized("token algorithm must be RS256 or ES256")
+    if reason == jws.BAD_SIGNATURE:
+        return unauthorized("bad token signature")
+    if reason == jws.EXPIRED:
+        return unauthorized("token expired")
+    if reason == jws.MISSING_CLAIM:
+        return unauthorized(f"token lacks the '{exc.detail}' claim")
+    if reason in (jws.BAD_ISSUER, jws.BAD_AUDIENCE):
+        return unauthorized(f"token not accepted: {exc.detail}")
+    return unauthorized(f"invalid token: {exc.detail}")
 
 
 def _order_ids(payload: Mapping) -> frozenset[str]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -132,6 +134,39 @@ def check_handshake(upgrade: str | None, connection: str | None, version: str | 
     except (ValueError, binascii.Error, UnicodeEncodeError):
         return Refusal(400, "BAD_REQUEST", "Sec-WebSocket-Key must be 16 bytes in base64")
     return None
+
+
+#: bytes a header value may not hold (RFC 9110 5.5: no controls but HTAB)
+_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def head_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """`(lower-case name, value)` of each header line in what was received of a broken head.
+
+    For choosing the refusal and its request id only: the values are not validated.
+    """
+    fields = []
+    for line in head.split(b"\n")[1:]:
+        line = line.removesuffix(b"\r")
+        if not line:
+            break  # end of the head
+        name, colon, value = line.partition(b":")
+        if colon:
+            fields.append((name.strip().lower(), value.strip(b" \t")))
+    return fields
+
+
+def parse_error_refusal(fields: Iterable[tuple[bytes, bytes]], reason: str
+                        ) -> tuple[int, str, str]:
+    """(status, code, message) for a request head the HTTP parser refused.
+
+    Credentials that cannot even be parsed are a 401, as any other bad credentials are; every
+    other malformed head is a 400.
+    """
+    for name, value in fields:
+        if name == b"authorization" and _BAD_VALUE_BYTE.search(value):
+            return 401, "UNAUTHORIZED", "malformed Authorization header"
+    return 400, "BAD_REQUEST", f"Malformed HTTP request: {reason[:1].lower()}{reason[1:]}"
 
 
 def clean_request_id(value: str | None) -> str | None:

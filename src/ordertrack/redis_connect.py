@@ -98,6 +98,20 @@ class SubscriptionAddress:
     username: str | None = None
     path: str | None = None
 
+    @property
+    def url(self) -> str:
+        """The same address as a plain redis:// (or unix://) URL, for push/pubsub_reader.connect
+        (which speaks plain TCP: a TLS subscription is not supported by it yet)."""
+        from urllib.parse import quote
+
+        auth = ""
+        if self.password:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        if self.path:
+            return f"unix://{auth}{self.path}?db={self.db}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{auth}{host}:{self.port}/{self.db}"
+
 
 # --- parsing (pure) ---------------------------------------------------------------------------
 

@@ -17,12 +17,12 @@ cdef object dumps = orjson.dumps
 cdef object JSONDecodeError = orjson.JSONDecodeError
 cdef tuple FIELDS = protocol.CLIENT_UPDATE_FIELDS
 cdef Py_ssize_t MAX_PAYLOAD_BYTES = why.MAX_PAYLOAD_BYTES
-cdef long long MAX_SEQ = 2 ** 53
+cdef long long MAX_SEQ = protocol.MAX_SEQ
 cdef str PAYLOAD_TOO_LARGE = why.PAYLOAD_TOO_LARGE
 cdef str NOT_JSON = why.NOT_JSON
 cdef str NOT_OBJECT = why.NOT_OBJECT
 cdef str BAD_SEQ = why.BAD_SEQ
-cdef str MISSING_FIELD = why.MISSING_FIELD
+cdef str BAD_STATUS = why.BAD_STATUS
 cdef str EVENT = "tracking_update"
 
 
@@ -61,11 +61,9 @@ cdef class FanOut:
         data = PyDict_New()
         for field in FIELDS:
             value = PyDict_GetItem(message, field)
-            if value is NULL:
-                return MISSING_FIELD
-            PyDict_SetItem(data, field, <object>value)
+            PyDict_SetItem(data, field, None if value is NULL else <object>value)
         if type(data["status"]) is not str:
-            return MISSING_FIELD
+            return BAD_STATUS
         value = PyDict_GetItem(message, "published_at")
         return (dumps({"event": EVENT, "data": data}),
                 None if value is NULL else <object>value)
@@ -84,7 +82,7 @@ cdef class FanOut:
         if seq > watch.seq:
             watch.seq = seq
         for conn in tuple(watch.conns):
-            # the delivery rule of push/fanout.py's deliver(), inline
+            # the delivery rule of push/delivery.py's offer(), inline
             if conn.close_reason is not None:
                 continue
             if not conn.acked:

@@ -15,6 +15,7 @@ cdef class ReaderCore:
     cdef public object error
     cdef readonly bint live
     cdef readonly Py_ssize_t confirmed
+    cdef readonly unsigned long long replies   # every reply parsed (the watchdog's sign of life)
     cdef readonly unsigned long long received
     cdef readonly unsigned long long discarded
     cdef readonly unsigned long long malformed

@@ -86,6 +86,7 @@ cdef class ReaderCore:
                     return
                 if reply is False:
                     break
+                self.replies += 1
                 if type(reply) is list:
                     self._on_list(<list>reply)
                     if self._reader is None:

@@ -12,9 +12,10 @@ keeps its connection (and its buffer) forever. `ApiHttpProtocol` adds, per conne
 
 each as the wire contract's JSON error with a clean `X-Request-ID`, then the connection is
 closed. And a request body still arriving once the request is answered (no route reads one)
-is not waited for: the connection is closed. The rules are pure functions (`request_id`,
-`head_fields`, `parse_error_refusal`, `refusal_bytes`), tested without sockets; the protocol
-class only wires them to uvicorn's callbacks.
+is not waited for: the connection is closed. The rules are pure functions (`request_id` and
+`refusal_bytes` here; `head_fields` and `parse_error_refusal` in `ordertrack.protocol`, shared
+with the push pod), tested without sockets; the protocol class only wires them to uvicorn's
+callbacks.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ordertrack.protocol import refusal_body
+from ordertrack.protocol import head_fields, parse_error_refusal, refusal_body
 
 log = logging.getLogger("ordertrack.api")
 
 JSON_TYPE = "application/json; charset=utf-8"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
-#: bytes a header value may not hold (RFC 9110 5.5: no controls but HTAB)
-_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
@@ -52,35 +51,6 @@ def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
                 return value.decode("ascii")
             break
     return "req_" + secrets.token_hex(8)
-
-
-def head_fields(head: bytes) -> list[tuple[bytes, bytes]]:
-    """`(lower-case name, value)` of each header line in what was received of a broken head.
-
-    For choosing the refusal and its request id only: the values are not validated.
-    """
-    fields = []
-    for line in head.split(b"\n")[1:]:
-        line = line.removesuffix(b"\r")
-        if not line:
-            break  # end of the head
-        name, colon, value = line.partition(b":")
-        if colon:
-            fields.append((name.strip().lower(), value.strip(b" \t")))
-    return fields
-
-
-def parse_error_refusal(fields: Iterable[tuple[bytes, bytes]], reason: str
-                        ) -> tuple[int, str, str]:
-    """(status, code, message) for a request head the HTTP parser refused.
-
-    Credentials that cannot even be parsed are a 401, as any other bad credentials are; every
-    other malformed head is a 400.
-    """
-    for name, value in fields:
-        if name == b"authorization" and _BAD_VALUE_BYTE.search(value):
-            return 401, "UNAUTHORIZED", "malformed Authorization header"
-    return 400, "BAD_REQUEST", f"Malformed HTTP request: {reason[:1].lower()}{reason[1:]}"
 
 
 def refusal_bytes(status: int, code: str, message: str, request_id: str,

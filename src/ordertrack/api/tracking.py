@@ -46,13 +46,25 @@ def history_item(seq: int, status: str, location: str | None, timestamp: str) ->
     return {"status": status, "location": location, "timestamp": timestamp, "seq": seq}
 
 
+def timeline_key(item: dict[str, Any]) -> tuple[str, int]:
+    """History order: by scan time, then seq. Carriers push late scans (an older scan after a
+    newer one gets the next seq); the history reads as the shipment went. ISO 8601 UTC
+    timestamps with `Z` compare as text."""
+    return (item["timestamp"], item["seq"])
+
+
 def build_document(order: Order, history: Sequence[StoredEvent]) -> dict[str, Any]:
-    """The REST answer (without `realtime`) from the store's order and its history."""
+    """The REST answer (without `realtime`) from the store's order and its history.
+
+    The current fields are the store's (`next_order_state`: the newest scan by time)."""
     seq = max([order.seq, *(event.seq for event in history)])
+    items = sorted((history_item(e.seq, e.status, e.location, e.timestamp) for e in history),
+                   key=timeline_key)
     estimated = order.estimated_delivery
     if estimated is None:
         # an event without an estimate keeps the last one the carrier gave
-        estimated = next((e.estimated_delivery for e in reversed(history)
+        by_time = sorted(history, key=lambda e: (e.timestamp, e.seq))
+        estimated = next((e.estimated_delivery for e in reversed(by_time)
                           if e.estimated_delivery), None)
     return {
         # the owner: app.py checks it against the token's subject and pops it: never sent
@@ -64,17 +76,15 @@ def build_document(order: Order, history: Sequence[StoredEvent]) -> dict[str, An
         "last_update": order.last_update,
         "estimated_delivery": estimated,
         "seq": seq,
-        "history": [
-            history_item(event.seq, event.status, event.location, event.timestamp)
-            for event in history
-        ],
+        "history": items,
     }
 
 
 def apply_stream(doc: dict[str, Any], entries: Sequence[redis_layout.StreamEntry]
                  ) -> dict[str, Any]:
-    """`doc` with the stream's events after its `seq` applied (a new doc): added to the
-    history, and the order's fields moved by the order-state rule, as the store moves them."""
+    """`doc` with the stream's events after its `seq` applied (a new doc): each takes its
+    place in the history by time, and the order's fields move by the order-state rule, as
+    the store moves them (a late, older scan leaves them as they are)."""
     events = [entry.event(doc["order_id"]) for entry in entries if entry.seq > doc["seq"]]
     if not events:
         return doc
@@ -83,11 +93,11 @@ def apply_stream(doc: dict[str, Any], entries: Sequence[redis_layout.StreamEntry
                    doc["seq"]),
         events,
     )
+    items = [history_item(e.seq, e.status, e.location, e.timestamp) for e in events]
     return dict(
         doc, status=state.status, last_update=state.last_update,
         estimated_delivery=state.estimated_delivery, seq=state.seq,
-        history=[*doc["history"], *(history_item(e.seq, e.status, e.location, e.timestamp)
-                                    for e in events)],
+        history=sorted([*doc["history"], *items], key=timeline_key),
     )
 
 

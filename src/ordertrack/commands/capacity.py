@@ -192,7 +192,8 @@ def _bytes_rate(value: float) -> str:
     return f"{value / MIB:,.2f} MiB/s"
 
 
-def _period(seconds: float) -> str:
+def format_period(seconds: float) -> str:
+    """A poll period as a person reads it: `90 s`, `3.5 min`, `2.1 h`."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -229,7 +230,7 @@ def markdown(p: Plan, measured: Measured) -> str:
             ("after losing one pod", f"{p.survivors_connections_per_pod:,.0f} connections per pod "
                                      f"(within the limit: {yes[p.survivors_within_limit]})"),
         ]
-    rows += [(f"{carrier} poll period", _period(seconds))
+    rows += [(f"{carrier} poll period", format_period(seconds))
              for carrier, seconds in p.poll_period_seconds.items()]
     lines = ["| figure | plan |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     if measured.source:

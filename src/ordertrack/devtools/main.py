@@ -2,8 +2,9 @@
 
 Starts a private redis-server, adds fresh demo orders over the three carriers to a SQLite store
 under `DEV_DIR`, and runs the carrier sandbox (accelerated timelines, kept in
-`DEV_DIR/sandbox-shipments.json` so store and sandbox agree across restarts), the gateway, one
-push pod and the API as child processes. Prints a tracking-page URL with a fresh token per demo
+`DEV_DIR/sandbox-shipments.json` so store and sandbox agree across restarts), carrier push
+(`ordertrack ingest`: the sandbox's FedEx webhook and the gateway's UPS/DHL subscriptions point
+at it), the gateway, one push pod and the API as child processes. Prints a tracking-page URL with a fresh token per demo
 order, and writes `DEV_DIR/env` for the operator commands (see `devtools.env`).
 
 A child that dies is restarted with backoff, with a line saying so. Ctrl-C, SIGTERM or SIGHUP
@@ -58,6 +59,8 @@ SETTINGS = (
     config.Setting("SANDBOX_PORT", config.port, "8700", "carrier sandbox port"),
     config.Setting("METRICS_PORT", config.port, "9090", "push pod metrics port"),
     config.Setting("GATEWAY_METRICS_PORT", config.port, "9091", "gateway metrics port"),
+    config.Setting("INGEST_PORT", config.port, "8600",
+                   "carrier webhook port (ordertrack ingest); a free one when it is busy or 0"),
     config.Setting("SANDBOX_TIME_SCALE", config.duration, "300",
                    "shipment seconds per real second (300: an hour of transit in 12 s, "
                    "a delivery in about 3 min)"),
@@ -103,6 +106,18 @@ async def _seed(database_url: str, orders: list[Order]) -> int:
     return added
 
 
+def register_fedex_webhook(sandbox_url: str, url: str, secret: str) -> None:
+    """Set up the sandbox's FedEx webhook (FedEx: once per account, in its portal); UPS and
+    DHL subscriptions are made by the gateway."""
+    import httpx
+
+    try:
+        httpx.post(f"{sandbox_url}/_admin/webhooks", json={
+            "carrier": "fedex", "url": url, "secret": secret}, timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"the sandbox refused the FedEx webhook ({exc})") from exc
+
+
 def _command() -> str:
     """How to type `ordertrack` from here: on PATH, else the venv's script, else -m."""
     script = Path(sys.executable).parent / "ordertrack"
@@ -141,6 +156,13 @@ def run(args: argparse.Namespace) -> int:
               "JWT_PUBLIC_KEY": str(public_key.resolve()), "PYTHONUNBUFFERED": "1"}
     interval = str(cfg.dev_poll_interval_seconds)
     orders = demo_orders(secrets.token_hex(3))
+    # carrier push: the sandbox delivers to ingest; fresh webhook secrets per start
+    ingest_port = cfg.ingest_port if cfg.ingest_port and not port_busy(cfg.ingest_port) \
+        else free_port()
+    ingest_url = f"http://127.0.0.1:{ingest_port}/webhooks"
+    push = {"FEDEX_WEBHOOK_SECRET": secrets.token_urlsafe(16),
+            "UPS_WEBHOOK_CREDENTIAL": secrets.token_urlsafe(16),
+            "DHL_WEBHOOK_SECRET": secrets.token_urlsafe(16)}
 
     supervisor = Supervisor(dev_dir / "logs")
     stop_requested = False
@@ -160,8 +182,15 @@ def run(args: argparse.Namespace) -> int:
             "SANDBOX_TIME_SCALE": str(cfg.sandbox_time_scale),
             "SANDBOX_STATE_FILE": str(dev_dir / "sandbox-shipments.json")})
         wait_port(cfg.sandbox_port, sandbox, "sandbox")
+        ingest = supervisor.start("ingest", [*py, "ingest"], {
+            **common, **push, "INGEST_HOST": "127.0.0.1", "INGEST_PORT": str(ingest_port)})
+        wait_port(ingest_port, ingest, "ingest")
+        register_fedex_webhook(sandbox_url, f"{ingest_url}/fedex", push["FEDEX_WEBHOOK_SECRET"])
         supervisor.start("gateway", [*py, "poll"], {
             **common,
+            "UPS_WEBHOOK_URL": f"{ingest_url}/ups",
+            "UPS_WEBHOOK_CREDENTIAL": push["UPS_WEBHOOK_CREDENTIAL"],
+            "DHL_WEBHOOK_URL": f"{ingest_url}/dhl", "DHL_WEBHOOK_SECRET": push["DHL_WEBHOOK_SECRET"],
             "DHL_API_URL": sandbox_url, "DHL_API_KEY": DHL_API_KEY,
             "FEDEX_API_URL": sandbox_url, "FEDEX_CLIENT_ID": FEDEX_CLIENT_ID,
             "FEDEX_CLIENT_SECRET": FEDEX_CLIENT_SECRET,
@@ -194,6 +223,7 @@ ordertrack dev is running (logs in {dev_dir / 'logs'}; {added} fresh demo orders
   push pod      {ws_url}/ws/orders/{{order_id}}/track   metrics http://{host}:{cfg.metrics_port}/metrics
   REST API      http://{host}:{cfg.api_port}/api/v2/orders/{{order_id}}/tracking
   gateway       polling every {interval}s   metrics http://{host}:{cfg.gateway_metrics_port}/metrics
+  carrier push  {ingest_url}/{{fedex,ups,dhl}}   metrics http://127.0.0.1:{ingest_port}/metrics
   pids          {supervisor.pids()}
 
 Open a tracking page (the token is in the #fragment, never the query string); a new scan lands

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
-from ordertrack.devtools.processes import free_port, stop_process, wait_for
+from ordertrack.devtools.processes import die_with, free_port, stop_process, wait_for
 
 
 def redis_server_argv(port: int, workdir: Path, maxclients: int | None = None) -> list[str]:
@@ -16,13 +17,19 @@ def redis_server_argv(port: int, workdir: Path, maxclients: int | None = None) -
 
 
 class RedisServer:
-    """A private redis-server on a free port; stop() and start() keep the port."""
+    """A private redis-server on a free port; stop() and start() keep the port.
 
-    def __init__(self, workdir: Path, port: int | None = None, maxclients: int = 10000):
+    `die_with_parent`: the server gets SIGTERM when this process dies (for a bench run from
+    the main thread; the kernel ties it to the thread that started it).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, maxclients: int = 10000,
+                 die_with_parent: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.maxclients = maxclients
+        self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -34,7 +41,8 @@ class RedisServer:
 
         self.proc = subprocess.Popen(
             redis_server_argv(self.port, self.workdir, self.maxclients),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with(os.getpid()) if self.die_with_parent else None)
 
         def ping():
             client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
@@ -43,7 +51,11 @@ class RedisServer:
             finally:
                 client.close()
 
-        wait_for(ping, 10, what=f"redis-server on {self.port}")
+        try:
+            wait_for(ping, 10, what=f"redis-server on {self.port}")
+        except TimeoutError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=5)

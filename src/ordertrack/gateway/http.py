@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import orjson
@@ -57,19 +57,14 @@ def body_text(body: Any) -> str:
         return str(body)
 
 
-def error_codes(body: Any) -> list[str]:
-    """Every `code`/`title` in a carrier error body (DHL problem+json, FedEx errors[], UPS)."""
-    if isinstance(body, bytes | bytearray | str):
-        try:
-            body = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return []
+def _fields(node: Any, keys: tuple[str, ...]) -> list[str]:
+    """Every string/int value under one of `keys`, anywhere in a decoded JSON body."""
     found: list[str] = []
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if key in ("code", "title") and isinstance(value, str | int):
+                if key in keys and isinstance(value, str | int):
                     found.append(str(value))
                 else:
                     walk(value)
@@ -77,8 +72,18 @@ def error_codes(body: Any) -> list[str]:
             for item in node:
                 walk(item)
 
-    walk(body)
+    walk(node)
     return found
+
+
+def error_codes(body: Any) -> list[str]:
+    """Every `code`/`title` in a carrier error body (DHL problem+json, FedEx errors[], UPS)."""
+    if isinstance(body, bytes | bytearray | str):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return []
+    return _fields(body, ("code", "title"))
 
 
 def error_detail(body: Any, limit: int = 200) -> str:
@@ -89,20 +94,7 @@ def error_detail(body: Any, limit: int = 200) -> str:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
             return body_text(body)[:limit]
-    parts: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("code", "title", "detail", "message") and isinstance(value, str | int):
-                    parts.append(str(value))
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(parsed)
+    parts = _fields(parsed, ("code", "title", "detail", "message"))
     return ("; ".join(parts) or body_text(body))[:limit]
 
 
@@ -350,14 +342,14 @@ class CarrierHttp:
 
 
 class CarrierClient:
-    """What every carrier client shares: `batch_size`, `timeout`, `policy`, `aclose()`."""
+    """What every carrier client shares: `carrier`, `batch_size`, `timeout`, `policy`,
+    `aclose()`."""
 
+    carrier: ClassVar[str]
+    #: the request timeout when the constructor is given none
+    default_timeout: ClassVar[float]
     batch_size = 1
     _http: CarrierHttp
-
-    @property
-    def carrier(self) -> str:
-        return self._http.carrier
 
     @property
     def timeout(self) -> float:
@@ -371,3 +363,33 @@ class CarrierClient:
     async def aclose(self) -> None:
         """Close the httpx client if this client created it (a passed-in one stays open)."""
         await self._http.aclose()
+
+
+class OAuthClient(CarrierClient):
+    """A carrier client with an OAuth client-credentials token (FedEx, UPS): the token cached
+    in `tokens`; `authorised` sends with it, and on 401 refreshes once and retries once."""
+
+    def __init__(self, base_url: str, *, client_id: str, client_secret: str,
+                 timeout: float | None = None, http: httpx.AsyncClient | None = None,
+                 policy: RetryPolicy | None = None, refresh_before: float = 300.0):
+        self._http = CarrierHttp(self.carrier, base_url, timeout or self.default_timeout, http,
+                                 policy)
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self.tokens = TokenCache(self._fetch_token, refresh_before)
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        """(access_token, expires_in) from the carrier's token endpoint."""
+        raise NotImplementedError
+
+    async def authorised(self, send: Callable[[str], Awaitable[httpx.Response]]) -> httpx.Response:
+        """`send(token)`'s answer; a token refused twice (401) is an `auth` CarrierError."""
+        token = await self.tokens.get()
+        response = await send(token)
+        if response.status_code == 401:
+            log.info("%s: token refused (401), refreshing once", self.carrier)
+            token = await self.tokens.get(stale=token)
+            response = await send(token)
+            if response.status_code == 401:
+                raise CarrierError(self.carrier, "auth", 401, "token refused twice")
+        return response

@@ -46,6 +46,20 @@ class Publisher:
         written to the state hash, so a pod's `connection_ack` says what the REST answer says.
         Without it the hash takes the event's own fields.
         """
+        published = int(await self._call(self.redis, order_id, carrier, event, state)) == 1
+        if not published:
+            log.info("publish refused: order %s already has seq >= %d", order_id, event.seq)
+        return published
+
+    async def queue(self, pipe: Any, order_id: str, carrier: str, event: StoredEvent,
+                    state: OrderState | None = None) -> None:
+        """Stage the same publish on `pipe` (a pipeline of this Redis), so many orders' publishes
+        share one round trip (the load test's feeder); `await pipe.execute()` then gives 1
+        (published) or 0 (refused) per publish, in order."""
+        await self._call(pipe, order_id, carrier, event, state)
+
+    def _call(self, client: Any, order_id: str, carrier: str, event: StoredEvent,
+              state: OrderState | None) -> Any:
         seq = event.seq
         if seq <= 0:
             raise ValueError(f"seq must be positive, got {seq} for order {order_id}")
@@ -54,15 +68,12 @@ class Publisher:
                                            time.time())
         if state is None:
             state = OrderState(event.status, event.timestamp, event.estimated_delivery, seq)
-        result = await self._script(
+        return self._script(
             keys=[redis_layout.stream(order_id), redis_layout.state(order_id)],
             args=[
                 seq, body, redis_layout.channel(order_id), self.maxlen, self.ttl,
                 *redis_layout.state_fields(state.status, event.location, state.last_update,
                                            state.estimated_delivery, carrier),
             ],
+            client=client,
         )
-        published = int(result) == 1
-        if not published:
-            log.info("publish refused: order %s already has seq >= %d", order_id, seq)
-        return published

@@ -20,14 +20,21 @@ log = logging.getLogger("ordertrack.gateway.record")
 
 async def catch_up(store: Any, publisher: Publisher, carrier: str, order_id: str,
                    first_new: int, state: OrderState | None = None) -> None:
-    """Publish stored events Redis lacks before newer ones: another process may have
-    stored them while it could not reach Redis, and the script refuses a seq older than
-    the order's, so they would be skipped for good. (Redis knowing nothing of the order,
-    e.g. after its TTL, is no gap: clients then refetch over REST.)"""
+    """Publish stored events Redis lacks (seq below `first_new`) before newer ones.
+
+    Another call (or process) may have stored them while it could not reach Redis, and the
+    script refuses a seq older than the order's, so they would be skipped for good. Redis
+    knowing nothing of the order is such a gap too: its first publish failed, or Redis
+    restarted empty or let the keys expire. The store is the truth and Redis its copy, so
+    the stored events are published again, in seq order (what the script then keeps as the
+    state is what the store says).
+    """
     have = await publisher.published_seq(order_id)
-    if have == 0 or have >= first_new - 1:
+    if have >= first_new - 1:
         return
     missed = [e for e in await store.history(order_id) if have < e.seq < first_new]
+    if not missed:
+        return
     log.warning("%s: order %s: Redis has seq %d, store has up to %d: publishing %d missed "
                 "event(s) first", carrier, order_id, have, first_new - 1, len(missed))
     for event in missed:

@@ -38,7 +38,7 @@ from ordertrack.gateway.record import catch_up, record_events
 from ordertrack.gateway.scheduler import mark_pushed
 from ordertrack.ingest import auth
 from ordertrack.ingest.metrics import Metrics
-from ordertrack.models import CarrierResult
+from ordertrack.models import CarrierResult, OrderState
 from ordertrack.store import StoreError
 from ordertrack.telemetry import metrics_page
 
@@ -127,7 +127,7 @@ class Ingest:
                     current = await self.store.get_order(order.order_id)
                     if current is not None:
                         await catch_up(self.store, self.publisher, carrier, order.order_id,
-                                       current.seq + 1)
+                                       current.seq + 1, OrderState.of(current))
             now = time.time()
             for event, _published in recorded:
                 self.metrics.lag.labels(carrier).observe(

@@ -1,16 +1,26 @@
 """The pod's ONE Redis pub/sub connection: `PSUBSCRIBE order:tracking:*` plus control channels.
 
-`Broker.run()` keeps the subscription alive. Before every (re)connect it asks
-`redis_connect.subscription_address()` where to go (a Sentinel failover changes the master; on a
-cluster any healthy node will do). On any error, and when the subscription watchdog
-(`watchdog.py`) finds it silent beyond `deadline`, it marks itself not live (`/readyz` 503),
-reconnects with capped exponential backoff and jitter, re-subscribes, and calls
-`on_live(resubscribed)` so the pod can catch up on what was published while it was away.
+The connection is read by push/pubsub_reader.py's protocol (hiredis parsing, the watched-dict
+look-up before anything is built for an order nobody here watches); commands keep using
+`redis.asyncio`. Before every (re)connect it asks `redis_connect.subscription_address()` where
+to go (a Sentinel failover changes the master; on a cluster any healthy node will do).
+`Broker.run()` keeps the subscription alive: on any error, or when it has been silent past the
+watchdog's deadline (push/watchdog.py), it marks itself not live (`/readyz` 503), reconnects
+with capped exponential backoff and jitter, re-subscribes, and calls `on_live(resubscribed)` so
+the pod can catch up on what was published while it was away. Every connection has a fresh
+reader: a Redis that stopped mid-message leaves nothing half-parsed behind.
 
-The watchdog's probe goes the way a tracking update goes: `probe()` PUBLISHes on this pod's
-own control channel through the command client (which follows the master), so the message
-coming back on the subscription proves the whole path, not just the socket (a PING would be
-answered by a demoted or partitioned node too).
+The watchdog's probe goes the way an update goes: when the subscription is quiet, `probe()`
+PUBLISHes on this pod's own control channel through the command client (which follows the
+master), so its coming back proves the whole path, not just the socket (a PING on the
+subscription would be answered by a demoted or partitioned node too).
+
+While `on_live` runs (the catch-up after a reconnect), updates of watched orders are held and
+handed on in order once it is done: a live update must not overtake the replay of the ones
+before it (the client would then never see those, `seq` being never shown twice).
+
+A message whose handler fails is that message's alone (logged, dropped): the subscription
+goes on. Counters (`received`, `discarded`, `malformed`) add up over every connection.
 """
 
 from __future__ import annotations
@@ -20,23 +30,29 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from ordertrack import redis_connect, redis_layout
-from ordertrack.push import metrics
-from ordertrack.push.watchdog import SubscriptionWatchdog
+from ordertrack.push import metrics, pubsub_reader
+from ordertrack.push.watchdog import DEFAULT_DEADLINE_SECONDS, SubscriptionWatchdog
 
 log = logging.getLogger("ordertrack.push.broker")
 
-PATTERN = redis_layout.CHANNEL_PATTERN.encode()
-PREFIX_LEN = len(redis_layout.CHANNEL_PREFIX)
+#: a quiet subscription is probed this often (at most); silent for the deadline it is lost
+PROBE_SECONDS = 5.0
+BACKOFF_FIRST_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 2.0
+CONNECT_TIMEOUT_SECONDS = 2.0
 
 
-class SubscriptionSilent(Exception):
-    """Nothing arrived on the subscription within the watchdog's deadline."""
+def backoff(delay: float) -> float:
+    """The next delay: doubled, capped."""
+    return min(delay * 2, BACKOFF_CAP_SECONDS)
+
+
+def jittered(delay: float) -> float:
+    """Spread reconnecting pods: 0.5x to 1.5x."""
+    return delay * (0.5 + random.random())
 
 
 class Broker:
@@ -44,110 +60,164 @@ class Broker:
         self,
         target: redis_connect.RedisTarget,
         control_channels: list[str],
-        on_update: Callable[[str, bytes], None],
+        watched: dict,
+        on_update: Callable[[str, object, bytes], object],
         on_control: Callable[[bytes], None],
         on_live: Callable[[bool], Awaitable[None]],
         on_lost: Callable[[], None] | None = None,
+        on_malformed: Callable[[str | None, str], None] | None = None,
         probe: Callable[[], Awaitable[object]] | None = None,
-        deadline: float = 15.0,
+        deadline: float = DEFAULT_DEADLINE_SECONDS,
     ):
         self.target = target
+        self.probe = probe
+        self._probes: set[asyncio.Task] = set()
+        self._silenced = False
         self.control_channels = control_channels
+        self.watched = watched
         self.on_update = on_update
         self.on_control = on_control
         self.on_live = on_live
         self.on_lost = on_lost
-        self.probe = probe
+        self.on_malformed = on_malformed
         self.deadline = deadline
         self.live = asyncio.Event()
+        self.reader = None
         self._stopping = False
-        self._subscriptions_expected = 1 + len(control_channels)
-        self._probes: set[asyncio.Task] = set()
+        # counters of the readers of earlier connections (the current one counts its own)
+        self._totals = [0, 0, 0]
+        #: updates held while `on_live` catches up, or None
+        self._held: list | None = None
 
-    async def _make_client(self) -> aioredis.Redis:
-        """A client to the one node the subscription goes to now. Errors must surface here,
-        not be retried inside redis-py: we re-subscribe (and re-resolve) ourselves."""
-        address = await redis_connect.subscription_address(self.target)
-        where = ({"unix_socket_path": address.path} if address.path
-                 else {"host": address.host, "port": address.port})
-        return aioredis.Redis(
-            **where, db=address.db, username=address.username, password=address.password,
-            retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0, socket_keepalive=True,
-            **redis_connect.tls_options(self.target),
-        )
+    # --- counters ----------------------------------------------------------------------------
+    def _count(self, index: int, name: str) -> int:
+        reader = self.reader
+        return self._totals[index] + (getattr(reader, name) if reader is not None else 0)
 
+    @property
+    def received(self) -> int:
+        return self._count(0, "received")
+
+    @property
+    def discarded(self) -> int:
+        return self._count(1, "discarded")
+
+    @property
+    def malformed(self) -> int:
+        return self._count(2, "malformed")
+
+    # --- handlers: one message's failure is that message's alone ---------------------------------
+    def _update(self, order_id: str, watch, payload: bytes) -> None:
+        if self._held is not None:
+            self._held.append((order_id, watch, payload))
+            return
+        try:
+            self.on_update(order_id, watch, payload)
+        except Exception:  # noqa: BLE001 - a bug in a handler must not end the subscription
+            log.exception("handling a message on order %s failed; dropped it", order_id)
+
+    def _control(self, payload: bytes) -> None:
+        try:
+            self.on_control(payload)
+        except Exception:  # noqa: BLE001 - likewise
+            log.exception("handling a control message failed; dropped it: %r", payload[:100])
+
+    # --- the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        delay = 0.05
+        delay = BACKOFF_FIRST_SECONDS
         first = True
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            client = pubsub = None
-            watchdog = SubscriptionWatchdog(self.deadline / 3, self.deadline, loop.time())
+            reader = None
             try:
-                client = await self._make_client()
-                pubsub = client.pubsub()
-                await pubsub.psubscribe(redis_layout.CHANNEL_PATTERN)
-                if self.control_channels:
-                    await pubsub.subscribe(*self.control_channels)
-                watchdog.reset(loop.time())
-                confirmed = 0
-                while not self._stopping:
-                    now = loop.time()
-                    if watchdog.lost(now):
-                        raise SubscriptionSilent(
-                            f"nothing arrived for {now - watchdog.last_seen:.1f}s "
-                            f"(deadline {self.deadline:g}s)")
-                    if confirmed == self._subscriptions_expected and watchdog.probe_due(now):
-                        watchdog.probed(now)
-                        self._send_probe()
-                    message = await pubsub.get_message(
-                        timeout=min(1.0, max(watchdog.next_check(now), 0.01)))
-                    if message is None:
-                        continue
-                    watchdog.seen(loop.time())
-                    kind = message["type"]
-                    if kind in ("pmessage", "message"):
-                        self._dispatch(kind, message)
-                    elif kind in ("psubscribe", "subscribe"):
-                        confirmed += 1
-                        if confirmed == self._subscriptions_expected:
-                            delay = 0.05
-                            self.live.set()
-                            log.info("subscribed to %s", redis_layout.CHANNEL_PATTERN,
-                                     extra={"fields": {"resubscribed": not first,
-                                                       "redis": self.target.describe()}})
-                            await self.on_live(not first)
-                            first = False
-            except SubscriptionSilent as exc:
-                metrics.SUBSCRIPTION_LOST.labels("silent").inc()
-                log.error("redis subscription silent: %s; resubscribing", exc, extra={"fields": {
-                    "deadline_s": self.deadline, "was_live": self.live.is_set()}})
-                if self.on_lost:
-                    self.on_lost()
-            except (RedisError, OSError) as exc:
-                if self.live.is_set():
+                address = await redis_connect.subscription_address(self.target)
+                reader = await pubsub_reader.connect(
+                    address.url, self.watched, self._update, self._control, on_live=self.live.set,
+                    on_malformed=self.on_malformed, control_channels=self.control_channels,
+                    timeout=CONNECT_TIMEOUT_SECONDS)
+                self.reader = reader
+                reader.closed.add_done_callback(lambda _: self.live.clear())
+                live = loop.create_task(self.live.wait())
+                await asyncio.wait([reader.closed, live], timeout=CONNECT_TIMEOUT_SECONDS * 2,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                live.cancel()
+                if not self.live.is_set():
+                    raise ConnectionError(f"subscription not confirmed: {reader.error or 'timeout'}")
+                delay = BACKOFF_FIRST_SECONDS
+                log.info("subscribed to %s", redis_layout.CHANNEL_PATTERN,
+                         extra={"fields": {"resubscribed": not first,
+                                           "redis": f"{address.host}:{address.port}"}})
+                watchdog = loop.create_task(self._watch(reader))
+                try:
+                    self._held = []
+                    try:
+                        await self.on_live(not first)
+                    finally:
+                        held, self._held = self._held, None
+                    for update in held:
+                        self._update(*update)
+                    first = False
+                    error = await reader.closed
+                finally:
+                    watchdog.cancel()
+                raise ConnectionError(str(error or "connection closed by Redis"))
+            except (OSError, TimeoutError, RedisError) as exc:
+                silenced, self._silenced = self._silenced, False
+                if silenced:
+                    if self.on_lost:
+                        self.on_lost()
+                elif self.live.is_set():
                     metrics.SUBSCRIPTION_LOST.labels("error").inc()
                     log.error("redis subscription lost: %s; reconnecting", exc)
                     if self.on_lost:
                         self.on_lost()
-                else:
-                    log.warning("redis subscription not established: %s; retrying in %.2fs", exc, delay)
+                elif not self._stopping:
+                    log.warning("redis subscription not established: %s; retrying in %.2fs",
+                                exc or type(exc).__name__, delay)
             finally:
                 self.live.clear()
-                try:
-                    if pubsub is not None:
-                        await pubsub.aclose()
-                    if client is not None:
-                        await client.aclose()
-                except Exception:  # noqa: BLE001 - the connection is already broken
-                    pass
+                if reader is not None:
+                    self._retire(reader)
             if self._stopping:
                 break
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(jittered(delay))
+            delay = backoff(delay)
+
+    def _retire(self, reader) -> None:
+        if reader.transport is not None:
+            reader.transport.abort()
+        self._totals[0] += reader.received
+        self._totals[1] += reader.discarded
+        self._totals[2] += reader.malformed
+        if self.reader is reader:
+            self.reader = None
+
+    async def _watch(self, reader) -> None:
+        """Probe a quiet subscription; one silent past the deadline is cut (and so reconnected)."""
+        loop = asyncio.get_running_loop()
+        watchdog = SubscriptionWatchdog(min(PROBE_SECONDS, self.deadline / 3), self.deadline,
+                                        loop.time())
+        replies = reader.replies
+        while not reader.closed.done():
+            await asyncio.sleep(watchdog.next_check(loop.time()) or 0.01)
+            now = loop.time()
+            if reader.replies != replies:
+                replies = reader.replies
+                watchdog.seen(now)
+            if watchdog.lost(now):
+                metrics.SUBSCRIPTION_LOST.labels("silent").inc()
+                log.error("redis subscription silent: nothing for %.1fs (deadline %gs); "
+                          "resubscribing", now - watchdog.last_seen, self.deadline,
+                          extra={"fields": {"deadline_s": self.deadline}})
+                self._silenced = True  # said so here: run() does not count it as an error too
+                reader.transport.abort()
+                return
+            if watchdog.probe_due(now):
+                watchdog.probed(now)
+                self._send_probe()
 
     def _send_probe(self) -> None:
-        """Publish the probe in the background: a stuck command must not stall the reader."""
+        """Publish the probe in the background: a stuck command must not stall the watchdog."""
         if self.probe is None:
             return
 
@@ -155,24 +225,15 @@ class Broker:
             try:
                 await asyncio.wait_for(self.probe(), self.deadline / 3)
             except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("subscription probe not published: %s", repr(exc))
+                log.warning("subscription probe not published: %r", exc)
 
         task = asyncio.get_running_loop().create_task(send())
         self._probes.add(task)
         task.add_done_callback(self._probes.discard)
 
-    def _dispatch(self, kind: str, message: dict) -> None:
-        """One message's failure is that message's alone: the subscription loop goes on."""
-        try:
-            if kind == "pmessage":
-                channel = message["channel"]
-                self.on_update(channel[PREFIX_LEN:].decode("utf-8", "replace"), message["data"])
-            else:
-                self.on_control(message["data"])
-        except Exception:  # noqa: BLE001 - a bug in a handler must not end the subscription
-            log.exception("handling a message on %r failed; dropped it", message.get("channel"))
-
     def stop(self) -> None:
         self._stopping = True
         for task in self._probes:
             task.cancel()
+        if self.reader is not None and self.reader.transport is not None:
+            self.reader.transport.abort()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from ordertrack import protocol
+from ordertrack.push.delivery import offer
 
 # hb_state values: what the wheel entry of this connection means when it fires
 HB_PING_DUE = 0
@@ -114,18 +115,9 @@ class Connection(WSListener):
         self.check_pending()
 
     def deliver(self, frame: bytes, seq: int | None) -> bool:
-        """Send an update unless the client already has it. False when skipped or held back."""
-        if self.close_reason is not None:
+        """Send a frame by the delivery rules (push/delivery.py): False when held or skipped."""
+        if not offer(self, frame, seq):
             return False
-        if not self.acked:
-            if self.backlog is None:
-                self.backlog = []
-            self.backlog.append((seq, frame))
-            return False
-        if seq is not None:
-            if seq <= self.sent_seq:
-                return False
-            self.sent_seq = seq
         self.send(frame)
         return True
 

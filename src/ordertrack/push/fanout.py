@@ -2,10 +2,10 @@
 
 `FanOut.publish(order_id, watch, payload)` does Hub.publish's work for an order someone on this
 pod watches (the reader has already looked `watch` up): decode the payload once with orjson,
-check it (a JSON object, an integer `seq` in 1..2**53, every client field present, `status` a
-string), build the `tracking_update` frame once (`protocol.tracking_update`: never
+check it (a JSON object, an integer `seq` in 1..2**53-1 (`protocol.MAX_SEQ`), `status` a
+string; the other client fields are null when absent), build the `tracking_update` frame once (`protocol.tracking_update`: never
 `raw_carrier_response`), raise `watch.seq`, and hand the same bytes to every watcher by the
-delivery rule `deliver()`. A bad payload reaches nobody: it is counted in `malformed` and
+delivery rule (`delivery.offer`, push/delivery.py). A bad payload reaches nobody: it is counted in `malformed` and
 reported as `on_malformed(order_id, reason)`. `on_delivered(count, latency)` is called when
 anyone got it and the message carries `published_at`.
 
@@ -27,8 +27,9 @@ import orjson
 from ordertrack import protocol
 from ordertrack.push import malformed as why
 from ordertrack.push import twins
+from ordertrack.push.delivery import offer
 
-MAX_SEQ = 2**53
+MAX_SEQ = protocol.MAX_SEQ
 
 
 class MalformedUpdate(ValueError):
@@ -50,30 +51,9 @@ def decode_update(payload: bytes) -> tuple[bytes, int, object]:
     seq = message.get("seq")
     if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
         raise MalformedUpdate(why.BAD_SEQ)
-    for field in protocol.CLIENT_UPDATE_FIELDS:
-        if field not in message:
-            raise MalformedUpdate(why.MISSING_FIELD)
-    if type(message["status"]) is not str:
-        raise MalformedUpdate(why.MISSING_FIELD)
+    if type(message.get("status")) is not str:
+        raise MalformedUpdate(why.BAD_STATUS)
     return protocol.tracking_update(message), seq, message.get("published_at")
-
-
-def deliver(conn, frame: bytes, seq: int) -> bool:
-    """The per-connection rule: nothing after our close; held in `backlog` until the ack;
-    never a `seq` the client already has. True when the frame was sent."""
-    if conn.close_reason is not None:
-        return False
-    if not conn.acked:
-        backlog = conn.backlog
-        if backlog is None:
-            conn.backlog = backlog = []
-        backlog.append((seq, frame))
-        return False
-    if seq <= conn.sent_seq:
-        return False
-    conn.sent_seq = seq
-    conn.send(frame)
-    return True
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -116,7 +96,8 @@ class PureFanOut:
             watch.seq = seq
         delivered = 0
         for conn in tuple(watch.conns):
-            if deliver(conn, frame, seq):
+            if offer(conn, frame, seq):
+                conn.send(frame)
                 delivered += 1
         self.frames += delivered
         if delivered and self.on_delivered is not None and type(published_at) in (int, float):

@@ -8,10 +8,9 @@ import logging
 import signal
 
 import uvloop
-from picows import ws_create_server
 
 from ordertrack import auth, config, protocol, redis_connect
-from ordertrack.push import metrics
+from ordertrack.push import handshake, metrics
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
@@ -56,7 +55,7 @@ async def serve(cfg) -> int:
     metrics.MAX_CONNECTIONS.set(cfg.max_connections_per_pod)
     # bind both ports before anything else runs: a busy port is one clear line, not a hang
     try:
-        server = await ws_create_server(
+        server = await handshake.create_server(
             make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096,
             logger_name=PicowsLog(logging.getLogger("picows.server")),
             reuse_port=cfg.reuse_port,

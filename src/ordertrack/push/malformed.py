@@ -22,11 +22,13 @@ PAYLOAD_TOO_LARGE = "payload_too_large"
 # fan-out: the payload of a watched order
 NOT_JSON = "not_json"
 NOT_OBJECT = "not_object"
-BAD_SEQ = "bad_seq"                    # seq missing, not an integer, or outside 1..2**53
-MISSING_FIELD = "missing_field"        # a client field is absent, or status is not a string
+BAD_SEQ = "bad_seq"                    # seq missing, not an integer, or outside 1..2**53-1
+BAD_STATUS = "bad_status"              # `status` absent or not a string
+# redis_layout.decode_message (stream entries, the gateway): every client field is required
+MISSING_FIELD = "missing_field"        # a client field is absent, or status/timestamp not a string
 
 REASONS = (NOT_RESP, UNEXPECTED_REPLY, EMPTY_ORDER_ID, BAD_ORDER_ID, PAYLOAD_TOO_LARGE,
-           NOT_JSON, NOT_OBJECT, BAD_SEQ, MISSING_FIELD)
+           NOT_JSON, NOT_OBJECT, BAD_SEQ, BAD_STATUS, MISSING_FIELD)
 
 #: an update bigger than this is dropped (the gateway's messages are well under 64 KB)
 MAX_PAYLOAD_BYTES = 1 << 20

@@ -12,7 +12,8 @@ the cost of a message nobody on this pod watches bounds the cluster's message ra
   on, as `on_update(order_id, watch, payload)` (the signature of `FanOut.publish`);
 - control channels' `message`s go to `on_control(payload)`; once Redis has confirmed every
   subscription, `on_live()` is called once;
-- counters: `received` (pmessages), `discarded` (unwatched), `malformed` (see
+- counters: `replies` (every reply: the broker's watchdog's sign of life), `received`
+  (pmessages), `discarded` (unwatched), `malformed` (see
   `ordertrack.push.malformed` for the reasons, reported through `on_malformed(order_id, reason)`).
 
 Bytes that are not RESP close the connection (the stream cannot be resynchronised) and are
@@ -101,6 +102,7 @@ class PurePubSubReader(asyncio.BufferedProtocol):
         self.transport = None
         self.live = False
         self.confirmed = 0
+        self.replies = 0
         self.received = 0
         self.discarded = 0
         self.malformed = 0
@@ -132,6 +134,7 @@ class PurePubSubReader(asyncio.BufferedProtocol):
                     return
                 if reply is False:
                     break
+                self.replies += 1
                 if type(reply) is list:
                     self._on_list(reply)
                     if self._reader is None:

@@ -22,6 +22,8 @@ log = logging.getLogger("ordertrack.push.server")
 
 JSON = "application/json; charset=utf-8"
 RETRY_AFTER_SECONDS = "5"
+#: sent with every 401, as RFC 6750 3 asks
+WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="ordertrack"')
 
 
 def new_connection_id() -> str:
@@ -102,7 +104,7 @@ def make_listener_factory(pod):
             claims = verifier.verify(token)
             auth.authorize(claims, order_id)
         except auth.AuthError as exc:
-            extra = (("WWW-Authenticate", 'Bearer realm="ordertrack"'),) if exc.status == 401 else ()
+            extra = (WWW_AUTHENTICATE,) if exc.status == 401 else ()
             return WSUpgradeResponseWithListener(
                 _refuse(exc.status, exc.code, exc.message, request_id, extra), None)
 

@@ -55,6 +55,8 @@ class Webhook:
     header: str | None = None
     value: str | None = None
     expires_at: float | None = None
+    #: subscription calls that made or renewed it (UPS, DHL)
+    calls: int = 0
 
 
 # --- bodies (pure) -----------------------------------------------------------------------------
@@ -166,7 +168,9 @@ class Pusher:
 
     def subscribe(self, carrier: str, numbers: list[str], webhook: Webhook) -> None:
         for number in numbers:
-            self.subscriptions[(carrier, number)] = dataclasses.replace(webhook)
+            before = self.subscriptions.get((carrier, number))
+            calls = (before.calls if before else 0) + 1
+            self.subscriptions[(carrier, number)] = dataclasses.replace(webhook, calls=calls)
 
     @property
     def http(self) -> httpx.AsyncClient:

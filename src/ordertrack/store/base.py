@@ -170,6 +170,14 @@ EVENT_COLUMNS = "order_id, seq, status, location, timestamp, estimated_delivery,
 SCAN_COLUMNS = "status, timestamp"
 
 
+def find_order_query(carrier: str, tracking_number: str) -> str:
+    """`find_order`'s SELECT, given each dialect's two placeholders; served by the index
+    `orders_tracking_number` (migration 0003) without a scan or a sort."""
+    return (f"SELECT {ORDER_COLUMNS} FROM orders WHERE carrier = {carrier} "
+            f"AND tracking_number = {tracking_number} "
+            "ORDER BY created_at DESC, order_id DESC LIMIT 1")
+
+
 def order_from_row(row: Sequence[Any]) -> Order:
     """An Order from a row selected with ORDER_COLUMNS."""
     return Order(

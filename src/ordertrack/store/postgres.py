@@ -9,38 +9,14 @@ URL is passed to the server as a setting by asyncpg, which puts the tables in th
 
 from __future__ import annotations
 
-import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
-from ordertrack.models import (
-    ACTIVE_STATUSES,
-    Order,
-    OrderState,
-    StoredEvent,
-    TrackingEvent,
-    next_order_state,
-)
-from ordertrack.store.base import (
-    EVENT_COLUMNS,
-    ORDER_COLUMNS,
-    SCAN_COLUMNS,
-    OrderExists,
-    OrderNotFound,
-    StoreError,
-    TrackingStore,
-    event_from_row,
-    load_migrations,
-    number_events,
-    order_from_row,
-    raw_json,
-    redact_url,
-    select_new_events,
-    utc_now_iso,
-    validate_order,
-)
-
-log = logging.getLogger("ordertrack.store")
+from ordertrack.store.base import OrderNotFound, StoreError, redact_url, utc_now_iso
+from ordertrack.store.sql import Row, Session, SqlStore
 
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 10
@@ -48,8 +24,37 @@ POOL_MAX_SIZE = 10
 _UPGRADE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('ordertrack.upgrade.' || current_schema()))"
 
 
-class PostgresStore(TrackingStore):
+def numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2, ...` (our SQL has no `?` in literals)."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${index}{part}" for index, part in enumerate(parts[1:], start=1))
+
+
+class PostgresSession(Session):
+    def __init__(self, conn: asyncpg.Connection):
+        self.conn = conn
+
+    async def fetch_one(self, sql: str, *params: Any) -> Row | None:
+        return await self.conn.fetchrow(numbered(sql), *params)
+
+    async def fetch_all(self, sql: str, *params: Any) -> list[Row]:
+        return await self.conn.fetch(numbered(sql), *params)
+
+    async def execute(self, sql: str, *params: Any) -> int:
+        # without parameters the text goes as it is (a migration script may use jsonb's `?`)
+        status = await self.conn.execute(numbered(sql) if params else sql, *params)
+        # the command tag: "UPDATE 3", "INSERT 0 1"; no count for other commands
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        await self.conn.executemany(numbered(sql), rows)
+
+
+class PostgresStore(SqlStore):
     kind = "postgres"
+    unique_violation = asyncpg.UniqueViolationError
+    lock_order_row = " FOR UPDATE"
 
     def __init__(self, url: str, min_size: int = POOL_MIN_SIZE, max_size: int = POOL_MAX_SIZE):
         self.url = url
@@ -58,7 +63,11 @@ class PostgresStore(TrackingStore):
         self._pool: asyncpg.Pool | None = None
 
     def __repr__(self) -> str:
-        return f"PostgresStore({redact_url(self.url)!r})"
+        return f"PostgresStore({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        return redact_url(self.url)
 
     async def connect(self) -> None:
         if self._pool is not None:
@@ -68,9 +77,7 @@ class PostgresStore(TrackingStore):
                 self.url, min_size=self.min_size, max_size=self.max_size
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreError(
-                f"cannot connect to PostgreSQL at {redact_url(self.url)}: {exc}"
-            ) from exc
+            raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {exc}") from exc
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -83,148 +90,28 @@ class PostgresStore(TrackingStore):
             raise StoreError("the store is not connected (use `await open_store(url)`)")
         return self._pool
 
-    # --- schema ---------------------------------------------------------------------------
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Session]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield PostgresSession(conn)
 
-    async def schema_version(self) -> int:
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Session]:
         async with self.pool.acquire() as conn:
-            return await self._version(conn)
+            yield PostgresSession(conn)
 
-    @staticmethod
-    async def _version(conn: asyncpg.Connection) -> int:
-        exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
-        if not exists:
+    async def _version(self, session: Session) -> int:
+        row = await session.fetch_one("SELECT to_regclass('schema_version') IS NOT NULL")
+        if not row or not row[0]:
             return 0
-        return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        row = await session.fetch_one("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        return int(row[0]) if row else 0
 
-    async def upgrade(self, to: int | None = None) -> int:
-        migrations = load_migrations("postgres")
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(_UPGRADE_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            current = await self._version(conn)
-            for migration in migrations:
-                if migration.version <= current or (to is not None and migration.version > to):
-                    continue
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, utc_now_iso(),
-                )
-                log.info("applied migration %s to %s", migration.name, redact_url(self.url))
-                current = migration.version
-            return current
+    async def _lock_upgrade(self, session: Session) -> None:
+        await session.execute(_UPGRADE_LOCK)
 
-    # --- orders ---------------------------------------------------------------------------
-
-    async def add_order(self, order: Order) -> None:
-        validate_order(order)
-        now = utc_now_iso()
-        created_at = order.created_at or now
-        try:
-            await self.pool.execute(
-                f"INSERT INTO orders ({ORDER_COLUMNS}, updated_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                order.order_id, order.user_id, order.carrier, order.tracking_number,
-                order.status, order.last_update, order.estimated_delivery, order.region,
-                order.seq, order.consecutive_failures, order.needs_investigation,
-                created_at, now,
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise OrderExists(order.order_id) from exc
-        order.created_at = created_at
-
-    async def get_order(self, order_id: str) -> Order | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1", order_id
-        )
-        return order_from_row(row) if row else None
-
-    async def find_order(self, carrier: str, tracking_number: str) -> Order | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {ORDER_COLUMNS} FROM orders WHERE carrier = $1 AND tracking_number = $2 "
-            "ORDER BY created_at DESC, order_id DESC LIMIT 1", carrier, tracking_number
-        )
-        return order_from_row(row) if row else None
-
-    async def list_orders(
-        self, carrier: str | None = None, active_only: bool = False
-    ) -> list[Order]:
-        where: list[str] = []
-        params: list[object] = []
-        if carrier is not None:
-            params.append(carrier)
-            where.append(f"carrier = ${len(params)}")
-        if active_only:
-            params.append(sorted(ACTIVE_STATUSES))
-            where.append(f"status = ANY(${len(params)}::text[])")
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = await self.pool.fetch(
-            f"SELECT {ORDER_COLUMNS} FROM orders{clause} ORDER BY created_at, order_id", *params
-        )
-        return [order_from_row(row) for row in rows]
-
-    # --- events ---------------------------------------------------------------------------
-
-    async def history(self, order_id: str) -> list[StoredEvent]:
-        rows = await self.pool.fetch(
-            "SELECT order_id, seq, status, location, timestamp, estimated_delivery, raw::text "
-            "FROM events WHERE order_id = $1 ORDER BY seq",
-            order_id,
-        )
-        return [event_from_row(row) for row in rows]
-
-    async def append_events(self, order_id: str, events: list[TrackingEvent]) -> list[StoredEvent]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT status, last_update, estimated_delivery, seq FROM orders "
-                "WHERE order_id = $1 FOR UPDATE",
-                order_id,
-            )
-            if row is None:
-                raise OrderNotFound(order_id)
-            current = OrderState(row[0], row[1], row[2], int(row[3]))
-            if not events:
-                return []
-            known = await conn.fetch(
-                f"SELECT {SCAN_COLUMNS} FROM events WHERE order_id = $1", order_id
-            )
-            fresh = select_new_events([tuple(r) for r in known], events)
-            if not fresh:
-                return []
-            stored = number_events(order_id, current.seq, fresh)
-            now = utc_now_iso()
-            await conn.executemany(
-                f"INSERT INTO events ({EVENT_COLUMNS}, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
-                [
-                    (e.order_id, e.seq, e.status, e.location, e.timestamp,
-                     e.estimated_delivery, raw_json(e.raw), now)
-                    for e in stored
-                ],
-            )
-            state = next_order_state(current, stored)
-            await conn.execute(
-                "UPDATE orders SET status = $1, last_update = $2, estimated_delivery = $3, "
-                "seq = $4, updated_at = $5 WHERE order_id = $6",
-                state.status, state.last_update, state.estimated_delivery, state.seq, now,
-                order_id,
-            )
-            return stored
-
-    # --- polling health -------------------------------------------------------------------
-
-    async def record_failure(self, order_id: str) -> int:
-        count = await self.pool.fetchval(
-            "UPDATE orders SET consecutive_failures = consecutive_failures + 1, updated_at = $2 "
-            "WHERE order_id = $1 RETURNING consecutive_failures",
-            order_id, utc_now_iso(),
-        )
-        if count is None:
-            raise OrderNotFound(order_id)
-        return int(count)
+    async def _run_migration(self, session: Session, sql: str) -> None:
+        await session.execute(sql)
 
     async def record_success(self, order_id: str) -> int:
         # one round trip per successful poll; writes only when there was a failure streak
@@ -239,11 +126,3 @@ class PostgresStore(TrackingStore):
         if count is None:
             raise OrderNotFound(order_id)
         return int(count)
-
-    async def set_needs_investigation(self, order_id: str, flag: bool) -> None:
-        result = await self.pool.execute(
-            "UPDATE orders SET needs_investigation = $2, updated_at = $3 WHERE order_id = $1",
-            order_id, flag, utc_now_iso(),
-        )
-        if result.endswith(" 0"):
-            raise OrderNotFound(order_id)

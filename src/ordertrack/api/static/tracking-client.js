@@ -22,6 +22,8 @@
 // switch): REST polling until a REST answer says `realtime.enabled: true` again. Close 1008
 // (`token_expired`): final for this token, the client stops with failure TOKEN_EXPIRED.
 // Every event has a seq; an event is applied (and rendered) once, whatever path brought it.
+// The history is shown by scan time (then seq); a late scan (older than the order's last
+// update) joins it in its place and never moves the current status, place or time back.
 
 export const SUBPROTOCOL = "vantage-tracking-v1";
 
@@ -60,6 +62,25 @@ export function closeAction(code) {
   if (code === CLOSE.FEATURE_DISABLED) return "until_enabled";
   if (code === CLOSE.GOING_AWAY) return "soon";
   return "backoff";
+}
+
+/**
+ * History order: by scan time, then seq. Carriers push late scans (an older scan arriving
+ * after a newer one gets the next seq); the history reads as the shipment went.
+ */
+export function timelineOrder(a, b) {
+  const ta = Date.parse(a.timestamp);
+  const tb = Date.parse(b.timestamp);
+  if (ta !== tb && !Number.isNaN(ta) && !Number.isNaN(tb)) return ta - tb;
+  return a.seq - b.seq;
+}
+
+/** True when a scan at `timestamp` is older than the order's `lastUpdate` (a late scan:
+ * it joins the history, but the current status, place and time stay with the newer one). */
+export function isLate(timestamp, lastUpdate) {
+  const t = Date.parse(timestamp);
+  const last = Date.parse(lastUpdate);
+  return !Number.isNaN(t) && !Number.isNaN(last) && t < last;
 }
 
 /** The X-Fallback-Reason a close code leads to. */
@@ -139,7 +160,7 @@ export class TrackingClient extends EventTarget {
   }
 
   snapshot() {
-    const history = [...this.events.values()].sort((a, b) => a.seq - b.seq);
+    const history = [...this.events.values()].sort(timelineOrder);
     return {
       ...this.order, seq: this.lastSeq, history, mode: this.mode, modeReason: this.modeReason,
       pollInterval: this.config.pollInterval, connectionId: this.connectionId,
@@ -205,7 +226,8 @@ export class TrackingClient extends EventTarget {
       this.order.status = doc.status ?? this.order.status;
       this.order.last_update = doc.last_update ?? this.order.last_update;
       this.order.estimated_delivery = doc.estimated_delivery ?? this.order.estimated_delivery;
-      const latest = this.events.get(docSeq);
+      // the place of the newest scan by time (the answer's status and last_update are its)
+      const latest = [...this.events.values()].sort(timelineOrder).pop();
       if (latest) this.order.location = latest.location;
       this.lastSeq = docSeq;
       changed = true;
@@ -329,10 +351,12 @@ export class TrackingClient extends EventTarget {
     if (this.events.has(seq) || seq <= this.lastSeq) return; // seen already
     const gap = seq > this.lastSeq + 1;
     this._addEvent({ seq, status: data.status, location: data.location ?? null, timestamp: data.timestamp });
-    this.order.status = data.status ?? this.order.status;
-    this.order.location = data.location ?? null;
-    this.order.last_update = data.timestamp ?? this.order.last_update;
-    if (data.estimated_delivery) this.order.estimated_delivery = data.estimated_delivery;
+    if (!isLate(data.timestamp, this.order.last_update)) {
+      this.order.status = data.status ?? this.order.status;
+      this.order.location = data.location ?? null;
+      this.order.last_update = data.timestamp ?? this.order.last_update;
+      if (data.estimated_delivery) this.order.estimated_delivery = data.estimated_delivery;
+    }
     if (data.carrier) this.order.carrier = data.carrier;
     this.lastSeq = seq;
     this._emitState();

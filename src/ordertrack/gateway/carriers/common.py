@@ -139,6 +139,37 @@ def join_location(*parts: Any) -> str | None:
     return ", ".join(seen) or None
 
 
+def address_location(node: dict, *fields: str) -> str | None:
+    """A scan's `location.address` as a location line, from the named address fields."""
+    location = node.get("location")
+    address = location.get("address") if isinstance(location, dict) else None
+    if not isinstance(address, dict):
+        return None
+    return join_location(*(address.get(name) for name in fields))
+
+
+# --- answers for one number ------------------------------------------------------------------
+
+def only_number(carrier: str, requested: list[str] | str) -> str:
+    """The tracking number of a call to a carrier that takes one number per call."""
+    numbers = [requested] if isinstance(requested, str) else list(requested)
+    if len(numbers) != 1:
+        raise ValueError(f"{carrier} tracks one number per call, got {len(numbers)}")
+    return numbers[0]
+
+
+def answer_for(carrier: str, items: list, key: str, number: str, where: str) -> dict:
+    """Of the shipments/packages in an answer for one number, the one whose `key` is that
+    number, else the first (a linked shipment); logs when it names another number."""
+    chosen = next((item for item in items if isinstance(item, dict) and item.get(key) == number),
+                  items[0])
+    if not isinstance(chosen, dict):
+        raise CarrierParseError(carrier, f"{where}[0] is not an object")
+    if chosen.get(key) not in (None, number):
+        log.info("%s: asked for %s, answered with %s %s", carrier, number, where, chosen.get(key))
+    return chosen
+
+
 # --- events ---------------------------------------------------------------------------------
 
 def oldest_first(newest_first: Iterable[TrackingEvent]) -> tuple[TrackingEvent, ...]:

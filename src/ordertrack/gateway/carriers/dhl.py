@@ -17,14 +17,15 @@ import httpx
 from ordertrack.gateway.carriers.common import (
     CarrierError,
     CarrierParseError,
+    address_location,
+    answer_for,
     decode_body,
     expand,
     get_path,
-    join_location,
-    log,
     normalise_estimate,
     normalise_timestamp,
     oldest_first,
+    only_number,
     opt_str,
     table_lookup,
 )
@@ -64,14 +65,6 @@ def normalise_status(status_code: str | None, text: str = "") -> str:
     return status
 
 
-def _location(node: dict) -> str | None:
-    location = node.get("location")
-    address = location.get("address") if isinstance(location, dict) else None
-    if not isinstance(address, dict):
-        return None
-    return join_location(address.get("addressLocality"), address.get("countryCode"))
-
-
 def _event(node: Any, estimate: str | None, raw: dict) -> TrackingEvent:
     if not isinstance(node, dict):
         raise CarrierParseError(CARRIER, f"event is a {type(node).__name__}, expected object")
@@ -79,7 +72,7 @@ def _event(node: Any, estimate: str | None, raw: dict) -> TrackingEvent:
     code = opt_str(node.get("statusCode"))
     return TrackingEvent(
         status=normalise_status(code, text),
-        location=_location(node),
+        location=address_location(node, "addressLocality", "countryCode"),
         timestamp=normalise_timestamp(node.get("timestamp"), CARRIER),
         estimated_delivery=estimate,
         raw_code=code,
@@ -116,10 +109,7 @@ def parse_shipment(shipment: dict, requested: str) -> CarrierResult:
 def parse_response(body: dict | bytes | str, requested: list[str] | str,
                    status_code: int = 200) -> dict[str, CarrierResult]:
     """A DHL answer for ONE number -> {number asked for: CarrierResult}."""
-    numbers = [requested] if isinstance(requested, str) else list(requested)
-    if len(numbers) != 1:
-        raise ValueError(f"DHL answers one tracking number per call, got {len(numbers)}")
-    number = numbers[0]
+    number = only_number(CARRIER, requested)
     if status_code == 404:
         if not is_problem_body(body):
             raise CarrierError(CARRIER, "bad_request", 404,
@@ -132,12 +122,7 @@ def parse_response(body: dict | bytes | str, requested: list[str] | str,
     shipments = get_path(CARRIER, data, "shipments", kind=list)
     if not shipments:
         return {number: CarrierResult(number, False, error="NOT_FOUND")}
-    chosen = next((s for s in shipments if isinstance(s, dict) and s.get("id") == number),
-                  shipments[0])
-    if not isinstance(chosen, dict):
-        raise CarrierParseError(CARRIER, "shipments[0] is not an object")
-    if chosen.get("id") != number:
-        log.info("dhl: asked for %s, answered with linked shipment %s", number, chosen.get("id"))
+    chosen = answer_for(CARRIER, shipments, "id", number, "shipments")
     return {number: parse_shipment(chosen, number)}
 
 
@@ -158,6 +143,8 @@ def error_for_status(status_code: int, body: Any) -> CarrierError:
 class DhlClient(CarrierClient):
     """DHL client: API key header, one number per request."""
 
+    carrier = CARRIER
+    default_timeout = DEFAULT_TIMEOUT
     batch_size = 1
 
     def __init__(self, base_url: str, *, api_key: str, timeout: float = DEFAULT_TIMEOUT,
@@ -166,12 +153,10 @@ class DhlClient(CarrierClient):
         self._api_key = api_key
 
     async def track(self, numbers: list[str]) -> dict[str, CarrierResult]:
-        if len(numbers) != 1:
-            raise ValueError(f"dhl tracks one number per call, got {len(numbers)}")
         response = await self._http.request(
             "GET", PATH, what="track",
             headers={"DHL-API-Key": self._api_key, "Accept": "application/json"},
-            params={"trackingNumber": numbers[0]},
+            params={"trackingNumber": only_number(CARRIER, numbers)},
         )
         return parse_response(response.content, numbers, response.status_code)
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from ordertrack.gateway.carriers.common import (
-    CarrierError,
     CarrierParseError,
     decode_body,
     expand,
@@ -27,15 +24,7 @@ from ordertrack.gateway.carriers.common import (
     opt_str,
     table_lookup,
 )
-from ordertrack.gateway.http import (
-    CarrierClient,
-    CarrierHttp,
-    RetryPolicy,
-    TokenCache,
-    classify_status,
-    error_codes,
-    token_from_answer,
-)
+from ordertrack.gateway.http import OAuthClient, classify_status, error_codes, token_from_answer
 from ordertrack.models import CarrierResult, TrackingEvent
 
 CARRIER = "fedex"
@@ -171,19 +160,13 @@ def request_body(numbers: list[str]) -> dict:
     }
 
 
-class FedexClient(CarrierClient):
+class FedexClient(OAuthClient):
     """FedEx Track API client: OAuth token cached (refreshed 5 min early, one refresh at a time),
     on 401 one refresh and one retry; up to 30 numbers per request."""
 
+    carrier = CARRIER
+    default_timeout = DEFAULT_TIMEOUT
     batch_size = BATCH_SIZE
-
-    def __init__(self, base_url: str, *, client_id: str, client_secret: str,
-                 timeout: float = DEFAULT_TIMEOUT, http: httpx.AsyncClient | None = None,
-                 policy: RetryPolicy | None = None, refresh_before: float = 300.0):
-        self._http = CarrierHttp(CARRIER, base_url, timeout, http, policy)
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self.tokens = TokenCache(self._fetch_token, refresh_before)
 
     async def _fetch_token(self) -> tuple[str, float]:
         response = await self._http.request(
@@ -193,23 +176,13 @@ class FedexClient(CarrierClient):
         )
         return token_from_answer(CARRIER, response)
 
-    async def _post(self, token: str, numbers: list[str]) -> httpx.Response:
-        return await self._http.request(
+    async def track(self, numbers: list[str]) -> dict[str, CarrierResult]:
+        if not 0 < len(numbers) <= BATCH_SIZE:
+            raise ValueError(f"fedex tracks 1..{BATCH_SIZE} numbers per call, got {len(numbers)}")
+        response = await self.authorised(lambda token: self._http.request(
             "POST", TRACK_PATH, what="track",
             headers={"Authorization": f"Bearer {token}", "X-locale": "en_US",
                      "Content-Type": "application/json"},
             json=request_body(numbers),
-        )
-
-    async def track(self, numbers: list[str]) -> dict[str, CarrierResult]:
-        if not 0 < len(numbers) <= BATCH_SIZE:
-            raise ValueError(f"fedex tracks 1..{BATCH_SIZE} numbers per call, got {len(numbers)}")
-        token = await self.tokens.get()
-        response = await self._post(token, numbers)
-        if response.status_code == 401:
-            log.info("fedex: token refused (401), refreshing once")
-            token = await self.tokens.get(stale=token)
-            response = await self._post(token, numbers)
-            if response.status_code == 401:
-                raise CarrierError(CARRIER, "auth", 401, "token refused twice")
+        ))
         return parse_response(response.content, numbers, response.status_code)

@@ -15,26 +15,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from ordertrack.gateway.carriers.common import (
-    CarrierError,
     CarrierParseError,
+    address_location,
+    answer_for,
     decode_body,
     expand,
     get_path,
-    join_location,
-    log,
     normalise_estimate,
     oldest_first,
+    only_number,
     opt_str,
     table_lookup,
 )
 from ordertrack.gateway.http import (
-    CarrierClient,
-    CarrierHttp,
-    RetryPolicy,
-    TokenCache,
+    OAuthClient,
     basic_auth,
     classify_status,
     error_codes,
@@ -162,12 +157,7 @@ def estimated_delivery(package: dict) -> str | None:
 
 
 def activity_location(activity: dict) -> str | None:
-    location = activity.get("location")
-    address = location.get("address") if isinstance(location, dict) else None
-    if not isinstance(address, dict):
-        return None
-    return join_location(address.get("city"), address.get("stateProvince"),
-                         address.get("countryCode"))
+    return address_location(activity, "city", "stateProvince", "countryCode")
 
 
 def parse_package(package: dict, requested: str) -> CarrierResult:
@@ -190,10 +180,7 @@ def parse_package(package: dict, requested: str) -> CarrierResult:
 def parse_response(body: dict | bytes | str, requested: list[str] | str,
                    status_code: int = 200) -> dict[str, CarrierResult]:
     """A UPS answer for ONE number -> {number asked for: CarrierResult}."""
-    numbers = [requested] if isinstance(requested, str) else list(requested)
-    if len(numbers) != 1:
-        raise ValueError(f"UPS answers one tracking number per call, got {len(numbers)}")
-    number = numbers[0]
+    number = only_number(CARRIER, requested)
     if status_code in (400, 404):
         codes = error_codes(body)
         # TV1002 (invalid number) and not-found codes belong to this number, not the request
@@ -210,58 +197,39 @@ def parse_response(body: dict | bytes | str, requested: list[str] | str,
         codes = [opt_str(w.get("code")) for w in warnings if isinstance(w, dict)]
         code = NOT_FOUND if NOT_FOUND in codes else next(filter(None, codes), "NO_PACKAGE")
         return {number: CarrierResult(number, False, error=code)}
-    chosen = next((p for p in packages
-                   if isinstance(p, dict) and p.get("trackingNumber") == number), packages[0])
-    if not isinstance(chosen, dict):
-        raise CarrierParseError(CARRIER, "trackResponse.shipment[0].package[0] is not an object")
-    if chosen.get("trackingNumber") not in (None, number):
-        log.info("ups: asked for %s, answered with package %s", number,
-                 chosen.get("trackingNumber"))
+    chosen = answer_for(CARRIER, packages, "trackingNumber", number,
+                        "trackResponse.shipment[0].package")
     return {number: parse_package(chosen, number)}
 
 
-class UpsClient(CarrierClient):
+def request_headers(token: str) -> dict[str, str]:
+    """UPS's headers for one HTTP request: a fresh `transId` each time."""
+    return {"Authorization": f"Bearer {token}", "transId": uuid.uuid4().hex,
+            "transactionSrc": TRANSACTION_SRC}
+
+
+class UpsClient(OAuthClient):
     """UPS Tracking API client: OAuth (Basic auth, string fields), one number per request,
     a fresh `transId` per HTTP request; on 401 one token refresh and one retry."""
 
+    carrier = CARRIER
+    default_timeout = DEFAULT_TIMEOUT
     batch_size = 1
-
-    def __init__(self, base_url: str, *, client_id: str, client_secret: str,
-                 timeout: float = DEFAULT_TIMEOUT, http: httpx.AsyncClient | None = None,
-                 policy: RetryPolicy | None = None, refresh_before: float = 300.0):
-        self._http = CarrierHttp(CARRIER, base_url, timeout, http, policy)
-        self._auth = basic_auth(client_id, client_secret)
-        self.tokens = TokenCache(self._fetch_token, refresh_before)
 
     async def _fetch_token(self) -> tuple[str, float]:
         response = await self._http.request(
             "POST", TOKEN_PATH, what="token",
-            headers={"Authorization": self._auth},
+            headers={"Authorization": basic_auth(self._client_id, self._client_secret)},
             data={"grant_type": "client_credentials"},
         )
         return token_from_answer(CARRIER, response)
 
-    async def _get(self, token: str, number: str) -> httpx.Response:
-        def headers() -> dict[str, str]:
-            return {"Authorization": f"Bearer {token}", "transId": uuid.uuid4().hex,
-                    "transactionSrc": TRANSACTION_SRC}
-
-        return await self._http.request(
-            "GET", TRACK_PATH + quote(number, safe=""), what="track",
-            headers=headers, params={"locale": "en_US"},
-        )
-
     async def track(self, numbers: list[str]) -> dict[str, CarrierResult]:
-        if len(numbers) != 1:
-            raise ValueError(f"ups tracks one number per call, got {len(numbers)}")
-        token = await self.tokens.get()
-        response = await self._get(token, numbers[0])
-        if response.status_code == 401:
-            log.info("ups: token refused (401), refreshing once")
-            token = await self.tokens.get(stale=token)
-            response = await self._get(token, numbers[0])
-            if response.status_code == 401:
-                raise CarrierError(CARRIER, "auth", 401, "token refused twice")
+        path = TRACK_PATH + quote(only_number(CARRIER, numbers), safe="")
+        response = await self.authorised(lambda token: self._http.request(
+            "GET", path, what="track", headers=lambda: request_headers(token),
+            params={"locale": "en_US"},
+        ))
         return parse_response(response.content, numbers, response.status_code)
 
     async def subscribe(self, numbers: list[str], url: str,
@@ -273,8 +241,7 @@ class UpsClient(CarrierClient):
         token = await self.tokens.get()
         response = await self._http.request(
             "POST", SUBSCRIBE_PATH, what="subscribe",
-            headers={"Authorization": f"Bearer {token}", "transId": uuid.uuid4().hex,
-                     "transactionSrc": TRANSACTION_SRC},
+            headers=request_headers(token),
             json={"locale": "en_US", "countryCode": "US", "trackingNumberList": numbers,
                   "destination": {"url": url, "credentialType": "Bearer",
                                   "credential": credential}},

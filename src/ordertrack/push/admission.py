@@ -1,0 +1,217 @@
+"""Admission after the 101: register, ack, replay, resume; in batches, never blocking the loop.
+
+A new connection is queued by `Admission.add`; the admission loop takes up to
+`ADMISSION_BATCH` of them and sends ONE pipeline (one round trip) for the batch: one
+`register.lua` call registering every connection of the batch, each one's state hash for its
+`connection_ack`, and, for a connection that asked to resume, its stream after `last_seq`.
+Then each connection gets its ack, its replay and the updates held meanwhile (the rules are
+in push/delivery.py). A Redis error on one order's or one user's keys fails that connection
+alone (4002, or `RESUME_UNAVAILABLE` for its history), never its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from redis.exceptions import RedisError
+
+from ordertrack import flags, protocol, redis_layout
+from ordertrack.push import delivery, registry
+
+log = logging.getLogger("ordertrack.push")
+
+ADMISSION_BATCH = 256
+RESUME_MAX_EVENTS = 1000
+RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
+
+
+def stream_after(pipe, order_id: str, last_seq: int) -> None:
+    """Queue the order's stream entries after `last_seq` (entry ids are `{seq}-0`)."""
+    pipe.xrange(redis_layout.stream(order_id), redis_layout.after_seq(last_seq), "+",
+                count=RESUME_MAX_EVENTS)
+
+
+class Admission:
+    def __init__(self, pod):
+        self.pod = pod
+        self.pending: deque = deque()
+        self._wakeup = asyncio.Event()
+
+    def add(self, conn) -> None:
+        self.pending.append(conn)
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        """The subscription went live: admit whoever waits for it."""
+        self._wakeup.set()
+
+    # --- the loop --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        live = self.pod.broker.live
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self.pending:
+                if not live.is_set():
+                    await self._wait_for_subscription()
+                    continue
+                batch = []
+                while self.pending and len(batch) < ADMISSION_BATCH:
+                    conn = self.pending.popleft()
+                    if not conn.cleaned and conn.close_reason is None:
+                        batch.append(conn)
+                if not batch:
+                    continue
+                try:
+                    await self.admit(batch)
+                except Exception:  # noqa: BLE001 - one bad batch must not stop all admissions
+                    log.exception("admission of %d connections failed", len(batch))
+                    for conn in batch:
+                        if not conn.acked:
+                            conn.close(protocol.INTERNAL_ERROR, "admission failed")
+
+    async def _wait_for_subscription(self) -> None:
+        """Connections wait up to REDIS_SUBSCRIBE_TIMEOUT_SECONDS for a live PSUBSCRIBE."""
+        pod = self.pod
+        limit = pod.cfg.redis_subscribe_timeout_seconds
+        while self.pending and not pod.broker.live.is_set():
+            oldest = self.pending[0]
+            remaining = oldest.opened_at + limit - pod.loop.time()
+            if remaining > 0:
+                try:
+                    await asyncio.wait_for(pod.broker.live.wait(), remaining)
+                except TimeoutError:
+                    pass
+                continue
+            self.pending.popleft()
+            oldest.close(protocol.INTERNAL_ERROR, "tracking subscription unavailable")
+
+    # --- one batch: one round trip -----------------------------------------------------------------
+    async def admit(self, batch: list) -> None:
+        pod = self.pod
+        pipe = pod.redis.pipeline(transaction=False)
+        # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
+        resume_from = [conn.resume_seq for conn in batch]
+        groups = pod.registry.queue_register(
+            pipe, [(conn.user_id, conn.connection_id) for conn in batch], int(time.time() * 1000))
+        for conn, last_seq in zip(batch, resume_from, strict=True):
+            pipe.hgetall(redis_layout.state(conn.order_id))
+            if last_seq is not None:
+                stream_after(pipe, conn.order_id, last_seq)
+        try:
+            # a command's error (one order's keys) is that connection's alone: see below
+            results = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            log.warning("admission of %d connections failed: %s; retrying", len(batch), exc)
+            # our registrations may or may not have landed: put them back, retry shortly
+            self.pending.extendleft(reversed(batch))
+            await asyncio.sleep(0.1)
+            limit = pod.cfg.redis_subscribe_timeout_seconds
+            now = pod.loop.time()
+            while self.pending and self.pending[0].opened_at + limit <= now:
+                self.pending.popleft().close(protocol.INTERNAL_ERROR, "tracking registry unavailable")
+            return
+        if registry.needs_script(results[:len(groups)]):
+            # a node without the script (a promoted replica): load it, admit the batch again
+            # (registering a connection twice is harmless: same member)
+            await pod.registry.load_script()
+            self.pending.extendleft(reversed(batch))
+            return
+        registered = registry.register_results(results[:len(groups)], groups, len(batch))
+        index = len(groups)
+        for conn, last_seq, evicted in zip(batch, resume_from, registered, strict=True):
+            state = results[index]
+            index += 1
+            entries = None
+            if last_seq is not None:
+                entries = results[index]
+                index += 1
+            if isinstance(evicted, Exception):
+                log.warning("registering %s failed: %s", conn.connection_id, evicted)
+                conn.close(protocol.INTERNAL_ERROR, "registration failed")
+                continue
+            conn.registered = True
+            if conn.cleaned:  # it went away while we registered it: free the slot again
+                pod.registry.release(conn.user_id, conn.connection_id)
+            for slot in evicted:
+                pod_id, connection_id = redis_layout.split_member(slot)
+                if pod_id == pod.pod_id:
+                    victim = pod.connections.get(connection_id)
+                    if victim is not None:
+                        victim.close(protocol.CONNECTION_LIMIT)
+            if conn.cleaned or conn.close_reason is not None:
+                continue
+            if isinstance(state, Exception):
+                log.warning("state of %s unreadable: %s", conn.order_id, state)
+                conn.close(protocol.INTERNAL_ERROR, "order state unreadable")
+                continue
+            if isinstance(entries, Exception):
+                log.warning("history of %s unreadable: %s", conn.order_id, entries)
+                conn.backlog = [(None, RESUME_FAILED), *(conn.backlog or ())]
+                if conn.resume_seq == last_seq:
+                    conn.resume_seq = None
+                last_seq = entries = None
+            self.acknowledge(conn, redis_layout.decode_state(state), last_seq, entries)
+
+    def acknowledge(self, conn, state: redis_layout.OrderStateHash, fetched_from: int | None,
+                    entries) -> None:
+        pod = self.pod
+        conn.carrier = state.carrier
+        if not flags.is_enabled(pod.flag, conn.user_id, pod.cfg.region, conn.carrier):
+            conn.close(protocol.FEATURE_DISABLED)
+            return
+        state_seq = state.seq
+        watch = pod.hub.watches.get(conn.order_id)
+        if watch is not None and state_seq > watch.seq:
+            watch.seq = state_seq
+        conn.sent_seq = state_seq
+        conn.send(protocol.connection_ack(conn.connection_id, conn.order_id, state.carrier,
+                                          state.status, state_seq))
+        resume_seq, conn.resume_seq = conn.resume_seq, None
+        if fetched_from is not None and resume_seq == fetched_from:
+            self._replay(conn, resume_seq, state_seq, entries or [])
+        elif resume_seq is not None:
+            # asked for while we were registering it: fetch that replay now (updates stay held)
+            self.resume(conn, resume_seq)
+            return
+        self._release(conn)
+
+    # --- resume -------------------------------------------------------------------------------------
+    def resume(self, conn, last_seq: int) -> None:
+        """A resume on an admitted connection: live updates are held until the replay is out."""
+        delivery.hold(conn)
+        self.pod.spawn(self._resume(conn, last_seq))
+
+    async def _resume(self, conn, last_seq: int) -> None:
+        try:
+            pipe = self.pod.redis.pipeline(transaction=False)
+            pipe.hget(redis_layout.state(conn.order_id), "seq")
+            stream_after(pipe, conn.order_id, last_seq)
+            state_seq, entries = await pipe.execute()
+        except RedisError as exc:
+            log.warning("resume for %s failed: %s", conn.connection_id, exc)
+            if not conn.cleaned:
+                conn.send(RESUME_FAILED)
+                self._release(conn)
+            return
+        if conn.cleaned or conn.close_reason is not None:
+            return
+        self._replay(conn, last_seq, redis_layout.state_seq(state_seq), entries)
+        self._release(conn)
+
+    def _replay(self, conn, last_seq: int, state_seq: int, entries) -> None:
+        def skip(entry_id, exc) -> None:
+            log.warning("skipping unreadable stream entry %s of %s: %s", entry_id, conn.order_id, exc)
+
+        for frame in delivery.replay(conn, last_seq, state_seq, redis_layout.decode_stream(entries, skip)):
+            conn.send(frame)
+
+    @staticmethod
+    def _release(conn) -> None:
+        for frame in delivery.release(conn):
+            if conn.close_reason is not None:  # the last write made it a slow consumer
+                return
+            conn.send(frame)
