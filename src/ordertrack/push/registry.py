@@ -120,7 +120,7 @@ class Registry:
         """Add the `register.lua` calls for the batch to `pipe` (one, or one per hash slot on a
         cluster); returns the groups, for `register_results` over the first len(groups) replies."""
         keys = [redis_layout.user(user_id) for user_id, _ in users_and_ids]
-        dead = dead_pods(self.leases, wall_ms, self.pod_id)
+        dead = dead_pods(self.leases, time.time() * 1000, self.pod_id)
         groups = slot_groups(keys, self.cluster)
         for group in groups:
             pipe.execute_command(
