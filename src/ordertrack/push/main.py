@@ -40,7 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def load_settings(args: argparse.Namespace | None = None):
     cfg = config.load(SETTINGS, args)
-    redis_connect.target_from_settings(cfg)  # REDIS_URL with REDIS_CLUSTER: one line
+    if redis_connect.target_from_settings(cfg).tls:  # also: REDIS_URL with REDIS_CLUSTER, one line
+        raise config.ConfigError("invalid REDIS_URL: the pod's pub/sub reader speaks plain TCP, "
+                                 "not TLS (rediss://) yet")
     auth.verifier_from_settings(cfg)  # a missing or bad key stops start-up with one line
     return cfg
 
