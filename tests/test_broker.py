@@ -8,6 +8,7 @@ import asyncio
 import redis.asyncio as aioredis
 import uvloop
 
+from ordertrack import redis_connect
 from ordertrack.push.broker import Broker
 from ordertrack.push.hub import Watch
 
@@ -31,7 +32,7 @@ def test_updates_wait_for_the_catch_up_after_a_reconnect(own_redis):
             seen.append("catch-up 3..4")
             resubscribed.set()
 
-        broker = Broker(own_redis.url, ["ws:control:all"], {"ord_1": Watch()},
+        broker = Broker(redis_connect.parse_redis_url(own_redis.url), ["ws:control:all"], {"ord_1": Watch()},
                         on_update=lambda order_id, watch, payload: seen.append(payload.decode()),
                         on_control=lambda payload: None, on_live=on_live)
         task = asyncio.get_running_loop().create_task(broker.run())

@@ -185,24 +185,35 @@ async def test_sixth_connection_across_two_pods_closes_the_oldest_with_4001(
 
 
 async def test_a_dead_pod_leaves_no_slots_behind(procs, tmp_path, redis_url, keys, rsync):
-    doomed = start_pod(procs, tmp_path, redis_url, keys, name="doomed")
+    lease = {"pod_lease_seconds": 1}
+    survivor = start_pod(procs, tmp_path, redis_url, keys, name="survivor", **lease)
+    doomed = start_pod(procs, tmp_path, redis_url, keys, name="doomed", **lease)
     token = keys.token("u5", "ord_dead")
-    conns = [await connect(doomed, token, "ord_dead") for _ in range(5)]
+    # the user's oldest connection is on the survivor, four newer ones on the doomed pod
+    first = await connect(survivor, token, "ord_dead")
+    await recv_json(first)
+    conns = [await connect(doomed, token, "ord_dead") for _ in range(4)]
     for ws in conns:
         await recv_json(ws)
     doomed.proc.kill()
     doomed.proc.wait()
-    # its liveness key expires (15 s TTL in production); here we expire it as time would
-    for key in rsync.keys(redis_layout.pod("doomed*")):
-        rsync.delete(key)
-    survivor = start_pod(procs, tmp_path, redis_url, keys, name="survivor")
-    fresh = [await connect(survivor, token, "ord_dead") for _ in range(5)]
+
+    def doomed_lease_over():
+        leases = rsync.zrange(redis_layout.PODS_KEY, 0, -1, withscores=True)
+        return all(score < time.time() * 1000 for pod_id, score in leases
+                   if pod_id.startswith(b"doomed"))
+    wait_for(doomed_lease_over, 5, what="the doomed pod's lease over")
+    # its four clients reconnect to the survivor: none of the five live ones is evicted on
+    # behalf of the dead pod's ghosts (the oldest, on the survivor, would be first)
+    fresh = [await connect(survivor, token, "ord_dead") for _ in range(4)]
     for ws in fresh:
         assert (await recv_json(ws))["event"] == "connection_ack"
-    # none of the five new ones was evicted on behalf of the dead pod's ghosts
+    await first.send('{"event":"heartbeat"}')
+    assert (await recv_event(first, "heartbeat_ack"))["event"] == "heartbeat_ack"
     members = [m.decode() for m in rsync.zrange(redis_layout.user("u5"), 0, -1)]
     assert len(members) == 5 and all(m.startswith("survivor") for m in members)
-    for ws in fresh:
+    assert not any(d["reason"] == "connection_limit" for d in survivor.disconnects())
+    for ws in [first, *fresh]:
         await ws.close()
 
 
@@ -366,7 +377,8 @@ async def test_sigterm_drains_with_1001_and_leaves_registry_empty(procs, tmp_pat
     reasons = [d["reason"] for d in pod.disconnects()]
     assert reasons.count("server_shutdown") == 6
     assert all(rsync.zcard(redis_layout.user(f"d{i}")) == 0 for i in range(6))
-    assert rsync.keys(redis_layout.pod("*")) == []
+    # its lease is over at once: slots it could not release would count no more
+    assert [score for _, score in rsync.zrange(redis_layout.PODS_KEY, 0, -1, withscores=True)] == [0]
 
 
 async def test_cleanup_runs_once_per_connection_and_empties_the_registry(pod, keys, rsync):

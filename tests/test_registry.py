@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import redis.asyncio as aioredis
@@ -17,12 +18,13 @@ def run(coro):
 
 
 async def register(reg: registry.Registry, client, users_and_ids, wall_ms=1000):
+    await reg.load_script()
     pipe = client.pipeline(transaction=False)
-    await reg.queue_register(pipe, users_and_ids, wall_ms)
+    groups = reg.queue_register(pipe, users_and_ids, wall_ms)
     pipe.ping()
     replies = await pipe.execute(raise_on_error=False)
-    assert replies[1] is True  # the batch is one command: the next reply is the ping's
-    return registry.register_results(replies[0], len(users_and_ids))
+    assert len(groups) == 1 and replies[1] is True  # one command: the next reply is the ping's
+    return registry.register_results(replies[:1], groups, len(users_and_ids))
 
 
 def test_a_batch_registers_every_connection_in_one_script_call(redis_url):
@@ -66,9 +68,12 @@ def test_the_sixth_connection_evicts_the_oldest_and_tells_its_pod(redis_url):
 def test_slots_of_a_dead_pod_are_dropped_before_counting(redis_url):
     async def scenario():
         client = aioredis.Redis.from_url(redis_url)
-        dead = registry.Registry(client, "podDead", limit=5)  # never heartbeats
+        dead = registry.Registry(client, "podDead", limit=5, lease_seconds=0.05)
+        await dead.heartbeat()  # its lease, then it renews it no more
         await register(dead, client, [("u", f"d{i}") for i in range(5)])
         mine = registry.Registry(client, "podA", limit=5)
+        await asyncio.sleep(0.1)
+        await mine.heartbeat()  # reads every lease: podDead's has run out
         assert await register(mine, client, [("u", "c1")]) == [[]]
         assert await client.zrange(redis_layout.user("u"), 0, -1) == [b"podA|c1"]
         await client.aclose()
@@ -116,9 +121,9 @@ def test_reregister_puts_live_connections_back_after_an_empty_restart(redis_url)
         reg = registry.Registry(client, "podA", limit=5)
         await reg.reregister([("u", "c1"), ("w", "c2")])
         assert await client.zrange(redis_layout.user("u"), 0, -1, withscores=True) == [(b"podA|c1", 0.0)]
-        assert await client.exists(redis_layout.pod("podA")) == 1
+        assert await client.zscore(redis_layout.PODS_KEY, "podA") > time.time() * 1000
         await reg.forget_pod()
-        assert await client.exists(redis_layout.pod("podA")) == 0
+        assert await client.zscore(redis_layout.PODS_KEY, "podA") == 0
         await client.aclose()
 
     run(scenario())

@@ -82,11 +82,17 @@ def csv_list(value: str) -> tuple[str, ...]:
 
 
 def redis_url(value: str) -> str:
-    """What the processes can connect to today (`redis_connect` parses Sentinel and Cluster
-    URLs for the processes that will): redis://, rediss:// or unix://."""
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("expected a redis:// URL, e.g. redis://127.0.0.1:6379/0")
-    return value
+    """Any topology's URL (one server, Sentinel, Cluster), checked by `redis_connect`'s parser
+    (imported here, not at the top: redis_connect builds on this module)."""
+    from ordertrack.redis_connect import redis_url as check
+
+    return check(value)
+
+
+def redact_redis_url(value: str) -> str:
+    from ordertrack.redis_connect import redact
+
+    return redact(value)
 
 
 def database_url(value: str) -> str | None:
@@ -131,6 +137,8 @@ class Setting:
     parse: Callable[[str], Any]
     default: str | None
     help: str
+    #: how a bad value is shown in the error line (a URL's password as ***)
+    shown: Callable[[str], str] = repr
 
     @property
     def flag(self) -> str:
@@ -176,7 +184,7 @@ def load(
         try:
             values[setting.attr] = setting.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"invalid {source}={raw!r}: {exc}") from None
+            raise ConfigError(f"invalid {source}={setting.shown(raw)}: {exc}") from None
     return SimpleNamespace(**values)
 
 
@@ -186,9 +194,13 @@ def default_pod_name() -> str:
 
 # --- the groups every process shares ---------------------------------------------------------
 
+#: docs/redis.md has every URL form with an example; `redis_connect` builds the clients
 REDIS: tuple[Setting, ...] = (
     Setting("REDIS_URL", redis_url, "redis://127.0.0.1:6379/0",
-            "Redis: redis://, rediss:// or unix://"),
+            "Redis: redis://, rediss://, unix://, redis+sentinel://h1:26379,h2:26379/service[/db] "
+            "or redis+cluster://h1:6379,h2:6379", shown=lambda raw: repr(redact_redis_url(raw))),
+    Setting("REDIS_CLUSTER", boolean, "0",
+            "treat REDIS_URL's hosts as Redis Cluster seeds (same as a redis+cluster:// URL)"),
 )
 #: read by `auth.verifier_from_settings`; the push pods and the API verify alike
 JWT: tuple[Setting, ...] = (

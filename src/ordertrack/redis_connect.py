@@ -58,11 +58,8 @@ _CERT_REQS = {
 _EXAMPLE = ("e.g. redis://127.0.0.1:6379/0, redis+sentinel://h1:26379,h2:26379/mymaster/0 "
             "or redis+cluster://h1:6379,h2:6379")
 
-#: REDIS_CLUSTER: for processes to add to their settings (a redis:// URL then names seeds)
-CLUSTER_SETTING = config.Setting(
-    "REDIS_CLUSTER", config.boolean, "0",
-    "treat REDIS_URL's hosts as Redis Cluster seeds (same as a redis+cluster:// URL)",
-)
+#: REDIS_CLUSTER, in every process's shared REDIS group (a redis:// URL then names seeds)
+CLUSTER_SETTING = next(s for s in config.REDIS if s.env == "REDIS_CLUSTER")
 
 
 @dataclass(frozen=True)
@@ -101,12 +98,26 @@ class SubscriptionAddress:
     username: str | None = None
     path: str | None = None
 
+    @property
+    def url(self) -> str:
+        """The same address as a plain redis:// (or unix://) URL, for push/pubsub_reader.connect
+        (which speaks plain TCP: a TLS subscription is not supported by it yet)."""
+        from urllib.parse import quote
+
+        auth = ""
+        if self.password:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        if self.path:
+            return f"unix://{auth}{self.path}?db={self.db}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{auth}{host}:{self.port}/{self.db}"
+
 
 # --- parsing (pure) ---------------------------------------------------------------------------
 
 
-def _redact(url: str) -> str:
-    """The URL with any password replaced, for error messages."""
+def redact(url: str) -> str:
+    """The URL with any password replaced, for error messages and logs."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
@@ -224,7 +235,7 @@ def parse_redis_url(url: str, cluster: bool = False) -> RedisTarget:
     try:
         return _parse(url.strip(), cluster)
     except ValueError as exc:
-        raise ConfigError(f"invalid REDIS_URL={_redact(url)!r}: {exc}") from None
+        raise ConfigError(f"invalid REDIS_URL={redact(url)!r}: {exc}") from None
 
 
 def redis_url(value: str) -> str:
@@ -257,14 +268,14 @@ def _probe_options(target: RedisTarget) -> dict[str, Any]:
     """For one-question clients (a sentinel, a cluster seed): a dead one must not hold up asking
     the next, so a short timeout and no retry (redis-py's default retries 10 times)."""
     return {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "retry": Retry(NoBackoff(), 0),
-            **_tls_options(target)}
+            **tls_options(target)}
 
 
 def command_retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.5, base=0.02), 3)
 
 
-def _tls_options(target: RedisTarget) -> dict[str, Any]:
+def tls_options(target: RedisTarget) -> dict[str, Any]:
     if not target.tls:
         return {}
     options: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": target.ssl_cert_reqs}
@@ -288,7 +299,7 @@ def _sentinel(target: RedisTarget, **overrides) -> Sentinel:
     sentinel_options = _probe_options(target)
     if target.sentinel_password:
         sentinel_options["password"] = target.sentinel_password
-    options = dict(COMMAND_OPTIONS, **_tls_options(target))
+    options = dict(COMMAND_OPTIONS, **tls_options(target))
     options.update(db=target.db, username=target.username, password=target.password,
                    retry=command_retry(),
                    retry_on_error=[RedisConnectionError, RedisTimeoutError])
@@ -305,7 +316,7 @@ def command_client(target_or_cfg, **overrides) -> aioredis.Redis | RedisCluster:
     target = _as_target(target_or_cfg)
     if target.topology == SENTINEL:
         return _sentinel(target, **overrides).master_for(target.service_name)
-    options = dict(COMMAND_OPTIONS, **_tls_options(target))
+    options = dict(COMMAND_OPTIONS, **tls_options(target))
     options.update(username=target.username, password=target.password, retry=command_retry(),
                    retry_on_error=[RedisConnectionError, RedisTimeoutError])
     options.update(overrides)
@@ -375,5 +386,5 @@ async def subscription_address(target_or_cfg) -> SubscriptionAddress:
 __all__ = [
     "CLUSTER", "CLUSTER_SETTING", "COMMAND_OPTIONS", "MasterNotFoundError", "RedisTarget",
     "SENTINEL", "STANDALONE", "SubscriptionAddress", "close_client", "command_client",
-    "parse_redis_url", "redis_url", "ssl_context", "subscription_address", "target_from_settings",
+    "parse_redis_url", "redact", "redis_url", "ssl_context", "subscription_address", "tls_options", "target_from_settings",
 ]

@@ -15,8 +15,8 @@ Per order (tag: the order id):
   `{seq}-0` (so `XRANGE key {last_seq + 1}-0 +` is "everything after last_seq"), the field
   `msg` holds the published JSON. The gateway writes all three in one Lua call.
 - `order:tracking:rest:{ORDER_ID}`: the REST answer, cached briefly by the API.
-Per user and pod: `ws:user:{USER_ID}` (ZSET of `POD_ID|CONNECTION_ID`), `ws:pod:POD_ID`
-(liveness, short TTL), channels `ws:control:POD_ID` and `ws:control:all` (control messages
+Per user and pod: `ws:user:{USER_ID}` (ZSET of `POD_ID|CONNECTION_ID`), `ws:pods` (ZSET of
+pod id -> lease expiry, epoch ms: the pods' liveness), channels `ws:control:POD_ID` and `ws:control:all` (control messages
 `{"op": "evict", "connection_id": ...}` and `{"op": "flag"}`), `ws:flag:realtime_order_tracking`.
 Per carrier (tag: the carrier): `gateway:quota:{CARRIER}` and `gateway:quota:{CARRIER}:paused`,
 `gateway:polled:{CARRIER}`, `gateway:pace:{CARRIER}` and the claims
@@ -74,7 +74,7 @@ def after_seq(seq: int) -> str:
 
 # --- per user and pod ----------------------------------------------------------------------------
 USER_PREFIX = "ws:user:"
-POD_PREFIX = "ws:pod:"
+PODS_KEY = "ws:pods"
 CONTROL_PREFIX = "ws:control:"
 CONTROL_ALL = CONTROL_PREFIX + "all"
 FLAG_KEY = "ws:flag:" + FLAG_NAME
@@ -82,10 +82,6 @@ FLAG_KEY = "ws:flag:" + FLAG_NAME
 
 def user(user_id: str) -> str:
     return tagged(USER_PREFIX, user_id)
-
-
-def pod(pod_id: str) -> str:
-    return POD_PREFIX + pod_id
 
 
 def control(pod_id: str) -> str:
@@ -289,6 +285,8 @@ def state_fields(status: str, location: str | None, timestamp: str | None,
 # --- control messages (ws:control:*) -------------------------------------------------------------
 EVICT = "evict"
 FLAG = "flag"
+#: the subscription watchdog's probe, published by a pod on its own control channel
+PROBE = "probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +310,11 @@ def encode_flag_changed() -> bytes:
     return orjson.dumps({"op": FLAG})
 
 
+def encode_probe() -> bytes:
+    """Comes back on the pod's subscription: proof that it is live (push/broker.py)."""
+    return orjson.dumps({"op": PROBE})
+
+
 def decode_control(payload: bytes | str) -> ControlMessage:
     try:
         message = orjson.loads(payload)
@@ -323,6 +326,6 @@ def decode_control(payload: bytes | str) -> ControlMessage:
         if not isinstance(connection_id, str):
             raise MalformedControl(f"evict without a connection_id string: {payload[:100]!r}")
         return ControlMessage(EVICT, connection_id)
-    if op == FLAG:
-        return ControlMessage(FLAG)
+    if op in (FLAG, PROBE):
+        return ControlMessage(op)
     raise MalformedControl(f"control message with unknown op: {payload[:100]!r}")

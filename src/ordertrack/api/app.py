@@ -28,7 +28,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -38,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ordertrack import auth, flags
+from ordertrack import auth, flags, redis_connect
 from ordertrack.api.connection import JSON_TYPE, request_id
 from ordertrack.api.metrics import Metrics
 from ordertrack.api.tracking import TrackingReader
@@ -232,8 +231,8 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
             jwks = auth.JwksRefresher(verifier, jwks_url)
             await jwks.start()
         opened = store if store is not None else await open_store(settings.database_url)
-        redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2,
-                                  socket_timeout=2, health_check_interval=30)
+        redis = redis_connect.command_client(settings, socket_connect_timeout=2,
+                                             socket_timeout=2, health_check_interval=30)
         runtime.reader = TrackingReader(opened, redis, ttl=settings.rest_cache_ttl_seconds)
         runtime.flags = FlagSource(
             providers.build(settings), loop=asyncio.get_running_loop(), region=region,
@@ -242,14 +241,14 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         log.info("api ready: store %s, redis %s, realtime %s", getattr(opened, "kind", "?"),
-                 settings.redis_url, ws_base)
+                 redis_connect.target_from_settings(settings).describe(), ws_base)
         try:
             yield
         finally:
             if jwks is not None:
                 jwks.stop()
             runtime.flags.close()
-            await redis.aclose()
+            await redis_connect.close_client(redis)
             await opened.close()
 
     app = FastAPI(

@@ -13,7 +13,7 @@ import os
 import socket
 from types import SimpleNamespace
 
-from ordertrack import auth
+from ordertrack import auth, redis_connect
 from ordertrack.config import (
     JWT,
     LOGGING,
@@ -58,6 +58,7 @@ def load_settings(args: argparse.Namespace | None = None, environ=None) -> Simpl
         providers.choose(settings)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    redis_connect.target_from_settings(settings)  # REDIS_URL with REDIS_CLUSTER: one line
     auth.verifier_from_settings(settings)  # a missing or bad key stops start-up with one line
     return settings
 

@@ -3,7 +3,8 @@
 A herd of pollers (every client whose WebSocket dropped polls every 30 s) must not hammer the
 database. An order's answer document is cached in-process and in Redis
 (`order:tracking:rest:{ORDER_ID}`, short TTL). Each request makes one Redis round trip: the
-order's state-hash `seq` and the kill-switch flag, pipelined. A cached document whose `seq` is
+order's state-hash `seq` and the kill-switch flag, pipelined (two keys in different hash slots:
+no script may read both on a Redis Cluster, a pipeline may). A cached document whose `seq` is
 older than the state hash is stale (the gateway published since): it is rebuilt from the store,
 and events the store does not show yet are filled in from the order's stream, so the REST
 answer never lags what the push pod delivers; the order's fields then follow the order-state
@@ -106,8 +107,6 @@ def _skip_entry(entry_id: Any, exc: redis_layout.MalformedMessage) -> None:
 
 #: after a Redis error, requests skip Redis this long before trying it again
 REDIS_RETRY_SECONDS = 1.0
-#: KEYS[1] the order's state hash, KEYS[2] the flag key -> {seq or false, flag JSON or false}
-SEQ_AND_FLAG = "return {redis.call('HGET', KEYS[1], 'seq'), redis.call('GET', KEYS[2])}"
 
 
 # --- I/O ---------------------------------------------------------------------------------------
@@ -137,8 +136,6 @@ class TrackingReader:
         self.local_max = local_max
         self._local: dict[str, tuple[dict[str, Any], float]] = {}
         self._inflight: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
-        # one command for both reads: cheaper on the client than a two-command pipeline
-        self._seq_and_flag = redis.register_script(SEQ_AND_FLAG)
         self._redis_down_logged = float("-inf")
         self._redis_down_until = float("-inf")
 
@@ -147,8 +144,7 @@ class TrackingReader:
         if time.monotonic() < self._redis_down_until:
             return await self._read_without_redis(order_id, None)
         try:
-            raw_seq, raw_flag = await self._seq_and_flag(
-                keys=[redis_layout.state(order_id), redis_layout.FLAG_KEY])
+            raw_seq, raw_flag = await self._seq_and_flag(order_id)
         except RedisError as exc:
             return await self._read_without_redis(order_id, exc)
         flag = raw_flag
@@ -173,6 +169,13 @@ class TrackingReader:
 
         doc = await self._load_once(order_id, current)
         return TrackingRead(doc, flag, "store" if doc is not None else "missing")
+
+    async def _seq_and_flag(self, order_id: str) -> list:
+        """The state hash's `seq` and the flag document, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(redis_layout.state(order_id), "seq")
+        pipe.get(redis_layout.FLAG_KEY)
+        return await pipe.execute()
 
     async def _read_without_redis(self, order_id: str, exc: Exception | None) -> TrackingRead:
         """Redis is down: answer from this process's cache (TTL only) or the store.

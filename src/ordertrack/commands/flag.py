@@ -14,13 +14,11 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ordertrack import config, redis_layout
+from ordertrack import config, redis_connect, redis_layout
 from ordertrack.flags import parse_flag
 from ordertrack.models import CARRIERS
-from ordertrack.store.base import redact_url
 
 SETTINGS = config.REDIS
 
@@ -56,8 +54,8 @@ def flag_changes(enabled: str | None, percentage: float | None, regions: str | N
     return changes
 
 
-async def _run(redis_url: str, changes: dict[str, Any]) -> None:
-    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+async def _run(cfg, changes: dict[str, Any]) -> None:
+    client = redis_connect.command_client(cfg, socket_connect_timeout=5, socket_timeout=5)
     try:
         flag = parse_flag(await client.get(redis_layout.FLAG_KEY))
         if changes:
@@ -66,15 +64,15 @@ async def _run(redis_url: str, changes: dict[str, Any]) -> None:
             await client.publish(redis_layout.CONTROL_ALL, redis_layout.encode_flag_changed())
         print(flag.to_json().decode())
     finally:
-        await client.aclose()
+        await redis_connect.close_client(client)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config.load(SETTINGS, args)
     changes = flag_changes(args.enabled, args.percentage, args.regions, args.carriers)
     try:
-        asyncio.run(_run(cfg.redis_url, changes))
+        asyncio.run(_run(cfg, changes))
     except (RedisError, OSError) as exc:
-        print(f"ordertrack flag: cannot reach Redis at {redact_url(cfg.redis_url)}: {exc}", file=sys.stderr)
+        print(f"ordertrack flag: cannot reach Redis at {redis_connect.redact(cfg.redis_url)}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from ordertrack import redis_connect
 from ordertrack.config import ConfigError, add_flags, load
 from ordertrack.gateway.metrics import Metrics
 from ordertrack.gateway.pagerduty import PagerDuty
@@ -88,6 +89,7 @@ def make_client(config: CarrierConfig, http: httpx.AsyncClient | None, policy: A
 
 def run(args: argparse.Namespace) -> int:
     settings = load(SETTINGS, args)
+    redis_connect.target_from_settings(settings)  # REDIS_URL with REDIS_CLUSTER: one line
     setup_logging(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     carriers = carriers_to_poll(settings)
@@ -156,7 +158,7 @@ class Gateway:
             await http.aclose()
         await self.poller.pager.aclose()
         await self.poller.store.close()
-        await self.redis.aclose()
+        await redis_connect.close_client(self.redis)
 
 
 async def build_gateway(settings: SimpleNamespace, carriers: list[CarrierConfig],
@@ -164,14 +166,12 @@ async def build_gateway(settings: SimpleNamespace, carriers: list[CarrierConfig]
     """The gateway of `ordertrack poll` (and of bench/bench_gateway.py): Redis, the store,
     the shared quota and scheduler, PagerDuty, the poller, one loop per carrier and the push
     subscriptions."""
-    import redis.asyncio as aioredis
-
     from ordertrack.gateway.http import RetryPolicy
     from ordertrack.store import open_store
 
     replica = settings.replica_name
     metrics = metrics or Metrics()
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redis_connect.command_client(settings)
     store = await open_store(settings.database_url)
     limits = carrier_limits(settings.dhl_quota_per_hour, settings.dhl_burst_per_minute,
                             settings.fedex_quota_per_hour, settings.ups_quota_per_hour)

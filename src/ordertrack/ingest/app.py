@@ -147,8 +147,7 @@ class Ingest:
 
 def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> FastAPI:
     """The app; its lifespan opens the store (`DATABASE_URL`) and Redis (`REDIS_URL`)."""
-    import redis.asyncio as aioredis
-
+    from ordertrack import redis_connect
     from ordertrack.store import open_store
 
     metrics = metrics or Metrics()
@@ -157,11 +156,11 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = redis_connect.command_client(settings)
         try:
             store = await open_store(settings.database_url)
         except BaseException:
-            await redis.aclose()
+            await redis_connect.close_client(redis)
             raise
         holder["ingest"] = Ingest(store, redis, metrics)
         log.info("ingest: webhooks for %s", ", ".join(sorted(checks)))
@@ -169,7 +168,7 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
             yield
         finally:
             await store.close()
-            await redis.aclose()
+            await redis_connect.close_client(redis)
 
     app = FastAPI(title="ordertrack ingest", version="1", lifespan=lifespan,
                   description="Carrier tracking webhooks (FedEx, UPS, DHL)")

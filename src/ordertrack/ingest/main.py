@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ordertrack import redis_connect
 from ordertrack.config import ConfigError, add_flags, load
 from ordertrack.ingest.settings import SETTINGS
 from ordertrack.telemetry import setup_logging
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ordertrack.ingest.app import create_app, verifiers
 
     settings = load(SETTINGS, args)
+    redis_connect.target_from_settings(settings)  # REDIS_URL with REDIS_CLUSTER: one line
     setup_logging(settings.log_level)
     if not verifiers(settings):
         raise ConfigError("no webhook to serve: set FEDEX_WEBHOOK_SECRET, "

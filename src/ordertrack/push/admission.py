@@ -95,7 +95,7 @@ class Admission:
         pipe = pod.redis.pipeline(transaction=False)
         # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
         resume_from = [conn.resume_seq for conn in batch]
-        await pod.registry.queue_register(
+        groups = pod.registry.queue_register(
             pipe, [(conn.user_id, conn.connection_id) for conn in batch], int(time.time() * 1000))
         for conn, last_seq in zip(batch, resume_from, strict=True):
             pipe.hgetall(redis_layout.state(conn.order_id))
@@ -114,8 +114,14 @@ class Admission:
             while self.pending and self.pending[0].opened_at + limit <= now:
                 self.pending.popleft().close(protocol.INTERNAL_ERROR, "tracking registry unavailable")
             return
-        registered = registry.register_results(results[0], len(batch))
-        index = 1
+        if registry.needs_script(results[:len(groups)]):
+            # a node without the script (a promoted replica): load it, admit the batch again
+            # (registering a connection twice is harmless: same member)
+            await pod.registry.load_script()
+            self.pending.extendleft(reversed(batch))
+            return
+        registered = registry.register_results(results[:len(groups)], groups, len(batch))
+        index = len(groups)
         for conn, last_seq, evicted in zip(batch, resume_from, registered, strict=True):
             state = results[index]
             index += 1

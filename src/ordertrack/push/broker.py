@@ -2,12 +2,18 @@
 
 The connection is read by push/pubsub_reader.py's protocol (hiredis parsing, the watched-dict
 look-up before anything is built for an order nobody here watches); commands keep using
-`redis.asyncio`. `Broker.run()` keeps the subscription alive: on any error, or when it has
-been silent past the watchdog's deadline (it PINGs a quiet subscription, see
-push/watchdog.py), it marks itself not live, reconnects with capped exponential backoff and
-jitter, re-subscribes, and calls `on_live(resubscribed)` so the pod can catch up on what was
-published while it was away. Every connection has a fresh reader: a Redis that stopped
-mid-message leaves nothing half-parsed behind.
+`redis.asyncio`. Before every (re)connect it asks `redis_connect.subscription_address()` where
+to go (a Sentinel failover changes the master; on a cluster any healthy node will do).
+`Broker.run()` keeps the subscription alive: on any error, or when it has been silent past the
+watchdog's deadline (push/watchdog.py), it marks itself not live (`/readyz` 503), reconnects
+with capped exponential backoff and jitter, re-subscribes, and calls `on_live(resubscribed)` so
+the pod can catch up on what was published while it was away. Every connection has a fresh
+reader: a Redis that stopped mid-message leaves nothing half-parsed behind.
+
+The watchdog's probe goes the way an update goes: when the subscription is quiet, `probe()`
+PUBLISHes on this pod's own control channel through the command client (which follows the
+master), so its coming back proves the whole path, not just the socket (a PING on the
+subscription would be answered by a demoted or partitioned node too).
 
 While `on_live` runs (the catch-up after a reconnect), updates of watched orders are held and
 handed on in order once it is done: a live update must not overtake the replay of the ones
@@ -24,16 +30,15 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-import hiredis
+from redis.exceptions import RedisError
 
-from ordertrack import redis_layout
-from ordertrack.push import pubsub_reader
+from ordertrack import redis_connect, redis_layout
+from ordertrack.push import metrics, pubsub_reader
 from ordertrack.push.watchdog import DEFAULT_DEADLINE_SECONDS, SubscriptionWatchdog
 
 log = logging.getLogger("ordertrack.push.broker")
 
-PING = hiredis.pack_command(("PING",))
-#: a quiet subscription is PINGed this often; silent for DEFAULT_DEADLINE_SECONDS it is lost
+#: a quiet subscription is probed this often (at most); silent for the deadline it is lost
 PROBE_SECONDS = 5.0
 BACKOFF_FIRST_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 2.0
@@ -53,7 +58,7 @@ def jittered(delay: float) -> float:
 class Broker:
     def __init__(
         self,
-        url: str,
+        target: redis_connect.RedisTarget,
         control_channels: list[str],
         watched: dict,
         on_update: Callable[[str, object, bytes], object],
@@ -61,9 +66,13 @@ class Broker:
         on_live: Callable[[bool], Awaitable[None]],
         on_lost: Callable[[], None] | None = None,
         on_malformed: Callable[[str | None, str], None] | None = None,
+        probe: Callable[[], Awaitable[object]] | None = None,
         deadline: float = DEFAULT_DEADLINE_SECONDS,
     ):
-        self.url = url
+        self.target = target
+        self.probe = probe
+        self._probes: set[asyncio.Task] = set()
+        self._silenced = False
         self.control_channels = control_channels
         self.watched = watched
         self.on_update = on_update
@@ -121,8 +130,9 @@ class Broker:
         while not self._stopping:
             reader = None
             try:
+                address = await redis_connect.subscription_address(self.target)
                 reader = await pubsub_reader.connect(
-                    self.url, self.watched, self._update, self._control, on_live=self.live.set,
+                    address.url, self.watched, self._update, self._control, on_live=self.live.set,
                     on_malformed=self.on_malformed, control_channels=self.control_channels,
                     timeout=CONNECT_TIMEOUT_SECONDS)
                 self.reader = reader
@@ -135,7 +145,8 @@ class Broker:
                     raise ConnectionError(f"subscription not confirmed: {reader.error or 'timeout'}")
                 delay = BACKOFF_FIRST_SECONDS
                 log.info("subscribed to %s", redis_layout.CHANNEL_PATTERN,
-                         extra={"fields": {"resubscribed": not first}})
+                         extra={"fields": {"resubscribed": not first,
+                                           "redis": f"{address.host}:{address.port}"}})
                 watchdog = loop.create_task(self._watch(reader))
                 try:
                     self._held = []
@@ -150,8 +161,13 @@ class Broker:
                 finally:
                     watchdog.cancel()
                 raise ConnectionError(str(error or "connection closed by Redis"))
-            except (OSError, TimeoutError) as exc:
-                if self.live.is_set():
+            except (OSError, TimeoutError, RedisError) as exc:
+                silenced, self._silenced = self._silenced, False
+                if silenced:
+                    if self.on_lost:
+                        self.on_lost()
+                elif self.live.is_set():
+                    metrics.SUBSCRIPTION_LOST.labels("error").inc()
                     log.error("redis subscription lost: %s; reconnecting", exc)
                     if self.on_lost:
                         self.on_lost()
@@ -177,7 +193,7 @@ class Broker:
             self.reader = None
 
     async def _watch(self, reader) -> None:
-        """PING a quiet subscription; one silent past the deadline is cut (and so reconnected)."""
+        """Probe a quiet subscription; one silent past the deadline is cut (and so reconnected)."""
         loop = asyncio.get_running_loop()
         watchdog = SubscriptionWatchdog(min(PROBE_SECONDS, self.deadline / 3), self.deadline,
                                         loop.time())
@@ -189,14 +205,35 @@ class Broker:
                 replies = reader.replies
                 watchdog.seen(now)
             if watchdog.lost(now):
-                log.error("redis subscription silent for %.1fs; reconnecting", self.deadline)
+                metrics.SUBSCRIPTION_LOST.labels("silent").inc()
+                log.error("redis subscription silent: nothing for %.1fs (deadline %gs); "
+                          "resubscribing", now - watchdog.last_seen, self.deadline,
+                          extra={"fields": {"deadline_s": self.deadline}})
+                self._silenced = True  # said so here: run() does not count it as an error too
                 reader.transport.abort()
                 return
             if watchdog.probe_due(now):
-                reader.transport.write(PING)
                 watchdog.probed(now)
+                self._send_probe()
+
+    def _send_probe(self) -> None:
+        """Publish the probe in the background: a stuck command must not stall the watchdog."""
+        if self.probe is None:
+            return
+
+        async def send() -> None:
+            try:
+                await asyncio.wait_for(self.probe(), self.deadline / 3)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("subscription probe not published: %r", exc)
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
 
     def stop(self) -> None:
         self._stopping = True
+        for task in self._probes:
+            task.cancel()
         if self.reader is not None and self.reader.transport is not None:
             self.reader.transport.abort()

@@ -9,7 +9,7 @@ import signal
 
 import uvloop
 
-from ordertrack import auth, config, protocol
+from ordertrack import auth, config, protocol, redis_connect
 from ordertrack.flags import providers
 from ordertrack.push import handshake, metrics
 from ordertrack.push.pod import Pod
@@ -45,6 +45,9 @@ def load_settings(args: argparse.Namespace | None = None):
         providers.choose(cfg)
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
+    if redis_connect.target_from_settings(cfg).tls:  # also: REDIS_URL with REDIS_CLUSTER, one line
+        raise config.ConfigError("invalid REDIS_URL: the pod's pub/sub reader speaks plain TCP, "
+                                 "not TLS (rediss://) yet")
     auth.verifier_from_settings(cfg)  # a missing or bad key stops start-up with one line
     return cfg
 

@@ -54,6 +54,13 @@ CONNECTION_DURATION = Histogram(
 SUBSCRIBED = Gauge(
     "ordertrack_ws_redis_subscribed", "1 while the pod's PSUBSCRIBE is live", registry=REGISTRY
 )
+SUBSCRIPTION_LOST = Counter(
+    "ordertrack_ws_redis_subscription_lost_total",
+    "Times the live subscription was lost: by an error, or silent beyond "
+    "REDIS_SUBSCRIPTION_DEADLINE_SECONDS (the watchdog)",
+    ["reason"],
+    registry=REGISTRY,
+)
 CATCHUP_EVENTS = Counter(
     "ordertrack_ws_catchup_events_total", "Events replayed from streams after a Redis outage",
     registry=REGISTRY,

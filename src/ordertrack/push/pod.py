@@ -24,15 +24,10 @@ import secrets
 import struct
 import time
 
-import redis.asyncio as aioredis
 from multidict import CIMultiDict
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
-from ordertrack import protocol, redis_layout
+from ordertrack import protocol, redis_connect, redis_layout
 from ordertrack.flags import providers
 from ordertrack.flags.source import FlagSource
 from ordertrack.models import CARRIERS
@@ -47,7 +42,6 @@ log = logging.getLogger("ordertrack.push")
 disconnect_log = logging.getLogger("ordertrack.push.disconnect")
 
 _NO_HEADERS = CIMultiDict()
-HOUSEKEEPING_SECONDS = 5.0
 #: watched orders whose state is compared per pipeline in the catch-up after an outage
 CATCH_UP_CHUNK = 1000
 
@@ -61,13 +55,12 @@ class Pod:
         self.timeout = cfg.heartbeat_timeout_seconds
         self.max_pending_bytes = cfg.ws_max_pending_bytes
         self.loop = asyncio.get_running_loop()
-        # pooled connections go stale when Redis restarts: retry such errors on a fresh one
-        self.redis = aioredis.Redis.from_url(
-            cfg.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, max_connections=32,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
-        self.registry = registry.Registry(self.redis, self.pod_id, cfg.max_connections_per_user)
+        # pooled, retrying a dead connection on a fresh one; follows a Sentinel failover
+        self.redis = redis_connect.command_client(cfg, max_connections=32)
+        self.registry = registry.Registry(self.redis, self.pod_id, cfg.max_connections_per_user,
+                                          cfg.pod_lease_seconds)
+        #: the lease is renewed (and the flag re-read) this often
+        self.housekeeping_seconds = cfg.pod_lease_seconds / 3
         self.admission = Admission(self)
         self.malformed_log = MalformedLog(logging.getLogger("ordertrack.push.malformed"))
         self.hub = Hub(on_delivered=self._on_delivered, on_malformed=self._on_malformed)
@@ -89,7 +82,7 @@ class Pod:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stopping = False
         self.broker = Broker(
-            cfg.redis_url,
+            redis_connect.target_from_settings(cfg),
             control_channels=[redis_layout.control(self.pod_id), redis_layout.CONTROL_ALL],
             watched=self.hub.watches,
             on_update=self.hub.fanout.publish,
@@ -97,6 +90,9 @@ class Pod:
             on_live=self._on_live,
             on_lost=lambda: metrics.SUBSCRIBED.set(0),
             on_malformed=self._on_malformed,
+            probe=lambda: self.redis.publish(redis_layout.control(self.pod_id),
+                                             redis_layout.encode_probe()),
+            deadline=cfg.redis_subscription_deadline_seconds,
         )
         metrics.REDIS_MESSAGES.watch(self.broker)
         metrics.DELIVERY.watch(self.hub)
@@ -106,6 +102,7 @@ class Pod:
         try:
             await self._refresh_flag()
             await self.registry.heartbeat()
+            await self.registry.load_script()
         except RedisError as exc:
             log.warning("redis not reachable at start (%s); continuing, will retry", exc)
         # named as /healthz reports them: "<loop> stopped"
@@ -169,8 +166,8 @@ class Pod:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.registry.forget_pod()
-        await self.redis.aclose()
         self.flags.close()
+        await redis_connect.close_client(self.redis)
 
     # --- connection lifecycle ------------------------------------------------------------------
     def accepts_user(self, user_id: str, client_class: str) -> bool:
@@ -400,7 +397,7 @@ class Pod:
 
     async def _housekeeping_loop(self) -> None:
         while True:
-            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            await asyncio.sleep(self.housekeeping_seconds)
             try:
                 await self.registry.heartbeat()
                 await self._refresh_flag()

@@ -3,32 +3,29 @@
 -- KEYS[i]  ws:user:{USER_ID} of connection i   ZSET member "POD_ID|CONNECTION_ID",
 --          score = opened (ms)
 -- ARGV[1] pod_id   ARGV[2] opened_ms   ARGV[3] limit   ARGV[4] ttl (s)
--- ARGV[5] pod liveness key prefix (ws:pod:)   ARGV[6] control channel prefix (ws:control:)
--- ARGV[7] the evict op ("evict"); names and message: ordertrack/redis_layout.py
--- ARGV[7 + i] connection_id of connection i
+-- ARGV[5] control channel prefix (ws:control:)   ARGV[6] the evict op ("evict")
+-- ARGV[7] D, the number of dead pods; ARGV[8 .. 7 + D] the pods whose lease in ws:pods has run
+-- out, as the caller last read them (registry.py); names and message: ordertrack/redis_layout.py
+-- ARGV[7 + D + i] connection_id of connection i
 -- Returns one array per connection: {1, evicted members...}, or {0, error text} when that
 -- user's key cannot be used (a WRONGTYPE, say): that connection fails alone, not its batch.
--- Slots held by pods whose liveness key ws:pod:POD_ID is gone (a crashed pod) are dropped
--- first, so a dead pod never counts against a user. Each evicted connection's pod is told on
--- ws:control:POD_ID; the caller handles its own.
+-- The script touches only the users' keys (on a Redis Cluster the caller groups a batch by
+-- hash slot): slots held by dead pods are dropped first, so a dead pod never counts against a
+-- user. Each evicted connection's pod is told on ws:control:POD_ID; the caller handles its own.
 local pod_id = ARGV[1]
 local opened_ms = ARGV[2]
 local limit = tonumber(ARGV[3])
 local ttl = ARGV[4]
-local pod_prefix, control_prefix, evict_op = ARGV[5], ARGV[6], ARGV[7]
-local alive = {[pod_id] = true}
-
-local function owner_alive(owner)
-  if alive[owner] == nil then
-    alive[owner] = redis.call('EXISTS', pod_prefix .. owner) == 1
-  end
-  return alive[owner]
-end
+local control_prefix, evict_op = ARGV[5], ARGV[6]
+local dead_count = tonumber(ARGV[7])
+local dead = {}
+for i = 8, 7 + dead_count do dead[ARGV[i]] = true end
+local first_connection = 7 + dead_count
 
 local function register(user_key, member)
   for _, m in ipairs(redis.call('ZRANGE', user_key, 0, -1)) do
     local owner = string.match(m, '^(.*)|')
-    if owner ~= nil and not owner_alive(owner) then
+    if owner ~= nil and dead[owner] and owner ~= pod_id then
       redis.call('ZREM', user_key, m)
     end
   end
@@ -56,7 +53,7 @@ end
 
 local results = {}
 for i, user_key in ipairs(KEYS) do
-  local ok, result = pcall(register, user_key, pod_id .. '|' .. ARGV[7 + i])
+  local ok, result = pcall(register, user_key, pod_id .. '|' .. ARGV[first_connection + i])
   if ok then
     results[i] = result
   else

@@ -27,6 +27,10 @@ SETTINGS = REDIS + (
     Setting("HEARTBEAT_INTERVAL_SECONDS", duration, "30", "seconds between pings to each connection"),
     Setting("HEARTBEAT_TIMEOUT_SECONDS", duration, "10", "seconds to wait for a pong before closing 4000"),
     Setting("REDIS_SUBSCRIBE_TIMEOUT_SECONDS", duration, "5", "seconds a new connection waits for a live subscription before 4002"),
+    Setting("REDIS_SUBSCRIPTION_DEADLINE_SECONDS", duration, "15",
+            "silence on the Redis subscription (no update, control message or the pod's own "
+            "probe, published every third of it) after which it counts as lost: /readyz 503, "
+            "resubscribe, catch up"),
     Setting("DRAIN_SECONDS", non_negative_duration, "10", "seconds over which SIGTERM closes connections with 1001"),
     Setting("WS_MAX_PENDING_BYTES", positive_int, "262144", "unsent bytes after which a slow client is closed with 1013"),
     Setting("ALLOWED_ORIGINS", csv_list, "", "comma-separated Origins allowed to upgrade (empty: any)"),
@@ -34,6 +38,9 @@ SETTINGS = REDIS + (
             "DogStatsD agent host; when set, the active-connections gauge is sent there too"),
     Setting("DATADOG_AGENT_PORT", port, "8125", "DogStatsD agent UDP port"),
     Setting("DATADOG_INTERVAL_SECONDS", duration, "10", "seconds between DogStatsD gauge updates"),
+    Setting("POD_LEASE_SECONDS", duration, "15",
+            "this pod's liveness lease in ws:pods, renewed every third of it; a crashed pod's "
+            "registry slots stop counting once it runs out"),
     Setting("POD_NAME", text, default_pod_name(), "this pod's name in logs, metrics and the user registry"),
     Setting("REGION", text, "local", "region tag for metrics and flag targeting"),
 ) + JWT + LOGGING + FLAG_SETTINGS

@@ -2,14 +2,15 @@
 
 A pub/sub socket only reads, so a subscription left on a demoted master or behind a stalled
 network never errors: it just goes silent. The pod therefore makes its subscription speak at a
-known rate (it PINGs on it every `interval` seconds when nothing else arrived, and a PING on a
-subscribed connection is answered on that connection) and counts it lost after `deadline`
-seconds without any message at all (update, control message or pong).
+known rate (every `interval` seconds when nothing else arrived it PUBLISHes a probe on its own
+control channel through the command client, which follows the master: push/broker.py) and
+counts it lost after `deadline` seconds without any message at all (update, control message,
+its probe).
 """
 
 from __future__ import annotations
 
-#: silence that counts as a lost subscription (REDIS_SUBSCRIPTION_DEADLINE_SECONDS, once wired)
+#: silence that counts as a lost subscription (REDIS_SUBSCRIPTION_DEADLINE_SECONDS)
 DEFAULT_DEADLINE_SECONDS = 15.0
 
 
