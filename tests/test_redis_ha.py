@@ -556,13 +556,3 @@ def test_a_batch_is_one_script_call_per_hash_slot_on_a_cluster_only():
     assert [0, 2] in groups and sorted(i for g in groups for i in g) == [0, 1, 2, 3]
     assert registry.slot_groups([], cluster=False) == []
 
-
-def test_the_pod_refuses_a_tls_url_it_cannot_subscribe_over(keys):
-    env = {**os.environ, "JWT_PUBLIC_KEY": str(keys.public_path), "METRICS_PORT": "0",
-           "REDIS_URL": "rediss://:s3cret@127.0.0.1:1/0"}
-    result = subprocess.run([sys.executable, "-m", "ordertrack", "serve"], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "ordertrack serve: invalid REDIS_URL: the pod's pub/sub reader speaks plain TCP, "
-        "not TLS (rediss://) yet"]

@@ -100,8 +100,8 @@ class SubscriptionAddress:
 
     @property
     def url(self) -> str:
-        """The same address as a plain redis:// (or unix://) URL, for push/pubsub_reader.connect
-        (which speaks plain TCP: a TLS subscription is not supported by it yet)."""
+        """The same address as a redis:// (or unix://) URL, for push/pubsub_reader.connect
+        (which is given `ssl` beside it for a TLS subscription)."""
         from urllib.parse import quote
 
         auth = ""

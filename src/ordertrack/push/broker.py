@@ -134,7 +134,7 @@ class Broker:
                 reader = await pubsub_reader.connect(
                     address.url, self.watched, self._update, self._control, on_live=self.live.set,
                     on_malformed=self.on_malformed, control_channels=self.control_channels,
-                    timeout=CONNECT_TIMEOUT_SECONDS)
+                    timeout=CONNECT_TIMEOUT_SECONDS, ssl=address.ssl)
                 self.reader = reader
                 reader.closed.add_done_callback(lambda _: self.live.clear())
                 live = loop.create_task(self.live.wait())

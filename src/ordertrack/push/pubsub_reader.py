@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl as ssl_module
 from collections.abc import Callable
 
 import hiredis
@@ -219,9 +220,11 @@ IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = twins.choose(
 async def connect(url: str, watched: dict, on_update: Callable,
                   on_control: Callable | None = None, on_live: Callable | None = None,
                   on_malformed: Callable | None = None, control_channels: list[str] = (),
-                  timeout: float = 2.0, impl: type | None = None):
+                  timeout: float = 2.0, impl: type | None = None,
+                  ssl: ssl_module.SSLContext | None = None):
     """Open one subscription connection to `url` (redis:// or unix://, with AUTH and SELECT
-    when the URL has them) and return its reader; `await reader.closed` when it ends."""
+    when the URL has them; over TLS with the `ssl` context, e.g. `SubscriptionAddress.ssl`)
+    and return its reader; `await reader.closed` when it ends."""
     loop = asyncio.get_running_loop()
     opts = parse_url(url)
     if opts.get("connection_class") is not None and "path" not in opts:
@@ -236,8 +239,9 @@ async def connect(url: str, watched: dict, on_update: Callable,
     if "path" in opts:
         opener = loop.create_unix_connection(lambda: reader, opts["path"])
     else:
-        opener = loop.create_connection(lambda: reader, opts.get("host", "localhost"),
-                                        int(opts.get("port", 6379)))
+        host = opts.get("host", "localhost")
+        opener = loop.create_connection(lambda: reader, host, int(opts.get("port", 6379)),
+                                        ssl=ssl, server_hostname=host if ssl else None)
     transport, _ = await asyncio.wait_for(opener, timeout)
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family != socket.AF_UNIX:
