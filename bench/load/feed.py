@@ -3,7 +3,7 @@
 Ours goes through the REAL path, the gateway's publish Lua (`gateway.publisher.Publisher`:
 stream + state + PUBLISH in one call); the peers are fed the way each is built to be fed:
 "redis-publish" (PUBLISH order:tracking:{order_id} <the same message JSON>) or "nchan-http"
-(POST http://127.0.0.1:{port}/pub/{order_id}). Order `j` is updated at
+(POST http://127.0.0.1:{port}/pub/{order_id} with the client frame, `bench.peers.nchan_body`). Order `j` is updated at
 `hold_start + (j / orders + k) * interval`, so the rate is steady at orders / interval.
 
 It keeps up on a loaded machine by batching: everything due is sent as ONE pipeline of script
@@ -19,6 +19,7 @@ count a gap for an update that was never published.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import multiprocessing.connection
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.loadgen import bench_location, order_id, percentile
+from bench.peers import nchan_body
 
 log = logging.getLogger("ordertrack.bench.load.feed")
 
@@ -37,9 +39,7 @@ ESTIMATED_DELIVERY = "2026-12-24"
 RAW = {"bench": True}
 #: publishes in one pipeline round trip at most (a batch is everything due, up to this)
 BATCH_MAX = 1_000
-#: concurrent POSTs to nchan's publisher: measured here (1,500 POSTs, nchan peer alone), it
-#: takes 391/s with 1 in flight, 433/s with 2, ~516/s with 4, 239/s with 8 and 165/s with 16
-#: (every POST is shaped by an njs subrequest, and more in flight only queue in nginx)
+#: concurrent POSTs to nchan's publisher (over as many keep-alive connections)
 HTTP_IN_FLIGHT = 4
 #: a Redis round trip slower than this fails its batch (counted, seqs given back)
 REDIS_TIMEOUT_SECONDS = 10.0
@@ -82,6 +82,75 @@ def lateness(samples: list[float]) -> dict[str, float]:
             "max_ms": (ordered[-1] if ordered else float("nan")) * 1e3}
 
 
+class KeepAlivePoster:
+    """`size` kept-alive HTTP/1.1 connections for POSTs, one request in flight on each.
+
+    Hand-written because the feeder must not be the bottleneck: httpx spent ~1 ms of CPU per
+    POST here (nchan's publisher alone topped out at ~900 POSTs/s with the client at 100 % of
+    a core and nginx at 8 %); this costs a few tens of us."""
+
+    def __init__(self, host: str, port: int, size: int):
+        self.host, self.port = host, port
+        self.idle: asyncio.Queue[_PostConnection] = asyncio.Queue()
+        self.all: list[_PostConnection] = []
+        for _ in range(size):
+            conn = _PostConnection(host, port)
+            self.all.append(conn)
+            self.idle.put_nowait(conn)
+
+    @contextlib.asynccontextmanager
+    async def connection(self):
+        conn = await self.idle.get()
+        try:
+            yield conn
+        finally:
+            self.idle.put_nowait(conn)
+
+    def close(self) -> None:
+        for conn in self.all:
+            conn.close()
+
+
+class _PostConnection:
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, timeout: float = 5.0) -> None:
+        """POST `body`; raises on a status >= 300 or a broken connection (which is dropped,
+        so the next POST reconnects)."""
+        try:
+            await asyncio.wait_for(self._post(path, body), timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    async def _post(self, path: str, body: bytes) -> None:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(),
+                                                              len(body), body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        answer = await self.reader.readexactly(length) if length else b""
+        if b"connection: close" in head.lower():
+            self.close()
+        if status >= 300:
+            raise RuntimeError(f"publisher answered {status}: {answer[:200]!r}")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 class Feeder:
     def __init__(self, spec: FeedSpec, on_status: Callable[[dict[str, Any]], None] | None = None):
         self.spec = spec
@@ -106,11 +175,7 @@ class Feeder:
         self.publisher = Publisher(self.redis)
         self.http = None
         if self.spec.mode == "nchan-http":
-            import httpx
-
-            self.http = httpx.AsyncClient(timeout=5.0, limits=httpx.Limits(
-                max_connections=HTTP_IN_FLIGHT, max_keepalive_connections=HTTP_IN_FLIGHT))
-            self.gate = asyncio.Semaphore(HTTP_IN_FLIGHT)
+            self.http = KeepAlivePoster("127.0.0.1", self.spec.nchan_port, HTTP_IN_FLIGHT)
 
     def _next(self, n: int, sent_at: float) -> tuple[int, str, int, str, str]:
         """(order index j, order_id, seq, location, timestamp) of update `n`; its lateness."""
@@ -167,15 +232,14 @@ class Feeder:
     async def _post(self, n: int) -> None:
         from ordertrack import redis_layout
 
-        async with self.gate:
+        async with self.http.connection() as conn:
             sent_at = time.time()
             j, order, seq, location, stamp = self._next(n, sent_at)
-            body = redis_layout.encode_message(CARRIER, seq, "in_transit", location, stamp,
-                                               ESTIMATED_DELIVERY, RAW, sent_at)
+            body = nchan_body(redis_layout.encode_message(CARRIER, seq, "in_transit", location,
+                                                          stamp, ESTIMATED_DELIVERY, RAW, sent_at))
             started = time.perf_counter()
             try:
-                url = f"http://127.0.0.1:{self.spec.nchan_port}/pub/{order}"
-                (await self.http.post(url, content=body)).raise_for_status()
+                await conn.post(f"/pub/{order}", body)
             except Exception as exc:  # noqa: BLE001 - counted; the report shows it
                 self._failed(j, seq, exc)
                 return
@@ -216,7 +280,7 @@ class Feeder:
         wall = time.time() - wall_started if cpu_started is not None else 0.0
         await self.redis.aclose()
         if self.http is not None:
-            await self.http.aclose()
+            self.http.close()
         calls = sorted(self.call_seconds)
         late = lateness([s for _, s in self.lag])
         return {

@@ -23,7 +23,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from bench.capacity import bench_message, free_port, start_redis, stop_process
-from bench.peers import PEERS, PeerSpec
+from bench.peers import PEERS, PeerSpec, nchan_body
 from ordertrack import protocol, redis_layout
 
 STEP_TIMEOUT_SECONDS = 5.0
@@ -47,7 +47,7 @@ def publish(peer: PeerSpec, redis_url: str, order_id: str, body: bytes) -> None:
         finally:
             client.close()
     else:
-        response = httpx.post(peer.publish_url(order_id), content=body,
+        response = httpx.post(peer.publish_url(order_id), content=nchan_body(body),
                               headers={"Content-Type": "application/json"}, timeout=5.0)
         if response.status_code >= 300:
             raise AssertionError(f"publisher answered {response.status_code}: {response.text}")
