@@ -141,8 +141,8 @@ class _PostConnection:
                 break
             except (asyncio.IncompleteReadError, ConnectionError):
                 # nginx closes idle keep-alive connections when it runs short of connections
-                # (nchan holds ~18,000 here): a reused one closed before answering is retried
-                # once on a new connection, as HTTP clients do; a new one failing is an error
+                # (bench/peers NCHAN_CONNECTION_LIMIT): a reused one closed before answering is
+                # retried once on a new connection, as HTTP clients do; a new one is an error
                 self.close()
                 if fresh:
                     raise
