@@ -234,6 +234,41 @@ def histogram_buckets(text: str, name: str) -> dict[float, float]:
     return buckets
 
 
+GC_PAUSE = "ordertrack_gc_pause_seconds"
+
+
+def gc_pauses(text: str, generation: int = 2) -> tuple[float, float, dict[float, float]]:
+    """(collections, seconds paused, cumulative buckets) of one generation in the pod's
+    `ordertrack_gc_pause_seconds`."""
+    label = f'generation="{generation}"'
+    count = total = 0.0
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(GC_PAUSE) or label not in line:
+            continue
+        name, _, value = line.rpartition(" ")
+        if name.startswith(GC_PAUSE + "_count"):
+            count = float(value)
+        elif name.startswith(GC_PAUSE + "_sum"):
+            total = float(value)
+        elif 'le="' in name:
+            le = name.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] = float(value)
+    return count, total, buckets
+
+
+def gc_summary(before: str, after: str) -> dict[str, Any]:
+    """Collections of each generation between two scrapes: how many, the pause they added up
+    to, and the bucket of the longest (generation 2 is the full collection)."""
+    out: dict[str, Any] = {}
+    for generation in range(3):
+        n0, s0, b0 = gc_pauses(before, generation)
+        n1, s1, b1 = gc_pauses(after, generation)
+        out[f"gc{generation}"] = {"collections": n1 - n0, "pause_ms": (s1 - s0) * 1e3,
+                                  "longest_le_ms": _ms(bucket_quantile(b0, b1, 1.0))}
+    return out
+
+
 def bucket_quantile(before: dict[float, float], after: dict[float, float],
                     q: float) -> float | None:
     """Upper bound (the bucket's `le`) of quantile q of the observations between two scrapes."""
@@ -407,12 +442,14 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
                              "concurrency": concurrency}
         for level in levels:
             log.info("ramping to %d connections", level)
+            gc_before = scrape(metrics_port)
             cpu.start()
             opened = gen.open(level)
             wait_until(lambda held=opened["open"]: gen.stats()["acks"] >= held, 30,
                        f"connection_ack on {level} connections", interval=0.5)
             ramp_cpu = cpu.stop()
             ramp_cpu_seconds = cpu.used
+            ramp_gc = gc_summary(gc_before, scrape(metrics_port))
             newly_open = opened["open"] - (report["levels"][-1]["open"] if report["levels"] else 0)
             time.sleep(settle_seconds)
             cpu.start()
@@ -435,6 +472,7 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
                 "ramp_cpu_percent": ramp_cpu,
                 "connections_per_core_second": newly_open / ramp_cpu_seconds if ramp_cpu_seconds else math.nan,
                 "idle_cpu_percent": idle_cpu,
+                "gc": ramp_gc,
                 "pod_metric_active_connections": metric_sum(
                     scrape(metrics_port), "ordertrack_ws_active_connections"),
             })
@@ -541,6 +579,10 @@ def render(report: dict[str, Any]) -> str:
             f"{lvl['ramp_cpu_percent']:>10.0f} {lvl['connections_per_core_second']:>11,.0f} "
             f"{lvl['idle_cpu_percent']:>10.1f}"
         )
+        if "gc" in lvl:
+            lines.append(f"{'':>11} garbage collections in the ramp (pod): " + "; ".join(
+                f"generation {g[2:]}: {c['collections']:.0f}, {c['pause_ms']:.0f} ms in all, "
+                f"longest <= {_fmt_ms(c['longest_le_ms'])}" for g, c in lvl["gc"].items()))
     d = report["delivery"]
     v = report["verdict"]
     lines += [

@@ -89,12 +89,23 @@ def _watch_gc_pauses(histogram: Histogram) -> None:
     gc.callbacks.append(on_gc)
 
 
-def freeze_startup_heap() -> None:
-    """Move every object alive now (modules, settings, the app's long-lived parts) out of the
-    collector's reach (`gc.freeze`), so a full collection later scans only what the process
-    made since: measured on a pod, see BENCHMARKS.md. Call once, when start-up is done."""
+#: gc.set_threshold for a process holding many long-lived objects (a pod's connections).
+#: CPython's defaults (700, 10, 10) make a full collection of every live object each time the
+#: heap has grown by a quarter: a pod ramping to 19,500 connections ran 4 of them, up to
+#: 0.5-1 s each, and every client of the pod waited (BENCHMARKS.md, "Garbage collection").
+#: With these, the young collections stay small (2,000 objects, then 20,000) and a full one
+#: needs 50 middle collections (~1,000,000 net new objects) as well as the quarter's growth.
+GC_THRESHOLDS = (2_000, 10, 50)
+
+
+def tune_gc() -> None:
+    """For a long-running process, once start-up is done: move every object alive now
+    (modules, settings, the app's long-lived parts) out of the collector's reach (`gc.freeze`),
+    so no collection rescans them, and space full collections out (GC_THRESHOLDS). Cycles are
+    still collected; the pauses are in `ordertrack_gc_pause_seconds`."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def start_metrics_server(registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
