@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ordertrack import redis_layout
+from ordertrack.devtools.resp import confirmation, feed, message, pmessage
 from ordertrack.push import malformed, pubsub_reader
 from ordertrack.push.hub import Watch
 from tests.support import REPO
@@ -47,33 +48,6 @@ class Calls:
 
     def of(self, kind: str) -> list[tuple]:
         return [c for c in self.log if c[0] == kind]
-
-
-def feed(reader, data: bytes) -> None:
-    """Hand `data` to the reader as the event loop does, one buffer-full at a time."""
-    view = memoryview(data)
-    while view:
-        buf = reader.get_buffer(len(view))
-        n = min(len(buf), len(view))
-        buf[:n] = view[:n]
-        reader.buffer_updated(n)
-        view = view[n:]
-
-
-def bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-def pmessage(channel: bytes, payload: bytes) -> bytes:
-    return b"*4\r\n" + bulk(b"pmessage") + bulk(redis_layout.CHANNEL_PATTERN.encode()) + bulk(channel) + bulk(payload)
-
-
-def message(channel: bytes, payload: bytes) -> bytes:
-    return b"*3\r\n" + bulk(b"message") + bulk(channel) + bulk(payload)
-
-
-def confirmation(kind: bytes, channel: bytes, count: int) -> bytes:
-    return b"*3\r\n" + bulk(kind) + bulk(channel) + b":%d\r\n" % count
 
 
 def order(order_id: str) -> bytes:
