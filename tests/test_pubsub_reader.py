@@ -103,6 +103,24 @@ def test_bad_messages_are_counted_and_the_others_keep_flowing(impl, frame, reaso
     assert reader.malformed == 1
 
 
+def test_a_handler_that_raises_loses_that_message_only(impl, caplog):
+    calls = Calls()
+    reader = impl({"ord_w": Watch(), "ord_x": Watch()}, **calls.kwargs())
+
+    def handler(order_id, watch, payload):
+        if payload == b"boom":
+            raise RuntimeError("a bug in the fan-out")
+        calls.log.append(("update", order_id, payload))
+
+    reader.on_update = handler
+    with caplog.at_level("ERROR", logger="ordertrack.push.pubsub_reader"):
+        feed(reader, pmessage(order("ord_w"), b"boom") + pmessage(order("ord_x"), b"next"))
+    assert calls.log == [("update", "ord_x", b"next")]
+    assert reader.error is None and reader.malformed == 0
+    (record,) = caplog.records
+    assert "ord_w" in record.getMessage() and record.exc_info[0] is RuntimeError
+
+
 def test_not_resp_stops_the_reader_and_counts_once(impl):
     calls = Calls()
     reader = impl({"ord_w": Watch()}, **calls.kwargs())
