@@ -102,7 +102,7 @@ class Pod:
         try:
             await self._refresh_flag()
             await self.registry.heartbeat()
-            await self.registry.load_script()
+            await self.admission.load_scripts()
         except RedisError as exc:
             log.warning("redis not reachable at start (%s); continuing, will retry", exc)
         # named as /healthz reports them: "<loop> stopped"
