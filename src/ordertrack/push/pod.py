@@ -257,13 +257,15 @@ class Pod:
             self.registry.release(conn.user_id, conn.connection_id)
         # step three: one log line; step four: metrics
         duration = self.loop.time() - conn.opened_at
-        disconnect_log.info("disconnect", extra={"fields": {
-            "connection_id": conn.connection_id, "user_id": conn.user_id,
-            "order_id": conn.order_id, "reason": reason.reason, "code": reason.code,
-            "duration_s": round(duration, 3), "pod": self.pod_id,
-        }})
-        metrics.DISCONNECTS.labels(reason.reason).inc()
-        metrics.CONNECTION_DURATION.labels(reason.reason).observe(duration)
+        if disconnect_log.isEnabledFor(logging.INFO):
+            disconnect_log.info("disconnect", extra={"fields": {
+                "connection_id": conn.connection_id, "user_id": conn.user_id,
+                "order_id": conn.order_id, "reason": reason.reason, "code": reason.code,
+                "duration_s": round(duration, 3), "pod": self.pod_id,
+            }})
+        count, durations = metrics.disconnected(reason.reason)
+        count.inc()
+        durations.observe(duration)
 
     # --- heartbeat: one loop timer drives the wheel for every connection -------------------------
     def _on_tick(self) -> None:
