@@ -1,10 +1,11 @@
 """`FlagSource`: the process's view of its flags, evaluated through the OpenFeature SDK.
 
 The pod decides upgrades synchronously (picows calls its listener factory inline) and one
-evaluation through the SDK costs ~0.05-0.3 ms of the pod's one core, so decisions are cached
-per evaluation context, and a decision the provider calls context-free (OpenFeature reason
-`STATIC` or `DISABLED`: no targeting rule was involved) for every context at once, as flagd's
-own RPC resolver caches `STATIC` ones. Both caches are dropped on every configuration change.
+evaluation through the SDK costs ~11 us (the Redis provider) to ~0.3 ms (flagd's) of the pod's
+one core, so decisions are cached per evaluation context, and a decision the provider calls
+context-free (OpenFeature reason `STATIC` or `DISABLED`: no targeting rule was involved) for
+every context at once, as flagd's own RPC resolver caches `STATIC` ones. Both caches are
+dropped on every configuration change.
 
 What it decides:
 - `realtime_enabled(user_id, carrier, client_class)`: the kill switch. Before the order's
