@@ -7,8 +7,10 @@ Run: .venv/bin/python -m pytest bench/bench_admission.py --benchmark-enable
   once) against the PyJWT path it replaced (`get_unverified_header` + `jwt.decode` with the
   same parsed key), RS256 and ES256.
 - `test_admission_batch`: the Redis side of admitting `BATCH` connections: ONE pipeline with
-  one `register.lua` call for the whole batch plus each order's state hash, against a private
-  redis-server; `extra_info` has connections/s.
+  one `register.lua` call for the whole batch and one `states.lua` call reading every order's
+  state hash (as push/admission.py sends it), against a private redis-server; `extra_info`
+  has connections/s. `[hgetall]` is the same batch with one HGETALL per
+  connection instead of `states.lua`, as admission read the states before.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import pytest
 import redis.asyncio as aioredis
 import uvloop
 
-from ordertrack import auth
+from ordertrack import auth, redis_layout
 from ordertrack.devtools.keys import generate_keys
 from ordertrack.devtools.redis_server import RedisServer
-from ordertrack.push import registry
+from ordertrack.push import admission, registry
 
 BATCH = 256
 CLAIMS = {"sub": "user_1", "order_id": "ord_1", "iss": "https://auth.vantage.com", "aud": "tracking"}
@@ -67,23 +69,41 @@ def redis_url():
         server.stop()
 
 
-def test_admission_batch(benchmark, redis_url):
+@pytest.mark.parametrize("states", ["states_lua", "hgetall"])
+def test_admission_batch(benchmark, redis_url, states):
     loop = uvloop.new_event_loop()
     client = aioredis.Redis.from_url(redis_url)
     reg = registry.Registry(client, "bench-pod", limit=5)
     rounds = iter(range(10**9))
+    orders = [f"ord_{i}" for i in range(BATCH)]
 
     async def admit_batch() -> list:
         n = next(rounds)
         batch = [(f"user_{n}_{i}", f"ws_conn_{n:04x}{i:04x}") for i in range(BATCH)]
         pipe = client.pipeline(transaction=False)
         reg.queue_register(pipe, batch, int(time.time() * 1000))
-        for i in range(BATCH):
-            pipe.hgetall(f"order:tracking:state:ord_{i}")
-        return await pipe.execute(raise_on_error=False)
+        if states == "states_lua":
+            groups = admission.queue_states(pipe, orders, cluster=False)
+            replies = await pipe.execute(raise_on_error=False)
+            decoded = [admission.decode_states(fields) for fields in
+                       registry.script_results(replies[1:], groups, BATCH)]
+        else:
+            for order in orders:
+                pipe.hgetall(redis_layout.state(order))
+            replies = await pipe.execute(raise_on_error=False)
+            decoded = [redis_layout.decode_state(state) for state in replies[1:]]
+        assert len(decoded) == BATCH
+        return replies
 
-    loop.run_until_complete(reg.heartbeat())
-    loop.run_until_complete(reg.load_script())
+    async def setup() -> None:
+        await reg.heartbeat()
+        await reg.load_script()
+        await client.script_load(admission.STATES_LUA)
+        for order in orders:
+            await client.hset(redis_layout.state(order), mapping={
+                "status": "in_transit", "carrier": "dhl", "seq": "3"})
+
+    loop.run_until_complete(setup())
     results = benchmark(lambda: loop.run_until_complete(admit_batch()))
     registered = registry.register_results(results[:1], [list(range(BATCH))], BATCH)
     assert len(registered) == BATCH and not any(isinstance(r, Exception) for r in registered)

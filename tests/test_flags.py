@@ -185,6 +185,29 @@ async def test_unreadable_redis_document_keeps_the_last_good_decision():
         source.close()
 
 
+async def test_a_decision_for_everyone_gives_way_to_a_rollout_per_user():
+    """A flag without targeting is decided once for every context (OpenFeature's STATIC /
+    DISABLED reasons); once a rollout per user replaces it, users are told apart again."""
+    provider = providers.RedisFlagProvider()
+    source = await source_for(provider)
+    users = [f"user_{n}" for n in range(400)]
+    try:
+        source.observe_document(None)  # on for everyone
+        assert all(source.realtime_enabled(u, None, "desktop") for u in users)
+        source.observe_document(b'{"percentage": 50}')
+        upgrades = [source.realtime_enabled(u, None, "desktop") for u in users]
+        assert 0.35 < sum(upgrades) / len(users) < 0.65
+        assert [source.realtime_enabled(u, "dhl", "desktop") for u in users] == upgrades
+        source.observe_document(b'{"enabled": false}')
+        assert not any(source.realtime_enabled(u, "dhl", "mobile") for u in users)
+        source.observe_document(b'{"carriers": ["ups"]}')
+        assert source.realtime_enabled("user_1", "ups", "desktop")
+        assert not source.realtime_enabled("user_1", "dhl", "desktop")
+        assert source.realtime_enabled("user_1", None, "desktop")  # ups might be its carrier
+    finally:
+        source.close()
+
+
 # --- real pods, a real API, a flagd file ---------------------------------------------------------
 def metric(port: int, name: str) -> float:
     total = 0.0

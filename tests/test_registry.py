@@ -127,3 +127,29 @@ def test_reregister_puts_live_connections_back_after_an_empty_restart(redis_url)
         await client.aclose()
 
     run(scenario())
+
+
+def test_a_batch_reads_every_order_state_in_one_script_call(redis_url):
+    """states.lua (push/admission.py): each connection_ack's state in one call; an order whose
+    key is unusable fails its own connection, not the batch."""
+    async def scenario():
+        from ordertrack.push import admission
+
+        client = aioredis.Redis.from_url(redis_url)
+        await client.hset(redis_layout.state("o1"), mapping={
+            "status": "in_transit", "carrier": "dhl", "seq": "7", "location": "Newark NJ"})
+        await client.set(redis_layout.state("o3"), "not a hash")
+        await client.script_load(admission.STATES_LUA)
+        pipe = client.pipeline(transaction=False)
+        groups = admission.queue_states(pipe, ["o1", "o2", "o3"], cluster=False)
+        pipe.ping()
+        replies = await pipe.execute(raise_on_error=False)
+        assert len(groups) == 1 and replies[1] is True  # one command: the next reply is the ping's
+        first, missing, broken = registry.script_results(replies[:1], groups, 3)
+        assert admission.decode_states(first) == redis_layout.OrderStateHash(
+            status="in_transit", location="Newark NJ", carrier="dhl", seq=7)
+        assert admission.decode_states(missing) == redis_layout.OrderStateHash()
+        assert isinstance(broken, Exception) and "WRONGTYPE" in str(broken)
+        await client.aclose()
+
+    run(scenario())

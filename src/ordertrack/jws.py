@@ -16,7 +16,6 @@ Every refusal is `InvalidToken(reason)`; `reason` is one of the names below.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 
@@ -52,20 +51,29 @@ class InvalidToken(ValueError):
         self.detail = detail or reason
 
 
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: a base64url character's 6-bit value (by byte; only the alphabet is ever looked up)
+_VALUE = bytes(_ALPHABET.index(byte) if byte in _ALPHABET else 0 for byte in range(256))
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+#: bits the last character of a segment leaves unused, by segment length % 4: zero when canonical
+_UNUSED_BITS = {0: 0, 2: 0x0F, 3: 0x03}
+
+
 def _b64(segment: bytes) -> bytes:
     if not _SEGMENT.fullmatch(segment):
         raise InvalidToken(MALFORMED, "segment is not base64url")
     stripped = segment.rstrip(b"=")
-    if (len(stripped) % 4 == 1) or (stripped != segment and len(segment) % 4):
+    rest = len(stripped) % 4
+    if rest == 1 or (stripped != segment and len(segment) % 4):
         raise InvalidToken(MALFORMED, "bad base64url padding")
+    # canonical only: unused trailing bits must be zero (one token, one encoding)
+    if rest and _VALUE[stripped[-1]] & _UNUSED_BITS[rest]:
+        raise InvalidToken(MALFORMED, "non-canonical base64url")
     try:
-        decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
+        return binascii.a2b_base64(stripped.translate(_TO_STANDARD) + b"=" * (-rest % 4),
+                                   strict_mode=True)
     except (binascii.Error, ValueError):
         raise InvalidToken(MALFORMED, "bad base64url") from None
-    # canonical only: unused trailing bits must be zero (one token, one encoding)
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped:
-        raise InvalidToken(MALFORMED, "non-canonical base64url")
-    return decoded
 
 
 def _json_object(data: bytes, what: str) -> dict:
@@ -78,27 +86,44 @@ def _json_object(data: bytes, what: str) -> dict:
     return value
 
 
+#: checked headers by their segment: every token of one issuer and key has the same one
+_HEADERS: dict[bytes, dict] = {}
+HEADERS_MAX = 256
+
+
 def split(token: str | bytes) -> tuple[dict, bytes, bytes, bytes]:
     """(header, signing input, payload segment, signature) of a compact JWS; the header is
-    checked (alg allow-list, no `crit`, no `b64: false`), nothing else is."""
+    checked (alg allow-list, no `crit`, no `b64: false`), nothing else is. The header dict is
+    shared between tokens that carry the same header: read it, never change it."""
     raw = token.encode("ascii") if isinstance(token, str) else token
     parts = raw.split(b".")
     if len(parts) != 3:
         raise InvalidToken(MALFORMED, "not three segments")
-    header = _json_object(_b64(parts[0]), "header")
-    if header.get("alg") not in ALGORITHMS:
-        raise InvalidToken(BAD_ALGORITHM, "token algorithm must be RS256 or ES256")
-    if "crit" in header or header.get("b64", True) is not True:
-        raise InvalidToken(UNSUPPORTED, "unsupported JWS extension")
+    header = _HEADERS.get(parts[0])
+    if header is None:
+        header = _json_object(_b64(parts[0]), "header")
+        if header.get("alg") not in ALGORITHMS:
+            raise InvalidToken(BAD_ALGORITHM, "token algorithm must be RS256 or ES256")
+        if "crit" in header or header.get("b64", True) is not True:
+            raise InvalidToken(UNSUPPORTED, "unsupported JWS extension")
+        if len(_HEADERS) >= HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[parts[0]] = header
     signature = _b64(parts[2])
     return header, raw[:len(parts[0]) + 1 + len(parts[1])], parts[1], signature
+
+
+#: key classes already seen to be RSA public keys (an ABC isinstance check costs ~1 us)
+_RSA_TYPES: set[type] = set()
 
 
 def verify_signature(alg: str, key, signing_input: bytes, signature: bytes) -> None:
     try:
         if alg == "RS256":
-            if not isinstance(key, rsa.RSAPublicKey):
-                raise InvalidToken(BAD_ALGORITHM, "RS256 needs an RSA key")
+            if type(key) not in _RSA_TYPES:
+                if not isinstance(key, rsa.RSAPublicKey):
+                    raise InvalidToken(BAD_ALGORITHM, "RS256 needs an RSA key")
+                _RSA_TYPES.add(type(key))
             key.verify(signature, signing_input, _PKCS1, _SHA256)
         else:
             if not (isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"):

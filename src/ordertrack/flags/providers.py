@@ -128,7 +128,7 @@ class RedisFlagProvider(AbstractProvider):
         attrs = evaluation_context.attributes if evaluation_context else {}
         user = evaluation_context.targeting_key if evaluation_context else None
         value = is_enabled(self.flag, user or "", attrs.get("region"), attrs.get("carrier"))
-        return FlagResolutionDetails(value, reason=Reason.TARGETING_MATCH)
+        return FlagResolutionDetails(value, reason=_reason(self.flag))
 
     def resolve_string_details(self, flag_key, default_value, evaluation_context=None):
         return _not_found(flag_key, default_value)
@@ -144,6 +144,16 @@ class RedisFlagProvider(AbstractProvider):
 
 
 _UNSEEN = object()
+
+
+def _reason(flag: Flag) -> Reason:
+    """DISABLED (off for everyone) or STATIC (the same for every context: no region, carrier
+    or percentage rule) let the caller reuse the value for any context."""
+    if not flag.enabled:
+        return Reason.DISABLED
+    if not flag.regions and not flag.carriers and flag.percentage in (0.0, 100.0):
+        return Reason.STATIC
+    return Reason.TARGETING_MATCH
 
 
 def _not_found(flag_key: str, default_value):

@@ -2,8 +2,10 @@
 
 A new connection is queued by `Admission.add`; the admission loop takes up to
 `ADMISSION_BATCH` of them and sends ONE pipeline (one round trip) for the batch: one
-`register.lua` call registering every connection of the batch, each one's state hash for its
-`connection_ack`, and, for a connection that asked to resume, its stream after `last_seq`.
+`register.lua` call registering every connection of the batch, one `states.lua` call reading
+every one's state hash for its `connection_ack` (one reply to parse, not one HGETALL each: on a
+Redis Cluster both are one call per hash slot), and, for a connection that asked to resume,
+its stream after `last_seq`.
 Then each connection gets its ack, its replay and the updates held meanwhile (the rules are
 in push/delivery.py). A Redis error on one order's or one user's keys fails that connection
 alone (4002, or `RESUME_UNAVAILABLE` for its history), never its batch.
@@ -12,9 +14,11 @@ alone (4002, or `RESUME_UNAVAILABLE` for its history), never its batch.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import deque
+from importlib.resources import files
 
 from redis.exceptions import RedisError
 
@@ -26,6 +30,24 @@ log = logging.getLogger("ordertrack.push")
 ADMISSION_BATCH = 256
 RESUME_MAX_EVENTS = 1000
 RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
+STATES_LUA = files("ordertrack.push").joinpath("states.lua").read_text()
+STATES_SHA = hashlib.sha1(STATES_LUA.encode()).hexdigest()
+
+
+def queue_states(pipe, order_ids: list[str], cluster: bool) -> list[list[int]]:
+    """Add the `states.lua` calls reading the orders' state hashes to `pipe` (one, or one per
+    hash slot on a cluster); returns the groups, for `registry.script_results`."""
+    keys = [redis_layout.state(order_id) for order_id in order_ids]
+    groups = registry.slot_groups(keys, cluster)
+    for group in groups:
+        pipe.execute_command("EVALSHA", STATES_SHA, len(group), *(keys[i] for i in group))
+    return groups
+
+
+def decode_states(fields: list) -> redis_layout.OrderStateHash:
+    """One `states.lua` answer (HGETALL's flat field, value list) -> the order's state."""
+    pairs = iter(fields)
+    return redis_layout.decode_state(dict(zip(pairs, pairs, strict=False)))
 
 
 def stream_after(pipe, order_id: str, last_seq: int) -> None:
@@ -97,12 +119,12 @@ class Admission:
         resume_from = [conn.resume_seq for conn in batch]
         groups = pod.registry.queue_register(
             pipe, [(conn.user_id, conn.connection_id) for conn in batch], int(time.time() * 1000))
+        state_groups = queue_states(pipe, [conn.order_id for conn in batch], pod.registry.cluster)
         for conn, last_seq in zip(batch, resume_from, strict=True):
-            pipe.hgetall(redis_layout.state(conn.order_id))
             if last_seq is not None:
                 stream_after(pipe, conn.order_id, last_seq)
         try:
-            # a command's error (one order's keys) is that connection's alone: see below
+            # a key's error (one order's, one user's) is that connection's alone: see below
             results = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             log.warning("admission of %d connections failed: %s; retrying", len(batch), exc)
@@ -114,17 +136,18 @@ class Admission:
             while self.pending and self.pending[0].opened_at + limit <= now:
                 self.pending.popleft().close(protocol.INTERNAL_ERROR, "tracking registry unavailable")
             return
-        if registry.needs_script(results[:len(groups)]):
-            # a node without the script (a promoted replica): load it, admit the batch again
+        scripts = len(groups) + len(state_groups)
+        if registry.needs_script(results[:scripts]):
+            # a node without the scripts (a promoted replica): load them, admit the batch again
             # (registering a connection twice is harmless: same member)
-            await pod.registry.load_script()
+            await self.load_scripts()
             self.pending.extendleft(reversed(batch))
             return
         registered = registry.register_results(results[:len(groups)], groups, len(batch))
-        index = len(groups)
-        for conn, last_seq, evicted in zip(batch, resume_from, registered, strict=True):
-            state = results[index]
-            index += 1
+        states = registry.script_results(results[len(groups):scripts], state_groups, len(batch))
+        index = scripts
+        for conn, last_seq, evicted, state in zip(batch, resume_from, registered, states,
+                                                  strict=True):
             entries = None
             if last_seq is not None:
                 entries = results[index]
@@ -154,7 +177,12 @@ class Admission:
                 if conn.resume_seq == last_seq:
                     conn.resume_seq = None
                 last_seq = entries = None
-            self.acknowledge(conn, redis_layout.decode_state(state), last_seq, entries)
+            self.acknowledge(conn, decode_states(state), last_seq, entries)
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD register.lua and states.lua (on a cluster: on every master)."""
+        await self.pod.registry.load_script()
+        await self.pod.redis.script_load(STATES_LUA)
 
     def acknowledge(self, conn, state: redis_layout.OrderStateHash, fetched_from: int | None,
                     entries) -> None:

@@ -51,6 +51,19 @@ CONNECTION_DURATION = Histogram(
     buckets=(60, 300, 900, 1800, 3600, 7200),
     registry=REGISTRY,
 )
+_DISCONNECTED: dict[str, tuple] = {}
+
+
+def disconnected(reason: str) -> tuple:
+    """(DISCONNECTS, CONNECTION_DURATION) for a close reason, labelled once per reason:
+    prometheus_client's `labels()` validates and locks on every call."""
+    children = _DISCONNECTED.get(reason)
+    if children is None:
+        children = _DISCONNECTED[reason] = (DISCONNECTS.labels(reason),
+                                            CONNECTION_DURATION.labels(reason))
+    return children
+
+
 SUBSCRIBED = Gauge(
     "ordertrack_ws_redis_subscribed", "1 while the pod's PSUBSCRIBE is live", registry=REGISTRY
 )

@@ -80,7 +80,14 @@ def needs_script(replies: list) -> bool:
 def register_results(replies: list, groups: list[list[int]], count: int) -> list[list | Exception]:
     """`register.lua`'s replies (one per group) -> per connection, its evicted members or the
     error of its key."""
-    results: list[list | Exception] = [RedisError("not registered")] * count
+    return script_results(replies, groups, count)
+
+
+def script_results(replies: list, groups: list[list[int]], count: int) -> list[list | Exception]:
+    """A batch script's replies (one per group, each an array of `{1, values...}` or
+    `{0, error text}` per key: register.lua, states.lua) -> per connection, its values or the
+    error of its key (a whole group's error for each of its connections)."""
+    results: list[list | Exception] = [RedisError("no reply")] * count
     for reply, group in zip(replies, groups, strict=True):
         for index, result in zip(group, _group_results(reply, len(group)), strict=True):
             results[index] = result
