@@ -17,7 +17,6 @@ exactly once: hub, registry slot, one JSON log line, metrics.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import random
@@ -119,11 +118,6 @@ class Pod:
             task.add_done_callback(self._on_task_done)
             self._tasks.append(task)
         self._tick_handle = self.loop.call_later(self.tick, self._on_tick)
-        # what start-up built (modules, classes, settings: ~48K objects) is never garbage, and
-        # every full collection walked it again, ~60 ms each (several per 10K admissions):
-        # the collector skips it from now on
-        gc.collect()
-        gc.freeze()
 
     @property
     def ready(self) -> bool:
