@@ -9,8 +9,11 @@ from cpython.dict cimport PyDict_GetItem, PyDict_New, PyDict_SetItem
 from cpython.object cimport PyObject
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
+from ordertrack.push._connection cimport OVERFLOW, SEND, Connection, text_frame
+
 from ordertrack import protocol
 from ordertrack.push import malformed as why
+from ordertrack.push.delivery import offer
 
 cdef object loads = orjson.loads
 cdef object dumps = orjson.dumps
@@ -24,6 +27,7 @@ cdef str NOT_OBJECT = why.NOT_OBJECT
 cdef str BAD_SEQ = why.BAD_SEQ
 cdef str BAD_STATUS = why.BAD_STATUS
 cdef str EVENT = "tracking_update"
+cdef object SLOW_CONSUMER = protocol.SLOW_CONSUMER
 
 
 def _ignore(*_args):
@@ -72,6 +76,8 @@ cdef class FanOut:
         """Fan one message out to `watch.conns`; returns how many connections it was sent to."""
         cdef long long seq = 0
         cdef Py_ssize_t delivered = 0
+        cdef Connection c
+        cdef int verdict
         self.messages += 1
         decoded = self._decode(payload, &seq)
         if type(decoded) is str:
@@ -81,22 +87,30 @@ cdef class FanOut:
         frame, published_at = <tuple>decoded
         if seq > watch.seq:
             watch.seq = seq
+        # the delivery rule of push/delivery.py's offer(): the Cython connection's C methods,
+        # no Python attribute lookups; any other watcher (the twin, a test's) through offer().
+        # Everyone it is sent to gets the same whole WebSocket frame, built once.
+        ws_frame = None
         for conn in tuple(watch.conns):
-            # the delivery rule of push/delivery.py's offer(), inline
-            if conn.close_reason is not None:
+            if type(conn) is Connection:
+                c = <Connection>conn
+                verdict = c._offer(<bytes>frame, seq)
+                if verdict == SEND:
+                    if ws_frame is None:
+                        ws_frame = text_frame(<bytes>frame)
+                    c.write_frame(ws_frame)
+                    delivered += 1
+                elif verdict == OVERFLOW:
+                    c.close(SLOW_CONSUMER)
                 continue
-            if not conn.acked:
-                backlog = conn.backlog
-                if backlog is None:
-                    backlog = []
-                    conn.backlog = backlog
-                backlog.append((seq, frame))
-                continue
-            if seq <= conn.sent_seq:
-                continue
-            conn.sent_seq = seq
-            conn.send(frame)
-            delivered += 1
+            verdict = offer(conn, frame, seq)
+            if verdict == SEND:
+                if ws_frame is None:
+                    ws_frame = text_frame(<bytes>frame)
+                conn.send_frame(ws_frame)
+                delivered += 1
+            elif verdict == OVERFLOW:
+                conn.close(SLOW_CONSUMER)
         self.frames += delivered
         if delivered and self.on_delivered is not None and (
                 type(published_at) is float or type(published_at) is int):

@@ -4,13 +4,17 @@
 pod watches (the reader has already looked `watch` up): decode the payload once with orjson,
 check it (a JSON object, an integer `seq` in 1..2**53-1 (`protocol.MAX_SEQ`), `status` a
 string; the other client fields are null when absent), build the `tracking_update` frame once (`protocol.tracking_update`: never
-`raw_carrier_response`), raise `watch.seq`, and hand the same bytes to every watcher by the
-delivery rule (`delivery.offer`, push/delivery.py). A bad payload reaches nobody: it is counted in `malformed` and
+`raw_carrier_response`), raise `watch.seq`, and offer it to every watcher by the delivery rule
+(`delivery.offer`, push/delivery.py): the watchers it is sent to get the SAME whole WebSocket
+frame (`text_frame`, built once: server frames are unmasked), held ones the client frame, and
+one held past WS_MAX_PENDING_BYTES is closed 1013. A bad payload reaches nobody: it is counted in `malformed` and
 reported as `on_malformed(order_id, reason)`. `on_delivered(count, latency)` is called when
 anyone got it and the message carries `published_at`.
 
-A watcher is anything with the connection's delivery attributes: `close_reason`, `acked`,
-`backlog`, `sent_seq` and `send(frame)` (push/connection.py's `Connection`).
+A watcher is anything with the connection's delivery attributes (`close_reason`, `acked`,
+`backlog`, `held_bytes`, `sent_seq`, `max_pending_bytes`), `send_frame(ws_frame)` and
+`close(close)`: push/connection.py's `Connection` (the Cython fan-out calls the Cython one's
+C methods directly).
 
 This module holds the pure-Python twin; the Cython `ordertrack.push._fanout` has the same
 behaviour and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
@@ -27,9 +31,10 @@ import orjson
 from ordertrack import protocol
 from ordertrack.push import malformed as why
 from ordertrack.push import twins
-from ordertrack.push.delivery import offer
+from ordertrack.push.delivery import OVERFLOW, SEND, offer
 
 MAX_SEQ = protocol.MAX_SEQ
+SLOW_CONSUMER = protocol.SLOW_CONSUMER
 
 
 class MalformedUpdate(ValueError):
@@ -95,10 +100,16 @@ class PureFanOut:
         if seq > watch.seq:
             watch.seq = seq
         delivered = 0
+        ws_frame = None
         for conn in tuple(watch.conns):
-            if offer(conn, frame, seq):
-                conn.send(frame)
+            verdict = offer(conn, frame, seq)
+            if verdict == SEND:
+                if ws_frame is None:
+                    ws_frame = text_frame(frame)
+                conn.send_frame(ws_frame)
                 delivered += 1
+            elif verdict == OVERFLOW:
+                conn.close(SLOW_CONSUMER)
         self.frames += delivered
         if delivered and self.on_delivered is not None and type(published_at) in (int, float):
             self.on_delivered(delivered, time.time() - published_at)
