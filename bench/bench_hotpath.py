@@ -65,7 +65,7 @@ class SinkTransport:
             return -1
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return 1  # "something queued": the Cython connection then writes, never send(2)s
 
     def write(self, data) -> None:
         pass

@@ -18,6 +18,10 @@ from picows.picows cimport MemoryBuffer, WSCloseCode, WSMsgType
 from ordertrack import protocol
 from ordertrack.flags.client_class import NATIVE
 
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int fd, const void* buf, size_t n, int flags)
+
 cdef object SLOW_CONSUMER = protocol.SLOW_CONSUMER
 cdef object CLIENT_CLOSE = protocol.CLIENT_CLOSE
 cdef object frame_violation = protocol.frame_violation
@@ -186,11 +190,22 @@ cdef class Connection(WSListener):
         return self._offer(frame, NO_SEQ if seq is None else seq)
 
     cdef int write_frame(self, bytes ws_frame) except -1:
-        """A whole WebSocket frame to the socket's transport (picows' own cached `write`),
-        never after a close frame went out; then the pending-bytes check."""
+        """A whole WebSocket frame to the socket, never after a close frame went out.
+
+        picows' own fast path (WSTransport._fast_write in 2.3.1, through its fields): nothing
+        queued in the transport -> one send(2) of the frame, and nothing is pending after it;
+        otherwise (or for the unsent rest) the transport's `write`, then the pending check."""
         cdef WSTransport transport = self.transport
+        cdef Py_ssize_t size, sent
         if transport.is_close_frame_sent or transport.is_disconnected:
             return 0
+        if not transport.is_secure and not transport._tr_get_write_buffer_size():
+            size = PyBytes_GET_SIZE(ws_frame)
+            sent = send(transport._socket, PyBytes_AS_STRING(ws_frame), <size_t>size, 0)
+            if sent == size:
+                return 0
+            if sent > 0:
+                ws_frame = ws_frame[sent:]
         transport._tr_write(ws_frame)
         self.check_pending()
         return 0
