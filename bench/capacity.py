@@ -12,13 +12,17 @@
 4. publishes on `order:tracking:{order_id}` at 2,000 messages/s for 10 s to orders the
    connections watch and reports delivery latency p50/p99/max from PUBLISH to client receive,
    and the pod's CPU while idle and while publishing;
-5. floods the watched orders (pipelined PUBLISH, as fast as this process can) and reports
-   watched delivery throughput: messages and frames per pod CPU second (= per second at 100 %
-   of one core);
+5. floods the watched orders (bench/flood.py: prebuilt PUBLISHes on a raw socket, paced by
+   Redis's output buffer for the pod, so the pod always has a backlog to read) with
+   `--flood-rounds` messages each and reports watched delivery throughput: messages and frames
+   per pod CPU second (= per second at 100 % of one core) over the window from the first
+   PUBLISH to the pod's last frame written, the pod's system-time share, and what Redis, the
+   load generator and the publisher used of the same cores (`--perf FILE` samples the pod
+   with `perf record -g` in that window; `--flood-only` skips steps 2 and 4);
 6. stops everything it started, prints a table and writes JSON under artifacts/.
 
-`--quick` (500 connections, 2 s of publishing, 1 s each of unwatched traffic at 5,000 msg/s and
-of the flood) is the CI smoke run. Targets reported against (issue 9): <= 6 KB RSS per
+`--quick` (500 connections, 2 s of publishing, 1 s of unwatched traffic at 5,000 msg/s, a
+flood of 4 messages per order) is the CI smoke run. Targets reported against (issue 9): <= 6 KB RSS per
 connection, p99 <= 1 ms at 2,000 messages/s, < 10 % of a core at 40,000 unwatched msg/s,
 >= 5,000 authenticated connections/s and >= 150,000 watched msg/s per pod core. Everything listens on 127.0.0.1
 only; the run is bounded by --timeout and cleans up on any exit (children also get SIGTERM
@@ -80,12 +84,17 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (from /proc/<pid>/stat)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used (from /proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     # after the command name: state is field 3, utime 14, stime 15 (1-based in proc(5))
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used."""
+    return sum(cpu_times(pid))
 
 
 class CpuMeter:
@@ -234,6 +243,41 @@ def histogram_buckets(text: str, name: str) -> dict[float, float]:
     return buckets
 
 
+GC_PAUSE = "ordertrack_gc_pause_seconds"
+
+
+def gc_pauses(text: str, generation: int = 2) -> tuple[float, float, dict[float, float]]:
+    """(collections, seconds paused, cumulative buckets) of one generation in the pod's
+    `ordertrack_gc_pause_seconds`."""
+    label = f'generation="{generation}"'
+    count = total = 0.0
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(GC_PAUSE) or label not in line:
+            continue
+        name, _, value = line.rpartition(" ")
+        if name.startswith(GC_PAUSE + "_count"):
+            count = float(value)
+        elif name.startswith(GC_PAUSE + "_sum"):
+            total = float(value)
+        elif 'le="' in name:
+            le = name.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] = float(value)
+    return count, total, buckets
+
+
+def gc_summary(before: str, after: str) -> dict[str, Any]:
+    """Collections of each generation between two scrapes: how many, the pause they added up
+    to, and the bucket of the longest (generation 2 is the full collection)."""
+    out: dict[str, Any] = {}
+    for generation in range(3):
+        n0, s0, b0 = gc_pauses(before, generation)
+        n1, s1, b1 = gc_pauses(after, generation)
+        out[f"gc{generation}"] = {"collections": n1 - n0, "pause_ms": (s1 - s0) * 1e3,
+                                  "longest_le_ms": _ms(bucket_quantile(b0, b1, 1.0))}
+    return out
+
+
 def bucket_quantile(before: dict[float, float], after: dict[float, float],
                     q: float) -> float | None:
     """Upper bound (the bucket's `le`) of quantile q of the observations between two scrapes."""
@@ -305,32 +349,6 @@ def unwatched_message(n: int) -> tuple[str, bytes]:
     return redis_layout.channel(f"nobody_{n % 50_000:08x}"), UNWATCHED_PAYLOAD
 
 
-def flood(redis_url: str, orders: list[str], seconds: float, batch: int = 1000) -> int:
-    """PUBLISH to `orders` round-robin as fast as one pipelining client can, for `seconds`;
-    every message has the next seq of its order (above any earlier run's)."""
-    import redis
-
-    from ordertrack import redis_layout
-
-    client = redis.Redis.from_url(redis_url)
-    base_seq = int(time.time() * 1000) + 10**9
-    sent = 0
-    deadline = time.perf_counter() + seconds
-    try:
-        while time.perf_counter() < deadline:
-            pipe = client.pipeline(transaction=False)
-            now = time.time()
-            for i in range(batch):
-                n = sent + i
-                pipe.publish(redis_layout.channel(orders[n % len(orders)]),
-                             bench_message(base_seq + n // len(orders), now))
-            pipe.execute()
-            sent += batch
-    finally:
-        client.close()
-    return sent
-
-
 def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> dict[str, Any]:
     """PUBLISH `rate` messages/s for `seconds`, round-robin over `orders`, each stamped with
     the wall-clock time right before its PUBLISH. Per-order seq starts above any earlier run."""
@@ -361,13 +379,91 @@ def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> d
             "no_subscriber": unheard}
 
 
+DELIVERED = "ordertrack_ws_updates_delivered_total"
+
+
+def pod_frames_settle(metrics_port: int, before: float, expected: int,
+                      quiet_seconds: float = 2.0, timeout: float = 60.0) -> float:
+    """The pod's frames written since `before`, once they reach `expected` or stop growing
+    for `quiet_seconds` (a connection closed as a slow consumer gets no more). Polled every
+    0.1 s: each /metrics scrape lists the pod's 19,500 fds (prometheus_client's process
+    collector), a cost the pod's CPU figure would otherwise carry."""
+    written, moved = 0.0, time.monotonic()
+    deadline = moved + timeout
+    while time.monotonic() < deadline:
+        now_written = (metric_sum(scrape(metrics_port), DELIVERED) or 0.0) - before
+        if now_written >= expected:
+            return now_written
+        if now_written > written:
+            written, moved = now_written, time.monotonic()
+        elif time.monotonic() - moved > quiet_seconds:
+            break
+        time.sleep(0.1)
+    return written
+
+
+def watched_flood(redis_url: str, orders: list[str], rounds: int, pod_pid: int,
+                  metrics_port: int, gen: LoadGenerator, watchers_per_order: int, redis_pid: int,
+                  perf_out: Path | None = None) -> dict[str, Any]:
+    """Flood the watched orders (bench/flood.py: `rounds` messages per order, as fast as the
+    pod reads) and measure the pod over the flood's window, from its first PUBLISH to the
+    pod's last frame written (its own frame counter): CPU seconds split into user and system
+    time, and what redis-server, the load generator and this publisher used of the same 2
+    cores meanwhile. With `perf_out`, `perf record -g` samples the pod in that window."""
+    from bench import flood as flooding
+
+    expected = rounds * len(orders) * watchers_per_order
+    slices = flooding.commands(orders, rounds, int(time.time() * 1000) + 10**9, time.time())
+    others = {"redis_server": [redis_pid], "loadgen": [p.pid for p in gen.processes],
+              "publisher": [os.getpid()]}
+    frames_before = metric_sum(scrape(metrics_port), DELIVERED) or 0.0
+    perf = None
+    if perf_out is not None:
+        perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(pod_pid),
+                                 "-o", str(perf_out)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # perf attaches
+    user0, system0 = cpu_times(pod_pid)
+    others0 = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in others.items()}
+    wall0 = time.monotonic()
+    result = flooding.flood(redis_url, slices, rounds * len(orders))
+    written = pod_frames_settle(metrics_port, frames_before, expected)
+    wall = time.monotonic() - wall0
+    user1, system1 = cpu_times(pod_pid)
+    used = {name: sum(cpu_seconds(pid) for pid in pids) - others0[name]
+            for name, pids in others.items()}
+    if perf is not None:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(30)
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: gen.stats()["updates"] >= expected, 60, "flood deliveries",
+                   interval=0.5)
+    received = gen.stats(reset=True)["updates"]
+    user, system = user1 - user0, system1 - system0
+    pod_cpu = user + system
+    return {
+        "sent": result.sent, "frames_written": written, "received": received,
+        "window_seconds": wall, "publish_seconds": result.seconds,
+        "publisher_held_back_seconds": result.held_back_seconds,
+        "redis_max_omem_bytes": result.max_omem_bytes,
+        "pod_cpu_seconds": pod_cpu, "pod_user_seconds": user, "pod_system_seconds": system,
+        "pod_cpu_percent": 100.0 * pod_cpu / wall if wall else math.nan,
+        "other_cpu_seconds": used,
+        "messages_per_core_second": result.sent / pod_cpu if pod_cpu else math.nan,
+        "frames_per_core_second": written / pod_cpu if pod_cpu else math.nan,
+        "us_per_message": pod_cpu / result.sent * 1e6 if result.sent else math.nan,
+        "still_open": gen.stats()["open"],
+        "perf_data": str(perf_out) if perf_out else None,
+    }
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
 def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interval: float,
         watchers_per_order: int, settle_seconds: float, concurrency: int = 128,
         unwatched_rates: tuple[int, ...] = UNWATCHED_RATES, unwatched_seconds: float = 3.0,
-        flood_seconds: float = 3.0) -> dict[str, Any]:
+        flood_rounds: int = 20, perf_out: Path | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -388,7 +484,7 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
         time.sleep(settle_seconds)
         rss_idle = rss_kb(pod.pid)
         report["pod"]["rss_idle_kb"] = rss_idle
-        log.info("pod ready on 127.0.0.1:%d, idle RSS %d kB", port, rss_idle)
+        log.info("pod %d ready on 127.0.0.1:%d, idle RSS %d kB", pod.pid, port, rss_idle)
 
         report["unwatched"] = []
         for unwatched_rate in unwatched_rates:
@@ -407,12 +503,14 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
                              "concurrency": concurrency}
         for level in levels:
             log.info("ramping to %d connections", level)
+            gc_before = scrape(metrics_port)
             cpu.start()
             opened = gen.open(level)
             wait_until(lambda held=opened["open"]: gen.stats()["acks"] >= held, 30,
                        f"connection_ack on {level} connections", interval=0.5)
             ramp_cpu = cpu.stop()
             ramp_cpu_seconds = cpu.used
+            ramp_gc = gc_summary(gc_before, scrape(metrics_port))
             newly_open = opened["open"] - (report["levels"][-1]["open"] if report["levels"] else 0)
             time.sleep(settle_seconds)
             cpu.start()
@@ -435,52 +533,44 @@ def run(levels: list[int], rate: float, publish_seconds: float, heartbeat_interv
                 "ramp_cpu_percent": ramp_cpu,
                 "connections_per_core_second": newly_open / ramp_cpu_seconds if ramp_cpu_seconds else math.nan,
                 "idle_cpu_percent": idle_cpu,
+                "gc": ramp_gc,
                 "pod_metric_active_connections": metric_sum(
                     scrape(metrics_port), "ordertrack_ws_active_connections"),
             })
 
         watched = sorted({order_id(i, watchers_per_order) for i in range(top)})
-        gen.stats(reset=True)
-        log.info("publishing %.0f msg/s for %.0f s to %d orders", rate, publish_seconds,
-                 len(watched))
-        hist_before = histogram_buckets(scrape(metrics_port), POD_LATENCY)
-        cpu.start()
-        sent = publish(redis_url, watched, rate, publish_seconds)
-        expected = sent["sent"] * watchers_per_order
-        with contextlib.suppress(TimeoutError):
-            wait_until(lambda: gen.stats()["updates"] >= expected, 5, "deliveries", interval=0.2)
-        publish_cpu = cpu.stop()
-        received = gen.stats(reset=True)
-        hist_after = histogram_buckets(scrape(metrics_port), POD_LATENCY)
-        pod_side = {f"pod_side_{name}_le_ms": _ms(bucket_quantile(hist_before, hist_after, q))
-                    for name, q in (("p50", 0.5), ("p99", 0.99))}
-        report["delivery"] = {
-            **sent,
-            "watchers_per_order": watchers_per_order,
-            "expected_deliveries": expected,
-            "received": received["updates"],
-            **latency_summary(received["latencies"]),
-            "slowest": slowest(received["latencies"], sent["started_at"]),
-            "pod_cpu_percent": publish_cpu,
-            **pod_side,
-            "rss_kb_after": rss_kb(pod.pid),
-        }
-        report["final"] = {"open": received["open"], "closes": received["closes"]}
+        if publish_seconds > 0:
+            gen.stats(reset=True)
+            log.info("publishing %.0f msg/s for %.0f s to %d orders", rate, publish_seconds,
+                     len(watched))
+            hist_before = histogram_buckets(scrape(metrics_port), POD_LATENCY)
+            cpu.start()
+            sent = publish(redis_url, watched, rate, publish_seconds)
+            expected = sent["sent"] * watchers_per_order
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: gen.stats()["updates"] >= expected, 5, "deliveries", interval=0.2)
+            publish_cpu = cpu.stop()
+            received = gen.stats(reset=True)
+            hist_after = histogram_buckets(scrape(metrics_port), POD_LATENCY)
+            pod_side = {f"pod_side_{name}_le_ms": _ms(bucket_quantile(hist_before, hist_after, q))
+                        for name, q in (("p50", 0.5), ("p99", 0.99))}
+            report["delivery"] = {
+                **sent,
+                "watchers_per_order": watchers_per_order,
+                "expected_deliveries": expected,
+                "received": received["updates"],
+                **latency_summary(received["latencies"]),
+                "slowest": slowest(received["latencies"], sent["started_at"]),
+                "pod_cpu_percent": publish_cpu,
+                **pod_side,
+                "rss_kb_after": rss_kb(pod.pid),
+            }
+            report["final"] = {"open": received["open"], "closes": received["closes"]}
 
-        log.info("flooding %d watched orders for %.0f s", len(watched), flood_seconds)
-        cpu.start()
-        flooded = flood(redis_url, watched, flood_seconds)
-        with contextlib.suppress(TimeoutError):
-            wait_until(lambda: gen.stats()["updates"] >= flooded * watchers_per_order, 10,
-                       "flood deliveries", interval=0.2)
-        cpu.stop()
-        delivered = gen.stats(reset=True)["updates"]
-        report["watched_throughput"] = {
-            "sent": flooded, "received": delivered, "pod_cpu_seconds": cpu.used,
-            "messages_per_core_second": flooded / cpu.used if cpu.used else math.nan,
-            "frames_per_core_second": delivered / cpu.used if cpu.used else math.nan,
-            "still_open": gen.stats()["open"],
-        }
+        log.info("flooding %d watched orders, %d messages each", len(watched), flood_rounds)
+        report["watched_throughput"] = watched_flood(
+            redis_url, watched, flood_rounds, pod.pid, metrics_port, gen,
+            watchers_per_order, redis_proc.pid, perf_out)
     finally:
         if gen is not None:
             gen.close()
@@ -541,9 +631,13 @@ def render(report: dict[str, Any]) -> str:
             f"{lvl['ramp_cpu_percent']:>10.0f} {lvl['connections_per_core_second']:>11,.0f} "
             f"{lvl['idle_cpu_percent']:>10.1f}"
         )
-    d = report["delivery"]
+        if "gc" in lvl:
+            lines.append(f"{'':>11} garbage collections in the ramp (pod): " + "; ".join(
+                f"generation {g[2:]}: {c['collections']:.0f}, {c['pause_ms']:.0f} ms in all, "
+                f"longest <= {_fmt_ms(c['longest_le_ms'])}" for g, c in lvl["gc"].items()))
+    d = report.get("delivery")
     v = report["verdict"]
-    lines += [
+    lines += [] if d is None else [
         "",
         f"delivery: {d['sent']:,} PUBLISH in {d['seconds']:.1f} s ({d['rate']:,.0f} msg/s) to "
         f"{report['levels'][-1]['open']:,} connections; received {d['received']:,} of "
@@ -555,10 +649,19 @@ def render(report: dict[str, Any]) -> str:
     ]
     w = report.get("watched_throughput")
     if w:
-        lines.append(
-            f"watched flood: {w['sent']:,} PUBLISH, {w['received']:,} frames received, pod "
-            f"{w['pod_cpu_seconds']:.2f} CPU s: {w['messages_per_core_second']:,.0f} msg/s and "
-            f"{w['frames_per_core_second']:,.0f} frames/s per pod core")
+        other = ", ".join(f"{name} {sec:.2f}" for name, sec in w["other_cpu_seconds"].items())
+        lines += [
+            "",
+            f"watched flood: {w['sent']:,} PUBLISH, {w['frames_written']:,.0f} frames written "
+            f"(pod counter), {w['received']:,} received; pod {w['pod_cpu_seconds']:.2f} CPU s "
+            f"({w['pod_system_seconds'] / w['pod_cpu_seconds']:.0%} system) in "
+            f"{w['window_seconds']:.2f} s ({w['pod_cpu_percent']:.0f}% of a core): "
+            f"{w['messages_per_core_second']:,.0f} msg/s and {w['frames_per_core_second']:,.0f} "
+            f"frames/s per pod core ({w['us_per_message']:.2f} us/msg)",
+            f"  same window, CPU s of the others on the 2 cores: {other}; publisher held back "
+            f"{w['publisher_held_back_seconds']:.2f} s (Redis's buffer for the pod peaked at "
+            f"{w['redis_max_omem_bytes'] / 1e6:.1f} MB)",
+        ]
     lines += [
         "",
         f"target RSS/conn <= {TARGET_RSS_PER_CONNECTION_KB:.0f} KB: "
@@ -591,6 +694,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the pod's HEARTBEAT_INTERVAL_SECONDS")
     parser.add_argument("--timeout", type=float, default=None,
                         help="abort after this many seconds (default 600, quick: 60)")
+    parser.add_argument("--flood-rounds", type=int, default=None,
+                        help="messages per watched order in the flood (default 20, quick: 4)")
+    parser.add_argument("--flood-only", action="store_true",
+                        help="skip the unwatched traffic and the 2,000 msg/s delivery phase")
+    parser.add_argument("--perf", type=Path, default=None,
+                        help="perf record -g the pod during the flood into this file")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON report path (default artifacts/capacity-<time>.json)")
     args = parser.parse_args(argv)
@@ -600,7 +709,9 @@ def main(argv: list[str] | None = None) -> int:
 
     levels = [int(x) for x in args.levels.split(",")] if args.levels else (
         [500] if args.quick else [10_000, 19_500])
-    publish_seconds = args.publish_seconds or (2.0 if args.quick else 10.0)
+    publish_seconds = 0.0 if args.flood_only else (
+        args.publish_seconds or (2.0 if args.quick else 10.0))
+    unwatched_rates = () if args.flood_only else (5_000,) if args.quick else UNWATCHED_RATES
     timeout = args.timeout or (60.0 if args.quick else 600.0)
     settle = 0.5 if args.quick else 2.0
     if shutil.which("redis-server") is None:
@@ -616,9 +727,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(levels, args.rate, publish_seconds, args.heartbeat_interval,
                      args.watchers_per_order, settle, args.concurrency,
-                     unwatched_rates=(5_000,) if args.quick else UNWATCHED_RATES,
+                     unwatched_rates=unwatched_rates,
                      unwatched_seconds=1.0 if args.quick else 3.0,
-                     flood_seconds=1.0 if args.quick else 3.0)
+                     flood_rounds=args.flood_rounds or (4 if args.quick else 20),
+                     perf_out=args.perf)
     except (TimeoutError, RuntimeError, OSError) as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 1

@@ -340,8 +340,12 @@ def worker_main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -
     """Entry point of a worker process."""
     import uvloop
 
+    from ordertrack.telemetry import tune_gc
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    uvloop.run(_serve_commands(Worker(spec), pipe))
+    worker = Worker(spec)
+    tune_gc()  # the clients measure the pod, not their own full collections
+    uvloop.run(_serve_commands(worker, pipe))
 
 
 # --- the parent side ---------------------------------------------------------------------------

@@ -347,13 +347,13 @@ def test_dashboard_has_the_logs_six_panels_and_duration_buckets(pod_metrics):
     board = dashboard()
     assert (board["uid"], board["title"], board["refresh"]) == (
         "ws-order-tracking", "ws-order-tracking-monitoring", "10s")
-    # the log's six panels, in its order, then ours for carrier push (issue 13)
+    # the log's six panels, in its order, then ours for carrier push (issue 13) and GC pauses
     assert [p["title"] for p in board["panels"]] == [
         "Active WebSocket Connections", "Connection Duration Distribution",
         "Tracking Update Delivery Latency", "Heartbeat Timeout Rate",
         "Carrier API Polling Success Rate", "Redis Pub/Sub Message Volume",
-        "Carrier Push (webhooks)"]
-    assert len({p["id"] for p in board["panels"]}) == 7
+        "Carrier Push (webhooks)", "Garbage Collection Pauses"]
+    assert len({p["id"] for p in board["panels"]}) == 8
     by_title = {p["title"]: p for p in board["panels"]}
     latency = [t["expr"] for t in by_title["Tracking Update Delivery Latency"]["targets"]]
     assert [re.search(r"histogram_quantile\(([\d.]+)", e).group(1) for e in latency] == [
@@ -381,6 +381,17 @@ def test_the_carrier_push_panel_shows_received_verified_refused_duplicates_and_l
     assert ingest_metrics.values("ordertrack_ingest_deliveries_refused_total", "reason") == {
         "unauthorized"}
     assert panel["gridPos"]["y"] >= 27  # below the log's six
+
+
+def test_every_process_reports_how_long_garbage_collections_stopped_it(
+        pod_metrics, gateway_metrics, ingest_metrics):
+    """A full collection stops every client of a pod: operators see each pause, by generation."""
+    for scraped in (pod_metrics, gateway_metrics, ingest_metrics):
+        assert "0" in scraped.values("ordertrack_gc_pause_seconds_count", "generation")
+        assert "0.01" in scraped.values("ordertrack_gc_pause_seconds_bucket", "le")
+    (panel,) = [p for p in dashboard()["panels"] if p["title"] == "Garbage Collection Pauses"]
+    assert {name for t in panel["targets"] for name, _ in read_promql(t["expr"])[0]} == {
+        "ordertrack_gc_pause_seconds_bucket"}
 
 
 def test_readme_lists_a_query_for_every_infrastructure_metrics_row():

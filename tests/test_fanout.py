@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertrack import protocol
+from ordertrack import protocol, redis_layout
 from ordertrack.push import connection, fanout, malformed
 from ordertrack.push.hub import Watch
 
@@ -84,8 +84,7 @@ def test_the_extension_is_built_and_chosen_by_default():
 
 
 def test_one_frame_for_every_watcher_without_carrier_internals(impl):
-    delivered = []
-    out = impl(on_delivered=lambda count, latency: delivered.append((count, latency)))
+    out = impl()
     watchers = [Watcher() for _ in range(10)]
     watch = watch_of(*watchers)
     body = message(7)
@@ -101,7 +100,8 @@ def test_one_frame_for_every_watcher_without_carrier_internals(impl):
         "status": "in_transit", "location": "Newark NJ", "timestamp": "2025-10-03T14:00:00Z",
         "estimated_delivery": "2025-10-04", "carrier": "dhl", "seq": 7}}
     assert watch.seq == 7 and all(w.sent_seq == 7 for w in watchers)
-    assert delivered and delivered[0][0] == 10 and 0 <= delivered[0][1] < 60
+    # one latency observation per message, not per frame; published_at was just now
+    assert sum(out.latency_counts()) == 1 and 0 <= out.latency_sum < 60
     assert (out.messages, out.frames, out.malformed) == (1, 10, 0)
 
 
@@ -122,7 +122,7 @@ def test_a_connection_held_past_its_pending_bytes_is_closed_1013_and_the_others_
     live, other_held = Watcher(), Watcher(acked=False)
     watch = watch_of(held, live, other_held)
     body = orjson.dumps(message(1, location="x" * 300))
-    frame_size = len(fanout.decode_update(body)[0])
+    frame_size = len(protocol.tracking_update(redis_layout.decode_message(body)))
     seq = 0
     while held.close_reason is None:
         seq += 1
@@ -168,8 +168,10 @@ BAD = [
     (orjson.dumps(message(2**53 + 1)), malformed.BAD_SEQ),
     (orjson.dumps({k: v for k, v in message(1).items() if k != "seq"}), malformed.BAD_SEQ),
     (orjson.dumps(message(2**53)), malformed.BAD_SEQ),
-    (orjson.dumps({k: v for k, v in message(1).items() if k != "status"}), malformed.BAD_STATUS),
-    (orjson.dumps(message(1, status=None)), malformed.BAD_STATUS),
+    (orjson.dumps({k: v for k, v in message(1).items() if k != "status"}), malformed.MISSING_FIELD),
+    (orjson.dumps({k: v for k, v in message(1).items() if k != "location"}), malformed.MISSING_FIELD),
+    (orjson.dumps(message(1, status=None)), malformed.BAD_FIELD),
+    (orjson.dumps(message(1, timestamp=1759501320)), malformed.BAD_FIELD),
     (orjson.dumps(message(1, location="x" * (11 << 20))), malformed.PAYLOAD_TOO_LARGE),
 ]
 
@@ -190,14 +192,25 @@ def test_a_bad_payload_reaches_nobody_and_the_next_one_flows(impl, payload, reas
 
 
 def test_latency_only_for_messages_that_carry_published_at(impl):
-    delivered = []
-    out = impl(on_delivered=lambda count, latency: delivered.append(count))
+    out = impl()
     watch = watch_of(Watcher())
     out.publish("ord_1", watch, orjson.dumps({k: v for k, v in message(1).items()
                                              if k != "published_at"}))
     out.publish("ord_1", watch, orjson.dumps(message(2, published_at="yesterday")))
     out.publish("ord_1", watch, orjson.dumps(message(3)))
-    assert delivered == [1]
+    assert out.frames == 3 and sum(out.latency_counts()) == 1
+
+
+def test_latency_lands_in_the_bucket_of_its_bound(impl):
+    """Prometheus buckets are `le`: 3 ms goes in the 5 ms bucket, 2 s in +Inf."""
+    out = impl()
+    watch = watch_of(Watcher())
+    for seq, age in ((1, 0.003), (2, 2.0)):
+        out.publish("ord_1", watch, orjson.dumps(message(seq, published_at=time.time() - age)))
+    counts = out.latency_counts()
+    assert len(counts) == len(fanout.LATENCY_BUCKETS) + 1
+    assert counts[fanout.LATENCY_BUCKETS.index(0.005)] == 1 and counts[-1] == 1
+    assert sum(counts) == 2 and 2.0 < out.latency_sum < 60
 
 
 FRAMERS = {"python": fanout.text_frame}
@@ -242,11 +255,11 @@ def test_both_implementations_deliver_the_same_frames(states, stream):
             watchers.append(w)
         calls = []
         out = fanout.IMPLEMENTATIONS[name](
-            on_delivered=lambda count, _latency, calls=calls: calls.append(("delivered", count)),
             on_malformed=lambda order_id, why, calls=calls: calls.append((order_id, why)))
         watch = watch_of(*watchers)
         counts = [out.publish("ord_p", watch, payload) for payload in stream]
         results.append((counts, calls, watch.seq, out.messages, out.frames, out.malformed,
+                        sum(out.latency_counts()),
                         [(w.sent, w.backlog, w.held_bytes, w.sent_seq, w.close_reason)
                          for w in watchers]))
     assert results[0] == results[1]

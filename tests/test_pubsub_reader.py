@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ordertrack import redis_layout
+from ordertrack.devtools.resp import confirmation, feed, message, pmessage
 from ordertrack.push import malformed, pubsub_reader
 from ordertrack.push.hub import Watch
 from tests.support import REPO
@@ -47,33 +48,6 @@ class Calls:
 
     def of(self, kind: str) -> list[tuple]:
         return [c for c in self.log if c[0] == kind]
-
-
-def feed(reader, data: bytes) -> None:
-    """Hand `data` to the reader as the event loop does, one buffer-full at a time."""
-    view = memoryview(data)
-    while view:
-        buf = reader.get_buffer(len(view))
-        n = min(len(buf), len(view))
-        buf[:n] = view[:n]
-        reader.buffer_updated(n)
-        view = view[n:]
-
-
-def bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-def pmessage(channel: bytes, payload: bytes) -> bytes:
-    return b"*4\r\n" + bulk(b"pmessage") + bulk(redis_layout.CHANNEL_PATTERN.encode()) + bulk(channel) + bulk(payload)
-
-
-def message(channel: bytes, payload: bytes) -> bytes:
-    return b"*3\r\n" + bulk(b"message") + bulk(channel) + bulk(payload)
-
-
-def confirmation(kind: bytes, channel: bytes, count: int) -> bytes:
-    return b"*3\r\n" + bulk(kind) + bulk(channel) + b":%d\r\n" % count
 
 
 def order(order_id: str) -> bytes:
@@ -127,6 +101,24 @@ def test_bad_messages_are_counted_and_the_others_keep_flowing(impl, frame, reaso
     assert calls.log[0][0] == "malformed" and calls.log[0][2] == reason
     assert calls.log[1:] == [("update", "ord_w", b'{"seq": 3}')]
     assert reader.malformed == 1
+
+
+def test_a_handler_that_raises_loses_that_message_only(impl, caplog):
+    calls = Calls()
+    reader = impl({"ord_w": Watch(), "ord_x": Watch()}, **calls.kwargs())
+
+    def handler(order_id, watch, payload):
+        if payload == b"boom":
+            raise RuntimeError("a bug in the fan-out")
+        calls.log.append(("update", order_id, payload))
+
+    reader.on_update = handler
+    with caplog.at_level("ERROR", logger="ordertrack.push.pubsub_reader"):
+        feed(reader, pmessage(order("ord_w"), b"boom") + pmessage(order("ord_x"), b"next"))
+    assert calls.log == [("update", "ord_x", b"next")]
+    assert reader.error is None and reader.malformed == 0
+    (record,) = caplog.records
+    assert "ord_w" in record.getMessage() and record.exc_info[0] is RuntimeError
 
 
 def test_not_resp_stops_the_reader_and_counts_once(impl):

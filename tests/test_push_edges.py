@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import psutil
@@ -257,7 +258,8 @@ async def test_a_malformed_control_message_leaves_the_pod_subscribed(pod, keys, 
 
 async def test_a_seq_of_2_63_does_not_silence_the_order(pod, keys, rasync):
     def message(seq):  # straight onto the channel, as a buggy or hostile publisher would
-        return json.dumps({"status": "in_transit", "carrier": "dhl", "seq": seq})
+        return redis_layout.encode_message("dhl", seq, "in_transit", None, "2025-10-03T14:00:00Z",
+                                           None, None, time.time())
 
     await rasync.hset(redis_layout.state("ord_bigstate"), mapping={"status": "x", "seq": 2**63})
     big_state = await connect(pod, keys.token("big", ["ord_big", "ord_bigstate"]), "ord_bigstate")

@@ -377,8 +377,11 @@ def worker_main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -
     """Entry point of a worker process: sign tokens, say ready, run the timeline, report."""
     import uvloop
 
+    from ordertrack.telemetry import tune_gc
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     worker = Worker(spec)
+    tune_gc()  # the clients measure the server, not their own full collections
     pipe.send(("ready", spec.worker, None))
     kind, timeline = pipe.recv()
     if kind != "start":

@@ -116,6 +116,8 @@ class _PostConnection:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        #: POSTs sent again because nginx had closed the kept-alive connection
+        self.retries = 0
 
     async def post(self, path: str, body: bytes, timeout: float = 5.0) -> None:
         """POST `body`; raises on a status >= 300 or a broken connection (which is dropped,
@@ -127,12 +129,24 @@ class _PostConnection:
             raise
 
     async def _post(self, path: str, body: bytes) -> None:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(),
-                                                              len(body), body))
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        request = (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(body), body))
+        while True:
+            fresh = self.writer is None
+            if fresh:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.write(request)
+            try:
+                head = await self.reader.readuntil(b"\r\n\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # nginx closes idle keep-alive connections when it runs short of connections
+                # (bench/peers NCHAN_CONNECTION_LIMIT): a reused one closed before answering is
+                # retried once on a new connection, as HTTP clients do; a new one is an error
+                self.close()
+                if fresh:
+                    raise
+                self.retries += 1
         status = int(head.split(b" ", 2)[1])
         length = 0
         for line in head.split(b"\r\n")[1:]:
@@ -291,6 +305,7 @@ class Feeder:
             "publish_p99_ms": percentile(calls, 99) * 1e3,
             "lateness": late, "schedule_lag_p99_ms": late["p99_ms"],
             "cpu_percent": 100.0 * cpu / wall if wall > 0 else None,
+            "http_retries": sum(c.retries for c in self.http.all) if self.http is not None else 0,
             "lag": self.lag,
         }
 

@@ -409,7 +409,11 @@ def peers_section(report: dict[str, Any]) -> list[str]:
                 f"figures are over the {_f(c['established'])} that got in, and its memory per "
                 "connection also carries the ones that never got their ack.")
         feed = results[peer]["feed"]
-        if feed["sent"] < feed["scheduled"] or (
+        if feed.get("errors"):
+            lines.append(f"- {peer}'s feeder ({feed['mode']}): {_f(feed['errors'])} of "
+                         f"{_f(feed['scheduled'])} updates could not be published (the run's "
+                         "log has the first errors); they count as neither sent nor received.")
+        elif feed["sent"] < feed["scheduled"] or (
                 (feed.get("lateness") or {}).get("p99_ms") or 0) > 1_000:
             lines.append(f"- {peer}'s feeder ({feed['mode']}) fell behind: its delivery "
                          "figures start at each update's send stamp, so they do not include "

@@ -186,6 +186,10 @@ def _node_command(redis_url: str, port: int, workdir: Path) -> list[str]:
 
 NCHAN_DIR = HERE / "nchan"
 NCHAN_WORKER_CONNECTIONS = 19_000
+#: nginx closes its reusable connections (idle keep-alive ones: the publisher's) whenever fewer
+#: than 1/16 of worker_connections are free, so subscribers stay below that, with room for the
+#: ack hook's internal requests and Redis: 19,000 - 1,187 - 1,000 = 16,813 -> 16,800
+NCHAN_CONNECTION_LIMIT = 16_800
 
 
 def _nginx_binary() -> str | None:
@@ -236,8 +240,6 @@ PEERS: dict[str, PeerSpec] = {
         PeerSpec("nchan", "nchan-http",
                  "nginx + nchan, Redis storage, fed by its HTTP publisher",
                  _nchan_missing, _nchan_command, _nchan_publishes,
-                 # nginx.conf.template's worker_connections (19,000) count its internal
-                 # requests (ack, shaping) too
-                 connection_limit=NCHAN_WORKER_CONNECTIONS - FD_RESERVE),
+                 connection_limit=NCHAN_CONNECTION_LIMIT),
     )
 }

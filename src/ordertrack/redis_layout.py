@@ -168,9 +168,19 @@ def encode_message(carrier: str, seq: int, status: str, location: str | None, ti
     })
 
 
+#: the client fields that must be strings (the others may be null)
+STRING_FIELDS = ("status", "timestamp")
+
+
 def decode_message(payload: bytes | str) -> dict[str, Any]:
-    """A message as published: a JSON object with an integer `seq` in 1..2**53-1, every client
-    field present and `status` and `timestamp` strings. MalformedMessage otherwise."""
+    """THE rule for a message, on the channel and in a stream entry alike (the gateway writes
+    it with `encode_message`): MalformedMessage with the first reason that applies, checked in
+    this order: at most `MAX_PAYLOAD_BYTES`, JSON, an object, an integer `seq` in 1..2**53-1,
+    every client field present (`CLIENT_UPDATE_FIELDS`), `status` and `timestamp` strings.
+    `published_at` is optional (the latency metric needs it, a client never sees it).
+
+    The fan-out (push/fanout.py) decodes with this function; the Cython fan-out's `_decode`
+    is its twin and applies the same checks in the same order (tests/test_message_rule.py)."""
     if len(payload) > why.MAX_PAYLOAD_BYTES:
         raise MalformedMessage(why.PAYLOAD_TOO_LARGE)
     try:
@@ -185,9 +195,9 @@ def decode_message(payload: bytes | str) -> dict[str, Any]:
     for field in CLIENT_UPDATE_FIELDS:
         if field not in message:
             raise MalformedMessage(why.MISSING_FIELD, field)
-    for field in ("status", "timestamp"):
+    for field in STRING_FIELDS:
         if type(message[field]) is not str:
-            raise MalformedMessage(why.MISSING_FIELD, f"{field} is not a string")
+            raise MalformedMessage(why.BAD_FIELD, f"{field} is not a string")
     return message
 
 

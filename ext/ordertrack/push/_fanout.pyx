@@ -1,6 +1,7 @@
 # cython: language_level=3
 """Cython fan-out: the same behaviour as `ordertrack.push.fanout.PureFanOut` (that module's
-docstring has the rules); tests/test_fanout.py compares the two."""
+docstring has the rules); tests/test_fanout.py compares the two, tests/test_message_rule.py
+compares `_decode` with `redis_layout.decode_message`, the message rule it mirrors."""
 
 import orjson
 
@@ -11,23 +12,29 @@ from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from ordertrack.push._connection cimport OVERFLOW, SEND, Connection, text_frame
 
-from ordertrack import protocol
+from ordertrack import protocol, redis_layout
 from ordertrack.push import malformed as why
 from ordertrack.push.delivery import offer
+# the twin module defines its constants before it imports this one
+from ordertrack.push.fanout import LATENCY_BUCKETS
 
 cdef object loads = orjson.loads
 cdef object dumps = orjson.dumps
 cdef object JSONDecodeError = orjson.JSONDecodeError
 cdef tuple FIELDS = protocol.CLIENT_UPDATE_FIELDS
+cdef tuple STRING_FIELDS = redis_layout.STRING_FIELDS
 cdef Py_ssize_t MAX_PAYLOAD_BYTES = why.MAX_PAYLOAD_BYTES
 cdef long long MAX_SEQ = protocol.MAX_SEQ
 cdef str PAYLOAD_TOO_LARGE = why.PAYLOAD_TOO_LARGE
 cdef str NOT_JSON = why.NOT_JSON
 cdef str NOT_OBJECT = why.NOT_OBJECT
 cdef str BAD_SEQ = why.BAD_SEQ
-cdef str BAD_STATUS = why.BAD_STATUS
+cdef str MISSING_FIELD = why.MISSING_FIELD
+cdef str BAD_FIELD = why.BAD_FIELD
 cdef str EVENT = "tracking_update"
 cdef object SLOW_CONSUMER = protocol.SLOW_CONSUMER
+cdef Py_ssize_t NBOUNDS = len(LATENCY_BUCKETS)
+assert NBOUNDS < MAX_BUCKETS, "LATENCY_BUCKETS has more bounds than the Cython fan-out holds"
 
 
 def _ignore(*_args):
@@ -41,12 +48,26 @@ cdef inline double _now():
 
 
 cdef class FanOut:
-    def __init__(self, on_delivered=None, on_malformed=None):
-        self.on_delivered = on_delivered
+    def __init__(self, on_malformed=None):
+        cdef Py_ssize_t i
         self.on_malformed = on_malformed or _ignore
+        for i in range(NBOUNDS):
+            self._bounds[i] = LATENCY_BUCKETS[i]
+
+    def latency_counts(self):
+        """Observations per bucket (not cumulative): one per LATENCY_BUCKETS bound, then +Inf."""
+        return [self._latency_counts[i] for i in range(NBOUNDS + 1)]
+
+    cdef void _observe(self, double latency):
+        cdef Py_ssize_t i = 0
+        while i < NBOUNDS and latency > self._bounds[i]:
+            i += 1
+        self._latency_counts[i] += 1
+        self.latency_sum += latency
 
     cdef object _decode(self, bytes payload, long long* seq):
-        """(frame, published_at), or the reason (a str) it is malformed."""
+        """(frame, published_at), or the reason (a str) it is malformed: redis_layout's
+        decode_message, the same checks in the same order."""
         cdef PyObject* value
         if PyBytes_GET_SIZE(payload) > MAX_PAYLOAD_BYTES:
             return PAYLOAD_TOO_LARGE
@@ -65,9 +86,12 @@ cdef class FanOut:
         data = PyDict_New()
         for field in FIELDS:
             value = PyDict_GetItem(message, field)
-            PyDict_SetItem(data, field, None if value is NULL else <object>value)
-        if type(data["status"]) is not str:
-            return BAD_STATUS
+            if value is NULL:
+                return MISSING_FIELD
+            PyDict_SetItem(data, field, <object>value)
+        for field in STRING_FIELDS:
+            if type(data[field]) is not str:
+                return BAD_FIELD
         value = PyDict_GetItem(message, "published_at")
         return (dumps({"event": EVENT, "data": data}),
                 None if value is NULL else <object>value)
@@ -112,7 +136,6 @@ cdef class FanOut:
             elif verdict == OVERFLOW:
                 conn.close(SLOW_CONSUMER)
         self.frames += delivered
-        if delivered and self.on_delivered is not None and (
-                type(published_at) is float or type(published_at) is int):
-            self.on_delivered(delivered, _now() - published_at)
+        if delivered and (type(published_at) is float or type(published_at) is int):
+            self._observe(_now() - published_at)
         return delivered

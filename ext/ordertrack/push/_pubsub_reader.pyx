@@ -15,7 +15,8 @@ from libc.string cimport memcmp
 from ordertrack import redis_layout
 from ordertrack.push import malformed as why
 # the twin module defines its constants before it imports this one
-from ordertrack.push.pubsub_reader import FEED_BYTES as _FEED_BYTES, READ_BUFFER_BYTES
+from ordertrack.push.pubsub_reader import (FEED_BYTES as _FEED_BYTES, HANDLER_FAILED,
+                                           READ_BUFFER_BYTES, log)
 
 cdef bytes PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 cdef Py_ssize_t PREFIX_LEN = len(PREFIX)
@@ -139,7 +140,10 @@ cdef class ReaderCore:
             if watch is NULL:
                 self.discarded += 1
                 return 0
-            self.on_update(order_id, <object>watch, payload)
+            try:
+                self.on_update(order_id, <object>watch, payload)
+            except Exception:
+                log.exception(HANDLER_FAILED, order_id)
         elif n == 3 and _is(kind, b"message", 7):
             payload = reply[2]
             if type(payload) is bytes:

@@ -15,12 +15,16 @@ PUBLISHes on this pod's own control channel through the command client (which fo
 master), so its coming back proves the whole path, not just the socket (a PING on the
 subscription would be answered by a demoted or partitioned node too).
 
-While `on_live` runs (the catch-up after a reconnect), updates of watched orders are held and
-handed on in order once it is done: a live update must not overtake the replay of the ones
-before it (the client would then never see those, `seq` being never shown twice).
+From the moment a connection opens until `on_live` (the catch-up after a reconnect) is done,
+updates of watched orders are held and then handed on in order: a live update must not
+overtake the replay of the ones before it (the client would then never see those, `seq`
+being never shown twice). Holding is done by giving the reader a holding `on_update` and
+swapping in the real one afterwards, so a live message goes from the reader straight to
+`on_update` (the fan-out), with no call of the broker's in between.
 
-A message whose handler fails is that message's alone (logged, dropped): the subscription
-goes on. Counters (`received`, `discarded`, `malformed`) add up over every connection.
+A message whose handler fails is that message's alone (logged by the reader, dropped): the
+subscription goes on. Counters (`received`, `discarded`, `malformed`) add up over every
+connection.
 """
 
 from __future__ import annotations
@@ -86,8 +90,8 @@ class Broker:
         self._stopping = False
         # counters of the readers of earlier connections (the current one counts its own)
         self._totals = [0, 0, 0]
-        #: updates held while `on_live` catches up, or None
-        self._held: list | None = None
+        #: updates held until `on_live` has caught up (see the module docstring)
+        self._held: list = []
 
     # --- counters ----------------------------------------------------------------------------
     def _count(self, index: int, name: str) -> int:
@@ -107,14 +111,18 @@ class Broker:
         return self._count(2, "malformed")
 
     # --- handlers: one message's failure is that message's alone ---------------------------------
-    def _update(self, order_id: str, watch, payload: bytes) -> None:
-        if self._held is not None:
-            self._held.append((order_id, watch, payload))
-            return
-        try:
-            self.on_update(order_id, watch, payload)
-        except Exception:  # noqa: BLE001 - a bug in a handler must not end the subscription
-            log.exception("handling a message on order %s failed; dropped it", order_id)
+    def _hold(self, order_id: str, watch, payload: bytes) -> None:
+        self._held.append((order_id, watch, payload))
+
+    def _release(self, reader) -> None:
+        """The catch-up is done: the held updates go on, in order, then live ones directly."""
+        reader.on_update = self.on_update
+        held, self._held = self._held, []
+        for order_id, watch, payload in held:
+            try:
+                self.on_update(order_id, watch, payload)
+            except Exception:  # noqa: BLE001 - as in the reader: that message is dropped
+                log.exception(pubsub_reader.HANDLER_FAILED, order_id)
 
     def _control(self, payload: bytes) -> None:
         try:
@@ -131,8 +139,9 @@ class Broker:
             reader = None
             try:
                 address = await redis_connect.subscription_address(self.target)
+                self._held = []
                 reader = await pubsub_reader.connect(
-                    address.url, self.watched, self._update, self._control, on_live=self.live.set,
+                    address.url, self.watched, self._hold, self._control, on_live=self.live.set,
                     on_malformed=self.on_malformed, control_channels=self.control_channels,
                     timeout=CONNECT_TIMEOUT_SECONDS, ssl=address.ssl)
                 self.reader = reader
@@ -149,13 +158,8 @@ class Broker:
                                            "redis": f"{address.host}:{address.port}"}})
                 watchdog = loop.create_task(self._watch(reader))
                 try:
-                    self._held = []
-                    try:
-                        await self.on_live(not first)
-                    finally:
-                        held, self._held = self._held, None
-                    for update in held:
-                        self._update(*update)
+                    await self.on_live(not first)
+                    self._release(reader)
                     first = False
                     error = await reader.closed
                 finally:

@@ -23,9 +23,9 @@ class Watch:
 
 
 class Hub:
-    def __init__(self, on_delivered=None, on_malformed=None):
+    def __init__(self, on_malformed=None):
         self.watches: dict[str, Watch] = {}
-        self.fanout = FanOut(on_delivered, on_malformed)
+        self.fanout = FanOut(on_malformed)
 
     def add(self, conn) -> Watch:
         watch = self.watches.get(conn.order_id)

@@ -16,7 +16,7 @@ from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
 from ordertrack.push.wslog import PicowsLog
-from ordertrack.telemetry import setup_logging, start_metrics_server
+from ordertrack.telemetry import setup_logging, start_metrics_server, tune_gc
 
 log = logging.getLogger("ordertrack.push")
 
@@ -74,6 +74,7 @@ async def serve(cfg) -> int:
         raise config.ConfigError(
             f"METRICS_PORT {cfg.metrics_port} on {cfg.host} cannot be served: {exc.strerror}") from None
     await pod.start()
+    tune_gc()
     log.info("pod %s listening", pod.pod_id, extra={"fields": {
         "port": cfg.port, "metrics_port": cfg.metrics_port, "region": cfg.region,
         "max_connections_per_pod": cfg.max_connections_per_pod}})

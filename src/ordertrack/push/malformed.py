@@ -19,16 +19,15 @@ UNEXPECTED_REPLY = "unexpected_reply"  # RESP, but not a reply a subscriber gets
 EMPTY_ORDER_ID = "empty_order_id"      # channel `order:tracking:` with nothing after it
 BAD_ORDER_ID = "bad_order_id"          # the channel's order id is not UTF-8
 PAYLOAD_TOO_LARGE = "payload_too_large"
-# fan-out: the payload of a watched order
+# the message rule (redis_layout.decode_message): the fan-out and stream entries alike
 NOT_JSON = "not_json"
 NOT_OBJECT = "not_object"
 BAD_SEQ = "bad_seq"                    # seq missing, not an integer, or outside 1..2**53-1
-BAD_STATUS = "bad_status"              # `status` absent or not a string
-# redis_layout.decode_message (stream entries, the gateway): every client field is required
-MISSING_FIELD = "missing_field"        # a client field is absent, or status/timestamp not a string
+MISSING_FIELD = "missing_field"        # a client field (protocol.CLIENT_UPDATE_FIELDS) is absent
+BAD_FIELD = "bad_field"                # `status` or `timestamp` is not a string
 
 REASONS = (NOT_RESP, UNEXPECTED_REPLY, EMPTY_ORDER_ID, BAD_ORDER_ID, PAYLOAD_TOO_LARGE,
-           NOT_JSON, NOT_OBJECT, BAD_SEQ, BAD_STATUS, MISSING_FIELD)
+           NOT_JSON, NOT_OBJECT, BAD_SEQ, MISSING_FIELD, BAD_FIELD)
 
 #: an update bigger than this is dropped (the gateway's messages are well under 64 KB)
 MAX_PAYLOAD_BYTES = 1 << 20

@@ -5,13 +5,13 @@ import asyncio
 import logging
 import math
 import weakref
-from bisect import bisect_left
 from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from ordertrack.push.fanout import LATENCY_BUCKETS
 from ordertrack.telemetry import metrics_registry
 
 log = logging.getLogger("ordertrack.push.metrics")
@@ -100,39 +100,33 @@ MALFORMED = Counter(
 
 
 class _Delivery:
-    """`ordertrack_ws_updates_delivered_total` (the hub's fan-out's own frame counter, read
-    at scrape time) and `ordertrack_ws_delivery_latency_seconds` (published_at -> frames written, once
-    per message): kept in plain counters on the hot path, where prometheus_client's Counter.inc
-    and Histogram.observe cost ~3 us per message together."""
-
-    BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+    """`ordertrack_ws_updates_delivered_total` and `ordertrack_ws_delivery_latency_seconds`
+    (published_at -> frames written, once per message), both read at scrape time from the
+    hub's fan-out (push/fanout.py), which counts them in plain counters on the hot path:
+    prometheus_client's Counter.inc and Histogram.observe cost ~3 us per message together."""
 
     def __init__(self) -> None:
         self._hub = None
-        self.counts = [0] * (len(self.BUCKETS) + 1)
-        self.sum = 0.0
 
     def watch(self, hub) -> None:
         self._hub = weakref.ref(hub)
 
-    def observe(self, latency: float) -> None:
-        self.counts[bisect_left(self.BUCKETS, latency)] += 1
-        self.sum += latency
-
     def collect(self):
         hub = self._hub() if self._hub is not None else None
+        out = hub.fanout if hub is not None else None
         frames = CounterMetricFamily("ordertrack_ws_updates_delivered",
                                      "tracking_update frames written to clients")
-        frames.add_metric([], hub.fanout.frames if hub is not None else 0)
+        frames.add_metric([], out.frames if out is not None else 0)
         yield frames
         latency = HistogramMetricFamily(
             "ordertrack_ws_delivery_latency_seconds",
             "From the gateway's PUBLISH (published_at) to the frames being written")
+        counts = out.latency_counts() if out is not None else [0] * (len(LATENCY_BUCKETS) + 1)
         cumulative, buckets = 0, []
-        for bound, count in zip((*self.BUCKETS, math.inf), self.counts, strict=True):
+        for bound, count in zip((*LATENCY_BUCKETS, math.inf), counts, strict=True):
             cumulative += count
             buckets.append((floatToGoString(bound), cumulative))
-        latency.add_metric([], buckets, self.sum)
+        latency.add_metric([], buckets, out.latency_sum if out is not None else 0.0)
         yield latency
 
 

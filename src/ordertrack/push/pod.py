@@ -61,7 +61,7 @@ class Pod:
         self.housekeeping_seconds = cfg.pod_lease_seconds / 3
         self.admission = Admission(self)
         self.malformed_log = MalformedLog(logging.getLogger("ordertrack.push.malformed"))
-        self.hub = Hub(on_delivered=self._on_delivered, on_malformed=self._on_malformed)
+        self.hub = Hub(on_malformed=self._on_malformed)
         self.connections: dict[str, Connection] = {}
         # a fine tick spreads pings: at 19,500 connections and 30 s, a 0.5 s tick sent ~325
         # pings in one burst (a ~15 ms stall on delivery); 20 ms sends ~13 per tick
@@ -284,9 +284,6 @@ class Pod:
     def _on_malformed(self, order_id: str | None, reason: str) -> None:
         metrics.MALFORMED.labels(reason).inc()
         self.malformed_log(order_id, reason)
-
-    def _on_delivered(self, count: int, latency: float) -> None:
-        metrics.DELIVERY.observe(latency)
 
     def _on_control(self, payload: bytes) -> None:
         try:

@@ -9,7 +9,10 @@ the cost of a message nobody on this pod watches bounds the cluster's message ra
   handled in one batch;
 - for a `pmessage` the order id is cut from the channel and looked up in `watched` (the hub's
   `order_id -> watch` dict) before anything else is built; only a watched order's payload goes
-  on, as `on_update(order_id, watch, payload)` (the signature of `FanOut.publish`);
+  on, as `on_update(order_id, watch, payload)` (the signature of `FanOut.publish`: the pod
+  passes the fan-out's own method, nothing in between); a handler that raises is logged and
+  that message dropped, the subscription goes on (`on_update` may be swapped at any time:
+  the broker holds updates that way while it catches up);
 - control channels' `message`s go to `on_control(payload)`; once Redis has confirmed every
   subscription, `on_live()` is called once;
 - counters: `replies` (every reply: the broker's watchdog's sign of life), `received`
@@ -29,6 +32,7 @@ behaviour and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl as ssl_module
 from collections.abc import Callable
@@ -39,6 +43,8 @@ from redis.connection import parse_url
 from ordertrack import redis_layout
 from ordertrack.push import malformed as why
 from ordertrack.push import twins
+
+log = logging.getLogger("ordertrack.push.pubsub_reader")
 
 PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 PREFIX_LEN = len(PREFIX)
@@ -53,6 +59,7 @@ SOCKET_RCVBUF_BYTES = 4 << 20
 KEEPALIVE_IDLE_SECONDS = 10
 KEEPALIVE_INTERVAL_SECONDS = 5
 KEEPALIVE_PROBES = 3
+HANDLER_FAILED = "handling a message on order %s failed; dropped it"
 
 
 def hello(control_channels: list[str] | tuple[str, ...] = (), password: str | None = None,
@@ -183,7 +190,10 @@ class PurePubSubReader(asyncio.BufferedProtocol):
             if watch is None:
                 self.discarded += 1
                 return
-            self.on_update(order_id, watch, payload)
+            try:
+                self.on_update(order_id, watch, payload)
+            except Exception:  # noqa: BLE001 - a bug in a handler must not end the subscription
+                log.exception(HANDLER_FAILED, order_id)
         elif n == 3 and kind == b"message":
             payload = reply[2]
             if type(payload) is bytes:
