@@ -169,7 +169,7 @@ BAD = [
     (orjson.dumps({k: v for k, v in message(1).items() if k != "seq"}), malformed.BAD_SEQ),
     (orjson.dumps(message(2**53)), malformed.BAD_SEQ),
     (orjson.dumps({k: v for k, v in message(1).items() if k != "status"}), malformed.MISSING_FIELD),
-    (orjson.dumps({k: v for k, v in message(1).items() if k != "location"}), malformed.MISSING_FIELD),
+    (orjson.dumps({k: v for k, v in message(1).items() if k != "timestamp"}), malformed.MISSING_FIELD),
     (orjson.dumps(message(1, status=None)), malformed.BAD_FIELD),
     (orjson.dumps(message(1, timestamp=1759501320)), malformed.BAD_FIELD),
     (orjson.dumps(message(1, location="x" * (11 << 20))), malformed.PAYLOAD_TOO_LARGE),

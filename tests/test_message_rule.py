@@ -138,10 +138,10 @@ CASES = [
     (b"[1]", malformed.NOT_OBJECT),
     (orjson.dumps(whole_message(seq="3")), malformed.BAD_SEQ),
     (without("seq", "status"), malformed.BAD_SEQ),            # seq is checked first
-    (without("location"), malformed.MISSING_FIELD),           # a nullable field, absent
-    (without("estimated_delivery"), malformed.MISSING_FIELD),
+    (without("status"), malformed.MISSING_FIELD),
+    (without("timestamp", "location"), malformed.MISSING_FIELD),
     (orjson.dumps(whole_message(status=7, carrier=None) | {"location": None}), malformed.BAD_FIELD),
-    (orjson.dumps({k: v for k, v in whole_message(status=7).items() if k != "carrier"}),
+    (orjson.dumps({k: v for k, v in whole_message(status=7).items() if k != "timestamp"}),
      malformed.MISSING_FIELD),                                # absence before type
     (orjson.dumps(whole_message(timestamp=None)), malformed.BAD_FIELD),
 ]
@@ -158,3 +158,13 @@ def test_a_whole_message_gives_the_client_fields_only():
     assert orjson.loads(frame) == {"event": "tracking_update", "data": {
         "status": "in_transit", "location": None, "timestamp": "2025-10-03T14:02:00Z",
         "estimated_delivery": None, "carrier": "dhl", "seq": 3}}
+
+
+def test_fields_a_publisher_leaves_out_reach_the_client_as_null():
+    """Only seq, status and timestamp are required: another publisher's sparse message flows."""
+    kind, frame, seq = assert_one_rule(without("location", "estimated_delivery", "carrier",
+                                               "raw_carrier_response", "published_at"))
+    assert kind == "frame" and seq == 3
+    assert orjson.loads(frame)["data"] == {
+        "status": "in_transit", "location": None, "timestamp": "2025-10-03T14:02:00Z",
+        "estimated_delivery": None, "carrier": None, "seq": 3}

@@ -37,7 +37,7 @@ def test_a_published_message_decodes_back():
     (MESSAGE.replace(b'"seq":3', b'"seq":0'), malformed.BAD_SEQ),
     (MESSAGE.replace(b'"seq":3', b'"seq":9223372036854775808'), malformed.BAD_SEQ),
     (MESSAGE.replace(b'"status":"in_transit"', b'"status":7'), malformed.BAD_FIELD),
-    (MESSAGE.replace(b'"carrier"', b'"courier"'), malformed.MISSING_FIELD),
+    (MESSAGE.replace(b'"timestamp"', b'"time"'), malformed.MISSING_FIELD),
 ])
 def test_a_bad_message_is_refused_with_its_reason(payload, reason):
     with pytest.raises(redis_layout.MalformedMessage) as refused:

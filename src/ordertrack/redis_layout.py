@@ -34,7 +34,7 @@ import orjson
 
 from ordertrack.flags import FLAG_NAME
 from ordertrack.models import StoredEvent
-from ordertrack.protocol import CLIENT_UPDATE_FIELDS, valid_seq
+from ordertrack.protocol import valid_seq
 from ordertrack.push import malformed as why
 
 
@@ -168,7 +168,8 @@ def encode_message(carrier: str, seq: int, status: str, location: str | None, ti
     })
 
 
-#: the client fields that must be strings (the others may be null)
+#: the client fields a message must carry, as strings; the others (`location`,
+#: `estimated_delivery`, `carrier`) may be null or absent (then null for the client)
 STRING_FIELDS = ("status", "timestamp")
 
 
@@ -176,7 +177,9 @@ def decode_message(payload: bytes | str) -> dict[str, Any]:
     """THE rule for a message, on the channel and in a stream entry alike (the gateway writes
     it with `encode_message`): MalformedMessage with the first reason that applies, checked in
     this order: at most `MAX_PAYLOAD_BYTES`, JSON, an object, an integer `seq` in 1..2**53-1,
-    every client field present (`CLIENT_UPDATE_FIELDS`), `status` and `timestamp` strings.
+    `status` and `timestamp` present (MISSING_FIELD) and strings (BAD_FIELD); the other client
+    fields may be absent, and a client then gets them as null (a publisher that is not our
+    gateway may leave out what it does not know).
     `published_at` is optional (the latency metric needs it, a client never sees it).
 
     The fan-out (push/fanout.py) decodes with this function; the Cython fan-out's `_decode`
@@ -192,7 +195,7 @@ def decode_message(payload: bytes | str) -> dict[str, Any]:
     seq = message.get("seq")
     if not (valid_seq(seq) and seq >= 1):
         raise MalformedMessage(why.BAD_SEQ, repr(seq))
-    for field in CLIENT_UPDATE_FIELDS:
+    for field in STRING_FIELDS:
         if field not in message:
             raise MalformedMessage(why.MISSING_FIELD, field)
     for field in STRING_FIELDS:

@@ -83,12 +83,13 @@ cdef class FanOut:
         if not (1 <= <object>value <= MAX_SEQ):
             return BAD_SEQ
         seq[0] = <long long><object>value
+        for field in STRING_FIELDS:
+            if PyDict_GetItem(message, field) is NULL:
+                return MISSING_FIELD
         data = PyDict_New()
         for field in FIELDS:
             value = PyDict_GetItem(message, field)
-            if value is NULL:
-                return MISSING_FIELD
-            PyDict_SetItem(data, field, <object>value)
+            PyDict_SetItem(data, field, None if value is NULL else <object>value)
         for field in STRING_FIELDS:
             if type(data[field]) is not str:
                 return BAD_FIELD

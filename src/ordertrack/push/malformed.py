@@ -23,7 +23,7 @@ PAYLOAD_TOO_LARGE = "payload_too_large"
 NOT_JSON = "not_json"
 NOT_OBJECT = "not_object"
 BAD_SEQ = "bad_seq"                    # seq missing, not an integer, or outside 1..2**53-1
-MISSING_FIELD = "missing_field"        # a client field (protocol.CLIENT_UPDATE_FIELDS) is absent
+MISSING_FIELD = "missing_field"        # `status` or `timestamp` is absent
 BAD_FIELD = "bad_field"                # `status` or `timestamp` is not a string
 
 REASONS = (NOT_RESP, UNEXPECTED_REPLY, EMPTY_ORDER_ID, BAD_ORDER_ID, PAYLOAD_TOO_LARGE,
