@@ -11,7 +11,7 @@ from pathlib import Path
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-NAMES = ("timer_wheel", "pubsub_reader", "fanout")
+NAMES = ("timer_wheel", "pubsub_reader", "connection", "fanout")
 
 extensions = [
     Extension(f"ordertrack.push._{name}", [f"ext/ordertrack/push/_{name}.pyx"],

@@ -5,17 +5,23 @@ Run: .venv/bin/python -m pytest bench/bench_hotpath.py --benchmark-enable
 
 Each round feeds a captured RESP byte stream of `MESSAGES` pmessages (what Redis sends a
 PSUBSCRIBEd pod, with the gateway's message JSON) to a reader, the way the event loop does
-(`get_buffer`, `buffer_updated`), or calls the fan-out once per message. Divide a round's time
-by MESSAGES for the cost per message; `extra_info` carries messages/s.
+(`get_buffer`, `buffer_updated`), or calls the fan-out once per message. The watchers are real
+connections of the same implementation (`connection.IMPLEMENTATIONS`) on picows transports to
+a sink, so a delivery includes the connection's own write path, not the socket. Divide a
+round's time by MESSAGES for the cost per message; `extra_info` carries messages/s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
+from picows import WSTransport
 
 from ordertrack import protocol, redis_layout
 from ordertrack.devtools.resp import feed, order_stream
-from ordertrack.push import fanout, pubsub_reader
+from ordertrack.push import connection, fanout, pubsub_reader
 from ordertrack.push.hub import Watch
 
 MESSAGES = 10_000
@@ -43,19 +49,40 @@ WATCHED_IDS = [f"ord_w{i % 100}" for i in range(MESSAGES)]
 WATCHED = resp_stream(WATCHED_IDS)
 
 
-class Watcher:
-    """A connection's delivery attributes with a `send` that does nothing (no socket)."""
+class SinkTransport:
+    """What picows' WSTransport needs of an asyncio transport, writing nowhere: no socket here
+    (bench/bench_send.py measures the write syscall)."""
 
-    __slots__ = ("close_reason", "acked", "backlog", "sent_seq")
+    class _NoSocket:
+        def fileno(self) -> int:
+            return -1
 
-    def __init__(self):
-        self.close_reason = None
-        self.acked = True
-        self.backlog = None
-        self.sent_seq = 0
+    def get_write_buffer_size(self) -> int:
+        return 1  # "something queued": the Cython connection then writes, never send(2)s
 
-    def send(self, frame: bytes) -> None:
+    def write(self, data) -> None:
         pass
+
+    def get_extra_info(self, name: str, default=None):
+        return self._NoSocket() if name == "socket" else default
+
+
+class BenchPod:
+    """The one setting a connection reads of its pod on the delivery path."""
+
+    max_pending_bytes = 262144
+
+
+_LOOP = asyncio.new_event_loop()  # picows' transport makes a future on it; it never runs
+
+
+def watcher(impl: str):
+    """An acked connection of the pod's own type for this implementation (the Cython fan-out
+    drives the Cython `Connection` through its C methods), on a picows transport to a sink."""
+    conn = connection.IMPLEMENTATIONS[impl](BenchPod(), "ws_conn_bench", "u_bench", "ord_1", None)
+    conn.transport = WSTransport(False, SinkTransport(), logging.getLogger("bench"), _LOOP)
+    conn.acked = True
+    return conn
 
 
 def per_second(benchmark, count: int) -> None:
@@ -106,7 +133,7 @@ def deliver(benchmark, impl: str, stream: bytes, ids: list[str], count: int) -> 
         watched = {}
         for o in ids:
             watched[o] = Watch()
-            watched[o].conns.append(Watcher())
+            watched[o].conns.append(watcher(impl))
         out = fan()
         return (cls(watched, out.publish), out), {}
 
@@ -147,7 +174,7 @@ def test_fanout(benchmark, impl, watchers):
 
     def run():
         watch = Watch()
-        watch.conns.extend(Watcher() for _ in range(watchers))
+        watch.conns.extend(watcher(impl) for _ in range(watchers))
         out = cls()
         publish = out.publish
         for payload in PAYLOADS:

@@ -6,8 +6,9 @@ A picows server on uvloop (the pod's options) with `connections` clients in a ch
 that read and discard. Per round the server writes `frames` copies of a typical
 `tracking_update` frame, round-robin over the connections (as a fan-out to one watcher per
 order does), either with `WSTransport.send(TEXT, payload)` (picows builds the header each
-time) or with `underlying_transport.write(fanout.text_frame(payload))` built once, and prints
-the server's CPU time per frame for each. Socket writes included: that is the point.
+time), with `underlying_transport.write(fanout.text_frame(payload))` built once, or with the
+pod's `Connection.send_frame` of that frame (the Cython one: picows' own one-`send(2)` fast
+path), and prints the server's CPU time per frame for each. Socket writes included: that is the point.
 """
 
 from __future__ import annotations
@@ -22,11 +23,17 @@ import time
 import uvloop
 from picows import WSListener, WSMsgType, ws_connect, ws_create_server
 
-from ordertrack.push import fanout
+from ordertrack.push import connection, fanout
 
 PAYLOAD = (b'{"event":"tracking_update","data":{"status":"in_transit","location":"Newark NJ '
            b'Distribution Center","timestamp":"2025-10-03T14:22:00Z","estimated_delivery":'
            b'"2025-10-04T18:00:00Z","carrier":"dhl","seq":12}}')
+
+
+class BenchPod:
+    """The one setting a connection reads of its pod when it writes."""
+
+    max_pending_bytes = 262144
 
 
 class Sink(WSListener):
@@ -64,19 +71,27 @@ async def server(frames: int, n: int) -> None:
         while len(SERVER) < n:  # noqa: ASYNC110 - the server side of the last ones
             await asyncio.sleep(0.01)
         frame = fanout.text_frame(PAYLOAD)
-        for name in ("picows send", "prebuilt frame", "picows send", "prebuilt frame"):
+        conns = []
+        for transport in SERVER:
+            conn = connection.Connection(BenchPod(), "ws_conn_bench", "u_bench", "ord_1", None)
+            conn.transport = transport
+            conns.append(conn)
+        modes = ("picows send", "prebuilt frame", f"send_frame ({connection.IMPLEMENTATION})")
+        for name in modes * 2:
             start = cpu()
             wall = time.perf_counter()
             for i in range(frames):
                 transport = SERVER[i % n]
                 if name == "picows send":
                     transport.send(WSMsgType.TEXT, PAYLOAD)
-                else:
+                elif name == "prebuilt frame":
                     transport.underlying_transport.write(frame)
+                else:
+                    conns[i % n].send_frame(frame)
                 if i % 1000 == 999:
                     await asyncio.sleep(0)  # let the loop flush, as between fan-outs
             used = cpu() - start
-            print(f"{name:15s} {used / frames * 1e6:6.2f} us of server CPU per frame "
+            print(f"{name:25s} {used / frames * 1e6:6.2f} us of server CPU per frame "
                   f"({time.perf_counter() - wall:.2f} s wall)", flush=True)
             await asyncio.sleep(0.5)
     finally:

@@ -44,6 +44,10 @@ class FreezingProxy:
     `freeze()` stops forwarding on every connection open now, in both directions, while keeping
     the sockets open: a silent network, as a stalled link or a half-dead node looks to a client.
     Connections opened after it are forwarded as usual (a reconnect gets through).
+
+    `stall_commands()` holds every command a client sends from then on, on any connection that
+    has not subscribed (old and new ones alike; subscriptions keep flowing) until
+    `resume_commands()`: a command Redis that stopped answering while pub/sub still works.
     """
 
     def __init__(self, upstream_port: int):
@@ -54,6 +58,8 @@ class FreezingProxy:
         self.port = free_port()
         self._frozen: set[int] = set()  # ids of the frozen connections
         self._open: set[int] = set()
+        self._subscribers: set[int] = set()  # ids of the connections that sent a (P)SUBSCRIBE
+        self._commands_flow = None  # an asyncio.Event, set while commands are forwarded
         self._next = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -64,11 +70,19 @@ class FreezingProxy:
 
         asyncio.set_event_loop(self._loop)
 
-        async def pipe(conn_id, reader, writer):
+        self._commands_flow = asyncio.Event()
+        self._commands_flow.set()
+
+        async def pipe(conn_id, reader, writer, from_client=False):
             try:
                 while data := await reader.read(65536):
                     if conn_id in self._frozen:  # hold the bytes: nothing gets through, ever
                         await asyncio.Event().wait()
+                    if from_client:
+                        if b"SUBSCRIBE" in data.upper():
+                            self._subscribers.add(conn_id)
+                        elif conn_id not in self._subscribers:
+                            await self._commands_flow.wait()
                     writer.write(data)
                     await writer.drain()
             except (ConnectionError, OSError):
@@ -86,7 +100,8 @@ class FreezingProxy:
                 return
             self._open.add(conn_id)
             try:
-                await asyncio.gather(pipe(conn_id, reader, up_writer), pipe(conn_id, up_reader, writer))
+                await asyncio.gather(pipe(conn_id, reader, up_writer, from_client=True),
+                                     pipe(conn_id, up_reader, writer))
             except asyncio.CancelledError:  # stop()
                 pass
             self._open.discard(conn_id)
@@ -115,6 +130,21 @@ class FreezingProxy:
             return len(self._open)
 
         return asyncio.run_coroutine_threadsafe(freeze_open(), self._loop).result(5)
+
+    def stall_commands(self) -> None:
+        """Hold every command from now on (not subscriptions) until `resume_commands`."""
+        self._call(self._commands_flow.clear)
+
+    def resume_commands(self) -> None:
+        self._call(self._commands_flow.set)
+
+    def _call(self, fn) -> None:
+        import asyncio
+
+        async def call() -> None:
+            fn()
+
+        asyncio.run_coroutine_threadsafe(call(), self._loop).result(5)
 
     def stop(self) -> None:
         import asyncio

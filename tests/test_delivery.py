@@ -4,19 +4,25 @@ twice, the resume gap rule, replay from a stream."""
 from __future__ import annotations
 
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ordertrack import protocol, redis_layout
-from ordertrack.push import delivery
+from ordertrack.push import connection, delivery
+from ordertrack.push.delivery import HOLD, OVERFLOW, SEND, SKIP
 
 
 class State:
     """A connection's delivery attributes and nothing else."""
 
-    def __init__(self, acked: bool = True, sent_seq: int = 0):
+    def __init__(self, acked: bool = True, sent_seq: int = 0, max_pending_bytes: int = 1 << 20):
         self.close_reason = None
         self.acked = acked
         self.backlog = None
+        self.held_bytes = 0
         self.sent_seq = sent_seq
+        self.max_pending_bytes = max_pending_bytes
 
 
 def entry(seq: int, status: str = "in_transit") -> tuple[bytes, dict]:
@@ -35,39 +41,93 @@ def seqs(frames: list[bytes]) -> list:
 
 def test_updates_before_the_ack_are_held_in_order_then_released_without_duplicates():
     conn = State(acked=False)
-    assert not delivery.offer(conn, b"u3", 3)
-    assert not delivery.offer(conn, b"u2", 2)
-    assert not delivery.offer(conn, b"err", None)
-    assert not delivery.offer(conn, b"u3-again", 3)
+    assert delivery.offer(conn, b"u3", 3) == HOLD
+    assert delivery.offer(conn, b"u2", 2) == HOLD
+    assert delivery.offer(conn, b"err", None) == HOLD
+    assert delivery.offer(conn, b"u3-again", 3) == HOLD
+    assert conn.held_bytes == len(b"u3u2erru3-again")
     conn.sent_seq = 2  # the ack's state said the client is at seq 2
     assert delivery.release(conn) == [b"u3", b"err"]
-    assert conn.acked and conn.backlog is None and conn.sent_seq == 3
+    assert conn.acked and conn.backlog is None and conn.held_bytes == 0 and conn.sent_seq == 3
+
+
+def test_held_updates_past_the_pending_bytes_budget_close_the_connection():
+    conn = State(acked=False, max_pending_bytes=10)
+    assert delivery.offer(conn, b"aaaa", 1) == HOLD
+    assert delivery.offer(conn, b"bbbbbb", 2) == HOLD  # 10 bytes: at the budget, not past it
+    assert delivery.offer(conn, b"c", 3) == OVERFLOW
+    # what it held is let go: the client will resume from its last seq on a new connection
+    assert conn.backlog is None and conn.held_bytes == 0
+    # an acked connection's frames are not held, so they are not counted here
+    live = State(max_pending_bytes=10)
+    assert delivery.offer(live, b"x" * 50, 1) == SEND and live.held_bytes == 0
+
+
+def test_a_single_update_larger_than_the_budget_overflows_at_once():
+    conn = State(acked=False, max_pending_bytes=10)
+    assert delivery.offer(conn, b"x" * 11, 1) == OVERFLOW
+    assert conn.backlog is None
 
 
 def test_a_seq_the_client_has_is_never_sent_again():
     conn = State(sent_seq=5)
-    assert not delivery.offer(conn, b"old", 5)
-    assert not delivery.offer(conn, b"older", 4)
-    assert delivery.offer(conn, b"new", 6)
-    assert not delivery.offer(conn, b"new", 6)
+    assert delivery.offer(conn, b"old", 5) == SKIP
+    assert delivery.offer(conn, b"older", 4) == SKIP
+    assert delivery.offer(conn, b"new", 6) == SEND
+    assert delivery.offer(conn, b"new", 6) == SKIP
     assert conn.sent_seq == 6
 
 
 def test_frames_without_a_seq_are_always_sent_and_nothing_after_close():
     conn = State(sent_seq=9)
-    assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None)
-    assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None)
+    assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None) == SEND
+    assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None) == SEND
     conn.close_reason = protocol.SLOW_CONSUMER
-    assert not delivery.offer(conn, b"u10", 10)
-    assert not delivery.offer(conn, protocol.HEARTBEAT_ACK, None)
+    assert delivery.offer(conn, b"u10", 10) == SKIP
+    assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None) == SKIP
     assert conn.sent_seq == 9
 
 
 def test_hold_makes_a_live_update_wait_for_the_replay():
     conn = State(sent_seq=3)
     delivery.hold(conn)
-    assert not delivery.offer(conn, b"u4", 4)
+    assert delivery.offer(conn, b"u4", 4) == HOLD
     assert delivery.release(conn) == [b"u4"]
+
+
+# --- the Cython connection applies the same rule on its C fields -----------------------------
+class Pod:
+    """What a connection reads of its pod when it holds an update: the setting."""
+
+    def __init__(self, max_pending_bytes: int):
+        self.max_pending_bytes = max_pending_bytes
+
+
+steps = st.lists(st.one_of(
+    st.tuples(st.just("offer"), st.binary(max_size=40), st.one_of(st.none(), st.integers(0, 12))),
+    st.tuples(st.just("release")), st.tuples(st.just("hold")),
+), max_size=30)
+
+
+@pytest.mark.skipif("cython" not in connection.IMPLEMENTATIONS, reason="extension not built")
+@settings(max_examples=200, deadline=None)
+@given(steps=steps, acked=st.booleans(), sent_seq=st.integers(0, 6),
+       budget=st.sampled_from([0, 30, 100, 1 << 20]))
+def test_the_cython_connection_offers_as_the_rule_says(steps, acked, sent_seq, budget):
+    rule = State(acked=acked, sent_seq=sent_seq, max_pending_bytes=budget)
+    cython = connection.IMPLEMENTATIONS["cython"](Pod(budget), "ws_conn_1", "u1", "ord_1", None)
+    cython.acked, cython.sent_seq = acked, sent_seq
+    for step in steps:
+        if step[0] == "offer":
+            _, frame, seq = step
+            assert cython.offer(frame, seq) == delivery.offer(rule, frame, seq)
+        elif step[0] == "release":
+            assert delivery.release(cython) == delivery.release(rule)
+        else:
+            delivery.hold(cython)
+            delivery.hold(rule)
+        assert (cython.acked, cython.backlog, cython.held_bytes, cython.sent_seq) == (
+            rule.acked, rule.backlog, rule.held_bytes, rule.sent_seq)
 
 
 def test_resume_gap_rule():
@@ -87,7 +147,7 @@ def test_replay_sends_the_missed_events_in_order_and_raises_sent_seq():
     assert all(b"raw_carrier_response" not in f for f in frames)
     assert conn.sent_seq == 5
     # the live copy of seq 5 arriving afterwards is not shown twice
-    assert not delivery.offer(conn, b"u5", 5)
+    assert delivery.offer(conn, b"u5", 5) == SKIP
 
 
 def test_replay_from_a_trimmed_stream_says_so_first_then_sends_what_is_kept():

@@ -6,6 +6,7 @@ random messages and watcher states and compares every frame, backlog and counter
 
 from __future__ import annotations
 
+import importlib
 import time
 
 import orjson
@@ -13,27 +14,46 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertrack import protocol
-from ordertrack.push import fanout, malformed
+from ordertrack import protocol, redis_layout
+from ordertrack.push import connection, fanout, malformed
 from ordertrack.push.hub import Watch
 
 IMPLS = sorted(fanout.IMPLEMENTATIONS)
 
 
 class Watcher:
-    """A connection's delivery attributes (push/connection.py) with a `send` that records."""
+    """A connection's delivery attributes (push/connection.py) with a `send_frame` and a
+    `close` that record."""
 
-    __slots__ = ("close_reason", "acked", "backlog", "sent_seq", "sent")
+    __slots__ = ("close_reason", "acked", "backlog", "held_bytes", "sent_seq", "max_pending_bytes",
+                 "sent")
 
-    def __init__(self, acked: bool = True, sent_seq: int = 0):
+    def __init__(self, acked: bool = True, sent_seq: int = 0, max_pending_bytes: int = 1 << 20):
         self.close_reason = None
         self.acked = acked
         self.backlog = None
+        self.held_bytes = 0
         self.sent_seq = sent_seq
+        self.max_pending_bytes = max_pending_bytes
         self.sent: list[bytes] = []
 
-    def send(self, frame: bytes) -> None:
-        self.sent.append(frame)
+    def send_frame(self, ws_frame: bytes) -> None:
+        self.sent.append(ws_frame)
+
+    def close(self, close) -> None:
+        self.close_reason = close
+
+
+def payload_of(ws_frame: bytes) -> bytes:
+    """The payload of one whole unmasked WebSocket text frame (and that it is one)."""
+    assert ws_frame[0] == 0x81 and not ws_frame[1] & 0x80
+    n, start = ws_frame[1], 2
+    if n == 126:
+        n, start = int.from_bytes(ws_frame[2:4], "big"), 4
+    elif n == 127:
+        n, start = int.from_bytes(ws_frame[2:10], "big"), 10
+    assert len(ws_frame) == start + n
+    return ws_frame[start:]
 
 
 def message(seq: int, **overrides) -> dict:
@@ -72,9 +92,10 @@ def test_one_frame_for_every_watcher_without_carrier_internals(impl):
     assert out.publish("ord_1", watch, orjson.dumps(body)) == 10
 
     frames = [w.sent[0] for w in watchers]
-    assert all(frame is frames[0] for frame in frames)  # encoded once, the same bytes for all
-    assert frames[0] == protocol.tracking_update(body)
-    sent = orjson.loads(frames[0])
+    assert all(frame is frames[0] for frame in frames)  # built once, the same bytes for all
+    assert payload_of(frames[0]) == protocol.tracking_update(body)
+    assert frames[0] == fanout.text_frame(protocol.tracking_update(body))
+    sent = orjson.loads(payload_of(frames[0]))
     assert sent == {"event": "tracking_update", "data": {
         "status": "in_transit", "location": "Newark NJ", "timestamp": "2025-10-03T14:00:00Z",
         "estimated_delivery": "2025-10-04", "carrier": "dhl", "seq": 7}}
@@ -91,7 +112,29 @@ def test_an_unacked_connection_holds_updates_until_the_ack(impl):
     for seq in (1, 2):
         out.publish("ord_1", watch, orjson.dumps(message(seq)))
     assert waiting.sent == [] and [s for s, _ in waiting.backlog] == [1, 2]
-    assert [f for _, f in waiting.backlog] == live.sent
+    assert [f for _, f in waiting.backlog] == [payload_of(f) for f in live.sent]
+    assert waiting.held_bytes == sum(len(f) for _, f in waiting.backlog)
+
+
+def test_a_connection_held_past_its_pending_bytes_is_closed_1013_and_the_others_get_it(impl):
+    out = impl()
+    held = Watcher(acked=False, max_pending_bytes=1000)
+    live, other_held = Watcher(), Watcher(acked=False)
+    watch = watch_of(held, live, other_held)
+    body = orjson.dumps(message(1, location="x" * 300))
+    frame_size = len(protocol.tracking_update(redis_layout.decode_message(body)))
+    seq = 0
+    while held.close_reason is None:
+        seq += 1
+        out.publish("ord_1", watch, orjson.dumps(message(seq, location="x" * 300)))
+    # closed by the update that would have passed 1,000 held bytes; what it held is let go
+    assert seq == 1000 // frame_size + 1
+    assert held.close_reason is protocol.SLOW_CONSUMER
+    assert held.backlog is None and held.held_bytes == 0 and held.sent == []
+    assert len(live.sent) == seq and other_held.close_reason is None
+    assert [s for s, _ in other_held.backlog] == list(range(1, seq + 1))
+    out.publish("ord_1", watch, orjson.dumps(message(seq + 1)))
+    assert held.backlog is None and len(live.sent) == seq + 1
 
 
 def test_never_a_seq_twice_nor_an_older_one(impl):
@@ -100,7 +143,7 @@ def test_never_a_seq_twice_nor_an_older_one(impl):
     watch = watch_of(ahead)
     for seq in (4, 5, 6, 6, 3):
         out.publish("ord_1", watch, orjson.dumps(message(seq)))
-    assert [orjson.loads(f)["data"]["seq"] for f in ahead.sent] == [6]
+    assert [orjson.loads(payload_of(f))["data"]["seq"] for f in ahead.sent] == [6]
     assert watch.seq == 6
 
 
@@ -145,7 +188,7 @@ def test_a_bad_payload_reaches_nobody_and_the_next_one_flows(impl, payload, reas
     assert watcher.sent == [] and watch.seq == 0 and out.malformed == 1
 
     assert out.publish("ord_bad", watch, orjson.dumps(message(2**53 - 1))) == 1
-    assert orjson.loads(watcher.sent[0])["data"]["seq"] == 2**53 - 1
+    assert orjson.loads(payload_of(watcher.sent[0]))["data"]["seq"] == 2**53 - 1
 
 
 def test_latency_only_for_messages_that_carry_published_at(impl):
@@ -170,10 +213,21 @@ def test_latency_lands_in_the_bucket_of_its_bound(impl):
     assert sum(counts) == 2 and 2.0 < out.latency_sum < 60
 
 
-def test_text_frame_is_an_unmasked_final_text_frame():
-    assert fanout.text_frame(b"hi") == b"\x81\x02hi"
-    assert fanout.text_frame(b"x" * 200)[:4] == b"\x81\x7e\x00\xc8"
-    assert fanout.text_frame(b"x" * 70000)[:10] == b"\x81\x7f" + (70000).to_bytes(8, "big")
+FRAMERS = {"python": fanout.text_frame}
+if "cython" in connection.IMPLEMENTATIONS:  # the Cython connection's, which its fan-out uses
+    FRAMERS["cython"] = importlib.import_module("ordertrack.push._connection").text_frame
+
+
+@pytest.mark.parametrize("framer", sorted(FRAMERS))
+def test_text_frame_is_an_unmasked_final_text_frame(framer):
+    text_frame = FRAMERS[framer]
+    assert text_frame(b"hi") == b"\x81\x02hi"
+    assert text_frame(b"") == b"\x81\x00"
+    for n in (125, 126, 200, 65535, 65536, 70000):
+        assert text_frame(b"x" * n) == fanout.text_frame(b"x" * n)
+        assert payload_of(text_frame(b"x" * n)) == b"x" * n
+    assert text_frame(b"x" * 200)[:4] == b"\x81\x7e\x00\xc8"
+    assert text_frame(b"x" * 70000)[:10] == b"\x81\x7f" + (70000).to_bytes(8, "big")
 
 
 # --- both implementations, the same random input -----------------------------------------------
@@ -183,7 +237,8 @@ payloads = st.one_of(
     st.sampled_from([b"{", b"[]", b"null", orjson.dumps(message("1"))]),
     st.binary(max_size=20),
 )
-watcher_states = st.lists(st.tuples(st.booleans(), st.integers(0, 5), st.booleans()),
+watcher_states = st.lists(st.tuples(st.booleans(), st.integers(0, 5), st.booleans(),
+                                    st.sampled_from([200, 600, 1 << 20])),
                           min_size=0, max_size=4)
 
 
@@ -193,8 +248,8 @@ def test_both_implementations_deliver_the_same_frames(states, stream):
     results = []
     for name in IMPLS:
         watchers = []
-        for acked, sent_seq, closing in states:
-            w = Watcher(acked=acked, sent_seq=sent_seq)
+        for acked, sent_seq, closing, budget in states:
+            w = Watcher(acked=acked, sent_seq=sent_seq, max_pending_bytes=budget)
             if closing:
                 w.close_reason = protocol.SERVER_SHUTDOWN
             watchers.append(w)
@@ -205,5 +260,6 @@ def test_both_implementations_deliver_the_same_frames(states, stream):
         counts = [out.publish("ord_p", watch, payload) for payload in stream]
         results.append((counts, calls, watch.seq, out.messages, out.frames, out.malformed,
                         sum(out.latency_counts()),
-                        [(w.sent, w.backlog, w.sent_seq) for w in watchers]))
+                        [(w.sent, w.backlog, w.held_bytes, w.sent_seq, w.close_reason)
+                         for w in watchers]))
     assert results[0] == results[1]

@@ -11,6 +11,7 @@ import time
 import httpx
 import psutil
 import pytest
+import redis.asyncio as aioredis
 import uvloop
 from picows import ws_create_server
 
@@ -33,6 +34,7 @@ from tests.pods import (
     start_pod,
     upgrade_headers,
 )
+from tests.redis_topologies import FreezingProxy
 from tests.support import free_port, wait_for
 
 HUGE = 18446744073709551615  # 2^64 - 1: the issue's value
@@ -88,6 +90,45 @@ async def test_an_order_with_unreadable_keys_fails_only_its_own_connection(pod, 
     await still_open(fine)
     await resumer.close()
     await fine.close()
+
+
+async def test_a_connection_held_before_its_ack_past_the_pending_bytes_is_closed_1013(
+        procs, tmp_path, keys, own_redis):
+    """Updates held for a connection whose admission is stuck (the command Redis stalled while
+    pub/sub flows) count against WS_MAX_PENDING_BYTES: past it the connection is closed 1013,
+    so the client reconnects and resumes; the order's live watcher, and a connection held for
+    another order, are unharmed."""
+    proxy = FreezingProxy(own_redis.port)
+    proxy.start()
+    direct = aioredis.Redis.from_url(own_redis.url)  # the gateway's side: not through the proxy
+    try:
+        pod = start_pod(procs, tmp_path, proxy.url, keys, ws_max_pending_bytes=16384)
+        live = await connect(pod, keys.token("h_live", "ord_held"), "ord_held")
+        assert (await recv_json(live))["event"] == "connection_ack"
+        proxy.stall_commands()  # admission's round trip now hangs; the subscription does not
+        held = await connect(pod, keys.token("h_held", "ord_held"), "ord_held")
+        calm = await connect(pod, keys.token("h_calm", "ord_calm_h"), "ord_calm_h")
+        for seq in range(1, 9):  # ~3 KB each: past 16 KB held at the 6th
+            await publish(direct, "ord_held", seq, location="x" * 3000)
+        assert await close_code(held, timeout=10) == 1013
+        for seq in range(1, 9):
+            assert (await recv_event(live, "tracking_update"))["data"]["seq"] == seq
+        proxy.resume_commands()
+        assert (await recv_json(calm, timeout=10))["event"] == "connection_ack"
+        await publish(direct, "ord_held", 9)
+        assert (await recv_event(live, "tracking_update"))["data"]["seq"] == 9
+        await still_open(live)
+        await still_open(calm)
+        wait_for(lambda: any(d["user_id"] == "h_held" for d in pod.disconnects()), 5,
+                 what="the held connection's disconnect line")
+        gone = [d for d in pod.disconnects() if d["user_id"] == "h_held"]
+        assert [(d["reason"], d["code"]) for d in gone] == [("slow_consumer", 1013)]
+        assert not [d for d in pod.disconnects() if d["user_id"] != "h_held"]
+        await live.close()
+        await calm.close()
+    finally:
+        await direct.aclose()
+        proxy.stop()
 
 
 # --- 2. pings and pongs ------------------------------------------------------------------------------

@@ -524,4 +524,4 @@ def test_the_pod_says_which_hot_path_it_runs_and_the_variable_picks_the_twins(
     pod = start_pod(procs, tmp_path, redis_url, keys, ordertrack_pure_python=pure)
     said = next(line for line in pod.log_lines() if line.get("msg") == "hot path")
     expected = "python" if pure == "1" else "cython"
-    assert {said[k] for k in ("pubsub_reader", "fanout", "wheel")} == {expected}
+    assert {said[k] for k in ("pubsub_reader", "fanout", "wheel", "connection")} == {expected}

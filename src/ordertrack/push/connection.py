@@ -1,21 +1,33 @@
-"""One customer's WebSocket: a picows listener with `__slots__` and no Task or timer of its own.
+"""One customer's WebSocket: a picows listener with no Task or timer of its own.
 
 Its heartbeat and its token's expiry live in the pod's timer wheel (`hb_state` says what the
 next wheel firing means), its fan-out in the hub. Until the pod has registered it and sent
-`connection_ack`, updates are held in `backlog`; afterwards `sent_seq` makes delivery idempotent
-(replays and catch-ups after a Redis outage never show a client the same event twice).
+`connection_ack`, updates are held in `backlog` (at most WS_MAX_PENDING_BYTES of them:
+push/delivery.py); afterwards `sent_seq` makes delivery idempotent (replays and catch-ups after
+a Redis outage never show a client the same event twice).
 
-Every byte written to the client (updates, our pings, pongs) counts against
-`WS_MAX_PENDING_BYTES`: a client that does not read is closed with 1013, whatever it sends.
+Data frames are written whole (`fanout.text_frame`: server frames are unmasked, so the fan-out builds
+an update's frame once and writes the same bytes to every watcher) straight to the socket's
+transport, never after a close frame went out; picows' `send` only carries control frames
+(ping, pong, close). Every byte written to the client (updates, our pings, pongs) counts
+against `WS_MAX_PENDING_BYTES`: a client that does not read is closed with 1013, whatever it
+sends.
+
+This module holds the pure-Python twin (`__slots__`); the Cython extension type
+`ordertrack.push._connection.Connection` (C fields, a shrunk picows write buffer) has the same
+behaviour and attribute names and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
 """
 
 from __future__ import annotations
 
+from multidict import CIMultiDict
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from ordertrack import protocol
 from ordertrack.flags.client_class import NATIVE
-from ordertrack.push.delivery import offer
+from ordertrack.push import twins
+from ordertrack.push.delivery import OVERFLOW, SEND, offer
+from ordertrack.push.fanout import text_frame
 
 # hb_state values: what the wheel entry of this connection means when it fires
 HB_PING_DUE = 0
@@ -27,13 +39,18 @@ PING = WSMsgType.PING
 PONG = WSMsgType.PONG
 CLOSE = WSMsgType.CLOSE
 _ACCEPTED = frozenset((TEXT, PING, PONG, CLOSE))
+#: the upgrade's headers (the JWT among them) would otherwise live as long as the connection
+_NO_HEADERS = CIMultiDict()
 
 
-class Connection(WSListener):
+class PureConnection(WSListener):
+    """The pure-Python twin (see the module docstring)."""
+
     __slots__ = (
         "pod", "transport", "connection_id", "user_id", "order_id", "carrier",
-        "opened_at", "last_ping", "hb_state", "registered", "acked", "sent_seq", "backlog", "resume_seq",
-        "close_reason", "cleaned", "expires_at", "ping_payload", "client_class",
+        "opened_at", "last_ping", "hb_state", "registered", "acked", "sent_seq", "backlog",
+        "held_bytes", "resume_seq", "close_reason", "cleaned", "expires_at", "ping_payload",
+        "client_class",
     )
 
     def __init__(self, pod, connection_id: str, user_id: str, order_id: str,
@@ -52,6 +69,8 @@ class Connection(WSListener):
         self.acked = False
         self.sent_seq = 0
         self.backlog: list | None = None
+        #: bytes of the updates `delivery.offer` holds in `backlog` (WS_MAX_PENDING_BYTES)
+        self.held_bytes = 0
         self.resume_seq = None
         if resume is not None and resume.kind == "resume":
             self.resume_seq = resume.last_seq
@@ -66,9 +85,17 @@ class Connection(WSListener):
         #: mobile / desktop / native, from the upgrade's User-Agent: flag targeting (heartbeat)
         self.client_class = client_class
 
+    @property
+    def max_pending_bytes(self) -> int:
+        return self.pod.max_pending_bytes
+
     # --- picows callbacks ----------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        # picows keeps the upgrade's request and response for the connection's lifetime; from
+        # Python only their headers can go (~1-2 KB each: the Cython type drops both objects)
+        transport.request.headers = _NO_HEADERS
+        transport.response.headers = _NO_HEADERS
         self.pod.on_open(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -114,16 +141,28 @@ class Connection(WSListener):
         if self.transport.underlying_transport.get_write_buffer_size() > self.pod.max_pending_bytes:
             self.close(protocol.SLOW_CONSUMER)
 
-    def send(self, frame: bytes) -> None:
-        self.transport.send(TEXT, frame)
+    def send_frame(self, frame: bytes) -> None:
+        """Write a whole WebSocket frame (`text_frame`), unless a close frame went out."""
+        transport = self.transport
+        if transport.is_close_frame_sent or transport.is_disconnected:
+            return
+        transport.underlying_transport.write(frame)
         self.check_pending()
 
+    def send(self, payload: bytes) -> None:
+        """Write one text frame with this payload (a JSON message of the wire contract)."""
+        self.send_frame(text_frame(payload))
+
     def deliver(self, frame: bytes, seq: int | None) -> bool:
-        """Send a frame by the delivery rules (push/delivery.py): False when held or skipped."""
-        if not offer(self, frame, seq):
-            return False
-        self.send(frame)
-        return True
+        """Send a frame by the delivery rules (push/delivery.py): False when held or skipped
+        (or held past WS_MAX_PENDING_BYTES: then it is closed 1013)."""
+        verdict = offer(self, frame, seq)
+        if verdict == SEND:
+            self.send(frame)
+            return True
+        if verdict == OVERFLOW:
+            self.close(protocol.SLOW_CONSUMER)
+        return False
 
     def close(self, close: protocol.Close, message: str | None = None, abort: bool = False) -> None:
         """Server-initiated close; the first reason given is the one logged."""
@@ -138,3 +177,8 @@ class Connection(WSListener):
             # a client that never answers our close is cut off by the wheel
             self.pod.schedule_close_deadline(self)
             transport.disconnect(graceful=True)
+
+
+#: "cython" or "python": which `Connection` this process uses; IMPLEMENTATIONS has every one built
+IMPLEMENTATION, Connection, IMPLEMENTATIONS = twins.choose(
+    PureConnection, "ordertrack.push._connection", "Connection")

@@ -1,12 +1,16 @@
 """The delivery rules of one connection, without I/O: what to send, hold or skip.
 
-A connection's delivery state is four attributes (push/connection.py's `Connection` has them,
+A connection's delivery state is a few attributes (push/connection.py's `Connection` has them,
 so do the test doubles): `close_reason` (None while open), `acked` (the `connection_ack` went
-out), `backlog` (updates held until then: a list of `(seq, frame)`, or None) and `sent_seq`
-(the highest `seq` the client has). The rules:
+out), `backlog` (updates held until then: a list of `(seq, frame)`, or None), `held_bytes`
+(the bytes of the frames `offer` put there), `sent_seq` (the highest `seq` the client has) and
+`max_pending_bytes` (WS_MAX_PENDING_BYTES). The rules:
 
 - nothing is sent once the pod has closed the connection;
-- until the ack, updates are held in `backlog`, in arrival order;
+- until the ack, updates are held in `backlog`, in arrival order; held bytes count against
+  WS_MAX_PENDING_BYTES like bytes queued on the socket: past it the held frames are dropped
+  and the connection must be closed 1013 (`protocol.SLOW_CONSUMER`), so the client
+  reconnects and resumes instead of the pod holding an order's whole history for it;
 - never a `seq` the client already has (replays, catch-ups after an outage and live updates
   overlap: the client sees each event once, in order);
 - on resume from `last_seq`, the stream's events after it are replayed; when the order has
@@ -20,24 +24,35 @@ from __future__ import annotations
 
 from ordertrack import protocol
 
+#: what `offer` says about an update (ints, so the Cython fan-out and connection share them)
+SKIP = 0       # closed, or the client has it: nothing to do
+SEND = 1       # write it now (`sent_seq` was raised)
+HOLD = 2       # held in `backlog` until the ack
+OVERFLOW = 3   # holding it would pass WS_MAX_PENDING_BYTES: backlog dropped, close it 1013
 
-def offer(conn, frame: bytes, seq: int | None) -> bool:
-    """An update for `conn`: True when it must be sent now (`sent_seq` is raised), False when
-    it is held until the ack or skipped (closed, or the client has it). `seq` None (an `error`
-    frame, say) is never deduplicated."""
+
+def offer(conn, frame: bytes, seq: int | None) -> int:
+    """What to do with an update for `conn`: SEND, HOLD, SKIP or OVERFLOW (see above). `seq`
+    None (an `error` frame, say) is never deduplicated."""
     if conn.close_reason is not None:
-        return False
+        return SKIP
     if not conn.acked:
+        held = conn.held_bytes + len(frame)
+        if held > conn.max_pending_bytes:
+            conn.backlog = None
+            conn.held_bytes = 0
+            return OVERFLOW
         backlog = conn.backlog
         if backlog is None:
             conn.backlog = backlog = []
         backlog.append((seq, frame))
-        return False
+        conn.held_bytes = held
+        return HOLD
     if seq is not None:
         if seq <= conn.sent_seq:
-            return False
+            return SKIP
         conn.sent_seq = seq
-    return True
+    return SEND
 
 
 def release(conn) -> list[bytes]:
@@ -45,7 +60,8 @@ def release(conn) -> list[bytes]:
     be sent now, in order, without any the client already has."""
     conn.acked = True
     backlog, conn.backlog = conn.backlog, None
-    return [frame for seq, frame in backlog or () if offer(conn, frame, seq)]
+    conn.held_bytes = 0
+    return [frame for seq, frame in backlog or () if offer(conn, frame, seq) == SEND]
 
 
 def hold(conn) -> None:

@@ -4,18 +4,22 @@
 pod watches (the reader has already looked `watch` up): decode and check the payload once by
 the message rule (`redis_layout.decode_message`: every client field present, an integer `seq`
 in 1..2**53-1, `status` and `timestamp` strings), build the `tracking_update` frame once
-(`protocol.tracking_update`: never `raw_carrier_response`), raise `watch.seq`, and hand the
-same bytes to every watcher by the delivery rule (`delivery.offer`, push/delivery.py). A bad
-payload reaches nobody: it is counted in `malformed` and reported as `on_malformed(order_id,
-reason)`, the reason being `MalformedMessage.reason`.
+(`protocol.tracking_update`: never `raw_carrier_response`), raise `watch.seq`, and offer it to
+every watcher by the delivery rule (`delivery.offer`, push/delivery.py): the watchers it is
+sent to get the SAME whole WebSocket frame (`text_frame`, built once: server frames are
+unmasked), held ones the client frame, and one held past WS_MAX_PENDING_BYTES is closed 1013.
+A bad payload reaches nobody: it is counted in `malformed` and reported as
+`on_malformed(order_id, reason)`, the reason being `MalformedMessage.reason`.
 
 The delivery latency (now - the message's `published_at`, when it has a number there and
 anyone got it) is kept here, in a histogram of plain counters (`latency_counts()` per
 `LATENCY_BUCKETS` bound plus one for +Inf, `latency_sum`), read by push/metrics.py at scrape
 time: no callback and no Prometheus call per message.
 
-A watcher is anything with the connection's delivery attributes: `close_reason`, `acked`,
-`backlog`, `sent_seq` and `send(frame)` (push/connection.py's `Connection`).
+A watcher is anything with the connection's delivery attributes (`close_reason`, `acked`,
+`backlog`, `held_bytes`, `sent_seq`, `max_pending_bytes`), `send_frame(ws_frame)` and
+`close(close)`: push/connection.py's `Connection` (the Cython fan-out calls the Cython one's
+C methods directly).
 
 This module holds the pure-Python twin; the Cython `ordertrack.push._fanout` has the same
 behaviour and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
@@ -30,8 +34,9 @@ from collections.abc import Callable
 
 from ordertrack import protocol, redis_layout
 from ordertrack.push import twins
-from ordertrack.push.delivery import offer
+from ordertrack.push.delivery import OVERFLOW, SEND, offer
 
+SLOW_CONSUMER = protocol.SLOW_CONSUMER
 #: upper bounds (seconds) of the delivery-latency histogram's buckets, +Inf implied; the
 #: Cython fan-out takes them from here (this module defines them before it imports that one)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -82,10 +87,16 @@ class PureFanOut:
         if seq > watch.seq:
             watch.seq = seq
         delivered = 0
+        ws_frame = None
         for conn in tuple(watch.conns):
-            if offer(conn, frame, seq):
-                conn.send(frame)
+            verdict = offer(conn, frame, seq)
+            if verdict == SEND:
+                if ws_frame is None:
+                    ws_frame = text_frame(frame)
+                conn.send_frame(ws_frame)
                 delivered += 1
+            elif verdict == OVERFLOW:
+                conn.close(SLOW_CONSUMER)
         self.frames += delivered
         published_at = message.get("published_at")
         if delivered and type(published_at) in (int, float):

@@ -7,7 +7,7 @@ head is complete (`\\r\\n\\r\\n`), checks it with picows's own parser, and eithe
 contract's JSON refusal and closes, or hands the connection to a picows `WSProtocol` built as
 `ws_create_server` builds it, feeding it the bytes read so far (a pipelined first frame
 included). The guard is then dropped: one small object and one timer per connection while its
-head arrives, nothing after.
+head arrives, nothing after (see `_hand_over` for what uvloop would otherwise keep).
 """
 
 from __future__ import annotations
@@ -136,6 +136,11 @@ class HandshakeGuard(asyncio.Protocol):
         transport = self._transport
         self._done()
         ws = self._make_ws()
+        # uvloop keeps the previous protocol's `data_received` when the new one has none (picows'
+        # WSProtocol is a BufferedProtocol): that bound method kept this guard alive as long as
+        # the connection (136 B each). Passing through one whose `data_received` is a shared
+        # function first leaves that behind instead.
+        transport.set_protocol(_HANDED_OVER)
         transport.set_protocol(ws)
         ws.connection_made(transport)
         view, fed = memoryview(data), 0
@@ -151,6 +156,19 @@ class HandshakeGuard(asyncio.Protocol):
             self._timer.cancel()
         self._timer = self._transport = None
         self._head = b""
+
+
+class _HandedOver:
+    """What uvloop keeps as a handed-over connection's `data_received` (see `_hand_over`)."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def data_received(data: bytes) -> None:  # never called: picows reads into its own buffer
+        return None
+
+
+_HANDED_OVER = _HandedOver()
 
 
 async def create_server(listener_factory, host, port, *, logger_name,

@@ -24,14 +24,13 @@ import secrets
 import struct
 import time
 
-from multidict import CIMultiDict
 from redis.exceptions import RedisError
 
 from ordertrack import protocol, redis_connect, redis_layout
 from ordertrack.flags import providers
 from ordertrack.flags.source import FlagSource
 from ordertrack.models import CARRIERS
-from ordertrack.push import fanout, metrics, pubsub_reader, registry, timer_wheel
+from ordertrack.push import connection, fanout, metrics, pubsub_reader, registry, timer_wheel
 from ordertrack.push.admission import Admission, stream_after
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
@@ -41,7 +40,6 @@ from ordertrack.push.malformed import MalformedLog
 log = logging.getLogger("ordertrack.push")
 disconnect_log = logging.getLogger("ordertrack.push.disconnect")
 
-_NO_HEADERS = CIMultiDict()
 #: watched orders whose state is compared per pipeline in the catch-up after an outage
 CATCH_UP_CHUNK = 1000
 
@@ -112,7 +110,7 @@ class Pod:
             loops["datadog"] = metrics.datadog_loop(self.cfg, self._connections_by_carrier)
         log.info("hot path", extra={"fields": {
             "pubsub_reader": pubsub_reader.IMPLEMENTATION, "fanout": fanout.IMPLEMENTATION,
-            "wheel": timer_wheel.IMPLEMENTATION}})
+            "wheel": timer_wheel.IMPLEMENTATION, "connection": connection.IMPLEMENTATION}})
         for name, coro in loops.items():
             task = self.loop.create_task(coro, name=name)
             task.add_done_callback(self._on_task_done)
@@ -175,11 +173,7 @@ class Pod:
         return self.flags.realtime_enabled(user_id, None, client_class)
 
     def on_open(self, conn: Connection) -> None:
-        # the upgrade's headers (the JWT among them) would otherwise live as long as the
-        # connection: ~1-2 KB each, for nothing
-        transport = conn.transport
-        transport.request.headers = _NO_HEADERS
-        transport.response.headers = _NO_HEADERS
+        # (the connection has already let go of the upgrade's headers: push/connection.py)
         now = self.loop.time()
         conn.opened_at = now
         conn.expires_at = now + (conn.expires_at - time.time())  # the token's exp, in loop time
