@@ -62,9 +62,11 @@ test: install test-db
 
 # micro-benchmarks of the push pod's hot parts (Cython and twin side by side), compared with
 # the baseline stored in bench/baseline/: a part slower than BENCH_FAIL fails `make bench`;
-# then the end-to-end capacity run. `make bench-baseline` stores a new baseline.
+# then the end-to-end capacity run. `make bench-baseline` stores a new baseline. Twice as slow
+# as the baseline's best round fails: on the 2-vCPU development VM two runs minutes apart, with
+# nothing else running, differ by up to 1.6x (2026-12-02), so a tighter check fails on noise.
 BENCH_FILES := bench/bench_hotpath.py bench/bench_admission.py
-BENCH_FAIL ?= min:50%
+BENCH_FAIL ?= min:100%
 BENCH_OPTS := -p no:cacheprovider -q --benchmark-enable --benchmark-storage=file://bench/baseline \
               --benchmark-group-by=func --benchmark-columns=min,median,ops
 bench: install
