@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # (ORDERTRACK_PURE_PYTHON=1), as uvloop runs its suite twice; the unit tests of the Cython
 # parts already run both implementations side by side
 PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_broker.py \
-                  tests/test_push_bad_input.py
+                  tests/test_push_bad_input.py tests/test_push_handshake.py
 
 .PHONY: soak run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
