@@ -54,3 +54,27 @@ def jwks_server(public_pem: bytes, kid: str):
     finally:
         server.shutdown()
         server.server_close()
+
+
+class DeliveryState:
+    """A connection's delivery attributes (push/connection.py's; the rules are push/delivery.py's)
+    and nothing else: the test double of the delivery and fan-out tests."""
+
+    __slots__ = ("close_reason", "acked", "backlog", "held_bytes", "sent_seq", "max_pending_bytes",
+                 "sent")
+
+    def __init__(self, acked: bool = True, sent_seq: int = 0, max_pending_bytes: int = 1 << 20):
+        self.close_reason = None
+        self.acked = acked
+        self.backlog = None
+        self.held_bytes = 0
+        self.sent_seq = sent_seq
+        self.max_pending_bytes = max_pending_bytes
+        #: every whole WebSocket frame written to it, in order
+        self.sent: list[bytes] = []
+
+    def send_frame(self, ws_frame: bytes) -> None:
+        self.sent.append(ws_frame)
+
+    def close(self, close) -> None:
+        self.close_reason = close

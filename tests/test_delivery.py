@@ -11,18 +11,7 @@ from hypothesis import strategies as st
 from ordertrack import protocol, redis_layout
 from ordertrack.push import connection, delivery
 from ordertrack.push.delivery import HOLD, OVERFLOW, SEND, SKIP
-
-
-class State:
-    """A connection's delivery attributes and nothing else."""
-
-    def __init__(self, acked: bool = True, sent_seq: int = 0, max_pending_bytes: int = 1 << 20):
-        self.close_reason = None
-        self.acked = acked
-        self.backlog = None
-        self.held_bytes = 0
-        self.sent_seq = sent_seq
-        self.max_pending_bytes = max_pending_bytes
+from tests.support import DeliveryState
 
 
 def entry(seq: int, status: str = "in_transit") -> tuple[bytes, dict]:
@@ -40,7 +29,7 @@ def seqs(frames: list[bytes]) -> list:
 
 
 def test_updates_before_the_ack_are_held_in_order_then_released_without_duplicates():
-    conn = State(acked=False)
+    conn = DeliveryState(acked=False)
     assert delivery.offer(conn, b"u3", 3) == HOLD
     assert delivery.offer(conn, b"u2", 2) == HOLD
     assert delivery.offer(conn, b"err", None) == HOLD
@@ -52,25 +41,25 @@ def test_updates_before_the_ack_are_held_in_order_then_released_without_duplicat
 
 
 def test_held_updates_past_the_pending_bytes_budget_close_the_connection():
-    conn = State(acked=False, max_pending_bytes=10)
+    conn = DeliveryState(acked=False, max_pending_bytes=10)
     assert delivery.offer(conn, b"aaaa", 1) == HOLD
     assert delivery.offer(conn, b"bbbbbb", 2) == HOLD  # 10 bytes: at the budget, not past it
     assert delivery.offer(conn, b"c", 3) == OVERFLOW
     # what it held is let go: the client will resume from its last seq on a new connection
     assert conn.backlog is None and conn.held_bytes == 0
     # an acked connection's frames are not held, so they are not counted here
-    live = State(max_pending_bytes=10)
+    live = DeliveryState(max_pending_bytes=10)
     assert delivery.offer(live, b"x" * 50, 1) == SEND and live.held_bytes == 0
 
 
 def test_a_single_update_larger_than_the_budget_overflows_at_once():
-    conn = State(acked=False, max_pending_bytes=10)
+    conn = DeliveryState(acked=False, max_pending_bytes=10)
     assert delivery.offer(conn, b"x" * 11, 1) == OVERFLOW
     assert conn.backlog is None
 
 
 def test_a_seq_the_client_has_is_never_sent_again():
-    conn = State(sent_seq=5)
+    conn = DeliveryState(sent_seq=5)
     assert delivery.offer(conn, b"old", 5) == SKIP
     assert delivery.offer(conn, b"older", 4) == SKIP
     assert delivery.offer(conn, b"new", 6) == SEND
@@ -79,7 +68,7 @@ def test_a_seq_the_client_has_is_never_sent_again():
 
 
 def test_frames_without_a_seq_are_always_sent_and_nothing_after_close():
-    conn = State(sent_seq=9)
+    conn = DeliveryState(sent_seq=9)
     assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None) == SEND
     assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None) == SEND
     conn.close_reason = protocol.SLOW_CONSUMER
@@ -89,7 +78,7 @@ def test_frames_without_a_seq_are_always_sent_and_nothing_after_close():
 
 
 def test_hold_makes_a_live_update_wait_for_the_replay():
-    conn = State(sent_seq=3)
+    conn = DeliveryState(sent_seq=3)
     delivery.hold(conn)
     assert delivery.offer(conn, b"u4", 4) == HOLD
     assert delivery.release(conn) == [b"u4"]
@@ -114,7 +103,7 @@ steps = st.lists(st.one_of(
 @given(steps=steps, acked=st.booleans(), sent_seq=st.integers(0, 6),
        budget=st.sampled_from([0, 30, 100, 1 << 20]))
 def test_the_cython_connection_offers_as_the_rule_says(steps, acked, sent_seq, budget):
-    rule = State(acked=acked, sent_seq=sent_seq, max_pending_bytes=budget)
+    rule = DeliveryState(acked=acked, sent_seq=sent_seq, max_pending_bytes=budget)
     cython = connection.IMPLEMENTATIONS["cython"](Pod(budget), "ws_conn_1", "u1", "ord_1", None)
     cython.acked, cython.sent_seq = acked, sent_seq
     for step in steps:
@@ -141,7 +130,7 @@ def test_resume_gap_rule():
 
 
 def test_replay_sends_the_missed_events_in_order_and_raises_sent_seq():
-    conn = State(sent_seq=2)
+    conn = DeliveryState(sent_seq=2)
     frames = delivery.replay(conn, 2, 5, events(entry(3), entry(4), entry(5)))
     assert seqs(frames) == [3, 4, 5]
     assert all(b"raw_carrier_response" not in f for f in frames)
@@ -151,7 +140,7 @@ def test_replay_sends_the_missed_events_in_order_and_raises_sent_seq():
 
 
 def test_replay_from_a_trimmed_stream_says_so_first_then_sends_what_is_kept():
-    conn = State(sent_seq=1)
+    conn = DeliveryState(sent_seq=1)
     frames = delivery.replay(conn, 1, 9, events(entry(7), entry(8), entry(9)))
     first = orjson.loads(frames[0])
     assert first["event"] == "error" and first["data"]["code"] == "RESUME_UNAVAILABLE"
@@ -159,7 +148,7 @@ def test_replay_from_a_trimmed_stream_says_so_first_then_sends_what_is_kept():
 
 
 def test_replay_of_a_stream_with_unreadable_entries_sends_the_readable_ones():
-    conn = State()
+    conn = DeliveryState()
     bad_json = (b"4-0", {b"msg": b"{not json"})
     not_object = (b"5-0", {b"msg": b"[1,2]"})
     no_msg = (b"6-0", {b"other": b"x"})

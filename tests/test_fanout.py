@@ -17,31 +17,9 @@ from hypothesis import strategies as st
 from ordertrack import protocol, redis_layout
 from ordertrack.push import connection, fanout, malformed
 from ordertrack.push.hub import Watch
+from tests.support import DeliveryState as Watcher
 
 IMPLS = sorted(fanout.IMPLEMENTATIONS)
-
-
-class Watcher:
-    """A connection's delivery attributes (push/connection.py) with a `send_frame` and a
-    `close` that record."""
-
-    __slots__ = ("close_reason", "acked", "backlog", "held_bytes", "sent_seq", "max_pending_bytes",
-                 "sent")
-
-    def __init__(self, acked: bool = True, sent_seq: int = 0, max_pending_bytes: int = 1 << 20):
-        self.close_reason = None
-        self.acked = acked
-        self.backlog = None
-        self.held_bytes = 0
-        self.sent_seq = sent_seq
-        self.max_pending_bytes = max_pending_bytes
-        self.sent: list[bytes] = []
-
-    def send_frame(self, ws_frame: bytes) -> None:
-        self.sent.append(ws_frame)
-
-    def close(self, close) -> None:
-        self.close_reason = close
 
 
 def payload_of(ws_frame: bytes) -> bytes:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ordertrack import protocol, redis_layout
 from ordertrack.push import fanout, malformed
 from ordertrack.push.hub import Watch
+from tests.support import DeliveryState
 from tests.test_fanout import payload_of
 
 IMPLS = sorted(fanout.IMPLEMENTATIONS)
@@ -23,27 +24,13 @@ KEYS = ("status", "location", "timestamp", "estimated_delivery", "carrier",
         "raw_carrier_response", "seq", "published_at")
 
 
-class Watcher:
-    """A connection's delivery attributes (push/connection.py), acked, recording the client
-    frame inside each whole WebSocket frame it is sent."""
+class Watcher(DeliveryState):
+    """Acked, recording the client frame inside each whole WebSocket frame it is sent."""
 
-    __slots__ = ("close_reason", "acked", "backlog", "held_bytes", "sent_seq", "max_pending_bytes",
-                 "sent")
-
-    def __init__(self):
-        self.close_reason = None
-        self.acked = True
-        self.backlog = None
-        self.held_bytes = 0
-        self.sent_seq = 0
-        self.max_pending_bytes = 1 << 20
-        self.sent: list[bytes] = []
+    __slots__ = ()
 
     def send_frame(self, ws_frame: bytes) -> None:
         self.sent.append(payload_of(ws_frame))
-
-    def close(self, close) -> None:
-        self.close_reason = close
 
 
 def by_the_rule(payload: bytes) -> tuple:
