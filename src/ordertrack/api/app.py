@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordertrack import auth, flags, redis_connect
+from ordertrack.api import docs, rollout
 from ordertrack.api.connection import JSON_TYPE, request_id
 from ordertrack.api.metrics import Metrics
 from ordertrack.api.tracking import TrackingReader
@@ -258,6 +259,8 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
         "dropped, and the tracking page.",
         lifespan=lifespan,
         default_response_class=JSONBody,
+        docs_url=None,  # docs.install: Swagger UI from the package, no CDN
+        redoc_url=None,
     )
     app.add_middleware(RequestIdMiddleware)
     app.state.metrics = metrics
@@ -384,5 +387,7 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    rollout.install(app, settings, tokens.check, runtime, metrics.registry)
+    docs.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

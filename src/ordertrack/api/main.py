@@ -18,6 +18,7 @@ from ordertrack.config import (
     JWT,
     LOGGING,
     REDIS,
+    ROLLOUT,
     STORE,
     ConfigError,
     Setting,
@@ -48,7 +49,8 @@ API_SETTINGS: tuple[Setting, ...] = (
             "a request's line and headers must arrive within this time (of the connection "
             "opening, or of the request's first byte); slower ones get 408 and are closed"),
 )
-SETTINGS: tuple[Setting, ...] = API_SETTINGS + REDIS + JWT + STORE + LOGGING + FLAG_SETTINGS
+SETTINGS: tuple[Setting, ...] = (API_SETTINGS + REDIS + JWT + STORE + LOGGING + FLAG_SETTINGS
+                                  + ROLLOUT)
 
 
 def load_settings(args: argparse.Namespace | None = None, environ=None) -> SimpleNamespace:
