@@ -159,6 +159,15 @@ export class TrackingClient extends EventTarget {
     this._setMode("stopped", reason);
   }
 
+  /** Go live again after a 4001 (another tab or device took the slot): takes a slot the
+   * normal way, which may close the oldest other connection of this user. */
+  goLive() {
+    if (this._stopped || this._ws) return;
+    this._permanentFallback = null;
+    this._attempt = 0;
+    this._connect();
+  }
+
   snapshot() {
     const history = [...this.events.values()].sort(timelineOrder);
     return {
