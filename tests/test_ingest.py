@@ -192,7 +192,7 @@ def test_a_pushed_fedex_scan_reaches_a_websocket_client_with_its_seq(
                                                                       "CHICAGO, IL, US")
     assert "raw_carrier_response" not in second
     history = store_call(db, "history", "ord_fx")
-    assert [(e.seq, e.status) for e in history] == [(1, "shipped"), (2, "in_transit")]
+    assert [(e.seq, e.status) for e in history] == [(1, "label_created"), (2, "in_transit")]
     assert metric(ingest, 'ordertrack_ingest_events_stored_total{carrier="fedex"}') == 2
 
 

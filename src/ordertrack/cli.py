@@ -49,6 +49,9 @@ COMMANDS: dict[str, Command] = {
     "flag": Command("ordertrack.commands.flag",
                     "show or set the realtime_order_tracking kill switch", ("REDIS_URL",)),
     "capacity": Command("ordertrack.commands.capacity", "plan pods, memory and Redis from a load test report"),
+    "rollout": Command("ordertrack.commands.rollout",
+                       "`rollout report`: the ramp criteria of realtime_order_tracking",
+                       ("REDIS_URL", "PROMETHEUS_URL")),
 }
 
 
