@@ -1,11 +1,14 @@
-"""`GET /docs`: Swagger UI served from the package `swagger-ui-bundle`, no CDN (FastAPI's
-self-hosting recipe), so the API's documentation works on a machine without internet.
+"""`GET /docs`: Swagger UI served from the assets the package `fastapi-offline` ships (Swagger
+UI 5, which reads our OpenAPI 3.1 document), with FastAPI's self-hosting recipe: no CDN, so
+the API's documentation works on a machine without internet.
 
 The assets are mounted at `/docs-assets/`; `/docs/oauth2-redirect` is Swagger UI's OAuth
 helper page, as FastAPI's default docs have it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -17,9 +20,10 @@ ASSETS = "/docs-assets"
 
 def install(app: FastAPI) -> None:
     """Serve `/docs` with the packaged Swagger UI (the app is built with `docs_url=None`)."""
-    from swagger_ui_bundle import swagger_ui_path
+    import fastapi_offline
 
-    app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    assets = Path(fastapi_offline.__file__).resolve().parent / "static"
+    app.mount(ASSETS, StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> Response:
