@@ -362,3 +362,17 @@ def test_views_and_bounces_of_each_variant_read_back_through_the_report(
     text = run_report(prometheus, redis_url)
     assert text.startswith("Ramp realtime_order_tracking to 25 %: HOLD")
     assert "realtime 0.0% of 2, polling 100.0% of 2" in text
+
+
+def test_the_report_says_in_one_line_when_prometheus_cannot_be_reached(redis_url):
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "REDIS_URL": redis_url, "DEV_DIR": "/nonexistent"}
+    done = subprocess.run([*ORDERTRACK, "rollout", "report", "--prometheus", closed], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"ordertrack rollout: cannot query Prometheus at {closed}")
+    assert done.stdout == ""
+    bad = subprocess.run([*ORDERTRACK, "rollout", "report", "--prometheus", "ftp://x"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("ordertrack rollout: invalid")
