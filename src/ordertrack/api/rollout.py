@@ -40,6 +40,65 @@ RATE_WINDOW = 60.0
 RATE_CLIENTS = 10_000
 
 
+# --- OpenAPI (documentation; the routes read and write the bodies themselves) ----------------
+_ERROR = {"type": "object", "required": ["error", "message"],
+          "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}
+
+
+def _errors(**texts: str) -> dict[int | str, dict[str, Any]]:
+    return {int(code.lstrip("e")): {"description": text,
+                                    "content": {"application/json": {"schema": _ERROR}}}
+            for code, text in texts.items()}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+_RATE = {"e429": "RATE_LIMITED: too many reports from this address",
+         "e400": "BAD_REQUEST: the body is not what the endpoint takes",
+         "e413": "PAYLOAD_TOO_LARGE: over 1 KiB", "e503": "UNAVAILABLE: Redis cannot answer"}
+VIEW_DOC = {
+    "responses": {201: {"description": "the view is counted; its id is for its stay report",
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["view_id", "variant"],
+                            "properties": {"view_id": {"type": "string"},
+                                           "variant": {"type": "string",
+                                                       "enum": list(rollout.VARIANTS)}}}}}},
+                  **_errors(**_RATE, e401="UNAUTHORIZED: missing or bad token",
+                            e403="FORBIDDEN: the token does not name this order")},
+    "openapi_extra": {"security": [{"bearerAuth": []}], **_body({
+        "type": "object", "required": ["variant"],
+        "properties": {"variant": {"type": "string", "enum": list(rollout.VARIANTS)}}})},
+}
+STAY_DOC = {
+    "responses": {204: {"description": "the stay is counted"},
+                  **_errors(**_RATE, e404="NOT_FOUND: no view with this id awaits its stay")},
+    "openapi_extra": _body({
+        "type": "object", "required": ["view_id", "seconds"],
+        "properties": {"view_id": {"type": "string", "pattern": "^pv_[0-9a-f]{32}$"},
+                       "seconds": {"type": "number", "minimum": 0}}}),
+}
+_FIGURES = {"type": "object", "properties": {
+    name: {"type": ["number", "null"]} for name in (
+        "views", "orders", "views_per_order", "stays_reported", "bounces", "bounce_rate")}}
+FIGURES_DOC = {
+    "responses": {200: {"description": "views, orders, stays and bounces per variant",
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "properties": {
+                                "days": {"type": "integer"},
+                                "bounce_threshold_seconds": {"type": "number"},
+                                "variants": {"type": "object", "properties": {
+                                    v: _FIGURES for v in rollout.VARIANTS}}}}}}},
+                  **_errors(e400="BAD_REQUEST: days must be 1 to 35",
+                            e503="UNAVAILABLE: Redis cannot answer")},
+    "openapi_extra": {"parameters": [{"name": "days", "in": "query", "required": False,
+                                      "schema": {"type": "integer", "minimum": 1,
+                                                 "maximum": rollout.KEEP_DAYS}}]},
+}
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON_TYPE,
                     headers=headers)
@@ -136,7 +195,7 @@ def install(app: FastAPI, settings: SimpleNamespace, check_token, runtime: Simpl
             return None, refuse("malformed", 400, "BAD_REQUEST", "The body is not JSON")
 
     @app.post("/api/v2/orders/{order_id}/views", status_code=201, tags=["rollout"],
-              summary="Count a tracking-page view in its rollout variant")
+              summary="Count a tracking-page view in its rollout variant", **VIEW_DOC)
     async def page_view(request: Request) -> Response:
         order_id: str = request.path_params["order_id"]
         if (refusal := limited(request)) is not None:
@@ -164,7 +223,7 @@ def install(app: FastAPI, settings: SimpleNamespace, check_token, runtime: Simpl
                      {"Cache-Control": "no-store"})
 
     @app.post("/api/v2/page-stays", status_code=204, tags=["rollout"],
-              summary="How long a tracking-page view stayed (the page's beacon)")
+              summary="How long a tracking-page view stayed (the page's beacon)", **STAY_DOC)
     async def page_stay(request: Request) -> Response:
         if (refusal := limited(request)) is not None:
             return refusal
@@ -194,7 +253,8 @@ def install(app: FastAPI, settings: SimpleNamespace, check_token, runtime: Simpl
         return Response(status_code=204)
 
     @app.get("/api/v2/rollout", tags=["rollout"],
-             summary="Page views per order and bounce rate by rollout variant (operators)")
+             summary="Page views per order and bounce rate by rollout variant (operators)",
+             **FIGURES_DOC)
     async def rollout_figures(request: Request) -> Response:
         raw = request.query_params.get("days", str(rollout.WINDOW_DAYS))
         if not raw.isdigit() or not 1 <= int(raw) <= rollout.KEEP_DAYS:
