@@ -40,14 +40,15 @@ RATE_WINDOW = 60.0
 RATE_CLIENTS = 10_000
 
 
-# --- OpenAPI (documentation; the routes read and write the bodies themselves) ----------------
+# --- OpenAPI (documentation; the routes read and write the bodies themselves). Answers are
+# keyed by JSON_TYPE, as FastAPI keys its own; app.openapi names them application/json. -------
 _ERROR = {"type": "object", "required": ["error", "message"],
           "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}
 
 
 def _errors(**texts: str) -> dict[int | str, dict[str, Any]]:
     return {int(code.lstrip("e")): {"description": text,
-                                    "content": {"application/json": {"schema": _ERROR}}}
+                                    "content": {JSON_TYPE: {"schema": _ERROR}}}
             for code, text in texts.items()}
 
 
@@ -61,7 +62,7 @@ _RATE = {"e429": "RATE_LIMITED: too many reports from this address",
          "e413": "PAYLOAD_TOO_LARGE: over 1 KiB", "e503": "UNAVAILABLE: Redis cannot answer"}
 VIEW_DOC = {
     "responses": {201: {"description": "the view is counted; its id is for its stay report",
-                        "content": {"application/json": {"schema": {
+                        "content": {JSON_TYPE: {"schema": {
                             "type": "object", "required": ["view_id", "variant"],
                             "properties": {"view_id": {"type": "string"},
                                            "variant": {"type": "string",
@@ -85,7 +86,7 @@ _FIGURES = {"type": "object", "properties": {
         "views", "orders", "views_per_order", "stays_reported", "bounces", "bounce_rate")}}
 FIGURES_DOC = {
     "responses": {200: {"description": "views, orders, stays and bounces per variant",
-                        "content": {"application/json": {"schema": {
+                        "content": {JSON_TYPE: {"schema": {
                             "type": "object", "properties": {
                                 "days": {"type": "integer"},
                                 "bounce_threshold_seconds": {"type": "number"},
