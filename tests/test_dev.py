@@ -51,7 +51,8 @@ class Dev:
                 break
         assert READY_LINE in self.text, self.text
         self.children = psutil.Process(self.proc.pid).children(recursive=True)
-        assert len(self.children) >= 7  # redis, sandbox, ingest, gateway, pod, api, prometheus
+        # redis, sandbox, ingest, gateway, pod, api, prometheus
+        assert len(self.children) >= 7, self.text
         redis_port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", self.text).group(1))
         self.ports["REDIS"] = redis_port
 
