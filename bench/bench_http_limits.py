@@ -7,7 +7,8 @@ SQLite store, then, measuring the ingest process's RSS (peak, sampled every 20 m
 fds from /proc:
 1. a 64 MB body with a declared Content-Length, sent as fast as the socket takes it;
 2. a 64 MB chunked body with a wrong FedEx signature;
-3. `--tricklers` clients at once, each sending a DHL delivery's body one byte a second.
+3. `--tricklers` connections that send nothing (the floor: a socket and its protocol), then as
+   many clients at once each sending a DHL delivery's body one byte a second.
 Self-contained (raw sockets, no ordertrack import): the same script measures before and after.
 """
 
@@ -122,6 +123,17 @@ async def trickler(port: int, results: list[str], hold: float) -> None:
     results.append(answer.split(b"\r\n", 1)[0].decode(errors="replace") or "no answer")
 
 
+async def idle(pid: int, port: int, n: int) -> None:
+    """The floor: `n` connections that send nothing (the head timeout, 10 s, ends them)."""
+    base_rss, base_fds = rss_mb(pid), fds(pid)
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
+    await asyncio.sleep(5)
+    print(f"{n} idle connections (no bytes), 5 s in: RSS {rss_mb(pid):.1f} MB "
+          f"(+{rss_mb(pid) - base_rss:.1f}), fds {fds(pid)} (+{fds(pid) - base_fds})")
+    for _reader, writer in conns:
+        writer.close()
+
+
 async def tricklers(pid: int, port: int, n: int, hold: float) -> None:
     results: list[str] = []
     base_rss, base_fds = rss_mb(pid), fds(pid)
@@ -197,6 +209,8 @@ def main() -> None:
                 print(f"{name}: {status!r} after {sent / 2**20:.1f} MB sent, {took:.2f} s; "
                       f"ingest RSS {before:.1f} -> peak {peak.peak:.1f} MB "
                       f"(+{peak.peak - before:.1f}), then {rss_mb(ingest.pid):.1f} MB")
+        with Ingest(args.src, tmp) as ingest:
+            asyncio.run(idle(ingest.pid, ingest.port, args.tricklers))
         with Ingest(args.src, tmp) as ingest:
             asyncio.run(tricklers(ingest.pid, ingest.port, args.tricklers, args.hold))
 

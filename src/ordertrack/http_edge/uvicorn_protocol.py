@@ -13,6 +13,10 @@ waited for forever, a chunked upload of any size is handed to the app).
   the limit (the app's pending read then sees a disconnect);
 - a body not complete within `body_timeout` of its head: 408 `REQUEST_TIMEOUT`;
 - a head the parser refuses: 400 `BAD_REQUEST`, or 401 when the broken line is `Authorization`;
+- with a `precheck` (ingest: the carriers whose credential is a header), a request with a body
+  is judged on its head first (a refusal is sent before a byte of the body is read), and the
+  app runs only once the body is complete: a client trickling its body holds a socket and
+  this protocol's buffer, not an app task (measured: bench/bench_http_limits.py);
 
 each as the JSON error with a clean `X-Request-ID`, then the connection is closed. And a body
 still arriving once the request is answered (a 401 answered from the headers alone) is not
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httptools
@@ -36,6 +40,10 @@ from ordertrack.http_edge.request_id import request_id
 from ordertrack.protocol import head_fields, parse_error_refusal
 
 log = logging.getLogger("ordertrack.http")
+
+#: `precheck(path, headers) -> Refusal | None`: a request with a body judged on its head alone
+#: (`headers`: lower-case names, latin-1 values)
+Precheck = Callable[[str, dict[str, str]], "Refusal | None"]
 
 
 class _Refused(Exception):
@@ -49,9 +57,12 @@ class _Refused(Exception):
 class EdgeHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with bounded heads and bodies. Use `protocol_factory`."""
 
-    def __init__(self, *args: Any, limits: HttpLimits, **kwargs: Any):
+    def __init__(self, *args: Any, limits: HttpLimits, precheck: Precheck | None = None,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.limits = limits
+        self.precheck = precheck
+        self._waiting: Any = None  # (cycle, app) whose start waits for the complete body
         self._head_pending = True  # the next bytes belong to a request head
         self._head_bytes = 0  # bytes received so far of that head (or a bit more)
         self._body_bytes = 0  # bytes received so far of the current request's body
@@ -127,13 +138,30 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if body is not None:
             if body > self.limits.max_body_bytes:
                 raise _Refused(self.limits.body_too_large())  # before the app runs
+            if self.precheck is not None:
+                path = self.url.split(b"?", 1)[0].decode("latin-1")
+                fields = {name.decode("latin-1"): value.decode("latin-1")
+                          for name, value in self.headers}
+                answer = self.precheck(path, fields)
+                if answer is not None:
+                    raise _Refused(answer)  # before a byte of the body is read
+                self._waiting = True  # the app starts once the body is complete
             self._arm(self.limits.body_timeout, self.limits.body_late())
         super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self._waiting is True:
+            self._waiting = (cycle, app)
+            return
+        super()._start_asgi_task(cycle, app)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self.limits.max_body_bytes:
             raise _Refused(self.limits.body_too_large())
+        if self._waiting is not None and self.cycle is not None:
+            self.cycle.body += body  # no app reads yet: buffered (bounded just above)
+            return
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -141,6 +169,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._head_pending = True
         self._head_bytes = 0
+        waiting, self._waiting = self._waiting, None
+        if isinstance(waiting, tuple):
+            super()._start_asgi_task(*waiting)
 
     def on_response_complete(self) -> None:
         # a request whose body is still arriving once it is answered (a 401 from the headers,
@@ -179,6 +210,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_factory(limits: HttpLimits) -> Any:
-    """The `http=` value for `uvicorn.Config`: `EdgeHttpProtocol` bound to these limits."""
-    return functools.partial(EdgeHttpProtocol, limits=limits)
+def protocol_factory(limits: HttpLimits, precheck: Precheck | None = None) -> Any:
+    """The `http=` value for `uvicorn.Config`: `EdgeHttpProtocol` bound to these limits (and
+    the app's `precheck`, if any)."""
+    return functools.partial(EdgeHttpProtocol, limits=limits, precheck=precheck)

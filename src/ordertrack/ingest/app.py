@@ -42,6 +42,7 @@ from ordertrack.gateway.record import catch_up, record_events
 from ordertrack.gateway.scheduler import mark_pushed
 from ordertrack.http_edge import asgi
 from ordertrack.http_edge.asgi import JSONBody, error_response
+from ordertrack.http_edge.refusals import Refusal, refusal
 from ordertrack.ingest import auth
 from ordertrack.ingest.metrics import Metrics
 from ordertrack.models import CarrierResult, OrderState
@@ -49,6 +50,9 @@ from ordertrack.store import StoreError
 from ordertrack.telemetry import metrics_page
 
 log = logging.getLogger("ordertrack.ingest")
+
+WEBHOOK_PREFIX = "/webhooks/"
+REFUSED_CREDENTIAL = refusal("UNAUTHORIZED", "bad or missing signature or credential")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,26 @@ def verifiers(settings: SimpleNamespace) -> dict[str, Verifier]:
             _header_check, settings.dhl_webhook_header, settings.dhl_webhook_secret),
             reads_body=False)
     return checks
+
+
+def head_precheck(checks: dict[str, Verifier], metrics: Metrics
+                  ) -> Callable[[str, dict[str, str]], Refusal | None]:
+    """For the edge (`http_edge.uvicorn_protocol`): a delivery whose carrier's credential is a
+    header is refused on its head, before a byte of its body is read, and an accepted one
+    reaches the app only once its body is complete. Other paths and FedEx (its signature
+    covers the body) are left to the route."""
+
+    def judge(path: str, headers: dict[str, str]) -> Refusal | None:
+        carrier = path.removeprefix(WEBHOOK_PREFIX) if path.startswith(WEBHOOK_PREFIX) else ""
+        verifier = checks.get(carrier)
+        if verifier is None or verifier.reads_body or verifier.check(headers, b""):
+            return None
+        metrics.received.labels(carrier).inc()
+        metrics.refused.labels(carrier, "unauthorized").inc()
+        log.warning("%s: delivery refused: bad or missing credential", carrier)
+        return REFUSED_CREDENTIAL
+
+    return judge
 
 
 def _fedex_check(secret: str, headers: Any, body: bytes) -> bool:
@@ -184,14 +208,15 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
     app = FastAPI(title="ordertrack ingest", version="1", lifespan=lifespan,
                   description="Carrier tracking webhooks (FedEx, UPS, DHL)")
     app.state.metrics = metrics
+    app.state.precheck = head_precheck(checks, metrics)  # `ordertrack ingest` gives it the edge
     asgi.install(app, log)
 
     def unauthorized(carrier: str) -> Response:
         metrics.refused.labels(carrier, "unauthorized").inc()
         log.warning("%s: delivery refused: bad or missing credential", carrier)
-        return error_response("UNAUTHORIZED", "bad or missing signature or credential")
+        return error_response(REFUSED_CREDENTIAL.code, REFUSED_CREDENTIAL.message)
 
-    @app.post("/webhooks/{carrier}", summary="A carrier's tracking webhook")
+    @app.post(WEBHOOK_PREFIX + "{carrier}", summary="A carrier's tracking webhook")
     async def webhook(carrier: str, request: Request) -> Response:
         verifier = checks.get(carrier)
         if verifier is None:
@@ -199,7 +224,7 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
                                   f"{', '.join(sorted(checks)) or 'none'})")
         metrics.received.labels(carrier).inc()
         if not verifier.reads_body and not verifier.check(request.headers, b""):
-            return unauthorized(carrier)  # the body is never read: the edge closes
+            return unauthorized(carrier)  # (a body-less request: the edge judged the others)
         body = await request.body()  # at most INGEST_MAX_BODY_BYTES (the edge refuses more)
         if verifier.reads_body and not verifier.check(request.headers, body):
             return unauthorized(carrier)

@@ -34,12 +34,12 @@ def run(args: argparse.Namespace) -> int:
     if not verifiers(settings):
         raise ConfigError("no webhook to serve: set FEDEX_WEBHOOK_SECRET, "
                           "UPS_WEBHOOK_CREDENTIAL or DHL_WEBHOOK_SECRET")
-    config = uvicorn.Config(create_app(settings), host=settings.ingest_host,
-                            port=settings.ingest_port, loop="uvloop",
-                            http=protocol_factory(HttpLimits.from_settings(settings,
-                                                                           LIMITS_PREFIX)),
-                            ws="none", workers=1, lifespan="on", access_log=False, log_config=None,
-                            server_header=False)
+    app = create_app(settings)
+    limits = HttpLimits.from_settings(settings, LIMITS_PREFIX)
+    config = uvicorn.Config(app, host=settings.ingest_host, port=settings.ingest_port,
+                            loop="uvloop", http=protocol_factory(limits, app.state.precheck),
+                            ws="none", workers=1, lifespan="on", access_log=False,
+                            log_config=None, server_header=False)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
