@@ -49,9 +49,8 @@ def test_flag_with_redis_unreachable_is_one_line(tmp_path):
 
 
 def said_redis(result: subprocess.CompletedProcess) -> dict:
-    """The one JSON line `flag` writes on stderr naming its Redis (redis-py 8.2's warning
-    lines, issue 17 item 8, are another change's)."""
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("{")]
+    """The one line `flag` writes on stderr: JSON, naming its Redis."""
+    (line,) = result.stderr.strip().splitlines()
     return json.loads(line)
 
 
