@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import multiprocessing
@@ -67,6 +68,9 @@ RAMP_PER_WORKER = 125
 #: Redis keeps 32 of its open files for itself
 REDIS_MAXCLIENTS = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 32
 OPENED = "ordertrack_ws_connections_opened_total"
+PROBE = "ordertrack_ws_latency_probe_seconds"
+#: the load test's pods time every 10th update (LATENCY_SAMPLE_EVERY): a counter per update
+SAMPLE_EVERY = 10
 #: Artillery: at most this many users, arriving at most this fast
 ARTILLERY_USERS = 1_000
 ARTILLERY_RATE = 100.0
@@ -100,8 +104,12 @@ class RunError(RuntimeError):
 # --- starting what is measured ------------------------------------------------------------------
 
 
-def start_ours(profile: Profile, redis_url: str, public_key: Path, workdir: Path) -> Target:
+def start_ours(profile: Profile, redis_url: str, public_key: Path, workdir: Path,
+               sample_every: int = 0) -> Target:
+    """Our pod(s); `sample_every` > 0 has each time every Nth update and its loop's lag
+    (LATENCY_SAMPLE_EVERY, push/latency_probe.py), read back at the hold's edges."""
     shared = free_port() if profile.pods > 1 else None
+    os.environ["LATENCY_SAMPLE_EVERY"] = str(sample_every)  # start_pod passes os.environ on
     limit = (profile.connections + 500 if profile.pods == 1
              else min(CLUSTER_POD_LIMIT, math.ceil(profile.connections / profile.pods) + 2_000))
     target = Target("ordertrack", "", "jwt", "lua", [])
@@ -154,8 +162,15 @@ def start_peer(name: str, spec: Any, redis_url: str, workdir: Path) -> Target:
 # --- the scenario -------------------------------------------------------------------------------
 
 
+def probe_lines(metrics_port: int) -> list[str]:
+    """The pod's latency-probe histogram lines (push/latency_probe.py), [] when it has none."""
+    return [line for line in scrape(metrics_port).splitlines()
+            if line.startswith(PROBE + "_")]
+
+
 def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: int,
-                 private_pem: bytes, progress: bool = True) -> dict[str, Any]:
+                 private_pem: bytes, progress: bool = True,
+                 script_check: bool = False) -> dict[str, Any]:
     """Drive the whole timeline against `target`; the raw results."""
     n = profile.connections
     # spread the ramp too: one process starting more than RAMP_PER_WORKER connections a
@@ -202,13 +217,18 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
                             profile.ramp_down_per_second or profile.ramp_per_second,
                             profile.heartbeat_interval,
                             {i: reconnect_offset(rank, count, profile.hold_seconds)
-                             for rank, i in enumerate(picked)})
+                             for rank, i in enumerate(picked)},
+                            storm=((profile.storm_at, profile.storm_seconds)
+                                   if profile.storm_at is not None else None))
         for pipe in pipes:
             pipe.send(("start", timeline))
         hold_start = t0 + profile.ramp_seconds
         hold_end = hold_start + profile.hold_seconds
         spawn(feed_main, FeedSpec(target.feed_mode, redis_url, n, profile.update_interval,
-                                  hold_start, profile.hold_seconds, target.nchan_port), "feed")
+                                  hold_start, profile.hold_seconds, target.nchan_port,
+                                  script_check=script_check), "feed")
+        probed = [w for w in target.watched if w.metrics_port]
+        probes: dict[str, dict[str, list[str]]] = {w.name: {} for w in probed}
         results: dict[Any, Any] = {}
         status: dict[Any, dict] = {}
         deadline = t0 + profile.total_seconds + 90
@@ -219,6 +239,10 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
             for proc in target.procs:
                 if proc.poll() is not None:
                     raise RunError(f"{target.name} exited with code {proc.returncode} mid-run")
+            for edge, at in (("hold_start", hold_start), ("hold_end", hold_end)):
+                for w in probed:
+                    if time.time() >= at and edge not in probes[w.name]:
+                        probes[w.name][edge] = probe_lines(w.metrics_port)
             waiting = [pipe for pipe in pipes if pipe not in finished]
             for pipe in multiprocessing.connection.wait(waiting, 1.0):
                 try:
@@ -257,6 +281,7 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
         "workers": [results[w] for w in range(workers)],
         "feed": results["feed"],
         "samples": samples,
+        "pod_probe": probes,
         "pods": [w.name for w in target.watched],
         "connections": n,
         "load_average": load_average,
@@ -361,9 +386,11 @@ def run_artillery(profile: Profile, target: Target, redis_url: str, private_pem:
 
 
 def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
-        progress: bool = True, with_artillery: bool | None = None) -> dict[str, Any]:
+        progress: bool = True, with_artillery: bool | None = None,
+        sample_every: int = SAMPLE_EVERY, script_check: bool = False) -> dict[str, Any]:
     """The whole run; Artillery goes with the peers unless `with_artillery` says otherwise."""
-    with_artillery = with_peers if with_artillery is None else with_artillery
+    if with_artillery is None:  # not with a storm: its users would be cut too
+        with_artillery = with_peers and profile.storm_at is None
     workdir = Path(tempfile.mkdtemp(prefix="ordertrack-load-"))
     redis_proc = None
     runs: dict[str, dict] = {}
@@ -371,10 +398,10 @@ def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
     try:
         private_pem, public_path = generate_key_pair(workdir)
         redis_proc, redis_url = start_redis(workdir, maxclients=REDIS_MAXCLIENTS)
-        ours = start_ours(profile, redis_url, public_path, workdir)
+        ours = start_ours(profile, redis_url, public_path, workdir, sample_every)
         try:
             runs["ordertrack"] = run_scenario(profile, ours, redis_url, redis_proc.pid,
-                                              private_pem, progress)
+                                              private_pem, progress, script_check)
             extra["artillery"] = (run_artillery(profile, ours, redis_url, private_pem, workdir,
                                                 progress)
                                   if with_artillery else
@@ -398,7 +425,7 @@ def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
                     f"{name} holds in one process here (bench/peers/README.md)")
             try:
                 runs[name] = run_scenario(profile.scaled(connections), target, redis_url,
-                                          redis_proc.pid, private_pem, progress)
+                                          redis_proc.pid, private_pem, progress, script_check)
             except RunError as exc:
                 extra["peers_skipped"][name] = f"peer {name} failed: {exc}"
             finally:
@@ -426,6 +453,14 @@ def main(argv: list[str] | None = None) -> int:
                              "all installed for `pod`, none otherwise); 'none' for none")
     parser.add_argument("--no-artillery", action="store_true",
                         help="do not run Artillery, even with the peers")
+    parser.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
+                        help="our pod times every Nth update and probes its loop lag "
+                             f"(LATENCY_SAMPLE_EVERY; default {SAMPLE_EVERY}, 0: off)")
+    parser.add_argument("--ping-interval", type=float, default=None,
+                        help="override the profile's pod ping interval (seconds)")
+    parser.add_argument("--feeder-script-check", action="store_true",
+                        help="the feeder lets redis-py send SCRIPT EXISTS before every batch "
+                             "(its default; off: EVALSHA alone, as the gateway sends it)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -437,7 +472,15 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES[args.profile].scaled(args.connections, args.hold_seconds)
     if profile.connections <= 0 or profile.hold_seconds <= 0:
         parser.error("--connections and --hold-seconds must be positive")
-    wanted = None if args.peers in (None, "all") else [p for p in args.peers.split(",") if p]
+    if args.ping_interval is not None:
+        if args.ping_interval <= 0:
+            parser.error("--ping-interval must be positive")
+        profile = dataclasses.replace(profile, ping_interval=args.ping_interval)
+    if args.sample_every < 0:
+        parser.error("--sample-every must be 0 or more")
+    wanted = (None if args.peers == "all" else
+              list(profile.peer_names) if args.peers is None and profile.peer_names else
+              None if args.peers is None else [p for p in args.peers.split(",") if p])
     with_peers = profile.peers if args.peers is None else args.peers != "none"
     out = args.out or Path("artifacts") / f"load-{profile.name}"
 
@@ -447,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         report = run(profile, out, wanted, with_peers, progress=not args.quiet,
-                     with_artillery=False if args.no_artillery else None)
+                     with_artillery=False if args.no_artillery else None,
+                     sample_every=args.sample_every, script_check=args.feeder_script_check)
     except (RunError, RuntimeError, TimeoutError) as exc:
         print(f"bench-load: {exc}", file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import ctypes
 import ctypes.util
 import json
@@ -35,7 +36,6 @@ from urllib.parse import urlsplit
 
 import hiredis
 import orjson
-import redis.asyncio as aioredis
 
 from ordertrack import protocol, redis_layout
 
@@ -114,6 +114,43 @@ class Subscription(asyncio.Protocol):
             self.closed.set_result(exc)
 
 
+class Commands(asyncio.Protocol):
+    """One Redis connection for every state read, pipelined: HGETALLs go out as they come and
+    their replies are matched in order (a pool would open a connection per concurrent read)."""
+
+    def __init__(self):
+        self.reader = hiredis.Reader()
+        self.transport = None
+        self.waiting: collections.deque[asyncio.Future] = collections.deque()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def hgetall(self, key: str) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        if self.transport is None or self.transport.is_closing():
+            future.set_exception(ConnectionError("redis command connection closed"))
+            return future
+        raw = key.encode()
+        self.transport.write(b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%s\r\n" % (len(raw), raw))
+        self.waiting.append(future)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            future = self.waiting.popleft()
+            if isinstance(reply, hiredis.ReplyError):
+                future.set_exception(reply)
+            else:
+                future.set_result(dict(zip(reply[::2], reply[1::2], strict=True)))
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        while self.waiting:
+            self.waiting.popleft().set_exception(ConnectionError(f"redis connection lost: {exc}"))
+
+
 class UwsPeer:
     def __init__(self, redis_url: str, secret: str):
         from socketify import App, CompressOptions, OpCode
@@ -125,7 +162,7 @@ class UwsPeer:
         self.loop = asyncio.get_running_loop()
         self.loop.set_task_factory(None)  # socketify's own task factory is for its polling
         self.uv = self.app.loop.uv_loop
-        self.commands = aioredis.Redis.from_url(redis_url)
+        self.commands: Commands | None = None
         #: order_id -> connections waiting for their ack (their updates are held)
         self.pending: dict[str, list[Conn]] = {}
         self.app.get("/healthz", lambda res, req: res.end("ok\n"))
@@ -164,8 +201,7 @@ class UwsPeer:
         conn: Conn = ws.get_user_data()
         conn.ws = ws
         self.pending.setdefault(conn.order_id, []).append(conn)
-        future = asyncio.ensure_future(
-            self.commands.hgetall(redis_layout.state(conn.order_id)))
+        future = self.commands.hgetall(redis_layout.state(conn.order_id))
         future.add_done_callback(lambda f: self._acknowledge(conn, f))
 
     def _acknowledge(self, conn: Conn, future: asyncio.Future) -> None:
@@ -214,10 +250,12 @@ class UwsPeer:
         self.app.publish(order_id, frame, self.text)
 
     async def subscribe(self) -> Subscription:
+        """The subscription (returned) and the command connection, both up."""
         url = urlsplit(self.redis_url)
+        host, port = url.hostname or "127.0.0.1", url.port or 6379
+        _, self.commands = await self.loop.create_connection(Commands, host, port)
         _, sub = await self.loop.create_connection(
-            lambda: Subscription(self._on_redis_message, self.uv.run_nowait),
-            url.hostname or "127.0.0.1", url.port or 6379)
+            lambda: Subscription(self._on_redis_message, self.uv.run_nowait), host, port)
         await asyncio.wait_for(sub.subscribed, 5.0)
         return sub
 
