@@ -97,7 +97,13 @@ def pod_figures(name: str, samples: list[dict], tl: dict, fallback_active: int) 
                                   if rss_hold and idle and active else None),
         "ramp_cpu_percent": cpu_percent(ramp, lambda s: s["pods"][name]["cpu_s"]),
         "hold_cpu_percent": cpu_percent(hold, lambda s: s["pods"][name]["cpu_s"]),
+        # ms a second its loop thread was runnable but had no CPU (cpu_percent's % -> ms/s)
+        "hold_runqueue_ms_per_s": _times10(cpu_percent(hold, lambda s: s["pods"][name].get("runq_s"))),
     }
+
+
+def _times10(value: float | None) -> float | None:
+    return None if value is None else value * 10
 
 
 def redis_figures(samples: list[dict], tl: dict, feed: dict, hold_seconds: float) -> dict[str, Any]:
@@ -180,6 +186,33 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1e3
 
 
+#: a delivery sent this long after a /metrics scrape of our pod began counts as in its shadow
+SHADOW_SECONDS = 0.02
+
+
+def scrape_shadow(samples: list[dict], delivery: list[tuple[float, float]]) -> dict[str, Any] | None:
+    """How the deliveries sent in the `SHADOW_SECONDS` after a scrape of our pod's /metrics
+    fare against the rest (the scrape holds the pod's GIL): their share of all and of the
+    tail above the p99, and the p99 inside and outside. None when nothing was scraped."""
+    import bisect
+
+    scrapes = sorted(v["scraped_at"] for s in samples for v in s["pods"].values()
+                     if "scraped_at" in v)
+    if not scrapes or not delivery:
+        return None
+    cut = percentile(sorted(lat for _, lat in delivery), 99)
+    inside, outside = [], []
+    for sent, lat in delivery:
+        i = bisect.bisect_right(scrapes, sent) - 1
+        (inside if i >= 0 and sent - scrapes[i] < SHADOW_SECONDS else outside).append(lat)
+    tail_inside = sum(1 for lat in inside if lat > cut)
+    tail = tail_inside + sum(1 for lat in outside if lat > cut)
+    return {"scrapes": len(scrapes), "shadow_ms": SHADOW_SECONDS * 1e3,
+            "share_percent": 100.0 * len(inside) / len(delivery),
+            "tail_share_percent": 100.0 * tail_inside / tail if tail else None,
+            "p99_inside_ms": pcts(inside)["p99_ms"], "p99_outside_ms": pcts(outside)["p99_ms"]}
+
+
 def storm_figures(workers: list[dict], tl: dict, profile: Profile) -> dict[str, Any] | None:
     """The storm: cut, back, not back, retries, time until all are back, re-establishment."""
     if profile.storm_at is None:
@@ -249,6 +282,8 @@ def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
         "generator_loop_lag": pcts([lag for at, lag in merged(workers, "loop_lag")
                                     if tl["hold_start"] <= at <= tl["hold_end"]]),
         "pod_probe": pod_probe(run.get("pod_probe") or {}),
+        "scrape_shadow": scrape_shadow(run["samples"], [
+            d for d in merged(workers, "delivery") if tl["hold_start"] <= d[0] <= tl["hold_end"]]),
         "storm": storm_figures(workers, tl, profile),
         "loadgen": run["loadgen"],
         "load_average_at_start": run.get("load_average"),
@@ -564,6 +599,8 @@ def tail_section(report: dict[str, Any]) -> list[str]:
         ("pod: read -> frames written (sampled)", lambda r: probe(r, "fanout")),
         ("pod: event loop lag (50 ms probe)", lambda r: probe(r, "loop_lag")),
         ("generator: its own loop lag (50 ms probe)", lambda r: pair(r.get("generator_loop_lag"))),
+        ("server: waited for a CPU, ms per s (main thread, /proc schedstat)", lambda r: "; ".join(
+            _f(p.get("hold_runqueue_ms_per_s")) for p in r["pods"].values())),
         ("heartbeat round trip", lambda r: pair(r["heartbeat"])),
         ("establishment", lambda r: pair(r["establish"])),
     ]
@@ -571,6 +608,15 @@ def tail_section(report: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | " + " | ".join(get(results[n]) for n in names) + " |")
     lines += ["", "Updates lost (published, never received live nor replayed): " + ", ".join(
         f"{n} {_f(results[n].get('lost_updates'))}" for n in names) + "."]
+    for n in names:
+        shadow = results[n].get("scrape_shadow")
+        if shadow:
+            lines.append(
+                f"- {n}: of the deliveries sent within {_f(shadow['shadow_ms'], 0)} ms after "
+                f"one of the {shadow['scrapes']} scrapes of its /metrics ({_f(shadow['share_percent'])} % "
+                f"of all), p99 {_f(shadow['p99_inside_ms'])} ms against "
+                f"{_f(shadow['p99_outside_ms'])} ms for the rest; they are "
+                f"{_f(shadow['tail_share_percent'])} % of the deliveries above the p99.")
     return lines
 
 

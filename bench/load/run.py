@@ -54,7 +54,7 @@ from bench.load import report as reporting
 from bench.load.client import Timeline, WorkerSpec, worker_main
 from bench.load.feed import Feeder, FeedSpec, feed_main
 from bench.load.profiles import PROFILES, Profile, reconnect_indices, reconnect_offset
-from bench.load.sampler import Sampler, Watched
+from bench.load.sampler import SCRAPE_EVERY, Sampler, Watched
 from bench.loadgen import order_id, source_addresses, worker_count
 
 log = logging.getLogger("ordertrack.bench.load")
@@ -169,8 +169,8 @@ def probe_lines(metrics_port: int) -> list[str]:
 
 
 def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: int,
-                 private_pem: bytes, progress: bool = True,
-                 script_check: bool = False) -> dict[str, Any]:
+                 private_pem: bytes, progress: bool = True, script_check: bool = False,
+                 scrape_every: int = SCRAPE_EVERY) -> dict[str, Any]:
     """Drive the whole timeline against `target`; the raw results."""
     n = profile.connections
     # spread the ramp too: one process starting more than RAMP_PER_WORKER connections a
@@ -207,7 +207,7 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
                 if kind != "ready":
                     raise RunError(f"worker {who}: {payload}")
                 ready += 1
-        sampler = Sampler(target.watched, redis_pid, redis_url)
+        sampler = Sampler(target.watched, redis_pid, redis_url, scrape_every=scrape_every)
         sampler.start()
         load_average = os.getloadavg()[0]  # the machine's, as this target's run starts
         t0 = time.time() + 3.0  # the feeder's start-up and two idle samples first
@@ -387,7 +387,8 @@ def run_artillery(profile: Profile, target: Target, redis_url: str, private_pem:
 
 def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
         progress: bool = True, with_artillery: bool | None = None,
-        sample_every: int = SAMPLE_EVERY, script_check: bool = False) -> dict[str, Any]:
+        sample_every: int = SAMPLE_EVERY, script_check: bool = False,
+        scrape_every: int = SCRAPE_EVERY) -> dict[str, Any]:
     """The whole run; Artillery goes with the peers unless `with_artillery` says otherwise."""
     if with_artillery is None:  # not with a storm: its users would be cut too
         with_artillery = with_peers and profile.storm_at is None
@@ -401,7 +402,7 @@ def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
         ours = start_ours(profile, redis_url, public_path, workdir, sample_every)
         try:
             runs["ordertrack"] = run_scenario(profile, ours, redis_url, redis_proc.pid,
-                                              private_pem, progress, script_check)
+                                              private_pem, progress, script_check, scrape_every)
             extra["artillery"] = (run_artillery(profile, ours, redis_url, private_pem, workdir,
                                                 progress)
                                   if with_artillery else
@@ -456,8 +457,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
                         help="our pod times every Nth update and probes its loop lag "
                              f"(LATENCY_SAMPLE_EVERY; default {SAMPLE_EVERY}, 0: off)")
+    parser.add_argument("--keep-rates", action="store_true",
+                        help="with fewer --connections than the profile's, shorten the update, "
+                             "heartbeat and ping intervals alike, so updates/s, heartbeats/s "
+                             "and pings/s stay the profile's (a reduced-scale run of its rates)")
     parser.add_argument("--ping-interval", type=float, default=None,
                         help="override the profile's pod ping interval (seconds)")
+    parser.add_argument("--scrape-every", type=int, default=SCRAPE_EVERY,
+                        help="seconds between two scrapes of our pod's /metrics (each holds "
+                             f"its GIL ~2-3 ms; default {SCRAPE_EVERY}; 1: every sample)")
     parser.add_argument("--feeder-script-check", action="store_true",
                         help="the feeder lets redis-py send SCRIPT EXISTS before every batch "
                              "(its default; off: EVALSHA alone, as the gateway sends it)")
@@ -472,6 +480,13 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES[args.profile].scaled(args.connections, args.hold_seconds)
     if profile.connections <= 0 or profile.hold_seconds <= 0:
         parser.error("--connections and --hold-seconds must be positive")
+    if args.keep_rates:
+        base = PROFILES[args.profile]
+        factor = profile.connections / base.connections
+        profile = dataclasses.replace(
+            profile, update_interval=base.update_interval * factor,
+            heartbeat_interval=base.heartbeat_interval * factor,
+            ping_interval=base.ping_interval * factor)
     if args.ping_interval is not None:
         if args.ping_interval <= 0:
             parser.error("--ping-interval must be positive")
@@ -491,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(profile, out, wanted, with_peers, progress=not args.quiet,
                      with_artillery=False if args.no_artillery else None,
-                     sample_every=args.sample_every, script_check=args.feeder_script_check)
+                     sample_every=args.sample_every, script_check=args.feeder_script_check,
+                     scrape_every=args.scrape_every)
     except (RunError, RuntimeError, TimeoutError) as exc:
         print(f"bench-load: {exc}", file=sys.stderr)
         return 1
