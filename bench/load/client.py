@@ -62,6 +62,9 @@ class WorkerSpec:
     auth: str
     private_key_pem: bytes = b""
     resume: bool = True
+    #: the feeder's "mixed" mode (odd orders by a bare PUBLISH): delivery is also kept per
+    #: order parity, so the two paths compare within one run
+    split_parity: bool = False
 
 
 @dataclass
@@ -98,6 +101,8 @@ class Results:
     #: updates received with a seq above the last one seen (live or replayed): every one the
     #: client has, so the feeder's count minus this is what was lost
     unique: int = 0
+    #: the seqs the first acks said each order already had (updates before the client came)
+    acked_seq: int = 0
     duplicates: int = 0
     gaps: int = 0
     frame_bytes: int = 0
@@ -113,6 +118,8 @@ class Results:
     #: (wall time, seconds late) of every probe of this process's loop: a frame that arrives
     #: while the loop is busy gets its receive time that much later
     loop_lag: list[tuple[float, float]] = field(default_factory=list)
+    #: with WorkerSpec.split_parity: the delivery seconds of even and of odd orders
+    delivery_by_parity: list[list[float]] = field(default_factory=lambda: [[], []])
     #: the storm: (wall time of the ack, seconds from the cut to the ack, retries included)
     storm_establish: list[tuple[float, float]] = field(default_factory=list)
     #: (scheduled cut, seconds late) per connection the storm cut
@@ -144,7 +151,7 @@ def _client_class():
 
     class Client(WSListener):
         __slots__ = ("results", "started", "acked", "last_seq", "hb_sent", "ours_closing",
-                     "transport", "reconnecting", "acked_at", "acks")
+                     "transport", "reconnecting", "acked_at", "acks", "parity")
 
         def __init__(self, results: Results, acked: asyncio.Future, reconnecting: bool,
                      acks: list | None = None):
@@ -160,6 +167,8 @@ def _client_class():
             self.transport = None
             self.reconnecting = reconnecting
             self.acked_at = 0.0
+            #: 0/1: the list of `delivery_by_parity` its updates also go to, or None
+            self.parity = None
 
         def on_ws_connected(self, transport) -> None:
             self.transport = transport
@@ -189,6 +198,7 @@ def _client_class():
                     seq = data.get("seq")
                     if self.last_seq is None and isinstance(seq, int):
                         self.last_seq = seq
+                        self.results.acked_seq += seq
                     if not self.acked.done():
                         self.acked.set_result(True)
                 elif event == "error":
@@ -218,6 +228,8 @@ def _client_class():
                 results.replayed += 1
             else:
                 results.delivery.append((sent, now - sent))
+                if self.parity is not None:
+                    results.delivery_by_parity[self.parity].append(now - sent)
 
         def on_ws_disconnected(self, transport) -> None:
             if not self.ours_closing:
@@ -273,6 +285,8 @@ class Worker:
             client = self._client_class(self.results, acked, reconnecting, acks)
             client.started = started
             client.last_seq = last_seq
+            if self.spec.split_parity:
+                client.parity = index % 2
             holder.append(client)
             return client
 

@@ -278,10 +278,18 @@ def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
         "pods": pods,
         "redis": redis_figures(run["samples"], tl, feed, profile.hold_seconds),
         "feed": feed,
-        "lost_updates": max(0, feed["sent"] - sum(w.get("unique", 0) for w in workers)),
+        # published, minus what each client got (live or replayed) or was told by its first ack
+        # it had missed (published before it connected)
+        "lost_updates": max(0, feed["sent"] - sum(w.get("unique", 0) + w.get("acked_seq", 0)
+                                                  for w in workers)),
         "generator_loop_lag": pcts([lag for at, lag in merged(workers, "loop_lag")
                                     if tl["hold_start"] <= at <= tl["hold_end"]]),
         "pod_probe": pod_probe(run.get("pod_probe") or {}),
+        "delivery_by_path": ({"publish_lua": pcts([x for w in workers
+                                                   for x in w["delivery_by_parity"][0]]),
+                              "bare_publish": pcts([x for w in workers
+                                                    for x in w["delivery_by_parity"][1]])}
+                             if feed.get("mode") == "mixed" else None),
         "scrape_shadow": scrape_shadow(run["samples"], [
             d for d in merged(workers, "delivery") if tl["hold_start"] <= d[0] <= tl["hold_end"]]),
         "storm": storm_figures(workers, tl, profile),
@@ -609,6 +617,13 @@ def tail_section(report: dict[str, Any]) -> list[str]:
     lines += ["", "Updates lost (published, never received live nor replayed): " + ", ".join(
         f"{n} {_f(results[n].get('lost_updates'))}" for n in names) + "."]
     for n in names:
+        paths = results[n].get("delivery_by_path")
+        if paths:
+            lines.append(
+                f"- {n}, fed both ways in this run (even orders through the publish Lua, odd "
+                f"ones by a bare PUBLISH): delivery p50 / p99 {pair(paths['publish_lua'])} ms "
+                f"through the Lua ({_f(paths['publish_lua']['count'])}) against "
+                f"{pair(paths['bare_publish'])} ms by PUBLISH ({_f(paths['bare_publish']['count'])}).")
         shadow = results[n].get("scrape_shadow")
         if shadow:
             lines.append(

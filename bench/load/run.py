@@ -195,7 +195,8 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
     try:
         for w in range(workers):
             spawn(worker_main, WorkerSpec(w, workers, n, sources[w % len(sources)], target.url,
-                                          target.auth, private_pem, target.resume),
+                                          target.auth, private_pem, target.resume,
+                                          split_parity=target.feed_mode == "mixed"),
                   f"load-{w}")
         ready = 0
         deadline = time.monotonic() + 300  # RS256-signing every token first
@@ -388,7 +389,7 @@ def run_artillery(profile: Profile, target: Target, redis_url: str, private_pem:
 def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
         progress: bool = True, with_artillery: bool | None = None,
         sample_every: int = SAMPLE_EVERY, script_check: bool = False,
-        scrape_every: int = SCRAPE_EVERY) -> dict[str, Any]:
+        scrape_every: int = SCRAPE_EVERY, feed_mixed: bool = False) -> dict[str, Any]:
     """The whole run; Artillery goes with the peers unless `with_artillery` says otherwise."""
     if with_artillery is None:  # not with a storm: its users would be cut too
         with_artillery = with_peers and profile.storm_at is None
@@ -400,6 +401,8 @@ def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
         private_pem, public_path = generate_key_pair(workdir)
         redis_proc, redis_url = start_redis(workdir, maxclients=REDIS_MAXCLIENTS)
         ours = start_ours(profile, redis_url, public_path, workdir, sample_every)
+        if feed_mixed:
+            ours.feed_mode = "mixed"
         try:
             runs["ordertrack"] = run_scenario(profile, ours, redis_url, redis_proc.pid,
                                               private_pem, progress, script_check, scrape_every)
@@ -466,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrape-every", type=int, default=SCRAPE_EVERY,
                         help="seconds between two scrapes of our pod's /metrics (each holds "
                              f"its GIL ~2-3 ms; default {SCRAPE_EVERY}; 1: every sample)")
+    parser.add_argument("--feed-mixed", action="store_true",
+                        help="our pod's feeder publishes even orders through the publish Lua "
+                             "and odd ones by a bare PUBLISH (no stream, no state: their acks "
+                             "and resumes know nothing of them); the report compares the two")
     parser.add_argument("--feeder-script-check", action="store_true",
                         help="the feeder lets redis-py send SCRIPT EXISTS before every batch "
                              "(its default; off: EVALSHA alone, as the gateway sends it)")
@@ -507,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run(profile, out, wanted, with_peers, progress=not args.quiet,
                      with_artillery=False if args.no_artillery else None,
                      sample_every=args.sample_every, script_check=args.feeder_script_check,
-                     scrape_every=args.scrape_every)
+                     scrape_every=args.scrape_every, feed_mixed=args.feed_mixed)
     except (RunError, RuntimeError, TimeoutError) as exc:
         print(f"bench-load: {exc}", file=sys.stderr)
         return 1
