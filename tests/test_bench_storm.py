@@ -41,3 +41,37 @@ def test_storm_profile_brings_every_connection_back_and_loses_nothing(tmp_path):
     markdown = (out / "report.md").read_text()
     assert "## The storm: every connection cut and back within 1.0 s" in markdown
     assert "| pod: read -> frames written (sampled) |" in markdown
+
+
+def test_probe_histogram_lines_give_per_stage_percentiles_over_the_hold():
+    """The report reads the pod's probe histogram at the hold's start and end: the difference,
+    interpolated within a bucket as Prometheus' histogram_quantile does."""
+    from bench.load.report import bucket_quantile, pod_probe, probe_buckets
+
+    def lines(fanout: list[float]) -> list[str]:
+        les = ("0.001", "0.002", "+Inf")
+        return [f'ordertrack_ws_latency_probe_seconds_bucket{{le="{le}",stage="fanout"}} {n}'
+                for le, n in zip(les, fanout, strict=True)] + [
+            "ordertrack_ws_latency_probe_seconds_count{stage=\"fanout\"} 0"]
+
+    assert probe_buckets(lines([1, 3, 4]))["fanout"][-1][1] == 4
+    # 100 observations in the hold: 90 below 1 ms, 10 in 1-2 ms; before it, 5 below 1 ms
+    hold = pod_probe({"pod-0": {"hold_start": lines([5, 5, 5]), "hold_end": lines([95, 105, 105])}})
+    fanout = hold["pod-0"]["fanout"]
+    assert fanout["count"] == 100
+    assert abs(fanout["p50_ms"] - 0.5 * 50 / 90 * 2) < 1e-9  # within the first bucket
+    assert abs(fanout["p99_ms"] - (1.0 + 0.9)) < 1e-9  # 9 of the 10 in 1-2 ms
+    assert bucket_quantile([(0.001, 0), (float("inf"), 0)], 0.99) is None
+
+
+def test_storm_spreads_the_cuts_over_its_second_and_keeps_its_place_when_scaled():
+    from bench.load.profiles import PROFILES, storm_offset
+
+    storm = PROFILES["storm"]
+    assert storm.connections == 19_500 and storm.storm_seconds == 1.0
+    offsets = [storm_offset(i, storm.connections, storm.storm_seconds)
+               for i in range(storm.connections)]
+    assert offsets[0] == 0.0 and max(offsets) < 1.0 and offsets == sorted(offsets)
+    scaled = storm.scaled(connections=2_000, hold_seconds=30)
+    assert scaled.storm_at == 10.0 and scaled.hold_seconds == 30
+    assert storm.scaled(connections=2_000).storm_at == storm.storm_at
