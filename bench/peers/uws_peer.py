@@ -281,16 +281,21 @@ class UwsPeer:
     def listen(self, host: str, port: int) -> None:
         from socketify import AppListenOptions
 
-        failed = []
-        self.app.listen(AppListenOptions(port=port, host=host),
-                        lambda config: failed.append(config is None))
+        listening = []  # socketify calls back only once the socket listens
+        self.app.listen(AppListenOptions(port=port, host=host), listening.append)
         self.uv.run_nowait()
+        if not listening:
+            raise OSError(f"uWS could not listen on {host}:{port}")
 
 
 async def main_async(args: argparse.Namespace) -> None:
     peer = UwsPeer(args.redis_url, args.secret)
-    subscription = await peer.subscribe()
-    peer.listen(args.host, args.port)
+    try:
+        subscription = await peer.subscribe()
+        peer.listen(args.host, args.port)
+    except (OSError, TimeoutError) as exc:
+        print(json.dumps({"event": "error", "peer": "uws", "message": str(exc)}), flush=True)
+        sys.exit(1)
     peer.attach()
     stop = peer.loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
