@@ -125,6 +125,8 @@ class Results:
     #: (scheduled cut, seconds late) per connection the storm cut
     storm_lag: list[tuple[float, float]] = field(default_factory=list)
     storm_retries: int = 0
+    #: connections the storm found open and cut (one that never got in is not cut)
+    storm_cut: int = 0
     #: connections the storm cut that were not back after STORM_ATTEMPTS tries
     storm_not_back: int = 0
 
@@ -403,6 +405,7 @@ class Worker:
         client = self.clients.pop(index, None)
         if client is None:
             return
+        self.results.storm_cut += 1
         client.ours_closing = True
         if client.transport is not None and not client.transport.is_disconnected:
             client.transport.disconnect(graceful=False)

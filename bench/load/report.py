@@ -219,7 +219,7 @@ def storm_figures(workers: list[dict], tl: dict, profile: Profile) -> dict[str, 
         return None
     began = tl["hold_start"] + profile.storm_at
     acks = merged(workers, "storm_establish")
-    cut = len(merged(workers, "storm_lag"))
+    cut = sum(w["storm_cut"] for w in workers)
     return {
         "cut": cut, "back": len(acks),
         "not_back": sum(w["storm_not_back"] for w in workers),
@@ -649,7 +649,7 @@ def storm_section(report: dict[str, Any]) -> list[str]:
              "the new `connection_ack`, retries included.", "",
              "| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     rows = [
-        ("connections cut / back / not back", lambda n, s: (
+        ("connections open at the storm: cut / back / not back", lambda n, s: (
             f"{_f(s['cut'])} / {_f(s['back'])} / {_f(s['not_back'])}")),
         ("time until all are back (from the storm's start)", lambda n, s: (
             f"{_f(s['all_back_seconds'], 2)} s" if s["all_back_seconds"] is not None

@@ -71,7 +71,7 @@ class Sampler(threading.Thread):
                 entry["rss_kb"] = rss_kb(pod.pid)
                 entry["cpu_s"] = cpu_seconds(pod.pid)
                 entry["runq_s"] = runqueue_seconds(pod.pid)
-            except OSError:
+            except (OSError, RuntimeError):  # it died (a zombie has no VmRSS): the run says so
                 continue
             if pod.metrics_port and len(self.samples) % self.scrape_every == 0:
                 entry["scraped_at"] = time.time()
