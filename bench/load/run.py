@@ -49,6 +49,7 @@ from bench.capacity import (
     start_pod,
     start_redis,
     stop_process,
+    tail,
 )
 from bench.load import report as reporting
 from bench.load.client import Timeline, WorkerSpec, worker_main
@@ -431,7 +432,11 @@ def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
                 runs[name] = run_scenario(profile.scaled(connections), target, redis_url,
                                           redis_proc.pid, private_pem, progress, script_check)
             except RunError as exc:
-                extra["peers_skipped"][name] = f"peer {name} failed: {exc}"
+                logs = [workdir / f"{name}.log", workdir / "nginx" / "error.log"]
+                said = " | ".join(line for log in logs if log.exists()
+                                  for line in tail(log, 3).splitlines())
+                extra["peers_skipped"][name] = (f"peer {name} failed: {exc}"
+                                                + (f"; its log ends: {said[-600:]}" if said else ""))
             finally:
                 for proc in target.procs:
                     stop_process(proc)
