@@ -30,7 +30,8 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from ordertrack import auth, rollout
-from ordertrack.api.connection import JSON_TYPE
+from ordertrack.http_edge.asgi import error_response
+from ordertrack.http_edge.refusals import JSON_TYPE
 
 log = logging.getLogger("ordertrack.api.rollout")
 
@@ -59,7 +60,7 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 _RATE = {"e429": "RATE_LIMITED: too many reports from this address",
          "e400": "BAD_REQUEST: the body is not what the endpoint takes",
-         "e413": "PAYLOAD_TOO_LARGE: over 1 KiB", "e503": "UNAVAILABLE: Redis cannot answer"}
+         "e413": "REQUEST_BODY_TOO_LARGE: over 1 KiB", "e503": "UNAVAILABLE: Redis cannot answer"}
 VIEW_DOC = {
     "responses": {201: {"description": "the view is counted; its id is for its stay report",
                         "content": {JSON_TYPE: {"schema": {
@@ -103,11 +104,6 @@ FIGURES_DOC = {
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON_TYPE,
                     headers=headers)
-
-
-def _error(status: int, code: str, message: str,
-           headers: dict[str, str] | None = None) -> Response:
-    return _json({"error": code, "message": message}, status, headers)
 
 
 class RateLimiter:
@@ -179,21 +175,21 @@ def install(app: FastAPI, settings: SimpleNamespace, check_token, runtime: Simpl
         if limiter.allow(client):
             return None
         metrics.refused.labels("rate_limited").inc()
-        return _error(429, "RATE_LIMITED", "Too many reports; try again later",
-                      {"Retry-After": str(int(RATE_WINDOW))})
+        return error_response("RATE_LIMITED", "Too many reports; try again later",
+                              {"Retry-After": str(int(RATE_WINDOW))})
 
-    def refuse(reason: str, status: int, code: str, message: str) -> Response:
+    def refuse(reason: str, answer: Response) -> Response:
         metrics.refused.labels(reason).inc()
-        return _error(status, code, message)
+        return answer
 
     async def body_or_refusal(request: Request) -> tuple[Any, Response | None]:
         try:
             return await _read_json(request), None
         except OverflowError:
-            return None, refuse("too_large", 413, "PAYLOAD_TOO_LARGE",
-                                f"The body must fit in {MAX_BODY_BYTES} bytes")
+            return None, refuse("too_large", error_response(
+                "REQUEST_BODY_TOO_LARGE", f"The body must fit in {MAX_BODY_BYTES} bytes"))
         except ValueError:
-            return None, refuse("malformed", 400, "BAD_REQUEST", "The body is not JSON")
+            return None, refuse("malformed", error_response("BAD_REQUEST", "The body is not JSON"))
 
     @app.post("/api/v2/orders/{order_id}/views", status_code=201, tags=["rollout"],
               summary="Count a tracking-page view in its rollout variant", **VIEW_DOC)
@@ -204,20 +200,20 @@ def install(app: FastAPI, settings: SimpleNamespace, check_token, runtime: Simpl
         try:
             check_token(request.headers, order_id)
         except auth.AuthError as exc:
-            return refuse("unauthorized", exc.status, exc.code, exc.message)
+            return refuse("unauthorized", error_response(exc.code, exc.message))
         body, refusal = await body_or_refusal(request)
         if refusal is not None:
             return refusal
         variant = body.get("variant") if isinstance(body, dict) else None
         if variant not in rollout.VARIANTS:
-            return refuse("malformed", 400, "BAD_REQUEST",
-                          "variant must be one of " + ", ".join(rollout.VARIANTS))
+            return refuse("malformed", error_response(
+                "BAD_REQUEST", "variant must be one of " + ", ".join(rollout.VARIANTS)))
         try:
             view_id, distinct = await rollout.record_view(runtime.reader.redis, variant,
                                                           order_id, time.time())
         except (RedisError, OSError) as exc:
             log.warning("page view not counted: %s: %s", type(exc).__name__, exc)
-            return _error(503, "UNAVAILABLE", "Try again shortly", {"Retry-After": "5"})
+            return error_response("UNAVAILABLE", "Try again shortly", {"Retry-After": "5"})
         metrics.views.labels(variant).inc()
         metrics.orders.labels(variant).set(distinct)
         return _json({"view_id": view_id, "variant": variant}, 201,
@@ -232,21 +228,21 @@ def install(app: FastAPI, settings: SimpleNamespace, check_token, runtime: Simpl
         if refusal is not None:
             return refusal
         if not isinstance(body, dict) or not rollout.valid_view_id(body.get("view_id")):
-            return refuse("malformed", 400, "BAD_REQUEST",
-                          "view_id must be the id the view was given")
+            return refuse("malformed", error_response(
+                "BAD_REQUEST", "view_id must be the id the view was given"))
         seconds = rollout.stay_seconds(body.get("seconds"))
         if seconds is None:
-            return refuse("malformed", 400, "BAD_REQUEST",
-                          "seconds must be a number of seconds, 0 or more")
+            return refuse("malformed", error_response(
+                "BAD_REQUEST", "seconds must be a number of seconds, 0 or more"))
         try:
             counted = await rollout.record_stay(runtime.reader.redis, body["view_id"], seconds,
                                                 threshold, time.time())
         except (RedisError, OSError) as exc:
             log.warning("page stay not counted: %s: %s", type(exc).__name__, exc)
-            return _error(503, "UNAVAILABLE", "Try again shortly", {"Retry-After": "5"})
+            return error_response("UNAVAILABLE", "Try again shortly", {"Retry-After": "5"})
         if counted is None:
-            return refuse("unknown_view", 404, "NOT_FOUND",
-                          "No view with this id is waiting for its stay")
+            return refuse("unknown_view", error_response(
+                "NOT_FOUND", "No view with this id is waiting for its stay"))
         variant, bounced = counted
         metrics.stays.labels(variant).inc()
         if bounced:
@@ -259,12 +255,12 @@ def install(app: FastAPI, settings: SimpleNamespace, check_token, runtime: Simpl
     async def rollout_figures(request: Request) -> Response:
         raw = request.query_params.get("days", str(rollout.WINDOW_DAYS))
         if not raw.isdigit() or not 1 <= int(raw) <= rollout.KEEP_DAYS:
-            return _error(400, "BAD_REQUEST", f"days must be 1 to {rollout.KEEP_DAYS}")
+            return error_response("BAD_REQUEST", f"days must be 1 to {rollout.KEEP_DAYS}")
         try:
             figures = await rollout.read_figures(runtime.reader.redis, time.time(), int(raw))
         except (RedisError, OSError) as exc:
             log.warning("rollout figures unreadable: %s: %s", type(exc).__name__, exc)
-            return _error(503, "UNAVAILABLE", "Try again shortly", {"Retry-After": "5"})
+            return error_response("UNAVAILABLE", "Try again shortly", {"Retry-After": "5"})
         return _json({"days": int(raw), "bounce_threshold_seconds": threshold,
                       "variants": {v: f.to_json() for v, f in figures.items()}},
                      headers={"Cache-Control": "no-store"})
