@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ordertrack import redis_layout
-from ordertrack.api.app import STATIC_DIR
+from ordertrack.api.pages import STATIC_DIR
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import Order, StoredEvent, TrackingEvent
 from ordertrack.store import open_store
