@@ -16,7 +16,7 @@ PYTHONHASHSEED; the objects that exist before a case are frozen out of the cycli
 round starts after a collection; the figure is the median of ROUNDS rounds.
 
 The baseline records what the counts depend on (Python, Cython, valgrind, the libraries the
-hot parts run through, glibc, the CPU features valgrind passes on, which OpenSSL and glibc
+hot parts run through, glibc, the host CPU's features, which OpenSSL and glibc
 pick code paths by): a check against a baseline taken with anything else refuses to compare
 (exit 2) and says what differs; `make bench-baseline` is then the deliberate answer.
 """
@@ -47,7 +47,7 @@ HASH_SEED = "0"
 DEFAULT_THRESHOLD = 3.0
 #: the distributions the measured code runs through (a new version changes the counts)
 LIBRARIES = ("Cython", "cryptography", "orjson", "picows", "redis", "hiredis", "PyJWT", "uvloop")
-#: CPU features OpenSSL and glibc choose code paths by (as valgrind's virtual CPU shows them)
+#: CPU features OpenSSL and glibc choose code paths by (/proc/cpuinfo)
 CPU_FEATURES = ("sse4_2", "avx", "avx2", "bmi1", "bmi2", "adx", "aes", "pclmulqdq", "sha_ni",
                 "movbe", "erms")
 
