@@ -13,12 +13,15 @@ round's time by MESSAGES for the cost per message; `extra_info` carries messages
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import logging
 
-from bench.instructions.cases import gateway_message, noop, resp_stream, watcher
+import pytest
+from picows import WSTransport
+
 from ordertrack import protocol, redis_layout
-from ordertrack.devtools.resp import feed
-from ordertrack.push import fanout, pubsub_reader
+from ordertrack.devtools.resp import feed, order_stream
+from ordertrack.push import connection, fanout, pubsub_reader
 from ordertrack.push.hub import Watch
 
 MESSAGES = 10_000
@@ -26,14 +29,69 @@ READERS = sorted(pubsub_reader.IMPLEMENTATIONS)
 FANOUTS = sorted(fanout.IMPLEMENTATIONS)
 
 
+RAW = {"shipments": [{"id": "00340434", "status": {
+    "statusCode": "transit", "description": "The shipment is on its way"}}]}
+
+
+def gateway_message(seq: int) -> bytes:
+    return redis_layout.encode_message(
+        "dhl", seq, "in_transit", "Newark NJ Distribution Center", "2025-10-03T14:22:00Z",
+        "2025-10-04T18:00:00Z", RAW, 1759501320.25)
+
+
+def resp_stream(order_ids: list[str]) -> bytes:
+    """What Redis writes to a PSUBSCRIBEd client for these PUBLISHes, concatenated."""
+    return order_stream((o, gateway_message(seq)) for seq, o in enumerate(order_ids, 1))
+
+
 UNWATCHED = resp_stream([f"ord_{i:08x}" for i in range(MESSAGES)])
 WATCHED_IDS = [f"ord_w{i % 100}" for i in range(MESSAGES)]
 WATCHED = resp_stream(WATCHED_IDS)
 
 
+class SinkTransport:
+    """What picows' WSTransport needs of an asyncio transport, writing nowhere: no socket here
+    (bench/bench_send.py measures the write syscall)."""
+
+    class _NoSocket:
+        def fileno(self) -> int:
+            return -1
+
+    def get_write_buffer_size(self) -> int:
+        return 1  # "something queued": the Cython connection then writes, never send(2)s
+
+    def write(self, data) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default=None):
+        return self._NoSocket() if name == "socket" else default
+
+
+class BenchPod:
+    """The one setting a connection reads of its pod on the delivery path."""
+
+    max_pending_bytes = 262144
+
+
+_LOOP = asyncio.new_event_loop()  # picows' transport makes a future on it; it never runs
+
+
+def watcher(impl: str):
+    """An acked connection of the pod's own type for this implementation (the Cython fan-out
+    drives the Cython `Connection` through its C methods), on a picows transport to a sink."""
+    conn = connection.IMPLEMENTATIONS[impl](BenchPod(), "ws_conn_bench", "u_bench", "ord_1", None)
+    conn.transport = WSTransport(False, SinkTransport(), logging.getLogger("bench"), _LOOP)
+    conn.acked = True
+    return conn
+
+
 def per_second(benchmark, count: int) -> None:
     benchmark.extra_info["msgs_per_s"] = round(count / benchmark.stats.stats.min)
     benchmark.extra_info["us_per_msg"] = round(benchmark.stats.stats.min / count * 1e6, 3)
+
+
+def _noop(*_args) -> None:
+    return None
 
 
 @pytest.mark.parametrize("impl", READERS)
@@ -42,7 +100,7 @@ def test_reader_unwatched(benchmark, impl):
     watched = {f"ord_w{i}": Watch() for i in range(1000)}
 
     def run():
-        reader = cls(watched, noop)
+        reader = cls(watched, _noop)
         feed(reader, UNWATCHED)
         return reader
 
@@ -58,7 +116,7 @@ def test_reader_watched(benchmark, impl):
     watched = {o: Watch() for o in set(WATCHED_IDS)}
 
     def run():
-        reader = cls(watched, noop)
+        reader = cls(watched, _noop)
         feed(reader, WATCHED)
         return reader
 

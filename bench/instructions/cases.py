@@ -13,19 +13,21 @@ from the module's IMPLEMENTATIONS (push/twins.py), so one process measures both.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# the inputs and watchers of bench/bench_hotpath.py (the gateway's message JSON, a captured RESP
+# stream, a real connection on a picows transport to a sink): one source for both
+from bench.bench_hotpath import RAW, gateway_message, resp_stream, watcher
+from bench.bench_hotpath import _noop as noop
 from ordertrack import auth, protocol, redis_layout
 from ordertrack.api.tracking import apply_stream, build_document
-from ordertrack.devtools.resp import feed, order_stream
+from ordertrack.devtools.resp import feed
 from ordertrack.gateway.carriers import dhl, fedex, ups
 from ordertrack.models import Order, StoredEvent
-from ordertrack.push import admission, connection, fanout, pubsub_reader, registry, timer_wheel
+from ordertrack.push import admission, fanout, pubsub_reader, registry, timer_wheel
 from ordertrack.push.hub import Watch
 
 HERE = Path(__file__).parent
@@ -40,66 +42,6 @@ class Case:
     unit: str = "call"
     #: calls per measured round: enough that a round is millions of instructions
     calls: int = 5
-
-
-# --- inputs shared with bench/bench_hotpath.py --------------------------------------------------
-
-RAW = {"shipments": [{"id": "00340434", "status": {
-    "statusCode": "transit", "description": "The shipment is on its way"}}]}
-
-
-def gateway_message(seq: int) -> bytes:
-    """The gateway's message JSON for one update (with its raw carrier answer)."""
-    return redis_layout.encode_message(
-        "dhl", seq, "in_transit", "Newark NJ Distribution Center", "2025-10-03T14:22:00Z",
-        "2025-10-04T18:00:00Z", RAW, 1759501320.25)
-
-
-def resp_stream(order_ids: list[str]) -> bytes:
-    """What Redis writes to a PSUBSCRIBEd client for these PUBLISHes, concatenated."""
-    return order_stream((o, gateway_message(seq)) for seq, o in enumerate(order_ids, 1))
-
-
-class SinkTransport:
-    """What picows' WSTransport needs of an asyncio transport, writing nowhere: no socket here
-    (bench/bench_send.py measures the write syscall)."""
-
-    class _NoSocket:
-        def fileno(self) -> int:
-            return -1
-
-    def get_write_buffer_size(self) -> int:
-        return 1  # "something queued": the Cython connection then writes, never send(2)s
-
-    def write(self, data) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default=None):
-        return self._NoSocket() if name == "socket" else default
-
-
-class BenchPod:
-    """The one setting a connection reads of its pod on the delivery path."""
-
-    max_pending_bytes = 262144
-
-
-_LOOP = asyncio.new_event_loop()  # picows' transport makes a future on it; it never runs
-
-
-def watcher(impl: str):
-    """An acked connection of the pod's own type for this implementation (the Cython fan-out
-    drives the Cython `Connection` through its C methods), on a picows transport to a sink."""
-    from picows import WSTransport
-
-    conn = connection.IMPLEMENTATIONS[impl](BenchPod(), "ws_conn_bench", "u_bench", "ord_1", None)
-    conn.transport = WSTransport(False, SinkTransport(), logging.getLogger("bench"), _LOOP)
-    conn.acked = True
-    return conn
-
-
-def noop(*_args) -> None:
-    return None
 
 
 # --- the pub/sub reader and the fan-out --------------------------------------------------------
@@ -216,7 +158,7 @@ def admission_batch() -> Callable[[], object]:
     """One admission batch of BATCH connections without the round trip: queue register.lua
     and states.lua on a pipeline (Registry.queue_register, admission.queue_states), pack the
     commands as they go on the wire, then split the canned replies per connection
-    (registry.register_results / script_results, admission.decode_states)."""
+    (registry.script_results, admission.decode_states)."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url("redis://127.0.0.1:1")  # never connected
@@ -233,7 +175,7 @@ def admission_batch() -> Callable[[], object]:
         groups = reg.queue_register(pipe, users, 1764979200000)
         state_groups = admission.queue_states(pipe, orders, cluster=False)
         packer.pack_commands([args for args, _options in pipe.command_stack])
-        evicted = registry.register_results(registered, groups, BATCH)
+        evicted = registry.script_results(registered, groups, BATCH)
         decoded = [admission.decode_states(fields) for fields in
                    registry.script_results(states, state_groups, BATCH)]
         assert len(evicted) == len(decoded) == BATCH
