@@ -100,10 +100,10 @@ class OrderLocks:
 class Ingest:
     """What one delivery does once verified and parsed (the I/O around the pure rules)."""
 
-    def __init__(self, store: Any, redis: Any, metrics: Metrics):
+    def __init__(self, store: Any, redis: Any, metrics: Metrics, pubsub_mode: str = "pattern"):
         self.store = store
         self.redis = redis
-        self.publisher = Publisher(redis)
+        self.publisher = Publisher(redis, mode=pubsub_mode)
         self.metrics = metrics
         self.locks = OrderLocks()
 
@@ -162,7 +162,7 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
         except BaseException:
             await redis_connect.close_client(redis)
             raise
-        holder["ingest"] = Ingest(store, redis, metrics)
+        holder["ingest"] = Ingest(store, redis, metrics, settings.pubsub_mode)
         log.info("ingest: webhooks for %s", ", ".join(sorted(checks)))
         try:
             yield
