@@ -7,6 +7,9 @@ and real WebSocket clients. Every test asserts every `seq` reached every watcher
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -14,6 +17,7 @@ import redis as sync_redis
 from redis.crc import key_slot
 
 from ordertrack import config, redis_connect, redis_layout
+from ordertrack.devtools.redis_server import RedisServer
 from ordertrack.devtools.redis_topologies import ClusterTopology
 from ordertrack.devtools.resp import bulk, confirmation, feed
 from ordertrack.gateway.publisher import Publisher
@@ -22,6 +26,8 @@ from ordertrack.push import malformed, pubsub_reader, shard_subscriptions
 from ordertrack.push.hub import Watch
 from ordertrack.push.shard_subscriptions import SlotMap
 from tests.pods import close_code, connect, recv_json, start_pod
+from tests.redis_topologies import FreezingProxy
+from tests.support import REPO, free_port
 from tests.test_pubsub_reader import Calls
 
 IMPLS = sorted(pubsub_reader.IMPLEMENTATIONS)
@@ -316,11 +322,6 @@ async def test_admission_while_the_order_is_updated_every_seq_once(
 async def test_no_confirmation_within_the_timeout_closes_4002(procs, tmp_path, keys):
     """The slot map names a node that never answers the SSUBSCRIBE (a frozen master): the
     connection is closed 4002 after REDIS_SUBSCRIBE_TIMEOUT_SECONDS, not acked."""
-    from tests.redis_topologies import FreezingProxy
-    from tests.support import free_port
-
-    from ordertrack.devtools.redis_server import RedisServer
-
     server = RedisServer(tmp_path / "one", port=free_port())
     server.start()
     proxy = FreezingProxy(server.port)
@@ -344,7 +345,13 @@ async def test_master_killed_and_slots_resharded_while_updates_flow(
         procs, tmp_path, keys, cluster, redis_of):
     pods = [start_pod(procs, tmp_path, cluster.url, keys, name=f"ha{i}", pubsub_mode="sharded",
                       **FAST) for i in range(2)]
-    orders = orders_on_every_master(cluster, 3, "ha")
+    masters = cluster.master_ports()
+    moved_from, moved_to = masters[0], masters[1]
+    first = min(f for f, _, port in cluster.slots() if port == moved_from)
+    # watched orders in the slots the reshard moves (redis-cli takes the source's lowest ones)
+    moving = [o for o in (f"ord_mv{n}" for n in range(20000))
+              if first <= shard_subscriptions.channel_slot(o) < first + 1000][:3]
+    orders = moving + orders_on_every_master(cluster, 2, "ha")
     feed = Feed(redis_of, "sharded")
     watchers = [await Watcher(pods[i % 2], keys.token(f"u_ha{i}", o), o).start()
                 for i, o in enumerate(orders)]
@@ -352,9 +359,10 @@ async def test_master_killed_and_slots_resharded_while_updates_flow(
     task = asyncio.create_task(feed.run(orders, 0.01, stop))
     await asyncio.sleep(0.5)
     # a slot range with watched orders moves to another master (redis-cli --cluster reshard)
-    masters = cluster.master_ports()
-    moved_from, moved_to = masters[0], masters[1]
-    await asyncio.to_thread(cluster.reshard, moved_from, moved_to, 2000)
+    await asyncio.to_thread(cluster.reshard, moved_from, moved_to, 1000)
+    assert {cluster.master_of_slot(shard_subscriptions.channel_slot(o)) for o in moving} == {moved_to}
+    # Redis told the pods (an unrequested sunsubscribe); they resubscribed on the new owner
+    await wait_until(lambda: [shard_subscribers(cluster, o) for o in moving] == [1] * len(moving))
     await asyncio.sleep(0.5)
     # a master is killed: its replica takes over
     victim = cluster.master_of_slot(shard_subscriptions.channel_slot(orders[-1]))
@@ -380,7 +388,7 @@ async def test_switching_modes_pattern_to_sharded_and_back_while_clients_watch(
                 for i, o in enumerate(orders)]
     stop = asyncio.Event()
     task = asyncio.create_task(feed.run(orders, 0.01, stop))
-    for new_mode, old_mode in (("sharded", "pattern"), ("pattern", "sharded")):
+    for new_mode in ("sharded", "pattern"):
         await asyncio.sleep(0.3)
         feed.mode = config.PUBSUB_BOTH
         await asyncio.sleep(0.3)
@@ -404,12 +412,9 @@ async def test_switching_modes_pattern_to_sharded_and_back_while_clients_watch(
         await watcher.stop()
 
 
-async def test_a_pod_refuses_both(procs, tmp_path, keys, redis_url):
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "ordertrack", "serve"],
-                         env={**__import__("os").environ, "PUBSUB_MODE": "both",
+def test_a_pod_refuses_both(keys, redis_url):
+    out = subprocess.run([sys.executable, "-m", "ordertrack", "serve"], cwd=REPO,
+                         env={**os.environ, "PUBSUB_MODE": "both",
                               "REDIS_URL": redis_url, "JWT_PUBLIC_KEY": str(keys.public_path),
                               "PORT": "0"},
                          capture_output=True, text=True, timeout=30)
