@@ -420,3 +420,36 @@ def test_a_pod_refuses_both(keys, redis_url):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "PUBSUB_MODE=both is for publishers" in out.stderr
+
+
+# --- capacity: the fan-out per mode ---------------------------------------------------------------
+def test_capacity_pattern_sends_every_update_to_every_pod_sharded_only_to_its_watchers():
+    from ordertrack.commands import capacity
+    from tests.test_capacity import LOG
+
+    rate, pods = 3_333, 14
+    pattern = capacity.pubsub_plan(LOG, "pattern", rate, pods)
+    sharded = capacity.pubsub_plan(LOG, "sharded", rate, pods)
+    assert pattern.redis_sends_per_second == rate * pods
+    assert pattern.pod_messages_read_per_second == rate
+    assert pattern.cluster_bus_messages_per_second_per_master == rate
+    assert sharded.redis_sends_per_second == pytest.approx(rate)  # one watcher per order
+    assert sharded.pod_messages_read_per_second == pytest.approx(rate / pods)
+    assert capacity.recommend_mode(pattern, sharded)[0] == "pattern"
+    # two watchers per order on 14 pods: ~1.93 pods per order
+    assert capacity.pods_per_order(14, 2) == pytest.approx(2 - 1 / 14)
+
+
+def test_capacity_recommends_sharded_at_1m_and_pattern_cannot_at_10m():
+    from ordertrack.commands import capacity
+    from tests.test_capacity import LOG
+
+    for watchers, expected in ((1_000_000, "needs"), (10_000_000, "cannot")):
+        rate = watchers / 30
+        pods = capacity.pods_needed(watchers, 10_000)
+        pattern = capacity.pubsub_plan(LOG, "pattern", rate, pods)
+        sharded = capacity.pubsub_plan(LOG, "sharded", rate, pods)
+        mode, why = capacity.recommend_mode(pattern, sharded)
+        assert mode == "sharded" and expected in why
+        assert sharded.redis_masters is not None
+        assert sharded.redis_sends_per_second < pattern.redis_sends_per_second / 100
