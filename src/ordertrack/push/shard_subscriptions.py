@@ -46,9 +46,6 @@ SLOTS = 16384
 PING_SECONDS = 5.0
 #: orders compared per pipeline in a catch-up
 CATCH_UP_CHUNK = 1000
-#: most updates a link holds while a catch-up runs (past it the catch-up is cut short: the
-#: held updates go on, and what they overtook is caught up once more)
-MAX_HELD = 100_000
 
 Address = tuple[str, int]
 
@@ -209,6 +206,8 @@ class ShardSubscriptions:
         self.slot_map: SlotMap | None = None
         self._map_lock = asyncio.Lock()
         self._lost: set[str] = set()
+        #: the orders the recovery loop is resubscribing now
+        self._recovering: set[str] = set()
         self._lost_event = asyncio.Event()
         self._releasing: set[str] = set()
         self._release_handle: asyncio.Handle | None = None
@@ -251,7 +250,10 @@ class ShardSubscriptions:
             waiter = self.waiters.get(order_id)
             if waiter is None or waiter.done():
                 waiter = self.waiters[order_id] = self.loop.create_future()
-                if order_id not in self.where:
+                # an order being recovered is subscribed by the recovery (which holds its
+                # link's live updates until the order's old watchers are caught up)
+                if (order_id not in self.where and order_id not in self._lost
+                        and order_id not in self._recovering):
                     fresh.append(order_id)
             futures[order_id] = waiter
         if not futures:
@@ -289,12 +291,15 @@ class ShardSubscriptions:
             self._lost.clear()
             if not lost:
                 continue
+            self._recovering = lost
             try:
                 await self._refresh_map()
                 failed = await self._resubscribe(lost)
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("resubscribing %d orders failed: %s; retrying", len(lost), exc)
                 failed = lost
+            finally:
+                self._recovering = set()
             if failed:
                 self._lose(failed)
                 await asyncio.sleep(jittered(delay))
