@@ -453,3 +453,50 @@ def test_capacity_recommends_sharded_at_1m_and_pattern_cannot_at_10m():
         assert mode == "sharded" and expected in why
         assert sharded.redis_masters is not None
         assert sharded.redis_sends_per_second < pattern.redis_sends_per_second / 100
+
+
+async def test_a_master_added_and_given_slots_while_updates_flow(procs, tmp_path, keys, growing,
+                                                                 redis_of_growing):
+    """A node joins (`redis-cli --cluster add-node`) and takes slots holding watched orders
+    (`--cluster reshard`): the pods follow them to it, every seq exactly once."""
+    cluster = growing
+    pod = start_pod(procs, tmp_path, cluster.url, keys, name="add", pubsub_mode="sharded", **FAST)
+    source = cluster.master_ports()[0]
+    first = min(f for f, _, port in cluster.slots() if port == source)
+    moving = [o for o in (f"ord_add{n}" for n in range(20000))
+              if first <= shard_subscriptions.channel_slot(o) < first + 300][:3]
+    others = orders_on_every_master(cluster, 1, "addo")
+    feed = Feed(redis_of_growing, "sharded")
+    watchers = [await Watcher(pod, keys.token(f"u_add{i}", o), o).start()
+                for i, o in enumerate(moving + others)]
+    stop = asyncio.Event()
+    task = asyncio.create_task(feed.run(moving + others, 0.01, stop))
+    new = await asyncio.to_thread(cluster.add_master)
+    await asyncio.to_thread(cluster.reshard, source, new, 300)
+    assert {cluster.master_of_slot(shard_subscriptions.channel_slot(o)) for o in moving} == {new}
+    await wait_until(lambda: [shard_subscribers(cluster, o) for o in moving] == [1] * len(moving))
+    await asyncio.sleep(0.5)
+    stop.set()
+    await task
+    await all_delivered(watchers, feed)
+    assert sum(w.reconnects for w in watchers) == 0
+    for watcher in watchers:
+        await watcher.stop()
+
+
+@pytest.fixture
+def growing(tmp_path):
+    """3 masters, no replicas: the test adds a fourth."""
+    topology = ClusterTopology(tmp_path / "growing")
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture
+async def redis_of_growing(growing):
+    client = redis_connect.command_client(redis_connect.parse_redis_url(growing.url))
+    yield client
+    await redis_connect.close_client(client)

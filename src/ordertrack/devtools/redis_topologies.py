@@ -217,6 +217,26 @@ class ClusterTopology:
         wait_for(served, timeout, interval=0.1, what=f"slots of {dead_port} failed over")
         self.wait_ok(timeout)
 
+    def add_master(self) -> int:
+        """A new empty master joins (`redis-cli --cluster add-node`); returns its port."""
+        node = RedisProcess(self.workdir / f"node{len(self.nodes)}",
+                            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                             "--cluster-port", str(free_port()), "--cluster-node-timeout", "2000",
+                             "--save", "", "--appendonly", "no"])
+        node.start()
+        self.nodes.append(node)
+        subprocess.run(
+            ["redis-cli", "--cluster", "add-node", f"127.0.0.1:{node.port}",
+             f"127.0.0.1:{self.master_ports()[0]}"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+        )
+        wait_for(lambda: all(node.port in {int(line.split()[1].split(":")[1].split("@")[0])
+                                           for line in _ask(port, "CLUSTER", "NODES").splitlines()}
+                             for port in self.live_ports()),
+                 20, interval=0.1, what="every node knows the new one")
+        self.wait_ok()
+        return node.port
+
     def reshard(self, from_port: int, to_port: int, count: int) -> None:
         """`redis-cli --cluster reshard`: move `count` slots (keys included) of the master on
         `from_port` to the one on `to_port`."""
