@@ -543,14 +543,49 @@ class ShardSubscriptions:
         return task
 
 
+# --- metrics -------------------------------------------------------------------------------------
+class _ShardMetrics:
+    """`ordertrack_ws_redis_shard_subscriptions` (orders subscribed and confirmed now),
+    `ordertrack_ws_redis_shard_links` (subscription connections, one per master in use),
+    `ordertrack_ws_redis_shard_resubscribed_total{cause}` (`moved`: Redis's sunsubscribe for a
+    moved slot; `recovered`: resubscribed after a move or a lost connection)."""
+
+    def __init__(self) -> None:
+        self.shards: ShardSubscriptions | None = None
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        shards = self.shards
+        subscribed = GaugeMetricFamily("ordertrack_ws_redis_shard_subscriptions",
+                                       "Orders this pod SSUBSCRIBEs to (PUBSUB_MODE=sharded)")
+        links = GaugeMetricFamily("ordertrack_ws_redis_shard_links",
+                                  "Shard subscription connections (one per master in use)")
+        resubscribed = CounterMetricFamily("ordertrack_ws_redis_shard_resubscribed",
+                                           "Orders resubscribed after a slot move or a lost node",
+                                           labels=["cause"])
+        subscribed.add_metric([], len(shards.confirmed) if shards else 0)
+        links.add_metric([], len(shards.links) if shards else 0)
+        resubscribed.add_metric(["moved"], shards.moved if shards else 0)
+        resubscribed.add_metric(["recovered"], shards.recovered if shards else 0)
+        yield subscribed
+        yield links
+        yield resubscribed
+
+
+SHARD_METRICS = _ShardMetrics()
+metrics.REGISTRY.register(SHARD_METRICS)
+
+
 # --- the pod's side ------------------------------------------------------------------------------
 def for_pod(pod, cfg) -> ShardSubscriptions | None:
     """The pod's shard subscriptions with PUBSUB_MODE=sharded, else None."""
     if cfg.pubsub_mode != config.PUBSUB_SHARDED:
         return None
-    return ShardSubscriptions(redis_connect.target_from_settings(cfg), pod.redis, pod.hub,
+    SHARD_METRICS.shards = shards = ShardSubscriptions(redis_connect.target_from_settings(cfg), pod.redis, pod.hub,
                               pod.hub.fanout.publish, pod._on_malformed,
                               cfg.redis_subscription_deadline_seconds)
+    return shards
 
 
 async def subscribe_batch(pod, batch: list) -> list:
