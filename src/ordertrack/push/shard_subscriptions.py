@@ -46,6 +46,9 @@ SLOTS = 16384
 PING_SECONDS = 5.0
 #: orders compared per pipeline in a catch-up
 CATCH_UP_CHUNK = 1000
+#: the longest an admission batch waits for its subscriptions before it admits the confirmed
+#: ones and puts the others back in the queue
+ADMISSION_RETRY_SECONDS = 0.5
 
 Address = tuple[str, int]
 
@@ -589,18 +592,24 @@ def for_pod(pod, cfg) -> ShardSubscriptions | None:
 
 
 async def subscribe_batch(pod, batch: list) -> list:
-    """Admission, sharded: the batch's orders subscribed (one write per node), confirmed
-    within REDIS_SUBSCRIBE_TIMEOUT_SECONDS of the newest connection's open, else its
-    connections close 4002. Returns the connections to admit."""
+    """Admission, sharded: the batch's orders subscribed (one write per node) and confirmed.
+    Returns the connections to admit now; one whose order is not confirmed yet goes back to
+    the admission queue (so a node that does not answer holds up the others' admissions by
+    ADMISSION_RETRY_SECONDS at most), and is closed 4002 once REDIS_SUBSCRIBE_TIMEOUT_SECONDS
+    have passed since it opened."""
     limit = pod.cfg.redis_subscribe_timeout_seconds
-    timeout = max(0.0, max(conn.opened_at for conn in batch) + limit - pod.loop.time())
-    failed = await pod.shards.ensure([conn.order_id for conn in batch], timeout)
+    soonest = min(conn.opened_at for conn in batch) + limit - pod.loop.time()
+    failed = await pod.shards.ensure([conn.order_id for conn in batch],
+                                     max(0.0, min(soonest, ADMISSION_RETRY_SECONDS)))
     admitted = []
+    now = pod.loop.time()
     for conn in batch:
         if conn.cleaned or conn.close_reason is not None:
             continue
-        if conn.order_id in failed:
+        if conn.order_id not in failed:
+            admitted.append(conn)
+        elif conn.opened_at + limit <= now:
             conn.close(protocol.INTERNAL_ERROR, "tracking subscription unavailable")
         else:
-            admitted.append(conn)
+            pod.admission.add(conn)
     return admitted
