@@ -207,6 +207,8 @@ class ShardSubscriptions:
         self.confirmed: set[str] = set()
         self.waiters: dict[str, asyncio.Future] = {}
         self.slot_map: SlotMap | None = None
+        #: masters of the last slot map read (asked first next time, with the seeds)
+        self._known: set[Address] = set()
         self._map_lock = asyncio.Lock()
         self._lost: set[str] = set()
         #: the orders the recovery loop is resubscribing now
@@ -531,13 +533,16 @@ class ShardSubscriptions:
     # --- the slot map ---------------------------------------------------------------------------
     async def _map(self) -> SlotMap:
         if self.slot_map is None:
-            await self._refresh_map()
+            async with self._map_lock:
+                if self.slot_map is None:  # not read meanwhile by another batch
+                    self.slot_map = await read_slot_map(self.target, self._known)
+                    self._known = self.slot_map.nodes
         return self.slot_map
 
     async def _refresh_map(self) -> None:
         async with self._map_lock:
-            known = self.slot_map.nodes if self.slot_map is not None else ()
-            self.slot_map = await read_slot_map(self.target, known)
+            self.slot_map = await read_slot_map(self.target, self._known)
+            self._known = self.slot_map.nodes
 
     def _spawn(self, coro) -> asyncio.Task:
         task = self.loop.create_task(coro)
