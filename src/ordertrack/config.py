@@ -59,6 +59,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value < 0:
+        raise ValueError("expected a whole number, 0 or above")
+    return value
+
+
 def port(text: str) -> int:
     try:
         value = int(text)

@@ -10,6 +10,7 @@ from ordertrack.config import (
     default_pod_name,
     duration,
     non_negative_duration,
+    non_negative_int,
     optional_text,
     port,
     positive_int,
@@ -43,4 +44,7 @@ SETTINGS = REDIS + (
             "registry slots stop counting once it runs out"),
     Setting("POD_NAME", text, default_pod_name(), "this pod's name in logs, metrics and the user registry"),
     Setting("REGION", text, "local", "region tag for metrics and flag targeting"),
+    Setting("LATENCY_SAMPLE_EVERY", non_negative_int, "0",
+            "time every Nth update through the pod and probe the loop's lag "
+            "(ordertrack_ws_latency_probe_seconds{stage}; 0: off)"),
 ) + JWT + LOGGING + FLAG_SETTINGS
