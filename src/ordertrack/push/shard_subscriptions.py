@@ -44,6 +44,8 @@ log = logging.getLogger("ordertrack.push.shards")
 SLOTS = 16384
 #: a link quiet this long is PINGed; no reply at all within the deadline cuts it
 PING_SECONDS = 5.0
+#: the slot map is re-read this often when nothing else made the pod read it
+MAP_REFRESH_SECONDS = 10.0
 #: orders compared per pipeline in a catch-up
 CATCH_UP_CHUNK = 1000
 #: the longest an admission batch waits for its subscriptions before it admits the confirmed
@@ -290,7 +292,17 @@ class ShardSubscriptions:
         slot lives now, and caught up (with backoff while that fails)."""
         delay = BACKOFF_FIRST_SECONDS
         while True:
-            await self._lost_event.wait()
+            try:
+                await asyncio.wait_for(self._lost_event.wait(), MAP_REFRESH_SECONDS)
+            except TimeoutError:
+                # quiet: re-read the slot map, so a new order's SSUBSCRIBE rarely goes to a
+                # node that gave its slot away (its -MOVED would cut that node's link)
+                if self.target.topology == redis_connect.CLUSTER and self.links:
+                    try:
+                        await self._refresh_map()
+                    except (RedisError, OSError, TimeoutError) as exc:
+                        log.warning("slot map not refreshed: %s", exc)
+                continue
             self._lost_event.clear()
             lost = {order_id for order_id in self._lost if order_id in self.hub.watches}
             self._lost.clear()
