@@ -17,7 +17,9 @@ lives while the order has watchers here:
   orders. Either way the orders are resubscribed where the slot map (CLUSTER SLOTS, re-read)
   now puts them and caught up from their state hash and stream; while that runs, the live
   updates of every link involved are held and handed on afterwards in order, so a live update
-  never overtakes the replay of the ones before it.
+  never overtakes the replay of the ones before it. An SSUBSCRIBE the node refuses (-MOVED:
+  the slot map was stale; it is re-read every MAP_REFRESH_SECONDS and after every move) ends
+  that link like a lost node: coarse (all its orders are resubscribed and caught up), lossless.
 
 Replies are matched per order by counting: every SSUBSCRIBE / SUNSUBSCRIBE we write expects
 one reply on that link, in order; a `sunsubscribe` we did not ask for is Redis telling us the
