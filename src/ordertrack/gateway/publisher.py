@@ -2,10 +2,10 @@
 
 `mode` is PUBSUB_MODE: `pattern` PUBLISHes on `order:tracking:ORDER_ID` (the pods PSUBSCRIBE
 `order:tracking:*`), `sharded` SPUBLISHes on `order:tracking:shard:{ORDER_ID}` (the pods
-SSUBSCRIBE per order), `both` does the two (the switch-over window, README "Scale-out"). The pods read the state hash for a connection's ack and
-replay the stream (`XRANGE key {last_seq+1}-0 +`) on resume. Because one script writes all
-three, a reader never sees a message whose state or stream entry is missing. The script
-refuses a `seq` that is not newer than the order's, so replaying a poll is harmless.
+SSUBSCRIBE per order), `both` does the two (the switch-over window, README "Scale-out").
+The pods read the state hash for a connection's ack and replay the stream
+(`XRANGE key {last_seq+1}-0 +`) on resume. Because one script writes all three, a reader never
+sees a message whose state or stream entry is missing. The script refuses a `seq` that is not newer than the order's, so replaying a poll is harmless.
 """
 
 from __future__ import annotations

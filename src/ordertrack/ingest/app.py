@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from ordertrack.config import PUBSUB_PATTERN
 from ordertrack.gateway.carriers.common import CarrierError, parse_datetime
 from ordertrack.gateway.carriers.push import PARSERS
 from ordertrack.gateway.poller import with_estimate
@@ -100,7 +101,8 @@ class OrderLocks:
 class Ingest:
     """What one delivery does once verified and parsed (the I/O around the pure rules)."""
 
-    def __init__(self, store: Any, redis: Any, metrics: Metrics, pubsub_mode: str = "pattern"):
+    def __init__(self, store: Any, redis: Any, metrics: Metrics,
+                 pubsub_mode: str = PUBSUB_PATTERN):
         self.store = store
         self.redis = redis
         self.publisher = Publisher(redis, mode=pubsub_mode)
