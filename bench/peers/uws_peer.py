@@ -38,6 +38,7 @@ import hiredis
 import orjson
 
 from ordertrack import protocol, redis_layout
+from ordertrack.http_edge.refusals import error_body
 
 DEFAULT_SECRET = "bench-secret"
 #: uWS closes a socket that neither sent nor got anything for this long, pinging it before
@@ -182,7 +183,7 @@ class UwsPeer:
     def _refuse(self, res, status: int, code: str, message: str) -> None:
         res.write_status(status)
         res.write_header("Content-Type", "application/json; charset=utf-8")
-        res.end(protocol.refusal_body(code, message))
+        res.end(error_body(code, message))
 
     def _upgrade(self, res, req, socket_context) -> None:
         order_id = req.get_parameter(0)
