@@ -31,7 +31,7 @@ def slow_redis(own_redis):
 async def outcome(pod, keys, index: int) -> tuple[str, float]:
     """Open a connection; ("ack" | "close <code>", seconds from its 101 to that outcome)."""
     order_id = f"ord_slow{index}"
-    ws = await connect(pod, keys.token(f"slow_user{index}", order_id), order_id)
+    ws = await connect(pod, keys.token(f"slow_user{index}", order_id, alg="ES256"), order_id)
     opened = time.monotonic()
     try:
         message = json.loads(await asyncio.wait_for(ws.recv(), 30))
