@@ -2,7 +2,9 @@
 was read, in order, in both directions (a far-away Redis; latency, not a bandwidth limit).
 
 It runs on a thread of its own with its own event loop, so a busy test or bench loop does not
-add to the delay. `set_delay` changes it for bytes read from then on. Loopback only.
+add to the delay. `set_delay` changes it for bytes read from then on. With `commands_only`,
+a connection that subscribes (its client sent `SUBSCRIBE`/`PSUBSCRIBE`) is never delayed: a
+command Redis far away (or stalled, with a long delay) while pub/sub flows. Loopback only.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ def _free_port() -> int:
 class DelayProxy:
     """`DelayProxy(upstream_port, delay).start()`; then `url` in front of the upstream Redis."""
 
-    def __init__(self, upstream_port: int, delay: float = 0.0):
+    def __init__(self, upstream_port: int, delay: float = 0.0, commands_only: bool = False):
         self.upstream_port = upstream_port
         self.delay = delay
+        self.commands_only = commands_only
         self.port = _free_port()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -75,10 +78,13 @@ class DelayProxy:
         except OSError:
             writer.close()
             return
+        subscriber = [False]  # shared by both directions of this connection
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer, subscriber, True),
+                                 self._pipe(up_reader, writer, subscriber, False))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    subscriber: list[bool], from_client: bool) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 
@@ -94,7 +100,10 @@ class DelayProxy:
         sender = loop.create_task(deliver())
         try:
             while data := await reader.read(65536):
-                queue.put_nowait((loop.time() + self.delay, data))
+                if self.commands_only and from_client and b"SUBSCRIBE" in data.upper():
+                    subscriber[0] = True
+                delay = 0.0 if subscriber[0] else self.delay
+                queue.put_nowait((loop.time() + delay, data))
             queue.put_nowait(None)
             await sender
         except (ConnectionError, OSError):
