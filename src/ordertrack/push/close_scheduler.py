@@ -7,7 +7,8 @@ DECIDED where it is asked for (`Connection.close` sets `close_reason` at once: n
 delivered to it, and the first reason is the one logged) and CARRIED OUT here: at most
 `per_turn` closes per loop iteration and at most `budget` seconds of them, the rest in order on
 the next iterations (`call_soon`), so reads and fan-out run in between. The wheel's aborts of
-clients that never answered our close go through it too (push/pod.py).
+clients that never answered our close go through it too (push/pod.py), and the registry
+releases the evicted slots in pipelines of `registry.RELEASE_CHUNK`.
 
 Every close asked for runs exactly once, in the order asked, however many there are.
 """
