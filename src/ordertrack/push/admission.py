@@ -27,7 +27,7 @@ from importlib.resources import files
 from redis.exceptions import RedisError
 
 from ordertrack import protocol, redis_layout
-from ordertrack.push import delivery, registry
+from ordertrack.push import delivery, registry, shard_subscriptions
 from ordertrack.push.ack_deadline import AckDeadlines
 
 log = logging.getLogger("ordertrack.push")
@@ -39,6 +39,10 @@ MAX_IN_FLIGHT = 8
 PRUNE_SECONDS = 1.0
 #: batch gaps shorter than this are not waited for (a fast Redis: batches start at once)
 MIN_GAP_SECONDS = 0.001
+RESUME_MAX_EVENTS = 1000
+RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
+STATES_LUA = files("ordertrack.push").joinpath("states.lua").read_text()
+STATES_SHA = hashlib.sha1(STATES_LUA.encode()).hexdigest()
 
 
 def batch_gap(round_trip: float, oldest_in_flight: float) -> float:
@@ -48,10 +52,6 @@ def batch_gap(round_trip: float, oldest_in_flight: float) -> float:
     (never for a slot: a whole round trip). 0 when that is too short to matter."""
     gap = max(round_trip, oldest_in_flight) / MAX_IN_FLIGHT
     return gap if gap >= MIN_GAP_SECONDS else 0.0
-RESUME_MAX_EVENTS = 1000
-RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
-STATES_LUA = files("ordertrack.push").joinpath("states.lua").read_text()
-STATES_SHA = hashlib.sha1(STATES_LUA.encode()).hexdigest()
 
 
 def queue_states(pipe, order_ids: list[str], cluster: bool) -> list[list[int]]:
@@ -177,6 +177,10 @@ class Admission:
     # --- one batch: one round trip -----------------------------------------------------------------
     async def admit(self, batch: list) -> None:
         pod = self.pod
+        if pod.shards is not None:  # PUBSUB_MODE=sharded: subscribed before the state is read
+            batch = await shard_subscriptions.subscribe_batch(pod, batch)
+            if not batch:
+                return
         pipe = pod.redis.pipeline(transaction=False)
         # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
         resume_from = [conn.resume_seq for conn in batch]
