@@ -48,6 +48,7 @@ cdef class Connection(WSListener):
     cpdef send(self, bytes payload)
     cpdef bint deliver(self, bytes frame, object seq) except -1
     cpdef close(self, object close, object message=*, bint abort=*)
+    cpdef close_now(self, object close, object message=*, bint abort=*)
 
 
 cpdef bytes text_frame(bytes payload)

@@ -236,11 +236,19 @@ cdef class Connection(WSListener):
         return False
 
     cpdef close(self, object close, object message=None, bint abort=False):
-        """Server-initiated close; the first reason given is the one logged."""
-        cdef WSTransport transport = self.transport
-        if self.close_reason is not None or transport is None:
+        """Server-initiated close; the first reason given is the one logged. Decided now
+        (nothing more is delivered to it), carried out by the pod's close scheduler
+        (push/close_scheduler.py: a mass close stalls nobody)."""
+        if self.close_reason is not None or self.transport is None:
             return
         self.close_reason = close
+        self.pod.closes.add(self.close_now, close, message, abort)
+
+    cpdef close_now(self, object close, object message=None, bint abort=False):
+        """The close frame and the disconnect (unless the connection is already going)."""
+        cdef WSTransport transport = self.transport
+        if transport.is_close_frame_sent or transport.is_disconnected:
+            return
         transport.send_close(<WSCloseCode><int>close.code, (message or close.reason).encode())
         if abort:
             transport.disconnect(False)

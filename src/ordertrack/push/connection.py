@@ -165,11 +165,19 @@ class PureConnection(WSListener):
         return False
 
     def close(self, close: protocol.Close, message: str | None = None, abort: bool = False) -> None:
-        """Server-initiated close; the first reason given is the one logged."""
+        """Server-initiated close; the first reason given is the one logged. Decided now
+        (nothing more is delivered to it), carried out by the pod's close scheduler
+        (push/close_scheduler.py: a mass close stalls nobody)."""
         if self.close_reason is not None or self.transport is None:
             return
         self.close_reason = close
+        self.pod.closes.add(self.close_now, close, message, abort)
+
+    def close_now(self, close: protocol.Close, message: str | None = None, abort: bool = False) -> None:
+        """The close frame and the disconnect (unless the connection is already going)."""
         transport = self.transport
+        if transport.is_close_frame_sent or transport.is_disconnected:
+            return
         transport.send_close(WSCloseCode(close.code), (message or close.reason).encode())
         if abort:
             transport.disconnect(graceful=False)

@@ -64,7 +64,8 @@ async def serve(cfg) -> int:
     # bind both ports before anything else runs: a busy port is one clear line, not a hang
     try:
         server = await handshake.create_server(
-            make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096,
+            make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS,
+            backlog=cfg.listen_backlog,
             logger_name=PicowsLog(logging.getLogger("picows.server")),
             reuse_port=cfg.reuse_port,
         )

@@ -33,6 +33,7 @@ from ordertrack.models import CARRIERS
 from ordertrack.push import connection, fanout, metrics, pubsub_reader, registry, timer_wheel
 from ordertrack.push.admission import Admission, stream_after
 from ordertrack.push.broker import Broker
+from ordertrack.push.close_scheduler import CloseScheduler
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
 from ordertrack.push.hub import Hub
 from ordertrack.push.latency_probe import install as latency_probe
@@ -65,6 +66,8 @@ class Pod:
         self.malformed_log = MalformedLog(logging.getLogger("ordertrack.push.malformed"))
         self.hub = Hub(on_malformed=self._on_malformed)
         self.connections: dict[str, Connection] = {}
+        #: every server-initiated close is carried out through it, a few per loop iteration
+        self.closes = CloseScheduler(self.loop.call_soon)
         # a fine tick spreads pings: at 19,500 connections and 30 s, a 0.5 s tick sent ~325
         # pings in one burst (a ~15 ms stall on delivery); 20 ms sends ~13 per tick
         self.tick = min(max(min(self.interval, self.timeout) / 20.0, 0.005), 0.02)
@@ -276,7 +279,7 @@ class Pod:
                     continue
                 state = conn.hb_state
                 if state == HB_CLOSE_DUE:
-                    conn.transport.disconnect(graceful=False)
+                    self.closes.add(conn.transport.disconnect, False)
                 elif conn.close_reason is not None:
                     continue
                 elif now >= conn.expires_at:
