@@ -8,11 +8,17 @@ from pathlib import Path
 
 from ordertrack.devtools import processes
 from ordertrack.devtools.keys import Keys, generate_keys
-from ordertrack.devtools.processes import free_port, wait_for, wait_http_ok
+from ordertrack.devtools.processes import (
+    free_port,
+    wait_for,
+    wait_for_async,
+    wait_http_ok,
+    wait_http_ok_async,
+)
 from ordertrack.devtools.redis_server import RedisServer
 
 __all__ = ["REPO", "Keys", "ProcessGroup", "RedisServer", "free_port", "generate_keys",
-           "jwks_server", "wait_for", "wait_http_ok"]
+           "jwks_server", "wait_for", "wait_for_async", "wait_http_ok", "wait_http_ok_async"]
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -28,7 +28,7 @@ from tests.support import (
     free_port,
     generate_keys,
     jwks_server,
-    wait_for,
+    wait_for_async,
     wait_http_ok,
 )
 
@@ -396,7 +396,7 @@ async def test_without_redis_answers_come_from_the_store_with_realtime_off(own_r
                      "NOT_FOUND")
 
         own_redis.start()
-        wait_for(lambda: get_tracking(api, order_id, token).json()["realtime"]["enabled"],
+        await wait_for_async(lambda: get_tracking(api, order_id, token).json()["realtime"]["enabled"],
                  timeout=10, what="realtime back on once Redis is back")
 
 

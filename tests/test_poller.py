@@ -25,7 +25,7 @@ from ordertrack.gateway.poller import with_estimate
 from ordertrack.gateway.settings import SETTINGS
 from ordertrack.models import CarrierResult, Order, TrackingEvent
 from ordertrack.store import open_store
-from tests.support import free_port, wait_for
+from tests.support import free_port, wait_for, wait_for_async
 
 FIXTURES = Path(__file__).parent / "fixtures" / "carriers"
 NUMBERS = {"dhl": "JD014600006281230704", "fedex": "794843185271", "ups": "1Z12345E0205271688"}
@@ -310,15 +310,13 @@ def test_two_replicas_never_poll_the_same_order_at_once(sandbox, redis_url, proc
 
     # wait (bounded) until every order was polled twice and both replicas took part: a fixed
     # sleep made this test fail on a loaded machine, where the replicas start slowly
-    deadline = time.monotonic() + 30.0
-    while True:
+    def every_order_polled_twice_by_both():
         times = poll_times()
-        done = (set(times) == set(numbers) and all(len(t) >= 2 for t in times.values())
-                and all(polls_of(port) > 0 for port in ports))
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
-    assert set(times) == set(numbers)
+        return (set(times) == set(numbers) and all(len(t) >= 2 for t in times.values())
+                and all(polls_of(port) > 0 for port in ports)) and times
+
+    times = wait_for(every_order_polled_twice_by_both, 30, interval=0.25,
+                     what="every order polled twice, by both replicas")
     for number, polled in times.items():
         polled.sort()
         gaps = [b - a for a, b in zip(polled, polled[1:], strict=False)]
@@ -343,7 +341,13 @@ def test_redis_gone_for_a_while_loses_no_event(sandbox, own_redis, procs, tmp_pa
     own_redis.stop()
     httpx.post(f"{sandbox}/_admin/advance",
                json={"tracking_number": "JD0146000OUTAGE1", "steps": 1}).raise_for_status()
-    time.sleep(1.5)  # several poll cycles fail against the missing Redis
+
+    def redis_failures() -> int:
+        text = (tmp_path / "poll.log").read_text(errors="replace")
+        return text.count("redis unavailable")
+
+    # several poll cycles fail against the missing Redis (each logs it), and the gateway lives
+    wait_for(lambda: redis_failures() >= 2, 20, what="two poll cycles failed on Redis")
     assert proc.poll() is None, "the gateway must survive a Redis outage"
     own_redis.start()  # back, and empty
 
@@ -450,12 +454,11 @@ async def test_delivered_event_stored_while_redis_fails_is_published_once_it_is_
         stopping = asyncio.Event()
         running = asyncio.create_task(loop.run(stopping))
         try:
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
+            async def caught_up() -> bool:
                 seq = await gw.publish_redis.hget(redis_layout.state("ord_dl"), "seq")
-                if seq is not None and int(seq) == stored[-1].seq:
-                    break
-                await asyncio.sleep(0.05)
+                return seq is not None and int(seq) == stored[-1].seq
+
+            await wait_for_async(caught_up, 10, what="the stored events republished")
         finally:
             stopping.set()
             await running

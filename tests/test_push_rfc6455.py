@@ -18,7 +18,7 @@ from tests.pods import (
     open_raw,
     upgrade_headers,
 )
-from tests.support import wait_for
+from tests.support import wait_for_async
 
 JSON_CT = "application/json; charset=utf-8"
 PATH = "/ws/orders/ord_rfc/track"
@@ -78,7 +78,7 @@ async def test_frames_that_break_the_protocol_close_with_their_code(pod, keys, o
     raw = await admitted(pod, keys, user)
     await raw.send(opcode, payload, **kwargs)
     assert await raw.close_code() == code
-    wait_for(lambda: reasons_of(pod, user) == [reason], 5, what=f"{reason} logged")
+    await wait_for_async(lambda: reasons_of(pod, user) == [reason], 5, what=f"{reason} logged")
 
 
 # --- the closing handshake (5.5.1, 7.4) ----------------------------------------------------------
@@ -88,7 +88,7 @@ async def test_close_codes_no_peer_may_send_are_answered_with_1002(pod, keys, se
     raw = await admitted(pod, keys, user)
     await raw.send(OP_CLOSE, close_payload(sent))
     assert await raw.close_code() == 1002
-    wait_for(lambda: reasons_of(pod, user) == ["protocol_error"], 5, what="protocol_error logged")
+    await wait_for_async(lambda: reasons_of(pod, user) == ["protocol_error"], 5, what="protocol_error logged")
 
 
 @pytest.mark.parametrize("sent", [1000, 1001, 1011, 3000, 4999])
@@ -97,14 +97,14 @@ async def test_valid_close_codes_are_echoed(pod, keys, sent):
     raw = await admitted(pod, keys, user)
     await raw.send(OP_CLOSE, close_payload(sent, b"bye"))
     assert await raw.close_code() == sent
-    wait_for(lambda: reasons_of(pod, user) == ["client_close"], 5, what="client_close logged")
+    await wait_for_async(lambda: reasons_of(pod, user) == ["client_close"], 5, what="client_close logged")
 
 
 async def test_an_empty_close_is_answered_with_an_empty_close_or_1000(pod, keys):
     raw = await admitted(pod, keys, "empty")
     await raw.send(OP_CLOSE, b"")
     assert await raw.close_code() in (None, 1000)
-    wait_for(lambda: reasons_of(pod, "empty") == ["client_close"], 5, what="client_close logged")
+    await wait_for_async(lambda: reasons_of(pod, "empty") == ["client_close"], 5, what="client_close logged")
 
 
 # --- the log --------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ async def test_protocol_errors_are_rate_limited_info_lines_not_errors(pod, keys)
     for raw in more:
         await raw.send(OP_CLOSE, close_payload(1005))
     await asyncio.gather(*(raw.close_code() for raw in more))
-    wait_for(lambda: len(pod.disconnects()) == 4 * LINES_PER_WINDOW, 10, what="all disconnects")
+    await wait_for_async(lambda: len(pod.disconnects()) == 4 * LINES_PER_WINDOW, 10, what="all disconnects")
 
     lines = pod.log_lines()
     assert [line for line in lines if line["level"] in ("error", "critical")] == []

@@ -34,7 +34,7 @@ from ordertrack.push.settings import SETTINGS as POD
 from ordertrack.store import open_store
 from ordertrack.store import sqlite as sqlite_store
 from tests import test_poller
-from tests.pods import close_code, connect, recv_event, recv_json, start_pod
+from tests.pods import close_code, connect, recv_event, recv_json, start_pod_async
 from tests.redis_topologies import FreezingProxy
 from tests.support import REPO, wait_for
 from tests.test_api import get_tracking, running_api
@@ -193,7 +193,7 @@ def lost_and_duplicated(watchers, gateway) -> tuple[int, int]:
 async def test_sentinel_failover_every_client_gets_every_event_once(procs, tmp_path, keys,
                                                                     sentinel_topology):
     url = sentinel_topology.url
-    pods = [start_pod(procs, tmp_path, url, keys, name=f"pod{i}", **FAST) for i in range(2)]
+    pods = [(await start_pod_async(procs, tmp_path, url, keys, name=f"pod{i}", **FAST)) for i in range(2)]
     orders = [f"ord_fo{i}" for i in range(4)]
     with running_api(SimpleNamespace(url=url), keys, api_dir(tmp_path)) as api:
         store = await open_store(api.db)
@@ -257,7 +257,7 @@ async def test_silent_subscription_is_noticed_within_the_deadline_and_loses_noth
     proxy = FreezingProxy(own_redis.port)
     proxy.start()
     try:
-        pod = start_pod(procs, tmp_path, proxy.url, keys, **FAST)
+        pod = await start_pod_async(procs, tmp_path, proxy.url, keys, **FAST)
         redis = redis_connect.command_client(redis_connect.parse_redis_url(own_redis.url))
         store = await open_store(f"sqlite:///{tmp_path / 'tracking.db'}")
         try:
@@ -299,7 +299,7 @@ async def test_silent_subscription_is_noticed_within_the_deadline_and_loses_noth
 # --- Redis Cluster ----------------------------------------------------------------------------
 async def test_cluster_whole_flow(procs, tmp_path, keys, redis_cluster):
     url = redis_cluster.url
-    pods = [start_pod(procs, tmp_path, url, keys, name=f"cpod{i}", **FAST) for i in range(2)]
+    pods = [(await start_pod_async(procs, tmp_path, url, keys, name=f"cpod{i}", **FAST)) for i in range(2)]
     orders = [f"ord_cl{i}" for i in range(6)]  # spread over the three masters' slots
     with running_api(SimpleNamespace(url=url), keys, api_dir(tmp_path)) as api:
         store = await open_store(api.db)
@@ -340,7 +340,7 @@ async def test_cluster_whole_flow(procs, tmp_path, keys, redis_cluster):
 
 # --- three pods on one Redis ------------------------------------------------------------------
 async def test_three_pods_limit_kill_switch_and_a_killed_pods_slots(procs, tmp_path, keys, redis_url):
-    pods = [start_pod(procs, tmp_path, redis_url, keys, name=f"tri{i}", **FAST) for i in range(3)]
+    pods = [(await start_pod_async(procs, tmp_path, redis_url, keys, name=f"tri{i}", **FAST)) for i in range(3)]
     redis = redis_connect.command_client(redis_connect.parse_redis_url(redis_url))
     store = await open_store(f"sqlite:///{tmp_path / 'tracking.db'}")
     try:
@@ -456,7 +456,7 @@ def _numbers(tag: str, count: int) -> list[str]:
 async def _watch_gateway_orders(procs, tmp_path, keys, redis_url, db, ids, numbers):
     orders = [test_poller.order(i, "dhl", n) for i, n in zip(ids, numbers, strict=True)]
     await asyncio.to_thread(test_poller.add_orders, db, orders)
-    pod = start_pod(procs, tmp_path, redis_url, keys, name="gwpod")
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys, name="gwpod")
     watchers = [await Watcher(pod, keys.token("user_1", order_id), order_id).start() for order_id in ids]
     return pod, watchers
 
