@@ -169,7 +169,10 @@ async def test_sixth_connection_across_two_pods_closes_the_oldest_with_4001(
     for i in range(5):
         ws = await connect(pod_a if i % 2 == 0 else pod_b, token, "ord_limit")
         conns.append((ws, (await recv_json(ws))["data"]["connection_id"]))
-        await asyncio.sleep(0.01)  # distinct open times: "oldest" is well defined
+        # distinct open times, so "oldest" is well defined: the clock (ms) has moved past this one
+        await wait_for_async(lambda: time.time() * 1000 > max(
+            score for _, score in rsync.zrange(redis_layout.user("shopper"), 0, -1, withscores=True)),
+            5, interval=0.001, what="the next millisecond")
     assert rsync.zcard(redis_layout.user("shopper")) == 5
 
     sixth = await connect(pod_b, token, "ord_limit")
@@ -363,7 +366,8 @@ async def test_allowed_origins(procs, tmp_path, redis_url, keys):
 
 
 # --- slow consumer ---------------------------------------------------------------------------------
-async def test_client_that_stops_reading_is_cut_off_not_buffered(procs, tmp_path, redis_url, keys, rasync):
+async def test_client_that_stops_reading_is_cut_off_not_buffered(procs, tmp_path, redis_url, keys,
+                                                                 rasync, rsync):
     pod = await start_pod_async(procs, tmp_path, redis_url, keys, ws_max_pending_bytes=65536,
                     heartbeat_timeout_seconds=0.5)
     token = keys.token("u14", "ord_slow")
@@ -374,7 +378,8 @@ async def test_client_that_stops_reading_is_cut_off_not_buffered(procs, tmp_path
     request = "GET /ws/orders/ord_slow/track HTTP/1.1\r\nHost: x\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in upgrade_headers(token).items()) + "\r\n"
     sock.sendall(request.encode())
-    await asyncio.sleep(0.3)
+    # admitted (registered, watching the order) before anything is published
+    await wait_for_async(lambda: rsync.zcard(redis_layout.user("u14")) == 1, 10, what="admitted")
     big = "x" * 60000
     # ~12 MB: more than the kernel's socket buffers hold, so the pod's own buffer must fill
     for seq in range(1, 200):
@@ -515,11 +520,10 @@ async def test_active_connections_gauge_reaches_the_datadog_agent(procs, tmp_pat
     conns = [await connect(pod, keys.token(f"dd{i}", "ord_dd"), "ord_dd") for i in range(2)]
     for ws in conns:
         await recv_json(ws)
-    await asyncio.sleep(0.5)
 
     def latest_unknown_count() -> int | None:
         value = None
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
                 packet = agent.recv(4096).decode()
