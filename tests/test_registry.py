@@ -11,6 +11,7 @@ import uvloop
 
 from ordertrack import redis_layout
 from ordertrack.push import registry
+from tests.support import wait_for_async
 
 
 def run(coro):
@@ -72,7 +73,9 @@ def test_slots_of_a_dead_pod_are_dropped_before_counting(redis_url):
         await dead.heartbeat()  # its lease, then it renews it no more
         await register(dead, client, [("u", f"d{i}") for i in range(5)])
         mine = registry.Registry(client, "podA", limit=5)
-        await asyncio.sleep(0.1)
+        lease_end_ms = await client.zscore(redis_layout.PODS_KEY, "podDead")
+        await wait_for_async(lambda: time.time() * 1000 > lease_end_ms, 5, interval=0.01,
+                             what="podDead's lease over")
         await mine.heartbeat()  # reads every lease: podDead's has run out
         assert await register(mine, client, [("u", "c1")]) == [[]]
         assert await client.zrange(redis_layout.user("u"), 0, -1) == [b"podA|c1"]
@@ -103,10 +106,10 @@ def test_releases_free_the_slots_in_one_batch(redis_url):
         task = asyncio.get_running_loop().create_task(reg.run_releases())
         reg.release("u", "c1")
         reg.release("v", "c3")
-        for _ in range(100):
-            if await client.zcard(redis_layout.user("v")) == 0:
-                break
-            await asyncio.sleep(0.01)
+        async def released() -> bool:
+            return await client.zcard(redis_layout.user("v")) == 0
+
+        await wait_for_async(released, 10, what="the releases applied")
         assert await client.zrange(redis_layout.user("u"), 0, -1) == [b"podA|c2"]
         assert await client.zcard(redis_layout.user("v")) == 0
         task.cancel()
