@@ -10,9 +10,11 @@ PYTEST_ARGS ?=
 # (ORDERTRACK_PURE_PYTHON=1), as uvloop runs its suite twice; the unit tests of the Cython
 # parts already run both implementations side by side
 PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_broker.py \
-                  tests/test_push_bad_input.py tests/test_push_handshake.py
+                  tests/test_push_bad_input.py tests/test_push_handshake.py tests/test_flags.py \
+                  tests/test_ingest.py tests/test_order_state.py tests/test_auth_settings.py \
+                  tests/test_redis_tls.py
 
-.PHONY: soak run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
+.PHONY: soak run test test-fast bench-smoke coverage lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
 EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd)
 
@@ -59,6 +61,17 @@ test: install test-db
 	$(BIN)/ruff check src tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 	ORDERTRACK_PURE_PYTHON=1 $(PY) -m pytest $(PUSH_POD_TESTS) $(PYTEST_ARGS)
+
+# the edit loop: unit tests and the contract tests against one shared process (no test starting
+# pods, an API or a gateway of its own, no Redis topology; those are marked `system`, see
+# tests/conftest.py); lint included
+test-fast: install test-db
+	$(BIN)/ruff check src tests bench
+	$(PY) -m pytest -m 'not system and not bench_smoke' $(PYTEST_ARGS)
+
+# the bench harness's load profiles end to end (smoke profile, a peer run): not in `make test`
+bench-smoke: install
+	$(PY) -m pytest tests/test_bench_smoke.py -m bench_smoke $(PYTEST_ARGS)
 
 # micro-benchmarks of the push pod's hot parts (Cython and twin side by side), compared with
 # the baseline stored in bench/baseline/: a part slower than BENCH_FAIL fails `make bench`;
