@@ -69,6 +69,17 @@ test-fast: install test-db
 	$(BIN)/ruff check src tests bench
 	$(PY) -m pytest -m 'not system and not bench_smoke' $(PYTEST_ARGS)
 
+# the whole suite under coverage.py, the processes it starts (pods, API, gateway, ingest)
+# measured too (pyproject.toml [tool.coverage.*]); an HTML report in build/coverage/html, the
+# ten least covered modules and the total printed
+coverage: install test-db
+	rm -rf build/coverage
+	@status=0; $(PY) -m coverage run -m pytest -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
+	$(PY) -m coverage combine -q && $(PY) -m coverage html -q && \
+	$(PY) -m coverage report > build/coverage/report.txt && head -n 12 build/coverage/report.txt && \
+	echo "coverage total: $$($(PY) -m coverage report --format=total)% (HTML: build/coverage/html/index.html)"; \
+	exit $$status
+
 # the bench harness's load profiles end to end (smoke profile, a peer run): not in `make test`
 bench-smoke: install
 	$(PY) -m pytest tests/test_bench_smoke.py -m bench_smoke $(PYTEST_ARGS)
