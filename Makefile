@@ -73,8 +73,10 @@ ext: $(STAMP)
 run: install
 	$(BIN)/ordertrack dev
 
+# lint: ruff, and mypy over the package and the Cython parts' stubs (pyproject.toml [tool.mypy])
 test: install test-db
 	$(BIN)/ruff check src tests bench
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 	ORDERTRACK_PURE_PYTHON=1 $(PY) -m pytest $(PUSH_POD_TESTS) $(PYTEST_ARGS)
 
@@ -83,6 +85,7 @@ test: install test-db
 # tests/conftest.py); lint included
 test-fast: install test-db
 	$(BIN)/ruff check src tests bench
+	$(PY) -m mypy
 	$(PY) -m pytest -m 'not system and not bench_smoke' $(PYTEST_ARGS)
 
 # the whole suite under coverage.py, the processes it starts (pods, API, gateway, ingest)

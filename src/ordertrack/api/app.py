@@ -21,7 +21,7 @@ import gc
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -66,7 +66,7 @@ class JSONBody(Response):
         return content if isinstance(content, bytes) else orjson.dumps(content)
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None
                    ) -> JSONBody:
     return JSONBody({"error": code, "message": message}, status_code=status, headers=headers)
 

@@ -106,7 +106,7 @@ class ApiHttpProtocol(HttpToolsProtocol):
         elif not self.transport.is_closing():  # pragma: no cover - a pipelined slow head
             self.transport.close()
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm_head_timer()
 

@@ -121,7 +121,7 @@ def poll_periods(orders_per_carrier: dict[str, int]) -> dict[str, float]:
     from ordertrack.gateway.quota import carrier_limits, hourly_rate
     from ordertrack.gateway.scheduler import effective_period
 
-    defaults = {s.env: s.default for s in gateway_settings.SETTINGS}
+    defaults: dict[str, Any] = {s.env: s.default for s in gateway_settings.SETTINGS}
     limits = carrier_limits(int(defaults["DHL_QUOTA_PER_HOUR"]),
                             int(defaults["DHL_BURST_PER_MINUTE"]),
                             int(defaults["FEDEX_QUOTA_PER_HOUR"]),

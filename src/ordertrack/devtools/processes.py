@@ -240,7 +240,7 @@ class Supervisor:
                     proc = self._spawn(child)
                     say(f"{child.name} restarted (pid {proc.pid})")
                 continue
-            code = child.proc.poll()
+            code = child.proc.poll() if child.proc is not None else None
             if code is None:
                 continue
             stable = now - child.started_at >= STABLE_SECONDS
@@ -253,8 +253,8 @@ class Supervisor:
     def stop_all(self) -> None:
         running = [c.proc for c in reversed(self.children)
                    if c.proc is not None and c.proc.poll() is None]
-        for proc in running:
-            proc.send_signal(signal.SIGTERM)
+        for each in running:
+            each.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
         for child in reversed(self.children):
             proc = child.proc
@@ -293,7 +293,8 @@ class ProcessGroup:
         self.procs.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM,
+             timeout: float = 15) -> int | None:
         return stop_process(proc, sig, timeout)
 
     def stop_all(self) -> None:

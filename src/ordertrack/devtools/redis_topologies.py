@@ -116,8 +116,10 @@ class SentinelTopology:
 
     def kill_primary(self) -> None:
         """SIGKILL the primary: no shutdown, no goodbye to the replica or the sentinels."""
-        self.primary.proc.kill()
-        self.primary.proc.wait()
+        proc = self.primary.proc
+        assert proc is not None, "the topology is not running"
+        proc.kill()
+        proc.wait()
 
     def wait_promoted(self, timeout: float = 15.0) -> None:
         """Until every sentinel names the replica as master and the replica says it is one."""

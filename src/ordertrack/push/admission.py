@@ -80,7 +80,7 @@ class Admission:
                 if not live.is_set():
                     await self._wait_for_subscription()
                     continue
-                batch = []
+                batch: list = []
                 while self.pending and len(batch) < ADMISSION_BATCH:
                     conn = self.pending.popleft()
                     if not conn.cleaned and conn.close_reason is None:
