@@ -24,7 +24,7 @@ from ordertrack.api.connection import (
     request_id,
 )
 from tests.support import REPO, free_port
-from tests.test_api import JSON_TYPE, add_order, running_api
+from tests.support.api import JSON_TYPE, add_order, running_api
 
 HEAD_TIMEOUT = "0.5"
 

@@ -15,7 +15,6 @@ import pytest
 from ordertrack import auth, config
 from ordertrack.api.main import SETTINGS as API_SETTINGS
 from ordertrack.push.settings import SETTINGS as POD_SETTINGS
-from tests.pods import PodProcess, connect, recv_event, start_pod_async
 from tests.support import (
     ProcessGroup,
     free_port,
@@ -24,7 +23,8 @@ from tests.support import (
     wait_http_ok,
     wait_http_ok_async,
 )
-from tests.test_api import add_order, get_tracking, running_api
+from tests.support.api import add_order, get_tracking, running_api
+from tests.support.pods import PodProcess, connect, recv_event, start_pod_async
 
 
 @pytest.fixture(scope="module")

@@ -292,8 +292,8 @@ def test_pods_share_one_port_with_reuse_port(procs, tmp_path, redis_url, keys):
     the kernel spreads connections over them; without it the second pod cannot bind."""
     import asyncio
 
-    from tests.pods import connect, recv_event, start_pod
     from tests.support import free_port
+    from tests.support.pods import connect, recv_event, start_pod
 
     port = free_port()
     pods = [start_pod(procs, tmp_path, redis_url, keys, name=f"pod-{k}", port=port,

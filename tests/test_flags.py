@@ -19,10 +19,13 @@ from ldclient import datasystem as ld_datasystem
 from ldclient.integrations.test_datav2 import TestDataV2
 from prometheus_client import CollectorRegistry
 
+from ordertrack import flags
 from ordertrack.flags import client_class, providers
 from ordertrack.flags.source import FlagSource
 from ordertrack.models import CARRIERS
-from tests.pods import (
+from tests.support import free_port, wait_for, wait_for_async
+from tests.support.api import add_order, get_tracking, running_api
+from tests.support.pods import (
     Heartbeats,
     RawWebSocket,
     close_code,
@@ -34,8 +37,6 @@ from tests.pods import (
     start_pod_async,
     upgrade_headers,
 )
-from tests.support import free_port, wait_for, wait_for_async
-from tests.test_api import add_order, get_tracking, running_api
 
 SHIPPED = Path(__file__).resolve().parents[1] / "deploy" / "flags" / "realtime_order_tracking.json"
 MOBILE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -344,3 +345,15 @@ async def test_pong_deadline_follows_the_client_class_and_a_flag_change_moves_it
     await wait_for_async(lambda: sorted((d["user_id"], d["reason"]) for d in pod.disconnects())
                          == [("u_d", "heartbeat_timeout"), ("u_m", "heartbeat_timeout")], 10,
                          what="both disconnects logged")
+
+
+def test_flag_evaluation():
+    assert flags.is_enabled(flags.parse_flag(None), "anyone")
+    assert not flags.is_enabled(flags.parse_flag(b'{"enabled": false}'), "anyone")
+    rollout = flags.parse_flag(b'{"enabled": true, "percentage": 5, "regions": ["us-east-1"], "carriers": ["dhl"]}')
+    assert not flags.is_enabled(rollout, "u", region="eu-west-1")
+    users = [f"user{i}" for i in range(4000)]
+    share = sum(flags.is_enabled(rollout, u, "us-east-1", "dhl") for u in users) / len(users)
+    assert 0.03 < share < 0.07
+    assert not any(flags.is_enabled(rollout, u, "us-east-1", "ups") for u in users)
+    assert flags.parse_flag(b"not json") == flags.Flag()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from tests.pods import connect, recv_json, start_pod_async
-from tests.test_api import add_order, get_tracking, running_api
-from tests.test_poller import NUMBERS, InProcessGateway, order
+from tests.support.api import add_order, get_tracking, running_api
+from tests.support.gateway import NUMBERS, InProcessGateway, order
+from tests.support.pods import connect, recv_json, start_pod_async
 
 
 def dhl_answer(scans: list[tuple[str, str]]) -> bytes:

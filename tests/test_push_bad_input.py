@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
 from ordertrack.push import malformed
-from tests.pods import connect, recv_event, recv_json, start_pod_async
 from tests.support import free_port, wait_for_async
+from tests.support.pods import connect, recv_event, recv_json, start_pod_async
 
 
 @pytest.fixture

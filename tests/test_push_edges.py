@@ -18,7 +18,8 @@ from ordertrack import auth, config, redis_layout
 from ordertrack.push.pod import Pod
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
-from tests.pods import (
+from tests.support import free_port, wait_for_async
+from tests.support.pods import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
@@ -33,8 +34,7 @@ from tests.pods import (
     start_pod_async,
     upgrade_headers,
 )
-from tests.redis_topologies import FreezingProxy
-from tests.support import free_port, wait_for_async
+from tests.support.redis_topologies import FreezingProxy
 
 HUGE = 18446744073709551615  # 2^64 - 1: the value
 

@@ -19,7 +19,8 @@ import websockets
 from ordertrack import redis_layout
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
-from tests.pods import (
+from tests.support import generate_keys, jwks_server, wait_for_async
+from tests.support.pods import (
     OP_PONG,
     Heartbeats,
     close_code,
@@ -33,7 +34,6 @@ from tests.pods import (
     upgrade_headers,
     wait_registry_empty_async,
 )
-from tests.support import generate_keys, jwks_server, wait_for_async
 
 JSON_CT = "application/json; charset=utf-8"
 

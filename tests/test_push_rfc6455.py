@@ -9,7 +9,8 @@ import time
 import pytest
 
 from ordertrack.push.wslog import LINES_PER_WINDOW, WINDOW_SECONDS
-from tests.pods import (
+from tests.support import wait_for_async
+from tests.support.pods import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -19,7 +20,6 @@ from tests.pods import (
     open_raw,
     upgrade_headers,
 )
-from tests.support import wait_for_async
 
 JSON_CT = "application/json; charset=utf-8"
 PATH = "/ws/orders/ord_rfc/track"

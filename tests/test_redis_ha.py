@@ -29,19 +29,15 @@ from ordertrack.gateway.scheduler import Scheduler, mark_pushed
 from ordertrack.gateway.settings import SETTINGS as GATEWAY
 from ordertrack.ingest.settings import SETTINGS as INGEST
 from ordertrack.models import Order, TrackingEvent
-from ordertrack.push import registry
 from ordertrack.push.settings import SETTINGS as POD
 from ordertrack.store import open_store
 from ordertrack.store import sqlite as sqlite_store
-from tests import test_poller
-from tests.pods import close_code, connect, recv_event, recv_json, start_pod_async
-from tests.redis_topologies import FreezingProxy
 from tests.support import REPO, wait_for, wait_for_async
-from tests.test_api import get_tracking, running_api
-from tests.test_poller import gateway_env, store_call
-
-#: the carrier sandbox, reset for each test (conftest's sandbox_url), as the gateway's tests use it
-sandbox = test_poller.sandbox
+from tests.support.api import get_tracking, running_api
+from tests.support.gateway import add_orders as add_store_orders
+from tests.support.gateway import gateway_env, order, store_call
+from tests.support.pods import close_code, connect, recv_event, recv_json, start_pod_async
+from tests.support.redis_topologies import FreezingProxy
 
 #: short settings: the watchdog's deadline, the pods' lease
 FAST = {"redis_subscription_deadline_seconds": 2, "pod_lease_seconds": 1.5}
@@ -467,8 +463,8 @@ def _numbers(tag: str, count: int) -> list[str]:
 
 
 async def _watch_gateway_orders(procs, tmp_path, keys, redis_url, db, ids, numbers):
-    orders = [test_poller.order(i, "dhl", n) for i, n in zip(ids, numbers, strict=True)]
-    await asyncio.to_thread(test_poller.add_orders, db, orders)
+    orders = [order(i, "dhl", n) for i, n in zip(ids, numbers, strict=True)]
+    await asyncio.to_thread(add_store_orders, db, orders)
     pod = await start_pod_async(procs, tmp_path, redis_url, keys, name="gwpod")
     watchers = [await Watcher(pod, keys.token("user_1", order_id), order_id).start() for order_id in ids]
     return pod, watchers
@@ -556,19 +552,6 @@ async def test_store_unavailable_for_a_while_the_gateway_keeps_its_place(sandbox
         await watcher.stop()
 
 
-def test_dead_pods_are_those_whose_lease_ran_out():
-    leases = registry.decode_leases([(b"pod-a:1", 1000.0), (b"pod-b:2", 5000.0), (b"me:3", 10.0),
-                                     (b"stopped:4", 0.0)])
-    # a lease over at `now` is dead; this pod never is (its own renewal may just be late);
-    # a pod not in the last read (just started) is not listed, so it counts as alive
-    assert registry.dead_pods(leases, 1000.0, own_pod="me:3") == ("pod-a:1", "stopped:4")
-    assert registry.dead_pods(leases, 999.0, own_pod="me:3") == ("stopped:4",)
 
 
-def test_a_batch_is_one_script_call_per_hash_slot_on_a_cluster_only():
-    keys = [redis_layout.user(u) for u in ("alice", "bob", "alice", "carol")]
-    assert registry.slot_groups(keys, cluster=False) == [[0, 1, 2, 3]]
-    groups = registry.slot_groups(keys, cluster=True)
-    assert [0, 2] in groups and sorted(i for g in groups for i in g) == [0, 1, 2, 3]
-    assert registry.slot_groups([], cluster=False) == []
 

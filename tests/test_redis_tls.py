@@ -28,8 +28,8 @@ from ordertrack.devtools.processes import stop_process
 from ordertrack.devtools.redis_server import redis_server_argv
 from ordertrack.push import pubsub_reader
 from ordertrack.push.hub import Watch
-from tests.pods import connect, publish, recv_event, start_pod_async
 from tests.support import free_port, wait_for
+from tests.support.pods import connect, publish, recv_event, start_pod_async
 from tests.test_pubsub_reader import IMPLS, Calls, until
 
 

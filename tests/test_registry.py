@@ -156,3 +156,20 @@ def test_a_batch_reads_every_order_state_in_one_script_call(redis_url):
         await client.aclose()
 
     run(scenario())
+
+
+def test_dead_pods_are_those_whose_lease_ran_out():
+    leases = registry.decode_leases([(b"pod-a:1", 1000.0), (b"pod-b:2", 5000.0), (b"me:3", 10.0),
+                                     (b"stopped:4", 0.0)])
+    # a lease over at `now` is dead; this pod never is (its own renewal may just be late);
+    # a pod not in the last read (just started) is not listed, so it counts as alive
+    assert registry.dead_pods(leases, 1000.0, own_pod="me:3") == ("pod-a:1", "stopped:4")
+    assert registry.dead_pods(leases, 999.0, own_pod="me:3") == ("stopped:4",)
+
+
+def test_a_batch_is_one_script_call_per_hash_slot_on_a_cluster_only():
+    keys = [redis_layout.user(u) for u in ("alice", "bob", "alice", "carol")]
+    assert registry.slot_groups(keys, cluster=False) == [[0, 1, 2, 3]]
+    groups = registry.slot_groups(keys, cluster=True)
+    assert [0, 2] in groups and sorted(i for g in groups for i in g) == [0, 1, 2, 3]
+    assert registry.slot_groups([], cluster=False) == []

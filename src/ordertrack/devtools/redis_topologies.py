@@ -1,5 +1,5 @@
 """Real Redis HA topologies on free loopback ports: Sentinel (primary, replica, three sentinels)
-and a three-master Redis Cluster, for the fault suite (tests/redis_topologies.py's fixtures) and
+and a three-master Redis Cluster, for the fault suite (tests/support/redis_topologies.py's fixtures) and
 bench/bench_redis_ha.py.
 
 The primary and the replica are `RedisServer`s (replication is set at run time); sentinels and

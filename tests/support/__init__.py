@@ -1,4 +1,5 @@
-"""Test helpers: the repository's root and a fake identity provider (JWKS). Real servers on
+"""Test helpers (tests/support/: `pods` starts pods and talks to them, `redis_topologies` the
+Sentinel and Cluster fixtures): the repository's root and a fake identity provider (JWKS). Real servers on
 free ports, key pairs and child processes come from `ordertrack.devtools`, as for the benches."""
 
 from __future__ import annotations
