@@ -21,7 +21,7 @@ from ordertrack.devtools.redis_server import RedisServer
 __all__ = ["REPO", "Keys", "ProcessGroup", "RedisServer", "free_port", "generate_keys",
            "jwks_server", "wait_for", "wait_for_async", "wait_http_ok", "wait_http_ok_async"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class ProcessGroup(processes.ProcessGroup):
