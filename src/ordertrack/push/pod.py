@@ -35,6 +35,7 @@ from ordertrack.push.admission import Admission, stream_after
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
 from ordertrack.push.hub import Hub
+from ordertrack.push.latency_probe import install as latency_probe
 from ordertrack.push.malformed import MalformedLog
 
 log = logging.getLogger("ordertrack.push")
@@ -83,7 +84,8 @@ class Pod:
             redis_connect.target_from_settings(cfg),
             control_channels=[redis_layout.control(self.pod_id), redis_layout.CONTROL_ALL],
             watched=self.hub.watches,
-            on_update=self.hub.fanout.publish,
+            # LATENCY_SAMPLE_EVERY=0 (the default): the fan-out itself, nothing added
+            on_update=latency_probe(self.loop, self.hub.fanout.publish, cfg.latency_sample_every),
             on_control=self._on_control,
             on_live=self._on_live,
             on_lost=lambda: metrics.SUBSCRIBED.set(0),
