@@ -113,6 +113,21 @@ def database_url(value: str) -> str | None:
     return value
 
 
+#: PUBSUB_MODE's values (README "Scale-out"): `pattern` (one PSUBSCRIBE per pod), `sharded`
+#: (SPUBLISH / SSUBSCRIBE per order), `both` (publishers only: the switch-over window)
+PUBSUB_PATTERN = "pattern"
+PUBSUB_SHARDED = "sharded"
+PUBSUB_BOTH = "both"
+PUBSUB_MODES = (PUBSUB_PATTERN, PUBSUB_SHARDED, PUBSUB_BOTH)
+
+
+def pubsub_mode(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in PUBSUB_MODES:
+        raise ValueError("expected pattern, sharded or both")
+    return lowered
+
+
 #: the levels LOG_LEVEL accepts, as written in its help and the README (one text, from here)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -233,6 +248,10 @@ REDIS: tuple[Setting, ...] = (
             "or redis+cluster://h1:6379,h2:6379", shown=lambda raw: repr(redact_redis_url(raw))),
     Setting("REDIS_CLUSTER", boolean, "0",
             "treat REDIS_URL's hosts as Redis Cluster seeds (same as a redis+cluster:// URL)"),
+    Setting("PUBSUB_MODE", pubsub_mode, PUBSUB_PATTERN,
+            "how updates travel: pattern (PUBLISH; each pod PSUBSCRIBEs order:tracking:*), "
+            "sharded (SPUBLISH on the order's shard channel; a pod SSUBSCRIBEs to the orders it "
+            "serves) or both (publishers only, while switching)"),
 )
 #: read by `auth.verifier_from_settings`; the push pods and the API verify alike
 JWT: tuple[Setting, ...] = (
@@ -252,6 +271,12 @@ STORE: tuple[Setting, ...] = (
     Setting("DATABASE_URL", database_url, None,
             "tracking store: sqlite:///path.db, a file path or postgresql://... "
             f"(empty: sqlite file {DEFAULT_SQLITE_PATH})"),
+)
+#: the rollout's bounce rule (ordertrack/rollout.py): the API counts a stay under it as a
+#: bounce, `ordertrack rollout report` prints it beside the bounce rates
+ROLLOUT: tuple[Setting, ...] = (
+    Setting("BOUNCE_THRESHOLD_SECONDS", duration, "10",
+            "a tracking-page view that stays less than this is a bounce"),
 )
 #: read by the push pods (metrics, flag targeting) and the API (flag targeting)
 REGION: tuple[Setting, ...] = (

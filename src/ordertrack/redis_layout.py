@@ -9,6 +9,10 @@ Per order (tag: the order id):
 - `order:tracking:{ORDER_ID}` (channel, no braces): the message JSON `status, location,
   timestamp, estimated_delivery, carrier, raw_carrier_response, seq, published_at`; the pods'
   `PSUBSCRIBE order:tracking:*` takes the order id from the channel's suffix.
+- `order:tracking:shard:{ORDER_ID}` (shard channel, braces literal): the same message,
+  SPUBLISHed when `PUBSUB_MODE` is `sharded` (or `both`); it shares the order's hash tag, so
+  publish.lua's SPUBLISH stays in its keys' slot, and a pod SSUBSCRIBEs to it on the node that
+  owns that slot (push/shard_subscriptions.py).
 - `order:tracking:state:{ORDER_ID}`: hash of the order's current state (`status, location,
   timestamp, estimated_delivery, carrier, seq`), status by the order-state rule.
 - `order:tracking:stream:{ORDER_ID}`: stream of the order's recent messages; the entry ID is
@@ -22,6 +26,10 @@ Per carrier (tag: the carrier): `gateway:quota:{CARRIER}` and `gateway:quota:{CA
 `gateway:polled:{CARRIER}`, `gateway:pace:{CARRIER}` and the claims
 `gateway:claim:{CARRIER}:ORDER_ID`; `gateway:pushed:{CARRIER}` (scans the carrier pushed) and
 `gateway:subscribed:{CARRIER}` (its push subscriptions).
+Per rollout variant (tag: the variant, so one PFCOUNT unites the days):
+`rollout:{VARIANT}:orders:DAY` (HyperLogLog of order ids), `rollout:{VARIANT}:views:DAY`,
+`rollout:{VARIANT}:stays:DAY` (hash `reported`, `bounced`); `rollout:view:VIEW_ID` (a view
+awaiting its stay beacon).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from ordertrack import config
 from ordertrack.flags import FLAG_NAME
 from ordertrack.models import StoredEvent
 from ordertrack.protocol import valid_seq
@@ -51,8 +60,37 @@ STREAM_PREFIX = "order:tracking:stream:"
 REST_CACHE_PREFIX = "order:tracking:rest:"
 
 
+SHARD_CHANNEL_PREFIX = "order:tracking:shard:"
+#: what the pub/sub reader matches an `smessage`'s channel against: this, then `}` at the end
+SHARD_CHANNEL_PREFIX_BYTES = (SHARD_CHANNEL_PREFIX + "{").encode()
+
+
 def channel(order_id: str) -> str:
     return CHANNEL_PREFIX + order_id
+
+
+def shard_channel(order_id: str) -> str:
+    """The order's shard channel: in its hash tag's slot, like its state and stream."""
+    return tagged(SHARD_CHANNEL_PREFIX, order_id)
+
+
+def shard_channel_order(channel_name: bytes) -> str | None:
+    """The order id of a shard channel's name (None when it is not one): the inverse of
+    `shard_channel`."""
+    head = SHARD_CHANNEL_PREFIX_BYTES
+    if not (channel_name.startswith(head) and channel_name.endswith(b"}")):
+        return None
+    try:
+        return channel_name[len(head):-1].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def publish_channels(order_id: str, mode: str) -> tuple[str, str]:
+    """publish.lua's classic channel and shard channel for `PUBSUB_MODE` (`''`: not that way)."""
+    classic = channel(order_id) if mode != config.PUBSUB_SHARDED else ""
+    shard = shard_channel(order_id) if mode != config.PUBSUB_PATTERN else ""
+    return classic, shard
 
 
 def state(order_id: str) -> str:
@@ -141,6 +179,31 @@ def claim_prefix(carrier: str) -> str:
 
 def claim(carrier: str, order_id: str) -> str:
     return claim_prefix(carrier) + order_id
+
+
+# --- the rollout's page views and stays (ordertrack/rollout.py; tag: the variant) -------------
+ROLLOUT_PREFIX = "rollout:"
+ROLLOUT_VIEW_PREFIX = "rollout:view:"
+
+
+def rollout_orders(variant: str, day: str) -> str:
+    """HyperLogLog of the order ids whose page was viewed in `variant` on UTC `day`."""
+    return tagged(ROLLOUT_PREFIX, variant, f":orders:{day}")
+
+
+def rollout_views(variant: str, day: str) -> str:
+    """Counter of the page views of `variant` on `day`."""
+    return tagged(ROLLOUT_PREFIX, variant, f":views:{day}")
+
+
+def rollout_stays(variant: str, day: str) -> str:
+    """Hash `reported`, `bounced`: stays reported by the views of `variant` on `day`."""
+    return tagged(ROLLOUT_PREFIX, variant, f":stays:{day}")
+
+
+def rollout_pending_view(view_id: str) -> str:
+    """A view waiting for its stay beacon: its variant, for a day at most."""
+    return ROLLOUT_VIEW_PREFIX + view_id
 
 
 # --- the message (channel and stream) ------------------------------------------------------------

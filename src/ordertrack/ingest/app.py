@@ -34,6 +34,7 @@ from fastapi import FastAPI, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from ordertrack.config import PUBSUB_PATTERN
 from ordertrack.gateway.carriers.common import CarrierError, parse_datetime
 from ordertrack.gateway.carriers.push import PARSERS
 from ordertrack.gateway.poller import with_estimate
@@ -135,10 +136,11 @@ class OrderLocks:
 class Ingest:
     """What one delivery does once verified and parsed (the I/O around the pure rules)."""
 
-    def __init__(self, store: Any, redis: Any, metrics: Metrics):
+    def __init__(self, store: Any, redis: Any, metrics: Metrics,
+                 pubsub_mode: str = PUBSUB_PATTERN):
         self.store = store
         self.redis = redis
-        self.publisher = Publisher(redis)
+        self.publisher = Publisher(redis, mode=pubsub_mode)
         self.metrics = metrics
         self.locks = OrderLocks()
 
@@ -197,7 +199,7 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
         except BaseException:
             await redis_connect.close_client(redis)
             raise
-        holder["ingest"] = Ingest(store, redis, metrics)
+        holder["ingest"] = Ingest(store, redis, metrics, settings.pubsub_mode)
         log.info("ingest: webhooks for %s", ", ".join(sorted(checks)))
         try:
             yield

@@ -23,7 +23,7 @@ from importlib.resources import files
 from redis.exceptions import RedisError
 
 from ordertrack import protocol, redis_layout
-from ordertrack.push import delivery, registry
+from ordertrack.push import delivery, registry, shard_subscriptions
 
 log = logging.getLogger("ordertrack.push")
 
@@ -114,6 +114,10 @@ class Admission:
     # --- one batch: one round trip -----------------------------------------------------------------
     async def admit(self, batch: list) -> None:
         pod = self.pod
+        if pod.shards is not None:  # PUBSUB_MODE=sharded: subscribed before the state is read
+            batch = await shard_subscriptions.subscribe_batch(pod, batch)
+            if not batch:
+                return
         pipe = pod.redis.pipeline(transaction=False)
         # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
         resume_from = [conn.resume_seq for conn in batch]

@@ -26,7 +26,7 @@ import time
 
 from redis.exceptions import RedisError
 
-from ordertrack import protocol, redis_connect, redis_layout
+from ordertrack import config, protocol, redis_connect, redis_layout
 from ordertrack.flags import providers
 from ordertrack.flags.source import FlagSource
 from ordertrack.models import CARRIERS
@@ -37,6 +37,7 @@ from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, C
 from ordertrack.push.hub import Hub
 from ordertrack.push.latency_probe import install as latency_probe
 from ordertrack.push.malformed import MalformedLog
+from ordertrack.push.shard_subscriptions import for_pod as shard_subscriptions_for
 
 log = logging.getLogger("ordertrack.push")
 disconnect_log = logging.getLogger("ordertrack.push.disconnect")
@@ -93,8 +94,11 @@ class Pod:
             probe=lambda: self.redis.publish(redis_layout.control(self.pod_id),
                                              redis_layout.encode_probe()),
             deadline=cfg.redis_subscription_deadline_seconds,
+            pattern=cfg.pubsub_mode != config.PUBSUB_SHARDED,
         )
-        metrics.REDIS_MESSAGES.watch(self.broker)
+        #: PUBSUB_MODE=sharded: the per-order SSUBSCRIBEs (push/shard_subscriptions.py)
+        self.shards = shard_subscriptions_for(self, cfg)
+        metrics.REDIS_MESSAGES.watch(self.shards or self.broker)
         metrics.DELIVERY.watch(self.hub)
 
     # --- start / stop --------------------------------------------------------------------------
@@ -108,6 +112,8 @@ class Pod:
         # named as /healthz reports them: "<loop> stopped"
         loops = {"subscription": self.broker.run(), "admission": self.admission.run(),
                  "releases": self.registry.run_releases(), "housekeeping": self._housekeeping_loop()}
+        if self.shards is not None:
+            loops["shards"] = self.shards.run()
         if self.cfg.datadog_agent_host:
             loops["datadog"] = metrics.datadog_loop(self.cfg, self._connections_by_carrier)
         log.info("hot path", extra={"fields": {
@@ -160,6 +166,8 @@ class Pod:
     async def stop(self) -> None:
         self._stopping = True
         self.broker.stop()
+        if self.shards is not None:
+            self.shards.stop()
         if self._tick_handle:
             self._tick_handle.cancel()
         for task in self._tasks:
@@ -240,6 +248,8 @@ class Pod:
                 reason = protocol.CONNECTION_LOST
         # step one: stop fan-out to it; and its heartbeat entry
         self.hub.remove(conn)
+        if self.shards is not None:
+            self.shards.release(conn.order_id)
         self.wheel.cancel(conn)
         self.connections.pop(conn.connection_id, None)
         # step two: release its slot in the user's registry (if it was registered)
