@@ -10,10 +10,12 @@ PYTEST_ARGS ?=
 # (ORDERTRACK_PURE_PYTHON=1), as uvloop runs its suite twice; the unit tests of the Cython
 # parts already run both implementations side by side
 PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_broker.py \
-                  tests/test_push_bad_input.py tests/test_push_handshake.py
+                  tests/test_push_bad_input.py tests/test_push_handshake.py tests/test_flags.py \
+                  tests/test_ingest.py tests/test_order_state.py tests/test_auth_settings.py \
+                  tests/test_redis_tls.py
 
 
-.PHONY: lock soak run test lint bench bench-check bench-baseline bench-valgrind bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
+.PHONY: lock soak run test test-fast bench-smoke coverage lint bench bench-check bench-baseline bench-valgrind bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
 EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd)
 
@@ -27,6 +29,7 @@ LOCK_ARGS  := pyproject.toml requirements/build.in --extra test --extra bench --
               --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet
 
 $(STAMP): pyproject.toml setup.py requirements.lock $(EXT_SOURCES)
+	@echo "installing: .venv with requirements.lock's packages, and ordertrack (editable, its Cython extensions built)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)
 	$(UV) pip install --python $(PY) --quiet --require-hashes -r requirements.lock
@@ -71,10 +74,35 @@ ext: $(STAMP)
 run: install
 	$(BIN)/ordertrack dev
 
+# lint: ruff, and mypy over the package and the Cython parts' stubs (pyproject.toml [tool.mypy])
 test: install test-db
 	$(BIN)/ruff check src tests bench
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 	ORDERTRACK_PURE_PYTHON=1 $(PY) -m pytest $(PUSH_POD_TESTS) $(PYTEST_ARGS)
+
+# the edit loop: unit tests and the contract tests against one shared process (no test starting
+# pods, an API or a gateway of its own, no Redis topology; those are marked `system`, see
+# tests/conftest.py); lint included
+test-fast: install test-db
+	$(BIN)/ruff check src tests bench
+	$(PY) -m mypy
+	$(PY) -m pytest -m 'not system and not bench_smoke' $(PYTEST_ARGS)
+
+# the whole suite under coverage.py, the processes it starts (pods, API, gateway, ingest)
+# measured too (pyproject.toml [tool.coverage.*]); an HTML report in build/coverage/html, the
+# ten least covered modules and the total printed
+coverage: install test-db
+	rm -rf build/coverage
+	@status=0; $(PY) -m coverage run -m pytest -p no:cacheprovider $(PYTEST_ARGS) || status=$$?; \
+	$(PY) -m coverage combine -q && $(PY) -m coverage html -q && \
+	$(PY) -m coverage report > build/coverage/report.txt && head -n 12 build/coverage/report.txt && \
+	echo "coverage total: $$($(PY) -m coverage report --format=total)% (HTML: build/coverage/html/index.html)"; \
+	exit $$status
+
+# the bench harness's load profiles end to end (smoke profile, a peer run): not in `make test`
+bench-smoke: install
+	$(PY) -m pytest tests/test_bench_smoke.py -m bench_smoke $(PYTEST_ARGS)
 
 # micro-benchmarks of the push pod's hot parts (Cython and twin side by side) and of every
 # deterministic hot-part case (bench/bench_parts.py), compared with the baseline stored in

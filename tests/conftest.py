@@ -14,10 +14,6 @@ import redis.asyncio as aioredis
 
 # a pod of the test's own and Redis clients: fixtures `pod`, `rsync`, `rasync`
 from ordertrack.devtools.postgres import private_schema
-from tests.pods import pod, rasync, rsync  # noqa: F401
-
-# Sentinel and Cluster topologies: fixtures `sentinel_topology`, `redis_cluster`
-from tests.redis_topologies import redis_cluster, sentinel_topology  # noqa: F401
 from tests.support import (
     ProcessGroup,
     RedisServer,
@@ -25,6 +21,29 @@ from tests.support import (
     generate_keys,
     wait_http_ok,
 )
+
+# the carrier sandbox, reset for each test: fixture `sandbox`
+from tests.support.gateway import sandbox  # noqa: F401
+from tests.support.pods import pod, rasync, rsync  # noqa: F401
+
+# Sentinel and Cluster topologies: fixtures `sentinel_topology`, `redis_cluster`
+from tests.support.redis_topologies import redis_cluster, sentinel_topology  # noqa: F401
+
+#: a test using one of these starts processes of ours of its own (pods, API, gateway...) or a
+#: Redis topology: it is a `system` test, run by `make test`, not by `make test-fast`
+SYSTEM_FIXTURES = frozenset({"procs", "sentinel_topology", "redis_cluster"})
+#: modules whose every test is one: the dev stack, the bench harness, the browser, the Redis HA
+#: topologies, the dashboards' module-wide pod (processes started without `procs`)
+SYSTEM_MODULES = frozenset({"test_dev", "test_bench_smoke", "test_browser", "test_redis_ha",
+                            "test_dashboards_alerts"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or item.module.__name__.rsplit(".", 1)[-1] in SYSTEM_MODULES):
+            item.add_marker(pytest.mark.system)
+
 
 PG_BASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

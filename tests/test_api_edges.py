@@ -21,7 +21,7 @@ from ordertrack.http_edge.refusals import refusal_bytes
 from ordertrack.http_edge.request_id import request_id
 from ordertrack.protocol import head_fields, parse_error_refusal
 from tests.support import REPO, free_port
-from tests.test_api import JSON_TYPE, add_order, running_api
+from tests.support.api import JSON_TYPE, add_order, running_api
 
 HEAD_TIMEOUT = "0.5"
 

@@ -15,9 +15,16 @@ import pytest
 from ordertrack import auth, config
 from ordertrack.api.main import SETTINGS as API_SETTINGS
 from ordertrack.push.settings import SETTINGS as POD_SETTINGS
-from tests.pods import PodProcess, connect, recv_event, start_pod
-from tests.support import ProcessGroup, free_port, generate_keys, wait_for, wait_http_ok
-from tests.test_api import add_order, get_tracking, running_api
+from tests.support import (
+    ProcessGroup,
+    free_port,
+    generate_keys,
+    wait_for,
+    wait_http_ok,
+    wait_http_ok_async,
+)
+from tests.support.api import add_order, get_tracking, running_api
+from tests.support.pods import PodProcess, connect, recv_event, start_pod_async
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +79,7 @@ def test_no_key_or_a_bad_key_is_one_clear_error(tmp_path):
 
 async def test_the_pod_accepts_tokens_of_both_rotated_keys(procs, tmp_path, redis_url, rotation):
     old, new, bundle = rotation
-    pod = start_pod(procs, tmp_path, redis_url, old, JWT_PUBLIC_KEY=str(bundle))
+    pod = await start_pod_async(procs, tmp_path, redis_url, old, JWT_PUBLIC_KEY=str(bundle))
     for key in (old, new):
         ws = await connect(pod, key.token("user_1", "ord_rot"), "ord_rot")
         try:
@@ -135,7 +142,7 @@ async def test_with_no_key_set_serve_verifies_with_the_development_key(tmp_path,
         proc = group.start("serve", env=bare_env(REDIS_URL=redis_url, PORT=str(port),
                                                  HOST="127.0.0.1", METRICS_PORT="0"),
                            log=log, cwd=tmp_path)
-        wait_http_ok(f"http://127.0.0.1:{port}/readyz")
+        await wait_http_ok_async(f"http://127.0.0.1:{port}/readyz")
         key = (tmp_path / ".dev" / "keys" / "jwt-public.pem").resolve()
         assert (f"ordertrack serve: JWT_PUBLIC_KEY unset: using the development key {key}"
                 in log.read_text())

@@ -11,6 +11,7 @@ import uvloop
 from ordertrack import redis_connect
 from ordertrack.push.broker import Broker
 from ordertrack.push.hub import Watch
+from tests.support import wait_for_async
 
 
 def test_updates_wait_for_the_catch_up_after_a_reconnect(own_redis):
@@ -25,10 +26,13 @@ def test_updates_wait_for_the_catch_up_after_a_reconnect(own_redis):
             if not again:
                 return
             # while the pod catches up, the gateway publishes a newer update
+            read_before = broker.received
             client = aioredis.Redis.from_url(own_redis.url)
             await client.publish("order:tracking:ord_1", b"live 5")
             await client.aclose()
-            await asyncio.sleep(0.3)  # the reader has read it by now
+            # the reader has read it (and the broker holds it) before the catch-up ends
+            await wait_for_async(lambda: broker.received > read_before, 10, what="live 5 read")
+            assert seen == []
             seen.append("catch-up 3..4")
             resubscribed.set()
 
@@ -36,18 +40,12 @@ def test_updates_wait_for_the_catch_up_after_a_reconnect(own_redis):
                         on_update=lambda order_id, watch, payload: seen.append(payload.decode()),
                         on_control=lambda payload: None, on_live=on_live)
         task = asyncio.get_running_loop().create_task(broker.run())
-        for _ in range(100):
-            if broker.live.is_set():
-                break
-            await asyncio.sleep(0.05)
-        assert lives == [False]
+        await asyncio.wait_for(broker.live.wait(), 10)
+        await wait_for_async(lambda: lives == [False], 10, what="first on_live")
         own_redis.stop()
         own_redis.start()
         await asyncio.wait_for(resubscribed.wait(), 15)
-        for _ in range(100):
-            if len(seen) == 2:
-                break
-            await asyncio.sleep(0.02)
+        await wait_for_async(lambda: len(seen) == 2, 10, what="the held update handed on")
         broker.stop()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

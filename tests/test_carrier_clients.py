@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ordertrack.gateway.carriers import CarrierError, dhl, fedex, ups
-from ordertrack.gateway.http import RetryPolicy
+from ordertrack.gateway.http import RetryPolicy, TokenCache
 from ordertrack.gateway.metrics import Metrics
 from tests.support import free_port
 
@@ -138,13 +138,16 @@ async def test_fedex_batch_of_30_in_one_request(sandbox):
 # --- OAuth tokens ----------------------------------------------------------------------------
 
 async def test_fedex_token_reused_then_refreshed_before_expiry(sandbox):
-    admin(sandbox, "config", {"fedex_token_ttl": 1})
+    admin(sandbox, "config", {"fedex_token_ttl": 20})
     client = make_fedex(sandbox)
+    now = [0.0]  # the client's clock, moved by the test: the sandbox's 20 s never run out
+    client.tokens = TokenCache(client._fetch_token, clock=lambda: now[0])
     try:
         await client.track(["770000000001"])
+        now[0] = 9.9
         await client.track(["770000000001"])
         assert stats(sandbox)["fedex"]["token_requests"] == 1  # cached
-        await asyncio.sleep(0.7)  # past the refresh point (half of a 1 s lifetime), before expiry
+        now[0] = 10.1  # past the refresh point (half of a 20 s lifetime), before expiry
         await client.track(["770000000001"])
     finally:
         await client.aclose()

@@ -26,9 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
-from tests.pods import connect, recv_event, start_pod, upgrade_headers
 from tests.support import REPO, ProcessGroup, free_port, wait_for
-from tests.test_poller import NUMBERS, add_orders, gateway_env, order
+from tests.support.gateway import NUMBERS, add_orders, gateway_env, order
+from tests.support.pods import connect, recv_event, start_pod, upgrade_headers
 
 PROM = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "ws-order-tracking.json"

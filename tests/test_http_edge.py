@@ -13,8 +13,8 @@ import httpx
 
 from ordertrack import auth, protocol
 from ordertrack.http_edge.refusals import CODES, JSON_TYPE, WWW_AUTHENTICATE, refusal
-from tests.pods import open_raw, start_pod, upgrade_headers
 from tests.support import REPO, wait_for
+from tests.support.pods import open_raw, start_pod, upgrade_headers
 
 SRC = REPO / "src" / "ordertrack"
 #: a code literal handed to the edge: refusal("X"...), error_response("X"...), CODES["X"]

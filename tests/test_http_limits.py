@@ -18,7 +18,7 @@ import pytest
 
 from ordertrack.http_edge.refusals import CODES
 from ordertrack.ingest import auth
-from tests.test_api import running_api
+from tests.support.api import running_api
 from tests.test_api_edges import Answer, read_answer
 from tests.test_ingest import DHL_SECRET, FEDEX_SECRET, start_ingest
 

@@ -23,16 +23,15 @@ from ordertrack.models import StoredEvent, TrackingEvent
 from ordertrack.sandbox import push as sandbox_push
 from ordertrack.sandbox import shapes
 from ordertrack.sandbox.shipments import new_shipment
-from tests.pods import connect, recv_event, start_pod
 from tests.support import free_port, wait_for, wait_http_ok
-from tests.test_poller import (  # noqa: F401 - fixtures
+from tests.support.gateway import (
     add_orders,
     gateway_env,
     order,
     polls_of,
-    sandbox,
     store_call,
 )
+from tests.support.pods import connect, recv_event, start_pod
 
 FEDEX_SECRET = "fedex-security-token"
 UPS_CREDENTIAL = "ups-callback-credential"

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
-from tests.pods import connect, recv_event, recv_json, start_pod
 from tests.support import free_port, wait_for
+from tests.support.pods import connect, recv_event, recv_json, start_pod
 
 PROBE = "ordertrack_ws_latency_probe_seconds"
 

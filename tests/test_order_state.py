@@ -10,9 +10,9 @@ from __future__ import annotations
 import httpx
 import orjson
 
-from tests.pods import connect, recv_json, start_pod
-from tests.test_api import add_order, get_tracking, running_api
-from tests.test_poller import NUMBERS, InProcessGateway, order
+from tests.support.api import add_order, get_tracking, running_api
+from tests.support.gateway import NUMBERS, InProcessGateway, order
+from tests.support.pods import connect, recv_json, start_pod_async
 
 
 def dhl_answer(scans: list[tuple[str, str]]) -> bytes:
@@ -42,7 +42,7 @@ async def test_a_scan_nobody_can_read_leaves_every_reader_at_the_known_status(
             stored = await gw.store.get_order(order_id)
         rest = get_tracking(api, order_id, keys.token("shopper", order_id)).json()
 
-    pod = start_pod(procs, tmp_path, redis_url, keys)
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys)
     async with await connect(pod, keys.token("shopper", order_id), order_id) as ws:
         ack = (await recv_json(ws))["data"]
 

@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import httpx
 import orjson
@@ -23,13 +22,19 @@ from ordertrack.gateway.main import carriers_to_poll
 from ordertrack.gateway.pagerduty import event_body
 from ordertrack.gateway.poller import with_estimate
 from ordertrack.gateway.settings import SETTINGS
-from ordertrack.models import CarrierResult, Order, TrackingEvent
-from ordertrack.store import open_store
-from tests.support import free_port, wait_for
-
-FIXTURES = Path(__file__).parent / "fixtures" / "carriers"
-NUMBERS = {"dhl": "JD014600006281230704", "fedex": "794843185271", "ups": "1Z12345E0205271688"}
-
+from ordertrack.models import CarrierResult, TrackingEvent
+from tests.support import free_port, wait_for, wait_for_async
+from tests.support.gateway import (
+    FIXTURES,
+    NUMBERS,
+    InProcessGateway,
+    Subscriber,
+    add_orders,
+    gateway_env,
+    order,
+    polls_of,
+    store_call,
+)
 
 # --- pure parts -----------------------------------------------------------------------------
 
@@ -85,75 +90,18 @@ def test_unreachable_store_stops_the_gateway_with_one_line(tmp_path):
 
 
 
-@pytest.fixture
-def sandbox(sandbox_url):
-    httpx.post(f"{sandbox_url}/_admin/reset").raise_for_status()
-    return sandbox_url
 
 
-def add_orders(db_url: str, orders: list[Order]) -> None:
-    async def go():
-        async with open_store(db_url) as store:
-            for order in orders:
-                await store.add_order(order)
-
-    asyncio.run(go())
 
 
-def store_call(db_url: str, method: str, *args):
-    async def go():
-        async with open_store(db_url) as store:
-            return await getattr(store, method)(*args)
-
-    return asyncio.run(go())
 
 
-def gateway_env(sandbox: str, redis_url: str, db_url: str, **extra: str) -> dict[str, str]:
-    env = {
-        "REDIS_URL": redis_url, "DATABASE_URL": db_url,
-        "DHL_API_URL": sandbox, "DHL_API_KEY": "sandbox-dhl-key",
-        "FEDEX_API_URL": sandbox, "FEDEX_CLIENT_ID": "sandbox-fedex-id",
-        "FEDEX_CLIENT_SECRET": "sandbox-fedex-secret",
-        "UPS_API_URL": sandbox, "UPS_CLIENT_ID": "sandbox-ups-id",
-        "UPS_CLIENT_SECRET": "sandbox-ups-secret",
-        "DHL_POLL_INTERVAL_SECONDS": "0.3", "FEDEX_POLL_INTERVAL_SECONDS": "0.3",
-        "UPS_POLL_INTERVAL_SECONDS": "0.3", "ORDERS_REFRESH_SECONDS": "0.2",
-        "DHL_QUOTA_PER_HOUR": "360000", "DHL_BURST_PER_MINUTE": "6000",
-        "FEDEX_QUOTA_PER_HOUR": "360000", "UPS_QUOTA_PER_HOUR": "360000",
-        "CARRIER_RETRY_BASE_SECONDS": "0.01", "GATEWAY_METRICS_PORT": "0",
-    }
-    env.update(extra)
-    return env
 
 
-def order(order_id: str, carrier: str, number: str | None = None) -> Order:
-    return Order(order_id=order_id, user_id="user_1", carrier=carrier,
-                 tracking_number=number or NUMBERS[carrier], status="shipped")
 
 
-def polls_of(sandbox: str, number: str) -> int:
-    stats = httpx.get(f"{sandbox}/_admin/stats").json()
-    return sum(c["tracking_numbers"].get(number, 0) for c in stats.values() if isinstance(c, dict))
 
 
-class Subscriber:
-    def __init__(self, redis_url: str):
-        self.client = redis.Redis.from_url(redis_url)
-        self.pubsub = self.client.pubsub()
-        self.pubsub.psubscribe(redis_layout.CHANNEL_PATTERN)
-        self.pubsub.get_message(timeout=1.0)  # the psubscribe confirmation
-
-    def next(self, timeout: float = 10.0) -> tuple[str, dict] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-            if msg and msg["type"] == "pmessage":
-                return msg["channel"].decode(), orjson.loads(msg["data"])
-        return None
-
-    def close(self):
-        self.pubsub.close()
-        self.client.close()
 
 
 def test_new_events_are_stored_and_published_with_matching_seq(sandbox, redis_url, procs,
@@ -310,15 +258,13 @@ def test_two_replicas_never_poll_the_same_order_at_once(sandbox, redis_url, proc
 
     # wait (bounded) until every order was polled twice and both replicas took part: a fixed
     # sleep made this test fail on a loaded machine, where the replicas start slowly
-    deadline = time.monotonic() + 30.0
-    while True:
+    def every_order_polled_twice_by_both():
         times = poll_times()
-        done = (set(times) == set(numbers) and all(len(t) >= 2 for t in times.values())
-                and all(polls_of(port) > 0 for port in ports))
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
-    assert set(times) == set(numbers)
+        return (set(times) == set(numbers) and all(len(t) >= 2 for t in times.values())
+                and all(polls_of(port) > 0 for port in ports)) and times
+
+    times = wait_for(every_order_polled_twice_by_both, 30, interval=0.25,
+                     what="every order polled twice, by both replicas")
     for number, polled in times.items():
         polled.sort()
         gaps = [b - a for a, b in zip(polled, polled[1:], strict=False)]
@@ -343,7 +289,13 @@ def test_redis_gone_for_a_while_loses_no_event(sandbox, own_redis, procs, tmp_pa
     own_redis.stop()
     httpx.post(f"{sandbox}/_admin/advance",
                json={"tracking_number": "JD0146000OUTAGE1", "steps": 1}).raise_for_status()
-    time.sleep(1.5)  # several poll cycles fail against the missing Redis
+
+    def redis_failures() -> int:
+        text = (tmp_path / "poll.log").read_text(errors="replace")
+        return text.count("redis unavailable")
+
+    # several poll cycles fail against the missing Redis (each logs it), and the gateway lives
+    wait_for(lambda: redis_failures() >= 2, 20, what="two poll cycles failed on Redis")
     assert proc.poll() is None, "the gateway must survive a Redis outage"
     own_redis.start()  # back, and empty
 
@@ -360,53 +312,6 @@ def test_redis_gone_for_a_while_loses_no_event(sandbox, own_redis, procs, tmp_pa
 # --- in process: the Poller against a scripted carrier answer ---------------------------------
 
 
-class InProcessGateway:
-    """The real Poller, store, quota and publisher; the carrier is an httpx transport."""
-
-    def __init__(self, redis_url: str, db_path: str, answer, publish_redis_url: str | None = None):
-        import redis.asyncio as aioredis
-
-        from ordertrack.gateway.carriers.dhl import DhlClient
-        from ordertrack.gateway.http import RetryPolicy
-        from ordertrack.gateway.metrics import Metrics
-        from ordertrack.gateway.pagerduty import PagerDuty
-        from ordertrack.gateway.poller import Poller
-        from ordertrack.gateway.publisher import Publisher
-        from ordertrack.gateway.quota import Quota, carrier_limits
-        from ordertrack.gateway.scheduler import Scheduler
-
-        self.requests: list[httpx.Request] = []
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            self.requests.append(request)
-            return answer(request)
-
-        self.db_path = db_path
-        self.redis = aioredis.Redis.from_url(redis_url)
-        self.quota = Quota(self.redis, carrier_limits(), "r1")
-        self.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-        self.client = DhlClient("http://dhl.test", api_key="k", http=self.http,
-                                policy=RetryPolicy(base_delay=0.01, max_retry_after=0.2))
-        self.metrics = Metrics()
-        self.publish_redis = aioredis.Redis.from_url(publish_redis_url or redis_url,
-                                                     socket_connect_timeout=0.5)
-        self.publisher = Publisher(self.publish_redis)
-        self.scheduler = Scheduler(self.redis, "r1")
-        self.pager = PagerDuty(None)
-        self._poller_cls = Poller
-
-    async def __aenter__(self):
-        self.store = await open_store(self.db_path)
-        self.poller = self._poller_cls(self.store, self.publisher, self.quota, self.scheduler,
-                                       self.pager, self.metrics, replica="r1")
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.pager.aclose()
-        await self.http.aclose()
-        await self.store.close()
-        await self.redis.aclose()
-        await self.publish_redis.aclose()
 
 
 async def test_long_retry_after_holds_the_carrier_and_is_no_order_failure(redis_url, tmp_path):
@@ -450,12 +355,11 @@ async def test_delivered_event_stored_while_redis_fails_is_published_once_it_is_
         stopping = asyncio.Event()
         running = asyncio.create_task(loop.run(stopping))
         try:
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
+            async def caught_up() -> bool:
                 seq = await gw.publish_redis.hget(redis_layout.state("ord_dl"), "seq")
-                if seq is not None and int(seq) == stored[-1].seq:
-                    break
-                await asyncio.sleep(0.05)
+                return seq is not None and int(seq) == stored[-1].seq
+
+            await wait_for_async(caught_up, 10, what="the stored events republished")
         finally:
             stopping.set()
             await running

@@ -1,14 +1,12 @@
-"""The pure protocol rules: paths, client messages, frames, credentials, tokens, the flag, config."""
+"""The pure protocol rules (protocol.py): paths, client messages, frames, close codes. Tokens:
+test_auth.py; the flag document: test_flags.py; settings: test_config.py."""
 
 from __future__ import annotations
 
-import time
-
-import jwt
 import orjson
 import pytest
 
-from ordertrack import auth, config, flags, protocol
+from ordertrack import auth, protocol
 from tests.support import generate_keys
 
 
@@ -62,70 +60,14 @@ def test_ack_for_an_order_without_state_yet():
                            "carrier": None, "current_status": None, "seq": 0}
 
 
-def test_credentials_from_headers():
-    assert auth.credentials_from_headers({"authorization": "Bearer abc.def.ghi"}) == "abc.def.ghi"
-    offered = {"sec-websocket-protocol": "vantage-tracking-v1, bearer.abc.def.ghi"}
-    assert auth.credentials_from_headers(offered) == "abc.def.ghi"
-    for headers, query in [({}, ""), ({"authorization": "Basic Zm9v"}, ""),
-                           ({"authorization": "Bearer x"}, "token=x"), ({}, "access_token=x")]:
-        with pytest.raises(auth.AuthError) as info:
-            auth.credentials_from_headers(headers, query)
-        assert info.value.status == 401
 
 
-def test_verifier_checks_signature_expiry_issuer_audience(key_pair, tmp_path):
-    verifier = auth.Verifier(key_pair.public_pem.decode() + key_pair.ec_public_pem.decode(),
-                             issuer="https://auth.vantage.com", audience="tracking")
-    good = key_pair.token("u1", "ord_1", iss="https://auth.vantage.com", aud="tracking")
-    claims = verifier.verify(good)
-    assert claims.user_id == "u1" and claims.order_ids == {"ord_1"}
-    es = key_pair.token("u1", ["a", "b"], alg="ES256", iss="https://auth.vantage.com", aud="tracking")
-    assert verifier.verify(es).order_ids == {"a", "b"}
-
-    bad = [
-        key_pair.token("u1", "ord_1", iss="https://evil", aud="tracking"),
-        key_pair.token("u1", "ord_1", iss="https://auth.vantage.com", aud="other"),
-        key_pair.token("u1", "ord_1", ttl=-5, iss="https://auth.vantage.com", aud="tracking"),
-        generate_keys(tmp_path).token("u1", "ord_1", iss="https://auth.vantage.com", aud="tracking"),
-        jwt.encode({"sub": "u", "exp": time.time() + 60}, "s" * 32, "HS256"),
-        "garbage",
-    ]
-    for token in bad:
-        with pytest.raises(auth.AuthError) as info:
-            verifier.verify(token)
-        assert info.value.code == "UNAUTHORIZED"
 
 
-def test_authorize_needs_the_order_in_the_claims():
-    claims = auth.Claims("u1", frozenset({"ord_1"}), time.time() + 60)
-    auth.authorize(claims, "ord_1")
-    with pytest.raises(auth.AuthError) as info:
-        auth.authorize(claims, "ord_other_user_order")
-    assert (info.value.status, info.value.message) == (403, "You can only track orders you own")
 
 
-def test_flag_evaluation():
-    assert flags.is_enabled(flags.parse_flag(None), "anyone")
-    assert not flags.is_enabled(flags.parse_flag(b'{"enabled": false}'), "anyone")
-    rollout = flags.parse_flag(b'{"enabled": true, "percentage": 5, "regions": ["us-east-1"], "carriers": ["dhl"]}')
-    assert not flags.is_enabled(rollout, "u", region="eu-west-1")
-    users = [f"user{i}" for i in range(4000)]
-    share = sum(flags.is_enabled(rollout, u, "us-east-1", "dhl") for u in users) / len(users)
-    assert 0.03 < share < 0.07
-    assert not any(flags.is_enabled(rollout, u, "us-east-1", "ups") for u in users)
-    assert flags.parse_flag(b"not json") == flags.Flag()
 
 
-def test_config_reads_flag_then_env_then_default():
-    settings = (config.Setting("HEARTBEAT_INTERVAL_SECONDS", config.duration, "30", "h"),
-                config.Setting("PORT", config.port, "8080", "p"))
-    assert config.load(settings, environ={}).heartbeat_interval_seconds == 30.0
-    assert config.load(settings, environ={"HEARTBEAT_INTERVAL_SECONDS": "0.25"}).heartbeat_interval_seconds == 0.25
-    with pytest.raises(config.ConfigError) as info:
-        config.load(settings, environ={"PORT": "http"})
-    assert "PORT" in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(config.ConfigError):
-        config.load(settings, environ={"HEARTBEAT_INTERVAL_SECONDS": "-1"})
 
 
 # --- issue 7: the pod's edges, as pure rules -----------------------------------------------------

@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
 from ordertrack.push import malformed
-from tests.pods import connect, recv_event, recv_json, start_pod
-from tests.support import free_port, wait_for
+from tests.support import free_port, wait_for_async
+from tests.support.pods import connect, recv_event, recv_json, start_pod_async
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def metric(text: str, name: str, labels: str = "") -> float:
 async def test_malformed_messages_reach_nobody_are_counted_and_the_rest_flows(
         procs, tmp_path, redis_url, keys, rasync):
     metrics_port = free_port()
-    pod = start_pod(procs, tmp_path, redis_url, keys, metrics_port=metrics_port)
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys, metrics_port=metrics_port)
     token = keys.token("bad", ["ord_bad", "ord_good"])
     bad_ws = await connect(pod, token, "ord_bad")
     good_ws = await connect(pod, token, "ord_good")
@@ -70,7 +70,7 @@ async def test_malformed_messages_reach_nobody_are_counted_and_the_rest_flows(
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
         return text if metric(text, "ordertrack_ws_redis_messages_total") >= 1 + 4 + 4 + 1 + 10 else None
 
-    text = wait_for(scraped, 5, what="message counters")
+    text = await wait_for_async(scraped, 5, what="message counters")
     malformed_total = "ordertrack_ws_redis_messages_malformed_total"
     for reason in (malformed.NOT_JSON, malformed.NOT_OBJECT, malformed.BAD_SEQ,
                    malformed.PAYLOAD_TOO_LARGE, malformed.EMPTY_ORDER_ID):

@@ -19,17 +19,21 @@ import websockets
 from ordertrack import redis_layout
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
-from tests.pods import (
+from tests.support import generate_keys, jwks_server, wait_for_async
+from tests.support.pods import (
+    OP_PONG,
+    Heartbeats,
     close_code,
     connect,
+    open_raw,
     publish,
     recv_event,
     recv_json,
     start_pod,
+    start_pod_async,
     upgrade_headers,
-    wait_registry_empty,
+    wait_registry_empty_async,
 )
-from tests.support import generate_keys, jwks_server, wait_for
 
 JSON_CT = "application/json; charset=utf-8"
 
@@ -152,20 +156,23 @@ async def test_client_messages_heartbeat_garbage_binary_and_oversize(pod, keys):
         await recv_json(ws)
         await ws.send('{"event":"heartbeat","pad":"' + "x" * 5000 + '"}')
         assert await close_code(ws) == 1009
-    wait_for(lambda: {d["reason"] for d in pod.disconnects()} >= {"unsupported_data"}, 5)
+    await wait_for_async(lambda: {d["reason"] for d in pod.disconnects()} >= {"unsupported_data"}, 5)
 
 
 # --- per-user limit across pods -----------------------------------------------------------------
 async def test_sixth_connection_across_two_pods_closes_the_oldest_with_4001(
         procs, tmp_path, redis_url, keys, rsync):
-    pod_a = start_pod(procs, tmp_path, redis_url, keys, name="pod-a")
-    pod_b = start_pod(procs, tmp_path, redis_url, keys, name="pod-b")
+    pod_a = await start_pod_async(procs, tmp_path, redis_url, keys, name="pod-a")
+    pod_b = await start_pod_async(procs, tmp_path, redis_url, keys, name="pod-b")
     token = keys.token("shopper", "ord_limit")
     conns = []
     for i in range(5):
         ws = await connect(pod_a if i % 2 == 0 else pod_b, token, "ord_limit")
         conns.append((ws, (await recv_json(ws))["data"]["connection_id"]))
-        await asyncio.sleep(0.01)  # distinct open times: "oldest" is well defined
+        # distinct open times, so "oldest" is well defined: the clock (ms) has moved past this one
+        await wait_for_async(lambda: time.time() * 1000 > max(
+            score for _, score in rsync.zrange(redis_layout.user("shopper"), 0, -1, withscores=True)),
+            5, interval=0.001, what="the next millisecond")
     assert rsync.zcard(redis_layout.user("shopper")) == 5
 
     sixth = await connect(pod_b, token, "ord_limit")
@@ -176,18 +183,18 @@ async def test_sixth_connection_across_two_pods_closes_the_oldest_with_4001(
         await ws.send('{"event":"heartbeat"}')
         assert (await recv_event(ws, "heartbeat_ack"))["event"] == "heartbeat_ack"
     assert rsync.zcard(redis_layout.user("shopper")) == 5
-    wait_for(lambda: any(d["reason"] == "connection_limit" for d in pod_a.disconnects()), 5)
+    await wait_for_async(lambda: any(d["reason"] == "connection_limit" for d in pod_a.disconnects()), 5)
 
     for ws, _ in conns[1:]:
         await ws.close()
     await sixth.close()
-    wait_registry_empty(rsync, "shopper")
+    await wait_registry_empty_async(rsync, "shopper")
 
 
 async def test_a_dead_pod_leaves_no_slots_behind(procs, tmp_path, redis_url, keys, rsync):
     lease = {"pod_lease_seconds": 1}
-    survivor = start_pod(procs, tmp_path, redis_url, keys, name="survivor", **lease)
-    doomed = start_pod(procs, tmp_path, redis_url, keys, name="doomed", **lease)
+    survivor = await start_pod_async(procs, tmp_path, redis_url, keys, name="survivor", **lease)
+    doomed = await start_pod_async(procs, tmp_path, redis_url, keys, name="doomed", **lease)
     token = keys.token("u5", "ord_dead")
     # the user's oldest connection is on the survivor, four newer ones on the doomed pod
     first = await connect(survivor, token, "ord_dead")
@@ -202,7 +209,7 @@ async def test_a_dead_pod_leaves_no_slots_behind(procs, tmp_path, redis_url, key
         leases = rsync.zrange(redis_layout.PODS_KEY, 0, -1, withscores=True)
         return all(score < time.time() * 1000 for pod_id, score in leases
                    if pod_id.startswith(b"doomed"))
-    wait_for(doomed_lease_over, 5, what="the doomed pod's lease over")
+    await wait_for_async(doomed_lease_over, 5, what="the doomed pod's lease over")
     # its four clients reconnect to the survivor: none of the five live ones is evicted on
     # behalf of the dead pod's ghosts (the oldest, on the survivor, would be first)
     fresh = [await connect(survivor, token, "ord_dead") for _ in range(4)]
@@ -218,42 +225,60 @@ async def test_a_dead_pod_leaves_no_slots_behind(procs, tmp_path, redis_url, key
 
 
 # --- heartbeat ------------------------------------------------------------------------------------
-async def test_client_that_never_answers_pings_is_closed_with_4000(procs, tmp_path, redis_url, keys):
-    pod = start_pod(procs, tmp_path, redis_url, keys,
-                    heartbeat_interval_seconds=0.3, heartbeat_timeout_seconds=0.8)
-    silent = await connect(pod, keys.token("u6", "ord_hb"), "ord_hb")
-    # a client that answers pings stays; websockets answers pings while it reads
-    lively = await connect(pod, keys.token("u7", "ord_hb"), "ord_hb")
-    await recv_json(silent)
-    await recv_json(lively)
-    silent.transport.pause_reading()  # a phone gone to sleep: it reads nothing, answers nothing
-    reader = asyncio.ensure_future(close_code(lively, timeout=4))
-    await asyncio.sleep(2.5)
-    silent.transport.resume_reading()
-    assert await close_code(silent) == 4000
-    assert not reader.done()  # the lively one is still open after several ping rounds
-    reader.cancel()
-    await lively.close()
-    wait_for(lambda: any(d["reason"] == "heartbeat_timeout" and d["user_id"] == "u6"
-                         for d in pod.disconnects()), 5)
+async def test_only_the_answer_to_the_pods_ping_keeps_a_client_open(procs, tmp_path, redis_url,
+                                                                    keys):
+    """A phone gone to sleep (answers nothing) and a client that sends pongs of its own accord
+    (never the answer to our ping) are both closed with 4000; a client that answers stays."""
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys,
+                                heartbeat_interval_seconds=0.3, heartbeat_timeout_seconds=0.8)
+    beats = {}
+    for user in ("silent", "deaf", "lively"):
+        beats[user] = Heartbeats(await open_raw(pod, keys.token(user, "ord_hb"), "ord_hb"))
+        assert (await beats[user].text())["event"] == "connection_ack"
+    silent, deaf, lively = beats.values()
+
+    async def unsolicited_pongs():
+        while True:
+            await deaf.raw.send(OP_PONG, b"")
+            await asyncio.sleep(0.1)  # pacing of the pongs, not a wait for anything
+
+    silent.stop_answering()
+    deaf.stop_answering()
+    sender = asyncio.ensure_future(unsolicited_pongs())
+    try:
+        await silent.unanswered_ping()
+        await deaf.unanswered_ping()
+        assert await silent.close_code() == 4000
+        assert await deaf.close_code() == 4000
+        # the lively one answered pings sent after both deadlines passed, and is still open
+        answered = lively.answered
+        await wait_for_async(lambda: lively.answered >= answered + 2, 10, what="two more pings")
+        assert await lively.still_open()
+    finally:
+        sender.cancel()
+        for each in beats.values():
+            each.stop()
+    await wait_for_async(lambda: sorted(d["user_id"] for d in pod.disconnects()
+                                        if d["reason"] == "heartbeat_timeout")
+                         == ["deaf", "silent"], 10, what="two heartbeat timeouts logged")
 
 
 # --- Redis failures -------------------------------------------------------------------------------
 async def test_new_connection_closed_4002_while_redis_is_down(procs, tmp_path, own_redis, keys):
-    pod = start_pod(procs, tmp_path, own_redis.url, keys, redis_subscribe_timeout_seconds=0.5)
+    pod = await start_pod_async(procs, tmp_path, own_redis.url, keys, redis_subscribe_timeout_seconds=0.5)
     own_redis.stop()
-    wait_for(lambda: httpx.get(pod.base + "/readyz").status_code == 503, 5, what="readyz 503")
+    await wait_for_async(lambda: httpx.get(pod.base + "/readyz").status_code == 503, 5, what="readyz 503")
     ws = await connect(pod, keys.token("u8", "ord_down"), "ord_down")
     assert await close_code(ws) == 4002
-    wait_for(lambda: any(d["reason"] == "internal_error" for d in pod.disconnects()), 5)
+    await wait_for_async(lambda: any(d["reason"] == "internal_error" for d in pod.disconnects()), 5)
     own_redis.start()
-    wait_for(lambda: httpx.get(pod.base + "/readyz").status_code == 200, 10, what="readyz 200")
+    await wait_for_async(lambda: httpx.get(pod.base + "/readyz").status_code == 200, 10, what="readyz 200")
     async with await connect(pod, keys.token("u8", "ord_down"), "ord_down") as again:
         assert (await recv_json(again))["event"] == "connection_ack"
 
 
 async def test_redis_restart_mid_stream_loses_no_update(procs, tmp_path, own_redis, keys):
-    pod = start_pod(procs, tmp_path, own_redis.url, keys)
+    pod = await start_pod_async(procs, tmp_path, own_redis.url, keys)
     ws = await connect(pod, keys.token("u9", "ord_restart"), "ord_restart")
     await recv_json(ws)
     client = aioredis.Redis.from_url(own_redis.url)
@@ -307,7 +332,7 @@ async def test_resume_from_trimmed_history_says_so(pod, keys, rasync):
 
 # --- capacity, kill switch, origin ------------------------------------------------------------------
 async def test_pod_at_capacity_answers_503_with_retry_after(procs, tmp_path, redis_url, keys):
-    pod = start_pod(procs, tmp_path, redis_url, keys, max_connections_per_pod=2)
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys, max_connections_per_pod=2)
     held = [await connect(pod, keys.token(f"c{i}", "ord_cap"), "ord_cap") for i in range(2)]
     response = refused(pod, "/ws/orders/ord_cap/track", upgrade_headers(keys.token("c3", "ord_cap")),
                        503, "POD_AT_CAPACITY")
@@ -326,12 +351,12 @@ async def test_kill_switch_closes_with_4003_and_refuses_new_upgrades(pod, keys, 
     refused(pod, "/ws/orders/ord_kill/track", upgrade_headers(keys.token("u12", "ord_kill")),
             503, "FEATURE_DISABLED")
     assert await asyncio.to_thread(cli, ["flag", "--redis-url", redis_url, "--enabled", "true"]) == 0
-    wait_for(lambda: httpx.get(pod.base + "/ws/orders/ord_kill/track",
+    await wait_for_async(lambda: httpx.get(pod.base + "/ws/orders/ord_kill/track",
                                headers=upgrade_headers(keys.token("u12", "ord_kill"))).status_code != 503, 10)
 
 
 async def test_allowed_origins(procs, tmp_path, redis_url, keys):
-    pod = start_pod(procs, tmp_path, redis_url, keys, allowed_origins="https://www.vantage.com")
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys, allowed_origins="https://www.vantage.com")
     token = keys.token("u13", "ord_o")
     refused(pod, "/ws/orders/ord_o/track", upgrade_headers(token, Origin="https://evil.example"),
             403, "FORBIDDEN")
@@ -341,8 +366,9 @@ async def test_allowed_origins(procs, tmp_path, redis_url, keys):
 
 
 # --- slow consumer ---------------------------------------------------------------------------------
-async def test_client_that_stops_reading_is_cut_off_not_buffered(procs, tmp_path, redis_url, keys, rasync):
-    pod = start_pod(procs, tmp_path, redis_url, keys, ws_max_pending_bytes=65536,
+async def test_client_that_stops_reading_is_cut_off_not_buffered(procs, tmp_path, redis_url, keys,
+                                                                 rasync, rsync):
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys, ws_max_pending_bytes=65536,
                     heartbeat_timeout_seconds=0.5)
     token = keys.token("u14", "ord_slow")
     # a raw socket with a tiny receive buffer that completes the handshake and then reads nothing
@@ -352,20 +378,21 @@ async def test_client_that_stops_reading_is_cut_off_not_buffered(procs, tmp_path
     request = "GET /ws/orders/ord_slow/track HTTP/1.1\r\nHost: x\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in upgrade_headers(token).items()) + "\r\n"
     sock.sendall(request.encode())
-    await asyncio.sleep(0.3)
+    # admitted (registered, watching the order) before anything is published
+    await wait_for_async(lambda: rsync.zcard(redis_layout.user("u14")) == 1, 10, what="admitted")
     big = "x" * 60000
     # ~12 MB: more than the kernel's socket buffers hold, so the pod's own buffer must fill
     for seq in range(1, 200):
         await Publisher(rasync).publish("ord_slow", "dhl",
             StoredEvent("ord_slow", seq, "in_transit", big, "2025-10-03T14:00:00Z", None))
-    wait_for(lambda: any(d["reason"] == "slow_consumer" for d in pod.disconnects()), 15,
+    await wait_for_async(lambda: any(d["reason"] == "slow_consumer" for d in pod.disconnects()), 15,
              what="slow consumer closed")
     sock.close()
 
 
 # --- drain and cleanup -----------------------------------------------------------------------------
 async def test_sigterm_drains_with_1001_and_leaves_registry_empty(procs, tmp_path, redis_url, keys, rsync):
-    pod = start_pod(procs, tmp_path, redis_url, keys, drain_seconds=0.5)
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys, drain_seconds=0.5)
     conns = [await connect(pod, keys.token(f"d{i}", "ord_drain"), "ord_drain") for i in range(6)]
     for ws in conns:
         await recv_json(ws)
@@ -392,8 +419,8 @@ async def test_cleanup_runs_once_per_connection_and_empties_the_registry(pod, ke
     await close_code(conns[2])
     await conns[3].close()
     for user in users:
-        wait_registry_empty(rsync, user)
-    wait_for(lambda: len(pod.disconnects()) == 4, 5)
+        await wait_registry_empty_async(rsync, user)
+    await wait_for_async(lambda: len(pod.disconnects()) == 4, 5)
     lines = pod.disconnects()
     assert sorted(d["connection_id"] for d in lines) == sorted(set(d["connection_id"] for d in lines))
     assert {d["reason"] for d in lines} == {"client_close", "connection_lost", "unsupported_data"}
@@ -423,7 +450,7 @@ def test_bad_setting_stops_startup_with_one_line_and_exit_2(procs, tmp_path, key
 async def test_jwks_keys_are_chosen_by_kid(procs, tmp_path, redis_url, keys):
     """Keys come from JWT_JWKS_URL (fetched in the background), selected by `kid`."""
     with jwks_server(keys.public_pem, "key-2026") as url:
-        pod = start_pod(procs, tmp_path, redis_url, keys, jwt_public_key="", jwt_jwks_url=url)
+        pod = await start_pod_async(procs, tmp_path, redis_url, keys, jwt_public_key="", jwt_jwks_url=url)
         with_kid = jwt.encode({"sub": "u20", "order_id": "ord_jwks", "exp": time.time() + 60},
                               keys.private_pem, "RS256", headers={"kid": "key-2026"})
         async with await connect(pod, with_kid, "ord_jwks") as ws:
@@ -449,7 +476,7 @@ async def test_resume_sent_right_after_open_is_honoured(pod, keys, rasync):
 
 
 async def test_sigterm_while_redis_is_down_still_exits(procs, tmp_path, own_redis, keys):
-    pod = start_pod(procs, tmp_path, own_redis.url, keys, drain_seconds=0.2)
+    pod = await start_pod_async(procs, tmp_path, own_redis.url, keys, drain_seconds=0.2)
     ws = await connect(pod, keys.token("u22", "ord_gone"), "ord_gone")
     await recv_json(ws)
     own_redis.stop()
@@ -487,17 +514,16 @@ async def test_active_connections_gauge_reaches_the_datadog_agent(procs, tmp_pat
     agent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     agent.bind(("127.0.0.1", 0))
     agent.settimeout(5)
-    pod = start_pod(procs, tmp_path, redis_url, keys, name="dd-pod", region="us-east-1",
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys, name="dd-pod", region="us-east-1",
                     datadog_agent_host="127.0.0.1", datadog_agent_port=agent.getsockname()[1],
                     datadog_interval_seconds=0.2)
     conns = [await connect(pod, keys.token(f"dd{i}", "ord_dd"), "ord_dd") for i in range(2)]
     for ws in conns:
         await recv_json(ws)
-    await asyncio.sleep(0.5)
 
     def latest_unknown_count() -> int | None:
         value = None
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
                 packet = agent.recv(4096).decode()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ordertrack.gateway.quota import Quota, Window, carrier_limits, hourly_rate, next_utc_midnight
+from tests.support import wait_for_async
 
 
 async def _hammer(quota: Quota, carrier: str, seconds: float) -> int:
@@ -69,10 +70,16 @@ async def test_pause_is_seen_by_every_replica_and_never_shortened(clients):
 
 async def test_pause_ends_by_itself(clients):
     quota = Quota(clients[0], carrier_limits())
-    await quota.pause("ups", time.time() + 0.2)
-    assert not (await quota.acquire("ups"))[0]
-    await asyncio.sleep(0.3)
-    assert (await quota.acquire("ups"))[0]
+    until = time.time() + 1.0
+    await quota.pause("ups", until)
+    allowed, wait = await quota.acquire("ups")
+    assert not allowed and 0 < wait <= 1.0
+    # the first request granted again comes once the pause is over, not before
+    async def granted() -> bool:
+        return (await quota.acquire("ups"))[0]
+
+    await wait_for_async(granted, 10, interval=0.02, what="the pause over")
+    assert time.time() >= until - 0.01
 
 
 def test_contract_limits_and_daily_reset():

@@ -29,19 +29,15 @@ from ordertrack.gateway.scheduler import Scheduler, mark_pushed
 from ordertrack.gateway.settings import SETTINGS as GATEWAY
 from ordertrack.ingest.settings import SETTINGS as INGEST
 from ordertrack.models import Order, TrackingEvent
-from ordertrack.push import registry
 from ordertrack.push.settings import SETTINGS as POD
 from ordertrack.store import open_store
 from ordertrack.store import sqlite as sqlite_store
-from tests import test_poller
-from tests.pods import close_code, connect, recv_event, recv_json, start_pod
-from tests.redis_topologies import FreezingProxy
-from tests.support import REPO, wait_for
-from tests.test_api import get_tracking, running_api
-from tests.test_poller import gateway_env, store_call
-
-#: the carrier sandbox, reset for each test (conftest's sandbox_url), as the gateway's tests use it
-sandbox = test_poller.sandbox
+from tests.support import REPO, wait_for, wait_for_async
+from tests.support.api import get_tracking, running_api
+from tests.support.gateway import add_orders as add_store_orders
+from tests.support.gateway import gateway_env, order, store_call
+from tests.support.pods import close_code, connect, recv_event, recv_json, start_pod_async
+from tests.support.redis_topologies import FreezingProxy
 
 #: short settings: the watchdog's deadline, the pods' lease
 FAST = {"redis_subscription_deadline_seconds": 2, "pod_lease_seconds": 1.5}
@@ -193,7 +189,7 @@ def lost_and_duplicated(watchers, gateway) -> tuple[int, int]:
 async def test_sentinel_failover_every_client_gets_every_event_once(procs, tmp_path, keys,
                                                                     sentinel_topology):
     url = sentinel_topology.url
-    pods = [start_pod(procs, tmp_path, url, keys, name=f"pod{i}", **FAST) for i in range(2)]
+    pods = [(await start_pod_async(procs, tmp_path, url, keys, name=f"pod{i}", **FAST)) for i in range(2)]
     orders = [f"ord_fo{i}" for i in range(4)]
     with running_api(SimpleNamespace(url=url), keys, api_dir(tmp_path)) as api:
         store = await open_store(api.db)
@@ -220,14 +216,19 @@ async def test_sentinel_failover_every_client_gets_every_event_once(procs, tmp_p
             rest = await background(rest_poll())
             feed = await background(gateway.run(orders, count=40, interval=0.1))
             try:
-                async with asyncio.timeout(40):
-                    await asyncio.sleep(1.0)
+                async with asyncio.timeout(60):
+                    # the feed runs: every client got a few events before the primary dies
+                    await wait_for_async(lambda: all(len(w.seqs) >= 3 for w in watchers), 20,
+                                         what="three events delivered to every client")
                     killed_at = time.monotonic()
                     sentinel_topology.kill_primary()
                     await asyncio.to_thread(sentinel_topology.wait_promoted)
                     await feed
+                    # a last event per order: a late duplicate would arrive before it (one
+                    # connection's messages stay in order), so once it is there nothing more is
+                    for order_id in orders:
+                        await gateway.emit(order_id, 41)
                     await wait_all_delivered(watchers, gateway)
-                    await asyncio.sleep(0.3)  # nothing more (no duplicate) arrives late
             finally:
                 await stop(monitor, rest, feed)
 
@@ -257,7 +258,7 @@ async def test_silent_subscription_is_noticed_within_the_deadline_and_loses_noth
     proxy = FreezingProxy(own_redis.port)
     proxy.start()
     try:
-        pod = start_pod(procs, tmp_path, proxy.url, keys, **FAST)
+        pod = await start_pod_async(procs, tmp_path, proxy.url, keys, **FAST)
         redis = redis_connect.command_client(redis_connect.parse_redis_url(own_redis.url))
         store = await open_store(f"sqlite:///{tmp_path / 'tracking.db'}")
         try:
@@ -266,12 +267,12 @@ async def test_silent_subscription_is_noticed_within_the_deadline_and_loses_noth
             watcher = await Watcher(pod, keys.token("u_quiet", "ord_quiet"), "ord_quiet").start()
             for n in (1, 2):
                 await gateway.emit("ord_quiet", n)
-            await asyncio.sleep(0.3)
+            await wait_for_async(lambda: watcher.seqs == [1, 2], 10, what="1 and 2 delivered")
             assert proxy.freeze() >= 1  # the subscription (and the pooled commands) go silent
             frozen_wall = time.time()
             for n in range(3, 8):
                 await gateway.emit("ord_quiet", n)
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the feed's pace over the deadline, not a wait
             await wait_all_delivered([watcher], gateway)
             assert watcher.seqs == [1, 2, 3, 4, 5, 6, 7]
             assert watcher.resumes == 0
@@ -281,7 +282,8 @@ async def test_silent_subscription_is_noticed_within_the_deadline_and_loses_noth
                       if line.get("msg", "").startswith("redis subscription silent")]
             assert len(silent) == 1 and silent[0]["level"] == "error"
             noticed = log_time(silent[0]) - frozen_wall
-            assert noticed < FAST["redis_subscription_deadline_seconds"] + 1
+            # the deadline plus room for a loaded machine (the figure is printed below)
+            assert noticed < FAST["redis_subscription_deadline_seconds"] + 3
             resubscribed = [line for line in pod.log_lines() if line.get("resubscribed") is True]
             live_again = log_time(resubscribed[0]) - frozen_wall
             await asyncio.to_thread(wait_for, pod.ready, 5, what="pod ready")
@@ -299,7 +301,7 @@ async def test_silent_subscription_is_noticed_within_the_deadline_and_loses_noth
 # --- Redis Cluster ----------------------------------------------------------------------------
 async def test_cluster_whole_flow(procs, tmp_path, keys, redis_cluster):
     url = redis_cluster.url
-    pods = [start_pod(procs, tmp_path, url, keys, name=f"cpod{i}", **FAST) for i in range(2)]
+    pods = [(await start_pod_async(procs, tmp_path, url, keys, name=f"cpod{i}", **FAST)) for i in range(2)]
     orders = [f"ord_cl{i}" for i in range(6)]  # spread over the three masters' slots
     with running_api(SimpleNamespace(url=url), keys, api_dir(tmp_path)) as api:
         store = await open_store(api.db)
@@ -340,7 +342,7 @@ async def test_cluster_whole_flow(procs, tmp_path, keys, redis_cluster):
 
 # --- three pods on one Redis ------------------------------------------------------------------
 async def test_three_pods_limit_kill_switch_and_a_killed_pods_slots(procs, tmp_path, keys, redis_url):
-    pods = [start_pod(procs, tmp_path, redis_url, keys, name=f"tri{i}", **FAST) for i in range(3)]
+    pods = [(await start_pod_async(procs, tmp_path, redis_url, keys, name=f"tri{i}", **FAST)) for i in range(3)]
     redis = redis_connect.command_client(redis_connect.parse_redis_url(redis_url))
     store = await open_store(f"sqlite:///{tmp_path / 'tracking.db'}")
     try:
@@ -358,14 +360,21 @@ async def test_three_pods_limit_kill_switch_and_a_killed_pods_slots(procs, tmp_p
         await recv_json(sixth)
         assert await close_code(watchers[0].ws) == 4001
         await sixth.close()
-        await asyncio.sleep(0.2)
+
+        async def sixth_released() -> bool:
+            return await redis.zcard(redis_layout.user("tri_user")) == 4
+
+        await wait_for_async(sixth_released, 10, what="the sixth's slot released")
         # tri1 is SIGKILLed (it holds watchers 1 and 4): once its lease is over, its clients
         # reconnect elsewhere and none of the live ones is evicted for the ghosts
         for watcher in watchers:
             watcher.task.cancel()
         pods[1].proc.kill()
-        pods[1].proc.wait()
-        await asyncio.sleep(FAST["pod_lease_seconds"] + 1)
+        await asyncio.to_thread(pods[1].proc.wait)
+        leases = await redis.zrange(redis_layout.PODS_KEY, 0, -1, withscores=True)
+        killed_until = max(ms for member, ms in leases if member.startswith(b"tri1"))
+        await wait_for_async(lambda: time.time() * 1000 > killed_until, 10, interval=0.02,
+                             what="the killed pod's lease over")
         moved = [await Watcher(pods[0], token, "ord_tri").start() for _ in range(2)]
         kept = [watchers[2], watchers[3]]  # on tri2 and tri0
         for watcher in kept:
@@ -454,9 +463,9 @@ def _numbers(tag: str, count: int) -> list[str]:
 
 
 async def _watch_gateway_orders(procs, tmp_path, keys, redis_url, db, ids, numbers):
-    orders = [test_poller.order(i, "dhl", n) for i, n in zip(ids, numbers, strict=True)]
-    await asyncio.to_thread(test_poller.add_orders, db, orders)
-    pod = start_pod(procs, tmp_path, redis_url, keys, name="gwpod")
+    orders = [order(i, "dhl", n) for i, n in zip(ids, numbers, strict=True)]
+    await asyncio.to_thread(add_store_orders, db, orders)
+    pod = await start_pod_async(procs, tmp_path, redis_url, keys, name="gwpod")
     watchers = [await Watcher(pod, keys.token("user_1", order_id), order_id).start() for order_id in ids]
     return pod, watchers
 
@@ -492,7 +501,9 @@ async def test_gateway_killed_mid_cycle_loses_and_duplicates_nothing(sandbox, pr
     await asyncio.to_thread(wait_for, lambda: all(w.seqs for w in watchers), 15,
                             what="first events delivered")
     _advance(sandbox, numbers)
-    await asyncio.sleep(0.6)  # mid-cycle: some orders polled and published, some not yet
+    # mid-cycle: killed as soon as one order's new event is out (the other's may not be yet)
+    await wait_for_async(lambda: any(len(w.seqs) >= 2 for w in watchers), 15,
+                         what="a second event delivered")
     gateway.kill()
     gateway.wait()
     # the orders it had claimed stay claimed for the claim TTL (120 s, not a setting): expire
@@ -527,9 +538,10 @@ async def test_store_unavailable_for_a_while_the_gateway_keeps_its_place(sandbox
     lock = sqlite3.connect(path, timeout=1, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     _advance(sandbox, numbers)
-    await asyncio.sleep(sqlite_store.BUSY_TIMEOUT_MS / 1000 + 1.5)
+    # it fails (after the store's busy timeout) and lives on
+    await wait_for_async(lambda: "database is locked" in (tmp_path / "poll.log").read_text(),
+                         sqlite_store.BUSY_TIMEOUT_MS / 1000 + 20, what="the store refused a write")
     assert gateway.poll() is None, "the gateway must survive a store outage"
-    assert "database is locked" in (tmp_path / "poll.log").read_text()  # it did fail
     assert all(len(w.seqs) == 1 for w in watchers)  # nothing published that was not stored
     lock.execute("ROLLBACK")
     lock.close()
@@ -540,19 +552,6 @@ async def test_store_unavailable_for_a_while_the_gateway_keeps_its_place(sandbox
         await watcher.stop()
 
 
-def test_dead_pods_are_those_whose_lease_ran_out():
-    leases = registry.decode_leases([(b"pod-a:1", 1000.0), (b"pod-b:2", 5000.0), (b"me:3", 10.0),
-                                     (b"stopped:4", 0.0)])
-    # a lease over at `now` is dead; this pod never is (its own renewal may just be late);
-    # a pod not in the last read (just started) is not listed, so it counts as alive
-    assert registry.dead_pods(leases, 1000.0, own_pod="me:3") == ("pod-a:1", "stopped:4")
-    assert registry.dead_pods(leases, 999.0, own_pod="me:3") == ("stopped:4",)
 
 
-def test_a_batch_is_one_script_call_per_hash_slot_on_a_cluster_only():
-    keys = [redis_layout.user(u) for u in ("alice", "bob", "alice", "carol")]
-    assert registry.slot_groups(keys, cluster=False) == [[0, 1, 2, 3]]
-    groups = registry.slot_groups(keys, cluster=True)
-    assert [0, 2] in groups and sorted(i for g in groups for i in g) == [0, 1, 2, 3]
-    assert registry.slot_groups([], cluster=False) == []
 

@@ -28,8 +28,8 @@ from ordertrack.devtools.processes import stop_process
 from ordertrack.devtools.redis_server import redis_server_argv
 from ordertrack.push import pubsub_reader
 from ordertrack.push.hub import Watch
-from tests.pods import connect, publish, recv_event, start_pod
 from tests.support import free_port, wait_for
+from tests.support.pods import connect, publish, recv_event, start_pod_async
 from tests.test_pubsub_reader import IMPLS, Calls, until
 
 
@@ -147,7 +147,7 @@ def test_the_reader_refuses_a_server_whose_certificate_it_does_not_trust(name, t
 
 async def test_a_pod_on_rediss_is_ready_and_pushes_a_published_update(procs, tmp_path, keys,
                                                                      tls_redis):
-    pod = start_pod(procs, tmp_path, tls_redis.url, keys)  # waits for /readyz 200
+    pod = await start_pod_async(procs, tmp_path, tls_redis.url, keys)  # waits for /readyz 200
     async with httpx.AsyncClient() as http:
         assert (await http.get(pod.base + "/readyz", timeout=2)).status_code == 200
     client = aioredis.Redis.from_url(tls_redis.url)

@@ -25,9 +25,9 @@ from ordertrack.models import StoredEvent
 from ordertrack.push import malformed, pubsub_reader, shard_subscriptions
 from ordertrack.push.hub import Watch
 from ordertrack.push.shard_subscriptions import SlotMap
-from tests.pods import close_code, connect, recv_json, start_pod
-from tests.redis_topologies import FreezingProxy
 from tests.support import REPO, free_port
+from tests.support.pods import close_code, connect, recv_json, start_pod
+from tests.support.redis_topologies import FreezingProxy
 from tests.test_pubsub_reader import Calls
 
 IMPLS = sorted(pubsub_reader.IMPLEMENTATIONS)

@@ -174,6 +174,7 @@ class Verifier:
 def _refusal(exc: Exception) -> AuthError:
     """The 401 for a token ordertrack.jws refused (its messages are the API's and the pod's)."""
     reason = getattr(exc, "reason", jws.MALFORMED)
+    detail = getattr(exc, "detail", "")  # a jws.InvalidToken's, the only kind with a reason
     if reason == jws.MALFORMED:
         return unauthorized("malformed token")
     if reason == jws.BAD_ALGORITHM:
@@ -183,10 +184,10 @@ def _refusal(exc: Exception) -> AuthError:
     if reason == jws.EXPIRED:
         return unauthorized("token expired")
     if reason == jws.MISSING_CLAIM:
-        return unauthorized(f"token lacks the '{exc.detail}' claim")
+        return unauthorized(f"token lacks the '{detail}' claim")
     if reason in (jws.BAD_ISSUER, jws.BAD_AUDIENCE):
-        return unauthorized(f"token not accepted: {exc.detail}")
-    return unauthorized(f"invalid token: {exc.detail}")
+        return unauthorized(f"token not accepted: {detail}")
+    return unauthorized(f"invalid token: {detail}")
 
 
 def _order_ids(payload: Mapping) -> frozenset[str]:

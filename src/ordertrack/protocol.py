@@ -11,6 +11,7 @@ import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeGuard
 from urllib.parse import quote
 
 import orjson
@@ -245,7 +246,7 @@ NOT_UTF8 = ClientMessage("not_utf8")
 _BAD_LAST_SEQ = f"last_seq must be a whole number from 0 to {MAX_SEQ}"
 
 
-def valid_seq(value) -> bool:
+def valid_seq(value: object) -> TypeGuard[int]:
     """A `seq` the pod can hold and compare: an int (not a bool) in 0..MAX_SEQ."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQ
 

@@ -315,6 +315,7 @@ def command_client(target_or_cfg, **overrides) -> aioredis.Redis | RedisCluster:
     """
     target = _as_target(target_or_cfg)
     if target.topology == SENTINEL:
+        assert target.service_name is not None  # the URL parser requires it for Sentinel
         return _sentinel(target, **overrides).master_for(target.service_name)
     options = dict(COMMAND_OPTIONS, **tls_options(target))
     options.update(username=target.username, password=target.password, retry=command_retry(),
@@ -355,6 +356,7 @@ async def subscription_address(target_or_cfg) -> SubscriptionAddress:
 
     if target.topology == SENTINEL:
         async with _sentinel(target) as sentinel:
+            assert target.service_name is not None  # the URL parser requires it for Sentinel
             host, port = await sentinel.discover_master(target.service_name)
         return address(host, port)
     if target.topology == CLUSTER:

@@ -61,7 +61,7 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 _RATE = {"e429": "RATE_LIMITED: too many reports from this address",
          "e400": "BAD_REQUEST: the body is not what the endpoint takes",
          "e413": "REQUEST_BODY_TOO_LARGE: over 1 KiB", "e503": "UNAVAILABLE: Redis cannot answer"}
-VIEW_DOC = {
+VIEW_DOC: dict[str, Any] = {
     "responses": {201: {"description": "the view is counted; its id is for its stay report",
                         "content": {JSON_TYPE: {"schema": {
                             "type": "object", "required": ["view_id", "variant"],
@@ -74,7 +74,7 @@ VIEW_DOC = {
         "type": "object", "required": ["variant"],
         "properties": {"variant": {"type": "string", "enum": list(rollout.VARIANTS)}}})},
 }
-STAY_DOC = {
+STAY_DOC: dict[str, Any] = {
     "responses": {204: {"description": "the stay is counted"},
                   **_errors(**_RATE, e404="NOT_FOUND: no view with this id awaits its stay")},
     "openapi_extra": _body({
@@ -85,7 +85,7 @@ STAY_DOC = {
 _FIGURES = {"type": "object", "properties": {
     name: {"type": ["number", "null"]} for name in (
         "views", "orders", "views_per_order", "stays_reported", "bounces", "bounce_rate")}}
-FIGURES_DOC = {
+FIGURES_DOC: dict[str, Any] = {
     "responses": {200: {"description": "views, orders, stays and bounces per variant",
                         "content": {JSON_TYPE: {"schema": {
                             "type": "object", "properties": {
@@ -162,7 +162,7 @@ async def _read_json(request: Request) -> Any:
     return orjson.loads(body)
 
 
-def install(app: FastAPI, settings: SimpleNamespace, check_token, runtime: SimpleNamespace,
+def install(app: FastAPI, settings: SimpleNamespace, check_token, runtime: Any,
             registry: CollectorRegistry) -> None:
     """Add the routes. `check_token(headers, order_id)` raises `auth.AuthError`;
     `runtime.reader.redis` is the API's command client once the lifespan has started."""

@@ -167,8 +167,8 @@ class TrackingReader:
                 self._remember(order_id, doc)
                 return TrackingRead(doc, flag, "redis")
 
-        doc = await self._load_once(order_id, current)
-        return TrackingRead(doc, flag, "store" if doc is not None else "missing")
+        loaded = await self._load_once(order_id, current)
+        return TrackingRead(loaded, flag, "store" if loaded is not None else "missing")
 
     async def _seq_and_flag(self, order_id: str) -> list:
         """The state hash's `seq` and the flag document, in one round trip."""

@@ -90,8 +90,10 @@ def register(app: FastAPI, settings: Any, verifier: auth.Verifier, metrics: Metr
             metrics.count(refusal.code.lower())
             return error_response(refusal.code, refusal.message)
 
+        reader, flag_source = runtime.reader, runtime.flags
+        assert reader is not None and flag_source is not None  # the lifespan opened them
         try:
-            read = await runtime.reader.read(order_id)
+            read = await reader.read(order_id)
         except STORE_ERRORS as exc:
             metrics.count("unavailable")
             log.error("tracking read for order %s failed: %s: %s", order_id,
@@ -112,8 +114,8 @@ def register(app: FastAPI, settings: Any, verifier: auth.Verifier, metrics: Metr
         metrics.count("ok")
         enabled = False
         if read.redis_up:  # with Redis down no pod can push: realtime off, whatever the flag
-            runtime.flags.observe_document(read.flag)
-            enabled = runtime.flags.realtime_enabled(
+            flag_source.observe_document(read.flag)
+            enabled = flag_source.realtime_enabled(
                 claims.user_id, read.doc["carrier"], flags.client_class(headers.get("user-agent")))
         body["realtime"] = {"enabled": enabled, "url": websocket_url(ws_base, order_id)}
         return JSONBody(orjson.dumps(body), headers={"Cache-Control": "no-store"})

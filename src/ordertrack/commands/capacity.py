@@ -140,7 +140,7 @@ def poll_periods(orders_per_carrier: dict[str, int]) -> dict[str, float]:
     from ordertrack.gateway.quota import carrier_limits, hourly_rate
     from ordertrack.gateway.scheduler import effective_period
 
-    defaults = {s.env: s.default for s in gateway_settings.SETTINGS}
+    defaults: dict[str, Any] = {s.env: s.default for s in gateway_settings.SETTINGS}
     limits = carrier_limits(int(defaults["DHL_QUOTA_PER_HOUR"]),
                             int(defaults["DHL_BURST_PER_MINUTE"]),
                             int(defaults["FEDEX_QUOTA_PER_HOUR"]),
@@ -227,7 +227,7 @@ def pods_per_order(pods: int, watchers_per_order: float) -> float:
     """Expected pods holding a watcher of an order, watchers spread at random over the pods."""
     if pods <= 1:
         return 1.0
-    return pods * (1 - (1 - 1 / pods) ** watchers_per_order)
+    return float(pods * (1 - (1 - 1 / pods) ** watchers_per_order))
 
 
 def pubsub_plan(measured: Measured, mode: str, rate: float, pods: int,
@@ -277,7 +277,7 @@ def recommend_mode(pattern: PubSubPlan, sharded: PubSubPlan) -> tuple[str, str]:
     if pattern.redis_masters is None:
         return SHARDED, ("pattern cannot: every master would handle every update over the "
                          "cluster bus, beyond one master's budget")
-    if pattern.redis_masters > sharded.redis_masters:
+    if sharded.redis_masters is not None and pattern.redis_masters > sharded.redis_masters:
         return SHARDED, (f"pattern needs {pattern.redis_masters:,} Redis masters for its sends, "
                          f"sharded {sharded.redis_masters:,}")
     if pattern.pod_read_cpu_percent > PATTERN_READ_CPU_LIMIT_PERCENT:
@@ -340,7 +340,7 @@ def markdown(p: Plan, measured: Measured) -> str:
 
 
 def pubsub_markdown(p: PubSubPlan, recommended: tuple[str, str]) -> str:
-    def masters(value) -> str:
+    def masters(value: int | None) -> str:
         return f"{value:,}" if value is not None else "none suffices"
 
     rows = [

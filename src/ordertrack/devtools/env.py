@@ -10,7 +10,7 @@ a flag still wins. A file left behind by a killed `ordertrack dev` is ignored (i
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 DEFAULT_DEV_DIR = "var/dev"
@@ -65,7 +65,7 @@ def running_dev_settings(environ: Mapping[str, str] | None = None) -> dict[str, 
     return {key: values[key] for key in SHARED_KEYS if key in values}
 
 
-def apply_dev_settings(environ: dict[str, str], keys: tuple[str, ...]) -> list[str]:
+def apply_dev_settings(environ: MutableMapping[str, str], keys: tuple[str, ...]) -> list[str]:
     """Fill `environ` with those of `keys` it lacks from the running dev stack; return them."""
     applied = []
     for key, value in running_dev_settings(environ).items():

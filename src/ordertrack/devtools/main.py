@@ -93,7 +93,9 @@ def demo_orders(run_id: str) -> list[Order]:
 def delivery_minutes(order: Order, scale: float) -> float:
     """Real minutes until the sandbox delivers this order's shipment at this time scale."""
     shipment = new_shipment(order.carrier, order.tracking_number, 0.0, scale)
-    return shipment.estimated_delivery() / 60.0
+    due = shipment.estimated_delivery()
+    assert due is not None  # a new shipment is never finished
+    return due / 60.0
 
 
 async def _seed(database_url: str, orders: list[Order]) -> int:

@@ -3,7 +3,9 @@ and `ProcessGroup` for the tests' and benches' `python -m ordertrack` children."
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import inspect
 import os
 import signal
 import socket
@@ -59,6 +61,40 @@ def wait_http_ok(url: str, timeout: float = 15.0) -> None:
     wait_for(lambda: httpx.get(url, timeout=1.0).status_code == 200, timeout, what=url)
 
 
+async def wait_for_async(predicate: Callable[[], Any], timeout: float = 10.0,
+                         interval: float = 0.05, what: str = "condition") -> Any:
+    """`wait_for` for a coroutine: the loop keeps running while it waits. A plain predicate
+    (a file read, a sync HTTP or Redis call) runs on a worker thread, so it never blocks the
+    loop that runs the caller's own clients; a predicate may also return an awaitable."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last_exc = None
+    while True:
+        try:
+            if inspect.iscoroutinefunction(predicate):
+                result = predicate()
+            else:
+                result = await asyncio.to_thread(predicate)
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last_exc = exc
+        if loop.time() >= deadline:
+            raise TimeoutError(f"timed out waiting for {what} (last error: {last_exc!r})")
+        await asyncio.sleep(interval)
+
+
+async def wait_http_ok_async(url: str, timeout: float = 15.0) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        async def ok() -> bool:
+            return (await client.get(url)).status_code == 200
+        await wait_for_async(ok, timeout, what=url)
+
+
 def wait_port(port: int, proc: subprocess.Popen, name: str, timeout: float = 30) -> None:
     """Until `proc` listens on `port`; RuntimeError if it exits first or takes too long."""
     deadline = time.monotonic() + timeout
@@ -68,6 +104,19 @@ def wait_port(port: int, proc: subprocess.Popen, name: str, timeout: float = 30)
         if port_busy(port):
             return
         time.sleep(0.1)
+    raise RuntimeError(f"{name} did not open port {port} within {timeout:.0f}s")
+
+
+async def wait_port_async(port: int, proc: subprocess.Popen, name: str, timeout: float = 30) -> None:
+    """`wait_port` for a coroutine (the loop keeps running)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} {describe_exit(proc.returncode)} while starting")
+        if port_busy(port):
+            return
+        await asyncio.sleep(0.1)
     raise RuntimeError(f"{name} did not open port {port} within {timeout:.0f}s")
 
 
@@ -191,7 +240,7 @@ class Supervisor:
                     proc = self._spawn(child)
                     say(f"{child.name} restarted (pid {proc.pid})")
                 continue
-            code = child.proc.poll()
+            code = child.proc.poll() if child.proc is not None else None
             if code is None:
                 continue
             stable = now - child.started_at >= STABLE_SECONDS
@@ -204,8 +253,8 @@ class Supervisor:
     def stop_all(self) -> None:
         running = [c.proc for c in reversed(self.children)
                    if c.proc is not None and c.proc.poll() is None]
-        for proc in running:
-            proc.send_signal(signal.SIGTERM)
+        for each in running:
+            each.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
         for child in reversed(self.children):
             proc = child.proc
@@ -244,10 +293,23 @@ class ProcessGroup:
         self.procs.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM,
+             timeout: float = 15) -> int | None:
         return stop_process(proc, sig, timeout)
 
     def stop_all(self) -> None:
+        """Kill every child still running. Under coverage.py (`make coverage`) they get SIGTERM
+        first and a few seconds, so each saves what it measured."""
+        if "coverage" in sys.modules:
+            running = [proc for proc in self.procs if proc.poll() is None]
+            for proc in running:
+                proc.terminate()
+            deadline = time.monotonic() + 5
+            for proc in running:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()

@@ -1,5 +1,5 @@
 """Real Redis HA topologies on free loopback ports: Sentinel (primary, replica, three sentinels)
-and a three-master Redis Cluster, for the fault suite (tests/redis_topologies.py's fixtures) and
+and a three-master Redis Cluster, for the fault suite (tests/support/redis_topologies.py's fixtures) and
 bench/bench_redis_ha.py.
 
 The primary and the replica are `RedisServer`s (replication is set at run time); sentinels and
@@ -116,8 +116,10 @@ class SentinelTopology:
 
     def kill_primary(self) -> None:
         """SIGKILL the primary: no shutdown, no goodbye to the replica or the sentinels."""
-        self.primary.proc.kill()
-        self.primary.proc.wait()
+        proc = self.primary.proc
+        assert proc is not None, "the topology is not running"
+        proc.kill()
+        proc.wait()
 
     def wait_promoted(self, timeout: float = 15.0) -> None:
         """Until every sentinel names the replica as master and the replica says it is one."""

@@ -11,6 +11,7 @@ Setting both is refused at start-up: which source owns the kill switch must neve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from openfeature.evaluation_context import EvaluationContext
@@ -125,7 +126,7 @@ class RedisFlagProvider(AbstractProvider):
         if self.flag is None:
             return FlagResolutionDetails(default_value, reason=Reason.ERROR,
                                          error_code=ErrorCode.PROVIDER_NOT_READY)
-        attrs = evaluation_context.attributes if evaluation_context else {}
+        attrs: Mapping[str, Any] = evaluation_context.attributes if evaluation_context else {}
         user = evaluation_context.targeting_key if evaluation_context else None
         value = is_enabled(self.flag, user or "", attrs.get("region"), attrs.get("carrier"))
         return FlagResolutionDetails(value, reason=_reason(self.flag))

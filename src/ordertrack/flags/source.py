@@ -28,6 +28,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
+from typing import cast
 
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
@@ -187,9 +188,10 @@ class FlagSource:
             # a key of its own: LaunchDarkly refuses a context without one
             context = EvaluationContext(f"client_class:{client_class}",
                                         {"region": self.region, "client_class": client_class})
-            values = tuple(self._number(name, default, context) for name, default in
-                           zip((PING_INTERVAL_FLAG, PONG_TIMEOUT_FLAG), self.heartbeat_defaults,
-                               strict=True))
+            values = cast(tuple[float, float], tuple(
+                self._number(name, default, context) for name, default in
+                zip((PING_INTERVAL_FLAG, PONG_TIMEOUT_FLAG), self.heartbeat_defaults,
+                    strict=True)))
             self._heartbeats[client_class] = values
         return values
 

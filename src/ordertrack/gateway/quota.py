@@ -44,7 +44,7 @@ def carrier_limits(
     ups_per_hour: int = 500,
 ) -> dict[str, tuple[Window, ...]]:
     """The contract of the feature log, as windows per carrier."""
-    dhl = (Window(dhl_per_hour, 3600),)
+    dhl: tuple[Window, ...] = (Window(dhl_per_hour, 3600),)
     if dhl_burst_per_minute:
         dhl += (Window(dhl_burst_per_minute, 60),)
     return {

@@ -8,6 +8,7 @@ per request.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -34,7 +35,7 @@ class JSONBody(Response):
 
 
 def error_response(code: str, message: str | None = None,
-                   headers: dict[str, str] | None = None, status: int | None = None) -> JSONBody:
+                   headers: Mapping[str, str] | None = None, status: int | None = None) -> JSONBody:
     """The table's refusal for `code` as an answer (its headers, e.g. WWW-Authenticate, plus
     `headers`); `status` only for `HTTP_ERROR`, whose status is the framework's."""
     entry = refusal(code, message)

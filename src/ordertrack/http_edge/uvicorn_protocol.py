@@ -86,7 +86,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         elif not self.transport.is_closing():  # pragma: no cover - answered, body still late
             self.transport.close()
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm(self.limits.head_timeout, self.limits.head_late())
 

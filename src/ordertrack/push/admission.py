@@ -130,7 +130,7 @@ class Admission:
                     continue
                 # a batch fills up while every slot is busy: under load, fewer, bigger batches
                 await self._slots.acquire()
-                batch = []
+                batch: list = []
                 while self.pending and len(batch) < ADMISSION_BATCH:
                     conn = self.pending.popleft()
                     if not conn.cleaned and conn.close_reason is None:

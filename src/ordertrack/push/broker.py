@@ -226,12 +226,13 @@ class Broker:
 
     def _send_probe(self) -> None:
         """Publish the probe in the background: a stuck command must not stall the watchdog."""
-        if self.probe is None:
+        probe = self.probe
+        if probe is None:
             return
 
         async def send() -> None:
             try:
-                await asyncio.wait_for(self.probe(), self.deadline / 3)
+                await asyncio.wait_for(probe(), self.deadline / 3)
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("subscription probe not published: %r", exc)
 

@@ -20,6 +20,8 @@ behaviour and attribute names and is used unless it is not built or `ORDERTRACK_
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from multidict import CIMultiDict
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -40,7 +42,7 @@ PONG = WSMsgType.PONG
 CLOSE = WSMsgType.CLOSE
 _ACCEPTED = frozenset((TEXT, PING, PONG, CLOSE))
 #: the upgrade's headers (the JWT among them) would otherwise live as long as the connection
-_NO_HEADERS = CIMultiDict()
+_NO_HEADERS: CIMultiDict[str] = CIMultiDict()
 
 
 class PureConnection(WSListener):
@@ -57,7 +59,8 @@ class PureConnection(WSListener):
                  resume: protocol.ClientMessage | None, expires_at: float = float("inf"),
                  client_class: str = NATIVE):
         self.pod = pod
-        self.transport: WSTransport | None = None
+        # set by on_ws_connected, before anything uses it
+        self.transport: WSTransport = None  # type: ignore[assignment]
         self.connection_id = connection_id
         self.user_id = user_id
         self.order_id = order_id
@@ -75,7 +78,7 @@ class PureConnection(WSListener):
         if resume is not None and resume.kind == "resume":
             self.resume_seq = resume.last_seq
         elif resume is not None:  # a bad ?last_seq=: say so right after the ack
-            self.backlog = [(None, protocol.error(resume.error_code, resume.error_message))]
+            self.backlog = [(None, protocol.error(resume.error_code or "", resume.error_message or ""))]
         self.close_reason: protocol.Close | None = None
         self.cleaned = False
         #: the token's `exp` (epoch seconds) until the pod turns it into loop time on open
@@ -102,7 +105,8 @@ class PureConnection(WSListener):
         msg_type = frame.msg_type
         rsv = frame.rsv1 or frame.rsv2 or frame.rsv3
         if rsv or not frame.fin or msg_type not in _ACCEPTED:
-            self.close(*protocol.frame_violation(msg_type.value, frame.fin, rsv))
+            # not None: the condition above is its rule
+            self.close(*protocol.frame_violation(msg_type.value, frame.fin, rsv))  # type: ignore[misc]
         elif msg_type == TEXT:
             self.pod.on_text(self, frame.get_payload_as_bytes())
         elif msg_type == PONG:
@@ -188,5 +192,10 @@ class PureConnection(WSListener):
 
 
 #: "cython" or "python": which `Connection` this process uses; IMPLEMENTATIONS has every one built
-IMPLEMENTATION, Connection, IMPLEMENTATIONS = twins.choose(
-    PureConnection, "ordertrack.push._connection", "Connection")
+IMPLEMENTATION: str
+IMPLEMENTATIONS: dict[str, type[PureConnection]]
+if TYPE_CHECKING:  # to a type checker both are the twin's type (the .pyi says the same)
+    Connection = PureConnection
+else:
+    IMPLEMENTATION, Connection, IMPLEMENTATIONS = twins.choose(
+        PureConnection, "ordertrack.push._connection", "Connection")

@@ -31,6 +31,7 @@ import struct
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from typing import Any
 
 from ordertrack import protocol, redis_layout
 from ordertrack.push import twins
@@ -98,7 +99,7 @@ class PureFanOut:
             elif verdict == OVERFLOW:
                 conn.close(SLOW_CONSUMER)
         self.frames += delivered
-        published_at = message.get("published_at")
+        published_at: Any = message.get("published_at")
         if delivered and type(published_at) in (int, float):
             latency = time.time() - published_at
             self._latency_counts[bisect_left(LATENCY_BUCKETS, latency)] += 1

@@ -13,9 +13,13 @@ head arrives, nothing after (see `_hand_over` for what uvloop would otherwise ke
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from picows import WSAutoPingStrategy
-from picows.picows import WSProtocol, _parse_http_request
+from picows.picows import (  # type: ignore[attr-defined]  # 2.3.1's parts, not in its stubs
+    WSProtocol,
+    _parse_http_request,
+)
 
 from ordertrack import protocol
 from ordertrack.http_edge.refusals import Refusal, header_bytes, refusal, refusal_bytes
@@ -97,9 +101,9 @@ class HandshakeGuard(asyncio.Protocol):
     def __init__(self, make_ws, timeout: float | None):
         self._make_ws = make_ws
         self._timeout = timeout
-        self._transport = None
+        self._transport: Any = None  # an asyncio transport until answered or handed over
         self._head = b""
-        self._timer = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self._transport = transport

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from typing import Any
 
 import uvloop
 
@@ -25,7 +26,7 @@ log = logging.getLogger("ordertrack.push")
 #: 16 KiB (client frames are tiny), and no auto-ping task (our timer wheel pings instead).
 #: No auto-pong either: its pongs bypassed WS_MAX_PENDING_BYTES, so a client that pings and
 #: never reads grew our memory without bound; Connection answers pings itself.
-PICOWS_OPTIONS = dict(
+PICOWS_OPTIONS: dict[str, Any] = dict(
     use_aiofastnet=False,
     read_buffer_init_size=2048,
     enable_auto_ping=False,

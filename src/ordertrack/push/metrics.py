@@ -6,6 +6,7 @@ import logging
 import math
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -86,7 +87,7 @@ class _RedisMessages:
     counters at scrape time: nothing is counted twice on the hot path."""
 
     def __init__(self) -> None:
-        self._broker = None
+        self._broker: weakref.ref[Any] | None = None
 
     def watch(self, broker) -> None:
         self._broker = weakref.ref(broker)
@@ -119,7 +120,7 @@ class _Delivery:
     prometheus_client's Counter.inc and Histogram.observe cost ~3 us per message together."""
 
     def __init__(self) -> None:
-        self._hub = None
+        self._hub: weakref.ref[Any] | None = None
 
     def watch(self, hub) -> None:
         self._hub = weakref.ref(hub)

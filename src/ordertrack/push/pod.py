@@ -223,7 +223,7 @@ class Pod:
         elif message.kind == "not_utf8":
             conn.close(protocol.INVALID_PAYLOAD, "text frames must be UTF-8")
         else:
-            conn.deliver(protocol.error(message.error_code, message.error_message), None)
+            conn.deliver(protocol.error(message.error_code or "", message.error_message or ""), None)
 
     def spawn(self, coro) -> None:
         """A short-lived task, referenced until done (the loop only keeps weak references)."""
@@ -244,7 +244,7 @@ class Pod:
         if reason is None:
             handshake = conn.transport.close_handshake if conn.transport else None
             if handshake and handshake.sent:  # picows closed it itself: its parser's verdict
-                reason = protocol.close_for_code(int(handshake.sent.code))
+                reason = protocol.close_for_code(int(handshake.sent.code))  # type: ignore[call-overload]  # an IntEnum
             elif handshake and handshake.recv:
                 reason = protocol.CLIENT_CLOSE
             else:
@@ -309,7 +309,7 @@ class Pod:
             log.warning("ignoring %s", exc)
             return
         if message.op == redis_layout.EVICT:
-            conn = self.connections.get(message.connection_id)
+            conn = self.connections.get(message.connection_id)  # type: ignore[arg-type]  # EVICT names one
             if conn is not None:
                 conn.close(protocol.CONNECTION_LIMIT)
         elif message.op == redis_layout.FLAG:

@@ -39,7 +39,7 @@ import asyncio
 import logging
 import socket
 import ssl as ssl_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import hiredis
 from redis.connection import parse_url
@@ -76,11 +76,12 @@ def hello(control_channels: list[str] | tuple[str, ...] = (), password: str | No
     out = []
     if password is not None:
         args = ("AUTH", username, password) if username else ("AUTH", password)
-        out.append(hiredis.pack_command(args))
+        out.append(hiredis.pack_command(args))  # type: ignore[arg-type]  # its stub: a 1-tuple
     if db:
-        out.append(hiredis.pack_command(("SELECT", str(db))))
+        out.append(hiredis.pack_command(("SELECT", str(db))))  # type: ignore[arg-type]  # likewise
     if pattern:
-        out.append(hiredis.pack_command(("PSUBSCRIBE", redis_layout.CHANNEL_PATTERN)))
+        psubscribe = ("PSUBSCRIBE", redis_layout.CHANNEL_PATTERN)
+        out.append(hiredis.pack_command(psubscribe))  # type: ignore[arg-type]  # likewise
     if control_channels:
         out.append(hiredis.pack_command(("SUBSCRIBE", *control_channels)))
     return b"".join(out)
@@ -124,7 +125,7 @@ class PurePubSubReader(asyncio.BufferedProtocol):
         self.discarded = 0
         self.malformed = 0
         self.error: BaseException | None = None
-        self._reader = hiredis.Reader()
+        self._reader: hiredis.Reader | None = hiredis.Reader()
         self._buf = bytearray(buffer_size)
         self._view = memoryview(self._buf)
 
@@ -142,7 +143,8 @@ class PurePubSubReader(asyncio.BufferedProtocol):
         if reader is None:
             return
         for offset in range(0, nbytes, FEED_BYTES):
-            reader.feed(self._buf, offset, min(FEED_BYTES, nbytes - offset))
+            reader.feed(self._buf, offset,  # type: ignore[arg-type]  # any buffer, its stub: bytes
+                        min(FEED_BYTES, nbytes - offset))
             while True:
                 try:
                     reply = reader.gets()
@@ -242,7 +244,7 @@ IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = twins.choose(
 
 async def connect(url: str, watched: dict, on_update: Callable,
                   on_control: Callable | None = None, on_live: Callable | None = None,
-                  on_malformed: Callable | None = None, control_channels: list[str] = (),
+                  on_malformed: Callable | None = None, control_channels: Sequence[str] = (),
                   timeout: float = 2.0, impl: type | None = None,
                   ssl: ssl_module.SSLContext | None = None, pattern: bool = True):
     """Open one subscription connection to `url` (redis:// or unix://, with AUTH and SELECT

@@ -81,9 +81,10 @@ def parse_dhl(body: bytes | str | dict) -> list[CarrierResult]:
     shipments = get_path(dhl.CARRIER, data, "shipments", kind=list)
     results = []
     for i, shipment in enumerate(shipments):
-        if not isinstance(shipment, dict) or opt_str(shipment.get("id")) is None:
+        shipment_id = opt_str(shipment.get("id")) if isinstance(shipment, dict) else None
+        if shipment_id is None:
             raise CarrierParseError(dhl.CARRIER, f"shipments[{i}] has no id")
-        results.append(dhl.parse_shipment(shipment, opt_str(shipment["id"])))
+        results.append(dhl.parse_shipment(shipment, shipment_id))
     return results
 
 

@@ -196,8 +196,8 @@ def parse_response(body: dict | bytes | str, requested: list[str] | str,
     packages = get_path(CARRIER, shipment, "package", kind=list, required=False) or []
     if not packages:
         warnings = shipment.get("warnings") or []
-        codes = [opt_str(w.get("code")) for w in warnings if isinstance(w, dict)]
-        code = NOT_FOUND if NOT_FOUND in codes else next(filter(None, codes), "NO_PACKAGE")
+        found = [opt_str(w.get("code")) for w in warnings if isinstance(w, dict)]
+        code = NOT_FOUND if NOT_FOUND in found else next(filter(None, found), "NO_PACKAGE")
         return {number: CarrierResult(number, False, error=code)}
     chosen = answer_for(CARRIER, packages, "trackingNumber", number,
                         "trackResponse.shipment[0].package")

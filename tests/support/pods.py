@@ -18,7 +18,7 @@ import websockets
 from ordertrack import redis_layout
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
-from tests.support import free_port, wait_for
+from tests.support import free_port, wait_for, wait_for_async
 
 SUBPROTOCOL = "vantage-tracking-v1"
 
@@ -53,8 +53,7 @@ class PodProcess:
         return httpx.get(self.base + "/readyz", timeout=1).status_code == 200
 
 
-def start_pod(procs, tmp_path: Path, redis_url: str, keys, wait_ready: bool = True,
-              name: str = "pod", **settings) -> PodProcess:
+def _launch(procs, tmp_path: Path, redis_url: str, keys, name: str, settings: dict) -> PodProcess:
     port = int(settings.pop("port", 0)) or free_port()
     env = {
         "REDIS_URL": redis_url,
@@ -68,15 +67,29 @@ def start_pod(procs, tmp_path: Path, redis_url: str, keys, wait_ready: bool = Tr
     env.update({key.upper(): str(value) for key, value in settings.items()})
     log = tmp_path / f"{name}-{port}.log"
     proc = procs.start("serve", env=env, log=log)
-    pod = PodProcess(proc, port, log, env)
+    return PodProcess(proc, port, log, env)
 
-    def up():
-        if proc.poll() is not None:
-            raise RuntimeError(f"pod exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        response = httpx.get(pod.base + ("/readyz" if wait_ready else "/healthz"), timeout=1)
-        return response.status_code == 200
 
-    wait_for(up, 15, what="pod ready")
+def _up(pod: PodProcess, wait_ready: bool) -> bool:
+    if pod.proc.poll() is not None:
+        raise RuntimeError(f"pod exited with {pod.proc.returncode}: {pod.log.read_text()[-2000:]}")
+    response = httpx.get(pod.base + ("/readyz" if wait_ready else "/healthz"), timeout=1)
+    return response.status_code == 200
+
+
+def start_pod(procs, tmp_path: Path, redis_url: str, keys, wait_ready: bool = True,
+              name: str = "pod", **settings) -> PodProcess:
+    """Start `ordertrack serve` and wait until it is ready (for sync tests and fixtures)."""
+    pod = _launch(procs, tmp_path, redis_url, keys, name, settings)
+    wait_for(lambda: _up(pod, wait_ready), 15, what="pod ready")
+    return pod
+
+
+async def start_pod_async(procs, tmp_path: Path, redis_url: str, keys, wait_ready: bool = True,
+                          name: str = "pod", **settings) -> PodProcess:
+    """`start_pod` for async tests: their loop (and their clients) keep running meanwhile."""
+    pod = _launch(procs, tmp_path, redis_url, keys, name, settings)
+    await wait_for_async(lambda: _up(pod, wait_ready), 15, what="pod ready")
     return pod
 
 
@@ -159,6 +172,11 @@ def upgrade_headers(token: str | None = None, **extra) -> dict:
 def wait_registry_empty(redis_client, user_id: str, timeout: float = 5.0) -> None:
     wait_for(lambda: redis_client.zcard(redis_layout.user(user_id)) == 0, timeout,
              what=f"registry of {user_id} empty")
+
+
+async def wait_registry_empty_async(redis_client, user_id: str, timeout: float = 5.0) -> None:
+    await wait_for_async(lambda: redis_client.zcard(redis_layout.user(user_id)) == 0, timeout,
+                         what=f"registry of {user_id} empty")
 
 
 # --- a raw client: the bytes of RFC 6455's edges, which the websockets library never writes ----
@@ -286,3 +304,72 @@ async def open_raw(pod: PodProcess, token: str, order_id: str, rcvbuf: int | Non
                                   rcvbuf=rcvbuf)
     assert raw.status == 101, (raw.status, raw.body)
     return raw
+
+
+class Heartbeats:
+    """A raw client's frames read on a task of its own, so several clients answer (or ignore)
+    the pod's pings at once: while `answers_left` is None every ping is answered; a number
+    answers that many more, then none. Unanswered pings, text messages and the close code are
+    what the test waits for (each an event, never a sleep)."""
+
+    def __init__(self, raw: RawWebSocket):
+        self.raw = raw
+        self.answers_left: int | None = None
+        self.unanswered: asyncio.Queue[bytes] = asyncio.Queue()
+        self.answered = 0
+        self.texts: asyncio.Queue[dict] = asyncio.Queue()
+        self.closed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                opcode, payload = await self.raw.recv(timeout=120)
+            except TimeoutError:
+                continue
+            if opcode == OP_PING:
+                if self.answers_left is None or self.answers_left > 0:
+                    if self.answers_left is not None:
+                        self.answers_left -= 1
+                    await self.raw.send(OP_PONG, payload)
+                    self.answered += 1
+                else:
+                    self.unanswered.put_nowait(payload)
+            elif opcode == OP_TEXT:
+                self.texts.put_nowait(json.loads(payload))
+            elif opcode in (OP_CLOSE, -1):
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                self.closed.set_result(code if opcode == OP_CLOSE else 1006)
+                return
+
+    def stop_answering(self, after: int = 0) -> None:
+        """Answer `after` more pings, then none (the next ping then is sent after this call)."""
+        self.answers_left = after
+
+    async def unanswered_ping(self, timeout: float = 10.0) -> bytes:
+        return await asyncio.wait_for(self.unanswered.get(), timeout)
+
+    async def pong(self, payload: bytes) -> None:
+        await self.raw.send(OP_PONG, payload)
+
+    async def text(self, timeout: float = 5.0) -> dict:
+        return await asyncio.wait_for(self.texts.get(), timeout)
+
+    async def close_code(self, timeout: float = 10.0) -> int | None:
+        return await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+
+    async def still_open(self) -> bool:
+        """A heartbeat message answered with a heartbeat_ack, no close before it."""
+        if self.closed.done():
+            return False
+        await self.raw.send(OP_TEXT, b'{"event":"heartbeat"}')
+        text = asyncio.ensure_future(self.texts.get())
+        await asyncio.wait([text, self.closed], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if not text.done():
+            text.cancel()
+            return False
+        return text.result()["event"] == "heartbeat_ack" and not self.closed.done()
+
+    def stop(self) -> None:
+        self._task.cancel()
+        self.raw.abort()

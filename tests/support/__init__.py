@@ -1,4 +1,5 @@
-"""Test helpers: the repository's root and a fake identity provider (JWKS). Real servers on
+"""Test helpers (tests/support/: `pods` starts pods and talks to them, `redis_topologies` the
+Sentinel and Cluster fixtures): the repository's root and a fake identity provider (JWKS). Real servers on
 free ports, key pairs and child processes come from `ordertrack.devtools`, as for the benches."""
 
 from __future__ import annotations
@@ -8,13 +9,19 @@ from pathlib import Path
 
 from ordertrack.devtools import processes
 from ordertrack.devtools.keys import Keys, generate_keys
-from ordertrack.devtools.processes import free_port, wait_for, wait_http_ok
+from ordertrack.devtools.processes import (
+    free_port,
+    wait_for,
+    wait_for_async,
+    wait_http_ok,
+    wait_http_ok_async,
+)
 from ordertrack.devtools.redis_server import RedisServer
 
 __all__ = ["REPO", "Keys", "ProcessGroup", "RedisServer", "free_port", "generate_keys",
-           "jwks_server", "wait_for", "wait_http_ok"]
+           "jwks_server", "wait_for", "wait_for_async", "wait_http_ok", "wait_http_ok_async"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class ProcessGroup(processes.ProcessGroup):
