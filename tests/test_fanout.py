@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertrack import protocol, redis_layout
-from ordertrack.push import connection, fanout, malformed
+from ordertrack import malformed, protocol, redis_layout
+from ordertrack.push import connection, fanout
 from ordertrack.push.hub import Watch
 from tests.support import DeliveryState as Watcher
 

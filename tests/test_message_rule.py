@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ordertrack import protocol, redis_layout
-from ordertrack.push import fanout, malformed
+from ordertrack import malformed, protocol, redis_layout
+from ordertrack.push import fanout
 from ordertrack.push.hub import Watch
 from tests.support import DeliveryState
 from tests.test_fanout import payload_of

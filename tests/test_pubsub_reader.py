@@ -18,9 +18,9 @@ import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertrack import redis_layout
+from ordertrack import malformed, redis_layout
 from ordertrack.devtools.resp import confirmation, feed, message, pmessage
-from ordertrack.push import malformed, pubsub_reader
+from ordertrack.push import pubsub_reader
 from ordertrack.push.hub import Watch
 from tests.support import REPO
 

@@ -32,10 +32,10 @@ from typing import Any
 
 import orjson
 
+from ordertrack import malformed as why
 from ordertrack.flags import FLAG_NAME
 from ordertrack.models import StoredEvent
 from ordertrack.protocol import valid_seq
-from ordertrack.push import malformed as why
 
 
 def tagged(prefix: str, tag: str, suffix: str = "") -> str:

@@ -13,7 +13,7 @@ from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 from ordertrack.push._connection cimport OVERFLOW, SEND, Connection, text_frame
 
 from ordertrack import protocol, redis_layout
-from ordertrack.push import malformed as why
+from ordertrack import malformed as why
 from ordertrack.push.delivery import offer
 # the twin module defines its constants before it imports this one
 from ordertrack.push.fanout import LATENCY_BUCKETS

@@ -13,7 +13,7 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcmp
 
 from ordertrack import redis_layout
-from ordertrack.push import malformed as why
+from ordertrack import malformed as why
 # the twin module defines its constants before it imports this one
 from ordertrack.push.pubsub_reader import (FEED_BYTES as _FEED_BYTES, HANDLER_FAILED,
                                            READ_BUFFER_BYTES, log)

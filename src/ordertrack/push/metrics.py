@@ -108,7 +108,7 @@ REDIS_MESSAGES = _RedisMessages()
 REGISTRY.register(REDIS_MESSAGES)
 MALFORMED = Counter(
     "ordertrack_ws_redis_messages_malformed_total",
-    "Tracking messages dropped as malformed, by reason (push/malformed.py)", ["reason"],
+    "Tracking messages dropped as malformed, by reason (malformed.py)", ["reason"],
     registry=REGISTRY)
 
 

@@ -29,13 +29,13 @@ from redis.exceptions import RedisError
 from ordertrack import protocol, redis_connect, redis_layout
 from ordertrack.flags import providers
 from ordertrack.flags.source import FlagSource
+from ordertrack.malformed import MalformedLog
 from ordertrack.models import CARRIERS
 from ordertrack.push import connection, fanout, metrics, pubsub_reader, registry, timer_wheel
 from ordertrack.push.admission import Admission, stream_after
 from ordertrack.push.broker import Broker
 from ordertrack.push.connection import HB_CLOSE_DUE, HB_PING_DUE, HB_PONG_DUE, Connection
 from ordertrack.push.hub import Hub
-from ordertrack.push.malformed import MalformedLog
 
 log = logging.getLogger("ordertrack.push")
 disconnect_log = logging.getLogger("ordertrack.push.disconnect")

@@ -17,7 +17,7 @@ the cost of a message nobody on this pod watches bounds the cluster's message ra
   subscription, `on_live()` is called once;
 - counters: `replies` (every reply: the broker's watchdog's sign of life), `received`
   (pmessages), `discarded` (unwatched), `malformed` (see
-  `ordertrack.push.malformed` for the reasons, reported through `on_malformed(order_id, reason)`).
+  `ordertrack.malformed` for the reasons, reported through `on_malformed(order_id, reason)`).
 
 Bytes that are not RESP close the connection (the stream cannot be resynchronised) and are
 counted as malformed; an error reply (a refused AUTH, say) closes it too. One protocol, and so
@@ -40,8 +40,8 @@ from collections.abc import Callable
 import hiredis
 from redis.connection import parse_url
 
+from ordertrack import malformed as why
 from ordertrack import redis_layout
-from ordertrack.push import malformed as why
 from ordertrack.push import twins
 
 log = logging.getLogger("ordertrack.push.pubsub_reader")
