@@ -46,10 +46,12 @@ async def subscribe(kind: str, url: str) -> None:
                 count += 1
                 watched.get(message["channel"][len(redis_layout.CHANNEL_PREFIX):].decode())
     else:
+        from ordertrack import redis_connect
         from ordertrack.push import pubsub_reader
 
         live = asyncio.Event()
-        reader = await pubsub_reader.connect(url, {}, print, on_live=live.set,
+        address = await redis_connect.subscription_address(redis_connect.parse_redis_url(url))
+        reader = await pubsub_reader.connect(address, {}, print, on_live=live.set,
                                              impl=pubsub_reader.IMPLEMENTATIONS[kind])
         await live.wait()
         print("live", flush=True)

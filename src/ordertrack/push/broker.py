@@ -141,9 +141,9 @@ class Broker:
                 address = await redis_connect.subscription_address(self.target)
                 self._held = []
                 reader = await pubsub_reader.connect(
-                    address.url, self.watched, self._hold, self._control, on_live=self.live.set,
+                    address, self.watched, self._hold, self._control, on_live=self.live.set,
                     on_malformed=self.on_malformed, control_channels=self.control_channels,
-                    timeout=CONNECT_TIMEOUT_SECONDS, ssl=address.ssl)
+                    timeout=CONNECT_TIMEOUT_SECONDS)
                 self.reader = reader
                 reader.closed.add_done_callback(lambda _: self.live.clear())
                 live = loop.create_task(self.live.wait())

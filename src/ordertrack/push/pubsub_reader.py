@@ -34,15 +34,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl as ssl_module
 from collections.abc import Callable
 
 import hiredis
-from redis.connection import parse_url
 
 from ordertrack import malformed as why
 from ordertrack import redis_layout
 from ordertrack.push import twins
+from ordertrack.redis_target import SubscriptionAddress
 
 log = logging.getLogger("ordertrack.push.pubsub_reader")
 
@@ -227,31 +226,26 @@ IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = twins.choose(
     PurePubSubReader, "ordertrack.push._pubsub_reader", "PubSubReader")
 
 
-async def connect(url: str, watched: dict, on_update: Callable,
+async def connect(address: SubscriptionAddress, watched: dict, on_update: Callable,
                   on_control: Callable | None = None, on_live: Callable | None = None,
                   on_malformed: Callable | None = None, control_channels: list[str] = (),
-                  timeout: float = 2.0, impl: type | None = None,
-                  ssl: ssl_module.SSLContext | None = None):
-    """Open one subscription connection to `url` (redis:// or unix://, with AUTH and SELECT
-    when the URL has them; over TLS with the `ssl` context, e.g. `SubscriptionAddress.ssl`)
-    and return its reader; `await reader.closed` when it ends."""
+                  timeout: float = 2.0, impl: type | None = None):
+    """Open one subscription connection to `address` (`redis_connect.subscription_address`:
+    host and port or a unix path, AUTH and SELECT when it has them, TLS with its `ssl`
+    context) and return its reader; `await reader.closed` when it ends."""
     loop = asyncio.get_running_loop()
-    opts = parse_url(url)
-    if opts.get("connection_class") is not None and "path" not in opts:
-        raise ValueError(f"unsupported Redis URL scheme for the pub/sub reader: {url!r}")
     closed = loop.create_future()
     reader = (impl or PubSubReader)(
         watched, on_update, on_control, on_live, on_malformed,
         subscriptions=1 + len(control_channels),
-        hello=hello(list(control_channels), opts.get("password"), opts.get("username"),
-                    int(opts.get("db") or 0)),
+        hello=hello(list(control_channels), address.password, address.username, address.db),
         closed=closed)
-    if "path" in opts:
-        opener = loop.create_unix_connection(lambda: reader, opts["path"])
+    if address.path:
+        opener = loop.create_unix_connection(lambda: reader, address.path)
     else:
-        host = opts.get("host", "localhost")
-        opener = loop.create_connection(lambda: reader, host, int(opts.get("port", 6379)),
-                                        ssl=ssl, server_hostname=host if ssl else None)
+        ssl = address.ssl
+        opener = loop.create_connection(lambda: reader, address.host, address.port,
+                                        ssl=ssl, server_hostname=address.host if ssl else None)
     transport, _ = await asyncio.wait_for(opener, timeout)
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family != socket.AF_UNIX:
