@@ -14,7 +14,7 @@ PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_pus
 
 .PHONY: soak run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
-EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd)
+EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd) src/ordertrack/push/connection.py
 
 $(STAMP): pyproject.toml setup.py $(EXT_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -105,7 +105,7 @@ def test_admission_batch(benchmark, redis_url, states):
 
     loop.run_until_complete(setup())
     results = benchmark(lambda: loop.run_until_complete(admit_batch()))
-    registered = registry.register_results(results[:1], [list(range(BATCH))], BATCH)
+    registered = registry.script_results(results[:1], [list(range(BATCH))], BATCH)
     assert len(registered) == BATCH and not any(isinstance(r, Exception) for r in registered)
     benchmark.extra_info["connections_per_s"] = round(BATCH / benchmark.stats.stats.min)
     loop.run_until_complete(client.aclose())

@@ -24,7 +24,7 @@ async def register(reg: registry.Registry, client, users_and_ids, wall_ms=1000):
     pipe.ping()
     replies = await pipe.execute(raise_on_error=False)
     assert len(groups) == 1 and replies[1] is True  # one command: the next reply is the ping's
-    return registry.register_results(replies[:1], groups, len(users_and_ids))
+    return registry.script_results(replies[:1], groups, len(users_and_ids))
 
 
 def test_a_batch_registers_every_connection_in_one_script_call(redis_url):

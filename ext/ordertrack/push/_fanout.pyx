@@ -10,13 +10,11 @@ from cpython.dict cimport PyDict_GetItem, PyDict_New, PyDict_SetItem
 from cpython.object cimport PyObject
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
-from ordertrack.push._connection cimport OVERFLOW, SEND, Connection, text_frame
+from ordertrack.push._connection cimport Connection, c_text_frame
 
 from ordertrack import protocol, redis_layout
 from ordertrack import malformed as why
-from ordertrack.push.delivery import offer
-# the twin module defines its constants before it imports this one
-from ordertrack.push.fanout import LATENCY_BUCKETS
+from ordertrack.push.delivery import LATENCY_BUCKETS
 
 cdef object loads = orjson.loads
 cdef object dumps = orjson.dumps
@@ -32,7 +30,6 @@ cdef str BAD_SEQ = why.BAD_SEQ
 cdef str MISSING_FIELD = why.MISSING_FIELD
 cdef str BAD_FIELD = why.BAD_FIELD
 cdef str EVENT = "tracking_update"
-cdef object SLOW_CONSUMER = protocol.SLOW_CONSUMER
 cdef Py_ssize_t NBOUNDS = len(LATENCY_BUCKETS)
 assert NBOUNDS < MAX_BUCKETS, "LATENCY_BUCKETS has more bounds than the Cython fan-out holds"
 
@@ -101,8 +98,6 @@ cdef class FanOut:
         """Fan one message out to `watch.conns`; returns how many connections it was sent to."""
         cdef long long seq = 0
         cdef Py_ssize_t delivered = 0
-        cdef Connection c
-        cdef int verdict
         self.messages += 1
         decoded = self._decode(payload, &seq)
         if type(decoded) is str:
@@ -112,30 +107,17 @@ cdef class FanOut:
         frame, published_at = <tuple>decoded
         if seq > watch.seq:
             watch.seq = seq
-        # the delivery rule of push/delivery.py's offer(): the Cython connection's C methods,
-        # no Python attribute lookups; any other watcher (the twin, a test's) through offer().
-        # Everyone it is sent to gets the same whole WebSocket frame, built once.
-        ws_frame = None
-        for conn in tuple(watch.conns):
+        # the delivery rule is the connection's (`Connection.deliver`): the compiled one's C
+        # method, any other watcher's (a test's) as a Python call. Everyone it is sent to gets
+        # the same whole WebSocket frame, built once.
+        conns = tuple(watch.conns)
+        ws_frame = c_text_frame(<bytes>frame) if conns else None
+        for conn in conns:
             if type(conn) is Connection:
-                c = <Connection>conn
-                verdict = c._offer(<bytes>frame, seq)
-                if verdict == SEND:
-                    if ws_frame is None:
-                        ws_frame = text_frame(<bytes>frame)
-                    c.write_frame(ws_frame)
+                if (<Connection>conn).deliver(<bytes>frame, seq, ws_frame):
                     delivered += 1
-                elif verdict == OVERFLOW:
-                    c.close(SLOW_CONSUMER)
-                continue
-            verdict = offer(conn, frame, seq)
-            if verdict == SEND:
-                if ws_frame is None:
-                    ws_frame = text_frame(<bytes>frame)
-                conn.send_frame(ws_frame)
+            elif conn.deliver(frame, seq, ws_frame):
                 delivered += 1
-            elif verdict == OVERFLOW:
-                conn.close(SLOW_CONSUMER)
         self.frames += delivered
         if delivered and (type(published_at) is float or type(published_at) is int):
             self._observe(_now() - published_at)

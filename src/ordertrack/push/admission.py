@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from ordertrack import protocol, redis_layout
 from ordertrack.push import delivery, registry
+from ordertrack.push.connection import NO_SEQ
 
 log = logging.getLogger("ordertrack.push")
 
@@ -143,7 +144,7 @@ class Admission:
             await self.load_scripts()
             self.pending.extendleft(reversed(batch))
             return
-        registered = registry.register_results(results[:len(groups)], groups, len(batch))
+        registered = registry.script_results(results[:len(groups)], groups, len(batch))
         states = registry.script_results(results[len(groups):scripts], state_groups, len(batch))
         index = scripts
         for conn, last_seq, evicted, state in zip(batch, resume_from, registered, states,
@@ -173,7 +174,7 @@ class Admission:
                 continue
             if isinstance(entries, Exception):
                 log.warning("history of %s unreadable: %s", conn.order_id, entries)
-                conn.backlog = [(None, RESUME_FAILED), *(conn.backlog or ())]
+                conn.backlog = [(NO_SEQ, RESUME_FAILED), *(conn.backlog or ())]
                 if conn.resume_seq == last_seq:
                     conn.resume_seq = None
                 last_seq = entries = None

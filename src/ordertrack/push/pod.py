@@ -51,7 +51,6 @@ class Pod:
         self.pod_id = f"{cfg.pod_name}:{secrets.token_hex(3)}"
         self.interval = cfg.heartbeat_interval_seconds
         self.timeout = cfg.heartbeat_timeout_seconds
-        self.max_pending_bytes = cfg.ws_max_pending_bytes
         self.loop = asyncio.get_running_loop()
         # pooled, retrying a dead connection on a fresh one; follows a Sentinel failover
         self.redis = redis_connect.command_client(cfg, max_connections=32)
@@ -201,7 +200,7 @@ class Pod:
     def on_text(self, conn: Connection, payload: bytes) -> None:
         message = protocol.parse_client_message(payload)
         if message.kind == "heartbeat":
-            conn.deliver(protocol.HEARTBEAT_ACK, None)
+            conn.deliver(protocol.HEARTBEAT_ACK)
         elif message.kind == "resume":
             if not conn.acked:
                 conn.resume_seq = message.last_seq  # handled when the connection is admitted
@@ -210,7 +209,7 @@ class Pod:
         elif message.kind == "not_utf8":
             conn.close(protocol.INVALID_PAYLOAD, "text frames must be UTF-8")
         else:
-            conn.deliver(protocol.error(message.error_code, message.error_message), None)
+            conn.deliver(protocol.error(message.error_code, message.error_message))
 
     def spawn(self, coro) -> None:
         """A short-lived task, referenced until done (the loop only keeps weak references)."""

@@ -77,12 +77,6 @@ def needs_script(replies: list) -> bool:
     return any(isinstance(reply, NoScriptError) for reply in replies)
 
 
-def register_results(replies: list, groups: list[list[int]], count: int) -> list[list | Exception]:
-    """`register.lua`'s replies (one per group) -> per connection, its evicted members or the
-    error of its key."""
-    return script_results(replies, groups, count)
-
-
 def script_results(replies: list, groups: list[list[int]], count: int) -> list[list | Exception]:
     """A batch script's replies (one per group, each an array of `{1, values...}` or
     `{0, error text}` per key: register.lua, states.lua) -> per connection, its values or the
@@ -125,7 +119,7 @@ class Registry:
     def queue_register(self, pipe, users_and_ids: list[tuple[str, str]], wall_ms: int
                        ) -> list[list[int]]:
         """Add the `register.lua` calls for the batch to `pipe` (one, or one per hash slot on a
-        cluster); returns the groups, for `register_results` over the first len(groups) replies."""
+        cluster); returns the groups, for `script_results` over the first len(groups) replies."""
         keys = [redis_layout.user(user_id) for user_id, _ in users_and_ids]
         dead = dead_pods(self.leases, time.time() * 1000, self.pod_id)
         groups = slot_groups(keys, self.cluster)

@@ -76,6 +76,7 @@ def make_listener_factory(pod):
     cfg = pod.cfg
     allowed_origins = frozenset(cfg.allowed_origins)
     verifier = pod.verifier
+    max_pending_bytes = cfg.ws_max_pending_bytes
 
     def factory(request: WSUpgradeRequest):
         # picows answers an exception here with a plain-text 500: answer in the contract's JSON
@@ -156,7 +157,7 @@ def make_listener_factory(pod):
         if protocol.SUBPROTOCOL in auth.offered_subprotocols(headers):
             response_headers.append(("Sec-WebSocket-Protocol", protocol.SUBPROTOCOL))
         conn = Connection(pod, connection_id, claims.user_id, order_id, resume, claims.expires_at,
-                          client_class)
+                          client_class, max_pending_bytes)
         response = WSUpgradeResponse.create_101_response(response_headers)
         return WSUpgradeResponseWithListener(response, conn)
 
