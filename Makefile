@@ -12,15 +12,31 @@ PYTEST_ARGS ?=
 PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_broker.py \
                   tests/test_push_bad_input.py tests/test_push_handshake.py
 
-.PHONY: soak run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
+
+.PHONY: lock soak run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
 EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd) src/ordertrack/push/connection.py
 
-$(STAMP): pyproject.toml setup.py $(EXT_SOURCES)
+# Installs repeat: every package (the build's too) comes from requirements.lock, exact versions
+# with hashes, installed by uv (pinned below; it reads only PyPI, so the hashes always match).
+# pyproject.toml keeps its ranges for those who install ordertrack as a library.
+# Upgrading is one deliberate command: `make lock` (then commit requirements.lock).
+UV_VERSION := 0.13.9
+UV         := $(BIN)/uv
+LOCK_ARGS  := pyproject.toml requirements/build.in --extra test --extra bench --generate-hashes \
+              --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet
+
+$(STAMP): pyproject.toml setup.py requirements.lock $(EXT_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(UV) pip install --python $(PY) --quiet --require-hashes -r requirements.lock
+	$(UV) pip install --python $(PY) --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# a new lock: the newest releases pyproject.toml's ranges allow (review the diff, run make test)
+lock:
+	test -x $(UV) || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install -q uv==$(UV_VERSION); }
+	$(UV) pip compile $(LOCK_ARGS) --upgrade -o requirements.lock
 
 install: system-deps $(STAMP)
 
@@ -99,7 +115,6 @@ bench-artillery: install node-deps
 PROFILE ?= smoke
 OUT     ?= artifacts/load-$(PROFILE)
 bench-load: install
-	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.load --profile $(PROFILE) --out $(OUT)
 
 # the soak run (never part of `make test`): one pod, CONNECTIONS clients, churn, flag flips and a

@@ -117,6 +117,23 @@ def test_dev_runs_everything_and_ctrl_c_with_stdout_gone_stops_every_process(tmp
         code = dev.stop()
     assert code == 0
     dev.assert_nothing_left()
+    assert_every_log_line_is_one_json_object(tmp_path / "dev" / "logs")
+
+
+def assert_every_log_line_is_one_json_object(log_dir: Path) -> None:
+    """Every line each of our processes wrote from start to stop (redis-server's own log
+    aside) is one JSON object: a library's warning or a traceback may not slip out as text."""
+    logs = [p for p in sorted(log_dir.glob("*.log")) if p.stem != "redis"]
+    assert {p.stem for p in logs} >= {"sandbox", "ingest", "gateway", "pod", "api"}, logs
+    for log in logs:
+        lines = log.read_text().splitlines()
+        assert lines, f"{log.name} is empty"
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            assert isinstance(entry, dict), f"{log.name}:{number} is not one JSON object: {line!r}"
 
 
 def test_a_dead_child_is_restarted_operator_commands_reach_the_stack_and_nothing_outlives_it(

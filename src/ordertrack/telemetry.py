@@ -53,6 +53,9 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # a library's `warnings.warn` (e.g. a deprecation) becomes one JSON line like any other,
+    # never a bare two-line text on stderr
+    logging.captureWarnings(True)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
     # picows logs every accepted connection at INFO: far too chatty at 10K connections
     logging.getLogger("picows").setLevel(logging.WARNING)
