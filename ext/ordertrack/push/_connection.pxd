@@ -15,7 +15,7 @@ cdef void _shrink_write_buffer(WSTransport transport)
 
 cdef class Connection(WSListener):
     # One customer's WebSocket (see push/connection.py): numbers and flags in C.
-    cdef public object pod
+    cdef public object events            # push/lifecycle.py's Lifecycle
     cdef public WSTransport transport
     cdef public str connection_id
     cdef public str user_id

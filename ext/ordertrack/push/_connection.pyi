@@ -7,7 +7,7 @@ from ordertrack import protocol
 def text_frame(payload: bytes) -> bytes: ...
 
 class Connection(WSListener):
-    pod: object
+    events: object
     transport: WSTransport | None
     connection_id: str
     user_id: str
@@ -28,7 +28,7 @@ class Connection(WSListener):
     registered: bool
     acked: bool
     cleaned: bool
-    def __init__(self, pod: object, connection_id: str, user_id: str, order_id: str,
+    def __init__(self, events: object, connection_id: str, user_id: str, order_id: str,
                  resume: protocol.ClientMessage | None, expires_at: float = ...,
                  client_class: str = ..., max_pending_bytes: int = ...) -> None: ...
     def on_ws_connected(self, transport: WSTransport) -> None: ...

@@ -25,11 +25,11 @@ from redis.exceptions import RedisError
 from ordertrack import protocol, redis_layout
 from ordertrack.push import delivery, registry
 from ordertrack.push.connection import NO_SEQ
+from ordertrack.push.streams import skip_entry, stream_after
 
 log = logging.getLogger("ordertrack.push")
 
 ADMISSION_BATCH = 256
-RESUME_MAX_EVENTS = 1000
 RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
 STATES_LUA = files("ordertrack.push").joinpath("states.lua").read_text()
 STATES_SHA = hashlib.sha1(STATES_LUA.encode()).hexdigest()
@@ -51,15 +51,22 @@ def decode_states(fields: list) -> redis_layout.OrderStateHash:
     return redis_layout.decode_state(dict(zip(pairs, pairs, strict=False)))
 
 
-def stream_after(pipe, order_id: str, last_seq: int) -> None:
-    """Queue the order's stream entries after `last_seq` (entry ids are `{seq}-0`)."""
-    pipe.xrange(redis_layout.stream(order_id), redis_layout.after_seq(last_seq), "+",
-                count=RESUME_MAX_EVENTS)
-
-
 class Admission:
-    def __init__(self, pod):
-        self.pod = pod
+    """Given what it needs: the command client, the per-user registry, the hub (the index of
+    open connections: evictions land there), the flags (the kill switch, by carrier), the
+    subscription's `live` event, `spawn` for a resume's fetch, how long a connection may wait
+    for the subscription, and this pod's id."""
+
+    def __init__(self, redis, registry, hub, flags, live: asyncio.Event, spawn,
+                 subscribe_timeout: float, pod_id: str):
+        self.redis = redis
+        self.registry = registry
+        self.hub = hub
+        self.flags = flags
+        self.live = live
+        self.spawn = spawn
+        self.subscribe_timeout = subscribe_timeout
+        self.pod_id = pod_id
         self.pending: deque = deque()
         self._wakeup = asyncio.Event()
 
@@ -73,7 +80,7 @@ class Admission:
 
     # --- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
-        live = self.pod.broker.live
+        live = self.live
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -98,14 +105,14 @@ class Admission:
 
     async def _wait_for_subscription(self) -> None:
         """Connections wait up to REDIS_SUBSCRIBE_TIMEOUT_SECONDS for a live PSUBSCRIBE."""
-        pod = self.pod
-        limit = pod.cfg.redis_subscribe_timeout_seconds
-        while self.pending and not pod.broker.live.is_set():
+        limit = self.subscribe_timeout
+        loop = asyncio.get_running_loop()
+        while self.pending and not self.live.is_set():
             oldest = self.pending[0]
-            remaining = oldest.opened_at + limit - pod.loop.time()
+            remaining = oldest.opened_at + limit - loop.time()
             if remaining > 0:
                 try:
-                    await asyncio.wait_for(pod.broker.live.wait(), remaining)
+                    await asyncio.wait_for(self.live.wait(), remaining)
                 except TimeoutError:
                     pass
                 continue
@@ -114,13 +121,12 @@ class Admission:
 
     # --- one batch: one round trip -----------------------------------------------------------------
     async def admit(self, batch: list) -> None:
-        pod = self.pod
-        pipe = pod.redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
         resume_from = [conn.resume_seq for conn in batch]
-        groups = pod.registry.queue_register(
+        groups = self.registry.queue_register(
             pipe, [(conn.user_id, conn.connection_id) for conn in batch], int(time.time() * 1000))
-        state_groups = queue_states(pipe, [conn.order_id for conn in batch], pod.registry.cluster)
+        state_groups = queue_states(pipe, [conn.order_id for conn in batch], self.registry.cluster)
         for conn, last_seq in zip(batch, resume_from, strict=True):
             if last_seq is not None:
                 stream_after(pipe, conn.order_id, last_seq)
@@ -132,8 +138,8 @@ class Admission:
             # our registrations may or may not have landed: put them back, retry shortly
             self.pending.extendleft(reversed(batch))
             await asyncio.sleep(0.1)
-            limit = pod.cfg.redis_subscribe_timeout_seconds
-            now = pod.loop.time()
+            limit = self.subscribe_timeout
+            now = asyncio.get_running_loop().time()
             while self.pending and self.pending[0].opened_at + limit <= now:
                 self.pending.popleft().close(protocol.INTERNAL_ERROR, "tracking registry unavailable")
             return
@@ -159,11 +165,11 @@ class Admission:
                 continue
             conn.registered = True
             if conn.cleaned:  # it went away while we registered it: free the slot again
-                pod.registry.release(conn.user_id, conn.connection_id)
+                self.registry.release(conn.user_id, conn.connection_id)
             for slot in evicted:
                 pod_id, connection_id = redis_layout.split_member(slot)
-                if pod_id == pod.pod_id:
-                    victim = pod.connections.get(connection_id)
+                if pod_id == self.pod_id:
+                    victim = self.hub.connections.get(connection_id)
                     if victim is not None:
                         victim.close(protocol.CONNECTION_LIMIT)
             if conn.cleaned or conn.close_reason is not None:
@@ -182,18 +188,17 @@ class Admission:
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD register.lua and states.lua (on a cluster: on every master)."""
-        await self.pod.registry.load_script()
-        await self.pod.redis.script_load(STATES_LUA)
+        await self.registry.load_script()
+        await self.redis.script_load(STATES_LUA)
 
     def acknowledge(self, conn, state: redis_layout.OrderStateHash, fetched_from: int | None,
                     entries) -> None:
-        pod = self.pod
         conn.carrier = state.carrier
-        if not pod.flags.realtime_enabled(conn.user_id, conn.carrier, conn.client_class):
+        if not self.flags.realtime_enabled(conn.user_id, conn.carrier, conn.client_class):
             conn.close(protocol.FEATURE_DISABLED)
             return
         state_seq = state.seq
-        watch = pod.hub.watches.get(conn.order_id)
+        watch = self.hub.watches.get(conn.order_id)
         if watch is not None and state_seq > watch.seq:
             watch.seq = state_seq
         conn.sent_seq = state_seq
@@ -212,11 +217,11 @@ class Admission:
     def resume(self, conn, last_seq: int) -> None:
         """A resume on an admitted connection: live updates are held until the replay is out."""
         delivery.hold(conn)
-        self.pod.spawn(self._resume(conn, last_seq))
+        self.spawn(self._resume(conn, last_seq))
 
     async def _resume(self, conn, last_seq: int) -> None:
         try:
-            pipe = self.pod.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             pipe.hget(redis_layout.state(conn.order_id), "seq")
             stream_after(pipe, conn.order_id, last_seq)
             state_seq, entries = await pipe.execute()
@@ -232,10 +237,8 @@ class Admission:
         self._release(conn)
 
     def _replay(self, conn, last_seq: int, state_seq: int, entries) -> None:
-        def skip(entry_id, exc) -> None:
-            log.warning("skipping unreadable stream entry %s of %s: %s", entry_id, conn.order_id, exc)
-
-        for frame in delivery.replay(conn, last_seq, state_seq, redis_layout.decode_stream(entries, skip)):
+        decoded = redis_layout.decode_stream(entries, skip_entry(conn.order_id))
+        for frame in delivery.replay(conn, last_seq, state_seq, decoded):
             conn.send(frame)
 
     @staticmethod

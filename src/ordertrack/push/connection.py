@@ -142,18 +142,18 @@ class Connection(WSListener):
 
     if not cython.compiled:
         __slots__ = (
-            "pod", "transport", "connection_id", "user_id", "order_id", "carrier",
+            "events", "transport", "connection_id", "user_id", "order_id", "carrier",
             "opened_at", "last_ping", "hb_state", "registered", "acked", "sent_seq", "backlog",
             "held_bytes", "resume_seq", "close_reason", "cleaned", "expires_at", "ping_payload",
             "client_class", "max_pending_bytes",
         )
 
-    def __init__(self, pod, connection_id: str, user_id: str, order_id: str, resume,
+    def __init__(self, events, connection_id: str, user_id: str, order_id: str, resume,
                  expires_at: float = float("inf"), client_class: str = NATIVE,
                  max_pending_bytes: int = 1 << 20):
         #: what the connection tells of its life: `on_open`, `on_text`, `on_pong`, `cleanup`,
-        #: `schedule_close_deadline` (the pod's connection lifecycle)
-        self.pod = pod
+        #: `schedule_close_deadline` (push/lifecycle.py)
+        self.events = events
         self.transport = None
         self.connection_id = connection_id
         self.user_id = user_id
@@ -199,7 +199,7 @@ class Connection(WSListener):
             # from Python only their headers can go (~1-2 KB each)
             transport.request.headers = _NO_HEADERS
             transport.response.headers = _NO_HEADERS
-        self.pod.on_open(self)
+        self.events.on_open(self)
 
     def on_ws_frame(self, transport, frame) -> None:
         msg_type = frame.msg_type
@@ -208,9 +208,9 @@ class Connection(WSListener):
                 msg_type == TEXT or msg_type == PING or msg_type == PONG or msg_type == CLOSE):
             self.close(*protocol.frame_violation(int(msg_type), frame.fin, rsv))
         elif msg_type == TEXT:
-            self.pod.on_text(self, frame.get_payload_as_bytes())
+            self.events.on_text(self, frame.get_payload_as_bytes())
         elif msg_type == PONG:
-            self.pod.on_pong(self, frame.get_payload_as_bytes())
+            self.events.on_pong(self, frame.get_payload_as_bytes())
         elif msg_type == PING:
             # RFC 6455 5.5.3: answering only the latest of several pings is allowed
             self.ping_payload = frame.get_payload_as_bytes()
@@ -230,7 +230,7 @@ class Connection(WSListener):
                 self.check_pending()
 
     def on_ws_disconnected(self, transport) -> None:
-        self.pod.cleanup(self)
+        self.events.cleanup(self)
 
     # picows warns on every crossing of the write buffer's watermarks unless these exist; the
     # pending-bytes budget (check_pending) is what acts on a client that does not read
@@ -324,7 +324,7 @@ class Connection(WSListener):
         self.close_reason = close
         transport.send_close(WSCloseCode(close.code), (message or close.reason).encode())
         # a client that never answers our close is cut off by the wheel
-        self.pod.schedule_close_deadline(self)
+        self.events.schedule_close_deadline(self)
         transport.disconnect(True)
 
 
