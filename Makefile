@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # the push pod's tests that start real pods: run a second time against the pure-Python twins
 # (ORDERTRACK_PURE_PYTHON=1), as uvloop runs its suite twice; the unit tests of the Cython
 # parts already run both implementations side by side
-PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_broker.py \
+PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_subscription.py \
                   tests/test_push_bad_input.py tests/test_push_handshake.py
 
 

@@ -35,7 +35,7 @@ def test_updates_before_the_ack_are_held_in_order_then_released_without_duplicat
     assert conn.offer(b"u3-again", 3) == HOLD
     assert conn.held_bytes == len(b"u3u2erru3-again")
     conn.sent_seq = 2  # the ack's state said the client is at seq 2
-    assert delivery.release(conn) == [b"u3", b"err"]
+    assert delivery.flush_backlog(conn) == [b"u3", b"err"]
     assert conn.acked and conn.backlog is None and conn.held_bytes == 0 and conn.sent_seq == 3
 
 
@@ -80,7 +80,7 @@ def test_hold_makes_a_live_update_wait_for_the_replay():
     conn = recording_connection(sent_seq=3)
     delivery.hold(conn)
     assert conn.offer(b"u4", 4) == HOLD
-    assert delivery.release(conn) == [b"u4"]
+    assert delivery.flush_backlog(conn) == [b"u4"]
 
 
 # --- one text, two builds: the compiled connection and the interpreted one agree -----------------
@@ -103,7 +103,7 @@ def test_the_compiled_connection_offers_as_the_interpreted_one(steps, acked, sen
             _, frame, seq = step
             assert cython.offer(frame, seq) == python.offer(frame, seq)
         elif step[0] == "release":
-            assert delivery.release(cython) == delivery.release(python)
+            assert delivery.flush_backlog(cython) == delivery.flush_backlog(python)
         else:
             delivery.hold(cython)
             delivery.hold(python)

@@ -29,7 +29,7 @@ from ordertrack.gateway.scheduler import Scheduler, mark_pushed
 from ordertrack.gateway.settings import SETTINGS as GATEWAY
 from ordertrack.ingest.settings import SETTINGS as INGEST
 from ordertrack.models import Order, TrackingEvent
-from ordertrack.push import registry
+from ordertrack.push import user_registry
 from ordertrack.push.settings import SETTINGS as POD
 from ordertrack.store import open_store
 from ordertrack.store import sqlite as sqlite_store
@@ -541,18 +541,18 @@ async def test_store_unavailable_for_a_while_the_gateway_keeps_its_place(sandbox
 
 
 def test_dead_pods_are_those_whose_lease_ran_out():
-    leases = registry.decode_leases([(b"pod-a:1", 1000.0), (b"pod-b:2", 5000.0), (b"me:3", 10.0),
+    leases = user_registry.decode_leases([(b"pod-a:1", 1000.0), (b"pod-b:2", 5000.0), (b"me:3", 10.0),
                                      (b"stopped:4", 0.0)])
     # a lease over at `now` is dead; this pod never is (its own renewal may just be late);
     # a pod not in the last read (just started) is not listed, so it counts as alive
-    assert registry.dead_pods(leases, 1000.0, own_pod="me:3") == ("pod-a:1", "stopped:4")
-    assert registry.dead_pods(leases, 999.0, own_pod="me:3") == ("stopped:4",)
+    assert user_registry.dead_pods(leases, 1000.0, own_pod="me:3") == ("pod-a:1", "stopped:4")
+    assert user_registry.dead_pods(leases, 999.0, own_pod="me:3") == ("stopped:4",)
 
 
 def test_a_batch_is_one_script_call_per_hash_slot_on_a_cluster_only():
     keys = [redis_layout.user(u) for u in ("alice", "bob", "alice", "carol")]
-    assert registry.slot_groups(keys, cluster=False) == [[0, 1, 2, 3]]
-    groups = registry.slot_groups(keys, cluster=True)
+    assert user_registry.slot_groups(keys, cluster=False) == [[0, 1, 2, 3]]
+    groups = user_registry.slot_groups(keys, cluster=True)
     assert [0, 2] in groups and sorted(i for g in groups for i in g) == [0, 1, 2, 3]
-    assert registry.slot_groups([], cluster=False) == []
+    assert user_registry.slot_groups([], cluster=False) == []
 

@@ -324,7 +324,7 @@ def encode_flag_changed() -> bytes:
 
 
 def encode_probe() -> bytes:
-    """Comes back on the pod's subscription: proof that it is live (push/broker.py)."""
+    """Comes back on the pod's subscription: proof that it is live (push/subscription.py)."""
     return orjson.dumps({"op": PROBE})
 
 

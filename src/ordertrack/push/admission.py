@@ -23,7 +23,7 @@ from importlib.resources import files
 from redis.exceptions import RedisError
 
 from ordertrack import protocol, redis_layout
-from ordertrack.push import delivery, registry
+from ordertrack.push import delivery, user_registry
 from ordertrack.push.connection import NO_SEQ
 from ordertrack.push.streams import skip_entry, stream_after
 
@@ -37,9 +37,9 @@ STATES_SHA = hashlib.sha1(STATES_LUA.encode()).hexdigest()
 
 def queue_states(pipe, order_ids: list[str], cluster: bool) -> list[list[int]]:
     """Add the `states.lua` calls reading the orders' state hashes to `pipe` (one, or one per
-    hash slot on a cluster); returns the groups, for `registry.script_results`."""
+    hash slot on a cluster); returns the groups, for `user_registry.script_results`."""
     keys = [redis_layout.state(order_id) for order_id in order_ids]
-    groups = registry.slot_groups(keys, cluster)
+    groups = user_registry.slot_groups(keys, cluster)
     for group in groups:
         pipe.execute_command("EVALSHA", STATES_SHA, len(group), *(keys[i] for i in group))
     return groups
@@ -57,10 +57,10 @@ class Admission:
     subscription's `live` event, `spawn` for a resume's fetch, how long a connection may wait
     for the subscription, and this pod's id."""
 
-    def __init__(self, redis, registry, hub, flags, live: asyncio.Event, spawn,
+    def __init__(self, redis, user_registry, hub, flags, live: asyncio.Event, spawn,
                  subscribe_timeout: float, pod_id: str):
         self.redis = redis
-        self.registry = registry
+        self.user_registry = user_registry
         self.hub = hub
         self.flags = flags
         self.live = live
@@ -124,9 +124,9 @@ class Admission:
         pipe = self.redis.pipeline(transaction=False)
         # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
         resume_from = [conn.resume_seq for conn in batch]
-        groups = self.registry.queue_register(
+        groups = self.user_registry.queue_register(
             pipe, [(conn.user_id, conn.connection_id) for conn in batch], int(time.time() * 1000))
-        state_groups = queue_states(pipe, [conn.order_id for conn in batch], self.registry.cluster)
+        state_groups = queue_states(pipe, [conn.order_id for conn in batch], self.user_registry.cluster)
         for conn, last_seq in zip(batch, resume_from, strict=True):
             if last_seq is not None:
                 stream_after(pipe, conn.order_id, last_seq)
@@ -144,14 +144,14 @@ class Admission:
                 self.pending.popleft().close(protocol.INTERNAL_ERROR, "tracking registry unavailable")
             return
         scripts = len(groups) + len(state_groups)
-        if registry.needs_script(results[:scripts]):
+        if user_registry.needs_script(results[:scripts]):
             # a node without the scripts (a promoted replica): load them, admit the batch again
             # (registering a connection twice is harmless: same member)
             await self.load_scripts()
             self.pending.extendleft(reversed(batch))
             return
-        registered = registry.script_results(results[:len(groups)], groups, len(batch))
-        states = registry.script_results(results[len(groups):scripts], state_groups, len(batch))
+        registered = user_registry.script_results(results[:len(groups)], groups, len(batch))
+        states = user_registry.script_results(results[len(groups):scripts], state_groups, len(batch))
         index = scripts
         for conn, last_seq, evicted, state in zip(batch, resume_from, registered, states,
                                                   strict=True):
@@ -165,7 +165,7 @@ class Admission:
                 continue
             conn.registered = True
             if conn.cleaned:  # it went away while we registered it: free the slot again
-                self.registry.release(conn.user_id, conn.connection_id)
+                self.user_registry.free_slot(conn.user_id, conn.connection_id)
             for slot in evicted:
                 pod_id, connection_id = redis_layout.split_member(slot)
                 if pod_id == self.pod_id:
@@ -188,7 +188,7 @@ class Admission:
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD register.lua and states.lua (on a cluster: on every master)."""
-        await self.registry.load_script()
+        await self.user_registry.load_script()
         await self.redis.script_load(STATES_LUA)
 
     def acknowledge(self, conn, state: redis_layout.OrderStateHash, fetched_from: int | None,
@@ -211,7 +211,7 @@ class Admission:
             # asked for while we were registering it: fetch that replay now (updates stay held)
             self.resume(conn, resume_seq)
             return
-        self._release(conn)
+        self._flush_backlog(conn)
 
     # --- resume -------------------------------------------------------------------------------------
     def resume(self, conn, last_seq: int) -> None:
@@ -229,12 +229,12 @@ class Admission:
             log.warning("resume for %s failed: %s", conn.connection_id, exc)
             if not conn.cleaned:
                 conn.send(RESUME_FAILED)
-                self._release(conn)
+                self._flush_backlog(conn)
             return
         if conn.cleaned or conn.close_reason is not None:
             return
         self._replay(conn, last_seq, redis_layout.state_seq(state_seq), entries)
-        self._release(conn)
+        self._flush_backlog(conn)
 
     def _replay(self, conn, last_seq: int, state_seq: int, entries) -> None:
         decoded = redis_layout.decode_stream(entries, skip_entry(conn.order_id))
@@ -242,8 +242,8 @@ class Admission:
             conn.send(frame)
 
     @staticmethod
-    def _release(conn) -> None:
-        for frame in delivery.release(conn):
+    def _flush_backlog(conn) -> None:
+        for frame in delivery.flush_backlog(conn):
             if conn.close_reason is not None:  # the last write made it a slow consumer
                 return
             conn.send(frame)

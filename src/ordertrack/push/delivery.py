@@ -33,7 +33,7 @@ from ordertrack.push.connection import SEND
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-def release(conn) -> list[bytes]:
+def flush_backlog(conn) -> list[bytes]:
     """The ack (or a replay) went out: mark `conn` acked and return the held frames that must
     be sent now, in order, without any the client already has."""
     conn.acked = True

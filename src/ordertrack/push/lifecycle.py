@@ -19,12 +19,12 @@ disconnect_log = logging.getLogger("ordertrack.push.disconnect")
 
 
 class Lifecycle:
-    def __init__(self, loop, hub, heartbeat, admission, registry, pod_id: str):
+    def __init__(self, loop, hub, heartbeat, admission, user_registry, pod_id: str):
         self.loop = loop
         self.hub = hub
         self.heartbeat = heartbeat
         self.admission = admission
-        self.registry = registry
+        self.user_registry = user_registry
         self.pod_id = pod_id
 
     def on_open(self, conn) -> None:
@@ -77,7 +77,7 @@ class Lifecycle:
         self.heartbeat.forget(conn)
         # step two: release its slot in the user's registry (if it was registered)
         if conn.registered:
-            self.registry.release(conn.user_id, conn.connection_id)
+            self.user_registry.free_slot(conn.user_id, conn.connection_id)
         # step three: one log line; step four: metrics
         duration = self.loop.time() - conn.opened_at
         if disconnect_log.isEnabledFor(logging.INFO):

@@ -21,15 +21,15 @@ from ordertrack.flags import providers
 from ordertrack.flags.source import FlagSource
 from ordertrack.malformed import MalformedLog
 from ordertrack.models import CARRIERS
-from ordertrack.push import connection, fanout, metrics, pubsub_reader, registry, timer_wheel
+from ordertrack.push import connection, fanout, metrics, pubsub_reader, timer_wheel, user_registry
 from ordertrack.push.admission import Admission
-from ordertrack.push.broker import Broker
 from ordertrack.push.catch_up import catch_up
 from ordertrack.push.flag_watch import FlagWatch
 from ordertrack.push.heartbeat import Heartbeat
 from ordertrack.push.hub import Hub
 from ordertrack.push.lifecycle import Lifecycle
 from ordertrack.push.server import make_listener_factory
+from ordertrack.push.subscription import Subscription
 
 log = logging.getLogger("ordertrack.push")
 
@@ -42,7 +42,7 @@ class Pod:
         self.loop = asyncio.get_running_loop()
         # pooled, retrying a dead connection on a fresh one; follows a Sentinel failover
         self.redis = redis_connect.command_client(cfg, max_connections=32)
-        self.registry = registry.Registry(self.redis, self.pod_id, cfg.max_connections_per_user,
+        self.user_registry = user_registry.UserRegistry(self.redis, self.pod_id, cfg.max_connections_per_user,
                                           cfg.pod_lease_seconds)
         #: the lease is renewed (and the flag re-read) this often
         self.housekeeping_seconds = cfg.pod_lease_seconds / 3
@@ -59,7 +59,7 @@ class Pod:
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._stopping = False
-        self.broker = Broker(
+        self.subscription = Subscription(
             redis_connect.target_from_settings(cfg),
             control_channels=[redis_layout.control(self.pod_id), redis_layout.CONTROL_ALL],
             watched=self.hub.watches,
@@ -73,12 +73,12 @@ class Pod:
             deadline=cfg.redis_subscription_deadline_seconds,
         )
         self.admission = Admission(
-            self.redis, self.registry, self.hub, self.flags, self.broker.live, self.spawn,
+            self.redis, self.user_registry, self.hub, self.flags, self.subscription.live, self.spawn,
             cfg.redis_subscribe_timeout_seconds, self.pod_id)
         #: every connection's `events`
         self.lifecycle = Lifecycle(self.loop, self.hub, self.heartbeat, self.admission,
-                                   self.registry, self.pod_id)
-        metrics.REDIS_MESSAGES.watch(self.broker)
+                                   self.user_registry, self.pod_id)
+        metrics.REDIS_MESSAGES.watch(self.subscription)
         metrics.DELIVERY.watch(self.hub)
 
     def listener_factory(self):
@@ -90,13 +90,13 @@ class Pod:
     async def start(self) -> None:
         try:
             await self.flag_watch.refresh()
-            await self.registry.heartbeat()
+            await self.user_registry.heartbeat()
             await self.admission.load_scripts()
         except RedisError as exc:
             log.warning("redis not reachable at start (%s); continuing, will retry", exc)
         # named as /healthz reports them: "<loop> stopped"
-        loops = {"subscription": self.broker.run(), "admission": self.admission.run(),
-                 "releases": self.registry.run_releases(), "housekeeping": self._housekeeping_loop()}
+        loops = {"subscription": self.subscription.run(), "admission": self.admission.run(),
+                 "releases": self.user_registry.run_slot_frees(), "housekeeping": self._housekeeping_loop()}
         if self.cfg.datadog_agent_host:
             loops["datadog"] = metrics.datadog_loop(
                 self.cfg, lambda: metrics.connections_by_carrier(self.hub.connections.values()))
@@ -111,7 +111,7 @@ class Pod:
 
     @property
     def ready(self) -> bool:
-        return self.broker.live.is_set() and not self.draining
+        return self.subscription.live.is_set() and not self.draining
 
     @property
     def dead_task(self) -> str | None:
@@ -145,16 +145,16 @@ class Pod:
         deadline = self.loop.time() + max(2.0, self.heartbeat.timeout)
         while self.hub.connections and self.loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        await self.registry.flush_releases(give_up_on_error=True)
+        await self.user_registry.flush_slot_frees(give_up_on_error=True)
 
     async def stop(self) -> None:
         self._stopping = True
-        self.broker.stop()
+        self.subscription.stop()
         self.heartbeat.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.registry.forget_pod()
+        await self.user_registry.forget_pod()
         self.flags.close()
         await redis_connect.close_client(self.redis)
 
@@ -186,7 +186,7 @@ class Pod:
         metrics.SUBSCRIBED.set(1)
         self.admission.wake()
         delay = 0.05
-        while resubscribed and self.broker.live.is_set():
+        while resubscribed and self.subscription.live.is_set():
             try:
                 await self._reregister()
                 await catch_up(self.redis, self.hub)
@@ -199,7 +199,7 @@ class Pod:
 
     async def _reregister(self) -> None:
         """Redis may have restarted empty: put this pod's live connections back in the registry."""
-        await self.registry.reregister([(c.user_id, c.connection_id)
+        await self.user_registry.reregister([(c.user_id, c.connection_id)
                                         for c in self.hub.connections.values()
                                         if c.registered and not c.cleaned])
 
@@ -207,7 +207,7 @@ class Pod:
         while True:
             await asyncio.sleep(self.housekeeping_seconds)
             try:
-                await self.registry.heartbeat()
+                await self.user_registry.heartbeat()
                 await self.flag_watch.refresh()
             except RedisError as exc:
                 log.warning("housekeeping: redis unavailable (%s)", exc)

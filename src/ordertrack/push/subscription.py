@@ -4,7 +4,7 @@ The connection is read by push/pubsub_reader.py's protocol (hiredis parsing, the
 look-up before anything is built for an order nobody here watches); commands keep using
 `redis.asyncio`. Before every (re)connect it asks `redis_connect.subscription_address()` where
 to go (a Sentinel failover changes the master; on a cluster any healthy node will do).
-`Broker.run()` keeps the subscription alive: on any error, or when it has been silent past the
+`Subscription.run()` keeps the subscription alive: on any error, or when it has been silent past the
 watchdog's deadline (push/watchdog.py), it marks itself not live (`/readyz` 503), reconnects
 with capped exponential backoff and jitter, re-subscribes, and calls `on_live(resubscribed)` so
 the pod can catch up on what was published while it was away. Every connection has a fresh
@@ -59,7 +59,7 @@ def jittered(delay: float) -> float:
     return delay * (0.5 + random.random())
 
 
-class Broker:
+class Subscription:
     def __init__(
         self,
         target: redis_connect.RedisTarget,
@@ -159,7 +159,7 @@ class Broker:
                 watchdog = loop.create_task(self._watch(reader))
                 try:
                     await self.on_live(not first)
-                    self._release(reader)
+                    self._flush_backlog(reader)
                     first = False
                     error = await reader.closed
                 finally:

@@ -1,4 +1,4 @@
-"""The per-user registry (push/registry.py + register.lua) against a real redis-server."""
+"""The per-user registry (push/user_registry.py + register.lua) against a real redis-server."""
 
 from __future__ import annotations
 
@@ -10,33 +10,33 @@ import redis.asyncio as aioredis
 import uvloop
 
 from ordertrack import redis_layout
-from ordertrack.push import registry
+from ordertrack.push import user_registry
 
 
 def run(coro):
     return uvloop.run(coro)
 
 
-async def register(reg: registry.Registry, client, users_and_ids, wall_ms=1000):
+async def register(reg: user_registry.UserRegistry, client, users_and_ids, wall_ms=1000):
     await reg.load_script()
     pipe = client.pipeline(transaction=False)
     groups = reg.queue_register(pipe, users_and_ids, wall_ms)
     pipe.ping()
     replies = await pipe.execute(raise_on_error=False)
     assert len(groups) == 1 and replies[1] is True  # one command: the next reply is the ping's
-    return registry.script_results(replies[:1], groups, len(users_and_ids))
+    return user_registry.script_results(replies[:1], groups, len(users_and_ids))
 
 
 def test_a_batch_registers_every_connection_in_one_script_call(redis_url):
     async def scenario():
         client = aioredis.Redis.from_url(redis_url)
-        reg = registry.Registry(client, "podA", limit=5)
+        reg = user_registry.UserRegistry(client, "podA", limit=5)
         await reg.heartbeat()
         results = await register(reg, client, [("u1", "c1"), ("u2", "c2"), ("u1", "c3")])
         assert results == [[], [], []]
         assert await client.zrange(redis_layout.user("u1"), 0, -1) == [b"podA|c1", b"podA|c3"]
         assert await client.zrange(redis_layout.user("u2"), 0, -1) == [b"podA|c2"]
-        assert 0 < await client.ttl(redis_layout.user("u1")) <= registry.USER_KEY_TTL_SECONDS
+        assert 0 < await client.ttl(redis_layout.user("u1")) <= user_registry.USER_KEY_TTL_SECONDS
         await client.aclose()
 
     run(scenario())
@@ -45,13 +45,13 @@ def test_a_batch_registers_every_connection_in_one_script_call(redis_url):
 def test_the_sixth_connection_evicts_the_oldest_and_tells_its_pod(redis_url):
     async def scenario():
         client = aioredis.Redis.from_url(redis_url)
-        other = registry.Registry(client, "podB", limit=5)
+        other = user_registry.UserRegistry(client, "podB", limit=5)
         await other.heartbeat()
         await register(other, client, [("u", f"old{i}") for i in range(5)], wall_ms=1)
         pubsub = client.pubsub()
         await pubsub.subscribe(redis_layout.control("podB"))
         await pubsub.get_message(timeout=1)  # the subscribe confirmation
-        mine = registry.Registry(client, "podA", limit=5)
+        mine = user_registry.UserRegistry(client, "podA", limit=5)
         # two of this pod's own in one batch: the second one evicts one more
         results = await register(mine, client, [("u", "new1"), ("u", "new2")], wall_ms=2)
         assert results == [[b"podB|old0"], [b"podB|old1"]]
@@ -68,10 +68,10 @@ def test_the_sixth_connection_evicts_the_oldest_and_tells_its_pod(redis_url):
 def test_slots_of_a_dead_pod_are_dropped_before_counting(redis_url):
     async def scenario():
         client = aioredis.Redis.from_url(redis_url)
-        dead = registry.Registry(client, "podDead", limit=5, lease_seconds=0.05)
+        dead = user_registry.UserRegistry(client, "podDead", limit=5, lease_seconds=0.05)
         await dead.heartbeat()  # its lease, then it renews it no more
         await register(dead, client, [("u", f"d{i}") for i in range(5)])
-        mine = registry.Registry(client, "podA", limit=5)
+        mine = user_registry.UserRegistry(client, "podA", limit=5)
         await asyncio.sleep(0.1)
         await mine.heartbeat()  # reads every lease: podDead's has run out
         assert await register(mine, client, [("u", "c1")]) == [[]]
@@ -85,7 +85,7 @@ def test_an_unusable_user_key_fails_that_connection_alone(redis_url):
     async def scenario():
         client = aioredis.Redis.from_url(redis_url)
         await client.set(redis_layout.user("broken"), "not a zset")
-        reg = registry.Registry(client, "podA", limit=5)
+        reg = user_registry.UserRegistry(client, "podA", limit=5)
         results = await register(reg, client, [("ok1", "c1"), ("broken", "c2"), ("ok2", "c3")])
         assert results[0] == [] and results[2] == []
         assert isinstance(results[1], Exception) and "WRONGTYPE" in str(results[1])
@@ -98,11 +98,11 @@ def test_an_unusable_user_key_fails_that_connection_alone(redis_url):
 def test_releases_free_the_slots_in_one_batch(redis_url):
     async def scenario():
         client = aioredis.Redis.from_url(redis_url)
-        reg = registry.Registry(client, "podA", limit=5)
+        reg = user_registry.UserRegistry(client, "podA", limit=5)
         await register(reg, client, [("u", "c1"), ("u", "c2"), ("v", "c3")])
-        task = asyncio.get_running_loop().create_task(reg.run_releases())
-        reg.release("u", "c1")
-        reg.release("v", "c3")
+        task = asyncio.get_running_loop().create_task(reg.run_slot_frees())
+        reg.free_slot("u", "c1")
+        reg.free_slot("v", "c3")
         for _ in range(100):
             if await client.zcard(redis_layout.user("v")) == 0:
                 break
@@ -118,7 +118,7 @@ def test_releases_free_the_slots_in_one_batch(redis_url):
 def test_reregister_puts_live_connections_back_after_an_empty_restart(redis_url):
     async def scenario():
         client = aioredis.Redis.from_url(redis_url)
-        reg = registry.Registry(client, "podA", limit=5)
+        reg = user_registry.UserRegistry(client, "podA", limit=5)
         await reg.reregister([("u", "c1"), ("w", "c2")])
         assert await client.zrange(redis_layout.user("u"), 0, -1, withscores=True) == [(b"podA|c1", 0.0)]
         assert await client.zscore(redis_layout.PODS_KEY, "podA") > time.time() * 1000
@@ -145,7 +145,7 @@ def test_a_batch_reads_every_order_state_in_one_script_call(redis_url):
         pipe.ping()
         replies = await pipe.execute(raise_on_error=False)
         assert len(groups) == 1 and replies[1] is True  # one command: the next reply is the ping's
-        first, missing, broken = registry.script_results(replies[:1], groups, 3)
+        first, missing, broken = user_registry.script_results(replies[:1], groups, 3)
         assert admission.decode_states(first) == redis_layout.OrderStateHash(
             status="in_transit", location="Newark NJ", carrier="dhl", seq=7)
         assert admission.decode_states(missing) == redis_layout.OrderStateHash()
