@@ -19,11 +19,13 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
-PYX = ("timer_wheel", "pubsub_reader", "fanout")
-PURE_MODE = ("connection",)
+PYX = ("timer_wheel", "pubsub_reader")
+PURE_MODE = ("connection", "fanout")
 
-for name in PURE_MODE:
-    shutil.copyfile(HERE / "src/ordertrack/push" / f"{name}.py", HERE / "ext/ordertrack/push" / f"_{name}.py")
+for name in PURE_MODE:  # copied only when changed, so cythonize sees what changed
+    source, copy = HERE / "src/ordertrack/push" / f"{name}.py", HERE / "ext/ordertrack/push" / f"_{name}.py"
+    if not copy.exists() or copy.read_bytes() != source.read_bytes():
+        shutil.copyfile(source, copy)
 
 extensions = [
     Extension(f"ordertrack.push._{name}", [f"ext/ordertrack/push/_{name}.pyx"],

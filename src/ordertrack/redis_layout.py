@@ -182,8 +182,8 @@ def decode_message(payload: bytes | str) -> dict[str, Any]:
     gateway may leave out what it does not know).
     `published_at` is optional (the latency metric needs it, a client never sees it).
 
-    The fan-out (push/fanout.py) decodes with this function; the Cython fan-out's `_decode`
-    is its twin and applies the same checks in the same order (tests/test_message_rule.py)."""
+    The fan-out (push/fanout.py, compiled and interpreted alike) decodes with its `_decode`,
+    the hot path's copy of this rule and applies the same checks in the same order (tests/test_message_rule.py)."""
     if len(payload) > why.MAX_PAYLOAD_BYTES:
         raise MalformedMessage(why.PAYLOAD_TOO_LARGE)
     try:
