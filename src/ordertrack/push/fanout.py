@@ -30,8 +30,8 @@ try:
 except ImportError:  # Cython is needed to build only; interpreted, this runs as plain Python
     from ordertrack.push import interpreted as cython
 
-import time
 from bisect import bisect_left
+from time import time as wall_clock
 
 import orjson
 
@@ -47,8 +47,18 @@ else:
 
 FIELDS = protocol.CLIENT_UPDATE_FIELDS
 STRING_FIELDS = redis_layout.STRING_FIELDS
-MAX_SEQ = protocol.MAX_SEQ
+MAX_SEQ = cython.declare(cython.longlong, protocol.MAX_SEQ)
+MAX_PAYLOAD_BYTES = cython.declare(cython.Py_ssize_t, why.MAX_PAYLOAD_BYTES)
 EVENT = "tracking_update"
+loads = orjson.loads
+dumps = orjson.dumps
+JSONDecodeError = orjson.JSONDecodeError
+PAYLOAD_TOO_LARGE = why.PAYLOAD_TOO_LARGE
+NOT_JSON = why.NOT_JSON
+NOT_OBJECT = why.NOT_OBJECT
+BAD_SEQ = why.BAD_SEQ
+MISSING_FIELD = why.MISSING_FIELD
+BAD_FIELD = why.BAD_FIELD
 
 
 def _ignore(*_args) -> None:
@@ -78,26 +88,27 @@ class FanOut:
     def _decode(self, payload: bytes):
         """(client frame, published_at) with the `seq` in `_seq`, or the reason (a str) the
         payload is malformed: redis_layout.decode_message's checks in the same order."""
-        if len(payload) > why.MAX_PAYLOAD_BYTES:
-            return why.PAYLOAD_TOO_LARGE
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            return PAYLOAD_TOO_LARGE
         try:
-            message = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return why.NOT_JSON
-        if type(message) is not dict:
-            return why.NOT_OBJECT
+            decoded = loads(payload)
+        except JSONDecodeError:
+            return NOT_JSON
+        if type(decoded) is not dict:
+            return NOT_OBJECT
+        message: dict = decoded
         seq = message.get("seq")
         if type(seq) is not int or not (1 <= seq <= MAX_SEQ):
-            return why.BAD_SEQ
+            return BAD_SEQ
         for field in STRING_FIELDS:
             if field not in message:
-                return why.MISSING_FIELD
+                return MISSING_FIELD
         for field in STRING_FIELDS:
             if type(message[field]) is not str:
-                return why.BAD_FIELD
+                return BAD_FIELD
         self._seq = seq
         data = {field: message.get(field) for field in FIELDS}
-        return orjson.dumps({"event": EVENT, "data": data}), message.get("published_at")
+        return dumps({"event": EVENT, "data": data}), message.get("published_at")
 
     def publish(self, order_id: str, watch, payload: bytes) -> cython.Py_ssize_t:
         """Fan one message out to `watch.conns`; returns how many connections it was sent to."""
@@ -132,7 +143,7 @@ class FanOut:
                     delivered += 1
         self.frames += delivered
         if delivered and (type(published_at) is float or type(published_at) is int):
-            latency = time.time() - published_at
+            latency = wall_clock() - published_at
             self._latency_counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
             self.latency_sum += latency
         return delivered
