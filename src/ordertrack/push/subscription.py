@@ -114,7 +114,7 @@ class Subscription:
     def _hold(self, order_id: str, watch, payload: bytes) -> None:
         self._held.append((order_id, watch, payload))
 
-    def _release(self, reader) -> None:
+    def _hand_on_held(self, reader) -> None:
         """The catch-up is done: the held updates go on, in order, then live ones directly."""
         reader.on_update = self.on_update
         held, self._held = self._held, []
@@ -159,7 +159,7 @@ class Subscription:
                 watchdog = loop.create_task(self._watch(reader))
                 try:
                     await self.on_live(not first)
-                    self._flush_backlog(reader)
+                    self._hand_on_held(reader)
                     first = False
                     error = await reader.closed
                 finally:
