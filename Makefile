@@ -13,7 +13,7 @@ PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_pus
                   tests/test_push_bad_input.py tests/test_push_handshake.py
 
 
-.PHONY: lock soak run test lint bench bench-baseline bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
+.PHONY: lock soak run test lint bench bench-check bench-baseline bench-valgrind bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
 EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd) src/ordertrack/push/connection.py src/ordertrack/push/fanout.py
 
@@ -76,12 +76,13 @@ test: install test-db
 	$(PY) -m pytest $(PYTEST_ARGS)
 	ORDERTRACK_PURE_PYTHON=1 $(PY) -m pytest $(PUSH_POD_TESTS) $(PYTEST_ARGS)
 
-# micro-benchmarks of the push pod's hot parts (Cython and twin side by side), compared with
-# the baseline stored in bench/baseline/: a part slower than BENCH_FAIL fails `make bench`;
-# then the end-to-end capacity run. `make bench-baseline` stores a new baseline. Twice as slow
-# as the baseline's best round fails: on the 2-vCPU development VM two runs minutes apart, with
-# nothing else running, differ by up to 1.6x (2026-12-02), so a tighter check fails on noise.
-BENCH_FILES := bench/bench_hotpath.py bench/bench_admission.py
+# micro-benchmarks of the push pod's hot parts (Cython and twin side by side) and of every
+# deterministic hot-part case (bench/bench_parts.py), compared with the baseline stored in
+# bench/baseline/: wall time, which informs (a part slower than BENCH_FAIL fails `make bench`:
+# twice as slow as the baseline's best round; on the 2-vCPU development VM two runs minutes
+# apart, with nothing else running, differ by up to 1.6x, 2026-12-02); then the end-to-end
+# capacity run. The gate is `make bench-check` (instruction counts, below).
+BENCH_FILES := bench/bench_hotpath.py bench/bench_admission.py bench/bench_parts.py
 BENCH_FAIL ?= min:100%
 BENCH_OPTS := -p no:cacheprovider -q --benchmark-enable --benchmark-storage=file://bench/baseline \
               --benchmark-group-by=func --benchmark-columns=min,median,ops
@@ -89,8 +90,24 @@ bench: install
 	$(PY) -m pytest $(BENCH_FILES) $(BENCH_OPTS) --benchmark-compare --benchmark-compare-fail=$(BENCH_FAIL)
 	$(PY) -m bench.capacity
 
-bench-baseline: install
+# instructions per call of every hot part under valgrind's callgrind (bench/instructions/),
+# compared with bench/baseline/instructions.json: a part needing more than
+# BENCH_CHECK_THRESHOLD percent more instructions fails; a baseline taken with other Python,
+# Cython, valgrind or library versions is refused (exit 2) until `make bench-baseline`.
+BENCH_CHECK_THRESHOLD ?= 3
+bench-check: install bench-valgrind
+	$(PY) -m bench.instructions.runner --threshold $(BENCH_CHECK_THRESHOLD)
+
+# a new baseline, deliberately: instruction counts, then the wall-time baseline of `make bench`
+bench-baseline: install bench-valgrind
+	$(PY) -m bench.instructions.runner --save
 	$(PY) -m pytest $(BENCH_FILES) $(BENCH_OPTS) --benchmark-save=baseline
+
+# valgrind (with its client-request headers) from Debian when missing
+bench-valgrind:
+	@command -v valgrind >/dev/null && test -e /usr/include/valgrind/callgrind.h || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq valgrind; }
 
 node-deps:
 	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

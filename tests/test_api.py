@@ -181,7 +181,7 @@ async def test_401_for_missing_malformed_expired_and_forged_tokens(api, keys, or
     }
     for name, response in cases.items():
         body = assert_error(response, 401, "UNAUTHORIZED")
-        assert response.headers["www-authenticate"] == "Bearer", name
+        assert response.headers["www-authenticate"] == 'Bearer realm="ordertrack"', name
         assert order_id not in body["message"], name
     assert cases["missing"].headers["x-request-id"] == "req_401"
     assert "expired" in cases["expired"].json()["message"]

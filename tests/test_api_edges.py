@@ -1,7 +1,7 @@
 """The REST API's edges as a hostile or broken client meets them: oversized and never-finished
 request heads, bytes a header may not hold, and start-up on a busy port or without its store.
 
-The rules (`ordertrack.api.connection`) are tested as pure functions; the rest talks to a real
+The rules (`ordertrack.http_edge`, shared with ingest) are tested as pure functions; the rest talks to a real
 `ordertrack api` process over raw sockets, since an HTTP client library would refuse to send
 most of these requests.
 """
@@ -17,12 +17,9 @@ import sys
 import orjson
 import pytest
 
-from ordertrack.api.connection import (
-    head_fields,
-    parse_error_refusal,
-    refusal_bytes,
-    request_id,
-)
+from ordertrack.http_edge.refusals import refusal_bytes
+from ordertrack.http_edge.request_id import request_id
+from ordertrack.protocol import head_fields, parse_error_refusal
 from tests.support import REPO, free_port
 from tests.test_api import JSON_TYPE, add_order, running_api
 
@@ -218,7 +215,7 @@ async def test_non_ascii_credentials_and_request_ids_get_json_refusals(api, keys
     answer = exchange(api, get(path, b"Authorization: Bearer \xff\xfe", b"X-Request-ID: ok_1"))
     assert_refusal(answer, 401, "UNAUTHORIZED")
     assert answer.headers["x-request-id"] == "ok_1"
-    assert answer.headers["www-authenticate"] == "Bearer"
+    assert answer.headers["www-authenticate"] == 'Bearer realm="ordertrack"'
 
     answer = exchange(api, get(path, b"Authorization: Bearer " + token, b"X-Request-ID: \xff"))
     assert answer.status == 200 and answer.json()["order_id"] == order_id
@@ -230,7 +227,7 @@ def test_control_bytes_in_headers_get_json_refusals_not_plain_text(api):
     answer = exchange(api, get(path, b"Authorization: Bearer a\x01b", b"X-Request-ID: ok_2"))
     assert_refusal(answer, 401, "UNAUTHORIZED")
     assert answer.headers["x-request-id"] == "ok_2"
-    assert answer.headers["www-authenticate"] == "Bearer"
+    assert answer.headers["www-authenticate"] == 'Bearer realm="ordertrack"'
 
     answer = exchange(api, get(path, b"X-Request-ID: bad\x01id"))
     assert_refusal(answer, 400, "BAD_REQUEST")

@@ -42,9 +42,52 @@ def test_flag_with_redis_unreachable_is_one_line(tmp_path):
     url = f"redis://127.0.0.1:{free_port()}/0"
     result = ordertrack_cli("flag", "--enabled", "false", cwd=tmp_path, REDIS_URL=url)
     assert result.returncode == 1
-    assert result.stderr.startswith(f"ordertrack flag: cannot reach Redis at {url}: ")
+    assert result.stderr.startswith(f"ordertrack flag: cannot reach Redis at {url} "
+                                    "(from REDIS_URL): ")
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == ""
+
+
+def said_redis(result: subprocess.CompletedProcess) -> dict:
+    """The one line `flag` writes on stderr: JSON, naming its Redis."""
+    (line,) = result.stderr.strip().splitlines()
+    return json.loads(line)
+
+
+def test_flag_says_which_redis_it_uses_on_every_call(tmp_path, redis_url):
+    read = ordertrack_cli("flag", cwd=tmp_path, REDIS_URL=redis_url)
+    assert read.returncode == 0, read.stderr
+    said = said_redis(read)
+    assert (said["redis_url"], said["redis_from"]) == (redis_url, "environment")
+    assert redis_url in said["msg"]
+    assert json.loads(read.stdout)["enabled"] in (True, False)
+
+    named = ordertrack_cli("flag", "--redis-url", redis_url, "--percentage", "100", cwd=tmp_path)
+    assert named.returncode == 0, named.stderr
+    assert said_redis(named)["redis_from"] == "flag"
+
+    env_file = tmp_path / "var" / "dev" / "env"
+    env_file.parent.mkdir(parents=True)
+    env_file.write_text(f"export REDIS_URL={redis_url}\nexport ORDERTRACK_DEV_PID={os.getpid()}\n")
+    dev = ordertrack_cli("flag", "--percentage", "100", cwd=tmp_path)
+    assert dev.returncode == 0, dev.stderr
+    assert (said_redis(dev)["redis_url"], said_redis(dev)["redis_from"]) == (redis_url, "dev_stack")
+
+
+def test_flag_refuses_to_write_to_the_default_redis_nobody_named(tmp_path, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    before = client.get(redis_layout.FLAG_KEY)
+    env_file = tmp_path / "var" / "dev" / "env"
+    env_file.parent.mkdir(parents=True)
+    # a dev stack that is gone (its pid is not running): its file does not count
+    env_file.write_text(f"export REDIS_URL={redis_url}\nexport ORDERTRACK_DEV_PID=999999999\n")
+    result = ordertrack_cli("flag", "--enabled", "false", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("ordertrack flag: not writing to redis://127.0.0.1:6379/0: "
+                                    "REDIS_URL is unset")
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert client.get(redis_layout.FLAG_KEY) == before
+    client.close()
 
 
 def test_flag_refuses_an_unknown_carrier_and_writes_nothing(tmp_path, redis_url):

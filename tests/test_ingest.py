@@ -123,11 +123,12 @@ async def test_a_late_scan_gets_its_seq_but_leaves_the_current_state(redis_url):
 # --- end to end --------------------------------------------------------------------------------
 
 
-def start_ingest(procs, tmp_path, redis_url: str, db: str, port: int | None = None) -> str:
+def start_ingest(procs, tmp_path, redis_url: str, db: str, port: int | None = None,
+                 **extra: str) -> str:
     port = port or free_port()
     env = {"REDIS_URL": redis_url, "DATABASE_URL": db, "INGEST_HOST": "127.0.0.1",
            "INGEST_PORT": str(port), "FEDEX_WEBHOOK_SECRET": FEDEX_SECRET,
-           "UPS_WEBHOOK_CREDENTIAL": UPS_CREDENTIAL, "DHL_WEBHOOK_SECRET": DHL_SECRET}
+           "UPS_WEBHOOK_CREDENTIAL": UPS_CREDENTIAL, "DHL_WEBHOOK_SECRET": DHL_SECRET, **extra}
     procs.start("ingest", env=env, log=tmp_path / f"ingest-{port}.log")
     base = f"http://127.0.0.1:{port}"
     wait_http_ok(base + "/healthz")

@@ -206,9 +206,13 @@ def test_handshake_rules(upgrade, connection, version, key, status):
 
 
 def test_request_ids_are_kept_only_when_clean():
-    assert protocol.clean_request_id("req_ws_track_001") == "req_ws_track_001"
-    for bad in (None, "", "\udcff", "caf\u00e9", "a b", "x\ty", "r" * 129):
-        assert protocol.clean_request_id(bad) is None, bad
+    from ordertrack.http_edge.request_id import clean_request_id
+
+    for good in ("req_ws_track_001", "a.b:c-d_e", "r" * 128):
+        assert clean_request_id(good) == good
+    for bad in (None, "", "\udcff", "caf\u00e9", "a b", "x\ty", "r" * 129, 'a"b', "a/b",
+                "{x}", "a\n"):
+        assert clean_request_id(bad) is None, bad
 
 
 def test_credentials_that_are_not_ascii_are_a_401():

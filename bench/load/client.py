@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.load.profiles import schedule
+from bench.load.profiles import schedule, storm_offset
 from bench.loadgen import (
     SUBPROTOCOL,
     bound_socket,
@@ -40,6 +40,13 @@ HANDSHAKE_TIMEOUT = 10.0
 ACK_TIMEOUT = 10.0
 TICK = 0.05
 FREEZE_EVERY = 500
+#: a connection cut by the storm retries a failed reconnect this many times, backing off from
+#: STORM_RETRY_FIRST_SECONDS (doubling, at most 2 s), as a real client would
+STORM_ATTEMPTS = 10
+STORM_RETRY_FIRST_SECONDS = 0.1
+#: seconds between two probes of the generator's own loop lag (its receive times are only as
+#: good as its loop is prompt)
+LAG_PROBE_SECONDS = 0.05
 
 
 @dataclass
@@ -55,6 +62,9 @@ class WorkerSpec:
     auth: str
     private_key_pem: bytes = b""
     resume: bool = True
+    #: the feeder's "mixed" mode (odd orders by a bare PUBLISH): delivery is also kept per
+    #: order parity, so the two paths compare within one run
+    split_parity: bool = False
 
 
 @dataclass
@@ -66,6 +76,9 @@ class Timeline:
     heartbeat_interval: float
     #: connection index -> seconds into the hold when it disconnects gracefully and comes back
     reconnects: dict[int, float] = field(default_factory=dict)
+    #: (seconds into the hold, spread seconds): every connection is cut then and comes back
+    #: (`storm_offset` spreads them), or None
+    storm: tuple[float, float] | None = None
 
 
 @dataclass
@@ -85,6 +98,11 @@ class Results:
     #: (send time, round trip seconds) of every heartbeat_ack
     heartbeat: list[tuple[float, float]] = field(default_factory=list)
     heartbeats_unanswered: int = 0
+    #: updates received with a seq above the last one seen (live or replayed): every one the
+    #: client has, so the feeder's count minus this is what was lost
+    unique: int = 0
+    #: the seqs the first acks said each order already had (updates before the client came)
+    acked_seq: int = 0
     duplicates: int = 0
     gaps: int = 0
     frame_bytes: int = 0
@@ -97,6 +115,20 @@ class Results:
     #: a second connection_ack on one connection (nchan publishes acks on the order's channel)
     extra_acks: int = 0
     errors: Counter = field(default_factory=Counter)
+    #: (wall time, seconds late) of every probe of this process's loop: a frame that arrives
+    #: while the loop is busy gets its receive time that much later
+    loop_lag: list[tuple[float, float]] = field(default_factory=list)
+    #: with WorkerSpec.split_parity: the delivery seconds of even and of odd orders
+    delivery_by_parity: list[list[float]] = field(default_factory=lambda: [[], []])
+    #: the storm: (wall time of the ack, seconds from the cut to the ack, retries included)
+    storm_establish: list[tuple[float, float]] = field(default_factory=list)
+    #: (scheduled cut, seconds late) per connection the storm cut
+    storm_lag: list[tuple[float, float]] = field(default_factory=list)
+    storm_retries: int = 0
+    #: connections the storm found open and cut (one that never got in is not cut)
+    storm_cut: int = 0
+    #: connections the storm cut that were not back after STORM_ATTEMPTS tries
+    storm_not_back: int = 0
 
     def counters(self) -> dict[str, Any]:
         return {"opened": self.opened, "acks": len(self.establish),
@@ -121,10 +153,14 @@ def _client_class():
 
     class Client(WSListener):
         __slots__ = ("results", "started", "acked", "last_seq", "hb_sent", "ours_closing",
-                     "transport", "reconnecting", "acked_at")
+                     "transport", "reconnecting", "acked_at", "acks", "parity")
 
-        def __init__(self, results: Results, acked: asyncio.Future, reconnecting: bool):
+        def __init__(self, results: Results, acked: asyncio.Future, reconnecting: bool,
+                     acks: list | None = None):
             self.results = results
+            #: where its ack's (wall time, establishment seconds) goes
+            self.acks = acks if acks is not None else (
+                results.reestablish if reconnecting else results.establish)
             self.started = time.perf_counter()
             self.acked = acked
             self.last_seq: int | None = None
@@ -133,6 +169,8 @@ def _client_class():
             self.transport = None
             self.reconnecting = reconnecting
             self.acked_at = 0.0
+            #: 0/1: the list of `delivery_by_parity` its updates also go to, or None
+            self.parity = None
 
         def on_ws_connected(self, transport) -> None:
             self.transport = transport
@@ -157,12 +195,12 @@ def _client_class():
                         self.results.extra_acks += 1
                         return
                     took = time.perf_counter() - self.started
-                    (self.results.reestablish if self.reconnecting
-                     else self.results.establish).append((now, took))
+                    self.acks.append((now, took))
                     self.acked_at = now
                     seq = data.get("seq")
                     if self.last_seq is None and isinstance(seq, int):
                         self.last_seq = seq
+                        self.results.acked_seq += seq
                     if not self.acked.done():
                         self.acked.set_result(True)
                 elif event == "error":
@@ -183,6 +221,7 @@ def _client_class():
                     results.gaps += 1
             if isinstance(seq, int):
                 self.last_seq = seq
+                results.unique += 1
             results.frame_bytes += size + 4  # payload + a text frame's 2..4 header bytes
             sent = parse_bench_location(data.get("location"))
             if sent is None:
@@ -191,6 +230,8 @@ def _client_class():
                 results.replayed += 1
             else:
                 results.delivery.append((sent, now - sent))
+                if self.parity is not None:
+                    results.delivery_by_parity[self.parity].append(now - sent)
 
         def on_ws_disconnected(self, transport) -> None:
             if not self.ours_closing:
@@ -224,7 +265,10 @@ class Worker:
         secret = self.spec.auth.partition(":")[2]
         return {"Sec-WebSocket-Protocol": f"{SUBPROTOCOL}, bearer.{secret}"}
 
-    async def connect(self, index: int, last_seq: int | None = None) -> bool:
+    async def connect(self, index: int, last_seq: int | None = None, acks: list | None = None,
+                      started: float | None = None) -> bool:
+        """Open connection `index` (resuming after `last_seq` when given); its ack goes to
+        `acks` (default: establish or reestablish), timed from `started` (default: now)."""
         from picows import WSError, WSHandshakeError, ws_connect
 
         loop = asyncio.get_running_loop()
@@ -237,12 +281,14 @@ class Worker:
         holder: list[Any] = []
         # picows makes the listener only once the 101 is in: the clock starts here, before
         # the TCP connect, so establishment covers connect + upgrade + ack
-        started = time.perf_counter()
+        started = time.perf_counter() if started is None else started
 
         def factory():
-            client = self._client_class(self.results, acked, reconnecting)
+            client = self._client_class(self.results, acked, reconnecting, acks)
             client.started = started
             client.last_seq = last_seq
+            if self.spec.split_parity:
+                client.parity = index % 2
             holder.append(client)
             return client
 
@@ -290,6 +336,7 @@ class Worker:
     async def run(self, tl: Timeline, pipe: multiprocessing.connection.Connection) -> None:
         tasks: list[asyncio.Task] = []
         status = asyncio.ensure_future(self._status(pipe))
+        lag_probe = asyncio.ensure_future(self._lag_probe())
         heartbeats = asyncio.ensure_future(self._heartbeats(tl.heartbeat_interval))
         for count, index in enumerate(self.indices, 1):  # the ramp, open loop
             due = tl.t0 + schedule(index, tl.ramp_per_second)
@@ -308,6 +355,11 @@ class Worker:
         mine = [(hold_start + offset, i) for i, offset in tl.reconnects.items()
                 if i % self.spec.workers == self.spec.worker]
         bounces = [asyncio.ensure_future(self._bounce(i, when)) for when, i in sorted(mine)]
+        if tl.storm is not None:
+            at, spread = tl.storm
+            bounces += [asyncio.ensure_future(self._storm(
+                i, hold_start + at + storm_offset(i, self.spec.connections, spread)))
+                for i in self.indices]
         await self._at(hold_end)
         await asyncio.gather(*bounces)
         heartbeats.cancel()
@@ -320,6 +372,7 @@ class Worker:
                 closes.append(asyncio.ensure_future(self._close(client)))
         await asyncio.gather(*closes)
         status.cancel()
+        lag_probe.cancel()
 
     async def _close(self, client: Any, grace: float = 5.0) -> None:
         from picows import WSCloseCode
@@ -344,6 +397,29 @@ class Worker:
         if await self.connect(index, last_seq=client.last_seq or 0):
             self.results.reconnects_ok += 1
 
+    async def _storm(self, index: int, when: float) -> None:
+        """Cut connection `index` at `when` (no close frame: the balancer went away) and bring
+        it back with ?last_seq, retrying with backoff."""
+        await self._at(when)
+        self.results.storm_lag.append((when, time.time() - when))
+        client = self.clients.pop(index, None)
+        if client is None:
+            return
+        self.results.storm_cut += 1
+        client.ours_closing = True
+        if client.transport is not None and not client.transport.is_disconnected:
+            client.transport.disconnect(graceful=False)
+        began = time.perf_counter()
+        delay = STORM_RETRY_FIRST_SECONDS
+        for _ in range(STORM_ATTEMPTS):
+            if await self.connect(index, last_seq=client.last_seq or 0,
+                                  acks=self.results.storm_establish, started=began):
+                return
+            self.results.storm_retries += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        self.results.storm_not_back += 1
+
     async def _heartbeats(self, interval: float) -> None:
         """Every connection heartbeats once per interval, spread over it (one timer)."""
         from picows import WSMsgType
@@ -365,6 +441,13 @@ class Worker:
                     self.results.heartbeats_unanswered += 1
                 client.hb_sent = now
                 client.transport.send(WSMsgType.TEXT, HEARTBEAT)
+
+    async def _lag_probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_SECONDS
+            await asyncio.sleep(LAG_PROBE_SECONDS)
+            self.results.loop_lag.append((time.time(), loop.time() - due))
 
     async def _status(self, pipe: multiprocessing.connection.Connection) -> None:
         while True:

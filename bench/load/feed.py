@@ -47,7 +47,9 @@ REDIS_TIMEOUT_SECONDS = 10.0
 
 @dataclass
 class FeedSpec:
-    mode: str  # "lua" | "redis-publish" | "nchan-http"
+    #: "lua" | "redis-publish" | "nchan-http" | "mixed" (even orders through the publish Lua,
+    #: odd ones by a bare PUBLISH of the same message: the two paths within one run)
+    mode: str
     redis_url: str
     orders: int
     interval: float
@@ -56,6 +58,10 @@ class FeedSpec:
     nchan_port: int = 0
     #: the first order's index (the orders are first_order .. first_order + orders - 1)
     first_order: int = 0
+    #: "lua": let redis-py send SCRIPT EXISTS before every pipelined batch (its default, one
+    #: more round trip per batch that the gateway's own single calls never make); off, the
+    #: feeder loads the script once and sends EVALSHA alone
+    script_check: bool = False
 
 
 def due_updates(orders: int, interval: float, elapsed: float) -> int:
@@ -177,6 +183,9 @@ class Feeder:
         self.batches = 0
         #: round trip of each batch (one pipeline) or of each POST (nchan)
         self.call_seconds: list[float] = []
+        #: (send stamp, seconds from the stamp to the batch's write, to its reply) per batch:
+        #: the stamp is what delivery is measured from, so staging a big batch counts in it
+        self.batch_times: list[tuple[float, float, float]] = []
         #: (scheduled wall time, seconds late) of every update
         self.lag: list[tuple[float, float]] = []
 
@@ -187,6 +196,10 @@ class Feeder:
 
         self.redis = aioredis.Redis.from_url(self.spec.redis_url, socket_timeout=REDIS_TIMEOUT_SECONDS)
         self.publisher = Publisher(self.redis)
+        if self.spec.mode in ("lua", "mixed"):
+            from ordertrack.gateway.publisher import SCRIPT
+
+            await self.redis.script_load(SCRIPT)
         self.http = None
         if self.spec.mode == "nchan-http":
             self.http = KeepAlivePoster("127.0.0.1", self.spec.nchan_port, HTTP_IN_FLIGHT)
@@ -218,27 +231,32 @@ class Feeder:
         staged = []
         for n in batch:
             j, order, seq, location, stamp = self._next(n, sent_at)
-            staged.append((j, seq))
-            if self.spec.mode == "lua":
+            lua = self.spec.mode == "lua" or (self.spec.mode == "mixed" and j % 2 == 0)
+            staged.append((j, seq, lua))
+            if lua:
                 await self.publisher.queue(pipe, order, CARRIER, StoredEvent(
                     order, seq, "in_transit", location, stamp, ESTIMATED_DELIVERY, RAW))
             else:
                 pipe.publish(redis_layout.channel(order), redis_layout.encode_message(
                     CARRIER, seq, "in_transit", location, stamp, ESTIMATED_DELIVERY, RAW, sent_at))
+        if not self.spec.script_check:
+            pipe.scripts.clear()  # loaded in _setup: EVALSHA alone, as the gateway sends it
+        written_at = time.time()
         started = time.perf_counter()
         try:
             replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # noqa: BLE001 - the whole batch failed: counted, seqs back
-            for j, seq in reversed(staged):
+            for j, seq, _ in reversed(staged):
                 self._failed(j, seq, exc)
             return
         finally:
             await pipe.reset()
         self.call_seconds.append(time.perf_counter() - started)
-        for (j, seq), reply in zip(staged, replies, strict=True):
+        self.batch_times.append((sent_at, written_at - sent_at, time.time() - sent_at))
+        for (j, seq, lua), reply in zip(staged, replies, strict=True):
             if isinstance(reply, Exception):
                 self._failed(j, seq, reply)
-            elif self.spec.mode == "lua" and int(reply) != 1:
+            elif lua and int(reply) != 1:
                 self.refused += 1
             else:
                 self.sent += 1
@@ -258,6 +276,7 @@ class Feeder:
                 self._failed(j, seq, exc)
                 return
             self.call_seconds.append(time.perf_counter() - started)
+            self.batch_times.append((sent_at, 0.0, time.time() - sent_at))
             self.sent += 1
 
     async def _send(self, batch: range) -> None:
@@ -306,6 +325,9 @@ class Feeder:
             "lateness": late, "schedule_lag_p99_ms": late["p99_ms"],
             "cpu_percent": 100.0 * cpu / wall if wall > 0 else None,
             "http_retries": sum(c.retries for c in self.http.all) if self.http is not None else 0,
+            "script_check": spec.script_check,
+            "stamp_to_write": lateness([w for _, w, _ in self.batch_times]),
+            "stamp_to_reply": lateness([r for _, _, r in self.batch_times]),
             "lag": self.lag,
         }
 
@@ -341,12 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--mode", choices=("lua", "redis-publish"), default="lua")
+    parser.add_argument("--script-check", action="store_true",
+                        help="let redis-py send SCRIPT EXISTS before every batch (its default)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="ordertrack-feed-"))
     proc, url = start_redis(workdir)
     try:
         spec = FeedSpec(args.mode, url, args.orders, args.interval, time.time() + 0.5,
-                        args.seconds)
+                        args.seconds, script_check=args.script_check)
         result = uvloop.run(Feeder(spec).run())
     finally:
         stop_process(proc)

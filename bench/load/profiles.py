@@ -29,6 +29,13 @@ class Profile:
     ramp_down_per_second: float | None = None
     #: run the peers and Artillery beside our pod when they are installed
     peers: bool = False
+    #: the peers run by default (None: every installed one)
+    peer_names: tuple[str, ...] | None = None
+    #: a reconnect storm: every connection is cut at `storm_at` seconds into the hold and
+    #: comes back within `storm_seconds` (as after a load balancer restart), resuming with
+    #: ?last_seq (None: no storm)
+    storm_at: float | None = None
+    storm_seconds: float = 1.0
     description: str = ""
 
     @property
@@ -57,6 +64,8 @@ class Profile:
             changes["connections"] = connections
         if hold_seconds is not None:
             changes["hold_seconds"] = hold_seconds
+            if self.storm_at is not None:  # the storm keeps its place in the hold
+                changes["storm_at"] = hold_seconds * self.storm_at / self.hold_seconds
         return replace(self, **changes)
 
 
@@ -69,6 +78,11 @@ PROFILES: dict[str, Profile] = {
         Profile("pod", 19_500, 1, 500, hold_seconds=150, update_interval=30,
                 heartbeat_interval=25, ping_interval=30, peers=True,
                 description="one pod, 19,500 connections, ramp 500/s, 150 s hold"),
+        Profile("storm", 19_500, 1, 500, hold_seconds=60, update_interval=30,
+                heartbeat_interval=25, ping_interval=30, reconnect_fraction=0.0, peers=True,
+                peer_names=("nchan", "uws"), storm_at=20.0, storm_seconds=1.0,
+                description="one pod, 19,500 connections, all cut and back within 1 s "
+                            "(?last_seq) 20 s into a 60 s hold; beside nchan and uws"),
         Profile("cluster", 45_000, 3, 500, hold_seconds=150, update_interval=30,
                 heartbeat_interval=25, ping_interval=30,
                 description="3 pods sharing one port (SO_REUSEPORT), 45,000 connections, ramp 500/s"),
@@ -93,3 +107,9 @@ def reconnect_offset(rank: int, count: int, hold_seconds: float) -> float:
     """When (seconds into the hold) the rank-th reconnecting connection drops: evenly spread,
     away from the hold's edges."""
     return hold_seconds * (rank + 0.5) / max(count, 1) * 0.8 + hold_seconds * 0.1
+
+
+def storm_offset(index: int, connections: int, spread: float) -> float:
+    """Seconds after the storm's start at which connection `index` is cut and comes back:
+    evenly over `spread` seconds, in index order."""
+    return spread * index / max(connections, 1)

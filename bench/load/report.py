@@ -97,7 +97,13 @@ def pod_figures(name: str, samples: list[dict], tl: dict, fallback_active: int) 
                                   if rss_hold and idle and active else None),
         "ramp_cpu_percent": cpu_percent(ramp, lambda s: s["pods"][name]["cpu_s"]),
         "hold_cpu_percent": cpu_percent(hold, lambda s: s["pods"][name]["cpu_s"]),
+        # ms a second its loop thread was runnable but had no CPU (cpu_percent's % -> ms/s)
+        "hold_runqueue_ms_per_s": _times10(cpu_percent(hold, lambda s: s["pods"][name].get("runq_s"))),
     }
+
+
+def _times10(value: float | None) -> float | None:
+    return None if value is None else value * 10
 
 
 def redis_figures(samples: list[dict], tl: dict, feed: dict, hold_seconds: float) -> dict[str, Any]:
@@ -121,6 +127,109 @@ def redis_figures(samples: list[dict], tl: dict, feed: dict, hold_seconds: float
         "net_in_bytes_per_second": per_second("net_in"),
         "net_out_bytes_per_second": per_second("net_out"),
         "commands_per_second": per_second("commands"),
+    }
+
+
+# --- where the time goes (issue 23) -----------------------------------------------------------
+
+PROBE = "ordertrack_ws_latency_probe_seconds"
+
+
+def probe_buckets(lines: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """stage -> [(le, cumulative count)] of the pod's probe histogram lines, +Inf last."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for line in lines:
+        if not line.startswith(PROBE + "_bucket{"):
+            continue
+        labels, _, value = line[len(PROBE) + 8:].rpartition("} ")
+        fields = dict(item.split("=", 1) for item in labels.split(","))
+        stage, le = fields["stage"].strip('"'), fields["le"].strip('"')
+        out.setdefault(stage, []).append((math.inf if le == "+Inf" else float(le), float(value)))
+    return {stage: sorted(points) for stage, points in out.items()}
+
+
+def bucket_quantile(points: list[tuple[float, float]], q: float) -> float | None:
+    """Prometheus' histogram_quantile over cumulative (le, count): linear within a bucket."""
+    if not points or points[-1][1] <= 0:
+        return None
+    rank = q * points[-1][1]
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in points:
+        if count >= rank:
+            if math.isinf(le):
+                return lower_le
+            if count == lower_count:
+                return le
+            return lower_le + (le - lower_le) * (rank - lower_count) / (count - lower_count)
+        lower_le, lower_count = le, count
+    return lower_le
+
+
+def pod_probe(snapshots: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, dict]]:
+    """pod -> stage -> {count, p50_ms, p99_ms} over the hold (its end minus its start)."""
+    out: dict[str, dict[str, dict]] = {}
+    for pod, edges in snapshots.items():
+        start, end = probe_buckets(edges.get("hold_start", [])), probe_buckets(edges.get("hold_end", []))
+        stages = {}
+        for stage, points in end.items():
+            before = dict(start.get(stage, []))
+            diff = [(le, count - before.get(le, 0.0)) for le, count in points]
+            stages[stage] = {"count": int(diff[-1][1]) if diff else 0,
+                             "p50_ms": _ms(bucket_quantile(diff, 0.50)),
+                             "p99_ms": _ms(bucket_quantile(diff, 0.99))}
+        if stages:
+            out[pod] = stages
+    return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
+#: a delivery sent this long after a /metrics scrape of our pod began counts as in its shadow
+SHADOW_SECONDS = 0.02
+
+
+def scrape_shadow(samples: list[dict], delivery: list[tuple[float, float]]) -> dict[str, Any] | None:
+    """How the deliveries sent in the `SHADOW_SECONDS` after a scrape of our pod's /metrics
+    fare against the rest (the scrape holds the pod's GIL): their share of all and of the
+    tail above the p99, and the p99 inside and outside. None when nothing was scraped."""
+    import bisect
+
+    scrapes = sorted(v["scraped_at"] for s in samples for v in s["pods"].values()
+                     if "scraped_at" in v)
+    if not scrapes or not delivery:
+        return None
+    cut = percentile(sorted(lat for _, lat in delivery), 99)
+    inside, outside = [], []
+    for sent, lat in delivery:
+        i = bisect.bisect_right(scrapes, sent) - 1
+        (inside if i >= 0 and sent - scrapes[i] < SHADOW_SECONDS else outside).append(lat)
+    tail_inside = sum(1 for lat in inside if lat > cut)
+    tail = tail_inside + sum(1 for lat in outside if lat > cut)
+    return {"scrapes": len(scrapes), "shadow_ms": SHADOW_SECONDS * 1e3,
+            "share_percent": 100.0 * len(inside) / len(delivery),
+            "tail_share_percent": 100.0 * tail_inside / tail if tail else None,
+            "p99_inside_ms": pcts(inside)["p99_ms"], "p99_outside_ms": pcts(outside)["p99_ms"]}
+
+
+def storm_figures(workers: list[dict], tl: dict, profile: Profile) -> dict[str, Any] | None:
+    """The storm: cut, back, not back, retries, time until all are back, re-establishment."""
+    if profile.storm_at is None:
+        return None
+    began = tl["hold_start"] + profile.storm_at
+    acks = merged(workers, "storm_establish")
+    cut = sum(w["storm_cut"] for w in workers)
+    return {
+        "cut": cut, "back": len(acks),
+        "not_back": sum(w["storm_not_back"] for w in workers),
+        "retries": sum(w["storm_retries"] for w in workers),
+        "spread_seconds": profile.storm_seconds,
+        "all_back_seconds": (max(at for at, _ in acks) - began) if acks and len(acks) == cut else None,
+        "last_back_seconds": (max(at for at, _ in acks) - began) if acks else None,
+        "establish": pcts([took for _, took in acks]),
+        "generator_lateness": pcts([late for _, late in merged(workers, "storm_lag")]),
+        "failures": counted(workers, "reconnect_failures"),
     }
 
 
@@ -169,6 +278,21 @@ def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
         "pods": pods,
         "redis": redis_figures(run["samples"], tl, feed, profile.hold_seconds),
         "feed": feed,
+        # published, minus what each client got (live or replayed) or was told by its first ack
+        # it had missed (published before it connected)
+        "lost_updates": max(0, feed["sent"] - sum(w.get("unique", 0) + w.get("acked_seq", 0)
+                                                  for w in workers)),
+        "generator_loop_lag": pcts([lag for at, lag in merged(workers, "loop_lag")
+                                    if tl["hold_start"] <= at <= tl["hold_end"]]),
+        "pod_probe": pod_probe(run.get("pod_probe") or {}),
+        "delivery_by_path": ({"publish_lua": pcts([x for w in workers
+                                                   for x in w["delivery_by_parity"][0]]),
+                              "bare_publish": pcts([x for w in workers
+                                                    for x in w["delivery_by_parity"][1]])}
+                             if feed.get("mode") == "mixed" else None),
+        "scrape_shadow": scrape_shadow(run["samples"], [
+            d for d in merged(workers, "delivery") if tl["hold_start"] <= d[0] <= tl["hold_end"]]),
+        "storm": storm_figures(workers, tl, profile),
         "loadgen": run["loadgen"],
         "load_average_at_start": run.get("load_average"),
     }
@@ -452,6 +576,99 @@ def peers_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tail_section(report: dict[str, Any]) -> list[str]:
+    """Where an update's time goes, stage by stage, for every target (issue 23)."""
+    results = report["results"]
+    if not results:
+        return []
+    names = list(results)
+    lines = ["", "## Where the time goes (p50 / p99 ms, during the hold)", "",
+             "Stages of an update's way, each measured on its own (percentiles do not add up): "
+             "the feeder stamps each batch, stages it, writes it (`stamp -> write`) and gets "
+             "the reply (`stamp -> reply`: ordertrack's publish Lua, a peer's PUBLISH or "
+             "nchan's POST); our pod, for every Nth update (LATENCY_SAMPLE_EVERY), times "
+             "`published_at -> read` and `read -> written`, and probes its loop's lag every "
+             "50 ms; the generator probes its own loop likewise.", "",
+             "| stage | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+
+    def pair(d: dict | None) -> str:
+        return f"{_f((d or {}).get('p50_ms'))} / {_f((d or {}).get('p99_ms'))}" if d else "n/a"
+
+    def probe(r: dict, stage: str) -> str:
+        pods = r.get("pod_probe") or {}
+        cells = [pair(stages.get(stage)) for stages in pods.values() if stages.get(stage)]
+        return "; ".join(cells) if cells else "n/a"
+
+    rows = [
+        ("delivery (stamp -> client receive)", lambda r: pair(r["delivery"])),
+        ("feeder: stamp -> batch written", lambda r: pair(r["feed"].get("stamp_to_write"))),
+        ("feeder: stamp -> Redis / nchan replied", lambda r: pair(r["feed"].get("stamp_to_reply"))),
+        ("pod: published_at -> read (sampled)", lambda r: probe(r, "redis_to_read")),
+        ("pod: read -> frames written (sampled)", lambda r: probe(r, "fanout")),
+        ("pod: event loop lag (50 ms probe)", lambda r: probe(r, "loop_lag")),
+        ("generator: its own loop lag (50 ms probe)", lambda r: pair(r.get("generator_loop_lag"))),
+        ("server: waited for a CPU, ms per s (main thread, /proc schedstat)", lambda r: "; ".join(
+            _f(p.get("hold_runqueue_ms_per_s")) for p in r["pods"].values())),
+        ("heartbeat round trip", lambda r: pair(r["heartbeat"])),
+        ("establishment", lambda r: pair(r["establish"])),
+    ]
+    for label, get in rows:
+        lines.append(f"| {label} | " + " | ".join(get(results[n]) for n in names) + " |")
+    lines += ["", "Updates lost (published, never received live nor replayed): " + ", ".join(
+        f"{n} {_f(results[n].get('lost_updates'))}" for n in names) + "."]
+    for n in names:
+        paths = results[n].get("delivery_by_path")
+        if paths:
+            lines.append(
+                f"- {n}, fed both ways in this run (even orders through the publish Lua, odd "
+                f"ones by a bare PUBLISH): delivery p50 / p99 {pair(paths['publish_lua'])} ms "
+                f"through the Lua ({_f(paths['publish_lua']['count'])}) against "
+                f"{pair(paths['bare_publish'])} ms by PUBLISH ({_f(paths['bare_publish']['count'])}).")
+        shadow = results[n].get("scrape_shadow")
+        if shadow:
+            lines.append(
+                f"- {n}: of the deliveries sent within {_f(shadow['shadow_ms'], 0)} ms after "
+                f"one of the {shadow['scrapes']} scrapes of its /metrics ({_f(shadow['share_percent'])} % "
+                f"of all), p99 {_f(shadow['p99_inside_ms'])} ms against "
+                f"{_f(shadow['p99_outside_ms'])} ms for the rest; they are "
+                f"{_f(shadow['tail_share_percent'])} % of the deliveries above the p99.")
+    return lines
+
+
+def storm_section(report: dict[str, Any]) -> list[str]:
+    results = report["results"]
+    storms = {n: r["storm"] for n, r in results.items() if r.get("storm")}
+    if not storms:
+        return []
+    names = list(storms)
+    spread = next(iter(storms.values()))["spread_seconds"]
+    lines = ["", f"## The storm: every connection cut and back within {_f(spread, 1)} s", "",
+             "Each connection is cut without a close frame (a load balancer restart) at its "
+             "slot in the storm and reconnects at once, ordertrack with `?last_seq`; a failed "
+             "reconnect retries from 0.1 s, doubling. Re-establishment runs from the cut to "
+             "the new `connection_ack`, retries included.", "",
+             "| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    rows = [
+        ("connections open at the storm: cut / back / not back", lambda n, s: (
+            f"{_f(s['cut'])} / {_f(s['back'])} / {_f(s['not_back'])}")),
+        ("time until all are back (from the storm's start)", lambda n, s: (
+            f"{_f(s['all_back_seconds'], 2)} s" if s["all_back_seconds"] is not None
+            else f"not all (last at {_f(s['last_back_seconds'], 2)} s)")),
+        ("re-establishment p50 / p99 / max", lambda n, s: (
+            f"{_f(s['establish']['p50_ms'])} / {_f(s['establish']['p99_ms'])} / "
+            f"{_f(s['establish']['max_ms'])} ms")),
+        ("reconnect attempts that failed (retried)", lambda n, s: (
+            f"{_f(s['retries'])} {s['failures'] or ''}")),
+        ("updates lost / duplicated", lambda n, s: (
+            f"{_f(results[n]['lost_updates'])} / {_f(results[n]['delivery']['duplicates'])}")),
+        ("updates replayed on resume", lambda n, s: _f(results[n]["delivery"]["replayed_on_resume"])),
+        ("generator lateness cutting (p99)", lambda n, s: f"{_f(s['generator_lateness']['p99_ms'])} ms"),
+    ]
+    for label, get in rows:
+        lines.append(f"| {label} | " + " | ".join(get(n, storms[n]) for n in names) + " |")
+    return lines
+
+
 def artillery_section(artillery: dict[str, Any] | None, ours: dict[str, Any] | None) -> list[str]:
     """Artillery's own summary beside our generator's figures for the same pod."""
     lines = ["", "## Artillery (the outside tool) beside our generator", ""]
@@ -564,6 +781,8 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             feeder_sentence(ours["feed"]),
         ]
+    lines += tail_section(report)
+    lines += storm_section(report)
     lines += peers_section(report)
     lines += artillery_section(report["artillery"], ours)
     lines += ["", "## Plots", "",

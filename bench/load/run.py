@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import multiprocessing
@@ -48,12 +49,13 @@ from bench.capacity import (
     start_pod,
     start_redis,
     stop_process,
+    tail,
 )
 from bench.load import report as reporting
 from bench.load.client import Timeline, WorkerSpec, worker_main
 from bench.load.feed import Feeder, FeedSpec, feed_main
 from bench.load.profiles import PROFILES, Profile, reconnect_indices, reconnect_offset
-from bench.load.sampler import Sampler, Watched
+from bench.load.sampler import SCRAPE_EVERY, Sampler, Watched
 from bench.loadgen import order_id, source_addresses, worker_count
 
 log = logging.getLogger("ordertrack.bench.load")
@@ -67,6 +69,9 @@ RAMP_PER_WORKER = 125
 #: Redis keeps 32 of its open files for itself
 REDIS_MAXCLIENTS = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 32
 OPENED = "ordertrack_ws_connections_opened_total"
+PROBE = "ordertrack_ws_latency_probe_seconds"
+#: the load test's pods time every 10th update (LATENCY_SAMPLE_EVERY): a counter per update
+SAMPLE_EVERY = 10
 #: Artillery: at most this many users, arriving at most this fast
 ARTILLERY_USERS = 1_000
 ARTILLERY_RATE = 100.0
@@ -100,8 +105,12 @@ class RunError(RuntimeError):
 # --- starting what is measured ------------------------------------------------------------------
 
 
-def start_ours(profile: Profile, redis_url: str, public_key: Path, workdir: Path) -> Target:
+def start_ours(profile: Profile, redis_url: str, public_key: Path, workdir: Path,
+               sample_every: int = 0) -> Target:
+    """Our pod(s); `sample_every` > 0 has each time every Nth update and its loop's lag
+    (LATENCY_SAMPLE_EVERY, push/latency_probe.py), read back at the hold's edges."""
     shared = free_port() if profile.pods > 1 else None
+    os.environ["LATENCY_SAMPLE_EVERY"] = str(sample_every)  # start_pod passes os.environ on
     limit = (profile.connections + 500 if profile.pods == 1
              else min(CLUSTER_POD_LIMIT, math.ceil(profile.connections / profile.pods) + 2_000))
     target = Target("ordertrack", "", "jwt", "lua", [])
@@ -154,8 +163,15 @@ def start_peer(name: str, spec: Any, redis_url: str, workdir: Path) -> Target:
 # --- the scenario -------------------------------------------------------------------------------
 
 
+def probe_lines(metrics_port: int) -> list[str]:
+    """The pod's latency-probe histogram lines (push/latency_probe.py), [] when it has none."""
+    return [line for line in scrape(metrics_port).splitlines()
+            if line.startswith(PROBE + "_")]
+
+
 def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: int,
-                 private_pem: bytes, progress: bool = True) -> dict[str, Any]:
+                 private_pem: bytes, progress: bool = True, script_check: bool = False,
+                 scrape_every: int = SCRAPE_EVERY) -> dict[str, Any]:
     """Drive the whole timeline against `target`; the raw results."""
     n = profile.connections
     # spread the ramp too: one process starting more than RAMP_PER_WORKER connections a
@@ -180,7 +196,8 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
     try:
         for w in range(workers):
             spawn(worker_main, WorkerSpec(w, workers, n, sources[w % len(sources)], target.url,
-                                          target.auth, private_pem, target.resume),
+                                          target.auth, private_pem, target.resume,
+                                          split_parity=target.feed_mode == "mixed"),
                   f"load-{w}")
         ready = 0
         deadline = time.monotonic() + 300  # RS256-signing every token first
@@ -192,7 +209,7 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
                 if kind != "ready":
                     raise RunError(f"worker {who}: {payload}")
                 ready += 1
-        sampler = Sampler(target.watched, redis_pid, redis_url)
+        sampler = Sampler(target.watched, redis_pid, redis_url, scrape_every=scrape_every)
         sampler.start()
         load_average = os.getloadavg()[0]  # the machine's, as this target's run starts
         t0 = time.time() + 3.0  # the feeder's start-up and two idle samples first
@@ -202,13 +219,18 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
                             profile.ramp_down_per_second or profile.ramp_per_second,
                             profile.heartbeat_interval,
                             {i: reconnect_offset(rank, count, profile.hold_seconds)
-                             for rank, i in enumerate(picked)})
+                             for rank, i in enumerate(picked)},
+                            storm=((profile.storm_at, profile.storm_seconds)
+                                   if profile.storm_at is not None else None))
         for pipe in pipes:
             pipe.send(("start", timeline))
         hold_start = t0 + profile.ramp_seconds
         hold_end = hold_start + profile.hold_seconds
         spawn(feed_main, FeedSpec(target.feed_mode, redis_url, n, profile.update_interval,
-                                  hold_start, profile.hold_seconds, target.nchan_port), "feed")
+                                  hold_start, profile.hold_seconds, target.nchan_port,
+                                  script_check=script_check), "feed")
+        probed = [w for w in target.watched if w.metrics_port]
+        probes: dict[str, dict[str, list[str]]] = {w.name: {} for w in probed}
         results: dict[Any, Any] = {}
         status: dict[Any, dict] = {}
         deadline = t0 + profile.total_seconds + 90
@@ -219,6 +241,10 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
             for proc in target.procs:
                 if proc.poll() is not None:
                     raise RunError(f"{target.name} exited with code {proc.returncode} mid-run")
+            for edge, at in (("hold_start", hold_start), ("hold_end", hold_end)):
+                for w in probed:
+                    if time.time() >= at and edge not in probes[w.name]:
+                        probes[w.name][edge] = probe_lines(w.metrics_port)
             waiting = [pipe for pipe in pipes if pipe not in finished]
             for pipe in multiprocessing.connection.wait(waiting, 1.0):
                 try:
@@ -257,6 +283,7 @@ def run_scenario(profile: Profile, target: Target, redis_url: str, redis_pid: in
         "workers": [results[w] for w in range(workers)],
         "feed": results["feed"],
         "samples": samples,
+        "pod_probe": probes,
         "pods": [w.name for w in target.watched],
         "connections": n,
         "load_average": load_average,
@@ -361,9 +388,12 @@ def run_artillery(profile: Profile, target: Target, redis_url: str, private_pem:
 
 
 def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
-        progress: bool = True, with_artillery: bool | None = None) -> dict[str, Any]:
+        progress: bool = True, with_artillery: bool | None = None,
+        sample_every: int = SAMPLE_EVERY, script_check: bool = False,
+        scrape_every: int = SCRAPE_EVERY, feed_mixed: bool = False) -> dict[str, Any]:
     """The whole run; Artillery goes with the peers unless `with_artillery` says otherwise."""
-    with_artillery = with_peers if with_artillery is None else with_artillery
+    if with_artillery is None:  # not with a storm: its users would be cut too
+        with_artillery = with_peers and profile.storm_at is None
     workdir = Path(tempfile.mkdtemp(prefix="ordertrack-load-"))
     redis_proc = None
     runs: dict[str, dict] = {}
@@ -371,10 +401,12 @@ def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
     try:
         private_pem, public_path = generate_key_pair(workdir)
         redis_proc, redis_url = start_redis(workdir, maxclients=REDIS_MAXCLIENTS)
-        ours = start_ours(profile, redis_url, public_path, workdir)
+        ours = start_ours(profile, redis_url, public_path, workdir, sample_every)
+        if feed_mixed:
+            ours.feed_mode = "mixed"
         try:
             runs["ordertrack"] = run_scenario(profile, ours, redis_url, redis_proc.pid,
-                                              private_pem, progress)
+                                              private_pem, progress, script_check, scrape_every)
             extra["artillery"] = (run_artillery(profile, ours, redis_url, private_pem, workdir,
                                                 progress)
                                   if with_artillery else
@@ -398,9 +430,13 @@ def run(profile: Profile, out: Path, peers: list[str] | None, with_peers: bool,
                     f"{name} holds in one process here (bench/peers/README.md)")
             try:
                 runs[name] = run_scenario(profile.scaled(connections), target, redis_url,
-                                          redis_proc.pid, private_pem, progress)
+                                          redis_proc.pid, private_pem, progress, script_check)
             except RunError as exc:
-                extra["peers_skipped"][name] = f"peer {name} failed: {exc}"
+                logs = [workdir / f"{name}.log", workdir / "nginx" / "error.log"]
+                said = " | ".join(line for log in logs if log.exists()
+                                  for line in tail(log, 3).splitlines())
+                extra["peers_skipped"][name] = (f"peer {name} failed: {exc}"
+                                                + (f"; its log ends: {said[-600:]}" if said else ""))
             finally:
                 for proc in target.procs:
                     stop_process(proc)
@@ -426,6 +462,25 @@ def main(argv: list[str] | None = None) -> int:
                              "all installed for `pod`, none otherwise); 'none' for none")
     parser.add_argument("--no-artillery", action="store_true",
                         help="do not run Artillery, even with the peers")
+    parser.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
+                        help="our pod times every Nth update and probes its loop lag "
+                             f"(LATENCY_SAMPLE_EVERY; default {SAMPLE_EVERY}, 0: off)")
+    parser.add_argument("--keep-rates", action="store_true",
+                        help="with fewer --connections than the profile's, shorten the update, "
+                             "heartbeat and ping intervals alike, so updates/s, heartbeats/s "
+                             "and pings/s stay the profile's (a reduced-scale run of its rates)")
+    parser.add_argument("--ping-interval", type=float, default=None,
+                        help="override the profile's pod ping interval (seconds)")
+    parser.add_argument("--scrape-every", type=int, default=SCRAPE_EVERY,
+                        help="seconds between two scrapes of our pod's /metrics (each holds "
+                             f"its GIL ~2-3 ms; default {SCRAPE_EVERY}; 1: every sample)")
+    parser.add_argument("--feed-mixed", action="store_true",
+                        help="our pod's feeder publishes even orders through the publish Lua "
+                             "and odd ones by a bare PUBLISH (no stream, no state: their acks "
+                             "and resumes know nothing of them); the report compares the two")
+    parser.add_argument("--feeder-script-check", action="store_true",
+                        help="the feeder lets redis-py send SCRIPT EXISTS before every batch "
+                             "(its default; off: EVALSHA alone, as the gateway sends it)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -437,7 +492,22 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES[args.profile].scaled(args.connections, args.hold_seconds)
     if profile.connections <= 0 or profile.hold_seconds <= 0:
         parser.error("--connections and --hold-seconds must be positive")
-    wanted = None if args.peers in (None, "all") else [p for p in args.peers.split(",") if p]
+    if args.keep_rates:
+        base = PROFILES[args.profile]
+        factor = profile.connections / base.connections
+        profile = dataclasses.replace(
+            profile, update_interval=base.update_interval * factor,
+            heartbeat_interval=base.heartbeat_interval * factor,
+            ping_interval=base.ping_interval * factor)
+    if args.ping_interval is not None:
+        if args.ping_interval <= 0:
+            parser.error("--ping-interval must be positive")
+        profile = dataclasses.replace(profile, ping_interval=args.ping_interval)
+    if args.sample_every < 0:
+        parser.error("--sample-every must be 0 or more")
+    wanted = (None if args.peers == "all" else
+              list(profile.peer_names) if args.peers is None and profile.peer_names else
+              None if args.peers is None else [p for p in args.peers.split(",") if p])
     with_peers = profile.peers if args.peers is None else args.peers != "none"
     out = args.out or Path("artifacts") / f"load-{profile.name}"
 
@@ -447,7 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         report = run(profile, out, wanted, with_peers, progress=not args.quiet,
-                     with_artillery=False if args.no_artillery else None)
+                     with_artillery=False if args.no_artillery else None,
+                     sample_every=args.sample_every, script_check=args.feeder_script_check,
+                     scrape_every=args.scrape_every, feed_mixed=args.feed_mixed)
     except (RunError, RuntimeError, TimeoutError) as exc:
         print(f"bench-load: {exc}", file=sys.stderr)
         return 1

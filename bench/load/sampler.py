@@ -1,5 +1,11 @@
 """Once a second: RSS and CPU of each pod and of redis-server (from /proc), Redis INFO
-(memory, CPU, network bytes, commands), and each pod's active-connections gauge."""
+(memory, CPU, network bytes, commands); each pod's active-connections gauge every
+`scrape_every` samples.
+
+A scrape is not free for the pod: prometheus_client renders /metrics in a thread of the pod's
+process, holding the GIL for ~2-3 ms, during which the pod's event loop waits (issue 23: at one
+scrape a second that was our delivery tail's largest part, and the peers have no /metrics to
+scrape). Production scrapes every 15-30 s; the load test every SCRAPE_EVERY s by default."""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ from typing import Any
 from bench.capacity import cpu_seconds, metric_sum, rss_kb, scrape
 
 ACTIVE = "ordertrack_ws_active_connections"
+#: samples between two scrapes of a pod's /metrics (the samples are a second apart)
+SCRAPE_EVERY = 10
 
 
 @dataclass
@@ -31,8 +39,19 @@ def redis_info(client: Any) -> dict[str, float]:
     }
 
 
+def runqueue_seconds(pid: int) -> float | None:
+    """Seconds the process's main thread (the event loop's) has spent runnable but waiting for
+    a CPU (/proc/PID/schedstat, second field): the machine's share of its latency."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Sampler(threading.Thread):
-    def __init__(self, pods: list[Watched], redis_pid: int, redis_url: str, every: float = 1.0):
+    def __init__(self, pods: list[Watched], redis_pid: int, redis_url: str, every: float = 1.0,
+                 scrape_every: int = SCRAPE_EVERY):
         super().__init__(name="load-sampler", daemon=True)
         import redis
 
@@ -40,6 +59,7 @@ class Sampler(threading.Thread):
         self.redis_pid = redis_pid
         self.client = redis.Redis.from_url(redis_url)
         self.every = every
+        self.scrape_every = max(1, scrape_every)
         self.samples: list[dict[str, Any]] = []
         self._halt = threading.Event()
 
@@ -50,9 +70,11 @@ class Sampler(threading.Thread):
             try:
                 entry["rss_kb"] = rss_kb(pod.pid)
                 entry["cpu_s"] = cpu_seconds(pod.pid)
-            except OSError:
+                entry["runq_s"] = runqueue_seconds(pod.pid)
+            except (OSError, RuntimeError):  # it died (a zombie has no VmRSS): the run says so
                 continue
-            if pod.metrics_port:
+            if pod.metrics_port and len(self.samples) % self.scrape_every == 0:
+                entry["scraped_at"] = time.time()
                 entry["active"] = metric_sum(scrape(pod.metrics_port), ACTIVE)
             row["pods"][pod.name] = entry
         try:

@@ -1,6 +1,6 @@
 """Peer servers for the load test: the same scenario against servers we did not design.
 
-`PEERS[name]` is a `PeerSpec` for "websockets", "node-ws" and "nchan" (see README.md here for
+`PEERS[name]` is a `PeerSpec` for "websockets", "node-ws", "nchan" and "uws" (see README.md here for
 what each is, how it is fed and where it departs from our wire contract). A harness does:
 
     peer = PEERS["node-ws"]
@@ -182,6 +182,22 @@ def _node_command(redis_url: str, port: int, workdir: Path) -> list[str]:
     return ["node", str(NODE_DIR / "server.js"), "--redis-url", redis_url, "--port", str(port)]
 
 
+# --- 4. uWebSockets (socketify's build): one PSUBSCRIBE per process, uWS topics ------------
+
+
+def _uws_missing() -> str | None:
+    for module in ("socketify", "hiredis", "redis", "orjson", "uvloop"):
+        if importlib.util.find_spec(module) is None:
+            return (f"python module {module!r} missing in {sys.executable} "
+                    "(pip install -e '.[bench]')")
+    return None
+
+
+def _uws_command(redis_url: str, port: int, workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "bench.peers.uws_peer", "--redis-url", redis_url,
+            "--port", str(port)]
+
+
 # --- 3. nginx + nchan with Redis storage -------------------------------------------------------
 
 NCHAN_DIR = HERE / "nchan"
@@ -241,5 +257,8 @@ PEERS: dict[str, PeerSpec] = {
                  "nginx + nchan, Redis storage, fed by its HTTP publisher",
                  _nchan_missing, _nchan_command, _nchan_publishes,
                  connection_limit=NCHAN_CONNECTION_LIMIT),
+        PeerSpec("uws", "redis-publish",
+                 "uWebSockets (socketify), one PSUBSCRIBE per process, one uWS topic per order",
+                 _uws_missing, _uws_command),
     )
 }

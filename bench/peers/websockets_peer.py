@@ -26,6 +26,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from ordertrack import protocol, redis_layout
+from ordertrack.http_edge.refusals import error_body
 
 DEFAULT_SECRET = "bench-secret"
 #: far above what one process's open files allow: the limit is the machine's, not the pool's
@@ -49,7 +50,7 @@ def refusal(offered: list[str], secret: str) -> tuple[int, str, str] | None:
 def json_response(connection: ServerConnection, status: int, code: str, message: str) -> Response:
     """A refusal with our JSON body (respond() would make it text/plain)."""
     response = connection.respond(status, "")
-    response.body = protocol.refusal_body(code, message)
+    response.body = error_body(code, message)
     del response.headers["Content-Type"], response.headers["Content-Length"]
     response.headers["Content-Type"] = "application/json; charset=utf-8"
     response.headers["Content-Length"] = str(len(response.body))

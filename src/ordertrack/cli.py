@@ -30,6 +30,8 @@ class Command(NamedTuple):
     dev_settings: tuple[str, ...] = ()
     #: verifies tokens (`config.JWT`): with no key set, the development key (README)
     dev_key: bool = False
+    #: says itself where its settings came from (`args.dev_settings_applied`): no line here
+    reports_sources: bool = False
 
 
 COMMANDS: dict[str, Command] = {
@@ -47,7 +49,8 @@ COMMANDS: dict[str, Command] = {
     "orders": Command("ordertrack.commands.orders", "register and list orders",
                       ("DATABASE_URL",)),
     "flag": Command("ordertrack.commands.flag",
-                    "show or set the realtime_order_tracking kill switch", ("REDIS_URL",)),
+                    "show or set the realtime_order_tracking kill switch", ("REDIS_URL",),
+                    reports_sources=True),
     "capacity": Command("ordertrack.commands.capacity", "plan pods, memory and Redis from a load test report"),
 }
 
@@ -66,14 +69,16 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def take_dev_settings(command: str, keys: tuple[str, ...]) -> None:
-    """Fill the environment's gaps among `keys` from the running dev stack, saying so."""
+def take_dev_settings(command: str, keys: tuple[str, ...], say: bool = True) -> list[str]:
+    """Fill the environment's gaps among `keys` from the running dev stack, saying so unless
+    the command says it itself; the keys taken."""
     from ordertrack.devtools import env
 
     applied = env.apply_dev_settings(os.environ, keys)
-    if applied:
+    if applied and say:
         print(f"ordertrack {command}: using the running dev stack's "
               f"{' and '.join(applied)} from {env.env_path()}", file=sys.stderr)
+    return applied
 
 
 def use_dev_key(command: str, args: argparse.Namespace) -> None:
@@ -102,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     entry = COMMANDS[args.command]
+    args.dev_settings_applied = []
     if entry.dev_settings:
-        take_dev_settings(args.command, entry.dev_settings)
+        args.dev_settings_applied = take_dev_settings(args.command, entry.dev_settings,
+                                                      say=not entry.reports_sources)
     module = importlib.import_module(entry.module)
     try:
         if entry.dev_key:

@@ -14,7 +14,7 @@ import argparse
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -60,6 +60,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value < 0:
+        raise ValueError("expected a whole number, 0 or above")
+    return value
+
+
 def port(text: str) -> int:
     try:
         value = int(text)
@@ -100,11 +110,30 @@ def database_url(value: str) -> str | None:
     return value
 
 
+#: PUBSUB_MODE's values (README "Scale-out"): `pattern` (one PSUBSCRIBE per pod), `sharded`
+#: (SPUBLISH / SSUBSCRIBE per order), `both` (publishers only: the switch-over window)
+PUBSUB_PATTERN = "pattern"
+PUBSUB_SHARDED = "sharded"
+PUBSUB_BOTH = "both"
+PUBSUB_MODES = (PUBSUB_PATTERN, PUBSUB_SHARDED, PUBSUB_BOTH)
+
+
+def pubsub_mode(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in PUBSUB_MODES:
+        raise ValueError("expected pattern, sharded or both")
+    return lowered
+
+
+#: the levels LOG_LEVEL accepts, as written in its help and the README (one text, from here)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def log_level(value: str) -> str:
-    level = value.strip().upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ValueError("expected debug, info, warning, error or critical")
-    return level
+    level = value.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return level.upper()
 
 
 def http_url(value: str) -> str:
@@ -146,16 +175,34 @@ class Setting:
         return self.env.lower()
 
 
+def pick(settings: Iterable[Setting], env: str) -> Setting:
+    """The declaration of `env` in a group (for a command that reads one of another's)."""
+    return next(setting for setting in settings if setting.env == env)
+
+
+def redefault(setting: Setting, default: str) -> Setting:
+    """The same setting with another default (`ordertrack dev`'s faster sandbox clock)."""
+    return replace(setting, default=default)
+
+
+def describe(setting: Setting) -> str:
+    """The setting's help line as `--help` shows it: its text, env name and default."""
+    default = f" (default {setting.default})" if setting.default not in (None, "") else ""
+    return f"{setting.help}; env {setting.env}{default}"
+
+
 def add_flags(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> None:
+    """One flag per setting; a setting declared twice (two declarations of one env name) is a
+    bug, caught here rather than by argparse's conflict error."""
+    seen: dict[str, Setting] = {}
     for setting in settings:
-        default = f" (default {setting.default})" if setting.default not in (None, "") else ""
-        parser.add_argument(
-            setting.flag,
-            dest=setting.attr,
-            default=None,
-            metavar=setting.env,
-            help=f"{setting.help}; env {setting.env}{default}",
-        )
+        if setting.env in seen:
+            if seen[setting.env] is not setting:
+                raise AssertionError(f"{setting.env} is declared twice")
+            continue
+        seen[setting.env] = setting
+        parser.add_argument(setting.flag, dest=setting.attr, default=None,
+                            metavar=setting.env, help=describe(setting))
 
 
 def load(
@@ -198,6 +245,10 @@ REDIS: tuple[Setting, ...] = (
             "or redis+cluster://h1:6379,h2:6379", shown=lambda raw: repr(redact_redis_url(raw))),
     Setting("REDIS_CLUSTER", boolean, "0",
             "treat REDIS_URL's hosts as Redis Cluster seeds (same as a redis+cluster:// URL)"),
+    Setting("PUBSUB_MODE", pubsub_mode, PUBSUB_PATTERN,
+            "how updates travel: pattern (PUBLISH; each pod PSUBSCRIBEs order:tracking:*), "
+            "sharded (SPUBLISH on the order's shard channel; a pod SSUBSCRIBEs to the orders it "
+            "serves) or both (publishers only, while switching)"),
 )
 #: read by `auth.verifier_from_settings`; the push pods and the API verify alike
 JWT: tuple[Setting, ...] = (
@@ -205,14 +256,59 @@ JWT: tuple[Setting, ...] = (
             "PEM public key(s) (text, or a path to a PEM file) for RS256/ES256 tokens; "
             "several PEM blocks for a key rotation"),
     Setting("JWT_JWKS_URL", http_url, None, "JWKS URL; keys chosen by kid, refreshed in the background"),
-    Setting("JWT_ISSUER", optional_text, None, "required 'iss' claim, when set"),
-    Setting("JWT_AUDIENCE", optional_text, None, "required 'aud' claim, when set"),
+    Setting("JWT_ISSUER", optional_text, None,
+            "the tokens' 'iss' claim: required when set (pods, API); put in minted tokens"),
+    Setting("JWT_AUDIENCE", optional_text, None,
+            "the tokens' 'aud' claim: required when set (pods, API); put in minted tokens"),
 )
 LOGGING: tuple[Setting, ...] = (
-    Setting("LOG_LEVEL", log_level, "INFO", "logging level: debug, info, warning, error"),
+    Setting("LOG_LEVEL", log_level, "info", f"logging level: {', '.join(LOG_LEVELS)}"),
 )
 STORE: tuple[Setting, ...] = (
     Setting("DATABASE_URL", database_url, None,
             "tracking store: sqlite:///path.db, a file path or postgresql://... "
             f"(empty: sqlite file {DEFAULT_SQLITE_PATH})"),
 )
+#: read by the push pods (metrics, flag targeting) and the API (flag targeting)
+REGION: tuple[Setting, ...] = (
+    Setting("REGION", text, "local",
+            "this process's region: a label of the pod's metrics and the flag's `region` "
+            "targeting attribute (pods and API alike)"),
+)
+
+# --- carrier webhooks: ingest verifies them, the gateway subscribes with them ----------------
+FEDEX_WEBHOOK: tuple[Setting, ...] = (
+    Setting("FEDEX_WEBHOOK_SECRET", optional_text, None,
+            "FedEx security token: fdx-signature is the HMAC-SHA256 of the body with it"),
+)
+UPS_WEBHOOK: tuple[Setting, ...] = (
+    Setting("UPS_WEBHOOK_CREDENTIAL", optional_text, None,
+            "the credential given to UPS Track Alert at subscription, sent back on each "
+            "callback in UPS_WEBHOOK_HEADER"),
+    Setting("UPS_WEBHOOK_HEADER", text, "Authorization",
+            "header carrying the UPS credential (Authorization: Bearer <credential>, or an "
+            "API-key header name)"),
+)
+DHL_WEBHOOK: tuple[Setting, ...] = (
+    Setting("DHL_WEBHOOK_SECRET", optional_text, None, "the static header value DHL sends"),
+    Setting("DHL_WEBHOOK_HEADER", text, "X-Webhook-Token", "header carrying DHL_WEBHOOK_SECRET"),
+)
+
+
+# --- an HTTP server's limits (`ordertrack.http_edge`), one declaration for every server -------
+def http_limits(prefix: str) -> tuple[Setting, ...]:
+    """The request limits of the HTTP server whose settings start with `prefix` (`API`,
+    `INGEST`): `http_edge.limits.HttpLimits.from_settings(settings, prefix)` reads them."""
+    return (
+        Setting(f"{prefix}_MAX_HEADER_BYTES", positive_int, "16384",
+                "largest request line plus headers accepted; bigger ones get 431"),
+        Setting(f"{prefix}_REQUEST_HEADER_TIMEOUT_SECONDS", duration, "10",
+                "a request's line and headers must arrive within this time (of the connection "
+                "opening, or of the request's first byte); slower ones get 408 and are closed"),
+        Setting(f"{prefix}_MAX_BODY_BYTES", positive_int, "1048576",
+                "largest request body accepted: a bigger declared Content-Length gets 413 at "
+                "once, a chunked body 413 as soon as it passes it; the connection is closed"),
+        Setting(f"{prefix}_REQUEST_BODY_TIMEOUT_SECONDS", duration, "30",
+                "a request's body must arrive within this time of its head; slower ones get "
+                "408 and are closed"),
+    )

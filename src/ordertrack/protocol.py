@@ -1,6 +1,7 @@
 """The push wire protocol as pure functions: close codes, frames, client messages.
 
-No I/O here: the pod's server calls these and writes what they return.
+No I/O here: the pod's server calls these and writes what they return. The HTTP refusals'
+codes, beside these close codes, are `ordertrack.http_edge.refusals.CODES`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import orjson
+
+from ordertrack.http_edge.refusals import Refusal
 
 SUBPROTOCOL = "vantage-tracking-v1"
 WS_PATH_PREFIX = "/ws/orders/"
@@ -22,7 +26,6 @@ MAX_CLIENT_FRAME_BYTES = 4096
 #: holds seqs as numbers), far below Redis's stream-id limit of 2^64-1
 MAX_SEQ = 2**53 - 1
 WEBSOCKET_VERSION = "13"
-MAX_REQUEST_ID_CHARS = 128
 
 
 # --- close codes and the reason names used in logs and metrics -------------------------------
@@ -100,16 +103,6 @@ def frame_violation(opcode: int, fin: bool, rsv: bool) -> tuple[Close, str] | No
 
 
 # --- the upgrade request ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """An HTTP refusal of the upgrade: status, the JSON `error` code and message, extra headers."""
-
-    status: int
-    code: str
-    message: str
-    headers: tuple[tuple[str, str], ...] = ()
-
-
 def header_tokens(value: str | None) -> set[str]:
     """`Connection: keep-alive, Upgrade` -> {"keep-alive", "upgrade"}."""
     return {part.strip().lower() for part in (value or "").split(",") if part.strip()}
@@ -169,14 +162,9 @@ def parse_error_refusal(fields: Iterable[tuple[bytes, bytes]], reason: str
     return 400, "BAD_REQUEST", f"Malformed HTTP request: {reason[:1].lower()}{reason[1:]}"
 
 
-def clean_request_id(value: str | None) -> str | None:
-    """A client's X-Request-ID, kept only when it is 1-128 printable ASCII characters (it is
-    echoed in a header and logged); None means: make a fresh one."""
-    if not value or len(value) > MAX_REQUEST_ID_CHARS:
-        return None
-    if not all("!" <= char <= "~" for char in value):
-        return None
-    return value
+def websocket_path(order_id: str) -> str:
+    """The order's WebSocket path (`order_id_from_path` reads it back)."""
+    return f"{WS_PATH_PREFIX}{quote(order_id, safe='')}{WS_PATH_SUFFIX}"
 
 
 def order_id_from_path(path: str) -> str | None:
@@ -204,10 +192,6 @@ def query_param(query: str, name: str) -> str | None:
 
 # --- server -> client frames -----------------------------------------------------------------
 CLIENT_UPDATE_FIELDS = ("status", "location", "timestamp", "estimated_delivery", "carrier", "seq")
-
-
-def refusal_body(code: str, message: str) -> bytes:
-    return orjson.dumps({"error": code, "message": message})
 
 
 def connection_ack(connection_id: str, order_id: str, carrier: str | None, status: str | None,

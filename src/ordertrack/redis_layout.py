@@ -9,6 +9,10 @@ Per order (tag: the order id):
 - `order:tracking:{ORDER_ID}` (channel, no braces): the message JSON `status, location,
   timestamp, estimated_delivery, carrier, raw_carrier_response, seq, published_at`; the pods'
   `PSUBSCRIBE order:tracking:*` takes the order id from the channel's suffix.
+- `order:tracking:shard:{ORDER_ID}` (shard channel, braces literal): the same message,
+  SPUBLISHed when `PUBSUB_MODE` is `sharded` (or `both`); it shares the order's hash tag, so
+  publish.lua's SPUBLISH stays in its keys' slot, and a pod SSUBSCRIBEs to it on the node that
+  owns that slot (push/shard_subscriptions.py).
 - `order:tracking:state:{ORDER_ID}`: hash of the order's current state (`status, location,
   timestamp, estimated_delivery, carrier, seq`), status by the order-state rule.
 - `order:tracking:stream:{ORDER_ID}`: stream of the order's recent messages; the entry ID is
@@ -32,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from ordertrack import config
 from ordertrack import malformed as why
 from ordertrack.flags import FLAG_NAME
 from ordertrack.models import StoredEvent
@@ -51,8 +56,37 @@ STREAM_PREFIX = "order:tracking:stream:"
 REST_CACHE_PREFIX = "order:tracking:rest:"
 
 
+SHARD_CHANNEL_PREFIX = "order:tracking:shard:"
+#: what the pub/sub reader matches an `smessage`'s channel against: this, then `}` at the end
+SHARD_CHANNEL_PREFIX_BYTES = (SHARD_CHANNEL_PREFIX + "{").encode()
+
+
 def channel(order_id: str) -> str:
     return CHANNEL_PREFIX + order_id
+
+
+def shard_channel(order_id: str) -> str:
+    """The order's shard channel: in its hash tag's slot, like its state and stream."""
+    return tagged(SHARD_CHANNEL_PREFIX, order_id)
+
+
+def shard_channel_order(channel_name: bytes) -> str | None:
+    """The order id of a shard channel's name (None when it is not one): the inverse of
+    `shard_channel`."""
+    head = SHARD_CHANNEL_PREFIX_BYTES
+    if not (channel_name.startswith(head) and channel_name.endswith(b"}")):
+        return None
+    try:
+        return channel_name[len(head):-1].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def publish_channels(order_id: str, mode: str) -> tuple[str, str]:
+    """publish.lua's classic channel and shard channel for `PUBSUB_MODE` (`''`: not that way)."""
+    classic = channel(order_id) if mode != config.PUBSUB_SHARDED else ""
+    shard = shard_channel(order_id) if mode != config.PUBSUB_PATTERN else ""
+    return classic, shard
 
 
 def state(order_id: str) -> str:
@@ -145,7 +179,7 @@ def claim(carrier: str, order_id: str) -> str:
 
 # --- the message (channel and stream) ------------------------------------------------------------
 class MalformedMessage(ValueError):
-    """A message or stream entry nobody may act on; `reason` is one of push/malformed.py's."""
+    """A message or stream entry nobody may act on; `reason` is one of malformed.py's."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)

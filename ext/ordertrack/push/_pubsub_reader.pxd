@@ -8,6 +8,7 @@ cdef class ReaderCore:
     cdef public object on_control        # (payload)
     cdef public object on_live           # ()
     cdef public object on_malformed      # (order_id or None, reason)
+    cdef public object on_shard          # (b"ssubscribe" or b"sunsubscribe", channel)
     cdef public Py_ssize_t subscriptions # confirmations that make the subscription live
     cdef public bytes hello              # written on connection_made
     cdef public object closed            # future: set to the error (or None) on connection_lost

@@ -9,6 +9,7 @@ class ReaderCore:
     on_control: Callable[[bytes], object]
     on_live: Callable[[], object]
     on_malformed: Callable[[str | None, str], object]
+    on_shard: Callable[[bytes, bytes | None], object]
     subscriptions: int
     hello: bytes
     closed: asyncio.Future | None

@@ -21,6 +21,9 @@ from ordertrack.push.pubsub_reader import (FEED_BYTES as _FEED_BYTES, HANDLER_FA
 cdef bytes PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 cdef Py_ssize_t PREFIX_LEN = len(PREFIX)
 cdef const char* PREFIX_C = PREFIX
+cdef bytes SHARD_PREFIX = redis_layout.SHARD_CHANNEL_PREFIX_BYTES
+cdef Py_ssize_t SHARD_PREFIX_LEN = len(SHARD_PREFIX)
+cdef const char* SHARD_PREFIX_C = SHARD_PREFIX
 cdef Py_ssize_t MAX_PAYLOAD_BYTES = why.MAX_PAYLOAD_BYTES
 cdef Py_ssize_t FEED_BYTES = _FEED_BYTES
 cdef object ProtocolError = hiredis.ProtocolError
@@ -51,6 +54,7 @@ cdef class ReaderCore:
         self.on_control = on_control or _ignore
         self.on_live = on_live or _ignore
         self.on_malformed = on_malformed or _ignore
+        self.on_shard = _ignore
         self.subscriptions = subscriptions
         self.hello = hello
         self.closed = closed
@@ -112,26 +116,33 @@ cdef class ReaderCore:
     # --- replies -----------------------------------------------------------------------------------
     cdef int _on_list(self, list reply) except -1:
         cdef Py_ssize_t n = len(reply)
-        cdef Py_ssize_t clen
+        cdef Py_ssize_t clen, head, tail
         cdef const char* cp
+        cdef const char* prefix
         cdef PyObject* watch
         if n == 0:
             return self._malformed(None, UNEXPECTED_REPLY)
         kind = reply[0]
-        if n == 4 and _is(kind, b"pmessage", 8):
+        if (n == 4 and _is(kind, b"pmessage", 8)) or (n == 3 and _is(kind, b"smessage", 8)):
             self.received += 1
-            channel = reply[2]
-            payload = reply[3]
+            channel = reply[n - 2]
+            payload = reply[n - 1]
             if type(channel) is not bytes or type(payload) is not bytes:
                 return self._malformed(None, UNEXPECTED_REPLY)
+            # pattern: order:tracking:ORDER_ID; sharded: order:tracking:shard:{ORDER_ID}
+            if n == 4:
+                prefix, head, tail = PREFIX_C, PREFIX_LEN, 0
+            else:
+                prefix, head, tail = SHARD_PREFIX_C, SHARD_PREFIX_LEN, 1
             clen = PyBytes_GET_SIZE(channel)
             cp = PyBytes_AS_STRING(channel)
-            if clen < PREFIX_LEN or memcmp(cp, PREFIX_C, PREFIX_LEN) != 0:
+            if (clen < head or memcmp(cp, prefix, head) != 0
+                    or (tail and (clen == head or cp[clen - 1] != 125))):  # 125: '}'
                 return self._malformed(None, UNEXPECTED_REPLY)
-            if clen == PREFIX_LEN:
+            if clen <= head + tail:
                 return self._malformed(None, EMPTY_ORDER_ID)
             try:
-                order_id = PyUnicode_DecodeUTF8(cp + PREFIX_LEN, clen - PREFIX_LEN, NULL)
+                order_id = PyUnicode_DecodeUTF8(cp + head, clen - head - tail, NULL)
             except UnicodeDecodeError:
                 return self._malformed(None, BAD_ORDER_ID)
             if PyBytes_GET_SIZE(payload) > MAX_PAYLOAD_BYTES:
@@ -150,6 +161,8 @@ cdef class ReaderCore:
                 self.on_control(payload)
             else:
                 return self._malformed(None, UNEXPECTED_REPLY)
+        elif n == 3 and (_is(kind, b"ssubscribe", 10) or _is(kind, b"sunsubscribe", 12)):
+            self.on_shard(kind, reply[1])
         elif n == 3 and (_is(kind, b"psubscribe", 10) or _is(kind, b"subscribe", 9)):
             self.confirmed += 1
             if self.confirmed == self.subscriptions and not self.live:

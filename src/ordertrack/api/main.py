@@ -18,14 +18,15 @@ from ordertrack.config import (
     JWT,
     LOGGING,
     REDIS,
+    REGION,
     STORE,
     ConfigError,
     Setting,
     add_flags,
     duration,
+    http_limits,
     load,
     port,
-    positive_int,
     text,
 )
 from ordertrack.flags import providers
@@ -34,6 +35,8 @@ from ordertrack.telemetry import setup_logging
 
 log = logging.getLogger("ordertrack.api")
 
+#: the prefix of the request limits' names (API_MAX_HEADER_BYTES, ...)
+LIMITS_PREFIX = "API"
 API_SETTINGS: tuple[Setting, ...] = (
     Setting("API_HOST", text, "0.0.0.0", "address the API listens on"),
     Setting("API_PORT", port, "8000", "port of the API, the tracking page and /metrics"),
@@ -41,14 +44,9 @@ API_SETTINGS: tuple[Setting, ...] = (
             "base WebSocket URL of the push pods, for the answer's realtime.url"),
     Setting("REST_CACHE_TTL_SECONDS", duration, "5",
             "how long a tracking answer is cached when no newer seq is published"),
-    Setting("REGION", text, "local", "region tag for flag targeting (as the push pods')"),
-    Setting("API_MAX_HEADER_BYTES", positive_int, "16384",
-            "largest request line plus headers accepted; bigger ones get 431"),
-    Setting("API_REQUEST_HEADER_TIMEOUT_SECONDS", duration, "10",
-            "a request's line and headers must arrive within this time (of the connection "
-            "opening, or of the request's first byte); slower ones get 408 and are closed"),
-)
-SETTINGS: tuple[Setting, ...] = API_SETTINGS + REDIS + JWT + STORE + LOGGING + FLAG_SETTINGS
+) + http_limits(LIMITS_PREFIX)
+SETTINGS: tuple[Setting, ...] = (API_SETTINGS + REGION + REDIS + JWT + STORE + LOGGING
+                                 + FLAG_SETTINGS)
 
 
 def load_settings(args: argparse.Namespace | None = None, environ=None) -> SimpleNamespace:
@@ -98,7 +96,8 @@ async def serve(settings: SimpleNamespace) -> int:
     import uvicorn
 
     from ordertrack.api.app import create_app
-    from ordertrack.api.connection import protocol_factory
+    from ordertrack.http_edge.limits import HttpLimits
+    from ordertrack.http_edge.uvicorn_protocol import protocol_factory
 
     sock = listen(settings.api_host, settings.api_port)
     try:
@@ -108,8 +107,7 @@ async def serve(settings: SimpleNamespace) -> int:
         raise
     config = uvicorn.Config(
         create_app(settings, store=store),
-        http=protocol_factory(settings.api_max_header_bytes,
-                              settings.api_request_header_timeout_seconds),
+        http=protocol_factory(HttpLimits.from_settings(settings, LIMITS_PREFIX)),
         ws="none",
         workers=1,
         lifespan="on",

@@ -4,6 +4,10 @@ The figures come from the `report.json` a load test wrote (`make bench-load`), s
 reruns the load test on their hardware and then this. The arithmetic is pure (`plan`) and
 checked against the feature log's own numbers (tests/test_capacity.py).
 
+With `--pubsub-mode pattern|sharded` (PUBSUB_MODE) it also plans the fan-out through Redis:
+Redis masters, sends/s in all and per master, network per master, each pod's messages read
+and their CPU, and which mode to run (`pubsub_plan`, `recommend_mode`).
+
 Example:
 
     ordertrack capacity --report bench/reports/pod/report.json \\
@@ -33,6 +37,18 @@ LIMIT_HEADROOM = 2.0
 #: pod all come back inside that 0.3 s window
 RECONNECT_WINDOW_SECONDS = 0.3
 MIB = 1024 * 1024
+#: messages/s one Redis master delivers to subscribers (Centrifugo's 2026 measurement, quoted
+#: by issue 22; `--redis-master-sends-per-second` for your own); planned at REDIS_HEADROOM of it
+REDIS_MASTER_SENDS_PER_SECOND = 650_000.0
+REDIS_HEADROOM = 0.5
+#: the pod's cost to read one message off its subscription (Cython reader, ~0.83-1.08 us per
+#: unwatched message measured in BENCHMARKS.md, "Pub/sub reader and fan-out")
+POD_READ_US_PER_MESSAGE = 1.0
+#: pattern mode while every pod reads every message for at most this much of its core, and its
+#: sends need no more masters than sharded mode would
+PATTERN_READ_CPU_LIMIT_PERCENT = 10.0
+PATTERN = "pattern"
+SHARDED = "sharded"
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,9 @@ class Measured:
     pod_connections_per_second: float
     max_connections_per_pod: int = 10_000
     source: str = ""
+    #: see the constants above (a report may carry its own)
+    pod_read_us_per_message: float = POD_READ_US_PER_MESSAGE
+    redis_master_sends_per_second: float = REDIS_MASTER_SENDS_PER_SECOND
 
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> Measured:
@@ -185,6 +204,88 @@ def plan(measured: Measured, connections: int, updates: float | None = None, *,
     )
 
 
+# --- the fan-out through Redis, per PUBSUB_MODE -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PubSubPlan:
+    mode: str
+    #: masters for the sends (and, on a cluster, every master handles every classic PUBLISH
+    #: over the bus in pattern mode) and for the publish scripts' writes; None: none suffices
+    redis_masters: int | None
+    redis_sends_per_second: float
+    redis_sends_per_second_per_master: float | None
+    redis_network_out_bytes_per_second_per_master: float | None
+    #: pattern mode on a cluster: every PUBLISH crosses the bus to every node
+    cluster_bus_messages_per_second_per_master: float
+    pod_messages_read_per_second: float
+    pod_read_cpu_percent: float
+    pods_per_order: float
+
+
+def pods_per_order(pods: int, watchers_per_order: float) -> float:
+    """Expected pods holding a watcher of an order, watchers spread at random over the pods."""
+    if pods <= 1:
+        return 1.0
+    return pods * (1 - (1 - 1 / pods) ** watchers_per_order)
+
+
+def pubsub_plan(measured: Measured, mode: str, rate: float, pods: int,
+                watchers_per_order: float = 1.0) -> PubSubPlan:
+    """Redis's and the pods' share of fanning `rate` updates/s out to `pods` pods.
+
+    pattern: each pod PSUBSCRIBEs everything: Redis sends every update once per pod and every
+    pod reads every update; on a cluster each PUBLISH also reaches every node over the bus, so
+    every master handles every update whatever their number. sharded: an update goes only to
+    the pods watching its order, from the one master that owns its slot."""
+    budget = measured.redis_master_sends_per_second * REDIS_HEADROOM
+    # the publish scripts' writes (XADD + HSET), from the measured Redis CPU per update
+    writes_masters = math.ceil(measured.redis_cpu_percent_per_1000_updates * rate / 1000
+                               / (100 * REDIS_HEADROOM)) or 1
+    if mode == PATTERN:
+        sends = rate * pods
+        read = rate
+        spread = 1.0
+        bus = rate
+        # each master: the bus's copy of every update plus its subscribers' share of the sends
+        feasible = bus < budget
+        masters = max(writes_masters, math.ceil(sends / (budget - bus))) if feasible else None
+    elif mode == SHARDED:
+        spread = pods_per_order(pods, watchers_per_order)
+        sends = rate * spread
+        read = sends / pods
+        bus = 0.0
+        masters = max(writes_masters, math.ceil(sends / budget) or 1)
+    else:
+        raise ValueError(f"unknown PUBSUB_MODE {mode!r} (pattern, sharded)")
+    per_master = sends / masters if masters else None
+    return PubSubPlan(
+        mode=mode, redis_masters=masters, redis_sends_per_second=sends,
+        redis_sends_per_second_per_master=per_master,
+        redis_network_out_bytes_per_second_per_master=(
+            per_master * measured.redis_out_bytes_per_update_per_pod if per_master else None),
+        cluster_bus_messages_per_second_per_master=bus,
+        pod_messages_read_per_second=read,
+        pod_read_cpu_percent=read * measured.pod_read_us_per_message / 1e6 * 100,
+        pods_per_order=spread,
+    )
+
+
+def recommend_mode(pattern: PubSubPlan, sharded: PubSubPlan) -> tuple[str, str]:
+    """pattern (no subscribe round trip, nothing to track) while it costs no more masters than
+    sharded and each pod reads everything cheaply; sharded beyond."""
+    if pattern.redis_masters is None:
+        return SHARDED, ("pattern cannot: every master would handle every update over the "
+                         "cluster bus, beyond one master's budget")
+    if pattern.redis_masters > sharded.redis_masters:
+        return SHARDED, (f"pattern needs {pattern.redis_masters:,} Redis masters for its sends, "
+                         f"sharded {sharded.redis_masters:,}")
+    if pattern.pod_read_cpu_percent > PATTERN_READ_CPU_LIMIT_PERCENT:
+        return SHARDED, (f"every pod would spend {pattern.pod_read_cpu_percent:.0f} % of its core "
+                         f"reading every update")
+    return PATTERN, "the same Redis masters, and every pod reads every update cheaply"
+
+
 # --- output -------------------------------------------------------------------------------------
 
 
@@ -238,6 +339,26 @@ def markdown(p: Plan, measured: Measured) -> str:
     return "\n".join(lines)
 
 
+def pubsub_markdown(p: PubSubPlan, recommended: tuple[str, str]) -> str:
+    def masters(value) -> str:
+        return f"{value:,}" if value is not None else "none suffices"
+
+    rows = [
+        ("PUBSUB_MODE", p.mode),
+        ("Redis masters", masters(p.redis_masters)),
+        ("Redis sends/s (all masters)", f"{p.redis_sends_per_second:,.0f}"),
+        ("Redis sends/s per master", f"{p.redis_sends_per_second_per_master:,.0f}"
+         if p.redis_sends_per_second_per_master is not None else "-"),
+        ("Redis network out per master", _bytes_rate(p.redis_network_out_bytes_per_second_per_master)
+         if p.redis_network_out_bytes_per_second_per_master is not None else "-"),
+        ("cluster bus: updates each master handles/s", f"{p.cluster_bus_messages_per_second_per_master:,.0f}"),
+        ("messages each pod reads/s", f"{p.pod_messages_read_per_second:,.0f}"),
+        ("each pod's CPU for reading them", f"{p.pod_read_cpu_percent:.1f} % of one core"),
+        ("mode to run", f"{recommended[0]} ({recommended[1]})"),
+    ]
+    return "\n".join(["| fan-out | plan |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
+
+
 def parse_orders_per_carrier(text: str | None) -> dict[str, int]:
     """`dhl=2000,fedex=500` -> {"dhl": 2000, "fedex": 500}."""
     out: dict[str, int] = {}
@@ -267,6 +388,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-utilization", type=float, default=TARGET_UTILIZATION,
                         help="fraction of the limit the HPA scales at (default 0.75)")
     parser.add_argument("--watchers-per-order", type=float, default=1.0)
+    parser.add_argument("--pubsub-mode", choices=(PATTERN, SHARDED), default=PATTERN,
+                        help="PUBSUB_MODE to plan the Redis fan-out for (default pattern)")
+    parser.add_argument("--redis-master-sends-per-second", type=float, default=None,
+                        help=f"messages/s one Redis master delivers (default "
+                             f"{REDIS_MASTER_SENDS_PER_SECOND:,.0f}; planned at half of it)")
     parser.add_argument("--json", action="store_true", help="print only the JSON")
 
 
@@ -278,6 +404,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--report {args.report} is not JSON: {exc}") from None
     measured = Measured.from_report(report)
+    if args.redis_master_sends_per_second:
+        from dataclasses import replace
+
+        measured = replace(measured, redis_master_sends_per_second=args.redis_master_sends_per_second)
     if not 0 < args.target_utilization <= 1:
         raise ConfigError("--target-utilization must be in (0, 1]")
     try:
@@ -288,9 +418,17 @@ def run(args: argparse.Namespace) -> int:
                       orders_per_carrier=parse_orders_per_carrier(args.orders_per_carrier))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    document = {"plan": asdict(result), "measured": asdict(measured)}
+    fanout = {mode: pubsub_plan(measured, mode, result.updates_per_second, result.pods,
+                                args.watchers_per_order) for mode in (PATTERN, SHARDED)}
+    recommended = recommend_mode(fanout[PATTERN], fanout[SHARDED])
+    chosen = fanout[args.pubsub_mode]
+    document = {"plan": asdict(result), "pubsub": asdict(chosen),
+                "recommended_mode": {"mode": recommended[0], "why": recommended[1]},
+                "measured": asdict(measured)}
     encoded = json.dumps(document, indent=2)
-    text = encoded if args.json else f"{markdown(result, measured)}\n\n```json\n{encoded}\n```"
+    text = encoded if args.json else (f"{markdown(result, measured)}\n\n"
+                                      f"{pubsub_markdown(chosen, recommended)}\n\n"
+                                      f"```json\n{encoded}\n```")
 
     sys.stdout.write(text + "\n")
     return 0

@@ -3,6 +3,11 @@
 Writing the flag also publishes on `ws:control:all`, so every pod re-reads it at once and closes
 the connections it no longer allows with 4003; clients fall back to REST. The arguments are
 checked before Redis is touched; an unreachable Redis is one line and exit code 1.
+
+Every call says on stderr, as one JSON line, which Redis it reads or writes and why that one
+(`redis_from`: `flag`, `environment`, `dev_stack` or `default`). A write to the default
+`redis://127.0.0.1:6379/0`, neither named nor a running `ordertrack dev`'s, is refused (exit 2):
+on a shared machine that Redis is someone else's.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import sys
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from redis.exceptions import RedisError
 
 from ordertrack import config, redis_connect, redis_layout
@@ -54,10 +61,38 @@ def flag_changes(enabled: str | None, percentage: float | None, regions: str | N
     return changes
 
 
-async def _run(cfg, changes: dict[str, Any]) -> None:
+#: how each source of REDIS_URL is named in the lines that say which Redis
+WHY = {"flag": "from --redis-url", "environment": "from REDIS_URL",
+       "dev_stack": "the running dev stack's, from var/dev/env",
+       "default": "the default: REDIS_URL unset and no dev stack running here"}
+
+
+def redis_source(args: argparse.Namespace, environ=None) -> str:
+    """Where REDIS_URL came from: `flag`, `dev_stack` (a running `ordertrack dev`'s, filled in
+    by the CLI), `environment` or `default`."""
+    environ = os.environ if environ is None else environ
+    if getattr(args, "redis_url", None) is not None:
+        return "flag"
+    if "REDIS_URL" in getattr(args, "dev_settings_applied", ()):
+        return "dev_stack"
+    return "environment" if environ.get("REDIS_URL") else "default"
+
+
+def redis_line(url: str, source: str) -> bytes:
+    """The JSON line every call writes on stderr: which Redis, and why that one."""
+    shown = redis_connect.redact(url)
+    return orjson.dumps({"level": "info", "logger": "ordertrack.flag",
+                         "msg": f"ordertrack flag: Redis {shown} ({WHY[source]})",
+                         "redis_url": shown, "redis_from": source})
+
+
+async def _run(cfg, changes: dict[str, Any], source: str) -> None:
     client = redis_connect.command_client(cfg, socket_connect_timeout=5, socket_timeout=5)
     try:
         flag = parse_flag(await client.get(redis_layout.FLAG_KEY))
+        # reached: say which Redis (an unreachable one is named in the error line instead)
+        sys.stderr.write(redis_line(cfg.redis_url, source).decode() + "\n")
+        sys.stderr.flush()
         if changes:
             flag = replace(flag, **changes)
             await client.set(redis_layout.FLAG_KEY, flag.to_json())
@@ -70,9 +105,16 @@ async def _run(cfg, changes: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config.load(SETTINGS, args)
     changes = flag_changes(args.enabled, args.percentage, args.regions, args.carriers)
+    source = redis_source(args)
+    if changes and source == "default":
+        raise config.ConfigError(
+            f"not writing to {redis_connect.redact(cfg.redis_url)}: REDIS_URL is unset and no "
+            "`ordertrack dev` runs from this directory; set REDIS_URL (or --redis-url) to the "
+            "Redis to change")
     try:
-        asyncio.run(_run(cfg, changes))
+        asyncio.run(_run(cfg, changes, source))
     except (RedisError, OSError) as exc:
-        print(f"ordertrack flag: cannot reach Redis at {redis_connect.redact(cfg.redis_url)}: {exc}", file=sys.stderr)
+        print(f"ordertrack flag: cannot reach Redis at {redis_connect.redact(cfg.redis_url)} "
+              f"({WHY[source]}): {exc}", file=sys.stderr)
         return 1
     return 0

@@ -15,8 +15,8 @@ from ordertrack.devtools.keys import DEV_KEY_DIR, PRIVATE_NAME, ensure_dev_keys,
 SETTINGS = (
     config.Setting("JWT_PRIVATE_KEY", config.optional_text, None,
                    f"PEM private key path (default {DEV_KEY_DIR / PRIVATE_NAME}, created if missing)"),
-    config.Setting("JWT_ISSUER", config.optional_text, None, "'iss' claim to put in the token"),
-    config.Setting("JWT_AUDIENCE", config.optional_text, None, "'aud' claim to put in the token"),
+    config.pick(config.JWT, "JWT_ISSUER"),
+    config.pick(config.JWT, "JWT_AUDIENCE"),
 )
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from ordertrack import config
+from ordertrack.api.main import API_SETTINGS as API
 from ordertrack.devtools import env
 from ordertrack.devtools.keys import ensure_dev_keys, mint
 from ordertrack.devtools.processes import (
@@ -37,7 +38,10 @@ from ordertrack.devtools.processes import (
     wait_port,
 )
 from ordertrack.devtools.redis_server import redis_server_argv
+from ordertrack.gateway.settings import SETTINGS as GATEWAY
+from ordertrack.ingest.settings import SETTINGS as INGEST
 from ordertrack.models import Order
+from ordertrack.push.settings import SETTINGS as PUSH
 from ordertrack.sandbox import (
     DHL_API_KEY,
     FEDEX_CLIENT_ID,
@@ -45,6 +49,7 @@ from ordertrack.sandbox import (
     UPS_CLIENT_ID,
     UPS_CLIENT_SECRET,
 )
+from ordertrack.sandbox.main import SETTINGS as SANDBOX
 from ordertrack.sandbox.shipments import new_shipment
 
 DEMO_USER = "demo_user"
@@ -54,16 +59,15 @@ DEMO_CARRIERS = (("dhl", "JD014600"), ("fedex", "FX7712"), ("ups", "1Z999AA1"))
 SETTINGS = (
     config.Setting("DEV_DIR", config.text, "var/dev", "where the dev store, Redis and logs live"),
     config.Setting("DEV_REDIS_PORT", config.port, "0", "private redis-server port (0: a free one)"),
-    config.Setting("PORT", config.port, "8080", "push pod WebSocket port"),
-    config.Setting("API_PORT", config.port, "8000", "REST API and tracking page port"),
-    config.Setting("SANDBOX_PORT", config.port, "8700", "carrier sandbox port"),
-    config.Setting("METRICS_PORT", config.port, "9090", "push pod metrics port"),
-    config.Setting("GATEWAY_METRICS_PORT", config.port, "9091", "gateway metrics port"),
-    config.Setting("INGEST_PORT", config.port, "8600",
-                   "carrier webhook port (ordertrack ingest); a free one when it is busy or 0"),
-    config.Setting("SANDBOX_TIME_SCALE", config.duration, "300",
-                   "shipment seconds per real second (300: an hour of transit in 12 s, "
-                   "a delivery in about 3 min)"),
+    # the processes' own declarations (INGEST_PORT: a free one when it is busy or 0)
+    config.pick(PUSH, "PORT"),
+    config.pick(API, "API_PORT"),
+    config.pick(SANDBOX, "SANDBOX_PORT"),
+    config.pick(PUSH, "METRICS_PORT"),
+    config.pick(GATEWAY, "GATEWAY_METRICS_PORT"),
+    config.pick(INGEST, "INGEST_PORT"),
+    # 300: an hour of transit in 12 s, a delivery in about 3 min
+    config.redefault(config.pick(SANDBOX, "SANDBOX_TIME_SCALE"), "300"),
     config.Setting("DEV_POLL_INTERVAL_SECONDS", config.duration, "5", "carrier poll interval"),
     config.Setting("DEV_PUBLIC_HOST", config.text, "127.0.0.1", "host name printed in URLs"),
 )

@@ -138,21 +138,24 @@ class SentinelTopology:
 
 
 class ClusterTopology:
-    """Three masters (no replicas) covering all 16384 slots."""
+    """Three masters covering all 16384 slots, with `replicas` replicas each (0: none)."""
 
-    def __init__(self, workdir: Path, masters: int = 3):
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0):
         self.workdir = Path(workdir)
+        self.masters = masters
+        self.replicas = replicas
         # the bus port gets a free port of its own (the default, port + 10000, may be taken)
         self.nodes = [
             RedisProcess(self.workdir / f"node{index}",
                          ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                           "--cluster-port", str(free_port()),
                           "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no"])
-            for index in range(masters)
+            for index in range(masters * (1 + replicas))
         ]
 
     @property
     def ports(self) -> list[int]:
+        """Every node's port (masters first, as created)."""
         return [node.port for node in self.nodes]
 
     @property
@@ -164,14 +167,86 @@ class ClusterTopology:
             node.start()
         subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
         )
+        self.wait_ok()
+        if self.replicas:
+            wait_for(lambda: len(self.replica_ports()) == self.masters * self.replicas, 20,
+                     interval=0.1, what="every replica attached")
 
+    def live_ports(self) -> list[int]:
+        return [node.port for node in self.nodes if node.proc is not None and node.proc.poll() is None]
+
+    def wait_ok(self, timeout: float = 20) -> None:
         def ok():
-            return all("cluster_state:ok" in _ask(port, "CLUSTER", "INFO") for port in self.ports)
+            return all("cluster_state:ok" in _ask(port, "CLUSTER", "INFO") for port in self.live_ports())
 
-        wait_for(ok, 20, interval=0.1, what="cluster_state:ok on every node")
+        wait_for(ok, timeout, interval=0.1, what="cluster_state:ok on every node")
+
+    def slots(self, port: int | None = None) -> list[tuple[int, int, int]]:
+        """CLUSTER SLOTS as (first, last, master port), asked of `port` (a live node)."""
+        reply = _ask(port or self.live_ports()[0], "CLUSTER", "SLOTS")
+        return sorted((int(first), int(last), int(master[1])) for first, last, master, *_ in reply)
+
+    def master_ports(self) -> list[int]:
+        return sorted({port for _, _, port in self.slots()})
+
+    def replica_ports(self) -> list[int]:
+        return [node.port for node in self.nodes if node.proc is not None
+                and node.proc.poll() is None and _ask(node.port, "ROLE")[0] == "slave"]
+
+    def master_of_slot(self, slot: int) -> int:
+        return next(port for first, last, port in self.slots() if first <= slot <= last)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (no goodbye to the cluster)."""
+        node = next(node for node in self.nodes if node.port == port)
+        node.stop()
+
+    def wait_failed_over(self, dead_port: int, timeout: float = 30) -> None:
+        """Until a live node reports every slot served by a live master (a replica promoted)."""
+        def served():
+            try:
+                slots = self.slots()
+            except redis.RedisError:
+                return False
+            covered = sum(last - first + 1 for first, last, _ in slots)
+            return covered == 16384 and all(port != dead_port for _, _, port in slots)
+
+        wait_for(served, timeout, interval=0.1, what=f"slots of {dead_port} failed over")
+        self.wait_ok(timeout)
+
+    def add_master(self) -> int:
+        """A new empty master joins (`redis-cli --cluster add-node`); returns its port."""
+        node = RedisProcess(self.workdir / f"node{len(self.nodes)}",
+                            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                             "--cluster-port", str(free_port()), "--cluster-node-timeout", "2000",
+                             "--save", "", "--appendonly", "no"])
+        node.start()
+        self.nodes.append(node)
+        subprocess.run(
+            ["redis-cli", "--cluster", "add-node", f"127.0.0.1:{node.port}",
+             f"127.0.0.1:{self.master_ports()[0]}"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+        )
+        wait_for(lambda: all(node.port in {int(line.split()[1].split(":")[1].split("@")[0])
+                                           for line in _ask(port, "CLUSTER", "NODES").splitlines()}
+                             for port in self.live_ports()),
+                 20, interval=0.1, what="every node knows the new one")
+        self.wait_ok()
+        return node.port
+
+    def reshard(self, from_port: int, to_port: int, count: int) -> None:
+        """`redis-cli --cluster reshard`: move `count` slots (keys included) of the master on
+        `from_port` to the one on `to_port`."""
+        ids = {port: _ask(port, "CLUSTER", "MYID") for port in (from_port, to_port)}
+        subprocess.run(
+            ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{to_port}",
+             "--cluster-from", ids[from_port], "--cluster-to", ids[to_port],
+             "--cluster-slots", str(count), "--cluster-yes", "--cluster-pipeline", "100"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
+        )
 
     def stop(self) -> None:
         for node in self.nodes:

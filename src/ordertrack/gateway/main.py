@@ -179,7 +179,7 @@ async def build_gateway(settings: SimpleNamespace, carriers: list[CarrierConfig]
     scheduler = Scheduler(redis, replica)
     pager = PagerDuty(settings.pagerduty_routing_key, settings.pagerduty_events_url,
                       source=f"ordertrack-gateway/{replica}", metrics=metrics)
-    poller = Poller(store, Publisher(redis), quota, scheduler, pager, metrics,
+    poller = Poller(store, Publisher(redis, mode=settings.pubsub_mode), quota, scheduler, pager, metrics,
                     failure_threshold=settings.failure_alert_threshold, replica=replica)
     https: list[httpx.AsyncClient] = []
     loops: list[CarrierLoop] = []

@@ -2,10 +2,14 @@
 -- atomically, so the three never disagree.
 -- KEYS[1] stream  order:tracking:stream:{ORDER_ID}   (names: ordertrack/redis_layout.py)
 -- KEYS[2] state   order:tracking:state:{ORDER_ID}
--- ARGV[1] seq (integer > 0)    ARGV[2] message JSON    ARGV[3] channel order:tracking:ORDER_ID
+-- ARGV[1] seq (integer > 0)    ARGV[2] message JSON
+-- ARGV[3] classic channel order:tracking:ORDER_ID ('' = no PUBLISH: PUBSUB_MODE=sharded)
 -- ARGV[4] stream MAXLEN        ARGV[5] TTL seconds for stream and state (0 = none)
 -- ARGV[6..10] the order's state after this event: status, location, timestamp (its last
 --              update), estimated_delivery, carrier ('' for None)
+-- ARGV[11] shard channel order:tracking:shard:{ORDER_ID} ('' or absent = no SPUBLISH:
+--          PUBSUB_MODE=pattern); it shares KEYS' hash tag, so on a cluster the SPUBLISH stays
+--          in this script's slot (Redis 7 refuses a script's shard channel of another slot)
 -- Returns 1 when published, 0 when seq is not newer than what the order already has
 -- (a replay after a crash or a second replica): nothing is written or published then.
 local seq = tonumber(ARGV[1])
@@ -38,5 +42,10 @@ if ttl and ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-redis.call('PUBLISH', ARGV[3], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
+end
+if ARGV[11] and ARGV[11] ~= '' then
+  redis.call('SPUBLISH', ARGV[11], ARGV[2])
+end
 return 1

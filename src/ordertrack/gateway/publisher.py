@@ -1,9 +1,11 @@
 """Publish new tracking events to Redis: stream + state hash + channel in one Lua call.
 
-The push pods PSUBSCRIBE `order:tracking:*`, read the state hash for a connection's ack and
-replay the stream (`XRANGE key {last_seq+1}-0 +`) on resume. Because one script writes all
-three, a reader never sees a message whose state or stream entry is missing. The script
-refuses a `seq` that is not newer than the order's, so replaying a poll is harmless.
+`mode` is PUBSUB_MODE: `pattern` PUBLISHes on `order:tracking:ORDER_ID` (the pods PSUBSCRIBE
+`order:tracking:*`), `sharded` SPUBLISHes on `order:tracking:shard:{ORDER_ID}` (the pods
+SSUBSCRIBE per order), `both` does the two (the switch-over window, README "Scale-out").
+The pods read the state hash for a connection's ack and replay the stream
+(`XRANGE key {last_seq+1}-0 +`) on resume. Because one script writes all three, a reader never
+sees a message whose state or stream entry is missing. The script refuses a `seq` that is not newer than the order's, so replaying a poll is harmless.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ordertrack import redis_layout
+from ordertrack import config, redis_layout
 from ordertrack.models import OrderState, StoredEvent
 
 log = logging.getLogger("ordertrack.gateway.publisher")
@@ -28,8 +30,12 @@ STATE_TTL_SECONDS = 30 * 24 * 3600
 class Publisher:
     """`await Publisher(redis).publish(order_id, carrier, stored_event) -> bool`."""
 
-    def __init__(self, redis: Any, *, maxlen: int = STREAM_MAXLEN, ttl: int = STATE_TTL_SECONDS):
+    def __init__(self, redis: Any, *, maxlen: int = STREAM_MAXLEN, ttl: int = STATE_TTL_SECONDS,
+                 mode: str = config.PUBSUB_PATTERN):
+        if mode not in config.PUBSUB_MODES:
+            raise ValueError(f"unknown PUBSUB_MODE {mode!r}")
         self.redis = redis
+        self.mode = mode
         self.maxlen = maxlen
         self.ttl = ttl
         self._script = redis.register_script(SCRIPT)
@@ -68,12 +74,14 @@ class Publisher:
                                            time.time())
         if state is None:
             state = OrderState(event.status, event.timestamp, event.estimated_delivery, seq)
+        classic, shard = redis_layout.publish_channels(order_id, self.mode)
         return self._script(
             keys=[redis_layout.stream(order_id), redis_layout.state(order_id)],
             args=[
-                seq, body, redis_layout.channel(order_id), self.maxlen, self.ttl,
+                seq, body, classic, self.maxlen, self.ttl,
                 *redis_layout.state_fields(state.status, event.location, state.last_update,
                                            state.estimated_delivery, carrier),
+                shard,
             ],
             client=client,
         )

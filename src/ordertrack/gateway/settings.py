@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from ordertrack.config import (
+    DHL_WEBHOOK,
     LOGGING,
     REDIS,
     STORE,
+    UPS_WEBHOOK,
     Setting,
     default_pod_name,
     duration,
@@ -37,12 +39,8 @@ SETTINGS: tuple[Setting, ...] = STORE + REDIS + (
     Setting("UPS_WEBHOOK_URL", http_url, None,
             "our UPS webhook (ordertrack ingest); set: active UPS orders get Track Alert "
             "subscriptions, renewed before their 14 days end"),
-    Setting("UPS_WEBHOOK_CREDENTIAL", optional_text, None,
-            "the credential UPS sends back on each callback (Authorization: Bearer)"),
     Setting("DHL_WEBHOOK_URL", http_url, None,
             "our DHL webhook (ordertrack ingest); set: active DHL orders get push subscriptions"),
-    Setting("DHL_WEBHOOK_SECRET", optional_text, None, "the static header value DHL sends"),
-    Setting("DHL_WEBHOOK_HEADER", text, "X-Webhook-Token", "header carrying DHL_WEBHOOK_SECRET"),
     Setting("SUBSCRIPTION_RENEW_BEFORE_SECONDS", duration, "172800",
             "renew a UPS Track Alert subscription this long before it ends"),
     Setting("ORDERS_REFRESH_SECONDS", duration, "15", "how often the active orders are re-read from the store"),
@@ -56,4 +54,4 @@ SETTINGS: tuple[Setting, ...] = STORE + REDIS + (
     Setting("GATEWAY_METRICS_HOST", text, "0.0.0.0", "address the /metrics server listens on"),
     Setting("GATEWAY_METRICS_PORT", port, "9091", "Prometheus /metrics port (0: not served)"),
     Setting("REPLICA_NAME", text, default_pod_name(), "this replica's name in claims and alerts"),
-) + LOGGING
+) + UPS_WEBHOOK + DHL_WEBHOOK + LOGGING

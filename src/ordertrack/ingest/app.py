@@ -5,7 +5,11 @@ Routes: `POST /webhooks/{fedex,ups,dhl}`, `GET /healthz`, `GET /metrics`, `GET /
 A delivery is answered after its scans are stored and published (a few ms: one store
 transaction and one Lua call per order), not queued: the carrier's retry is then our only
 buffer, and a 2xx means the scan is safe. Per delivery:
-1. verify the carrier's authentication over the raw body (`auth`): else 401, nothing read;
+0. the edge (`http_edge`, uvicorn) has bounded the request: a body over INGEST_MAX_BODY_BYTES
+   or slower than INGEST_REQUEST_BODY_TIMEOUT_SECONDS never reaches this app (413 / 408);
+1. verify the carrier's authentication (`auth`): UPS's and DHL's is a header, checked before
+   the body is read (a 401 closes the connection, the body unread); FedEx's signs the raw
+   body, read first: else 401, nothing parsed;
 2. parse with the carrier's push parser (`gateway.carriers.push`): else 400, nothing stored;
 3. per tracking number: find the order; store the scans its history lacks and publish each
    (`gateway.record`, the poller's own path); record the push for the scheduler;
@@ -22,20 +26,24 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from ordertrack.config import PUBSUB_PATTERN
 from ordertrack.gateway.carriers.common import CarrierError, parse_datetime
 from ordertrack.gateway.carriers.push import PARSERS
 from ordertrack.gateway.poller import with_estimate
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.gateway.record import catch_up, record_events
 from ordertrack.gateway.scheduler import mark_pushed
+from ordertrack.http_edge import asgi
+from ordertrack.http_edge.asgi import JSONBody, error_response
+from ordertrack.http_edge.refusals import Refusal, refusal
 from ordertrack.ingest import auth
 from ordertrack.ingest.metrics import Metrics
 from ordertrack.models import CarrierResult, OrderState
@@ -44,34 +52,62 @@ from ordertrack.telemetry import metrics_page
 
 log = logging.getLogger("ordertrack.ingest")
 
-JSON_TYPE = "application/json; charset=utf-8"
+WEBHOOK_PREFIX = "/webhooks/"
+REFUSED_CREDENTIAL = refusal("UNAUTHORIZED", "bad or missing signature or credential")
 
 
-def verifiers(settings: SimpleNamespace) -> dict[str, Callable[[Any, bytes], bool]]:
-    """carrier -> check(headers, raw body), for the carriers whose secret is set."""
-    checks: dict[str, Callable[[Any, bytes], bool]] = {}
+@dataclass(frozen=True, slots=True)
+class Verifier:
+    """A carrier's check: `check(headers, raw body)`; `reads_body` False when the credential is
+    a header alone (checked before the body is read; `body` is then b"")."""
+
+    check: Callable[[Any, bytes], bool]
+    reads_body: bool
+
+
+def verifiers(settings: SimpleNamespace) -> dict[str, Verifier]:
+    """carrier -> its Verifier, for the carriers whose secret is set."""
+    checks: dict[str, Verifier] = {}
     if settings.fedex_webhook_secret:
-        checks["fedex"] = functools.partial(_fedex_check, settings.fedex_webhook_secret)
+        checks["fedex"] = Verifier(
+            functools.partial(_fedex_check, settings.fedex_webhook_secret), reads_body=True)
     if settings.ups_webhook_credential:
-        checks["ups"] = functools.partial(_header_check, settings.ups_webhook_header,
-                                          settings.ups_webhook_credential)
+        checks["ups"] = Verifier(functools.partial(
+            _header_check, settings.ups_webhook_header, settings.ups_webhook_credential),
+            reads_body=False)
     if settings.dhl_webhook_secret:
-        checks["dhl"] = functools.partial(_header_check, settings.dhl_webhook_header,
-                                          settings.dhl_webhook_secret)
+        checks["dhl"] = Verifier(functools.partial(
+            _header_check, settings.dhl_webhook_header, settings.dhl_webhook_secret),
+            reads_body=False)
     return checks
+
+
+def head_precheck(checks: dict[str, Verifier], metrics: Metrics
+                  ) -> Callable[[str, dict[str, str]], Refusal | None]:
+    """For the edge (`http_edge.uvicorn_protocol`): a delivery whose carrier's credential is a
+    header is refused on its head, before a byte of its body is read, and an accepted one
+    reaches the app only once its body is complete. Other paths and FedEx (its signature
+    covers the body) are left to the route."""
+
+    def judge(path: str, headers: dict[str, str]) -> Refusal | None:
+        carrier = path.removeprefix(WEBHOOK_PREFIX) if path.startswith(WEBHOOK_PREFIX) else ""
+        verifier = checks.get(carrier)
+        if verifier is None or verifier.reads_body or verifier.check(headers, b""):
+            return None
+        metrics.received.labels(carrier).inc()
+        metrics.refused.labels(carrier, "unauthorized").inc()
+        log.warning("%s: delivery refused: bad or missing credential", carrier)
+        return REFUSED_CREDENTIAL
+
+    return judge
 
 
 def _fedex_check(secret: str, headers: Any, body: bytes) -> bool:
     return auth.fedex_verified(body, headers.get(auth.FEDEX_SIGNATURE_HEADER), secret)
 
 
-def _header_check(header: str, credential: str, headers: Any, body: bytes) -> bool:
+def _header_check(header: str, credential: str, headers: Any, _body: bytes) -> bool:
     return auth.header_verified(headers, header, credential)
-
-
-def error(status: int, code: str, message: str) -> Response:
-    return Response(orjson.dumps({"error": code, "message": message}), status,
-                    media_type=JSON_TYPE)
 
 
 class OrderLocks:
@@ -100,10 +136,11 @@ class OrderLocks:
 class Ingest:
     """What one delivery does once verified and parsed (the I/O around the pure rules)."""
 
-    def __init__(self, store: Any, redis: Any, metrics: Metrics):
+    def __init__(self, store: Any, redis: Any, metrics: Metrics,
+                 pubsub_mode: str = PUBSUB_PATTERN):
         self.store = store
         self.redis = redis
-        self.publisher = Publisher(redis)
+        self.publisher = Publisher(redis, mode=pubsub_mode)
         self.metrics = metrics
         self.locks = OrderLocks()
 
@@ -162,7 +199,7 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
         except BaseException:
             await redis_connect.close_client(redis)
             raise
-        holder["ingest"] = Ingest(store, redis, metrics)
+        holder["ingest"] = Ingest(store, redis, metrics, settings.pubsub_mode)
         log.info("ingest: webhooks for %s", ", ".join(sorted(checks)))
         try:
             yield
@@ -173,37 +210,44 @@ def create_app(settings: SimpleNamespace, metrics: Metrics | None = None) -> Fas
     app = FastAPI(title="ordertrack ingest", version="1", lifespan=lifespan,
                   description="Carrier tracking webhooks (FedEx, UPS, DHL)")
     app.state.metrics = metrics
+    app.state.precheck = head_precheck(checks, metrics)  # `ordertrack ingest` gives it the edge
+    asgi.install(app, log)
 
-    @app.post("/webhooks/{carrier}", summary="A carrier's tracking webhook")
+    def unauthorized(carrier: str) -> Response:
+        metrics.refused.labels(carrier, "unauthorized").inc()
+        log.warning("%s: delivery refused: bad or missing credential", carrier)
+        return error_response(REFUSED_CREDENTIAL.code, REFUSED_CREDENTIAL.message)
+
+    @app.post(WEBHOOK_PREFIX + "{carrier}", summary="A carrier's tracking webhook")
     async def webhook(carrier: str, request: Request) -> Response:
-        check = checks.get(carrier)
-        if check is None:
-            return error(404, "NOT_FOUND", f"no webhook for {carrier!r} (configured: "
-                         f"{', '.join(sorted(checks)) or 'none'})")
-        body = await request.body()
+        verifier = checks.get(carrier)
+        if verifier is None:
+            return error_response("NOT_FOUND", f"no webhook for {carrier!r} (configured: "
+                                  f"{', '.join(sorted(checks)) or 'none'})")
         metrics.received.labels(carrier).inc()
-        if not check(request.headers, body):
-            metrics.refused.labels(carrier, "unauthorized").inc()
-            log.warning("%s: delivery refused: bad or missing credential", carrier)
-            return error(401, "UNAUTHORIZED", "bad or missing signature or credential")
+        if not verifier.reads_body and not verifier.check(request.headers, b""):
+            return unauthorized(carrier)  # (a body-less request: the edge judged the others)
+        body = await request.body()  # at most INGEST_MAX_BODY_BYTES (the edge refuses more)
+        if verifier.reads_body and not verifier.check(request.headers, body):
+            return unauthorized(carrier)
         metrics.verified.labels(carrier).inc()
         try:
             results = PARSERS[carrier](body)
         except CarrierError as exc:
             metrics.refused.labels(carrier, "malformed").inc()
             log.warning("%s: delivery refused: %s", carrier, exc)
-            return error(400, "BAD_REQUEST", str(exc))
+            return error_response("BAD_REQUEST", str(exc))
         try:
             counts = await holder["ingest"].deliver(carrier, results)
         except (StoreError, RedisError, OSError) as exc:
             log.warning("%s: delivery not stored or not published (%s: %s): answered 503 so "
                         "the carrier retries", carrier, type(exc).__name__, exc)
-            return error(503, "UNAVAILABLE", "tracking store or Redis unavailable; retry")
-        return Response(orjson.dumps(counts), 200, media_type=JSON_TYPE)
+            return error_response("UNAVAILABLE", "tracking store or Redis unavailable; retry")
+        return JSONBody(counts)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
-        return Response(b'{"status":"ok"}', media_type=JSON_TYPE)
+        return JSONBody(b'{"status":"ok"}')
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

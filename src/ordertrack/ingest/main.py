@@ -11,7 +11,7 @@ import logging
 
 from ordertrack import redis_connect
 from ordertrack.config import ConfigError, add_flags, load
-from ordertrack.ingest.settings import SETTINGS
+from ordertrack.ingest.settings import LIMITS_PREFIX, SETTINGS
 from ordertrack.telemetry import setup_logging
 
 log = logging.getLogger("ordertrack.ingest")
@@ -24,6 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ordertrack.http_edge.limits import HttpLimits
+    from ordertrack.http_edge.uvicorn_protocol import protocol_factory
     from ordertrack.ingest.app import create_app, verifiers
 
     settings = load(SETTINGS, args)
@@ -32,10 +34,12 @@ def run(args: argparse.Namespace) -> int:
     if not verifiers(settings):
         raise ConfigError("no webhook to serve: set FEDEX_WEBHOOK_SECRET, "
                           "UPS_WEBHOOK_CREDENTIAL or DHL_WEBHOOK_SECRET")
-    config = uvicorn.Config(create_app(settings), host=settings.ingest_host,
-                            port=settings.ingest_port, loop="uvloop", http="httptools",
-                            workers=1, lifespan="on", access_log=False, log_config=None,
-                            server_header=False)
+    app = create_app(settings)
+    limits = HttpLimits.from_settings(settings, LIMITS_PREFIX)
+    config = uvicorn.Config(app, host=settings.ingest_host, port=settings.ingest_port,
+                            loop="uvloop", http=protocol_factory(limits, app.state.precheck),
+                            ws="none", workers=1, lifespan="on", access_log=False,
+                            log_config=None, server_header=False)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

@@ -55,10 +55,11 @@ class Admission:
     """Given what it needs: the command client, the per-user registry, the hub (the index of
     open connections: evictions land there), the flags (the kill switch, by carrier), the
     subscription's `live` event, `spawn` for a resume's fetch, how long a connection may wait
-    for the subscription, and this pod's id."""
+    for the subscription, this pod's id, and `before_admit(batch) -> batch` (PUBSUB_MODE=sharded:
+    push/shard_subscriptions.py subscribes a batch's orders first)."""
 
     def __init__(self, redis, user_registry, hub, flags, live: asyncio.Event, spawn,
-                 subscribe_timeout: float, pod_id: str):
+                 subscribe_timeout: float, pod_id: str, before_admit=None):
         self.redis = redis
         self.user_registry = user_registry
         self.hub = hub
@@ -67,6 +68,7 @@ class Admission:
         self.spawn = spawn
         self.subscribe_timeout = subscribe_timeout
         self.pod_id = pod_id
+        self.before_admit = before_admit
         self.pending: deque = deque()
         self._wakeup = asyncio.Event()
 
@@ -121,6 +123,10 @@ class Admission:
 
     # --- one batch: one round trip -----------------------------------------------------------------
     async def admit(self, batch: list) -> None:
+        if self.before_admit is not None:  # PUBSUB_MODE=sharded: subscribed before the state is read
+            batch = await self.before_admit(batch)
+            if not batch:
+                return
         pipe = self.redis.pipeline(transaction=False)
         # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
         resume_from = [conn.resume_seq for conn in batch]

@@ -18,7 +18,9 @@ from picows import WSAutoPingStrategy
 from picows.picows import WSProtocol, _parse_http_request
 
 from ordertrack import protocol
-from ordertrack.push.server import WWW_AUTHENTICATE, _refuse, new_request_id
+from ordertrack.http_edge.refusals import Refusal, header_bytes, refusal, refusal_bytes
+from ordertrack.http_edge.request_id import request_id
+from ordertrack.push import metrics
 
 HEAD_END = b"\r\n\r\n"
 #: picows 2.3.1 drops a head of this size or more without a word (its `_http_max_size`)
@@ -26,8 +28,8 @@ MAX_HEAD_BYTES = 16 * 1024
 #: picows 2.3.1 refuses a head with more header lines than this (`_HTTP_MAX_NUM_HEADERS`)
 MAX_HEADERS = 128
 
-HEAD_TOO_LARGE = protocol.Refusal(
-    431, "REQUEST_HEADER_TOO_LARGE",
+HEAD_TOO_LARGE = refusal(
+    "REQUEST_HEADER_TOO_LARGE",
     f"request line and headers must be under {MAX_HEAD_BYTES} bytes, in at most {MAX_HEADERS} "
     "header lines")
 
@@ -58,25 +60,22 @@ def head_error_reason(error: str) -> str:
     return _UNPARSABLE
 
 
-def head_refusal(head: bytes, error: str) -> protocol.Refusal:
+def head_refusal(head: bytes, error: str) -> Refusal:
     """The answer to a complete head picows's parser refused with `error`: 431 for too many
     header lines, 401 when the broken header is Authorization, else 400 (the API's rule)."""
     if error.startswith("HTTP request contains more than"):
         return HEAD_TOO_LARGE
-    status, code, message = protocol.parse_error_refusal(
+    _status, code, message = protocol.parse_error_refusal(
         protocol.head_fields(head), head_error_reason(error))
-    return protocol.Refusal(status, code, message, (WWW_AUTHENTICATE,) if status == 401 else ())
+    return refusal(code, message)
 
 
 def head_request_id(head: bytes) -> str:
-    """The head's X-Request-ID when it is clean (`protocol.clean_request_id`), else a fresh one."""
-    for name, value in protocol.head_fields(head):
-        if name == b"x-request-id":
-            return protocol.clean_request_id(value.decode("latin-1")) or new_request_id()
-    return new_request_id()
+    """The head's X-Request-ID when it is clean (`http_edge.request_id`), else a fresh one."""
+    return request_id(protocol.head_fields(head))
 
 
-def check_head(data: bytes) -> tuple[int, protocol.Refusal | None]:
+def check_head(data: bytes) -> tuple[int, Refusal | None]:
     """Where the head in `data` ends (-1: not yet) and the refusal it earns (None: hand over)."""
     end = data.find(HEAD_END)
     if end < 0:
@@ -115,21 +114,20 @@ class HandshakeGuard(asyncio.Protocol):
             return
         if self._head:  # the head came in pieces (rare: a browser sends it in one segment)
             data = self._head + data
-        end, refusal = check_head(data)
-        if refusal is not None:
-            self._refuse(refusal, data[:end] if end >= 0 else data)
+        end, refused = check_head(data)
+        if refused is not None:
+            self._refuse(refused, data[:end] if end >= 0 else data)
         elif end < 0:
             self._head = data
         else:
             self._hand_over(data)
 
-    def _refuse(self, refusal: protocol.Refusal, head: bytes) -> None:
+    def _refuse(self, answer: Refusal, head: bytes) -> None:
         transport = self._transport
         self._done()
-        response = _refuse(refusal.status, refusal.code, refusal.message, head_request_id(head),
-                           refusal.headers)
-        response.headers["Connection"] = "close"
-        transport.write(bytes(response.to_bytes()))
+        metrics.REFUSALS.labels(answer.code).inc()
+        transport.write(refusal_bytes(answer.status, answer.code, answer.message,
+                                      head_request_id(head), header_bytes(answer.headers)))
         transport.close()
 
     def _hand_over(self, data: bytes) -> None:

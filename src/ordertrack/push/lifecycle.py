@@ -19,13 +19,15 @@ disconnect_log = logging.getLogger("ordertrack.push.disconnect")
 
 
 class Lifecycle:
-    def __init__(self, loop, hub, heartbeat, admission, user_registry, pod_id: str):
+    def __init__(self, loop, hub, heartbeat, admission, user_registry, pod_id: str, shards=None):
         self.loop = loop
         self.hub = hub
         self.heartbeat = heartbeat
         self.admission = admission
         self.user_registry = user_registry
         self.pod_id = pod_id
+        #: PUBSUB_MODE=sharded: the order's SSUBSCRIBE is dropped with its last watcher
+        self.shards = shards
 
     def on_open(self, conn) -> None:
         # (the connection has already let go of the upgrade's headers: push/connection.py)
@@ -74,6 +76,8 @@ class Lifecycle:
                 reason = protocol.CONNECTION_LOST
         # step one: stop fan-out to it; and its heartbeat entry
         self.hub.remove(conn)
+        if self.shards is not None:
+            self.shards.release(conn.order_id)
         self.heartbeat.forget(conn)
         # step two: release its slot in the user's registry (if it was registered)
         if conn.registered:

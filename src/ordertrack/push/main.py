@@ -45,6 +45,9 @@ def load_settings(args: argparse.Namespace | None = None):
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
     redis_connect.target_from_settings(cfg)  # REDIS_URL with REDIS_CLUSTER: one line
+    if cfg.pubsub_mode == config.PUBSUB_BOTH:
+        raise config.ConfigError("PUBSUB_MODE=both is for publishers (poll, ingest) while "
+                                 "switching; a pod subscribes one way: pattern or sharded")
     auth.verifier_from_settings(cfg)  # a missing or bad key stops start-up with one line
     return cfg
 

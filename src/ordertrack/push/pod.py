@@ -16,17 +16,26 @@ import secrets
 
 from redis.exceptions import RedisError
 
-from ordertrack import protocol, redis_connect, redis_layout
+from ordertrack import config, protocol, redis_connect, redis_layout
 from ordertrack.flags import providers
 from ordertrack.flags.source import FlagSource
 from ordertrack.malformed import MalformedLog
 from ordertrack.models import CARRIERS
-from ordertrack.push import connection, fanout, metrics, pubsub_reader, timer_wheel, user_registry
+from ordertrack.push import (
+    connection,
+    fanout,
+    metrics,
+    pubsub_reader,
+    shard_subscriptions,
+    timer_wheel,
+    user_registry,
+)
 from ordertrack.push.admission import Admission
 from ordertrack.push.catch_up import catch_up
 from ordertrack.push.flag_watch import FlagWatch
 from ordertrack.push.heartbeat import Heartbeat
 from ordertrack.push.hub import Hub
+from ordertrack.push.latency_probe import install as latency_probe
 from ordertrack.push.lifecycle import Lifecycle
 from ordertrack.push.server import make_listener_factory
 from ordertrack.push.subscription import Subscription
@@ -63,7 +72,8 @@ class Pod:
             redis_connect.target_from_settings(cfg),
             control_channels=[redis_layout.control(self.pod_id), redis_layout.CONTROL_ALL],
             watched=self.hub.watches,
-            on_update=self.hub.fanout.publish,
+            # LATENCY_SAMPLE_EVERY=0 (the default): the fan-out itself, nothing added
+            on_update=latency_probe(self.loop, self.hub.fanout.publish, cfg.latency_sample_every),
             on_control=self._on_control,
             on_live=self._on_live,
             on_lost=lambda: metrics.SUBSCRIBED.set(0),
@@ -71,14 +81,18 @@ class Pod:
             probe=lambda: self.redis.publish(redis_layout.control(self.pod_id),
                                              redis_layout.encode_probe()),
             deadline=cfg.redis_subscription_deadline_seconds,
+            pattern=cfg.pubsub_mode != config.PUBSUB_SHARDED,
         )
+        #: PUBSUB_MODE=sharded: the per-order SSUBSCRIBEs (push/shard_subscriptions.py)
+        self.shards = shard_subscriptions.for_pod(self, cfg)
         self.admission = Admission(
             self.redis, self.user_registry, self.hub, self.flags, self.subscription.live, self.spawn,
-            cfg.redis_subscribe_timeout_seconds, self.pod_id)
+            cfg.redis_subscribe_timeout_seconds, self.pod_id,
+            before_admit=self._subscribe_batch if self.shards is not None else None)
         #: every connection's `events`
         self.lifecycle = Lifecycle(self.loop, self.hub, self.heartbeat, self.admission,
-                                   self.user_registry, self.pod_id)
-        metrics.REDIS_MESSAGES.watch(self.subscription)
+                                   self.user_registry, self.pod_id, self.shards)
+        metrics.REDIS_MESSAGES.watch(self.shards or self.subscription)
         metrics.DELIVERY.watch(self.hub)
 
     def listener_factory(self):
@@ -97,6 +111,8 @@ class Pod:
         # named as /healthz reports them: "<loop> stopped"
         loops = {"subscription": self.subscription.run(), "admission": self.admission.run(),
                  "releases": self.user_registry.run_slot_frees(), "housekeeping": self._housekeeping_loop()}
+        if self.shards is not None:
+            loops["shards"] = self.shards.run()
         if self.cfg.datadog_agent_host:
             loops["datadog"] = metrics.datadog_loop(
                 self.cfg, lambda: metrics.connections_by_carrier(self.hub.connections.values()))
@@ -150,6 +166,8 @@ class Pod:
     async def stop(self) -> None:
         self._stopping = True
         self.subscription.stop()
+        if self.shards is not None:
+            self.shards.stop()
         self.heartbeat.stop()
         for task in self._tasks:
             task.cancel()
@@ -157,6 +175,9 @@ class Pod:
         await self.user_registry.forget_pod()
         self.flags.close()
         await redis_connect.close_client(self.redis)
+
+    async def _subscribe_batch(self, batch: list) -> list:
+        return await shard_subscriptions.subscribe_batch(self, batch)
 
     def spawn(self, coro) -> None:
         """A short-lived task, referenced until done (the loop only keeps weak references)."""

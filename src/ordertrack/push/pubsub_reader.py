@@ -13,6 +13,10 @@ the cost of a message nobody on this pod watches bounds the cluster's message ra
   passes the fan-out's own method, nothing in between); a handler that raises is logged and
   that message dropped, the subscription goes on (`on_update` may be swapped at any time:
   the broker holds updates that way while it catches up);
+- an `smessage` (PUBSUB_MODE=sharded: `order:tracking:shard:{ORDER_ID}`, SSUBSCRIBEd by
+  push/shard_subscriptions.py) is handled as a `pmessage` is, its order id cut from between the
+  braces; `ssubscribe` / `sunsubscribe` replies (ours, or Redis's own when a slot moved away)
+  go to `on_shard(kind, channel)`;
 - control channels' `message`s go to `on_control(payload)`; once Redis has confirmed every
   subscription, `on_live()` is called once;
 - counters: `replies` (every reply: the broker's watchdog's sign of life), `received`
@@ -48,6 +52,8 @@ log = logging.getLogger("ordertrack.push.pubsub_reader")
 PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 PREFIX_LEN = len(PREFIX)
 PATTERN = redis_layout.CHANNEL_PATTERN.encode()
+SHARD_PREFIX = redis_layout.SHARD_CHANNEL_PREFIX_BYTES
+SHARD_PREFIX_LEN = len(SHARD_PREFIX)
 #: one read's buffer: a burst of ~100K msg/s is drained in reads of this size
 READ_BUFFER_BYTES = 1 << 20
 #: a read is fed to hiredis in slices of this size: hiredis moves its unparsed rest down after
@@ -62,16 +68,18 @@ HANDLER_FAILED = "handling a message on order %s failed; dropped it"
 
 
 def hello(control_channels: list[str] | tuple[str, ...] = (), password: str | None = None,
-          username: str | None = None, db: int = 0) -> bytes:
+          username: str | None = None, db: int = 0, pattern: bool = True) -> bytes:
     """The commands that open a subscription: AUTH and SELECT when asked, then PSUBSCRIBE of
-    the order pattern and SUBSCRIBE of the control channels, pipelined in one write."""
+    the order pattern (unless `pattern` is false: PUBSUB_MODE=sharded) and SUBSCRIBE of the
+    control channels, pipelined in one write."""
     out = []
     if password is not None:
         args = ("AUTH", username, password) if username else ("AUTH", password)
         out.append(hiredis.pack_command(args))
     if db:
         out.append(hiredis.pack_command(("SELECT", str(db))))
-    out.append(hiredis.pack_command(("PSUBSCRIBE", redis_layout.CHANNEL_PATTERN)))
+    if pattern:
+        out.append(hiredis.pack_command(("PSUBSCRIBE", redis_layout.CHANNEL_PATTERN)))
     if control_channels:
         out.append(hiredis.pack_command(("SUBSCRIBE", *control_channels)))
     return b"".join(out)
@@ -103,6 +111,7 @@ class PurePubSubReader(asyncio.BufferedProtocol):
         self.on_control = on_control or _ignore
         self.on_live = on_live or _ignore
         self.on_malformed = on_malformed or _ignore
+        self.on_shard = _ignore
         self.subscriptions = subscriptions
         self.hello = hello
         self.closed = closed
@@ -166,19 +175,21 @@ class PurePubSubReader(asyncio.BufferedProtocol):
     def _on_list(self, reply: list) -> None:
         n = len(reply)
         kind = reply[0] if n else None
-        if n == 4 and kind == b"pmessage":
+        if (n == 4 and kind == b"pmessage") or (n == 3 and kind == b"smessage"):
             self.received += 1
-            channel = reply[2]
-            payload = reply[3]
+            channel = reply[n - 2]
+            payload = reply[n - 1]
+            # pattern: order:tracking:ORDER_ID; sharded: order:tracking:shard:{ORDER_ID}
+            prefix, head, tail = (PREFIX, PREFIX_LEN, 0) if n == 4 else (SHARD_PREFIX, SHARD_PREFIX_LEN, 1)
             if (type(channel) is not bytes or type(payload) is not bytes
-                    or not channel.startswith(PREFIX)):
+                    or not channel.startswith(prefix) or (tail and not channel.endswith(b"}"))):
                 self._malformed(None, why.UNEXPECTED_REPLY)
                 return
-            if len(channel) == PREFIX_LEN:
+            if len(channel) <= head + tail:
                 self._malformed(None, why.EMPTY_ORDER_ID)
                 return
             try:
-                order_id = channel[PREFIX_LEN:].decode()
+                order_id = channel[head:len(channel) - tail].decode()
             except UnicodeDecodeError:
                 self._malformed(None, why.BAD_ORDER_ID)
                 return
@@ -199,6 +210,8 @@ class PurePubSubReader(asyncio.BufferedProtocol):
                 self.on_control(payload)
             else:
                 self._malformed(None, why.UNEXPECTED_REPLY)
+        elif n == 3 and (kind == b"ssubscribe" or kind == b"sunsubscribe"):
+            self.on_shard(kind, reply[1])
         elif n == 3 and (kind == b"psubscribe" or kind == b"subscribe"):
             self.confirmed += 1
             if self.confirmed == self.subscriptions and not self.live:
@@ -229,16 +242,19 @@ IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = twins.choose(
 async def connect(address: SubscriptionAddress, watched: dict, on_update: Callable,
                   on_control: Callable | None = None, on_live: Callable | None = None,
                   on_malformed: Callable | None = None, control_channels: list[str] = (),
-                  timeout: float = 2.0, impl: type | None = None):
+                  timeout: float = 2.0, impl: type | None = None, pattern: bool = True):
     """Open one subscription connection to `address` (`redis_connect.subscription_address`:
     host and port or a unix path, AUTH and SELECT when it has them, TLS with its `ssl`
-    context) and return its reader; `await reader.closed` when it ends."""
+    context) and return its reader; `await reader.closed` when it ends. `pattern` false: no
+    PSUBSCRIBE (PUBSUB_MODE=sharded; with no control channels either, the connection just
+    opens, and its owner writes SSUBSCRIBEs on `reader.transport`)."""
     loop = asyncio.get_running_loop()
     closed = loop.create_future()
     reader = (impl or PubSubReader)(
         watched, on_update, on_control, on_live, on_malformed,
-        subscriptions=1 + len(control_channels),
-        hello=hello(list(control_channels), address.password, address.username, address.db),
+        subscriptions=int(pattern) + len(control_channels),
+        hello=hello(list(control_channels), address.password, address.username, address.db,
+                    pattern),
         closed=closed)
     if address.path:
         opener = loop.create_unix_connection(lambda: reader, address.path)

@@ -9,64 +9,39 @@ wire contract; health probes are plain GETs on the same port.
 from __future__ import annotations
 
 import logging
-import os
 
 import orjson
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from ordertrack import auth, flags, protocol
+from ordertrack.http_edge.refusals import CODES, JSON_TYPE, Refusal, error_body, refusal
+from ordertrack.http_edge.request_id import clean_request_id, new_request_id, random_hex
 from ordertrack.push import metrics
 from ordertrack.push.connection import Connection
 
 log = logging.getLogger("ordertrack.push.server")
 
-JSON = "application/json; charset=utf-8"
-RETRY_AFTER_SECONDS = "5"
-#: sent with every 401, as RFC 6750 3 asks
-WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="ordertrack"')
-
-
-#: ids are cut from one os.urandom read of this size: one getrandom call per ~300 upgrades,
-#: not two per upgrade (secrets.token_hex reads os.urandom each time)
-ID_POOL_BYTES = 4096
-_id_pool = ""  # hex digits (a str: its slices are not objects the collector tracks)
-_id_next = 0  # where the digits not handed out yet start
-
-
-def random_hex(nbytes: int) -> str:
-    """`2 * nbytes` hex digits from the OS's CSPRNG (as secrets.token_hex)."""
-    global _id_pool, _id_next
-    start, end = _id_next, _id_next + 2 * nbytes
-    if end > len(_id_pool):
-        _id_pool, start, end = os.urandom(ID_POOL_BYTES).hex(), 0, 2 * nbytes
-    _id_next = end
-    return _id_pool[start:end]
+_DRAINING = CODES["POD_DRAINING"]
+_AT_CAPACITY = CODES["POD_AT_CAPACITY"]
+_FEATURE_DISABLED = CODES["FEATURE_DISABLED"]
 
 
 def new_connection_id() -> str:
     return "ws_conn_" + random_hex(4)
 
 
-def new_request_id() -> str:
-    return "req_" + random_hex(8)
-
-
-def _refusal(refusal: protocol.Refusal, request_id: str) -> WSUpgradeResponseWithListener:
-    return WSUpgradeResponseWithListener(
-        _refuse(refusal.status, refusal.code, refusal.message, request_id, refusal.headers), None)
-
-
-def _refuse(status: int, code: str, message: str, request_id: str, extra=()) -> WSUpgradeResponse:
-    metrics.REFUSALS.labels(code).inc()
-    headers = [("Content-Type", JSON), ("X-Request-ID", request_id), ("Cache-Control", "no-store"),
-               *extra]
-    return WSUpgradeResponse.create_error_response(
-        status, protocol.refusal_body(code, message), headers
-    )
+def refuse(answer: Refusal, request_id: str) -> WSUpgradeResponseWithListener:
+    """The upgrade's refusal (counted by code): the table's JSON answer, no listener."""
+    metrics.REFUSALS.labels(answer.code).inc()
+    headers = [("Content-Type", JSON_TYPE), ("X-Request-ID", request_id),
+               ("Cache-Control", "no-store"), *answer.headers]
+    return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+        answer.status, error_body(answer.code, answer.message), headers), None)
 
 
 def _plain(status: int, body: bytes, request_id: str) -> WSUpgradeResponse:
-    headers = [("Content-Type", JSON), ("X-Request-ID", request_id), ("Cache-Control", "no-store")]
+    headers = [("Content-Type", JSON_TYPE), ("X-Request-ID", request_id),
+               ("Cache-Control", "no-store")]
     if status == 200:
         return WSUpgradeResponse.create_ok_response(body, headers)
     return WSUpgradeResponse.create_error_response(status, body, headers)
@@ -75,20 +50,19 @@ def _plain(status: int, body: bytes, request_id: str) -> WSUpgradeResponse:
 def make_listener_factory(cfg, verifier, health, hub, flag_source, events):
     """picows' factory for the pod's port, given what it decides from: the settings, the token
     verifier, `health` (`dead_task`, `ready`, `draining`: the pod's state for the probes and
-    the drain), the hub (how many connections are open), the flag source (the kill switch) and the
-    `events` every new `Connection` reports its life to (push/lifecycle.py)."""
+    the drain), the hub (how many connections are open), the flag source (the kill switch) and
+    the `events` every new `Connection` reports its life to (push/lifecycle.py)."""
     allowed_origins = frozenset(cfg.allowed_origins)
     max_pending_bytes = cfg.ws_max_pending_bytes
 
     def factory(request: WSUpgradeRequest):
         # picows answers an exception here with a plain-text 500: answer in the contract's JSON
-        request_id = protocol.clean_request_id(request.headers.get("x-request-id")) or new_request_id()
+        request_id = clean_request_id(request.headers.get("x-request-id")) or new_request_id()
         try:
             return decide(request, request_id)
         except Exception:  # noqa: BLE001 - a bug must still get the contract's JSON answer
             log.exception("upgrade decision failed")
-            return WSUpgradeResponseWithListener(_refuse(
-                500, "INTERNAL_ERROR", "internal error; retry", request_id), None)
+            return refuse(CODES["INTERNAL_ERROR"], request_id)
 
     def decide(request: WSUpgradeRequest, request_id: str):
         headers = request.headers
@@ -110,45 +84,35 @@ def make_listener_factory(cfg, verifier, health, hub, flag_source, events):
 
         order_id = protocol.order_id_from_path(path)
         if order_id is None or request.method != b"GET":
-            return WSUpgradeResponseWithListener(
-                _refuse(404, "NOT_FOUND", f"no such endpoint: {path[:200]}", request_id), None)
+            return refuse(refusal("NOT_FOUND", f"no such endpoint: {path[:200]}"), request_id)
 
         if allowed_origins:
             origin = headers.get("origin")
             if origin is not None and origin not in allowed_origins:
-                return WSUpgradeResponseWithListener(
-                    _refuse(403, "FORBIDDEN", "origin not allowed", request_id), None)
+                return refuse(refusal("FORBIDDEN", "origin not allowed"), request_id)
 
         try:
             token = auth.credentials_from_headers(headers, query)
             claims = verifier.verify(token)
             auth.authorize(claims, order_id)
         except auth.AuthError as exc:
-            extra = (WWW_AUTHENTICATE,) if exc.status == 401 else ()
-            return WSUpgradeResponseWithListener(
-                _refuse(exc.status, exc.code, exc.message, request_id, extra), None)
+            return refuse(refusal(exc.code, exc.message), request_id)
 
         if health.draining:
-            return WSUpgradeResponseWithListener(_refuse(
-                503, "POD_AT_CAPACITY", "pod is shutting down; retry", request_id,
-                (("Retry-After", "1"),)), None)
+            return refuse(_DRAINING, request_id)
         if len(hub) >= cfg.max_connections_per_pod:
-            return WSUpgradeResponseWithListener(_refuse(
-                503, "POD_AT_CAPACITY", "this pod holds its maximum of connections; retry",
-                request_id, (("Retry-After", RETRY_AFTER_SECONDS),)), None)
+            return refuse(_AT_CAPACITY, request_id)
         client_class = flags.client_class(headers.get("user-agent"))
         # the kill switch: the order's carrier is not known yet (see flags)
         if not flag_source.realtime_enabled(claims.user_id, None, client_class):
-            return WSUpgradeResponseWithListener(_refuse(
-                503, "FEATURE_DISABLED", "real-time tracking is off; poll the REST endpoint",
-                request_id), None)
+            return refuse(_FEATURE_DISABLED, request_id)
 
         upgrade = ",".join(headers.getall("upgrade", ()))
         connection = ",".join(headers.getall("connection", ()))
-        refusal = protocol.check_handshake(upgrade, connection, headers.get("sec-websocket-version"),
+        refused = protocol.check_handshake(upgrade, connection, headers.get("sec-websocket-version"),
                                            headers.get("sec-websocket-key"))
-        if refusal is not None:
-            return _refusal(refusal, request_id)
+        if refused is not None:
+            return refuse(refused, request_id)
         # picows (2.3.1) then insists on these exact values, stricter than RFC 6455 4.2.1
         # (Firefox sends `Connection: keep-alive, Upgrade`): we checked them, so normalize
         headers["Upgrade"] = "websocket"

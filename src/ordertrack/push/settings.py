@@ -4,12 +4,14 @@ from ordertrack.config import (
     JWT,
     LOGGING,
     REDIS,
+    REGION,
     Setting,
     boolean,
     csv_list,
     default_pod_name,
     duration,
     non_negative_duration,
+    non_negative_int,
     optional_text,
     port,
     positive_int,
@@ -42,5 +44,7 @@ SETTINGS = REDIS + (
             "this pod's liveness lease in ws:pods, renewed every third of it; a crashed pod's "
             "registry slots stop counting once it runs out"),
     Setting("POD_NAME", text, default_pod_name(), "this pod's name in logs, metrics and the user registry"),
-    Setting("REGION", text, "local", "region tag for metrics and flag targeting"),
-) + JWT + LOGGING + FLAG_SETTINGS
+    Setting("LATENCY_SAMPLE_EVERY", non_negative_int, "0",
+            "time every Nth update through the pod and probe the loop's lag "
+            "(ordertrack_ws_latency_probe_seconds{stage}; 0: off)"),
+) + REGION + JWT + LOGGING + FLAG_SETTINGS

@@ -72,6 +72,7 @@ class Subscription:
         on_malformed: Callable[[str | None, str], None] | None = None,
         probe: Callable[[], Awaitable[object]] | None = None,
         deadline: float = DEFAULT_DEADLINE_SECONDS,
+        pattern: bool = True,
     ):
         self.target = target
         self.probe = probe
@@ -85,6 +86,8 @@ class Subscription:
         self.on_lost = on_lost
         self.on_malformed = on_malformed
         self.deadline = deadline
+        #: PSUBSCRIBE order:tracking:* (False with PUBSUB_MODE=sharded: control channels only)
+        self.pattern = pattern
         self.live = asyncio.Event()
         self.reader = None
         self._stopping = False
@@ -143,7 +146,7 @@ class Subscription:
                 reader = await pubsub_reader.connect(
                     address, self.watched, self._hold, self._control, on_live=self.live.set,
                     on_malformed=self.on_malformed, control_channels=self.control_channels,
-                    timeout=CONNECT_TIMEOUT_SECONDS)
+                    timeout=CONNECT_TIMEOUT_SECONDS, pattern=self.pattern)
                 self.reader = reader
                 reader.closed.add_done_callback(lambda _: self.live.clear())
                 live = loop.create_task(self.live.wait())
@@ -153,7 +156,8 @@ class Subscription:
                 if not self.live.is_set():
                     raise ConnectionError(f"subscription not confirmed: {reader.error or 'timeout'}")
                 delay = BACKOFF_FIRST_SECONDS
-                log.info("subscribed to %s", redis_layout.CHANNEL_PATTERN,
+                log.info("subscribed to %s", redis_layout.CHANNEL_PATTERN if self.pattern
+                         else "the control channels (PUBSUB_MODE=sharded)",
                          extra={"fields": {"resubscribed": not first,
                                            "redis": f"{address.host}:{address.port}"}})
                 watchdog = loop.create_task(self._watch(reader))

@@ -1,0 +1,113 @@
+"""Where an update's time goes inside the pod, for a sample of messages (issue 23).
+
+Off by default (`LATENCY_SAMPLE_EVERY=0`): `install` then hands back the fan-out itself, so the
+reader calls it directly and nothing here runs. With N > 0, every Nth update the reader hands on
+is timed, and the loop's lag is probed every `LAG_PROBE_SECONDS`; the histogram
+`ordertrack_ws_latency_probe_seconds{stage}` has, per stage:
+
+- `redis_to_read`: the message's `published_at` (the publisher's clock, just before its Redis
+  call) -> the reader hands it to the fan-out: the publish round trip, the Lua, PUBLISH, the
+  kernel and the pod's wake-up and parse, and any message before it in the same read;
+- `fanout`: handed to the fan-out -> every frame given to its socket (picows writes at once
+  when nothing is queued, so this ends in the kernel);
+- `loop_lag`: how late a `call_later` fires: what every other event on the loop waits.
+
+A sampled message costs two clock reads and one JSON parse; an unsampled one a counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import orjson
+from prometheus_client import Histogram
+
+from ordertrack.push import metrics
+
+#: seconds between two loop-lag probes (20 wake-ups a second)
+LAG_PROBE_SECONDS = 0.05
+#: fine buckets: the figures of interest are 0.1 .. 5 ms
+BUCKETS = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003,
+           0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+STAGES = ("redis_to_read", "fanout", "loop_lag")
+
+PROBE = Histogram(
+    "ordertrack_ws_latency_probe_seconds",
+    "Sampled stages of an update's way through the pod and the event loop's lag "
+    "(LATENCY_SAMPLE_EVERY; absent when 0)",
+    ["stage"], buckets=BUCKETS, registry=metrics.REGISTRY,
+)
+
+
+class SampledFanOut:
+    """`on_update` with every `every`th call timed (same signature as `FanOut.publish`)."""
+
+    __slots__ = ("publish", "every", "count", "_read", "_fanout")
+
+    def __init__(self, publish: Callable, every: int):
+        self.publish = publish
+        self.every = every
+        self.count = 0
+        self._read = PROBE.labels("redis_to_read")
+        self._fanout = PROBE.labels("fanout")
+
+    def __call__(self, order_id: str, watch, payload: bytes):
+        self.count += 1
+        if self.count < self.every:
+            return self.publish(order_id, watch, payload)
+        self.count = 0
+        read = time.time()
+        delivered = self.publish(order_id, watch, payload)
+        written = time.time()
+        if delivered:
+            self._fanout.observe(written - read)
+            published_at = published_at_of(payload)
+            if published_at is not None:
+                self._read.observe(max(0.0, read - published_at))
+        return delivered
+
+
+def published_at_of(payload: bytes) -> float | None:
+    """The message's `published_at` (epoch seconds), or None when it has none."""
+    try:
+        value = orjson.loads(payload).get("published_at")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return float(value) if type(value) in (int, float) else None
+
+
+class LagProbe:
+    """How late the loop runs a timer, every `interval` seconds, into the `loop_lag` stage."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = LAG_PROBE_SECONDS):
+        self.loop = loop
+        self.interval = interval
+        self.handle: asyncio.TimerHandle | None = None
+        self._lag = PROBE.labels("loop_lag")
+
+    def start(self) -> None:
+        self._arm(self.loop.time())
+
+    def _arm(self, now: float) -> None:
+        due = now + self.interval
+        self.handle = self.loop.call_at(due, self._fire, due)
+
+    def _fire(self, due: float) -> None:
+        now = self.loop.time()
+        self._lag.observe(max(0.0, now - due))
+        self._arm(now)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+def install(loop: asyncio.AbstractEventLoop, publish: Callable, every: int) -> Callable:
+    """The pod's `on_update`: `publish` itself when `every` is 0, else a sampled wrapper, with
+    the loop-lag probe started."""
+    if every <= 0:
+        return publish
+    LagProbe(loop).start()
+    return SampledFanOut(publish, every)

@@ -1,0 +1,71 @@
+"""LATENCY_SAMPLE_EVERY (issue 23): a pod told to time every Nth update exports the sampled
+stages and its loop's lag; by default it exports none. A real `ordertrack serve`, a real
+Redis, a websockets client."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from ordertrack.gateway.publisher import Publisher
+from ordertrack.models import StoredEvent
+from tests.pods import connect, recv_event, recv_json, start_pod
+from tests.support import free_port, wait_for
+
+PROBE = "ordertrack_ws_latency_probe_seconds"
+
+
+@pytest.fixture
+async def rasync(redis_url):
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def counts(text: str) -> dict[str, float]:
+    """stage -> observation count of the probe histogram."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(f"{PROBE}_count{{"):
+            stage = line.split('stage="', 1)[1].split('"', 1)[0]
+            out[stage] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def deliver(pod, keys, rasync, order_id: str, updates: int) -> None:
+    ws = await connect(pod, keys.token("probe", [order_id]), order_id)
+    await recv_json(ws)  # connection_ack
+    publisher = Publisher(rasync)
+    for seq in range(1, updates + 1):
+        await publisher.publish(order_id, "dhl", StoredEvent(
+            order_id, seq, "in_transit", "Newark NJ", f"2026-12-06T10:{seq:02d}:00Z", None))
+        assert (await recv_event(ws, "tracking_update"))["data"]["seq"] == seq
+    await ws.close()
+
+
+async def test_every_nth_update_is_timed_by_stage_and_the_loop_lag_is_probed(
+        procs, tmp_path, redis_url, keys, rasync):
+    metrics_port = free_port()
+    pod = start_pod(procs, tmp_path, redis_url, keys, metrics_port=metrics_port,
+                    latency_sample_every=2)
+    await deliver(pod, keys, rasync, "ord_probe", 6)
+
+    def sampled():
+        seen = counts(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text)
+        return seen if seen.get("fanout") == 3 and seen.get("loop_lag", 0) >= 2 else None
+
+    seen = wait_for(sampled, 10, what="3 of 6 updates timed and the loop's lag probed")
+    assert seen["redis_to_read"] == 3  # the gateway's messages carry published_at
+
+
+async def test_by_default_nothing_is_sampled(procs, tmp_path, redis_url, keys, rasync):
+    metrics_port = free_port()
+    pod = start_pod(procs, tmp_path, redis_url, keys, metrics_port=metrics_port)
+    await deliver(pod, keys, rasync, "ord_unprobed", 3)
+
+    def delivered():
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+        return text if "ordertrack_ws_delivery_latency_seconds_count 3.0" in text else None
+
+    assert counts(wait_for(delivered, 10, what="3 updates delivered")) == {}
