@@ -10,6 +10,8 @@ can see is photographed at desktop and phone sizes into artifacts/screenshots/.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ordertrack import redis_layout
+from ordertrack.api.pages import STATIC_DIR
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import Order, StoredEvent, TrackingEvent
 from ordertrack.store import open_store
@@ -66,7 +69,7 @@ class Gateway:
         run_async(run)
 
     def scan(self, status: str, location: str, timestamp: str | None = None,
-             eta: str | None = None) -> int:
+             eta: str | None = None, order_id: str = ORDER_ID, carrier: str = "dhl") -> int:
         """Store and publish one event (`timestamp` defaults to now)."""
         timestamp = timestamp or at(0)
 
@@ -75,9 +78,9 @@ class Gateway:
             client = aioredis.Redis.from_url(self.redis_url)
             try:
                 (stored,) = await store.append_events(
-                    ORDER_ID, [TrackingEvent(status, location, timestamp, eta)])
-                await Publisher(client).publish(ORDER_ID, "dhl",
-                    StoredEvent(ORDER_ID, stored.seq, status, location, timestamp, eta))
+                    order_id, [TrackingEvent(status, location, timestamp, eta)])
+                await Publisher(client).publish(order_id, carrier,
+                    StoredEvent(order_id, stored.seq, status, location, timestamp, eta))
                 return stored.seq
             finally:
                 await client.aclose()
@@ -148,11 +151,11 @@ def browser():
             browser.close()
 
 
-def new_page(browser):
-    """A page as a customer in New York on a desktop sees it."""
+def new_page(browser, locale: str = "en-US", timezone: str = "America/New_York"):
+    """A page as a customer in New York (or elsewhere, in their language) on a desktop sees it."""
     width, height = VIEWPORTS[0]
-    context = browser.new_context(viewport={"width": width, "height": height}, locale="en-US",
-                                  timezone_id="America/New_York")
+    context = browser.new_context(viewport={"width": width, "height": height}, locale=locale,
+                                  timezone_id=timezone)
     return context.new_page()
 
 
@@ -162,11 +165,14 @@ def page(browser):
 
 
 def screenshot(page, state: str) -> None:
-    """`state` at each of VIEWPORTS, as artifacts/screenshots/<state>-<w>x<h>.png."""
+    """`state` at each of VIEWPORTS, as artifacts/screenshots/<state>-<w>x<h>.png (a page in
+    another language than English: <state>-<lang>-<w>x<h>.png)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    lang = page.evaluate("() => document.documentElement.lang")
+    name = state if lang in ("en", "") else f"{state}-{lang}"
     for width, height in VIEWPORTS:
         page.set_viewport_size({"width": width, "height": height})
-        page.screenshot(path=str(SCREENSHOTS / f"{state}-{width}x{height}.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}x{height}.png"), full_page=True)
     page.set_viewport_size({"width": VIEWPORTS[0][0], "height": VIEWPORTS[0][1]})
 
 
@@ -441,7 +447,7 @@ REFUSED_LINKS = {
     "forged-link": (lambda keys: "#token=" + forged(keys.token("user_1", ORDER_ID)),
                     "This tracking link is incomplete"),
     "not-your-order": (lambda keys: "#token=" + keys.token("user_2", ORDER_ID),
-                       "This link is for a different order"),
+                       "This link belongs to another account"),
     "token-in-query": (lambda keys: "?token=" + keys.token("user_1", ORDER_ID),
                        "Please open the link exactly as it was sent"),
 }
@@ -683,3 +689,257 @@ def test_a_token_that_expires_while_live_ends_the_tracking_session(system, page,
     page.wait_for_timeout(1_500)
     assert len(sockets) == 1
     assert len([url for url in requests if "/api/v2/" in url]) == polls
+
+
+# --- issue 20: the page as a new customer finds it, in the customer's language -----------------
+# One language per page (English, German, Spanish: labels, statuses, messages, dates and
+# relative times), times ahead read "in 25 seconds", another account's link says so, a label
+# scan is not a pickup and no two timeline entries look alike, a page bumped by the connection
+# limit says why and goes live again on request, /docs works without internet. States are
+# photographed in English and German at desktop and phone sizes.
+
+CATALOGS = {lang: json.loads((STATIC_DIR / "i18n" / f"{lang}.json").read_text())
+            for lang in ("en", "de", "es")}
+
+
+def intl(page, locale: str, at_seconds: float, timezone: str) -> str:
+    """What the browser's own Intl says for that moment, as the page formats it."""
+    return page.evaluate("""([locale, at, zone]) => new Intl.DateTimeFormat(locale, {month: 'short',
+        day: 'numeric', hour: 'numeric', minute: '2-digit', timeZone: zone,
+        timeZoneName: 'short'}).format(new Date(at * 1000))""", [locale, at_seconds, timezone])
+
+
+def relative(page, value: str, locale: str) -> str:
+    return page.evaluate("""async ([value, locale]) => {
+        const format = await import('/static/tracking-format.js');
+        return format.relativeTime(value, {locale});
+    }""", [value, locale])
+
+
+def test_the_catalogs_have_the_same_messages_and_placeholders():
+    """A translator's file misses no message and keeps every {placeholder}."""
+    english = CATALOGS["en"]
+    assert json.loads((STATIC_DIR / "i18n" / "languages.json").read_text()) == ["en", "de", "es"]
+    for lang, catalog in CATALOGS.items():
+        assert set(catalog) == set(english), lang
+        for key, text in english.items():
+            assert set(re.findall(r"\{\w+\}", catalog[key])) == set(re.findall(r"\{\w+\}", text)), (
+                lang, key)
+
+
+def test_a_german_browser_gets_the_whole_page_in_german(system, browser, keys):
+    """de-DE: every label, status, indicator and time in German, `<html lang="de">`; live
+    and polling photographed."""
+    from playwright.sync_api import expect
+
+    page = new_page(browser, "de-DE", "Europe/Berlin")
+    five_minutes_ago = time.time() - 300
+    system.gateway.scan("in_transit", "Distribution Center, Newark NJ",
+                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(five_minutes_ago)))
+    token = keys.token("user_1", ORDER_ID)
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={token}&poll=1&reconnect=0.25")
+    expect(page.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=10_000)
+    expect(page.locator("html")).to_have_attribute("lang", "de")
+    expect(page.locator("h1")).to_have_text("Ihr DHL-Paket")
+    expect(page.locator("#tracking-number")).to_have_text("Sendungsnummer DHL1234567890")
+    expect(page.locator("#status")).to_have_text("Unterwegs")
+    expect(page.locator("#last-update-label")).to_have_text("Letzte Aktualisierung")
+    assert page.locator("#progress li").all_inner_texts() == [
+        "Versandt", "Unterwegs", "In Zustellung", "Zugestellt"]
+    expect(page.locator("#history h2")).to_have_text("Verlauf")
+    local = intl(page, "de", five_minutes_ago, "Europe/Berlin")
+    expect(page.locator("#last-update")).to_have_text(f"{local} (vor 5 Minuten)")
+    assert page.title().startswith("Unterwegs · DHL")
+    text = page.locator("body").inner_text()
+    for english in ("Last update", "Location", "History", "Shipped", "ago", "just now",
+                    "In transit", "Tracking number"):
+        assert not re.search(rf"\b{english}\b", text), english
+    screenshot(page, "live")
+
+    system.kill_pod()
+    expect(page.locator("#indicator-text")).to_have_text("Aktualisierung alle 1 s",
+                                                         timeout=5_000)
+    screenshot(page, "polling")
+
+
+@pytest.mark.parametrize("locale, lang, heading", [
+    ("es-ES", "es", "Tu paquete de DHL"),
+    ("de-AT", "de", "Ihr DHL-Paket"),
+    ("fr-FR", "en", "Your DHL package"),   # not shipped: English
+])
+def test_the_language_is_the_browsers_first_one_the_page_ships(system, browser, keys, locale,
+                                                                lang, heading):
+    from playwright.sync_api import expect
+
+    page = new_page(browser, locale, "Europe/Madrid")
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={keys.token('user_1', ORDER_ID)}")
+    expect(page.locator("h1")).to_have_text(heading, timeout=10_000)
+    expect(page.locator("html")).to_have_attribute("lang", lang)
+    expect(page.locator("#status")).to_have_text(CATALOGS[lang]["status.in_transit"])
+
+
+def test_a_time_ahead_reads_in_seconds_never_just_now(system, page, keys):
+    """An estimate 25 s ahead: "in 25 seconds" (Intl, in the page's language), not "just now";
+    a time 3 hours ahead "in 3 hours"; a moment ago "now" / "jetzt"."""
+    from playwright.sync_api import expect
+
+    ahead = time.time() + 25
+    system.gateway.scan("out_for_delivery", "Local Delivery Vehicle, Brooklyn NY", at(-0.01),
+                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ahead)))
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={keys.token('user_1', ORDER_ID)}")
+    expect(page.locator("#eta")).to_contain_text(re.compile(r"\(in \d{1,2} seconds?\)"),
+                                                 timeout=10_000)
+    assert "just now" not in page.locator("#summary").inner_text()
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 25))
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3 * 3600))
+    just_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 2))
+    assert re.fullmatch(r"in 2\d seconds", relative(page, soon, "en"))
+    assert relative(page, later, "en") == "in 3 hours"
+    assert re.fullmatch(r"in 2\d Sekunden", relative(page, soon, "de"))
+    assert relative(page, later, "es") == "dentro de 3 horas"
+    assert relative(page, just_before, "en") == "now"
+    assert relative(page, just_before, "de") == "jetzt"
+
+
+@pytest.mark.parametrize("state", ["not-your-order", "expired-link", "token-in-query"])
+def test_a_refused_link_is_explained_in_german_too(system, browser, keys, state):
+    from playwright.sync_api import expect
+
+    kind = {"not-your-order": "not_yours", "expired-link": "expired",
+            "token-in-query": "query_token"}[state]
+    page = new_page(browser, "de-DE", "Europe/Berlin")
+    make_link, _ = REFUSED_LINKS[state]
+    page.goto(f"{system.api}/orders/{ORDER_ID}{make_link(keys)}")
+    expect(page.locator("#notice-title")).to_have_text(CATALOGS["de"][f"problem.{kind}.title"],
+                                                       timeout=10_000)
+    expect(page.locator("#notice-text")).to_have_text(CATALOGS["de"][f"problem.{kind}.text"])
+    expect(page.locator("#indicator-text")).to_have_text("keine Aktualisierung")
+    if state == "not-your-order":
+        expect(page.locator("#notice-title")).to_have_text(
+            "Dieser Link gehört zu einem anderen Konto")
+    screenshot(page, state)
+
+
+def test_another_accounts_link_says_so_and_what_to_do(system, page, keys):
+    from playwright.sync_api import expect
+
+    page.goto(f"{system.api}/orders/{ORDER_ID}#token={keys.token('user_2', ORDER_ID)}")
+    expect(page.locator("#notice-title")).to_have_text("This link belongs to another account",
+                                                       timeout=10_000)
+    text = page.locator("#notice-text").inner_text()
+    assert "sign in" in text and "ask the person who sent you the link" in text
+    assert "different order" not in text
+
+
+def test_a_label_scan_is_not_a_pickup_and_no_two_entries_look_alike(system, browser, keys):
+    """FedEx's label (OC) and pickup (PU) 13 s apart at one place read "Label created" and
+    "Shipped"; two scans with one status and place in the same minute show their seconds.
+    A label alone says the carrier has not got the parcel yet."""
+    from playwright.sync_api import expect
+
+    order_id = "ord_fedex_label"
+    system.gateway.register(Order(order_id, "user_1", "fedex", "794843185271"))
+    base = time.time() - 3600
+    stamp = lambda seconds: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))  # noqa: E731
+    label_at = base - base % 60 + 5  # 5 s into a minute: the pickup 13 s later, same minute
+    system.gateway.scan("label_created", "MEMPHIS, TN, US", stamp(label_at), order_id=order_id,
+                        carrier="fedex")
+    for lang, locale, zone in (("en", "en-US", "America/New_York"),
+                               ("de", "de-DE", "Europe/Berlin")):
+        page = new_page(browser, locale, zone)
+        page.goto(f"{system.api}/orders/{order_id}#token={keys.token('user_1', order_id)}")
+        expect(page.locator("#status")).to_have_text(CATALOGS[lang]["status.label_created"],
+                                                     timeout=10_000)
+        expect(page.locator("#status-hint")).to_have_text(
+            CATALOGS[lang]["status.label_created.hint"])
+        assert page.locator("#progress li").evaluate_all(
+            "items => items.map(li => li.dataset.state)") == ["todo"] * 4
+        screenshot(page, "label-created")
+        page.context.close()
+
+    system.gateway.scan("shipped", "MEMPHIS, TN, US", stamp(label_at + 13), order_id=order_id,
+                        carrier="fedex")
+    system.gateway.scan("in_transit", "MEMPHIS, TN, US", stamp(label_at + 600),
+                        order_id=order_id, carrier="fedex")
+    system.gateway.scan("in_transit", "MEMPHIS, TN, US", stamp(label_at + 620),
+                        order_id=order_id, carrier="fedex")
+    page = new_page(browser)
+    page.goto(f"{system.api}/orders/{order_id}#token={keys.token('user_1', order_id)}")
+    expect(page.locator("#timeline li")).to_have_count(4, timeout=10_000)
+    entries = page.locator("#timeline li").all_inner_texts()
+    assert len(set(entries)) == 4, entries
+    assert [e.split("\n")[0] for e in entries] == [
+        "In transit", "In transit", "Shipped", "Label created"]
+    # the two in-transit scans read alike to the minute: their seconds show; the label and
+    # the pickup differ by their words already
+    assert all(re.search(r"\d:\d\d:\d\d", e) for e in entries[:2]), entries
+    assert not any(re.search(r"\d:\d\d:\d\d", e) for e in entries[2:]), entries
+    screenshot(page, "timeline-label-and-pickup")
+
+
+def test_a_page_bumped_by_the_connection_limit_says_why_and_goes_live_again(
+        system, browser, keys):
+    """MAX_CONNECTIONS_PER_USER=1. A second page (German) takes the first page's slot (4001):
+    the first says why it is not live and offers to go live again; clicking it takes the slot
+    back the normal way (the German page is bumped and says so in German)."""
+    from playwright.sync_api import expect
+
+    system.kill_pod()
+    system.start_pod(MAX_CONNECTIONS_PER_USER="1")
+    link = (f"{system.api}/orders/{ORDER_ID}#token={keys.token('user_1', ORDER_ID)}"
+            "&poll=0.5&reconnect=0.25")
+    first = new_page(browser)
+    first_sockets = watch_sockets(first)
+    first.goto(link)
+    expect(first.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=10_000)
+    expect(first.locator("#limit")).to_be_hidden()
+
+    second = new_page(browser, "de-DE", "Europe/Berlin")
+    second.goto(link)
+    expect(second.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=10_000)
+    expect(first.locator("#indicator")).to_have_attribute("data-reason", "connection_limit",
+                                                          timeout=5_000)
+    expect(first.locator("#limit")).to_be_visible()
+    expect(first.locator("#limit-text")).to_contain_text("too many tabs or devices")
+    expect(first.locator("#limit-text")).to_contain_text("every 0.5 s")
+    expect(first.locator("#go-live")).to_have_text("Go live again")
+    first.wait_for_timeout(1_000)
+    assert len(first_sockets) == 1  # no reconnect on its own
+    screenshot(first, "connection-limit")
+
+    first.locator("#go-live").click()
+    expect(first.locator("#indicator")).to_have_attribute("data-mode", "live", timeout=10_000)
+    expect(first.locator("#limit")).to_be_hidden()
+    assert len(first_sockets) == 2
+    expect(second.locator("#limit")).to_be_visible(timeout=5_000)
+    expect(second.locator("#go-live")).to_have_text("Wieder live schalten")
+    screenshot(second, "connection-limit")
+    system.gateway.scan("out_for_delivery", "Local Delivery Vehicle, Brooklyn NY", at(-0.1))
+    expect(first.locator("#status")).to_have_text("Out for delivery", timeout=2_000)
+    assert timeline_seqs(first) == [3, 2, 1]
+
+
+def test_docs_work_without_internet(system, page):
+    """/docs loads Swagger UI from the API itself: nothing is fetched from another host, and
+    the operations are listed."""
+    from playwright.sync_api import expect
+
+    elsewhere: list[str] = []
+
+    def offline(route):
+        if route.request.url.startswith(system.api):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    page.route("**/*", offline)
+    page.goto(system.api + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("ordertrack REST fallback",
+                                                                     timeout=10_000)
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/api/v2/orders/{order_id}/tracking" in p for p in paths), paths
+    assert any("/api/v2/page-stays" in p for p in paths), paths
+    assert elsewhere == []
+    screenshot(page, "docs")

@@ -72,7 +72,7 @@ def test_dhl_events_oldest_first_with_normalised_times_and_out_for_delivery_text
     result = dhl.parse_response(load("dhl_linked_out_for_delivery.json"), "JD1")["JD1"]
     got = [(e.timestamp, e.status, e.location, e.raw_code) for e in result.events]
     assert got == [
-        ("2024-08-18T08:00:00Z", "shipped", None, "pre-transit"),
+        ("2024-08-18T08:00:00Z", "label_created", None, "pre-transit"),
         ("2024-08-19T18:30:00Z", "in_transit", "Leipzig, DE", "transit"),
         ("2024-08-20T06:02:00Z", "in_transit", "Berlin, DE", "transit"),
         ("2024-08-20T09:15:03Z", "out_for_delivery", "Berlin, DE", "transit"),
@@ -95,7 +95,7 @@ def test_dhl_failure_unknown_delivered_and_bare_date_estimate(caplog):
 def test_dhl_status_only_answer_gives_one_event():
     result = dhl.parse_response(raw("dhl_status_only.json"), ["DHL1234567890"])["DHL1234567890"]
     assert [(e.status, e.location, e.timestamp) for e in result.events] == [
-        ("in_transit", "Newark NJ", "2025-10-03T14:02:00Z")]
+        ("in_transit", "Newark, NJ", "2025-10-03T14:02:00Z")]
     assert result.estimated_delivery == "2025-10-04"
 
 
@@ -106,9 +106,9 @@ def test_dhl_status_repeating_its_newest_event_with_more_detail_is_one_event():
                                 ["JD014600003BRKLYN"])["JD014600003BRKLYN"]
     got = [(e.timestamp, e.status, e.location) for e in result.events]
     assert got == [
-        ("2025-10-02T09:00:00Z", "shipped", None),
-        ("2025-10-02T22:40:00Z", "in_transit", "Cincinnati Hub OH"),
-        ("2025-10-03T14:02:00Z", "in_transit", "Brooklyn NY, US"),
+        ("2025-10-02T09:00:00Z", "label_created", None),
+        ("2025-10-02T22:40:00Z", "in_transit", "Cincinnati Hub, OH"),
+        ("2025-10-03T14:02:00Z", "in_transit", "Brooklyn, NY, US"),
     ]
 
 
@@ -128,7 +128,7 @@ def test_dhl_404_without_its_problem_body_is_an_error_not_a_missing_shipment(bod
 
 
 @pytest.mark.parametrize("code, text, expected", [
-    ("pre-transit", "", "shipped"),
+    ("pre-transit", "", "label_created"),
     ("transit", "Processed at hub", "in_transit"),
     ("transit", "Out for delivery", "out_for_delivery"),
     ("transit", "The shipment is with courier for delivery", "out_for_delivery"),
@@ -177,7 +177,7 @@ def test_fedex_multiple_track_results_keep_the_latest_scan():
     result = fedex.parse_response(raw("fedex_batch.json"), BATCH)["794843185271"]
     assert result.found
     assert [e.status for e in result.events] == [
-        "shipped", "shipped", "in_transit", "in_transit", "in_transit", "out_for_delivery"]
+        "label_created", "shipped", "in_transit", "in_transit", "in_transit", "out_for_delivery"]
     assert result.events[0].timestamp == "2024-08-18T13:00:00Z"   # -04:00 converted
     assert result.events[-1].timestamp == "2024-08-20T11:41:57Z"
     assert result.events[-1].location == "BROOKLYN, NY, US"
@@ -195,7 +195,7 @@ def test_fedex_scan_listed_twice_and_latest_status_are_one_event():
                                   ["772211334455"])["772211334455"]
     got = [(e.timestamp, e.status, e.raw_code, e.location) for e in result.events]
     assert got == [
-        ("2025-10-01T23:50:00Z", "shipped", "OC", "OAKLAND, CA, US"),
+        ("2025-10-01T23:50:00Z", "label_created", "OC", "OAKLAND, CA, US"),
         ("2025-10-02T00:20:00Z", "shipped", "PU", "OAKLAND, CA, US"),
         ("2025-10-03T03:30:00Z", "in_transit", "AR", "NEWARK, NJ, US"),
         ("2025-10-03T12:12:00Z", "out_for_delivery", "OD", "BROOKLYN, NY, US"),
@@ -231,7 +231,7 @@ def test_fedex_number_missing_from_answer():
 
 
 @pytest.mark.parametrize("code, expected", (
-    [(c, "shipped") for c in ("OC", "OX", "EP", "PU", "PX", "AP")]
+    [("OC", "label_created")] + [(c, "shipped") for c in ("OX", "EP", "PU", "PX", "AP")]
     + [(c, "in_transit") for c in ("IT", "IX", "AR", "AF", "AA", "AC", "AX", "DP", "LO", "OF",
                                    "SF", "FD", "EA", "EO", "PF", "PL", "PM", "TR", "AO", "CC",
                                    "CP")]
@@ -265,7 +265,7 @@ def test_ups_activity_times_built_from_gmt_fields_and_padded():
                                 ["1Z023E2X0214323462"])["1Z023E2X0214323462"]
     got = [(e.timestamp, e.status, e.raw_code, e.location) for e in result.events]
     assert got == [
-        ("2024-08-18T16:00:00Z", "shipped", "003", "US"),                  # gmtTime w/o colons
+        ("2024-08-18T16:00:00Z", "label_created", "003", "US"),                  # gmtTime w/o colons
         ("2024-08-19T05:15:00Z", "in_transit", "005", "Louisville, KY, US"),  # "51500" padded
         ("2024-08-20T07:15:00Z", "in_transit", "005", "Secaucus, NJ, US"),    # local - offset
         ("2024-08-20T22:30:00Z", "exception", "034", "Secaucus, NJ, US"),
@@ -303,7 +303,7 @@ def test_ups_activity_listed_twice_is_one_event_with_the_fuller_location():
                                 ["1Z999AA10123459999"])["1Z999AA10123459999"]
     got = [(e.timestamp, e.status, e.location) for e in result.events]
     assert got == [
-        ("2025-10-01T13:00:00Z", "shipped", "US"),
+        ("2025-10-01T13:00:00Z", "label_created", "US"),
         ("2025-10-03T03:30:00Z", "in_transit", "SECAUCUS, NJ, US"),
         ("2025-10-03T12:12:00Z", "out_for_delivery", "BROOKLYN, NY, US"),
     ]
@@ -324,10 +324,10 @@ def test_ups_invalid_number_is_per_number_and_429_is_rate_limited():
 
 
 @pytest.mark.parametrize("type_, code, expected", (
-    [("M", None, "shipped"), ("I", None, "in_transit"), ("D", None, "delivered"),
+    [("M", None, "label_created"), ("I", None, "in_transit"), ("D", None, "delivered"),
      ("X", None, "exception"), ("MV", None, "exception"), ("NA", None, "unknown"),
      (None, None, "unknown"), ("Q", None, "unknown")]
-    + [("I", c, "shipped") for c in ("003", "038", "157")]
+    + [("I", "003", "label_created")] + [("I", c, "shipped") for c in ("038", "157")]
     + [("I", c, "out_for_delivery") for c in ("006", "021", "037", "072", "078", "089", "091",
                                               "146", "162", "017", "040")]
     + [("I", c, "delivered") for c in ("011", "026", "143")]
@@ -403,3 +403,29 @@ def test_policy_retries_only_retryable_kinds_and_honours_retry_after():
     assert policy.delay(CarrierError("ups", "rate_limited", retry_after=600.0), 0) is None
     for retry in range(3):
         assert 0 <= policy.delay(CarrierError("ups", "timeout"), retry) <= 0.01 * 2 ** retry
+
+
+@pytest.mark.parametrize("locality, country, expected", [
+    ("Chicago IL", "US", "Chicago, IL, US"),
+    ("Brooklyn NY", "US", "Brooklyn, NY, US"),
+    ("Toronto ON", "CA", "Toronto, ON, CA"),
+    ("Chicago, IL", "US", "Chicago, IL, US"),   # already written the usual way
+    ("Chicago", "US", "Chicago, US"),
+    ("Leipzig", "DE", "Leipzig, DE"),
+    ("Hub LE", "DE", "Hub LE, DE"),            # outside the US and Canada: left alone
+    (None, "US", "US"),
+])
+def test_dhl_writes_a_place_as_the_other_carriers_do(locality, country, expected):
+    """DHL's "Chicago IL, US" reads "Chicago, IL, US", as FedEx and UPS give it."""
+    node = {"location": {"address": {"addressLocality": locality, "countryCode": country}}}
+    assert dhl.location(node) == expected
+
+
+def test_a_label_scan_and_the_pickup_are_two_different_statuses_for_every_carrier():
+    """FedEx OC, DHL pre-transit and UPS type M / 003 say the label exists and the carrier
+    has not got the parcel yet: `label_created`, not `shipped` like the pickup after it."""
+    assert fedex.normalise_status("OC") == "label_created"
+    assert fedex.normalise_status("PU") == "shipped"
+    assert dhl.normalise_status("pre-transit") == "label_created"
+    assert ups.normalise_status("M") == "label_created"
+    assert ups.normalise_status("I", "003") == "label_created"

@@ -185,9 +185,36 @@ def ingest_metrics(sandbox_url, redis_server, tmp_path_factory):  # noqa: F811 -
 
 
 @pytest.fixture(scope="module")
-def exported(pod_metrics, gateway_metrics, ingest_metrics) -> Scrape:
+def api_metrics(redis_server, keys, tmp_path_factory):
+    """A real API: a page view of each variant, and one stay each (a bounce and a long one)."""
+    tmp = tmp_path_factory.mktemp("api")
+    db = f"sqlite:///{tmp}/track.db"
+    add_orders(db, [order("ord_api_metrics", "dhl")])
+    port = free_port()
+    group = ProcessGroup()
+    group.start("api", env={"API_HOST": "127.0.0.1", "API_PORT": str(port), "DATABASE_URL": db,
+                            "REDIS_URL": redis_server.url, "JWT_PUBLIC_KEY": str(keys.public_path)},
+                log=tmp / "api.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(base + "/healthz").status_code == 200, 15, what="api")
+        auth = {"Authorization": "Bearer " + keys.token("user_1", "ord_api_metrics")}
+        for variant, seconds in (("realtime", 40), ("polling", 2)):
+            view = httpx.post(f"{base}/api/v2/orders/ord_api_metrics/views", headers=auth,
+                              json={"variant": variant})
+            assert view.status_code == 201, view.text
+            stay = httpx.post(f"{base}/api/v2/page-stays",
+                              json={"view_id": view.json()["view_id"], "seconds": seconds})
+            assert stay.status_code == 204, stay.text
+        yield scrape(base + "/metrics")
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def exported(pod_metrics, gateway_metrics, ingest_metrics, api_metrics) -> Scrape:
     both = Scrape("")
-    for one in (pod_metrics, gateway_metrics, ingest_metrics):
+    for one in (pod_metrics, gateway_metrics, ingest_metrics, api_metrics):
         both.update(one)
         both.label_values.update(one.label_values)
     return both
@@ -218,7 +245,7 @@ def dashboard_queries() -> list[str]:
               for v in board["templating"]["list"] if v["type"] == "custom"}
     out = []
     for panel in board["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):  # a row has none
             expr = target["expr"].replace("$__rate_interval", "5m").replace("$__range", "1h")
             names = [n for n in custom if f"${n}" in expr]
             for values in itertools.product(*(custom[n] for n in names)):
@@ -252,6 +279,10 @@ def readme_queries() -> dict[str, list[str]]:
     return rows
 
 
+#: series Prometheus writes itself (its alerts' state), with their labels
+PROMETHEUS_SERIES = {"ALERTS": {"alertname", "alertstate", "severity", "team", "service"}}
+
+
 def check_names(expr: str, exported: Scrape, targets: set[str],
                 recorded: set[str]) -> list[str]:
     problems = []
@@ -259,6 +290,10 @@ def check_names(expr: str, exported: Scrape, targets: set[str],
     assert selectors, f"no metric in {expr!r}"
     for name, labels in selectors:
         if name in recorded:
+            continue
+        if name in PROMETHEUS_SERIES:
+            if missing := labels - PROMETHEUS_SERIES[name]:
+                problems.append(f"{name} has no label {sorted(missing)} ({expr})")
             continue
         if name not in exported:
             problems.append(f"{name} is not exported ({expr})")
@@ -310,6 +345,9 @@ def test_promtool_unit_tests_pass_on_series_shaped_like_our_scrape(exported, tar
     for text in series:
         name, labels = re.fullmatch(r"(\w+)\{(.*)\}", text).groups()
         label_values = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if name in PROMETHEUS_SERIES:  # the alert rules' own labels, plus the alert's
+            assert set(label_values) <= PROMETHEUS_SERIES[name] | {"carrier", "pod"}, text
+            continue
         own = exported.get(name)
         assert own is not None, f"{name} is not a metric we export"
         # a label of the metric's own that the target sets too is kept as exported_<label>
@@ -352,8 +390,11 @@ def test_dashboard_has_the_logs_six_panels_and_duration_buckets(pod_metrics):
         "Active WebSocket Connections", "Connection Duration Distribution",
         "Tracking Update Delivery Latency", "Heartbeat Timeout Rate",
         "Carrier API Polling Success Rate", "Redis Pub/Sub Message Volume",
-        "Carrier Push (webhooks)", "Garbage Collection Pauses"]
-    assert len({p["id"] for p in board["panels"]}) == 8
+        "Carrier Push (webhooks)", "Garbage Collection Pauses",
+        "Ramp to 25 %", "WebSocket incidents (7 days)", "Bounce rate by variant",
+        "Page views per order by variant", "Connection stability",
+        "Carrier polling success (worst carrier)"]
+    assert len({p["id"] for p in board["panels"]}) == 14
     by_title = {p["title"]: p for p in board["panels"]}
     latency = [t["expr"] for t in by_title["Tracking Update Delivery Latency"]["targets"]]
     assert [re.search(r"histogram_quantile\(([\d.]+)", e).group(1) for e in latency] == [
@@ -406,3 +447,33 @@ def test_readme_lists_a_query_for_every_infrastructure_metrics_row():
         "Pod restarts",
     }
     assert set(readme_queries()) == expected
+
+
+def test_the_ramp_row_shows_the_five_criteria_with_their_thresholds(api_metrics):
+    """Issue 20: a row "Ramp to 25 %" with one panel per criterion, each reading a recording
+    rule, with the log's threshold as its colour step (or said in its description)."""
+    board = dashboard()
+    titles = [p["title"] for p in board["panels"]]
+    row = titles.index("Ramp to 25 %")
+    assert board["panels"][row]["type"] == "row"
+    panels = {p["title"]: p for p in board["panels"][row + 1:]}
+    assert len(panels) == 5
+    recorded = {rule["record"] for rule in rules() if "record" in rule}
+
+    def steps(title):
+        return [s["value"] for s in panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+
+    for panel in panels.values():
+        (target,) = panel["targets"]
+        assert {name for name, _ in read_promql(target["expr"])[0]} <= recorded
+        assert panel["gridPos"]["y"] > board["panels"][row]["gridPos"]["y"]
+    assert steps("WebSocket incidents (7 days)") == [None, 1]
+    assert "[7d]" in panels["WebSocket incidents (7 days)"]["targets"][0]["expr"]
+    assert steps("Page views per order by variant") == [None, 3]
+    assert steps("Connection stability") == [None, 0.95]
+    assert steps("Carrier polling success (worst carrier)") == [None, 0.99]
+    assert "realtime below polling" in panels["Bounce rate by variant"]["description"]
+    # the API exports the series these rules read, for both variants
+    for name in ("ordertrack_api_page_views_total", "ordertrack_api_page_stays_total",
+                 "ordertrack_api_page_bounces_total", "ordertrack_api_page_orders_viewed"):
+        assert api_metrics.values(name, "variant") == {"realtime", "polling"}, name

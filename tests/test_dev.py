@@ -32,10 +32,10 @@ class Dev:
         self.cwd = cwd
         self.ports = {name: free_port() for name in
                       ("PORT", "API_PORT", "SANDBOX_PORT", "METRICS_PORT", "GATEWAY_METRICS_PORT",
-                       "INGEST_PORT")}
+                       "INGEST_PORT", "PROMETHEUS_PORT")}
         full_env = {**os.environ, **{k: str(v) for k, v in self.ports.items()},
                     "PYTHONUNBUFFERED": "1", **env}
-        for name in ("DATABASE_URL", "REDIS_URL"):
+        for name in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_URL"):
             full_env.pop(name, None)
         self.proc = subprocess.Popen([sys.executable, "-m", "ordertrack", "dev"], cwd=cwd,
                                      env=full_env, stdout=subprocess.PIPE,
@@ -51,7 +51,8 @@ class Dev:
                 break
         assert READY_LINE in self.text, self.text
         self.children = psutil.Process(self.proc.pid).children(recursive=True)
-        assert len(self.children) >= 6  # redis, sandbox, ingest, gateway, pod, api
+        # redis, sandbox, ingest, gateway, pod, api, prometheus
+        assert len(self.children) >= 7, self.text
         redis_port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", self.text).group(1))
         self.ports["REDIS"] = redis_port
 
@@ -111,6 +112,21 @@ def test_dev_runs_everything_and_ctrl_c_with_stdout_gone_stops_every_process(tmp
         wait_for(lambda: dev.tracking(order_id, token).json()["history"], 30,
                  what="demo order history")
         assert httpx.get(f"http://127.0.0.1:{dev.ports['PORT']}/readyz", timeout=5).status_code == 200
+
+        # Debian's prometheus scrapes every process, with deploy/prometheus's rules loaded
+        prometheus = f"http://127.0.0.1:{dev.ports['PROMETHEUS_PORT']}"
+        assert f"prometheus    {prometheus}" in dev.text
+
+        def every_target_up():
+            targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()
+            health = {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]}
+            return health == dict.fromkeys(("ws-order-tracking", "logistics-gateway",
+                                            "order-tracking-api", "order-tracking-ingest"), "up")
+
+        wait_for(every_target_up, 30, interval=0.5, what="every process scraped")
+        groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        assert {"ordertrack-ratios", "ordertrack-rollout", "ordertrack-alerts"} <= {
+            g["name"] for g in groups}
     finally:
         # `make run | tee run.log` then Ctrl-C: tee is gone before dev starts its cleanup
         dev.proc.stdout.close()
@@ -159,6 +175,13 @@ def test_a_dead_child_is_restarted_operator_commands_reach_the_stack_and_nothing
         assert {o["order_id"] for o in json.loads(listed.stdout)} == {
             page[1] for page in dev.pages()}
         assert not (tmp_path / "var" / "ordertrack.db").exists()
+
+        # ... and `rollout report` its Redis and Prometheus, with no setting given
+        report = ordertrack_cli("rollout", "report", "--json", cwd=tmp_path)
+        assert report.returncode == 0, report.stderr
+        assert "REDIS_URL and PROMETHEUS_URL from" in report.stderr
+        assert json.loads(report.stdout)["prometheus"] == (
+            f"http://127.0.0.1:{dev.ports['PROMETHEUS_PORT']}")
 
         off = ordertrack_cli("flag", "--enabled", "false", cwd=tmp_path)
         assert off.returncode == 0, off.stderr

@@ -188,12 +188,12 @@ def test_a_pushed_fedex_scan_reaches_a_websocket_client_with_its_seq(
         return first, second
 
     first, second = asyncio.run(watch())
-    assert (first["seq"], first["status"], first["carrier"]) == (1, "shipped", "fedex")
+    assert (first["seq"], first["status"], first["carrier"]) == (1, "label_created", "fedex")
     assert (second["seq"], second["status"], second["location"]) == (2, "in_transit",
                                                                       "CHICAGO, IL, US")
     assert "raw_carrier_response" not in second
     history = store_call(db, "history", "ord_fx")
-    assert [(e.seq, e.status) for e in history] == [(1, "shipped"), (2, "in_transit")]
+    assert [(e.seq, e.status) for e in history] == [(1, "label_created"), (2, "in_transit")]
     assert metric(ingest, 'ordertrack_ingest_events_stored_total{carrier="fedex"}') == 2
 
 
@@ -218,9 +218,9 @@ def test_forged_duplicate_and_out_of_order_deliveries(sandbox, redis_url, procs,
     late = push_now(sandbox, "fedex", "FXPUSH2", events="all", fault="out_of_order")
     assert [d["status"] for d in late] == [200, 200]
     history = store_call(db, "history", "ord_fx")
-    assert [(e.seq, e.status) for e in history] == [(1, "in_transit"), (2, "shipped")]
+    assert [(e.seq, e.status) for e in history] == [(1, "in_transit"), (2, "label_created")]
     timeline = sorted(history, key=lambda e: e.timestamp)
-    assert [e.status for e in timeline] == ["shipped", "in_transit"]
+    assert [e.status for e in timeline] == ["label_created", "in_transit"]
     current = store_call(db, "get_order", "ord_fx")
     assert (current.status, current.last_update, current.seq) == (
         "in_transit", history[0].timestamp, 2)
@@ -325,7 +325,7 @@ def test_a_retry_publishes_scans_stored_while_redis_was_down_before_the_first_pu
     own_redis.stop()
     (failed,) = push_now(sandbox, "fedex", "FXPUSH7", events="latest")
     assert failed["status"] == 503 and failed["lost"]
-    assert [(e.seq, e.status) for e in store_call(db, "history", "ord_fx")] == [(1, "shipped")]
+    assert [(e.seq, e.status) for e in store_call(db, "history", "ord_fx")] == [(1, "label_created")]
 
     own_redis.start()  # empty: it keeps nothing across a restart
     r = redis.Redis.from_url(own_redis.url)
@@ -337,9 +337,9 @@ def test_a_retry_publishes_scans_stored_while_redis_was_down_before_the_first_pu
     message = channel.get_message(timeout=5)
     assert message is not None and message["type"] == "message"
     assert (orjson.loads(message["data"])["seq"], orjson.loads(message["data"])["status"]) == (
-        1, "shipped")
+        1, "label_created")
     state = r.hgetall(redis_layout.state("ord_fx"))
-    assert (state[b"seq"], state[b"status"]) == (b"1", b"shipped")
+    assert (state[b"seq"], state[b"status"]) == (b"1", b"label_created")
     assert [entry_id for entry_id, _ in r.xrange(redis_layout.stream("ord_fx"))] == [b"1-0"]
     channel.close()
     r.close()
@@ -443,4 +443,4 @@ def test_dhl_push_subscriptions_are_made_once_and_deliver_to_ingest(
     # the sandbox delivers the shipment's scans with our static header: stored
     deliveries = push_now(sandbox, "dhl", "JDSUB0001", events="all")
     assert [d["status"] for d in deliveries] == [200, 200]
-    assert [e.status for e in store_call(db, "history", "ord_dhl")] == ["shipped", "in_transit"]
+    assert [e.status for e in store_call(db, "history", "ord_dhl")] == ["label_created", "in_transit"]

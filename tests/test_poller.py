@@ -172,7 +172,7 @@ def test_new_events_are_stored_and_published_with_matching_seq(sandbox, redis_ur
             assert item is not None, (tmp_path / "poll.log").read_text()[-3000:]
             got[item[0]].append(item[1])
         first = got[redis_layout.channel("ord_dhl")][-1]
-        assert first["carrier"] == "dhl" and first["status"] == "shipped"
+        assert first["carrier"] == "dhl" and first["status"] == "label_created"
         assert isinstance(first["published_at"], float) and first["raw_carrier_response"]
 
         httpx.post(f"{sandbox}/_admin/advance",
@@ -528,10 +528,10 @@ async def test_a_scan_the_carrier_repeats_with_other_detail_is_stored_and_publis
                 await gw.poller.poll_batch("dhl", gw.client, [await gw.store.get_order("ord_dup")])
             history = await gw.store.history("ord_dup")
             assert [(e.seq, e.status, e.location) for e in history] == [
-                (1, "shipped", None),
-                (2, "in_transit", "Cincinnati Hub OH"),
-                (3, "in_transit", "Brooklyn NY, US"),
-                (4, "out_for_delivery", "Brooklyn NY, US"),
+                (1, "label_created", None),
+                (2, "in_transit", "Cincinnati Hub, OH"),
+                (3, "in_transit", "Brooklyn, NY, US"),
+                (4, "out_for_delivery", "Brooklyn, NY, US"),
             ]
             entries = await gw.redis.xrange(redis_layout.stream("ord_dup"))
             assert [orjson.loads(fields[b"msg"])["seq"] for _, fields in entries] == [1, 2, 3, 4]

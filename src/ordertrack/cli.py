@@ -52,6 +52,9 @@ COMMANDS: dict[str, Command] = {
                     "show or set the realtime_order_tracking kill switch", ("REDIS_URL",),
                     reports_sources=True),
     "capacity": Command("ordertrack.commands.capacity", "plan pods, memory and Redis from a load test report"),
+    "rollout": Command("ordertrack.commands.rollout",
+                       "`rollout report`: the ramp criteria of realtime_order_tracking",
+                       ("REDIS_URL", "PROMETHEUS_URL")),
 }
 
 

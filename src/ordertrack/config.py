@@ -269,6 +269,12 @@ STORE: tuple[Setting, ...] = (
             "tracking store: sqlite:///path.db, a file path or postgresql://... "
             f"(empty: sqlite file {DEFAULT_SQLITE_PATH})"),
 )
+#: the rollout's bounce rule (ordertrack/rollout.py): the API counts a stay under it as a
+#: bounce, `ordertrack rollout report` prints it beside the bounce rates
+ROLLOUT: tuple[Setting, ...] = (
+    Setting("BOUNCE_THRESHOLD_SECONDS", duration, "10",
+            "a tracking-page view that stays less than this is a bounce"),
+)
 #: read by the push pods (metrics, flag targeting) and the API (flag targeting)
 REGION: tuple[Setting, ...] = (
     Setting("REGION", text, "local",

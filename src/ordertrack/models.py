@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 CARRIERS = ("dhl", "fedex", "ups")
-STATUSES = ("shipped", "in_transit", "out_for_delivery", "delivered", "exception", "unknown")
+#: `label_created`: the shipper made the label, the carrier has not picked the parcel up yet
+#: (pre-transit: FedEx OC, DHL pre-transit, UPS type M / 003)
+STATUSES = ("label_created", "shipped", "in_transit", "out_for_delivery", "delivered", "exception",
+            "unknown")
 #: orders in these statuses are polled; `delivered` (and anything else) leaves the active set
-ACTIVE_STATUSES = frozenset({"shipped", "in_transit", "out_for_delivery"})
+ACTIVE_STATUSES = frozenset({"label_created", "shipped", "in_transit", "out_for_delivery"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,10 @@ Per carrier (tag: the carrier): `gateway:quota:{CARRIER}` and `gateway:quota:{CA
 `gateway:polled:{CARRIER}`, `gateway:pace:{CARRIER}` and the claims
 `gateway:claim:{CARRIER}:ORDER_ID`; `gateway:pushed:{CARRIER}` (scans the carrier pushed) and
 `gateway:subscribed:{CARRIER}` (its push subscriptions).
+Per rollout variant (tag: the variant, so one PFCOUNT unites the days):
+`rollout:{VARIANT}:orders:DAY` (HyperLogLog of order ids), `rollout:{VARIANT}:views:DAY`,
+`rollout:{VARIANT}:stays:DAY` (hash `reported`, `bounced`); `rollout:view:VIEW_ID` (a view
+awaiting its stay beacon).
 """
 
 from __future__ import annotations
@@ -175,6 +179,31 @@ def claim_prefix(carrier: str) -> str:
 
 def claim(carrier: str, order_id: str) -> str:
     return claim_prefix(carrier) + order_id
+
+
+# --- the rollout's page views and stays (ordertrack/rollout.py; tag: the variant) -------------
+ROLLOUT_PREFIX = "rollout:"
+ROLLOUT_VIEW_PREFIX = "rollout:view:"
+
+
+def rollout_orders(variant: str, day: str) -> str:
+    """HyperLogLog of the order ids whose page was viewed in `variant` on UTC `day`."""
+    return tagged(ROLLOUT_PREFIX, variant, f":orders:{day}")
+
+
+def rollout_views(variant: str, day: str) -> str:
+    """Counter of the page views of `variant` on `day`."""
+    return tagged(ROLLOUT_PREFIX, variant, f":views:{day}")
+
+
+def rollout_stays(variant: str, day: str) -> str:
+    """Hash `reported`, `bounced`: stays reported by the views of `variant` on `day`."""
+    return tagged(ROLLOUT_PREFIX, variant, f":stays:{day}")
+
+
+def rollout_pending_view(view_id: str) -> str:
+    """A view waiting for its stay beacon: its variant, for a day at most."""
+    return ROLLOUT_VIEW_PREFIX + view_id
 
 
 # --- the message (channel and stream) ------------------------------------------------------------

@@ -6,7 +6,8 @@ Routes:
 - `GET /orders/{order_id}`: the tracking page (HTML + CSS + JS module, token in `#token=`).
 - `GET /` and `GET /orders/`: a page telling a customer to open the link they were sent.
 - `GET /favicon.ico`, `GET /static/...`: the page's files (`pages.py`).
-- `GET /healthz`, `GET /metrics`, `GET /openapi.json` (`openapi.py`).
+- `GET /healthz`, `GET /metrics`, `GET /openapi.json` (`openapi.py`), `GET /docs` (`docs.py`).
+- The rollout's page views and stays, and their figures (`rollout.py`).
 
 `create_app` only composes: each job is its own module, registering its routes. The edge
 (`ordertrack.http_edge`) gives every answer its `X-Request-ID` and every error the body
@@ -22,7 +23,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from ordertrack import auth
-from ordertrack.api import openapi, pages, tracking_route
+from ordertrack.api import docs, openapi, pages, rollout, tracking_route
 from ordertrack.api.metrics import Metrics
 from ordertrack.api.runtime import Runtime, lifespan
 from ordertrack.http_edge import asgi
@@ -58,11 +59,16 @@ def create_app(settings: SimpleNamespace, store: Any = None) -> FastAPI:
         "dropped, and the tracking page.",
         lifespan=lifespan(settings, verifier, metrics, runtime, store),
         default_response_class=JSONBody,
+        docs_url=None,  # docs.install: Swagger UI from a package, no CDN
+        redoc_url=None,
     )
     app.state.metrics = metrics
     asgi.install(app)
     tracking_route.register(app, settings, verifier, metrics, runtime)
     pages.register(app)
+    rollout.install(app, settings, tracking_route.ClaimsCache(verifier).check, runtime,
+                    metrics.registry)
+    docs.install(app)
     register_probes(app, metrics)
     openapi.install(app)
     return app

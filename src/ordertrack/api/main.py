@@ -19,6 +19,7 @@ from ordertrack.config import (
     LOGGING,
     REDIS,
     REGION,
+    ROLLOUT,
     STORE,
     ConfigError,
     Setting,
@@ -46,7 +47,7 @@ API_SETTINGS: tuple[Setting, ...] = (
             "how long a tracking answer is cached when no newer seq is published"),
 ) + http_limits(LIMITS_PREFIX)
 SETTINGS: tuple[Setting, ...] = (API_SETTINGS + REGION + REDIS + JWT + STORE + LOGGING
-                                 + FLAG_SETTINGS)
+                                 + FLAG_SETTINGS + ROLLOUT)
 
 
 def load_settings(args: argparse.Namespace | None = None, environ=None) -> SimpleNamespace:

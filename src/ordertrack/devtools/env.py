@@ -17,7 +17,7 @@ DEFAULT_DEV_DIR = "var/dev"
 ENV_NAME = "env"
 PID_KEY = "ORDERTRACK_DEV_PID"
 #: the settings an operator command takes from the dev stack
-SHARED_KEYS = ("REDIS_URL", "DATABASE_URL")
+SHARED_KEYS = ("REDIS_URL", "DATABASE_URL", "PROMETHEUS_URL")
 
 
 def env_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -27,6 +27,7 @@ from pathlib import Path
 from ordertrack import config
 from ordertrack.api.main import API_SETTINGS as API
 from ordertrack.devtools import env
+from ordertrack.devtools import prometheus as prom
 from ordertrack.devtools.keys import ensure_dev_keys, mint
 from ordertrack.devtools.processes import (
     ORDERTRACK,
@@ -70,6 +71,8 @@ SETTINGS = (
     config.redefault(config.pick(SANDBOX, "SANDBOX_TIME_SCALE"), "300"),
     config.Setting("DEV_POLL_INTERVAL_SECONDS", config.duration, "5", "carrier poll interval"),
     config.Setting("DEV_PUBLIC_HOST", config.text, "127.0.0.1", "host name printed in URLs"),
+    config.Setting("PROMETHEUS_PORT", config.port, "9099",
+                   "port of the dev stack's Prometheus (a free one when it is busy or 0)"),
 )
 
 
@@ -134,6 +137,29 @@ def _command() -> str:
         except ValueError:
             return str(script)
     return f"{sys.executable} -m ordertrack"
+
+
+def start_prometheus(supervisor: Supervisor, dev_dir: Path, cfg, ingest_port: int) -> str | None:
+    """Debian's prometheus scraping every process of the stack; its URL, or None (with a line
+    saying so) when it is not installed."""
+    if not prom.installed():
+        say("prometheus is not installed (apt-get install prometheus): no rollout report")
+        return None
+    port = cfg.prometheus_port if cfg.prometheus_port and not port_busy(cfg.prometheus_port) \
+        else free_port()
+    rules = prom.rules_files()
+    if not rules:
+        say("deploy/prometheus/alerts.yaml not found: prometheus runs without the rules")
+    config_path = dev_dir / "prometheus.yml"
+    config_path.write_text(prom.config_text({
+        "ws-order-tracking": {"dev-pod": f"127.0.0.1:{cfg.metrics_port}"},
+        "logistics-gateway": {"dev-gateway": f"127.0.0.1:{cfg.gateway_metrics_port}"},
+        "order-tracking-api": {"dev-api": f"127.0.0.1:{cfg.api_port}"},
+        "order-tracking-ingest": {"dev-ingest": f"127.0.0.1:{ingest_port}"},
+    }, rules))
+    proc = supervisor.start("prometheus", prom.argv(config_path, dev_dir / "prometheus", port), {})
+    wait_port(port, proc, "prometheus")
+    return f"http://127.0.0.1:{port}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -212,11 +238,14 @@ def run(args: argparse.Namespace) -> int:
             "REALTIME_WS_URL": ws_url})
         wait_port(cfg.port, pod, "push pod")
         wait_port(cfg.api_port, api, "api")
+        prometheus_url = start_prometheus(supervisor, dev_dir, cfg, ingest_port)
         time.sleep(0.5)
         if (dead := supervisor.exited()) is not None:
             raise RuntimeError(f"{dead[0]} {describe_exit(dead[1])}")
-        env_file.write_text(env.format_env(
-            {"REDIS_URL": redis_url, "DATABASE_URL": database_url}, os.getpid()))
+        shared = {"REDIS_URL": redis_url, "DATABASE_URL": database_url}
+        if prometheus_url:
+            shared["PROMETHEUS_URL"] = prometheus_url
+        env_file.write_text(env.format_env(shared, os.getpid()))
 
         pem = private_key.read_bytes()
         cmd = _command()
@@ -228,6 +257,7 @@ ordertrack dev is running (logs in {dev_dir / 'logs'}; {added} fresh demo orders
   REST API      http://{host}:{cfg.api_port}/api/v2/orders/{{order_id}}/tracking
   gateway       polling every {interval}s   metrics http://{host}:{cfg.gateway_metrics_port}/metrics
   carrier push  {ingest_url}/{{fedex,ups,dhl}}   metrics http://127.0.0.1:{ingest_port}/metrics
+  prometheus    {prometheus_url or 'not installed (apt-get install prometheus)'}   (rules of deploy/prometheus)
   pids          {supervisor.pids()}
 
 Open a tracking page (the token is in the #fragment, never the query string); a new scan lands
@@ -242,6 +272,7 @@ Operator commands run from this directory reach this stack (settings in {env_fil
   {cmd} orders list
   {cmd} flag --enabled false      # the kill switch: pages fall back to REST
   {cmd} token --user {DEMO_USER} --order {orders[0].order_id}
+  {cmd} rollout report            # the ramp-to-25 % criteria, from Prometheus and Redis
 A process that dies is restarted. Ctrl-C stops everything.""")
 
         while not stop_requested:

@@ -48,6 +48,8 @@ CODES: dict[str, Refusal] = _table(
     Refusal(408, "REQUEST_TIMEOUT", "request not received in time"),
     Refusal(413, "REQUEST_BODY_TOO_LARGE", "request body too large"),
     Refusal(426, "UPGRADE_REQUIRED", "this endpoint speaks WebSocket only"),
+    #: the API's rollout reports (api/rollout.py), per client address
+    Refusal(429, "RATE_LIMITED", "too many requests; retry later"),
     Refusal(431, "REQUEST_HEADER_TOO_LARGE", "request line and headers too large"),
     Refusal(500, "INTERNAL_ERROR", "internal error; retry"),
     Refusal(503, "UNAVAILABLE", "temporarily unavailable; retry shortly"),

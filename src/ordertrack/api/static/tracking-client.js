@@ -18,7 +18,8 @@
 // sends {"event":"resume","data":{"last_seq":N}} right after open. While disconnected it polls
 // REST every 30 s with X-Fallback-Reason (`restProblem` in the state says when those polls fail:
 // "unreachable" for no answer at all, "unavailable" for an error answer; it keeps trying).
-// Close 4001 (another tab holds the slot): REST polling, never reconnect. Close 4003 (kill
+// Close 4001 (another tab holds the slot): REST polling, never reconnect by itself (`goLive()`
+// takes a slot again when the customer asks). Close 4003 (kill
 // switch): REST polling until a REST answer says `realtime.enabled: true` again. Close 1008
 // (`token_expired`): final for this token, the client stops with failure TOKEN_EXPIRED.
 // Every event has a seq; an event is applied (and rendered) once, whatever path brought it.
@@ -157,6 +158,15 @@ export class TrackingClient extends EventTarget {
       try { ws.close(1000, "client stop"); } catch (_) { /* already closed */ }
     }
     this._setMode("stopped", reason);
+  }
+
+  /** Go live again after a 4001 (another tab or device took the slot): takes a slot the
+   * normal way, which may close the oldest other connection of this user. */
+  goLive() {
+    if (this._stopped || this._ws) return;
+    this._permanentFallback = null;
+    this._attempt = 0;
+    this._connect();
   }
 
   snapshot() {

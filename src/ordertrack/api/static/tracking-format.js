@@ -1,13 +1,15 @@
 // The tracking page's wording rules: pure functions (no DOM, no I/O), so each can be checked
 // on its own from a browser console or a test: location case, times with zone and relative
 // time, the progress strip's step, carrier names, and what a refused link tells the customer.
+// Words come from the page's message catalog through `t` (i18n.js); dates and relative times
+// from the browser's Intl in the page's `locale`.
 
-export const STATUS_TEXT = Object.freeze({
-  shipped: "Shipped", in_transit: "In transit", out_for_delivery: "Out for delivery",
-  delivered: "Delivered", exception: "Delivery exception", unknown: "Status unknown",
-});
+/** The statuses the page has words for (status.<name> in the catalogs). */
+export const STATUSES = Object.freeze([
+  "label_created", "shipped", "in_transit", "out_for_delivery", "delivered", "exception", "unknown",
+]);
 
-/** The progress strip, in the order a parcel goes through it. */
+/** The progress strip, in the order a parcel goes through it (a label alone reaches none). */
 export const STEPS = Object.freeze(["shipped", "in_transit", "out_for_delivery", "delivered"]);
 
 const CARRIER_NAMES = Object.freeze({ dhl: "DHL", fedex: "FedEx", ups: "UPS" });
@@ -17,8 +19,10 @@ export function carrierName(carrier) {
   return CARRIER_NAMES[String(carrier).toLowerCase()] || String(carrier).toUpperCase();
 }
 
-export function statusText(status) {
-  return STATUS_TEXT[status] || (status ? String(status).replace(/_/g, " ") : "Waiting for the first scan");
+/** The customer's word for a status, from the catalog (`t`); an unknown code as it came. */
+export function statusText(status, t) {
+  if (!status) return t("status.none");
+  return STATUSES.includes(status) ? t(`status.${status}`) : String(status).replace(/_/g, " ");
 }
 
 /**
@@ -48,7 +52,7 @@ export function parseTime(value) {
  * "Oct 3, 2:02 PM EDT" in the viewer's zone (the year only when it is not this year); a bare
  * date (carriers often estimate a day, not a time) is that day, with no time and no zone.
  */
-export function formatTime(value, { now = new Date(), locale, timeZone } = {}) {
+export function formatTime(value, { now = new Date(), locale, timeZone, seconds = false } = {}) {
   const date = parseTime(value);
   if (!date) return value || "";
   const options = { month: "short", day: "numeric", timeZone };
@@ -59,6 +63,7 @@ export function formatTime(value, { now = new Date(), locale, timeZone } = {}) {
   }
   return new Intl.DateTimeFormat(locale, {
     ...options, hour: "numeric", minute: "2-digit", timeZoneName: "short",
+    ...(seconds ? { second: "2-digit" } : {}),
   }).format(date);
 }
 
@@ -67,7 +72,11 @@ const UNITS = [
   ["hour", 3600], ["minute", 60],
 ];
 
-/** "5 minutes ago", "in 2 days", "just now"; "" for no time. A bare date counts in days. */
+/**
+ * "5 minutes ago", "in 25 seconds", "in 2 days", "now" in `locale`, from the browser's
+ * Intl.RelativeTimeFormat (no hand-written phrases); "" for no time. A time ahead is always
+ * "in ...", never "now". A bare date counts in calendar days ("tomorrow").
+ */
 export function relativeTime(value, { now = new Date(), locale } = {}) {
   const date = parseTime(value);
   if (!date) return "";
@@ -81,7 +90,14 @@ export function relativeTime(value, { now = new Date(), locale } = {}) {
   // elapsed time: "1 day ago" (23 hours ago may well have been today, not "yesterday")
   const format = new Intl.RelativeTimeFormat(locale, { numeric: "always", style: "long" });
   const seconds = (date.getTime() - now.getTime()) / 1000;
-  if (Math.abs(seconds) < 45) return "just now";
+  if (seconds <= 0 && seconds > -10) {
+    return new Intl.RelativeTimeFormat(locale, { numeric: "auto" }).format(0, "second");
+  }
+  if (Math.abs(seconds) < 45) {
+    // never 0 for a time ahead: "in 1 second", not "now"
+    const whole = seconds > 0 ? Math.max(1, Math.round(seconds)) : Math.round(seconds);
+    return format.format(whole, "second");
+  }
   // the largest unit it nearly fills: 58 minutes is "1 hour", not "58 minutes"
   const [unit, size] = UNITS.find(([, length]) => Math.abs(seconds) >= length * 0.95) || ["minute", 60];
   return format.format(Math.round(seconds / size), unit);
@@ -110,51 +126,21 @@ export function tokenProblem(token, nowSeconds = Date.now() / 1000) {
   return typeof claims.exp === "number" && claims.exp <= nowSeconds ? "expired" : null;
 }
 
-const PROBLEMS = Object.freeze({
-  expired: {
-    title: "This tracking link has expired",
-    text: "For your security, tracking links work for a limited time. Open the latest "
-      + "shipping email or text from the shop, or sign in to your account, for a new link.",
-  },
-  damaged: {
-    title: "This tracking link is incomplete",
-    text: "Part of the link is missing or was changed. Open it again from your shipping "
-      + "email or text, or copy the whole link, everything after “#” included.",
-  },
-  not_yours: {
-    title: "This link is for a different order",
-    text: "The tracking link you opened does not belong to this order. Open the link from "
-      + "the email or text about this order, or sign in to your account to see your orders.",
-  },
-  not_found: {
-    title: "We can't find this order",
-    text: "Check that you opened the whole link from your shipping email or text. A new "
-      + "order can take a little while to appear.",
-  },
-  query_token: {
-    title: "Please open the link exactly as it was sent",
-    text: "This address has the access code after “?token=”. For your security the page only "
-      + "reads it after “#token=”, as in the link we sent you: open that link again, or "
-      + "copy it whole into the address bar.",
-  },
-  no_order: {
-    title: "No order in this address",
-    text: "Open the tracking link from your shipping email or text.",
-  },
-});
+const PROBLEM_KINDS = Object.freeze(["expired", "damaged", "not_yours", "not_found", "query_token", "no_order"]);
 
 /**
- * The customer's wording for why the page cannot show the order: `{kind, title, text}`.
- * `code` is the client's failure code (the API's error code, or TOKEN_EXPIRED after the pod's
- * close 1008); `token` words a 401 (expired link, or a damaged one).
+ * The customer's wording for why the page cannot show the order: `{kind, title, text}`, from
+ * the catalog (`t`). `code` is the client's failure code (the API's error code, or
+ * TOKEN_EXPIRED after the pod's close 1008); `token` words a 401 (expired link, or a damaged
+ * one). FORBIDDEN: the token is good but names another account than the order's owner.
  */
-export function problemFor(code, token, nowSeconds = Date.now() / 1000) {
+export function problemFor(code, token, t, nowSeconds = Date.now() / 1000) {
   let kind;
   if (code === "TOKEN_EXPIRED") kind = "expired";
   else if (code === "FORBIDDEN") kind = "not_yours";
   else if (code === "NOT_FOUND") kind = "not_found";
   else if (code === "UNAUTHORIZED") kind = tokenProblem(token, nowSeconds) === "expired" ? "expired" : "damaged";
-  else if (PROBLEMS[code]) kind = code;
+  else if (PROBLEM_KINDS.includes(code)) kind = code;
   else kind = "damaged";
-  return { kind, ...PROBLEMS[kind] };
+  return { kind, title: t(`problem.${kind}.title`), text: t(`problem.${kind}.text`) };
 }

@@ -18,11 +18,11 @@ from ordertrack.gateway.carrier_client import CarrierClient, CarrierHttp
 from ordertrack.gateway.carriers.common import (
     CarrierError,
     CarrierParseError,
-    address_location,
     answer_for,
     decode_body,
     expand,
     get_path,
+    join_location,
     normalise_estimate,
     normalise_timestamp,
     oldest_first,
@@ -39,7 +39,7 @@ SUBSCRIBE_PATH = "/track/push/v1/subscriptions"
 DEFAULT_TIMEOUT = 10.0
 
 STATUS_TABLE = expand({
-    "shipped": ("pre-transit",),
+    "label_created": ("pre-transit",),
     "in_transit": ("transit",),
     "delivered": ("delivered",),
     "exception": ("failure",),
@@ -66,6 +66,31 @@ def normalise_status(status_code: str | None, text: str = "") -> str:
     return status
 
 
+#: "Chicago IL": DHL writes a US or Canadian locality's state or province after a space
+_LOCALITY_REGION = re.compile(r"^(?P<place>[^,]*[^,\s])\s+(?P<region>[A-Z]{2})$")
+REGION_COUNTRIES = frozenset({"US", "CA"})
+
+
+def locality(text: str | None, country: str | None) -> str | None:
+    """DHL's `addressLocality` written as the other carriers write a place: "Chicago IL" ->
+    "Chicago, IL" (US and Canada, whose state or province DHL appends after a space; also
+    with no country given)."""
+    if not text or (country is not None and country.upper() not in REGION_COUNTRIES):
+        return text
+    match = _LOCALITY_REGION.match(text)
+    return f"{match['place']}, {match['region']}" if match else text
+
+
+def location(node: dict) -> str | None:
+    """A DHL event's place, "Chicago, IL, US" as FedEx and UPS write it."""
+    where = node.get("location")
+    address = where.get("address") if isinstance(where, dict) else None
+    if not isinstance(address, dict):
+        return None
+    country = opt_str(address.get("countryCode"))
+    return join_location(locality(opt_str(address.get("addressLocality")), country), country)
+
+
 def _event(node: Any, estimate: str | None, raw: dict) -> TrackingEvent:
     if not isinstance(node, dict):
         raise CarrierParseError(CARRIER, f"event is a {type(node).__name__}, expected object")
@@ -73,7 +98,7 @@ def _event(node: Any, estimate: str | None, raw: dict) -> TrackingEvent:
     code = opt_str(node.get("statusCode"))
     return TrackingEvent(
         status=normalise_status(code, text),
-        location=address_location(node, "addressLocality", "countryCode"),
+        location=location(node),
         timestamp=normalise_timestamp(node.get("timestamp"), CARRIER),
         estimated_delivery=estimate,
         raw_code=code,

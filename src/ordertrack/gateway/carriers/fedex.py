@@ -37,7 +37,9 @@ BATCH_SIZE = 30
 NOT_FOUND = "TRACKING.TRACKINGNUMBER.NOTFOUND"
 
 STATUS_TABLE = expand({
-    "shipped": ("OC", "OX", "EP", "PU", "PX", "AP"),
+    # OC: the label is created, FedEx has not got the parcel yet (pre-transit)
+    "label_created": ("OC",),
+    "shipped": ("OX", "EP", "PU", "PX", "AP"),
     "in_transit": ("IT", "IX", "AR", "AF", "AA", "AC", "AX", "DP", "LO", "OF", "SF", "FD", "EA",
                    "EO", "PF", "PL", "PM", "TR", "AO", "CC", "CP"),
     # HL/HP: at a FedEx location, ready for pickup: the customer's next step, like OD

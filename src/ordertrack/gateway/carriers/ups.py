@@ -46,7 +46,9 @@ NOT_FOUND = "TW0001"
 
 #: statusCode overrides, checked before the type letter
 STATUS_CODE_TABLE = expand({
-    "shipped": ("003", "038", "157"),
+    # 003: "Shipper created a label, UPS has not received the package yet"
+    "label_created": ("003",),
+    "shipped": ("038", "157"),
     # 017, 040: at a UPS Access Point, ready for pickup: the customer's next step
     "out_for_delivery": ("006", "021", "037", "072", "078", "089", "091", "146", "162",
                          "017", "040"),
@@ -54,7 +56,7 @@ STATUS_CODE_TABLE = expand({
     "exception": ("022", "023", "024", "034", "035", "036", "060", "064"),
 })
 TYPE_TABLE = expand({
-    "shipped": ("M",),
+    "label_created": ("M",),
     "in_transit": ("I",),
     "delivered": ("D",),
     "exception": ("X", "MV"),
