@@ -45,26 +45,21 @@ import hiredis
 from ordertrack import malformed as why
 from ordertrack import redis_layout
 from ordertrack.push import twins
+from ordertrack.push.pubsub_sizes import FEED_BYTES, HANDLER_FAILED, LOGGER, READ_BUFFER_BYTES
 from ordertrack.redis_target import SubscriptionAddress
 
-log = logging.getLogger("ordertrack.push.pubsub_reader")
+log = logging.getLogger(LOGGER)
 
 PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 PREFIX_LEN = len(PREFIX)
 PATTERN = redis_layout.CHANNEL_PATTERN.encode()
 SHARD_PREFIX = redis_layout.SHARD_CHANNEL_PREFIX_BYTES
 SHARD_PREFIX_LEN = len(SHARD_PREFIX)
-#: one read's buffer: a burst of ~100K msg/s is drained in reads of this size
-READ_BUFFER_BYTES = 1 << 20
-#: a read is fed to hiredis in slices of this size: hiredis moves its unparsed rest down after
-#: every 1 KB it consumes, so one 1 MB feed costs ~3.5 us per message and 16 KB slices ~0.3 us
-FEED_BYTES = 16 << 10
 #: the kernel's receive buffer for the connection, so a burst waits in our socket, not in Redis
 SOCKET_RCVBUF_BYTES = 4 << 20
 KEEPALIVE_IDLE_SECONDS = 10
 KEEPALIVE_INTERVAL_SECONDS = 5
 KEEPALIVE_PROBES = 3
-HANDLER_FAILED = "handling a message on order %s failed; dropped it"
 
 
 def hello(control_channels: list[str] | tuple[str, ...] = (), password: str | None = None,
