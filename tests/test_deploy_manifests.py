@@ -303,3 +303,16 @@ def test_dockerfile_builds_on_python_311_slim_and_runs_as_non_root():
     assert "pip wheel" in text and "pip install" in text
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and not users[-1].startswith(("root", "0"))
+
+
+def test_push_pod_listen_queue_fits_a_whole_pods_reconnect_storm(objects, configmap):
+    """The kernel caps LISTEN_BACKLOG at the pod's net.core.somaxconn: both must hold every
+    connection of a pod (MAX_CONNECTIONS_PER_POD) reconnecting at once (issue 17 item 7)."""
+    pod = objects[("Deployment", "ws-order-tracking")]
+    values = resolved_env(pod, configmap)
+    sysctls = {item["name"]: int(item["value"])
+               for item in pod["spec"]["template"]["spec"]["securityContext"]["sysctls"]}
+    backlog = int(values["LISTEN_BACKLOG"])
+    assert backlog >= int(values["MAX_CONNECTIONS_PER_POD"])
+    assert sysctls["net.core.somaxconn"] >= backlog
+    assert "allowed-unsafe-sysctls=net.core.somaxconn" in (DEPLOY / "README.md").read_text()

@@ -222,8 +222,12 @@ def tracking_update(message: dict) -> bytes:
 HEARTBEAT_ACK = orjson.dumps({"event": "heartbeat_ack", "data": {}})
 
 
-def error(code: str, message: str) -> bytes:
-    return orjson.dumps({"event": "error", "data": {"code": code, "message": message}})
+def error(code: str, message: str, seq: int | None = None) -> bytes:
+    """An `error` event; `seq` (the order's current seq) only for `RESYNC_REQUIRED`."""
+    data: dict = {"code": code, "message": message}
+    if seq is not None:
+        data["seq"] = seq
+    return orjson.dumps({"event": "error", "data": data})
 
 
 # --- client -> server messages ---------------------------------------------------------------

@@ -48,3 +48,4 @@ cdef class Connection(WSListener):
     cpdef check_pending(self)
     cpdef send(self, bytes payload)
     cpdef close(self, object close, object message=*)
+    cpdef close_now(self, object close, object message=*)

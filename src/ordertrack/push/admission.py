@@ -9,6 +9,10 @@ its stream after `last_seq`.
 Then each connection gets its ack, its replay and the updates held meanwhile (the rules are
 in push/delivery.py). A Redis error on one order's or one user's keys fails that connection
 alone (4002, or `RESUME_UNAVAILABLE` for its history), never its batch.
+
+Up to `MAX_IN_FLIGHT` batches are under way at once, so a slow Redis does not make one batch
+wait for the round trip of the one before it; and whatever Redis does, a connection not acked
+within REDIS_SUBSCRIBE_TIMEOUT_SECONDS of its 101 is closed 4002 (push/ack_deadline.py).
 """
 
 from __future__ import annotations
@@ -24,15 +28,31 @@ from redis.exceptions import RedisError
 
 from ordertrack import protocol, redis_layout
 from ordertrack.push import delivery, user_registry
+from ordertrack.push.ack_deadline import AckDeadlines
 from ordertrack.push.connection import NO_SEQ
 from ordertrack.push.streams import skip_entry, stream_after
 
 log = logging.getLogger("ordertrack.push")
 
 ADMISSION_BATCH = 256
+#: admission round trips under way at once (the pod's command pool holds 32 connections)
+MAX_IN_FLIGHT = 8
+#: how often connections that expired while no subscription is live leave the queue
+PRUNE_SECONDS = 1.0
+#: batch gaps shorter than this are not waited for (a fast Redis: batches start at once)
+MIN_GAP_SECONDS = 0.001
 RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
 STATES_LUA = files("ordertrack.push").joinpath("states.lua").read_text()
 STATES_SHA = hashlib.sha1(STATES_LUA.encode()).hexdigest()
+
+
+def batch_gap(round_trip: float, oldest_in_flight: float) -> float:
+    """How long the next batch waits after one started: the round trip (the last one's, or
+    the age of the oldest still under way, whichever is longer) spread over the slots, so the
+    slots last one round trip and a connection waits at most that share of it for its batch
+    (never for a slot: a whole round trip). 0 when that is too short to matter."""
+    gap = max(round_trip, oldest_in_flight) / MAX_IN_FLIGHT
+    return gap if gap >= MIN_GAP_SECONDS else 0.0
 
 
 def queue_states(pipe, order_ids: list[str], cluster: bool) -> list[list[int]]:
@@ -54,11 +74,12 @@ def decode_states(fields: list) -> redis_layout.OrderStateHash:
 class Admission:
     """Given what it needs: the command client, the per-user registry, the hub (the index of
     open connections: evictions land there), the flags (the kill switch, by carrier), the
-    subscription's `live` event, `spawn` for a resume's fetch, how long a connection may wait
-    for the subscription, this pod's id, and `before_admit(batch) -> batch` (PUBSUB_MODE=sharded:
-    push/shard_subscriptions.py subscribes a batch's orders first)."""
+    subscription's `live` event, `spawn` for background work, the loop, how long a connection
+    may wait for its ack (REDIS_SUBSCRIBE_TIMEOUT_SECONDS), this pod's id, and
+    `before_admit(batch) -> batch` (PUBSUB_MODE=sharded: push/shard_subscriptions.py subscribes
+    a batch's orders first)."""
 
-    def __init__(self, redis, user_registry, hub, flags, live: asyncio.Event, spawn,
+    def __init__(self, redis, user_registry, hub, flags, live: asyncio.Event, spawn, loop,
                  subscribe_timeout: float, pod_id: str, before_admit=None):
         self.redis = redis
         self.user_registry = user_registry
@@ -66,19 +87,48 @@ class Admission:
         self.flags = flags
         self.live = live
         self.spawn = spawn
+        self.loop = loop
         self.subscribe_timeout = subscribe_timeout
         self.pod_id = pod_id
         self.before_admit = before_admit
         self.pending: deque = deque()
         self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        #: the last admission round trip (s), and when each batch under way started
+        self.round_trip = 0.0
+        self._in_flight: dict[int, float] = {}
+        self.deadlines = AckDeadlines(loop, subscribe_timeout,
+                                      self._expire)
 
     def add(self, conn) -> None:
         self.pending.append(conn)
+        self.deadlines.add(conn)
         self._wakeup.set()
 
     def wake(self) -> None:
         """The subscription went live: admit whoever waits for it."""
         self._wakeup.set()
+        self.spawn(self.warm())
+
+    async def warm(self) -> None:
+        """Open the pool connections the batches in flight need before they are needed: a new
+        one costs its own round trips first (redis-py's CLIENT SETINFO), which, with Redis far
+        away, would make a batch on it miss the deadline."""
+        redis, loop = self.redis, self.loop
+        started = loop.time()
+        replies = await asyncio.gather(*(redis.ping() for _ in range(MAX_IN_FLIGHT)),
+                                       return_exceptions=True)
+        if not any(isinstance(reply, BaseException) for reply in replies):
+            self.round_trip = loop.time() - started
+
+    def _expire(self, conns: list) -> None:
+        """Not acked within REDIS_SUBSCRIBE_TIMEOUT_SECONDS of the 101: 4002."""
+        live = self.live.is_set()
+        why = "tracking registry unavailable" if live else "tracking subscription unavailable"
+        log.warning("%d connections not admitted within %ss: closing them 4002 (%s)", len(conns),
+                    self.deadlines.limit, why)
+        for conn in conns:
+            conn.close(protocol.INTERNAL_ERROR, why)
 
     # --- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -90,36 +140,51 @@ class Admission:
                 if not live.is_set():
                     await self._wait_for_subscription()
                     continue
+                # a batch fills up while every slot is busy: under load, fewer, bigger batches
+                await self._slots.acquire()
                 batch = []
                 while self.pending and len(batch) < ADMISSION_BATCH:
                     conn = self.pending.popleft()
                     if not conn.cleaned and conn.close_reason is None:
                         batch.append(conn)
                 if not batch:
+                    self._slots.release()
                     continue
-                try:
-                    await self.admit(batch)
-                except Exception:  # noqa: BLE001 - one bad batch must not stop all admissions
-                    log.exception("admission of %d connections failed", len(batch))
-                    for conn in batch:
-                        if not conn.acked:
-                            conn.close(protocol.INTERNAL_ERROR, "admission failed")
+                self.spawn(self._admit_batch(batch))
+                gap = batch_gap(self.round_trip, self._oldest_in_flight())
+                if gap:
+                    await asyncio.sleep(gap)
+
+    def _oldest_in_flight(self) -> float:
+        """Seconds the oldest batch under way has waited for Redis (0: none)."""
+        if not self._in_flight:
+            return 0.0
+        return self.loop.time() - min(self._in_flight.values())
+
+    async def _admit_batch(self, batch: list) -> None:
+        key = id(batch)
+        self._in_flight[key] = self.loop.time()
+        try:
+            await self.admit(batch)
+        except Exception:  # noqa: BLE001 - one bad batch must not stop all admissions
+            log.exception("admission of %d connections failed", len(batch))
+            for conn in batch:
+                if not conn.acked:
+                    conn.close(protocol.INTERNAL_ERROR, "admission failed")
+        finally:
+            del self._in_flight[key]
+            self._slots.release()
 
     async def _wait_for_subscription(self) -> None:
-        """Connections wait up to REDIS_SUBSCRIBE_TIMEOUT_SECONDS for a live PSUBSCRIBE."""
-        limit = self.subscribe_timeout
-        loop = asyncio.get_running_loop()
-        while self.pending and not self.live.is_set():
-            oldest = self.pending[0]
-            remaining = oldest.opened_at + limit - loop.time()
-            if remaining > 0:
-                try:
-                    await asyncio.wait_for(self.live.wait(), remaining)
-                except TimeoutError:
-                    pass
-                continue
-            self.pending.popleft()
-            oldest.close(protocol.INTERNAL_ERROR, "tracking subscription unavailable")
+        """Wait for a live PSUBSCRIBE (the deadline closes whoever waits too long: 4002); the
+        closed ones leave the queue meanwhile, so an outage does not pile them up."""
+        live = self.live
+        while self.pending and not live.is_set():
+            try:
+                await asyncio.wait_for(live.wait(), PRUNE_SECONDS)
+            except TimeoutError:
+                self.pending = deque(conn for conn in self.pending
+                                     if not conn.cleaned and conn.close_reason is None)
 
     # --- one batch: one round trip -----------------------------------------------------------------
     async def admit(self, batch: list) -> None:
@@ -138,16 +203,16 @@ class Admission:
                 stream_after(pipe, conn.order_id, last_seq)
         try:
             # a key's error (one order's, one user's) is that connection's alone: see below
+            started = self.loop.time()
             results = await pipe.execute(raise_on_error=False)
+            self.round_trip = self.loop.time() - started
         except RedisError as exc:
             log.warning("admission of %d connections failed: %s; retrying", len(batch), exc)
-            # our registrations may or may not have landed: put them back, retry shortly
-            self.pending.extendleft(reversed(batch))
+            # our registrations may or may not have landed: put them back, retry shortly (until
+            # their deadline, push/ack_deadline.py)
             await asyncio.sleep(0.1)
-            limit = self.subscribe_timeout
-            now = asyncio.get_running_loop().time()
-            while self.pending and self.pending[0].opened_at + limit <= now:
-                self.pending.popleft().close(protocol.INTERNAL_ERROR, "tracking registry unavailable")
+            self.pending.extendleft(reversed(batch))
+            self._wakeup.set()
             return
         scripts = len(groups) + len(state_groups)
         if user_registry.needs_script(results[:scripts]):
@@ -155,6 +220,7 @@ class Admission:
             # (registering a connection twice is harmless: same member)
             await self.load_scripts()
             self.pending.extendleft(reversed(batch))
+            self._wakeup.set()
             return
         registered = user_registry.script_results(results[:len(groups)], groups, len(batch))
         states = user_registry.script_results(results[len(groups):scripts], state_groups, len(batch))
@@ -208,6 +274,7 @@ class Admission:
         if watch is not None and state_seq > watch.seq:
             watch.seq = state_seq
         conn.sent_seq = state_seq
+        self.deadlines.done(conn)
         conn.send(protocol.connection_ack(conn.connection_id, conn.order_id, state.carrier,
                                           state.status, state_seq))
         resume_seq, conn.resume_seq = conn.resume_seq, None
@@ -227,7 +294,7 @@ class Admission:
 
     async def _resume(self, conn, last_seq: int) -> None:
         try:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.self.redis.pipeline(transaction=False)
             pipe.hget(redis_layout.state(conn.order_id), "seq")
             stream_after(pipe, conn.order_id, last_seq)
             state_seq, entries = await pipe.execute()

@@ -317,11 +317,18 @@ class Connection(WSListener):
 
     def close(self, close, message=None) -> None:
         """Server-initiated close; the first reason given is the one logged. Every close the
-        pod starts goes through here."""
-        transport: WSTransport = self.transport
-        if self.close_reason is not None or transport is None:
+        pod starts goes through here: decided now (nothing more is delivered to it), carried
+        out by the pod's close scheduler (push/close_scheduler.py: a mass close stalls nobody)."""
+        if self.close_reason is not None or self.transport is None:
             return
         self.close_reason = close
+        self.events.closes.add(self.close_now, close, message)
+
+    def close_now(self, close, message=None) -> None:
+        """The close frame and the disconnect (unless the connection is already going)."""
+        transport: WSTransport = self.transport
+        if transport.is_close_frame_sent or transport.is_disconnected:
+            return
         transport.send_close(WSCloseCode(close.code), (message or close.reason).encode())
         # a client that never answers our close is cut off by the wheel
         self.events.schedule_close_deadline(self)

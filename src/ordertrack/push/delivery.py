@@ -15,7 +15,10 @@ out), `backlog` (updates held until then: a list of `(seq, frame)`, or None), `h
   overlap: the client sees each event once, in order);
 - on resume from `last_seq`, the stream's events after it are replayed; when the order has
   moved past `last_seq` but the stream no longer starts right after it, the client is told
-  the history is gone (`resume_gap`).
+  the history is gone (`resume_gap`);
+- a resume from a `last_seq` the order never reached (its state says less: Redis lost it, say
+  a restart without persistence) is answered `error` `RESYNC_REQUIRED` with the order's `seq`:
+  the client refetches over REST and takes that seq as its own (`resync_required`).
 
 `Connection.offer` (push/connection.py: one text, compiled and interpreted) is the rule above
 for one update and `Connection.deliver` acts on it (send, hold, skip or close 1013); the
@@ -53,10 +56,24 @@ def resume_gap(last_seq: int, state_seq: int, first_seq: int | None) -> bool:
     return state_seq > last_seq and (first_seq is None or first_seq > last_seq + 1)
 
 
+def resync_required(last_seq: int, state_seq: int) -> bool:
+    """True when the client resumes from a seq the order's state never reached: whatever it
+    holds past `state_seq` is not what the pod will send under those numbers."""
+    return last_seq > state_seq
+
+
+def resync_frame(last_seq: int, state_seq: int) -> bytes:
+    return protocol.error(
+        "RESYNC_REQUIRED", f"last_seq {last_seq} is past this order's seq {state_seq}; refetch "
+        "over REST and continue from this seq", seq=state_seq)
+
+
 def replay(conn, last_seq: int, state_seq: int, events) -> list[bytes]:
     """The frames a resume from `last_seq` sends, given the order's state `seq` and its stream
     events after `last_seq` (`redis_layout.decode_stream`: `.seq` and `.message`, in order,
     unusable entries already skipped); `sent_seq` is raised past every replayed event."""
+    if resync_required(last_seq, state_seq):
+        return [resync_frame(last_seq, state_seq)]
     frames: list[bytes] = []
     first_seq = events[0].seq if events else None
     if resume_gap(last_seq, state_seq, first_seq):

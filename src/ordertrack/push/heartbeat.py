@@ -27,9 +27,11 @@ def ping_payload(sent_at: float) -> bytes:
 
 
 class Heartbeat:
-    def __init__(self, loop, flags, interval: float, timeout: float):
+    def __init__(self, loop, flags, interval: float, timeout: float, closes):
         self.loop = loop
         self.flags = flags
+        #: the pod's close scheduler: an unanswered close's abort goes through it too
+        self.closes = closes
         #: how long a client may take to answer our close (and a drain waits at least)
         self.timeout = timeout
         # a fine tick spreads pings: at 19,500 connections and 30 s, a 0.5 s tick sent ~325
@@ -79,7 +81,7 @@ class Heartbeat:
                     continue
                 state = conn.hb_state
                 if state == HB_CLOSE_DUE:
-                    conn.transport.disconnect(graceful=False)
+                    self.closes.add(conn.transport.disconnect, False)
                 elif conn.close_reason is not None:
                     continue
                 elif now >= conn.expires_at:

@@ -19,13 +19,17 @@ disconnect_log = logging.getLogger("ordertrack.push.disconnect")
 
 
 class Lifecycle:
-    def __init__(self, loop, hub, heartbeat, admission, user_registry, pod_id: str, shards=None):
+    def __init__(self, loop, hub, heartbeat, admission, user_registry, pod_id: str, closes,
+                 shards=None):
         self.loop = loop
         self.hub = hub
         self.heartbeat = heartbeat
         self.admission = admission
         self.user_registry = user_registry
         self.pod_id = pod_id
+        #: the pod's close scheduler (push/close_scheduler.py): `Connection.close` hands it the
+        #: close frame and the disconnect
+        self.closes = closes
         #: PUBSUB_MODE=sharded: the order's SSUBSCRIBE is dropped with its last watcher
         self.shards = shards
 

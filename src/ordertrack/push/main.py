@@ -63,7 +63,8 @@ async def serve(cfg) -> int:
     # bind both ports before anything else runs: a busy port is one clear line, not a hang
     try:
         server = await handshake.create_server(
-            pod.listener_factory(), cfg.host, cfg.port, **PICOWS_OPTIONS, backlog=4096,
+            pod.listener_factory(), cfg.host, cfg.port, **PICOWS_OPTIONS,
+            backlog=cfg.listen_backlog,
             logger_name=PicowsLog(logging.getLogger("picows.server")),
             reuse_port=cfg.reuse_port,
         )

@@ -32,6 +32,7 @@ from ordertrack.push import (
 )
 from ordertrack.push.admission import Admission
 from ordertrack.push.catch_up import catch_up
+from ordertrack.push.close_scheduler import CloseScheduler
 from ordertrack.push.flag_watch import FlagWatch
 from ordertrack.push.heartbeat import Heartbeat
 from ordertrack.push.hub import Hub
@@ -61,7 +62,9 @@ class Pod:
         self.flags = FlagSource(
             providers.build(cfg), loop=self.loop, region=cfg.region,
             heartbeat_defaults=(interval, timeout), carriers=CARRIERS, registry=metrics.REGISTRY)
-        self.heartbeat = Heartbeat(self.loop, self.flags, interval, timeout)
+        #: every server-initiated close is carried out through it, a few per loop iteration
+        self.closes = CloseScheduler(self.loop.call_soon)
+        self.heartbeat = Heartbeat(self.loop, self.flags, interval, timeout, self.closes)
         self.flag_watch = FlagWatch(self.flags, self.redis, self.hub, self.spawn)
         self.flags.on_change(self.flag_watch.on_change)
         self.draining = False
@@ -87,11 +90,11 @@ class Pod:
         self.shards = shard_subscriptions.for_pod(self, cfg)
         self.admission = Admission(
             self.redis, self.user_registry, self.hub, self.flags, self.subscription.live, self.spawn,
-            cfg.redis_subscribe_timeout_seconds, self.pod_id,
+            self.loop, cfg.redis_subscribe_timeout_seconds, self.pod_id,
             before_admit=self._subscribe_batch if self.shards is not None else None)
         #: every connection's `events`
         self.lifecycle = Lifecycle(self.loop, self.hub, self.heartbeat, self.admission,
-                                   self.user_registry, self.pod_id, self.shards)
+                                   self.user_registry, self.pod_id, self.closes, self.shards)
         metrics.REDIS_MESSAGES.watch(self.shards or self.subscription)
         metrics.DELIVERY.watch(self.hub)
 

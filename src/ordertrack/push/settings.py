@@ -23,6 +23,9 @@ SETTINGS = REDIS + (
     Setting("HOST", text, "0.0.0.0", "address to listen on"),
     Setting("PORT", port, "8080", "WebSocket port (also /healthz and /readyz)"),
     Setting("REUSE_PORT", boolean, "false", "SO_REUSEPORT: several pods on one host share PORT, the kernel spreads connections"),
+    Setting("LISTEN_BACKLOG", positive_int, "16384",
+            "the listening socket's accept queue: handshakes the kernel holds while the pod is "
+            "busy (a reconnect storm); capped by the host's net.core.somaxconn"),
     Setting("METRICS_PORT", port, "9090", "Prometheus /metrics port (0 disables)"),
     Setting("MAX_CONNECTIONS_PER_POD", positive_int, "10000", "connections this pod accepts before 503 POD_AT_CAPACITY"),
     Setting("MAX_CONNECTIONS_PER_USER", positive_int, "5", "connections one user may hold across the cluster"),

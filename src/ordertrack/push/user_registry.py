@@ -43,6 +43,9 @@ USER_KEY_TTL_SECONDS = 24 * 3600
 POD_LEASE_SECONDS = 15.0
 #: connections re-registered per pipeline after Redis came back
 REREGISTER_CHUNK = 1000
+#: slots released per pipeline: a mass close's thousands of releases, in one pipeline, were a
+#: stall of their own (building and parsing it holds the loop)
+RELEASE_CHUNK = 200
 
 REGISTER_LUA = files("ordertrack.push").joinpath("register.lua").read_text()
 REGISTER_SHA = hashlib.sha1(REGISTER_LUA.encode()).hexdigest()
@@ -148,7 +151,8 @@ class UserRegistry:
 
     async def flush_slot_frees(self, give_up_on_error: bool = False) -> None:
         while self._slot_frees:
-            batch, self._slot_frees = self._slot_frees, []
+            batch, self._slot_frees = (self._slot_frees[:RELEASE_CHUNK],
+                                       self._slot_frees[RELEASE_CHUNK:])
             pipe = self.redis.pipeline(transaction=False)
             for user, slot in batch:
                 pipe.zrem(redis_layout.user(user), slot)

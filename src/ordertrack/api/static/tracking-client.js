@@ -23,6 +23,8 @@
 // switch): REST polling until a REST answer says `realtime.enabled: true` again. Close 1008
 // (`token_expired`): final for this token, the client stops with failure TOKEN_EXPIRED.
 // Every event has a seq; an event is applied (and rendered) once, whatever path brought it.
+// `error` RESYNC_REQUIRED (a resume from a seq the pod's order never reached, with its `seq`):
+// the client takes that seq as its own, drops events past it and refetches over REST.
 // The history is shown by scan time (then seq); a late scan (older than the order's last
 // update) joins it in its place and never moves the current status, place or time back.
 
@@ -346,6 +348,8 @@ export class TrackingClient extends EventTarget {
       case "error":
         if (data.code === "RESUME_UNAVAILABLE") {
           this.refresh("resume_unavailable");
+        } else if (data.code === "RESYNC_REQUIRED") {
+          this._resync(data.seq);
         } else {
           this._fail(data.code || "SERVER_ERROR", data.message || "server error", false);
         }
@@ -353,6 +357,19 @@ export class TrackingClient extends EventTarget {
       default:
         break;
     }
+  }
+
+  /**
+   * The pod's seq for the order is behind ours (its Redis lost events, e.g. a restart without
+   * persistence): take its seq from now on, forget what we hold past it (the numbers will be
+   * reused) and refetch over REST.
+   */
+  _resync(seq) {
+    const serverSeq = Number.isInteger(seq) && seq >= 0 ? seq : 0;
+    for (const held of [...this.events.keys()]) if (held > serverSeq) this.events.delete(held);
+    this.lastSeq = serverSeq;
+    this._emitState();
+    this.refresh(null);
   }
 
   _applyUpdate(data) {
