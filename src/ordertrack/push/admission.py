@@ -294,7 +294,7 @@ class Admission:
 
     async def _resume(self, conn, last_seq: int) -> None:
         try:
-            pipe = self.self.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             pipe.hget(redis_layout.state(conn.order_id), "seq")
             stream_after(pipe, conn.order_id, last_seq)
             state_seq, entries = await pipe.execute()
