@@ -71,7 +71,7 @@ def _ignore(*_args) -> None:
 def _now() -> cython.double:
     """Wall-clock seconds (published_at's clock); compiled, clock_gettime without a Python call."""
     if cython.compiled:
-        ts: timespec
+        ts = cython.declare(timespec)
         clock_gettime(CLOCK_REALTIME, cython.address(ts))
         return ts.tv_sec + ts.tv_nsec * 1e-9
     return wall_clock()
