@@ -9,15 +9,15 @@ PYTEST_ARGS ?=
 # the push pod's tests that start real pods: run a second time against the pure-Python twins
 # (ORDERTRACK_PURE_PYTHON=1), as uvloop runs its suite twice; the unit tests of the Cython
 # parts already run both implementations side by side
-PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_broker.py \
+PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_push_rfc6455.py tests/test_subscription.py \
                   tests/test_push_bad_input.py tests/test_push_handshake.py tests/test_flags.py \
                   tests/test_ingest.py tests/test_order_state.py tests/test_auth_settings.py \
-                  tests/test_redis_tls.py
+                  tests/test_redis_tls.py tests/test_push_resync.py tests/test_push_mass_close.py
 
 
 .PHONY: lock soak run test test-fast bench-smoke coverage lint bench bench-check bench-baseline bench-valgrind bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
-EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd)
+EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd) src/ordertrack/push/connection.py src/ordertrack/push/fanout.py
 
 # Installs repeat: every package (the build's too) comes from requirements.lock, exact versions
 # with hashes, installed by uv (pinned below; it reads only PyPI, so the hashes always match).

@@ -1,28 +1,46 @@
-"""Builds the Cython extensions in ext/ into the ordertrack package.
+"""Builds the Cython extensions into the ordertrack package.
 
 `pip install .` and `pip install -e .` both compile them; pyproject.toml holds the metadata.
-ext/ mirrors the package: `ext/ordertrack/push/_NAME.pyx`, with its `_NAME.pxd` and `_NAME.pyi`
-beside it, builds `ordertrack.push._NAME`, whose pure-Python twin `ordertrack/push/NAME.py`
-is used when it is not built (or with ORDERTRACK_PURE_PYTHON=1). Cython finds a module's .pxd
-by the module's full name, hence the package layout under ext/ (include_path).
+
+- `ext/ordertrack/push/_NAME.pyx` (with `_NAME.pxd` and `_NAME.pyi` beside it) builds
+  `ordertrack.push._NAME`, whose pure-Python twin `ordertrack/push/NAME.py` is used when it is
+  not built (or with ORDERTRACK_PURE_PYTHON=1).
+- PURE_MODE: one text, two builds (Cython's pure-Python mode). `src/ordertrack/push/NAME.py`
+  is copied to `ext/ordertrack/push/_NAME.py` (generated, not tracked) and compiled with the
+  `_NAME.pxd` that declares its C layout; interpreted, the same NAME.py is the twin.
+
+Cython finds a module's .pxd by the module's full name, hence the package layout under ext/
+(include_path).
 """
+import shutil
 from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-NAMES = ("timer_wheel", "pubsub_reader", "connection", "fanout")
+HERE = Path(__file__).parent
+PYX = ("timer_wheel", "pubsub_reader")
+PURE_MODE = ("connection", "fanout")
+
+for name in PURE_MODE:  # copied only when changed, so cythonize sees what changed
+    source, copy = HERE / "src/ordertrack/push" / f"{name}.py", HERE / "ext/ordertrack/push" / f"_{name}.py"
+    if not copy.exists() or copy.read_bytes() != source.read_bytes():
+        shutil.copyfile(source, copy)
 
 extensions = [
     Extension(f"ordertrack.push._{name}", [f"ext/ordertrack/push/_{name}.pyx"],
               extra_compile_args=["-O2"])
-    for name in NAMES
+    for name in PYX
+] + [
+    Extension(f"ordertrack.push._{name}", [f"ext/ordertrack/push/_{name}.py"],
+              extra_compile_args=["-O2"])
+    for name in PURE_MODE
 ]
 
 setup(
     ext_modules=cythonize(
         extensions,
-        include_path=[str(Path(__file__).parent / "ext")],
+        include_path=[str(HERE / "ext")],
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False},
     ),

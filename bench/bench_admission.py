@@ -27,7 +27,7 @@ import uvloop
 from ordertrack import auth, redis_layout
 from ordertrack.devtools.keys import generate_keys
 from ordertrack.devtools.redis_server import RedisServer
-from ordertrack.push import admission, registry
+from ordertrack.push import admission, user_registry
 
 BATCH = 256
 CLAIMS = {"sub": "user_1", "order_id": "ord_1", "iss": "https://auth.vantage.com", "aud": "tracking"}
@@ -73,7 +73,7 @@ def redis_url():
 def test_admission_batch(benchmark, redis_url, states):
     loop = uvloop.new_event_loop()
     client = aioredis.Redis.from_url(redis_url)
-    reg = registry.Registry(client, "bench-pod", limit=5)
+    reg = user_registry.UserRegistry(client, "bench-pod", limit=5)
     rounds = iter(range(10**9))
     orders = [f"ord_{i}" for i in range(BATCH)]
 
@@ -86,7 +86,7 @@ def test_admission_batch(benchmark, redis_url, states):
             groups = admission.queue_states(pipe, orders, cluster=False)
             replies = await pipe.execute(raise_on_error=False)
             decoded = [admission.decode_states(fields) for fields in
-                       registry.script_results(replies[1:], groups, BATCH)]
+                       user_registry.script_results(replies[1:], groups, BATCH)]
         else:
             for order in orders:
                 pipe.hgetall(redis_layout.state(order))
@@ -105,7 +105,7 @@ def test_admission_batch(benchmark, redis_url, states):
 
     loop.run_until_complete(setup())
     results = benchmark(lambda: loop.run_until_complete(admit_batch()))
-    registered = registry.register_results(results[:1], [list(range(BATCH))], BATCH)
+    registered = user_registry.script_results(results[:1], [list(range(BATCH))], BATCH)
     assert len(registered) == BATCH and not any(isinstance(r, Exception) for r in registered)
     benchmark.extra_info["connections_per_s"] = round(BATCH / benchmark.stats.stats.min)
     loop.run_until_complete(client.aclose())

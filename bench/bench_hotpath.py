@@ -67,10 +67,7 @@ class SinkTransport:
         return self._NoSocket() if name == "socket" else default
 
 
-class BenchPod:
-    """The one setting a connection reads of its pod on the delivery path."""
-
-    max_pending_bytes = 262144
+MAX_PENDING_BYTES = 262144
 
 
 _LOOP = asyncio.new_event_loop()  # picows' transport makes a future on it; it never runs
@@ -79,7 +76,8 @@ _LOOP = asyncio.new_event_loop()  # picows' transport makes a future on it; it n
 def watcher(impl: str):
     """An acked connection of the pod's own type for this implementation (the Cython fan-out
     drives the Cython `Connection` through its C methods), on a picows transport to a sink."""
-    conn = connection.IMPLEMENTATIONS[impl](BenchPod(), "ws_conn_bench", "u_bench", "ord_1", None)
+    conn = connection.IMPLEMENTATIONS[impl](None, "ws_conn_bench", "u_bench", "ord_1", None,
+                                            max_pending_bytes=MAX_PENDING_BYTES)
     conn.transport = WSTransport(False, SinkTransport(), logging.getLogger("bench"), _LOOP)
     conn.acked = True
     return conn
@@ -192,7 +190,7 @@ def test_text_frame(benchmark):
 
     def run():
         for _ in range(MESSAGES):
-            fanout.text_frame(frame)
+            connection.text_frame(frame)
 
     benchmark(run)
     per_second(benchmark, MESSAGES)

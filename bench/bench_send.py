@@ -6,7 +6,7 @@ A picows server on uvloop (the pod's options) with `connections` clients in a ch
 that read and discard. Per round the server writes `frames` copies of a typical
 `tracking_update` frame, round-robin over the connections (as a fan-out to one watcher per
 order does), either with `WSTransport.send(TEXT, payload)` (picows builds the header each
-time), with `underlying_transport.write(fanout.text_frame(payload))` built once, or with the
+time), with `underlying_transport.write(connection.text_frame(payload))` built once, or with the
 pod's `Connection.send_frame` of that frame (the Cython one: picows' own one-`send(2)` fast
 path), and prints the server's CPU time per frame for each. Socket writes included: that is the point.
 """
@@ -23,7 +23,7 @@ import time
 import uvloop
 from picows import WSListener, WSMsgType, ws_connect, ws_create_server
 
-from ordertrack.push import connection, fanout
+from ordertrack.push import connection
 
 PAYLOAD = (b'{"event":"tracking_update","data":{"status":"in_transit","location":"Newark NJ '
            b'Distribution Center","timestamp":"2025-10-03T14:22:00Z","estimated_delivery":'
@@ -70,10 +70,11 @@ async def server(frames: int, n: int) -> None:
         await child.stdout.readline()  # "up": every client is connected
         while len(SERVER) < n:  # noqa: ASYNC110 - the server side of the last ones
             await asyncio.sleep(0.01)
-        frame = fanout.text_frame(PAYLOAD)
+        frame = connection.text_frame(PAYLOAD)
         conns = []
         for transport in SERVER:
-            conn = connection.Connection(BenchPod(), "ws_conn_bench", "u_bench", "ord_1", None)
+            conn = connection.Connection(BenchPod(), "ws_conn_bench", "u_bench", "ord_1", None,
+                                         max_pending_bytes=BenchPod.max_pending_bytes)
             conn.transport = transport
             conns.append(conn)
         modes = ("picows send", "prebuilt frame", f"send_frame ({connection.IMPLEMENTATION})")

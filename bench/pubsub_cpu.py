@@ -3,7 +3,7 @@
 Run: .venv/bin/python -m bench.pubsub_cpu [seconds per level, default 3]
 
 A private redis-server; for each subscriber kind a child process on uvloop holds the pod's
-`PSUBSCRIBE order:tracking:*` and watches nothing: `old` reads it the way push/broker.py did
+`PSUBSCRIBE order:tracking:*` and watches nothing: `old` reads it the way push/subscription.py did
 before issue 9 (redis.asyncio `PubSub.get_message`), `cython` and `python` with push/pubsub_reader.py's
 two implementations. This process PUBLISHes at a steady rate (pipelined every 10 ms) and reads
 the child's CPU time from /proc (psutil). The child prints how many messages it read.
@@ -46,10 +46,12 @@ async def subscribe(kind: str, url: str) -> None:
                 count += 1
                 watched.get(message["channel"][len(redis_layout.CHANNEL_PREFIX):].decode())
     else:
+        from ordertrack import redis_connect
         from ordertrack.push import pubsub_reader
 
         live = asyncio.Event()
-        reader = await pubsub_reader.connect(url, {}, print, on_live=live.set,
+        address = await redis_connect.subscription_address(redis_connect.parse_redis_url(url))
+        reader = await pubsub_reader.connect(address, {}, print, on_live=live.set,
                                              impl=pubsub_reader.IMPLEMENTATIONS[kind])
         await live.wait()
         print("live", flush=True)

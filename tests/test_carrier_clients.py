@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from ordertrack.gateway.carriers import CarrierError, dhl, fedex, ups
-from ordertrack.gateway.http import RetryPolicy, TokenCache
 from ordertrack.gateway.metrics import Metrics
+from ordertrack.gateway.oauth import TokenCache
+from ordertrack.gateway.retry import RetryPolicy
 from tests.support import free_port
 
 DEFAULT_CONFIG = {"fedex_token_ttl": 3599, "ups_token_ttl": 14399, "slow_seconds": 20}

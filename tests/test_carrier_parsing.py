@@ -11,7 +11,7 @@ import pytest
 
 from ordertrack.gateway.carriers import CarrierError, CarrierParseError, dhl, fedex, ups
 from ordertrack.gateway.carriers.common import normalise_estimate, normalise_timestamp
-from ordertrack.gateway.http import (
+from ordertrack.gateway.retry import (
     RetryPolicy,
     classify_status,
     is_daily_quota,

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from ordertrack import protocol, redis_layout
 from ordertrack.push import connection, delivery
-from ordertrack.push.delivery import HOLD, OVERFLOW, SEND, SKIP
-from tests.support import DeliveryState
+from ordertrack.push.connection import HOLD, NO_SEQ, OVERFLOW, SEND, SKIP
+from tests.support import recording_connection
 
 
 def entry(seq: int, status: str = "in_transit") -> tuple[bytes, dict]:
@@ -28,71 +28,64 @@ def seqs(frames: list[bytes]) -> list:
 
 
 def test_updates_before_the_ack_are_held_in_order_then_released_without_duplicates():
-    conn = DeliveryState(acked=False)
-    assert delivery.offer(conn, b"u3", 3) == HOLD
-    assert delivery.offer(conn, b"u2", 2) == HOLD
-    assert delivery.offer(conn, b"err", None) == HOLD
-    assert delivery.offer(conn, b"u3-again", 3) == HOLD
+    conn = recording_connection(acked=False)
+    assert conn.offer(b"u3", 3) == HOLD
+    assert conn.offer(b"u2", 2) == HOLD
+    assert conn.offer(b"err", NO_SEQ) == HOLD
+    assert conn.offer(b"u3-again", 3) == HOLD
     assert conn.held_bytes == len(b"u3u2erru3-again")
     conn.sent_seq = 2  # the ack's state said the client is at seq 2
-    assert delivery.release(conn) == [b"u3", b"err"]
+    assert delivery.flush_backlog(conn) == [b"u3", b"err"]
     assert conn.acked and conn.backlog is None and conn.held_bytes == 0 and conn.sent_seq == 3
 
 
 def test_held_updates_past_the_pending_bytes_budget_close_the_connection():
-    conn = DeliveryState(acked=False, max_pending_bytes=10)
-    assert delivery.offer(conn, b"aaaa", 1) == HOLD
-    assert delivery.offer(conn, b"bbbbbb", 2) == HOLD  # 10 bytes: at the budget, not past it
-    assert delivery.offer(conn, b"c", 3) == OVERFLOW
+    conn = recording_connection(acked=False, max_pending_bytes=10)
+    assert conn.offer(b"aaaa", 1) == HOLD
+    assert conn.offer(b"bbbbbb", 2) == HOLD  # 10 bytes: at the budget, not past it
+    assert conn.offer(b"c", 3) == OVERFLOW
     # what it held is let go: the client will resume from its last seq on a new connection
     assert conn.backlog is None and conn.held_bytes == 0
     # an acked connection's frames are not held, so they are not counted here
-    live = DeliveryState(max_pending_bytes=10)
-    assert delivery.offer(live, b"x" * 50, 1) == SEND and live.held_bytes == 0
+    live = recording_connection(max_pending_bytes=10)
+    assert live.offer(b"x" * 50, 1) == SEND and live.held_bytes == 0
 
 
 def test_a_single_update_larger_than_the_budget_overflows_at_once():
-    conn = DeliveryState(acked=False, max_pending_bytes=10)
-    assert delivery.offer(conn, b"x" * 11, 1) == OVERFLOW
+    conn = recording_connection(acked=False, max_pending_bytes=10)
+    assert conn.offer(b"x" * 11, 1) == OVERFLOW
     assert conn.backlog is None
 
 
 def test_a_seq_the_client_has_is_never_sent_again():
-    conn = DeliveryState(sent_seq=5)
-    assert delivery.offer(conn, b"old", 5) == SKIP
-    assert delivery.offer(conn, b"older", 4) == SKIP
-    assert delivery.offer(conn, b"new", 6) == SEND
-    assert delivery.offer(conn, b"new", 6) == SKIP
+    conn = recording_connection(sent_seq=5)
+    assert conn.offer(b"old", 5) == SKIP
+    assert conn.offer(b"older", 4) == SKIP
+    assert conn.offer(b"new", 6) == SEND
+    assert conn.offer(b"new", 6) == SKIP
     assert conn.sent_seq == 6
 
 
 def test_frames_without_a_seq_are_always_sent_and_nothing_after_close():
-    conn = DeliveryState(sent_seq=9)
-    assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None) == SEND
-    assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None) == SEND
+    conn = recording_connection(sent_seq=9)
+    assert conn.offer(protocol.HEARTBEAT_ACK, NO_SEQ) == SEND
+    assert conn.offer(protocol.HEARTBEAT_ACK, NO_SEQ) == SEND
     conn.close_reason = protocol.SLOW_CONSUMER
-    assert delivery.offer(conn, b"u10", 10) == SKIP
-    assert delivery.offer(conn, protocol.HEARTBEAT_ACK, None) == SKIP
+    assert conn.offer(b"u10", 10) == SKIP
+    assert conn.offer(protocol.HEARTBEAT_ACK, NO_SEQ) == SKIP
     assert conn.sent_seq == 9
 
 
 def test_hold_makes_a_live_update_wait_for_the_replay():
-    conn = DeliveryState(sent_seq=3)
+    conn = recording_connection(sent_seq=3)
     delivery.hold(conn)
-    assert delivery.offer(conn, b"u4", 4) == HOLD
-    assert delivery.release(conn) == [b"u4"]
+    assert conn.offer(b"u4", 4) == HOLD
+    assert delivery.flush_backlog(conn) == [b"u4"]
 
 
-# --- the Cython connection applies the same rule on its C fields -----------------------------
-class Pod:
-    """What a connection reads of its pod when it holds an update: the setting."""
-
-    def __init__(self, max_pending_bytes: int):
-        self.max_pending_bytes = max_pending_bytes
-
-
+# --- one text, two builds: the compiled connection and the interpreted one agree -----------------
 steps = st.lists(st.one_of(
-    st.tuples(st.just("offer"), st.binary(max_size=40), st.one_of(st.none(), st.integers(0, 12))),
+    st.tuples(st.just("offer"), st.binary(max_size=40), st.one_of(st.just(NO_SEQ), st.integers(0, 12))),
     st.tuples(st.just("release")), st.tuples(st.just("hold")),
 ), max_size=30)
 
@@ -100,23 +93,22 @@ steps = st.lists(st.one_of(
 @settings(max_examples=200, deadline=None)
 @given(steps=steps, acked=st.booleans(), sent_seq=st.integers(0, 6),
        budget=st.sampled_from([0, 30, 100, 1 << 20]))
-def test_the_cython_connection_offers_as_the_rule_says(steps, acked, sent_seq, budget):
+def test_the_compiled_connection_offers_as_the_interpreted_one(steps, acked, sent_seq, budget):
     # `make test` builds the extension: without it this fails, it is never skipped
     assert "cython" in connection.IMPLEMENTATIONS, "ordertrack.push._connection is not built"
-    rule = DeliveryState(acked=acked, sent_seq=sent_seq, max_pending_bytes=budget)
-    cython = connection.IMPLEMENTATIONS["cython"](Pod(budget), "ws_conn_1", "u1", "ord_1", None)
-    cython.acked, cython.sent_seq = acked, sent_seq
+    python = recording_connection(acked, sent_seq, budget, impl="python")
+    cython = recording_connection(acked, sent_seq, budget, impl="cython")
     for step in steps:
         if step[0] == "offer":
             _, frame, seq = step
-            assert cython.offer(frame, seq) == delivery.offer(rule, frame, seq)
+            assert cython.offer(frame, seq) == python.offer(frame, seq)
         elif step[0] == "release":
-            assert delivery.release(cython) == delivery.release(rule)
+            assert delivery.flush_backlog(cython) == delivery.flush_backlog(python)
         else:
             delivery.hold(cython)
-            delivery.hold(rule)
+            delivery.hold(python)
         assert (cython.acked, cython.backlog, cython.held_bytes, cython.sent_seq) == (
-            rule.acked, rule.backlog, rule.held_bytes, rule.sent_seq)
+            python.acked, python.backlog, python.held_bytes, python.sent_seq)
 
 
 def test_resume_gap_rule():
@@ -130,17 +122,17 @@ def test_resume_gap_rule():
 
 
 def test_replay_sends_the_missed_events_in_order_and_raises_sent_seq():
-    conn = DeliveryState(sent_seq=2)
+    conn = recording_connection(sent_seq=2)
     frames = delivery.replay(conn, 2, 5, events(entry(3), entry(4), entry(5)))
     assert seqs(frames) == [3, 4, 5]
     assert all(b"raw_carrier_response" not in f for f in frames)
     assert conn.sent_seq == 5
     # the live copy of seq 5 arriving afterwards is not shown twice
-    assert delivery.offer(conn, b"u5", 5) == SKIP
+    assert conn.offer(b"u5", 5) == SKIP
 
 
 def test_replay_from_a_trimmed_stream_says_so_first_then_sends_what_is_kept():
-    conn = DeliveryState(sent_seq=1)
+    conn = recording_connection(sent_seq=1)
     frames = delivery.replay(conn, 1, 9, events(entry(7), entry(8), entry(9)))
     first = orjson.loads(frames[0])
     assert first["event"] == "error" and first["data"]["code"] == "RESUME_UNAVAILABLE"
@@ -148,7 +140,7 @@ def test_replay_from_a_trimmed_stream_says_so_first_then_sends_what_is_kept():
 
 
 def test_replay_of_a_stream_with_unreadable_entries_sends_the_readable_ones():
-    conn = DeliveryState()
+    conn = recording_connection()
     bad_json = (b"4-0", {b"msg": b"{not json"})
     not_object = (b"5-0", {b"msg": b"[1,2]"})
     no_msg = (b"6-0", {b"other": b"x"})

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertrack import protocol, redis_layout
-from ordertrack.push import connection, fanout, malformed
+from ordertrack import malformed, protocol, redis_layout
+from ordertrack.push import connection, delivery, fanout
 from ordertrack.push.hub import Watch
-from tests.support import DeliveryState as Watcher
+from tests.support import recording_connection
 
 IMPLS = sorted(fanout.IMPLEMENTATIONS)
 
@@ -63,7 +63,7 @@ def test_the_extension_is_built_and_chosen_by_default():
 
 def test_one_frame_for_every_watcher_without_carrier_internals(impl):
     out = impl()
-    watchers = [Watcher() for _ in range(10)]
+    watchers = [recording_connection() for _ in range(10)]
     watch = watch_of(*watchers)
     body = message(7)
 
@@ -72,7 +72,7 @@ def test_one_frame_for_every_watcher_without_carrier_internals(impl):
     frames = [w.sent[0] for w in watchers]
     assert all(frame is frames[0] for frame in frames)  # built once, the same bytes for all
     assert payload_of(frames[0]) == protocol.tracking_update(body)
-    assert frames[0] == fanout.text_frame(protocol.tracking_update(body))
+    assert frames[0] == connection.text_frame(protocol.tracking_update(body))
     sent = orjson.loads(payload_of(frames[0]))
     assert sent == {"event": "tracking_update", "data": {
         "status": "in_transit", "location": "Newark NJ", "timestamp": "2025-10-03T14:00:00Z",
@@ -85,7 +85,7 @@ def test_one_frame_for_every_watcher_without_carrier_internals(impl):
 
 def test_an_unacked_connection_holds_updates_until_the_ack(impl):
     out = impl()
-    waiting, live = Watcher(acked=False), Watcher()
+    waiting, live = recording_connection(acked=False), recording_connection()
     watch = watch_of(waiting, live)
     for seq in (1, 2):
         out.publish("ord_1", watch, orjson.dumps(message(seq)))
@@ -96,8 +96,8 @@ def test_an_unacked_connection_holds_updates_until_the_ack(impl):
 
 def test_a_connection_held_past_its_pending_bytes_is_closed_1013_and_the_others_get_it(impl):
     out = impl()
-    held = Watcher(acked=False, max_pending_bytes=1000)
-    live, other_held = Watcher(), Watcher(acked=False)
+    held = recording_connection(acked=False, max_pending_bytes=1000)
+    live, other_held = recording_connection(), recording_connection(acked=False)
     watch = watch_of(held, live, other_held)
     body = orjson.dumps(message(1, location="x" * 300))
     frame_size = len(protocol.tracking_update(redis_layout.decode_message(body)))
@@ -117,7 +117,7 @@ def test_a_connection_held_past_its_pending_bytes_is_closed_1013_and_the_others_
 
 def test_never_a_seq_twice_nor_an_older_one(impl):
     out = impl()
-    ahead = Watcher(sent_seq=5)  # e.g. its ack carried seq 5
+    ahead = recording_connection(sent_seq=5)  # e.g. its ack carried seq 5
     watch = watch_of(ahead)
     for seq in (4, 5, 6, 6, 3):
         out.publish("ord_1", watch, orjson.dumps(message(seq)))
@@ -127,7 +127,7 @@ def test_never_a_seq_twice_nor_an_older_one(impl):
 
 def test_nothing_reaches_a_connection_being_closed(impl):
     out = impl()
-    closing = Watcher()
+    closing = recording_connection()
     closing.close_reason = protocol.SLOW_CONSUMER
     assert out.publish("ord_1", watch_of(closing), orjson.dumps(message(1))) == 0
     assert closing.sent == [] and closing.backlog is None
@@ -158,7 +158,7 @@ BAD = [
 def test_a_bad_payload_reaches_nobody_and_the_next_one_flows(impl, payload, reason):
     reported = []
     out = impl(on_malformed=lambda order_id, why: reported.append((order_id, why)))
-    watcher = Watcher()
+    watcher = recording_connection()
     watch = watch_of(watcher)
 
     assert out.publish("ord_bad", watch, payload) == 0
@@ -171,7 +171,7 @@ def test_a_bad_payload_reaches_nobody_and_the_next_one_flows(impl, payload, reas
 
 def test_latency_only_for_messages_that_carry_published_at(impl):
     out = impl()
-    watch = watch_of(Watcher())
+    watch = watch_of(recording_connection())
     out.publish("ord_1", watch, orjson.dumps({k: v for k, v in message(1).items()
                                              if k != "published_at"}))
     out.publish("ord_1", watch, orjson.dumps(message(2, published_at="yesterday")))
@@ -182,17 +182,17 @@ def test_latency_only_for_messages_that_carry_published_at(impl):
 def test_latency_lands_in_the_bucket_of_its_bound(impl):
     """Prometheus buckets are `le`: 3 ms goes in the 5 ms bucket, 2 s in +Inf."""
     out = impl()
-    watch = watch_of(Watcher())
+    watch = watch_of(recording_connection())
     for seq, age in ((1, 0.003), (2, 2.0)):
         out.publish("ord_1", watch, orjson.dumps(message(seq, published_at=time.time() - age)))
     counts = out.latency_counts()
-    assert len(counts) == len(fanout.LATENCY_BUCKETS) + 1
-    assert counts[fanout.LATENCY_BUCKETS.index(0.005)] == 1 and counts[-1] == 1
+    assert len(counts) == len(delivery.LATENCY_BUCKETS) + 1
+    assert counts[delivery.LATENCY_BUCKETS.index(0.005)] == 1 and counts[-1] == 1
     assert sum(counts) == 2 and 2.0 < out.latency_sum < 60
 
 
-FRAMERS = {"python": fanout.text_frame}
-if "cython" in connection.IMPLEMENTATIONS:  # the Cython connection's, which its fan-out uses
+FRAMERS = {"python": connection.text_frame}
+if "cython" in connection.IMPLEMENTATIONS:  # the compiled build's (C), which its fan-out uses
     FRAMERS["cython"] = importlib.import_module("ordertrack.push._connection").text_frame
 
 
@@ -202,7 +202,7 @@ def test_text_frame_is_an_unmasked_final_text_frame(framer):
     assert text_frame(b"hi") == b"\x81\x02hi"
     assert text_frame(b"") == b"\x81\x00"
     for n in (125, 126, 200, 65535, 65536, 70000):
-        assert text_frame(b"x" * n) == fanout.text_frame(b"x" * n)
+        assert text_frame(b"x" * n) == connection.text_frame(b"x" * n)
         assert payload_of(text_frame(b"x" * n)) == b"x" * n
     assert text_frame(b"x" * 200)[:4] == b"\x81\x7e\x00\xc8"
     assert text_frame(b"x" * 70000)[:10] == b"\x81\x7f" + (70000).to_bytes(8, "big")
@@ -227,7 +227,7 @@ def test_both_implementations_deliver_the_same_frames(states, stream):
     for name in IMPLS:
         watchers = []
         for acked, sent_seq, closing, budget in states:
-            w = Watcher(acked=acked, sent_seq=sent_seq, max_pending_bytes=budget)
+            w = recording_connection(acked=acked, sent_seq=sent_seq, max_pending_bytes=budget)
             if closing:
                 w.close_reason = protocol.SERVER_SHUTDOWN
             watchers.append(w)

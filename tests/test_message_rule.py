@@ -13,24 +13,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ordertrack import protocol, redis_layout
-from ordertrack.push import fanout, malformed
+from ordertrack import malformed, protocol, redis_layout
+from ordertrack.push import fanout
 from ordertrack.push.hub import Watch
-from tests.support import DeliveryState
+from tests.support import recording_connection
 from tests.test_fanout import payload_of
 
 IMPLS = sorted(fanout.IMPLEMENTATIONS)
 KEYS = ("status", "location", "timestamp", "estimated_delivery", "carrier",
         "raw_carrier_response", "seq", "published_at")
-
-
-class Watcher(DeliveryState):
-    """Acked, recording the client frame inside each whole WebSocket frame it is sent."""
-
-    __slots__ = ()
-
-    def send_frame(self, ws_frame: bytes) -> None:
-        self.sent.append(payload_of(ws_frame))
 
 
 def by_the_rule(payload: bytes) -> tuple:
@@ -45,7 +36,7 @@ def by_the_rule(payload: bytes) -> tuple:
 def by_the_fanout(name: str, payload: bytes) -> tuple:
     reasons: list[str] = []
     out = fanout.IMPLEMENTATIONS[name](on_malformed=lambda _order_id, why: reasons.append(why))
-    watcher = Watcher()
+    watcher = recording_connection()
     watch = Watch()
     watch.conns.append(watcher)
     delivered = out.publish("ord_rule", watch, payload)
@@ -53,7 +44,7 @@ def by_the_fanout(name: str, payload: bytes) -> tuple:
         assert delivered == 0 and watcher.sent == [] and out.malformed == 1
         return ("malformed", reasons[0])
     assert delivered == 1 and len(watcher.sent) == 1 and watch.seq == watcher.sent_seq
-    return ("frame", watcher.sent[0], watch.seq)
+    return ("frame", payload_of(watcher.sent[0]), watch.seq)
 
 
 def assert_one_rule(payload: bytes) -> tuple:

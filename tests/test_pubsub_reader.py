@@ -18,9 +18,9 @@ import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertrack import redis_layout
+from ordertrack import malformed, redis_connect, redis_layout
 from ordertrack.devtools.resp import confirmation, feed, message, pmessage
-from ordertrack.push import malformed, pubsub_reader
+from ordertrack.push import pubsub_reader
 from ordertrack.push.hub import Watch
 from tests.support import REPO
 
@@ -183,6 +183,11 @@ def test_both_implementations_see_the_same_stream_the_same_way(parts, data):
 
 
 # --- against a real redis-server ---------------------------------------------------------------
+async def address_of(url: str):
+    """Where the reader connects for `url`, as the broker asks before every connect."""
+    return await redis_connect.subscription_address(redis_connect.parse_redis_url(url))
+
+
 async def subscribed(url: str, impl, calls: Calls, watched: dict, control=(redis_layout.CONTROL_ALL,)):
     live = asyncio.get_running_loop().create_future()
     kwargs = calls.kwargs()
@@ -192,7 +197,7 @@ async def subscribed(url: str, impl, calls: Calls, watched: dict, control=(redis
         on_live()
         live.set_result(True)
 
-    reader = await pubsub_reader.connect(url, watched, control_channels=list(control),
+    reader = await pubsub_reader.connect(await address_of(url), watched, control_channels=list(control),
                                          on_live=went_live, impl=impl, **kwargs)
     await asyncio.wait_for(live, 5)
     return reader
@@ -243,7 +248,7 @@ def test_real_redis_auth_and_select_from_the_url(impl, own_redis):
         reader.transport.close()
 
         refused = Calls()
-        wrong = await pubsub_reader.connect(f"redis://:wrong@127.0.0.1:{own_redis.port}/0",
+        wrong = await pubsub_reader.connect(await address_of(f"redis://:wrong@127.0.0.1:{own_redis.port}/0"),
                                             {}, impl=impl, **refused.kwargs())
         error = await asyncio.wait_for(wrong.closed, 5)
         assert isinstance(error, hiredis.ReplyError) and "WRONGPASS" in str(error)
@@ -264,7 +269,7 @@ def test_a_server_speaking_garbage_closes_the_connection_counted_malformed(impl)
         server = await asyncio.start_server(garbage, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         calls = Calls()
-        reader = await pubsub_reader.connect(f"redis://127.0.0.1:{port}/0", {}, impl=impl,
+        reader = await pubsub_reader.connect(await address_of(f"redis://127.0.0.1:{port}/0"), {}, impl=impl,
                                              **calls.kwargs())
         error = await asyncio.wait_for(reader.closed, 5)
         assert isinstance(error, hiredis.ProtocolError)

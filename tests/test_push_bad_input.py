@@ -11,9 +11,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from ordertrack import malformed
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
-from ordertrack.push import malformed
 from tests.support import free_port, wait_for_async
 from tests.support.pods import connect, recv_event, recv_json, start_pod_async
 

@@ -16,7 +16,6 @@ from picows import ws_create_server
 
 from ordertrack import auth, config, redis_layout
 from ordertrack.push.pod import Pod
-from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
 from tests.support import free_port, wait_for_async
 from tests.support.pods import (
@@ -249,7 +248,7 @@ def test_healthz_fails_when_a_loop_the_pod_needs_has_died(redis_url, keys):
 
     async def scenario():
         pod = Pod(cfg, auth.Verifier(keys.public_pem.decode()))
-        server = await ws_create_server(make_listener_factory(pod), "127.0.0.1", port)
+        server = await ws_create_server(pod.listener_factory(), "127.0.0.1", port)
         await pod.start()
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

@@ -11,9 +11,9 @@ from collections import Counter
 
 import redis.asyncio as aioredis
 
-from tests.pods import close_code, connect, publish, recv_event, recv_json, start_pod
-from tests.redis_topologies import FreezingProxy
-from tests.support import wait_for
+from tests.support import wait_for_async
+from tests.support.pods import close_code, connect, publish, recv_event, recv_json, start_pod_async
+from tests.support.redis_topologies import FreezingProxy
 
 EVICTED = 150
 HEALTHY = 4
@@ -27,7 +27,7 @@ async def test_every_evicted_connection_gets_1013_once_and_healthy_watchers_keep
     direct = aioredis.Redis.from_url(own_redis.url)  # the gateway's side: not through the proxy
     try:
         # the watchdog's probe goes through the stalled commands too: keep it out of the way
-        pod = start_pod(procs, tmp_path, proxy.url, keys, ws_max_pending_bytes=16384,
+        pod = await start_pod_async(procs, tmp_path, proxy.url, keys, ws_max_pending_bytes=16384,
                         redis_subscribe_timeout_seconds=120,
                         redis_subscription_deadline_seconds=120)
         healthy = [await connect(pod, keys.token(f"mc_live{i}", "ord_mc", alg="ES256"), "ord_mc")
@@ -53,7 +53,8 @@ async def test_every_evicted_connection_gets_1013_once_and_healthy_watchers_keep
         def evicted_lines():
             return [d for d in pod.disconnects() if d["user_id"].startswith("mc_held")]
 
-        wait_for(lambda: len(evicted_lines()) >= EVICTED, 15, what="every evicted one's line")
+        await wait_for_async(lambda: len(evicted_lines()) >= EVICTED, 15,
+                             what="every evicted one's line")
         lines = evicted_lines()
         assert len(lines) == EVICTED
         assert len({d["connection_id"] for d in lines}) == EVICTED  # each exactly once

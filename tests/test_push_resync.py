@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from tests.pods import connect, publish, recv_event, recv_json
+from tests.support.pods import connect, publish, recv_event, recv_json
 
 
 async def test_a_resume_from_past_the_orders_seq_is_told_to_resync(pod, keys, rasync):

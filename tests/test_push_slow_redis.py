@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from ordertrack.devtools.delay_proxy import DelayProxy
-from tests.pods import connect, start_pod
+from tests.support.pods import connect, start_pod_async
 
 DEADLINE = 5.0  # REDIS_SUBSCRIBE_TIMEOUT_SECONDS (its default)
 #: what the clients' own loop, the proxy and a loaded machine may add to the pod's deadline
@@ -54,7 +54,7 @@ async def test_every_connection_gets_its_ack_or_4002_within_the_deadline_under_a
         procs, tmp_path, keys, slow_redis):
     """The issue: Redis 2 s away each way, 19 of 20 acked after 8 s (batches queued behind each
     other), none closed 4002."""
-    pod = start_pod(procs, tmp_path, slow_redis.url, keys,
+    pod = await start_pod_async(procs, tmp_path, slow_redis.url, keys,
                     redis_subscribe_timeout_seconds=DEADLINE)
     slow_redis.set_delay(2.0)
     first, _ = await outcome(pod, keys, 99)  # Redis has been far away for a while
@@ -71,7 +71,7 @@ async def test_a_slow_round_trip_that_fits_in_the_deadline_gets_everyone_acked(
         procs, tmp_path, keys, slow_redis):
     """Batches do not wait for each other's round trips (before: all but the first waited for
     the first's); a 3 s round trip leaves the pod 2 s of its 5 s."""
-    pod = start_pod(procs, tmp_path, slow_redis.url, keys,
+    pod = await start_pod_async(procs, tmp_path, slow_redis.url, keys,
                     redis_subscribe_timeout_seconds=DEADLINE)
     slow_redis.set_delay(1.5)
     await outcome(pod, keys, 99)  # Redis has been far away for a while
@@ -84,7 +84,7 @@ async def test_a_slow_round_trip_that_fits_in_the_deadline_gets_everyone_acked(
 
 async def test_a_round_trip_longer_than_the_deadline_closes_4002_on_time(
         procs, tmp_path, keys, slow_redis):
-    pod = start_pod(procs, tmp_path, slow_redis.url, keys, redis_subscribe_timeout_seconds=2)
+    pod = await start_pod_async(procs, tmp_path, slow_redis.url, keys, redis_subscribe_timeout_seconds=2)
     slow_redis.set_delay(1.5)  # a 3 s round trip: nobody can be acked within 2 s
     results = await staggered(pod, keys, 10, spread=0.5)
     for result, seconds in results:
@@ -93,7 +93,7 @@ async def test_a_round_trip_longer_than_the_deadline_closes_4002_on_time(
 
 
 async def test_with_redis_close_by_everyone_is_acked(procs, tmp_path, keys, slow_redis):
-    pod = start_pod(procs, tmp_path, slow_redis.url, keys,
+    pod = await start_pod_async(procs, tmp_path, slow_redis.url, keys,
                     redis_subscribe_timeout_seconds=DEADLINE)
     slow_redis.set_delay(0.002)
     results = await staggered(pod, keys, CLIENTS, spread=0.2)

@@ -12,7 +12,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
 from ordertrack import config, redis_layout
-from ordertrack.config import ConfigError
+from ordertrack.config import ConfigError, redis_url
 from ordertrack.redis_connect import (
     CLUSTER,
     SENTINEL,
@@ -21,7 +21,6 @@ from ordertrack.redis_connect import (
     close_client,
     command_client,
     parse_redis_url,
-    redis_url,
     subscription_address,
 )
 from tests.support import free_port

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ordertrack import protocol, redis_layout
-from ordertrack.push import malformed
+from ordertrack import malformed, protocol, redis_layout
 
 MESSAGE = redis_layout.encode_message("dhl", 3, "in_transit", "Newark NJ", "2025-10-03T14:02:00Z",
                                       None, {"raw": 1}, 1.5)

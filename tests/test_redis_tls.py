@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import ssl
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -116,8 +117,8 @@ def test_the_reader_subscribes_over_tls_and_gets_a_large_message_whole(name, tls
     async def main():
         calls = Calls()
         address = await redis_connect.subscription_address(target)
-        reader = await pubsub_reader.connect(address.url, {"ord_tls": Watch()}, impl=pubsub_reader.IMPLEMENTATIONS[name],
-                                             ssl=address.ssl, **calls.kwargs())
+        reader = await pubsub_reader.connect(address, {"ord_tls": Watch()}, impl=pubsub_reader.IMPLEMENTATIONS[name],
+                                             **calls.kwargs())
         await until(lambda: calls.of("live"))
         client = aioredis.Redis.from_url(tls_redis.url)
         await client.publish(redis_layout.channel("ord_tls"), payload)
@@ -138,9 +139,9 @@ def test_the_reader_refuses_a_server_whose_certificate_it_does_not_trust(name, t
 
     async def main():
         address = await redis_connect.subscription_address(target)
-        with pytest.raises(pubsub_reader.ssl_module.SSLCertVerificationError):
-            await pubsub_reader.connect(address.url, {}, impl=pubsub_reader.IMPLEMENTATIONS[name],
-                                        ssl=address.ssl, **Calls().kwargs())
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await pubsub_reader.connect(address, {}, impl=pubsub_reader.IMPLEMENTATIONS[name],
+                                        **Calls().kwargs())
 
     uvloop.run(main())
 

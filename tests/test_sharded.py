@@ -16,13 +16,13 @@ import pytest
 import redis as sync_redis
 from redis.crc import key_slot
 
-from ordertrack import config, redis_connect, redis_layout
+from ordertrack import config, malformed, redis_connect, redis_layout
 from ordertrack.devtools.redis_server import RedisServer
 from ordertrack.devtools.redis_topologies import ClusterTopology
 from ordertrack.devtools.resp import bulk, confirmation, feed
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
-from ordertrack.push import malformed, pubsub_reader, shard_subscriptions
+from ordertrack.push import pubsub_reader, shard_subscriptions
 from ordertrack.push.hub import Watch
 from ordertrack.push.shard_subscriptions import SlotMap
 from tests.support import REPO, free_port

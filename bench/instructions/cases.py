@@ -27,7 +27,7 @@ from ordertrack.api.tracking import apply_stream, build_document
 from ordertrack.devtools.resp import feed
 from ordertrack.gateway.carriers import dhl, fedex, ups
 from ordertrack.models import Order, StoredEvent
-from ordertrack.push import admission, fanout, pubsub_reader, registry, timer_wheel
+from ordertrack.push import admission, connection, fanout, pubsub_reader, timer_wheel, user_registry
 from ordertrack.push.hub import Watch
 
 HERE = Path(__file__).parent
@@ -100,7 +100,7 @@ def frame_building() -> Callable[[], object]:
     """The client frame of a decoded message and its whole WebSocket frame (built once per
     message by the fan-out)."""
     messages = [redis_layout.decode_message(gateway_message(seq)) for seq in range(1, 101)]
-    tracking_update, text_frame = protocol.tracking_update, fanout.text_frame
+    tracking_update, text_frame = protocol.tracking_update, connection.text_frame
 
     def body():
         for message in messages:
@@ -158,11 +158,11 @@ def admission_batch() -> Callable[[], object]:
     """One admission batch of BATCH connections without the round trip: queue register.lua
     and states.lua on a pipeline (Registry.queue_register, admission.queue_states), pack the
     commands as they go on the wire, then split the canned replies per connection
-    (registry.script_results, admission.decode_states)."""
+    (user_registry.script_results, admission.decode_states)."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url("redis://127.0.0.1:1")  # never connected
-    reg = registry.Registry(client, "bench-pod", limit=5)
+    reg = user_registry.UserRegistry(client, "bench-pod", limit=5)
     users = [(f"user_{i}", f"ws_conn_{i:08x}") for i in range(BATCH)]
     orders = [f"ord_{i}" for i in range(BATCH)]
     packer = client.connection_pool.connection_class()
@@ -175,9 +175,9 @@ def admission_batch() -> Callable[[], object]:
         groups = reg.queue_register(pipe, users, 1764979200000)
         state_groups = admission.queue_states(pipe, orders, cluster=False)
         packer.pack_commands([args for args, _options in pipe.command_stack])
-        evicted = registry.script_results(registered, groups, BATCH)
+        evicted = user_registry.script_results(registered, groups, BATCH)
         decoded = [admission.decode_states(fields) for fields in
-                   registry.script_results(states, state_groups, BATCH)]
+                   user_registry.script_results(states, state_groups, BATCH)]
         assert len(evicted) == len(decoded) == BATCH
     return body
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
+from ordertrack import redis_target
 from ordertrack.store.base import DEFAULT_SQLITE_PATH, parse_store_url
 
 
@@ -92,17 +93,13 @@ def csv_list(value: str) -> tuple[str, ...]:
 
 
 def redis_url(value: str) -> str:
-    """Any topology's URL (one server, Sentinel, Cluster), checked by `redis_connect`'s parser
-    (imported here, not at the top: redis_connect builds on this module)."""
-    from ordertrack.redis_connect import redis_url as check
-
-    return check(value)
+    """Any topology's URL (one server, Sentinel, Cluster), checked by `redis_target.parse`."""
+    redis_target.parse(value.strip())
+    return value
 
 
 def redact_redis_url(value: str) -> str:
-    from ordertrack.redis_connect import redact
-
-    return redact(value)
+    return redis_target.redact(value)
 
 
 def database_url(value: str) -> str | None:

@@ -41,10 +41,10 @@ from typing import Any
 import orjson
 
 from ordertrack import config
+from ordertrack import malformed as why
 from ordertrack.flags import FLAG_NAME
 from ordertrack.models import StoredEvent
 from ordertrack.protocol import valid_seq
-from ordertrack.push import malformed as why
 
 
 def tagged(prefix: str, tag: str, suffix: str = "") -> str:
@@ -208,7 +208,7 @@ def rollout_pending_view(view_id: str) -> str:
 
 # --- the message (channel and stream) ------------------------------------------------------------
 class MalformedMessage(ValueError):
-    """A message or stream entry nobody may act on; `reason` is one of push/malformed.py's."""
+    """A message or stream entry nobody may act on; `reason` is one of malformed.py's."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -245,8 +245,8 @@ def decode_message(payload: bytes | str) -> dict[str, Any]:
     gateway may leave out what it does not know).
     `published_at` is optional (the latency metric needs it, a client never sees it).
 
-    The fan-out (push/fanout.py) decodes with this function; the Cython fan-out's `_decode`
-    is its twin and applies the same checks in the same order (tests/test_message_rule.py)."""
+    The fan-out (push/fanout.py, compiled and interpreted alike) decodes with its `_decode`,
+    the hot path's copy of this rule and applies the same checks in the same order (tests/test_message_rule.py)."""
     if len(payload) > why.MAX_PAYLOAD_BYTES:
         raise MalformedMessage(why.PAYLOAD_TOO_LARGE)
     try:
@@ -387,7 +387,7 @@ def encode_flag_changed() -> bytes:
 
 
 def encode_probe() -> bytes:
-    """Comes back on the pod's subscription: proof that it is live (push/broker.py)."""
+    """Comes back on the pod's subscription: proof that it is live (push/subscription.py)."""
     return orjson.dumps({"op": PROBE})
 
 

@@ -63,25 +63,36 @@ def jwks_server(public_pem: bytes, kid: str):
         server.server_close()
 
 
-class DeliveryState:
-    """A connection's delivery attributes (push/connection.py's; the rules are push/delivery.py's)
-    and nothing else: the test double of the delivery and fan-out tests."""
+def _recording(base: type) -> type:
+    class RecordingConnection(base):
+        """A real push/connection.py Connection whose socket is a list: `sent` has every
+        whole WebSocket frame written to it, in order; a close only records its reason."""
 
-    __slots__ = ("close_reason", "acked", "backlog", "held_bytes", "sent_seq", "max_pending_bytes",
-                 "sent")
+        __slots__ = ("sent",)
 
-    def __init__(self, acked: bool = True, sent_seq: int = 0, max_pending_bytes: int = 1 << 20):
-        self.close_reason = None
-        self.acked = acked
-        self.backlog = None
-        self.held_bytes = 0
-        self.sent_seq = sent_seq
-        self.max_pending_bytes = max_pending_bytes
-        #: every whole WebSocket frame written to it, in order
-        self.sent: list[bytes] = []
+        def write_frame(self, ws_frame: bytes) -> None:
+            self.sent.append(ws_frame)
 
-    def send_frame(self, ws_frame: bytes) -> None:
-        self.sent.append(ws_frame)
+        def close(self, close, message=None) -> None:
+            if self.close_reason is None:
+                self.close_reason = close
 
-    def close(self, close) -> None:
-        self.close_reason = close
+    return RecordingConnection
+
+
+_RECORDING: dict[str, type] = {}
+
+
+def recording_connection(acked: bool = True, sent_seq: int = 0, max_pending_bytes: int = 1 << 20,
+                         impl: str | None = None):
+    """A connection (of `impl`, "cython" or "python"; the chosen one by default) with no socket
+    for the delivery and fan-out tests: the rules are its own, only the writes are recorded."""
+    from ordertrack.push import connection
+
+    name = impl or connection.IMPLEMENTATION
+    if name not in _RECORDING:
+        _RECORDING[name] = _recording(connection.IMPLEMENTATIONS[name])
+    conn = _RECORDING[name](None, "ws_conn_t", "u_t", "ord_t", None,
+                            max_pending_bytes=max_pending_bytes)
+    conn.acked, conn.sent_seq, conn.sent = acked, sent_seq, []
+    return conn

@@ -101,12 +101,12 @@ class InProcessGateway:
         import redis.asyncio as aioredis
 
         from ordertrack.gateway.carriers.dhl import DhlClient
-        from ordertrack.gateway.http import RetryPolicy
         from ordertrack.gateway.metrics import Metrics
         from ordertrack.gateway.pagerduty import PagerDuty
         from ordertrack.gateway.poller import Poller
         from ordertrack.gateway.publisher import Publisher
         from ordertrack.gateway.quota import Quota, carrier_limits
+        from ordertrack.gateway.retry import RetryPolicy
         from ordertrack.gateway.scheduler import Scheduler
 
         self.requests: list[httpx.Request] = []

@@ -1,21 +1,21 @@
-# Declarations of the per-connection state (module ordertrack.push._connection).
-# picows 2.3.1 (pinned) ships picows.pxd: WSListener can be subclassed here and WSTransport's
-# C fields (its write buffer, the upgrade's request and response) reached.
-from picows.picows cimport WSFrame, WSListener, WSTransport
+# The C layout of the per-connection state: augments src/ordertrack/push/connection.py (Cython's
+# pure-Python mode), compiled by setup.py as ordertrack.push._connection. picows 2.3.1 (pinned)
+# ships picows.pxd: WSListener can be subclassed here and WSTransport's C fields (its write
+# buffer, the upgrade's request and response) reached.
+from picows.picows cimport MemoryBuffer, WSFrame, WSListener, WSTransport
 
 
-# what delivery.offer says about an update (push/delivery.py: the same ints)
-cdef enum:
-    SKIP = 0
-    SEND = 1
-    HOLD = 2
-    OVERFLOW = 3
-    NO_SEQ = -1          # an update without a `seq` (an error frame): never deduplicated
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t c_send "send"(int fd, const void* buf, size_t n, int flags)
+
+
+cdef bytes c_text_frame(bytes payload)   # text_frame in C: the fan-out's too
+cdef void _shrink_write_buffer(WSTransport transport)
 
 
 cdef class Connection(WSListener):
-    # One customer's WebSocket (see push/connection.py, the twin): numbers and flags in C.
-    cdef public object pod
+    # One customer's WebSocket (see push/connection.py): numbers and flags in C.
+    cdef public object events            # push/lifecycle.py's Lifecycle
     cdef public WSTransport transport
     cdef public str connection_id
     cdef public str user_id
@@ -31,6 +31,7 @@ cdef class Connection(WSListener):
     cdef public double expires_at
     cdef public long long sent_seq
     cdef public Py_ssize_t held_bytes
+    cdef public Py_ssize_t max_pending_bytes
     cdef public int hb_state
     cdef public bint registered
     cdef public bint acked
@@ -41,14 +42,10 @@ cdef class Connection(WSListener):
     cpdef on_ws_disconnected(self, WSTransport transport)
     cpdef pause_writing(self)
     cpdef resume_writing(self)
-    cdef int _offer(self, bytes frame, long long seq) except -1
-    cdef int write_frame(self, bytes ws_frame) except -1
+    cpdef int offer(self, bytes frame, long long seq) except -1
+    cpdef bint deliver(self, bytes frame, long long seq=*, bytes ws_frame=*) except -1
+    cpdef write_frame(self, bytes ws_frame)
     cpdef check_pending(self)
-    cpdef send_frame(self, bytes ws_frame)
     cpdef send(self, bytes payload)
-    cpdef bint deliver(self, bytes frame, object seq) except -1
-    cpdef close(self, object close, object message=*, bint abort=*)
-    cpdef close_now(self, object close, object message=*, bint abort=*)
-
-
-cpdef bytes text_frame(bytes payload)
+    cpdef close(self, object close, object message=*)
+    cpdef close_now(self, object close, object message=*)

@@ -1,4 +1,5 @@
-"""Types of the Cython fan-out (module ordertrack.push._fanout); the twin is ordertrack.push.fanout.PureFanOut."""
+"""Types of the compiled build of src/ordertrack/push/fanout.py (module ordertrack.push._fanout);
+interpreted, that file is the twin (PureFanOut)."""
 from collections.abc import Callable
 
 class FanOut:

@@ -3,6 +3,7 @@
 (that module's docstring has the rules); tests/test_pubsub_reader.py compares the two."""
 
 import asyncio
+import logging
 
 import hiredis
 
@@ -13,10 +14,11 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcmp
 
 from ordertrack import redis_layout
-from ordertrack.push import malformed as why
-# the twin module defines its constants before it imports this one
-from ordertrack.push.pubsub_reader import (FEED_BYTES as _FEED_BYTES, HANDLER_FAILED,
-                                           READ_BUFFER_BYTES, log)
+from ordertrack import malformed as why
+from ordertrack.push.pubsub_sizes import FEED_BYTES as _FEED_BYTES
+from ordertrack.push.pubsub_sizes import HANDLER_FAILED, LOGGER, READ_BUFFER_BYTES
+
+log = logging.getLogger(LOGGER)
 
 cdef bytes PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 cdef Py_ssize_t PREFIX_LEN = len(PREFIX)

@@ -166,7 +166,7 @@ async def build_gateway(settings: SimpleNamespace, carriers: list[CarrierConfig]
     """The gateway of `ordertrack poll` (and of bench/bench_gateway.py): Redis, the store,
     the shared quota and scheduler, PagerDuty, the poller, one loop per carrier and the push
     subscriptions."""
-    from ordertrack.gateway.http import RetryPolicy
+    from ordertrack.gateway.retry import RetryPolicy
     from ordertrack.store import open_store
 
     replica = settings.replica_name

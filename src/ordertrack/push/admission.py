@@ -27,8 +27,10 @@ from importlib.resources import files
 from redis.exceptions import RedisError
 
 from ordertrack import protocol, redis_layout
-from ordertrack.push import delivery, registry, shard_subscriptions
+from ordertrack.push import delivery, user_registry
 from ordertrack.push.ack_deadline import AckDeadlines
+from ordertrack.push.connection import NO_SEQ
+from ordertrack.push.streams import skip_entry, stream_after
 
 log = logging.getLogger("ordertrack.push")
 
@@ -39,7 +41,6 @@ MAX_IN_FLIGHT = 8
 PRUNE_SECONDS = 1.0
 #: batch gaps shorter than this are not waited for (a fast Redis: batches start at once)
 MIN_GAP_SECONDS = 0.001
-RESUME_MAX_EVENTS = 1000
 RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
 STATES_LUA = files("ordertrack.push").joinpath("states.lua").read_text()
 STATES_SHA = hashlib.sha1(STATES_LUA.encode()).hexdigest()
@@ -56,9 +57,9 @@ def batch_gap(round_trip: float, oldest_in_flight: float) -> float:
 
 def queue_states(pipe, order_ids: list[str], cluster: bool) -> list[list[int]]:
     """Add the `states.lua` calls reading the orders' state hashes to `pipe` (one, or one per
-    hash slot on a cluster); returns the groups, for `registry.script_results`."""
+    hash slot on a cluster); returns the groups, for `user_registry.script_results`."""
     keys = [redis_layout.state(order_id) for order_id in order_ids]
-    groups = registry.slot_groups(keys, cluster)
+    groups = user_registry.slot_groups(keys, cluster)
     for group in groups:
         pipe.execute_command("EVALSHA", STATES_SHA, len(group), *(keys[i] for i in group))
     return groups
@@ -70,22 +71,33 @@ def decode_states(fields: list) -> redis_layout.OrderStateHash:
     return redis_layout.decode_state(dict(zip(pairs, pairs, strict=False)))
 
 
-def stream_after(pipe, order_id: str, last_seq: int) -> None:
-    """Queue the order's stream entries after `last_seq` (entry ids are `{seq}-0`)."""
-    pipe.xrange(redis_layout.stream(order_id), redis_layout.after_seq(last_seq), "+",
-                count=RESUME_MAX_EVENTS)
-
-
 class Admission:
-    def __init__(self, pod):
-        self.pod = pod
+    """Given what it needs: the command client, the per-user registry, the hub (the index of
+    open connections: evictions land there), the flags (the kill switch, by carrier), the
+    subscription's `live` event, `spawn` for background work, the loop, how long a connection
+    may wait for its ack (REDIS_SUBSCRIBE_TIMEOUT_SECONDS), this pod's id, and
+    `before_admit(batch) -> batch` (PUBSUB_MODE=sharded: push/shard_subscriptions.py subscribes
+    a batch's orders first)."""
+
+    def __init__(self, redis, user_registry, hub, flags, live: asyncio.Event, spawn, loop,
+                 subscribe_timeout: float, pod_id: str, before_admit=None):
+        self.redis = redis
+        self.user_registry = user_registry
+        self.hub = hub
+        self.flags = flags
+        self.live = live
+        self.spawn = spawn
+        self.loop = loop
+        self.subscribe_timeout = subscribe_timeout
+        self.pod_id = pod_id
+        self.before_admit = before_admit
         self.pending: deque = deque()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         #: the last admission round trip (s), and when each batch under way started
         self.round_trip = 0.0
         self._in_flight: dict[int, float] = {}
-        self.deadlines = AckDeadlines(pod.loop, pod.cfg.redis_subscribe_timeout_seconds,
+        self.deadlines = AckDeadlines(loop, subscribe_timeout,
                                       self._expire)
 
     def add(self, conn) -> None:
@@ -96,13 +108,13 @@ class Admission:
     def wake(self) -> None:
         """The subscription went live: admit whoever waits for it."""
         self._wakeup.set()
-        self.pod.spawn(self.warm())
+        self.spawn(self.warm())
 
     async def warm(self) -> None:
         """Open the pool connections the batches in flight need before they are needed: a new
         one costs its own round trips first (redis-py's CLIENT SETINFO), which, with Redis far
         away, would make a batch on it miss the deadline."""
-        redis, loop = self.pod.redis, self.pod.loop
+        redis, loop = self.redis, self.loop
         started = loop.time()
         replies = await asyncio.gather(*(redis.ping() for _ in range(MAX_IN_FLIGHT)),
                                        return_exceptions=True)
@@ -111,7 +123,7 @@ class Admission:
 
     def _expire(self, conns: list) -> None:
         """Not acked within REDIS_SUBSCRIBE_TIMEOUT_SECONDS of the 101: 4002."""
-        live = self.pod.broker.live.is_set()
+        live = self.live.is_set()
         why = "tracking registry unavailable" if live else "tracking subscription unavailable"
         log.warning("%d connections not admitted within %ss: closing them 4002 (%s)", len(conns),
                     self.deadlines.limit, why)
@@ -120,7 +132,7 @@ class Admission:
 
     # --- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
-        live = self.pod.broker.live
+        live = self.live
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -138,7 +150,7 @@ class Admission:
                 if not batch:
                     self._slots.release()
                     continue
-                self.pod.spawn(self._admit_batch(batch))
+                self.spawn(self._admit_batch(batch))
                 gap = batch_gap(self.round_trip, self._oldest_in_flight())
                 if gap:
                     await asyncio.sleep(gap)
@@ -147,11 +159,11 @@ class Admission:
         """Seconds the oldest batch under way has waited for Redis (0: none)."""
         if not self._in_flight:
             return 0.0
-        return self.pod.loop.time() - min(self._in_flight.values())
+        return self.loop.time() - min(self._in_flight.values())
 
     async def _admit_batch(self, batch: list) -> None:
         key = id(batch)
-        self._in_flight[key] = self.pod.loop.time()
+        self._in_flight[key] = self.loop.time()
         try:
             await self.admit(batch)
         except Exception:  # noqa: BLE001 - one bad batch must not stop all admissions
@@ -166,7 +178,7 @@ class Admission:
     async def _wait_for_subscription(self) -> None:
         """Wait for a live PSUBSCRIBE (the deadline closes whoever waits too long: 4002); the
         closed ones leave the queue meanwhile, so an outage does not pile them up."""
-        live = self.pod.broker.live
+        live = self.live
         while self.pending and not live.is_set():
             try:
                 await asyncio.wait_for(live.wait(), PRUNE_SECONDS)
@@ -176,25 +188,24 @@ class Admission:
 
     # --- one batch: one round trip -----------------------------------------------------------------
     async def admit(self, batch: list) -> None:
-        pod = self.pod
-        if pod.shards is not None:  # PUBSUB_MODE=sharded: subscribed before the state is read
-            batch = await shard_subscriptions.subscribe_batch(pod, batch)
+        if self.before_admit is not None:  # PUBSUB_MODE=sharded: subscribed before the state is read
+            batch = await self.before_admit(batch)
             if not batch:
                 return
-        pipe = pod.redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         # a `resume` may arrive while the pipeline runs: remember what was asked of Redis
         resume_from = [conn.resume_seq for conn in batch]
-        groups = pod.registry.queue_register(
+        groups = self.user_registry.queue_register(
             pipe, [(conn.user_id, conn.connection_id) for conn in batch], int(time.time() * 1000))
-        state_groups = queue_states(pipe, [conn.order_id for conn in batch], pod.registry.cluster)
+        state_groups = queue_states(pipe, [conn.order_id for conn in batch], self.user_registry.cluster)
         for conn, last_seq in zip(batch, resume_from, strict=True):
             if last_seq is not None:
                 stream_after(pipe, conn.order_id, last_seq)
         try:
             # a key's error (one order's, one user's) is that connection's alone: see below
-            started = pod.loop.time()
+            started = self.loop.time()
             results = await pipe.execute(raise_on_error=False)
-            self.round_trip = pod.loop.time() - started
+            self.round_trip = self.loop.time() - started
         except RedisError as exc:
             log.warning("admission of %d connections failed: %s; retrying", len(batch), exc)
             # our registrations may or may not have landed: put them back, retry shortly (until
@@ -204,15 +215,15 @@ class Admission:
             self._wakeup.set()
             return
         scripts = len(groups) + len(state_groups)
-        if registry.needs_script(results[:scripts]):
+        if user_registry.needs_script(results[:scripts]):
             # a node without the scripts (a promoted replica): load them, admit the batch again
             # (registering a connection twice is harmless: same member)
             await self.load_scripts()
             self.pending.extendleft(reversed(batch))
             self._wakeup.set()
             return
-        registered = registry.register_results(results[:len(groups)], groups, len(batch))
-        states = registry.script_results(results[len(groups):scripts], state_groups, len(batch))
+        registered = user_registry.script_results(results[:len(groups)], groups, len(batch))
+        states = user_registry.script_results(results[len(groups):scripts], state_groups, len(batch))
         index = scripts
         for conn, last_seq, evicted, state in zip(batch, resume_from, registered, states,
                                                   strict=True):
@@ -226,11 +237,11 @@ class Admission:
                 continue
             conn.registered = True
             if conn.cleaned:  # it went away while we registered it: free the slot again
-                pod.registry.release(conn.user_id, conn.connection_id)
+                self.user_registry.free_slot(conn.user_id, conn.connection_id)
             for slot in evicted:
                 pod_id, connection_id = redis_layout.split_member(slot)
-                if pod_id == pod.pod_id:
-                    victim = pod.connections.get(connection_id)
+                if pod_id == self.pod_id:
+                    victim = self.hub.connections.get(connection_id)
                     if victim is not None:
                         victim.close(protocol.CONNECTION_LIMIT)
             if conn.cleaned or conn.close_reason is not None:
@@ -241,7 +252,7 @@ class Admission:
                 continue
             if isinstance(entries, Exception):
                 log.warning("history of %s unreadable: %s", conn.order_id, entries)
-                conn.backlog = [(None, RESUME_FAILED), *(conn.backlog or ())]
+                conn.backlog = [(NO_SEQ, RESUME_FAILED), *(conn.backlog or ())]
                 if conn.resume_seq == last_seq:
                     conn.resume_seq = None
                 last_seq = entries = None
@@ -249,18 +260,17 @@ class Admission:
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD register.lua and states.lua (on a cluster: on every master)."""
-        await self.pod.registry.load_script()
-        await self.pod.redis.script_load(STATES_LUA)
+        await self.user_registry.load_script()
+        await self.redis.script_load(STATES_LUA)
 
     def acknowledge(self, conn, state: redis_layout.OrderStateHash, fetched_from: int | None,
                     entries) -> None:
-        pod = self.pod
         conn.carrier = state.carrier
-        if not pod.flags.realtime_enabled(conn.user_id, conn.carrier, conn.client_class):
+        if not self.flags.realtime_enabled(conn.user_id, conn.carrier, conn.client_class):
             conn.close(protocol.FEATURE_DISABLED)
             return
         state_seq = state.seq
-        watch = pod.hub.watches.get(conn.order_id)
+        watch = self.hub.watches.get(conn.order_id)
         if watch is not None and state_seq > watch.seq:
             watch.seq = state_seq
         conn.sent_seq = state_seq
@@ -274,17 +284,17 @@ class Admission:
             # asked for while we were registering it: fetch that replay now (updates stay held)
             self.resume(conn, resume_seq)
             return
-        self._release(conn)
+        self._flush_backlog(conn)
 
     # --- resume -------------------------------------------------------------------------------------
     def resume(self, conn, last_seq: int) -> None:
         """A resume on an admitted connection: live updates are held until the replay is out."""
         delivery.hold(conn)
-        self.pod.spawn(self._resume(conn, last_seq))
+        self.spawn(self._resume(conn, last_seq))
 
     async def _resume(self, conn, last_seq: int) -> None:
         try:
-            pipe = self.pod.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             pipe.hget(redis_layout.state(conn.order_id), "seq")
             stream_after(pipe, conn.order_id, last_seq)
             state_seq, entries = await pipe.execute()
@@ -292,23 +302,21 @@ class Admission:
             log.warning("resume for %s failed: %s", conn.connection_id, exc)
             if not conn.cleaned:
                 conn.send(RESUME_FAILED)
-                self._release(conn)
+                self._flush_backlog(conn)
             return
         if conn.cleaned or conn.close_reason is not None:
             return
         self._replay(conn, last_seq, redis_layout.state_seq(state_seq), entries)
-        self._release(conn)
+        self._flush_backlog(conn)
 
     def _replay(self, conn, last_seq: int, state_seq: int, entries) -> None:
-        def skip(entry_id, exc) -> None:
-            log.warning("skipping unreadable stream entry %s of %s: %s", entry_id, conn.order_id, exc)
-
-        for frame in delivery.replay(conn, last_seq, state_seq, redis_layout.decode_stream(entries, skip)):
+        decoded = redis_layout.decode_stream(entries, skip_entry(conn.order_id))
+        for frame in delivery.replay(conn, last_seq, state_seq, decoded):
             conn.send(frame)
 
     @staticmethod
-    def _release(conn) -> None:
-        for frame in delivery.release(conn):
+    def _flush_backlog(conn) -> None:
+        for frame in delivery.flush_backlog(conn):
             if conn.close_reason is not None:  # the last write made it a slow consumer
                 return
             conn.send(frame)

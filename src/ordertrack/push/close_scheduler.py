@@ -8,7 +8,7 @@ delivered to it, and the first reason is the one logged) and CARRIED OUT here: a
 `per_turn` closes per loop iteration and at most `budget` seconds of them, the rest in order on
 the next iterations (`call_soon`), so reads and fan-out run in between. The wheel's aborts of
 clients that never answered our close go through it too (push/pod.py), and the registry
-releases the evicted slots in pipelines of `registry.RELEASE_CHUNK`.
+releases the evicted slots in pipelines of `user_registry.RELEASE_CHUNK`.
 
 Every close asked for runs exactly once, in the order asked, however many there are.
 """

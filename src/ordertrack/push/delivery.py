@@ -1,7 +1,7 @@
 """The delivery rules of one connection, without I/O: what to send, hold or skip.
 
-A connection's delivery state is a few attributes (push/connection.py's `Connection` has them,
-so do the test doubles): `close_reason` (None while open), `acked` (the `connection_ack` went
+A connection's delivery state is a few attributes of push/connection.py's `Connection`:
+`close_reason` (None while open), `acked` (the `connection_ack` went
 out), `backlog` (updates held until then: a list of `(seq, frame)`, or None), `held_bytes`
 (the bytes of the frames `offer` put there), `sent_seq` (the highest `seq` the client has) and
 `max_pending_bytes` (WS_MAX_PENDING_BYTES). The rules:
@@ -20,51 +20,29 @@ out), `backlog` (updates held until then: a list of `(seq, frame)`, or None), `h
   a restart without persistence) is answered `error` `RESYNC_REQUIRED` with the order's `seq`:
   the client refetches over REST and takes that seq as its own (`resync_required`).
 
-The fan-out (push/fanout.py and its Cython twin) applies `offer` inline to every watcher.
+`Connection.offer` (push/connection.py: one text, compiled and interpreted) is the rule above
+for one update and `Connection.deliver` acts on it (send, hold, skip or close 1013); the
+fan-out calls `deliver` for every watcher, the pod for its own replies. The functions here are
+the rules around an ack and a resume, on any connection.
 """
 
 from __future__ import annotations
 
 from ordertrack import protocol
+from ordertrack.push.connection import SEND
 
-#: what `offer` says about an update (ints, so the Cython fan-out and connection share them)
-SKIP = 0       # closed, or the client has it: nothing to do
-SEND = 1       # write it now (`sent_seq` was raised)
-HOLD = 2       # held in `backlog` until the ack
-OVERFLOW = 3   # holding it would pass WS_MAX_PENDING_BYTES: backlog dropped, close it 1013
-
-
-def offer(conn, frame: bytes, seq: int | None) -> int:
-    """What to do with an update for `conn`: SEND, HOLD, SKIP or OVERFLOW (see above). `seq`
-    None (an `error` frame, say) is never deduplicated."""
-    if conn.close_reason is not None:
-        return SKIP
-    if not conn.acked:
-        held = conn.held_bytes + len(frame)
-        if held > conn.max_pending_bytes:
-            conn.backlog = None
-            conn.held_bytes = 0
-            return OVERFLOW
-        backlog = conn.backlog
-        if backlog is None:
-            conn.backlog = backlog = []
-        backlog.append((seq, frame))
-        conn.held_bytes = held
-        return HOLD
-    if seq is not None:
-        if seq <= conn.sent_seq:
-            return SKIP
-        conn.sent_seq = seq
-    return SEND
+#: upper bounds (seconds) of the delivery-latency histogram's buckets, +Inf implied (the
+#: fan-out keeps it: now - the message's `published_at`, when anyone got it)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-def release(conn) -> list[bytes]:
+def flush_backlog(conn) -> list[bytes]:
     """The ack (or a replay) went out: mark `conn` acked and return the held frames that must
     be sent now, in order, without any the client already has."""
     conn.acked = True
     backlog, conn.backlog = conn.backlog, None
     conn.held_bytes = 0
-    return [frame for seq, frame in backlog or () if offer(conn, frame, seq) == SEND]
+    return [frame for seq, frame in backlog or () if conn.offer(frame, seq) == SEND]
 
 
 def hold(conn) -> None:

@@ -2,111 +2,156 @@
 
 `FanOut.publish(order_id, watch, payload)` does Hub.publish's work for an order someone on this
 pod watches (the reader has already looked `watch` up): decode and check the payload once by
-the message rule (`redis_layout.decode_message`: every client field present, an integer `seq`
-in 1..2**53-1, `status` and `timestamp` strings), build the `tracking_update` frame once
-(`protocol.tracking_update`: never `raw_carrier_response`), raise `watch.seq`, and offer it to
-every watcher by the delivery rule (`delivery.offer`, push/delivery.py): the watchers it is
-sent to get the SAME whole WebSocket frame (`text_frame`, built once: server frames are
-unmasked), held ones the client frame, and one held past WS_MAX_PENDING_BYTES is closed 1013.
-A bad payload reaches nobody: it is counted in `malformed` and reported as
-`on_malformed(order_id, reason)`, the reason being `MalformedMessage.reason`.
+the message rule (`redis_layout.decode_message`'s checks, in its order: at most
+MAX_PAYLOAD_BYTES, JSON, an object, an integer `seq` in 1..2**53-1, `status` and `timestamp`
+present and strings), build the `tracking_update` frame once (`protocol.tracking_update`'s
+fields: never `raw_carrier_response`), raise `watch.seq`, and hand it to every watcher's
+`Connection.deliver` (push/connection.py, THE delivery rule): the watchers it is sent to get the
+SAME whole WebSocket frame (`text_frame`, built once: server frames are unmasked), held ones
+the client frame, and one held past WS_MAX_PENDING_BYTES is closed 1013. A bad payload reaches
+nobody: it is counted in `malformed` and reported as `on_malformed(order_id, reason)`.
 
 The delivery latency (now - the message's `published_at`, when it has a number there and
 anyone got it) is kept here, in a histogram of plain counters (`latency_counts()` per
-`LATENCY_BUCKETS` bound plus one for +Inf, `latency_sum`), read by push/metrics.py at scrape
-time: no callback and no Prometheus call per message.
+`delivery.LATENCY_BUCKETS` bound plus one for +Inf, `latency_sum`), read by push/metrics.py at
+scrape time: no callback and no Prometheus call per message.
 
-A watcher is anything with the connection's delivery attributes (`close_reason`, `acked`,
-`backlog`, `held_bytes`, `sent_seq`, `max_pending_bytes`), `send_frame(ws_frame)` and
-`close(close)`: push/connection.py's `Connection` (the Cython fan-out calls the Cython one's
-C methods directly).
-
-This module holds the pure-Python twin; the Cython `ordertrack.push._fanout` has the same
-behaviour and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
+One text, two builds (Cython's pure-Python mode, as push/connection.py): setup.py compiles
+this file with ext/ordertrack/push/_fanout.pxd as `ordertrack.push._fanout`, whose fan-out
+calls the compiled connection's `deliver` in C; interpreted, it is the twin. `_decode` is the
+message rule as the hot path runs it: tests/test_message_rule.py holds it to
+`redis_layout.decode_message`, the rule everywhere else.
 """
 
 from __future__ import annotations
 
-import struct
-import time
-from bisect import bisect_left
-from collections.abc import Callable
-from typing import Any
+try:
+    import cython
+except ImportError:  # Cython is needed to build only; interpreted, this runs as plain Python
+    from ordertrack.push import interpreted as cython
 
+from bisect import bisect_left
+from time import time as wall_clock
+
+import orjson
+
+from ordertrack import malformed as why
 from ordertrack import protocol, redis_layout
 from ordertrack.push import twins
-from ordertrack.push.delivery import OVERFLOW, SEND, offer
+from ordertrack.push.delivery import LATENCY_BUCKETS
 
-SLOW_CONSUMER = protocol.SLOW_CONSUMER
-#: upper bounds (seconds) of the delivery-latency histogram's buckets, +Inf implied; the
-#: Cython fan-out takes them from here (this module defines them before it imports that one)
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+if cython.compiled:
+    from cython.cimports.ordertrack.push._connection import Connection, c_text_frame
+else:
+    from ordertrack.push.connection import text_frame
 
-
-def text_frame(payload: bytes) -> bytes:
-    """A whole server-to-client WebSocket text frame (FIN, unmasked: RFC 6455 5.2)."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x81, n))
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + payload
+FIELDS = protocol.CLIENT_UPDATE_FIELDS
+STRING_FIELDS = redis_layout.STRING_FIELDS
+MAX_SEQ = cython.declare(cython.longlong, protocol.MAX_SEQ)
+MAX_PAYLOAD_BYTES = cython.declare(cython.Py_ssize_t, why.MAX_PAYLOAD_BYTES)
+EVENT = "tracking_update"
+loads = orjson.loads
+dumps = orjson.dumps
+JSONDecodeError = orjson.JSONDecodeError
+PAYLOAD_TOO_LARGE = why.PAYLOAD_TOO_LARGE
+NOT_JSON = why.NOT_JSON
+NOT_OBJECT = why.NOT_OBJECT
+BAD_SEQ = why.BAD_SEQ
+MISSING_FIELD = why.MISSING_FIELD
+BAD_FIELD = why.BAD_FIELD
 
 
 def _ignore(*_args) -> None:
     return None
 
 
-class PureFanOut:
-    """The pure-Python twin (see the module docstring)."""
+class FanOut:
+    """Decode once, encode once, deliver by each watcher's rule (see the module docstring)."""
 
-    def __init__(self, on_malformed: Callable[[str | None, str], object] | None = None):
+    if not cython.compiled:
+        __slots__ = ("on_malformed", "messages", "malformed", "frames", "latency_sum",
+                     "_latency_counts", "_seq")
+
+    def __init__(self, on_malformed=None):
         self.on_malformed = on_malformed or _ignore
         self.messages = 0
         self.malformed = 0
         self.frames = 0
         self.latency_sum = 0.0
         self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._seq = 0
 
-    def latency_counts(self) -> list[int]:
+    def latency_counts(self) -> list:
         """Observations per bucket (not cumulative): one per LATENCY_BUCKETS bound, then +Inf."""
         return list(self._latency_counts)
 
-    def publish(self, order_id: str, watch, payload: bytes) -> int:
-        """Fan one message out to `watch.conns`; returns how many connections it was sent to."""
-        self.messages += 1
+    def _decode(self, payload: bytes):
+        """(client frame, published_at) with the `seq` in `_seq`, or the reason (a str) the
+        payload is malformed: redis_layout.decode_message's checks in the same order."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            return PAYLOAD_TOO_LARGE
         try:
-            message = redis_layout.decode_message(payload)
-        except redis_layout.MalformedMessage as exc:
+            decoded = loads(payload)
+        except JSONDecodeError:
+            return NOT_JSON
+        if type(decoded) is not dict:
+            return NOT_OBJECT
+        message: dict = decoded
+        seq = message.get("seq")
+        if type(seq) is not int or not (1 <= seq <= MAX_SEQ):
+            return BAD_SEQ
+        for field in STRING_FIELDS:
+            if field not in message:
+                return MISSING_FIELD
+        for field in STRING_FIELDS:
+            if type(message[field]) is not str:
+                return BAD_FIELD
+        self._seq = seq
+        data = {field: message.get(field) for field in FIELDS}
+        return dumps({"event": EVENT, "data": data}), message.get("published_at")
+
+    def publish(self, order_id: str, watch, payload: bytes) -> cython.Py_ssize_t:
+        """Fan one message out to `watch.conns`; returns how many connections it was sent to."""
+        delivered: cython.Py_ssize_t = 0
+        self.messages += 1
+        decoded = self._decode(payload)
+        if type(decoded) is str:
             self.malformed += 1
-            self.on_malformed(order_id, exc.reason)
+            self.on_malformed(order_id, decoded)
             return 0
-        seq = message["seq"]
-        frame = protocol.tracking_update(message)
+        frame, published_at = decoded
+        seq: cython.longlong = self._seq
         if seq > watch.seq:
             watch.seq = seq
-        delivered = 0
-        ws_frame = None
-        for conn in tuple(watch.conns):
-            verdict = offer(conn, frame, seq)
-            if verdict == SEND:
-                if ws_frame is None:
-                    ws_frame = text_frame(frame)
-                conn.send_frame(ws_frame)
-                delivered += 1
-            elif verdict == OVERFLOW:
-                conn.close(SLOW_CONSUMER)
+        # Everyone it is sent to gets the same whole WebSocket frame, built once; compiled, the
+        # compiled connection's `deliver` is a C call, any other watcher's a Python one
+        conns = tuple(watch.conns)
+        if not conns:
+            return 0
+        if cython.compiled:
+            ws_frame = c_text_frame(frame)
+            for conn in conns:
+                if type(conn) is Connection:
+                    if cython.cast(Connection, conn).deliver(frame, seq, ws_frame):
+                        delivered += 1
+                elif conn.deliver(frame, seq, ws_frame):
+                    delivered += 1
+        else:
+            ws_frame = text_frame(frame)
+            for conn in conns:
+                if conn.deliver(frame, seq, ws_frame):
+                    delivered += 1
         self.frames += delivered
-        published_at: Any = message.get("published_at")
-        if delivered and type(published_at) in (int, float):
-            latency = time.time() - published_at
+        if delivered and (type(published_at) is float or type(published_at) is int):
+            latency = wall_clock() - published_at
             self._latency_counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
             self.latency_sum += latency
         return delivered
 
 
-#: "cython" or "python": which `FanOut` this process uses; IMPLEMENTATIONS has every one built
-IMPLEMENTATION, FanOut, IMPLEMENTATIONS = twins.choose(
-    PureFanOut, "ordertrack.push._fanout", "FanOut")
+if not cython.compiled:
+    PureFanOut = FanOut
+    #: "cython" or "python": which `FanOut` this process uses; IMPLEMENTATIONS has every one
+    #: built (the compiled build of this same file, and this interpreted one)
+    IMPLEMENTATION, FanOut, IMPLEMENTATIONS = twins.choose(
+        PureFanOut, "ordertrack.push._fanout", "FanOut")

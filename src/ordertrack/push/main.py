@@ -14,7 +14,6 @@ from ordertrack import auth, config, protocol, redis_connect
 from ordertrack.flags import providers
 from ordertrack.push import handshake, metrics
 from ordertrack.push.pod import Pod
-from ordertrack.push.server import make_listener_factory
 from ordertrack.push.settings import SETTINGS
 from ordertrack.push.wslog import PicowsLog
 from ordertrack.telemetry import setup_logging, start_metrics_server, tune_gc
@@ -65,7 +64,7 @@ async def serve(cfg) -> int:
     # bind both ports before anything else runs: a busy port is one clear line, not a hang
     try:
         server = await handshake.create_server(
-            make_listener_factory(pod), cfg.host, cfg.port, **PICOWS_OPTIONS,
+            pod.listener_factory(), cfg.host, cfg.port, **PICOWS_OPTIONS,
             backlog=cfg.listen_backlog,
             logger_name=PicowsLog(logging.getLogger("picows.server")),
             reuse_port=cfg.reuse_port,

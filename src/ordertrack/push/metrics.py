@@ -12,7 +12,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from ordertrack.push.fanout import LATENCY_BUCKETS
+from ordertrack.models import CARRIERS
+from ordertrack.push.delivery import LATENCY_BUCKETS
 from ordertrack.telemetry import metrics_registry
 
 log = logging.getLogger("ordertrack.push.metrics")
@@ -109,7 +110,7 @@ REDIS_MESSAGES = _RedisMessages()
 REGISTRY.register(REDIS_MESSAGES)
 MALFORMED = Counter(
     "ordertrack_ws_redis_messages_malformed_total",
-    "Tracking messages dropped as malformed, by reason (push/malformed.py)", ["reason"],
+    "Tracking messages dropped as malformed, by reason (malformed.py)", ["reason"],
     registry=REGISTRY)
 
 
@@ -163,3 +164,18 @@ async def datadog_loop(cfg, counts: Callable[[], dict[str, int]]) -> None:
         except OSError as exc:  # the agent is best effort: never let it hurt the pod
             log.warning("datadog agent unreachable: %s", exc)
         await asyncio.sleep(cfg.datadog_interval_seconds)
+
+
+def connections_by_carrier(conns) -> dict[str, int]:
+    """Open connections per carrier (`unknown` until the ack names it)."""
+    counts = dict.fromkeys((*CARRIERS, "unknown"), 0)
+    for conn in conns:
+        carrier = conn.carrier if conn.carrier in counts else "unknown"
+        counts[carrier] += 1
+    return counts
+
+
+def set_active_connections(pod_name: str, region: str, conns) -> None:
+    """The ACTIVE_CONNECTIONS gauge, per carrier (the pod's housekeeping sets it)."""
+    for carrier, count in connections_by_carrier(conns).items():
+        ACTIVE_CONNECTIONS.labels(pod_name, region, carrier).set(count)

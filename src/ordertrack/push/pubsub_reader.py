@@ -21,7 +21,7 @@ the cost of a message nobody on this pod watches bounds the cluster's message ra
   subscription, `on_live()` is called once;
 - counters: `replies` (every reply: the broker's watchdog's sign of life), `received`
   (pmessages), `discarded` (unwatched), `malformed` (see
-  `ordertrack.push.malformed` for the reasons, reported through `on_malformed(order_id, reason)`).
+  `ordertrack.malformed` for the reasons, reported through `on_malformed(order_id, reason)`).
 
 Bytes that are not RESP close the connection (the stream cannot be resynchronised) and are
 counted as malformed; an error reply (a refused AUTH, say) closes it too. One protocol, and so
@@ -38,34 +38,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl as ssl_module
 from collections.abc import Callable, Sequence
 
 import hiredis
-from redis.connection import parse_url
 
+from ordertrack import malformed as why
 from ordertrack import redis_layout
-from ordertrack.push import malformed as why
 from ordertrack.push import twins
+from ordertrack.push.pubsub_sizes import FEED_BYTES, HANDLER_FAILED, LOGGER, READ_BUFFER_BYTES
+from ordertrack.redis_target import SubscriptionAddress
 
-log = logging.getLogger("ordertrack.push.pubsub_reader")
+log = logging.getLogger(LOGGER)
 
 PREFIX = redis_layout.CHANNEL_PREFIX.encode()
 PREFIX_LEN = len(PREFIX)
 PATTERN = redis_layout.CHANNEL_PATTERN.encode()
 SHARD_PREFIX = redis_layout.SHARD_CHANNEL_PREFIX_BYTES
 SHARD_PREFIX_LEN = len(SHARD_PREFIX)
-#: one read's buffer: a burst of ~100K msg/s is drained in reads of this size
-READ_BUFFER_BYTES = 1 << 20
-#: a read is fed to hiredis in slices of this size: hiredis moves its unparsed rest down after
-#: every 1 KB it consumes, so one 1 MB feed costs ~3.5 us per message and 16 KB slices ~0.3 us
-FEED_BYTES = 16 << 10
 #: the kernel's receive buffer for the connection, so a burst waits in our socket, not in Redis
 SOCKET_RCVBUF_BYTES = 4 << 20
 KEEPALIVE_IDLE_SECONDS = 10
 KEEPALIVE_INTERVAL_SECONDS = 5
 KEEPALIVE_PROBES = 3
-HANDLER_FAILED = "handling a message on order %s failed; dropped it"
 
 
 def hello(control_channels: list[str] | tuple[str, ...] = (), password: str | None = None,
@@ -242,33 +236,29 @@ IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = twins.choose(
     PurePubSubReader, "ordertrack.push._pubsub_reader", "PubSubReader")
 
 
-async def connect(url: str, watched: dict, on_update: Callable,
+async def connect(address: SubscriptionAddress, watched: dict, on_update: Callable,
                   on_control: Callable | None = None, on_live: Callable | None = None,
                   on_malformed: Callable | None = None, control_channels: Sequence[str] = (),
-                  timeout: float = 2.0, impl: type | None = None,
-                  ssl: ssl_module.SSLContext | None = None, pattern: bool = True):
-    """Open one subscription connection to `url` (redis:// or unix://, with AUTH and SELECT
-    when the URL has them; over TLS with the `ssl` context, e.g. `SubscriptionAddress.ssl`)
-    and return its reader; `await reader.closed` when it ends. `pattern` false: no PSUBSCRIBE
-    (PUBSUB_MODE=sharded; with no control channels either, the connection just opens, and
-    its owner writes SSUBSCRIBEs on `reader.transport`)."""
+                  timeout: float = 2.0, impl: type | None = None, pattern: bool = True):
+    """Open one subscription connection to `address` (`redis_connect.subscription_address`:
+    host and port or a unix path, AUTH and SELECT when it has them, TLS with its `ssl`
+    context) and return its reader; `await reader.closed` when it ends. `pattern` false: no
+    PSUBSCRIBE (PUBSUB_MODE=sharded; with no control channels either, the connection just
+    opens, and its owner writes SSUBSCRIBEs on `reader.transport`)."""
     loop = asyncio.get_running_loop()
-    opts = parse_url(url)
-    if opts.get("connection_class") is not None and "path" not in opts:
-        raise ValueError(f"unsupported Redis URL scheme for the pub/sub reader: {url!r}")
     closed = loop.create_future()
     reader = (impl or PubSubReader)(
         watched, on_update, on_control, on_live, on_malformed,
         subscriptions=int(pattern) + len(control_channels),
-        hello=hello(list(control_channels), opts.get("password"), opts.get("username"),
-                    int(opts.get("db") or 0), pattern),
+        hello=hello(list(control_channels), address.password, address.username, address.db,
+                    pattern),
         closed=closed)
-    if "path" in opts:
-        opener = loop.create_unix_connection(lambda: reader, opts["path"])
+    if address.path:
+        opener = loop.create_unix_connection(lambda: reader, address.path)
     else:
-        host = opts.get("host", "localhost")
-        opener = loop.create_connection(lambda: reader, host, int(opts.get("port", 6379)),
-                                        ssl=ssl, server_hostname=host if ssl else None)
+        ssl = address.ssl
+        opener = loop.create_connection(lambda: reader, address.host, address.port,
+                                        ssl=ssl, server_hostname=address.host if ssl else None)
     transport, _ = await asyncio.wait_for(opener, timeout)
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family != socket.AF_UNIX:

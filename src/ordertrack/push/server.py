@@ -47,10 +47,13 @@ def _plain(status: int, body: bytes, request_id: str) -> WSUpgradeResponse:
     return WSUpgradeResponse.create_error_response(status, body, headers)
 
 
-def make_listener_factory(pod):
-    cfg = pod.cfg
+def make_listener_factory(cfg, verifier, health, hub, flag_source, events):
+    """picows' factory for the pod's port, given what it decides from: the settings, the token
+    verifier, `health` (`dead_task`, `ready`, `draining`: the pod's state for the probes and
+    the drain), the hub (how many connections are open), the flag source (the kill switch) and
+    the `events` every new `Connection` reports its life to (push/lifecycle.py)."""
     allowed_origins = frozenset(cfg.allowed_origins)
-    verifier = pod.verifier
+    max_pending_bytes = cfg.ws_max_pending_bytes
 
     def factory(request: WSUpgradeRequest):
         # picows answers an exception here with a plain-text 500: answer in the contract's JSON
@@ -66,16 +69,16 @@ def make_listener_factory(pod):
         path, query = protocol.split_target(request.path.decode("latin-1"))
 
         if path == "/healthz":
-            dead = pod.dead_task
+            dead = health.dead_task
             if dead is not None:
                 return WSUpgradeResponseWithListener(_plain(
                     503, orjson.dumps({"status": "unhealthy", "reason": f"{dead} stopped"}),
                     request_id), None)
             return WSUpgradeResponseWithListener(_plain(200, b'{"status":"ok"}', request_id), None)
         if path == "/readyz":
-            if pod.ready:
+            if health.ready:
                 return WSUpgradeResponseWithListener(_plain(200, b'{"status":"ready"}', request_id), None)
-            why = b'"draining"' if pod.draining else b'"redis_not_subscribed"'
+            why = b'"draining"' if health.draining else b'"redis_not_subscribed"'
             return WSUpgradeResponseWithListener(
                 _plain(503, b'{"status":"not_ready","reason":' + why + b"}", request_id), None)
 
@@ -95,12 +98,13 @@ def make_listener_factory(pod):
         except auth.AuthError as exc:
             return refuse(refusal(exc.code, exc.message), request_id)
 
-        if pod.draining:
+        if health.draining:
             return refuse(_DRAINING, request_id)
-        if len(pod.connections) >= cfg.max_connections_per_pod:
+        if len(hub) >= cfg.max_connections_per_pod:
             return refuse(_AT_CAPACITY, request_id)
         client_class = flags.client_class(headers.get("user-agent"))
-        if not pod.accepts_user(claims.user_id, client_class):
+        # the kill switch: the order's carrier is not known yet (see flags)
+        if not flag_source.realtime_enabled(claims.user_id, None, client_class):
             return refuse(_FEATURE_DISABLED, request_id)
 
         upgrade = ",".join(headers.getall("upgrade", ()))
@@ -119,8 +123,8 @@ def make_listener_factory(pod):
         response_headers = [("X-Request-ID", request_id), ("X-WS-Connection-ID", connection_id)]
         if protocol.SUBPROTOCOL in auth.offered_subprotocols(headers):
             response_headers.append(("Sec-WebSocket-Protocol", protocol.SUBPROTOCOL))
-        conn = Connection(pod, connection_id, claims.user_id, order_id, resume, claims.expires_at,
-                          client_class)
+        conn = Connection(events, connection_id, claims.user_id, order_id, resume, claims.expires_at,
+                          client_class, max_pending_bytes)
         response = WSUpgradeResponse.create_101_response(response_headers)
         return WSUpgradeResponseWithListener(response, conn)
 

@@ -39,7 +39,12 @@ from redis.exceptions import RedisError
 
 from ordertrack import config, protocol, redis_connect, redis_layout
 from ordertrack.push import metrics, pubsub_reader
-from ordertrack.push.broker import BACKOFF_FIRST_SECONDS, CONNECT_TIMEOUT_SECONDS, backoff, jittered
+from ordertrack.push.subscription import (
+    BACKOFF_FIRST_SECONDS,
+    CONNECT_TIMEOUT_SECONDS,
+    backoff,
+    jittered,
+)
 
 log = logging.getLogger("ordertrack.push.shards")
 
@@ -509,15 +514,15 @@ class ShardSubscriptions:
 
     async def _run_link(self, link: Link) -> None:
         host, port = link.address
-        url = redis_connect.SubscriptionAddress(
-            host, port, self.target.password, 0, None, self.target.username).url
+        address = redis_connect.SubscriptionAddress(
+            host, port, self.target.password, 0, redis_connect.ssl_context(self.target),
+            self.target.username)
         reader = None
         try:
             reader = await pubsub_reader.connect(
-                url, self.hub.watches,
+                address, self.hub.watches,
                 self._holder(link) if link.hold_depth else self.on_update,
-                on_malformed=self.on_malformed, timeout=CONNECT_TIMEOUT_SECONDS,
-                ssl=redis_connect.ssl_context(self.target), pattern=False)
+                on_malformed=self.on_malformed, timeout=CONNECT_TIMEOUT_SECONDS, pattern=False)
             reader.on_shard = lambda kind, channel: self._on_shard(link, kind, channel)
             link.reader = reader
             if link.queued:

@@ -3,7 +3,7 @@
 A pub/sub socket only reads, so a subscription left on a demoted master or behind a stalled
 network never errors: it just goes silent. The pod therefore makes its subscription speak at a
 known rate (every `interval` seconds when nothing else arrived it PUBLISHes a probe on its own
-control channel through the command client, which follows the master: push/broker.py) and
+control channel through the command client, which follows the master: push/subscription.py) and
 counts it lost after `deadline` seconds without any message at all (update, control message,
 its probe).
 """

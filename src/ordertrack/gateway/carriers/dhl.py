@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from ordertrack.gateway.carrier_client import CarrierClient, CarrierHttp
 from ordertrack.gateway.carriers.common import (
     CarrierError,
     CarrierParseError,
@@ -29,7 +30,7 @@ from ordertrack.gateway.carriers.common import (
     opt_str,
     table_lookup,
 )
-from ordertrack.gateway.http import CarrierClient, CarrierHttp, RetryPolicy, classify_status
+from ordertrack.gateway.retry import RetryPolicy, classify_status
 from ordertrack.models import CarrierResult, TrackingEvent
 
 CARRIER = "dhl"

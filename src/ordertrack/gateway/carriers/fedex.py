@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ordertrack.gateway.carrier_client import OAuthClient
 from ordertrack.gateway.carriers.common import (
     CarrierParseError,
     decode_body,
@@ -24,7 +25,8 @@ from ordertrack.gateway.carriers.common import (
     opt_str,
     table_lookup,
 )
-from ordertrack.gateway.http import OAuthClient, classify_status, error_codes, token_from_answer
+from ordertrack.gateway.oauth import token_from_answer
+from ordertrack.gateway.retry import classify_status, error_codes
 from ordertrack.models import CarrierResult, TrackingEvent
 
 CARRIER = "fedex"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from ordertrack.gateway.carrier_client import OAuthClient
 from ordertrack.gateway.carriers.common import (
     CarrierParseError,
     address_location,
@@ -28,13 +29,8 @@ from ordertrack.gateway.carriers.common import (
     opt_str,
     table_lookup,
 )
-from ordertrack.gateway.http import (
-    OAuthClient,
-    basic_auth,
-    classify_status,
-    error_codes,
-    token_from_answer,
-)
+from ordertrack.gateway.oauth import basic_auth, token_from_answer
+from ordertrack.gateway.retry import classify_status, error_codes
 from ordertrack.models import CarrierResult, TrackingEvent
 
 CARRIER = "ups"

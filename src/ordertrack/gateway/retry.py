@@ -1,4 +1,5 @@
-"""Carrier HTTP: the retry policy (pure decisions + one async loop) and the OAuth token cache.
+"""Carrier HTTP retries: which answers are retried and when (pure decisions) and the one loop
+that retries a request by them (`send_with_retry`).
 
 Retry rules (carriers.md "Retry etiquette"): 429 (rate_limited), 5xx (server_error),
 timeouts and connection errors are retried at most `max_retries` (3) times, with exponential
@@ -17,7 +18,6 @@ is `daily_quota`: not retried, and its `retry_after` is the
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import logging
 import random
@@ -26,12 +26,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import orjson
 
-from ordertrack.gateway.carriers.common import CarrierError, CarrierParseError
+from ordertrack.gateway.carriers.common import CarrierError
 from ordertrack.gateway.quota import next_utc_midnight
 
 log = logging.getLogger("ordertrack.gateway.http")
@@ -222,174 +222,3 @@ async def send_with_retry(carrier: str, send: Callable[[], Awaitable[httpx.Respo
                  policy.max_retries, wait)
         retry += 1
         await asyncio.sleep(wait)
-
-
-def json_body(carrier: str, response: httpx.Response) -> dict:
-    try:
-        data = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        raise CarrierParseError(carrier, f"{response.request.url.path} answered non-JSON: "
-                                f"{response.content[:60]!r}", response.status_code) from None
-    if not isinstance(data, dict):
-        raise CarrierParseError(carrier, f"{response.request.url.path} answered a JSON "
-                                f"{type(data).__name__}", response.status_code)
-    return data
-
-
-# --- OAuth --------------------------------------------------------------------------------------
-
-class TokenCache:
-    """An OAuth client-credentials token: cached, refreshed early, one refresh at a time.
-
-    `fetch()` returns (access_token, expires_in seconds). The token is refreshed
-    `refresh_before` seconds before expiry (at most half its lifetime, so short-lived sandbox
-    tokens still get reused). Concurrent callers share one refresh (FedEx answers bursts at its
-    token endpoint with 10 minutes of 403s); a refresh that fails is not repeated for
-    `failure_cooldown` seconds: the callers in between get its error.
-    """
-
-    def __init__(self, fetch: Callable[[], Awaitable[tuple[str, float]]],
-                 refresh_before: float = 300.0, clock: Callable[[], float] = time.monotonic,
-                 failure_cooldown: float = 30.0):
-        self._fetch = fetch
-        self._refresh_before = refresh_before
-        self._clock = clock
-        self._failure_cooldown = failure_cooldown
-        self._failure: Exception | None = None
-        self._failure_until = 0.0
-        self._lock = asyncio.Lock()
-        self._token: str | None = None
-        self._refresh_at = 0.0
-
-    def _fresh(self) -> bool:
-        return self._token is not None and self._clock() < self._refresh_at
-
-    async def get(self, stale: str | None = None) -> str:
-        """A valid token; `stale` = a token the carrier just refused (forces a new one)."""
-        if self._fresh() and self._token != stale:
-            return self._token  # type: ignore[return-value]
-        async with self._lock:
-            if self._fresh() and self._token != stale:
-                return self._token  # type: ignore[return-value]
-            if self._failure is not None and self._clock() < self._failure_until:
-                raise self._failure.with_traceback(None)
-            try:
-                token, expires_in = await self._fetch()
-            except Exception as exc:
-                self._failure = exc
-                self._failure_until = self._clock() + self._failure_cooldown
-                raise
-            self._failure = None
-            margin = min(self._refresh_before, max(0.0, expires_in) / 2)
-            self._token = token
-            self._refresh_at = self._clock() + max(0.0, expires_in) - margin
-            return token
-
-
-def basic_auth(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def token_from_answer(carrier: str, response: httpx.Response) -> tuple[str, float]:
-    """(access_token, expires_in) from a token endpoint answer; every field may be a string."""
-    if response.status_code != 200:
-        raise classify_status(carrier, response.status_code, response.content, response.headers)
-    data = json_body(carrier, response)
-    token = data.get("access_token")
-    if not isinstance(token, str) or not token:
-        raise CarrierParseError(carrier, "token answer has no access_token", 200)
-    try:
-        expires_in = float(data.get("expires_in", 3600))
-    except (TypeError, ValueError):
-        raise CarrierParseError(carrier, f"token expires_in {data.get('expires_in')!r} "
-                                "is not a number", 200) from None
-    return token, expires_in
-
-
-# --- the shared client shell -----------------------------------------------------------------
-
-class CarrierHttp:
-    """httpx.AsyncClient + base URL + timeout + retry policy, shared by the carrier clients."""
-
-    def __init__(self, carrier: str, base_url: str, timeout: float,
-                 http: httpx.AsyncClient | None, policy: RetryPolicy | None):
-        self.carrier = carrier
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.policy = policy or RetryPolicy()
-        self._own = http is None
-        self.http = http or httpx.AsyncClient(timeout=timeout)
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
-    async def request(self, method: str, path: str, what: str = "request",
-                      headers: Callable[[], dict[str, str]] | dict[str, str] | None = None,
-                      **kwargs: Any) -> httpx.Response:
-        """One logical request with retries; `headers` may be a callable run per attempt."""
-        kwargs.setdefault("timeout", self.timeout)
-        url = self.url(path)
-
-        async def send() -> httpx.Response:
-            sent = headers() if callable(headers) else headers
-            return await self.http.request(method, url, headers=sent, **kwargs)
-
-        return await send_with_retry(self.carrier, send, self.policy, what)
-
-    async def aclose(self) -> None:
-        if self._own:
-            await self.http.aclose()
-
-
-class CarrierClient:
-    """What every carrier client shares: `carrier`, `batch_size`, `timeout`, `policy`,
-    `aclose()`."""
-
-    carrier: ClassVar[str]
-    #: the request timeout when the constructor is given none
-    default_timeout: ClassVar[float]
-    batch_size = 1
-    _http: CarrierHttp
-
-    @property
-    def timeout(self) -> float:
-        return self._http.timeout
-
-    @property
-    def policy(self) -> RetryPolicy:
-        """The retry policy (its `on_retry` hook counts retries for the metrics)."""
-        return self._http.policy
-
-    async def aclose(self) -> None:
-        """Close the httpx client if this client created it (a passed-in one stays open)."""
-        await self._http.aclose()
-
-
-class OAuthClient(CarrierClient):
-    """A carrier client with an OAuth client-credentials token (FedEx, UPS): the token cached
-    in `tokens`; `authorised` sends with it, and on 401 refreshes once and retries once."""
-
-    def __init__(self, base_url: str, *, client_id: str, client_secret: str,
-                 timeout: float | None = None, http: httpx.AsyncClient | None = None,
-                 policy: RetryPolicy | None = None, refresh_before: float = 300.0):
-        self._http = CarrierHttp(self.carrier, base_url, timeout or self.default_timeout, http,
-                                 policy)
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self.tokens = TokenCache(self._fetch_token, refresh_before)
-
-    async def _fetch_token(self) -> tuple[str, float]:
-        """(access_token, expires_in) from the carrier's token endpoint."""
-        raise NotImplementedError
-
-    async def authorised(self, send: Callable[[str], Awaitable[httpx.Response]]) -> httpx.Response:
-        """`send(token)`'s answer; a token refused twice (401) is an `auth` CarrierError."""
-        token = await self.tokens.get()
-        response = await send(token)
-        if response.status_code == 401:
-            log.info("%s: token refused (401), refreshing once", self.carrier)
-            token = await self.tokens.get(stale=token)
-            response = await send(token)
-            if response.status_code == 401:
-                raise CarrierError(self.carrier, "auth", 401, "token refused twice")
-        return response

@@ -1,4 +1,4 @@
-"""The broker (push/broker.py) against a real redis-server that restarts: it resubscribes,
+"""The broker (push/subscription.py) against a real redis-server that restarts: it resubscribes,
 and a live update never overtakes the catch-up that runs after a reconnect."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import redis.asyncio as aioredis
 import uvloop
 
 from ordertrack import redis_connect
-from ordertrack.push.broker import Broker
 from ordertrack.push.hub import Watch
+from ordertrack.push.subscription import Subscription
 from tests.support import wait_for_async
 
 
@@ -36,7 +36,7 @@ def test_updates_wait_for_the_catch_up_after_a_reconnect(own_redis):
             seen.append("catch-up 3..4")
             resubscribed.set()
 
-        broker = Broker(redis_connect.parse_redis_url(own_redis.url), ["ws:control:all"], {"ord_1": Watch()},
+        broker = Subscription(redis_connect.parse_redis_url(own_redis.url), ["ws:control:all"], {"ord_1": Watch()},
                         on_update=lambda order_id, watch, payload: seen.append(payload.decode()),
                         on_control=lambda payload: None, on_live=on_live)
         task = asyncio.get_running_loop().create_task(broker.run())

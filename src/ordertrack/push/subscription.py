@@ -4,7 +4,7 @@ The connection is read by push/pubsub_reader.py's protocol (hiredis parsing, the
 look-up before anything is built for an order nobody here watches); commands keep using
 `redis.asyncio`. Before every (re)connect it asks `redis_connect.subscription_address()` where
 to go (a Sentinel failover changes the master; on a cluster any healthy node will do).
-`Broker.run()` keeps the subscription alive: on any error, or when it has been silent past the
+`Subscription.run()` keeps the subscription alive: on any error, or when it has been silent past the
 watchdog's deadline (push/watchdog.py), it marks itself not live (`/readyz` 503), reconnects
 with capped exponential backoff and jitter, re-subscribes, and calls `on_live(resubscribed)` so
 the pod can catch up on what was published while it was away. Every connection has a fresh
@@ -59,7 +59,7 @@ def jittered(delay: float) -> float:
     return delay * (0.5 + random.random())
 
 
-class Broker:
+class Subscription:
     def __init__(
         self,
         target: redis_connect.RedisTarget,
@@ -117,7 +117,7 @@ class Broker:
     def _hold(self, order_id: str, watch, payload: bytes) -> None:
         self._held.append((order_id, watch, payload))
 
-    def _release(self, reader) -> None:
+    def _hand_on_held(self, reader) -> None:
         """The catch-up is done: the held updates go on, in order, then live ones directly."""
         reader.on_update = self.on_update
         held, self._held = self._held, []
@@ -144,9 +144,9 @@ class Broker:
                 address = await redis_connect.subscription_address(self.target)
                 self._held = []
                 reader = await pubsub_reader.connect(
-                    address.url, self.watched, self._hold, self._control, on_live=self.live.set,
+                    address, self.watched, self._hold, self._control, on_live=self.live.set,
                     on_malformed=self.on_malformed, control_channels=self.control_channels,
-                    timeout=CONNECT_TIMEOUT_SECONDS, ssl=address.ssl, pattern=self.pattern)
+                    timeout=CONNECT_TIMEOUT_SECONDS, pattern=self.pattern)
                 self.reader = reader
                 reader.closed.add_done_callback(lambda _: self.live.clear())
                 live = loop.create_task(self.live.wait())
@@ -163,7 +163,7 @@ class Broker:
                 watchdog = loop.create_task(self._watch(reader))
                 try:
                     await self.on_live(not first)
-                    self._release(reader)
+                    self._hand_on_held(reader)
                     first = False
                     error = await reader.closed
                 finally:

@@ -18,7 +18,7 @@ every few seconds; one lease per pod costs one. A pod not in the last read (just
 counts as alive: nothing live is ever dropped. A dead pod's entry is pruned after
 `USER_KEY_TTL_SECONDS`: by then every user key that held one of its slots has been registered
 into since (dropping it) or has expired.
-The names and the evict message are `ordertrack.redis_layout`'s. `Registry` owns every Redis
+The names and the evict message are `ordertrack.redis_layout`'s. `UserRegistry` owns every Redis
 call of the registry; nothing else touches these keys.
 """
 
@@ -80,12 +80,6 @@ def needs_script(replies: list) -> bool:
     return any(isinstance(reply, NoScriptError) for reply in replies)
 
 
-def register_results(replies: list, groups: list[list[int]], count: int) -> list[list | Exception]:
-    """`register.lua`'s replies (one per group) -> per connection, its evicted members or the
-    error of its key."""
-    return script_results(replies, groups, count)
-
-
 def script_results(replies: list, groups: list[list[int]], count: int) -> list[list | Exception]:
     """A batch script's replies (one per group, each an array of `{1, values...}` or
     `{0, error text}` per key: register.lua, states.lua) -> per connection, its values or the
@@ -110,7 +104,7 @@ def _group_results(reply, count: int) -> list[list | Exception]:
     return results
 
 
-class Registry:
+class UserRegistry:
     """This pod's side of the registry: register (batched), release (batched, retried),
     re-register after an outage, and the pod's liveness key."""
 
@@ -122,13 +116,13 @@ class Registry:
         self.cluster = isinstance(redis, RedisCluster)
         #: every pod's lease expiry (ms) as last read from ws:pods
         self.leases: dict[str, float] = {}
-        self._releases: list[tuple[str, str]] = []
-        self._release_wakeup = asyncio.Event()
+        self._slot_frees: list[tuple[str, str]] = []
+        self._slot_free_wakeup = asyncio.Event()
 
     def queue_register(self, pipe, users_and_ids: list[tuple[str, str]], wall_ms: int
                        ) -> list[list[int]]:
         """Add the `register.lua` calls for the batch to `pipe` (one, or one per hash slot on a
-        cluster); returns the groups, for `register_results` over the first len(groups) replies."""
+        cluster); returns the groups, for `script_results` over the first len(groups) replies."""
         keys = [redis_layout.user(user_id) for user_id, _ in users_and_ids]
         dead = dead_pods(self.leases, time.time() * 1000, self.pod_id)
         groups = slot_groups(keys, self.cluster)
@@ -144,20 +138,21 @@ class Registry:
         """SCRIPT LOAD register.lua (on a cluster: on every master)."""
         await self.redis.script_load(REGISTER_LUA)
 
-    def release(self, user_id: str, connection_id: str) -> None:
+    def free_slot(self, user_id: str, connection_id: str) -> None:
         """Free a slot (soon, batched with others)."""
-        self._releases.append((user_id, redis_layout.member(self.pod_id, connection_id)))
-        self._release_wakeup.set()
+        self._slot_frees.append((user_id, redis_layout.member(self.pod_id, connection_id)))
+        self._slot_free_wakeup.set()
 
-    async def run_releases(self) -> None:
+    async def run_slot_frees(self) -> None:
         while True:
-            await self._release_wakeup.wait()
-            self._release_wakeup.clear()
-            await self.flush_releases()
+            await self._slot_free_wakeup.wait()
+            self._slot_free_wakeup.clear()
+            await self.flush_slot_frees()
 
-    async def flush_releases(self, give_up_on_error: bool = False) -> None:
-        while self._releases:
-            batch, self._releases = self._releases[:RELEASE_CHUNK], self._releases[RELEASE_CHUNK:]
+    async def flush_slot_frees(self, give_up_on_error: bool = False) -> None:
+        while self._slot_frees:
+            batch, self._slot_frees = (self._slot_frees[:RELEASE_CHUNK],
+                                       self._slot_frees[RELEASE_CHUNK:])
             pipe = self.redis.pipeline(transaction=False)
             for user, slot in batch:
                 pipe.zrem(redis_layout.user(user), slot)
@@ -165,7 +160,7 @@ class Registry:
                 await pipe.execute()
             except RedisError as exc:
                 log.warning("releasing %d registry slots failed: %s; will retry", len(batch), exc)
-                self._releases[:0] = batch
+                self._slot_frees[:0] = batch
                 await asyncio.sleep(0.5)
                 if give_up_on_error:
                     return

@@ -1,0 +1,16 @@
+"""What `cython` is to push/connection.py (Cython's pure-Python mode) where Cython is not
+installed: only what that module uses at run time; it then runs interpreted, as the twin."""
+
+compiled = False
+
+
+def cfunc(function):
+    return function
+
+
+def declare(_type, value=None):
+    return value
+
+
+# the C types the module names (placeholders here)
+int = longlong = None  # noqa: A001
