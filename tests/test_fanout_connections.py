@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from ordertrack import protocol
 from ordertrack.push import connection, fanout
+from ordertrack.push.close_scheduler import CloseScheduler
 from ordertrack.push.hub import Watch
 from tests.test_fanout import message
 
@@ -34,11 +35,13 @@ def test_both_pairs_are_built():
     assert set(PAIRS) == {"cython", "python"}
 
 
-class StandInPod:
-    """What a connection calls on its pod, recorded."""
+class StandInEvents:
+    """What a connection tells of its life (push/lifecycle.py's part), recorded; its closes go
+    through the real close scheduler."""
 
     def __init__(self, max_pending_bytes: int):
         self.max_pending_bytes = max_pending_bytes
+        self.closes = CloseScheduler(asyncio.get_running_loop().call_soon)
         self.opened: list = []
         self.cleaned: list = []
         self.close_deadlines = 0
@@ -91,12 +94,13 @@ class Client(picows.WSListener):
 async def run_pair(name: str, states: list[tuple], stream: list[bytes], read: bool = True) -> tuple:
     """Open one real connection per state, fan `stream` out to them, and return what happened."""
     fanout_impl, conn_impl = PAIRS[name]
-    pods = [StandInPod(budget) for *_, budget in states]
+    pods = [StandInEvents(budget) for *_, budget in states]
     pending: asyncio.Queue = asyncio.Queue()
 
     def factory(request):
         n = int(request.path.rsplit(b"/", 1)[1])
-        conn = conn_impl(pods[n], f"c{n}", f"u{n}", "ord_p", None)
+        conn = conn_impl(pods[n], f"c{n}", f"u{n}", "ord_p", None,
+                         max_pending_bytes=pods[n].max_pending_bytes)
         pending.put_nowait((n, conn))
         return conn
 

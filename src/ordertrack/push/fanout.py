@@ -42,6 +42,7 @@ from ordertrack.push.delivery import LATENCY_BUCKETS
 
 if cython.compiled:
     from cython.cimports.ordertrack.push._connection import Connection, c_text_frame
+    from cython.cimports.posix.time import CLOCK_REALTIME, clock_gettime, timespec
 else:
     from ordertrack.push.connection import text_frame
 
@@ -63,6 +64,17 @@ BAD_FIELD = why.BAD_FIELD
 
 def _ignore(*_args) -> None:
     return None
+
+
+@cython.cfunc
+@cython.inline
+def _now() -> cython.double:
+    """Wall-clock seconds (published_at's clock); compiled, clock_gettime without a Python call."""
+    if cython.compiled:
+        ts = cython.declare(timespec)
+        clock_gettime(CLOCK_REALTIME, cython.address(ts))
+        return ts.tv_sec + ts.tv_nsec * 1e-9
+    return wall_clock()
 
 
 class FanOut:
@@ -143,8 +155,16 @@ class FanOut:
                     delivered += 1
         self.frames += delivered
         if delivered and (type(published_at) is float or type(published_at) is int):
-            latency = wall_clock() - published_at
-            self._latency_counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
+            latency: cython.double = _now() - published_at
+            if cython.compiled:
+                # bisect_left's answer without a Python call: the first bound >= latency
+                i: cython.Py_ssize_t = 0
+                bounds: tuple = LATENCY_BUCKETS
+                while i < len(bounds) and latency > cython.cast(cython.double, bounds[i]):
+                    i += 1
+            else:
+                i = bisect_left(LATENCY_BUCKETS, latency)
+            self._latency_counts[i] += 1
             self.latency_sum += latency
         return delivered
 
