@@ -14,3 +14,4 @@ def declare(_type, value=None):
 
 # the C types the module names (placeholders here)
 int = longlong = None  # noqa: A001
+Py_ssize_t = None  # push/pubsub_reader.py (and push/fanout.py) name it at import
