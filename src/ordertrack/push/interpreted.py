@@ -15,3 +15,16 @@ def declare(_type, value=None):
 # the C types the module names (placeholders here)
 int = longlong = None  # noqa: A001
 Py_ssize_t = None  # push/pubsub_reader.py (and push/fanout.py) name it at import
+double = bint = None
+
+
+def inline(function):
+    return function
+
+
+def cast(_type, value):
+    return value
+
+
+def address(value):
+    return value
