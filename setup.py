@@ -19,8 +19,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
-PYX = ("timer_wheel", "pubsub_reader")
-PURE_MODE = ("connection", "fanout")
+PYX = ("pubsub_reader",)
+PURE_MODE = ("connection", "fanout", "timer_wheel")
 
 for name in PURE_MODE:  # copied only when changed, so cythonize sees what changed
     source, copy = HERE / "src/ordertrack/push" / f"{name}.py", HERE / "ext/ordertrack/push" / f"_{name}.py"
