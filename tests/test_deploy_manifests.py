@@ -269,7 +269,7 @@ def test_kong_routes_the_rest_fallback_to_the_api_service_with_its_plugins(objec
     assert service["url"] == (f"http://order-tracking-api.vantage-prod.svc.cluster.local:"
                               f"{api_port['port']}")
     assert service["read_timeout"] <= 30_000, "an API call, not a long-lived socket"
-    (route,) = service["routes"]
+    route = next(r for r in service["routes"] if r["name"] == "order-tracking-rest")
     # the path the REST fallback answers on, GET plus the browser's CORS preflight
     assert route["paths"] == ["/api/v2/orders"]
     assert any(path.startswith("/api/v2/orders/") for path in app_paths())
@@ -286,6 +286,27 @@ def test_kong_routes_the_rest_fallback_to_the_api_service_with_its_plugins(objec
     assert {"Authorization", "X-Request-ID", "X-Fallback-Reason"} <= set(cors["headers"])
     assert "X-Request-ID" in cors["exposed_headers"]
     assert plugins["request-size-limiting"]["size_unit"] == "kilobytes"
+
+
+def test_kong_routes_every_post_the_page_makes_with_a_small_body_limit():
+    """The page's view and stay reports (the rollout's criteria) reach the API through the
+    edge: each POST path the app serves matches a POST route, bodies limited to 1 KB."""
+    import re
+
+    routes = kong_services()["order-tracking-api"]["routes"]
+    for path, example in (("/api/v2/orders/{order_id}/views", "/api/v2/orders/ord_1a2b/views"),
+                          ("/api/v2/page-stays", "/api/v2/page-stays")):
+        assert path in app_paths()
+        matching = [r for r in routes if "POST" in r["methods"] and any(
+            re.fullmatch(p[1:], example) if p.startswith("~") else example.startswith(p)
+            for p in r["paths"])]
+        assert len(matching) == 1, path
+        plugins = {plugin["name"]: plugin["config"] for plugin in matching[0]["plugins"]}
+        assert plugins["request-size-limiting"] == {"allowed_payload_size": 1,
+                                                    "size_unit": "kilobytes"}
+        assert plugins["rate-limiting"]["limit_by"] == "ip"
+    views = next(r for r in routes if r["name"] == "order-tracking-page-views")
+    assert {p["name"] for p in views["plugins"]} >= {"jwt", "cors"}
 
 
 def app_paths() -> set[str]:

@@ -208,6 +208,19 @@ def pod_connections(cluster: ClusterTopology) -> dict[int, int]:
     return counts
 
 
+def replica_in_sync(cluster: ClusterTopology, master: int) -> bool:
+    """A replica of `master` has finished its sync and follows it (INFO replication)."""
+    for port in cluster.replica_ports():
+        client = sync_redis.Redis(port=port, decode_responses=True)
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        if int(info.get("master_port", 0)) == master and info.get("master_link_status") == "up":
+            return True
+    return False
+
+
 def orders_on_every_master(cluster: ClusterTopology, per_master: int, tag: str) -> list[str]:
     wanted = {port: [] for port in cluster.master_ports()}
     n = 0
@@ -367,6 +380,8 @@ async def test_master_killed_and_slots_resharded_while_updates_flow(
     await asyncio.sleep(0.5)
     # a master is killed: its replica takes over
     victim = cluster.master_of_slot(shard_subscriptions.channel_slot(orders[-1]))
+    # as in production, its replica is in sync (one still in its first sync may not take over)
+    await wait_until(lambda: replica_in_sync(cluster, victim), timeout=30)
     cluster.kill(victim)
     await asyncio.to_thread(cluster.wait_failed_over, victim)
     await asyncio.sleep(1)

@@ -1,4 +1,5 @@
-# Declarations of the pub/sub reader (module ordertrack.push._pubsub_reader).
+# The C layout of the pub/sub reader: augments src/ordertrack/push/pubsub_reader.py (Cython's
+# pure-Python mode), compiled by setup.py as ordertrack.push._pubsub_reader.
 
 
 cdef class ReaderCore:

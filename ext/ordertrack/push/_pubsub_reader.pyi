@@ -1,5 +1,5 @@
-"""Types of the Cython pub/sub reader (module ordertrack.push._pubsub_reader); the twin is
-ordertrack.push.pubsub_reader.PurePubSubReader."""
+"""Types of the compiled build of src/ordertrack/push/pubsub_reader.py (module
+ordertrack.push._pubsub_reader); interpreted, that file is the twin (PurePubSubReader)."""
 import asyncio
 from collections.abc import Callable
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from ordertrack import config, redis_layout
 from ordertrack.models import OrderState, StoredEvent
 
@@ -52,7 +54,16 @@ class Publisher:
         written to the state hash, so a pod's `connection_ack` says what the REST answer says.
         Without it the hash takes the event's own fields.
         """
-        published = int(await self._call(self.redis, order_id, carrier, event, state)) == 1
+        try:
+            published = int(await self._call(self.redis, order_id, carrier, event, state)) == 1
+        except AttributeError as exc:
+            # redis-py's asyncio RedisCluster (8.2), sent to a node added to the cluster that its
+            # slot map does not know yet, fails with "'NoneType' object has no attribute
+            # 'execute_command'" instead of a Redis error: say it is one, so the caller's
+            # Redis-failure path (retry, 503, the next poll) takes it; nothing was written
+            if "execute_command" not in str(exc):
+                raise
+            raise RedisConnectionError(f"Redis Cluster node not known yet: {exc}") from exc
         if not published:
             log.info("publish refused: order %s already has seq >= %d", order_id, event.seq)
         return published

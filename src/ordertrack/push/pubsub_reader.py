@@ -29,11 +29,19 @@ one fresh `hiredis.Reader`, per connection: a connection lost mid-message leaves
 half-parsed behind. Reconnecting, with backoff, is the broker's job: `connect()` only opens one
 connection and returns its protocol; `await reader.closed` says when and why it ended.
 
-This module holds the pure-Python twin; the Cython `ordertrack.push._pubsub_reader` has the same
-behaviour and is used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`.
+One text, two builds (Cython's pure-Python mode, as push/connection.py): setup.py compiles this
+file with ext/ordertrack/push/_pubsub_reader.pxd (the C layout of `ReaderCore`) as
+`ordertrack.push._pubsub_reader`, used unless it is not built or `ORDERTRACK_PURE_PYTHON=1`;
+interpreted, it is the twin (`PurePubSubReader`). Only the channel's cutting differs by build
+(`if cython.compiled`: C compares and decodes in place of slices).
 """
 
 from __future__ import annotations
+
+try:
+    import cython
+except ImportError:  # Cython is needed to build only; interpreted, this runs as plain Python
+    from ordertrack.push import interpreted as cython
 
 import asyncio
 import logging
@@ -48,13 +56,27 @@ from ordertrack.push import twins
 from ordertrack.push.pubsub_sizes import FEED_BYTES, HANDLER_FAILED, LOGGER, READ_BUFFER_BYTES
 from ordertrack.redis_target import SubscriptionAddress
 
+if cython.compiled:
+    from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_GET_SIZE
+    from cython.cimports.cpython.unicode import PyUnicode_DecodeUTF8
+    from cython.cimports.libc.string import memcmp
+
 log = logging.getLogger(LOGGER)
 
-PREFIX = redis_layout.CHANNEL_PREFIX.encode()
-PREFIX_LEN = len(PREFIX)
+PREFIX = cython.declare(bytes, redis_layout.CHANNEL_PREFIX.encode())
+PREFIX_LEN = cython.declare(cython.Py_ssize_t, len(PREFIX))
 PATTERN = redis_layout.CHANNEL_PATTERN.encode()
-SHARD_PREFIX = redis_layout.SHARD_CHANNEL_PREFIX_BYTES
-SHARD_PREFIX_LEN = len(SHARD_PREFIX)
+SHARD_PREFIX = cython.declare(bytes, redis_layout.SHARD_CHANNEL_PREFIX_BYTES)
+SHARD_PREFIX_LEN = cython.declare(cython.Py_ssize_t, len(SHARD_PREFIX))
+MAX_PAYLOAD_BYTES = cython.declare(cython.Py_ssize_t, why.MAX_PAYLOAD_BYTES)
+FEED = cython.declare(cython.Py_ssize_t, FEED_BYTES)
+ProtocolError = hiredis.ProtocolError
+ReplyError = hiredis.ReplyError
+NOT_RESP = why.NOT_RESP
+UNEXPECTED_REPLY = why.UNEXPECTED_REPLY
+EMPTY_ORDER_ID = why.EMPTY_ORDER_ID
+BAD_ORDER_ID = why.BAD_ORDER_ID
+PAYLOAD_TOO_LARGE = why.PAYLOAD_TOO_LARGE
 #: the kernel's receive buffer for the connection, so a burst waits in our socket, not in Redis
 SOCKET_RCVBUF_BYTES = 4 << 20
 KEEPALIVE_IDLE_SECONDS = 10
@@ -95,13 +117,15 @@ def _ignore(*_args) -> None:
     return None
 
 
-class PurePubSubReader(asyncio.BufferedProtocol):
-    """The pure-Python twin (see the module docstring)."""
+class ReaderCore:
+    """The reader's state and rules (see the module docstring); `PubSubReader` makes it an
+    `asyncio.BufferedProtocol` (compiled, a C class cannot derive from that Python class)."""
 
     def __init__(self, watched: dict, on_update: Callable, on_control: Callable | None = None,
                  on_live: Callable | None = None, on_malformed: Callable | None = None,
-                 subscriptions: int = 1, hello: bytes = b"", closed: asyncio.Future | None = None,
-                 buffer_size: int = READ_BUFFER_BYTES):
+                 subscriptions: cython.Py_ssize_t = 1, hello: bytes = b"",
+                 closed: asyncio.Future | None = None,
+                 buffer_size: cython.Py_ssize_t = READ_BUFFER_BYTES):
         self.watched = watched
         self.on_update = on_update
         self.on_control = on_control or _ignore
@@ -118,8 +142,10 @@ class PurePubSubReader(asyncio.BufferedProtocol):
         self.received = 0
         self.discarded = 0
         self.malformed = 0
-        self.error: BaseException | None = None
-        self._reader: hiredis.Reader | None = hiredis.Reader()
+        self.error = None
+        self._reader = hiredis.Reader()
+        self._gets = self._reader.gets
+        self._feed = self._reader.feed
         self._buf = bytearray(buffer_size)
         self._view = memoryview(self._buf)
 
@@ -129,21 +155,23 @@ class PurePubSubReader(asyncio.BufferedProtocol):
         if self.hello:
             transport.write(self.hello)
 
-    def get_buffer(self, sizehint: int):
+    def get_buffer(self, sizehint: cython.Py_ssize_t):
         return self._view
 
-    def buffer_updated(self, nbytes: int) -> None:
-        reader = self._reader
-        if reader is None:
+    def buffer_updated(self, nbytes: cython.Py_ssize_t) -> None:
+        offset: cython.Py_ssize_t = 0
+        if self._reader is None:
             return
-        for offset in range(0, nbytes, FEED_BYTES):
-            reader.feed(self._buf, offset,  # type: ignore[arg-type]  # any buffer, its stub: bytes
-                        min(FEED_BYTES, nbytes - offset))
+        gets = self._gets
+        while offset < nbytes:
+            self._feed(self._buf, offset,  # type: ignore[arg-type]  # any buffer, its stub: bytes
+                       min(FEED, nbytes - offset))
+            offset += FEED
             while True:
                 try:
-                    reply = reader.gets()
-                except hiredis.ProtocolError as exc:
-                    self._fail(exc, why.NOT_RESP)
+                    reply = gets()
+                except ProtocolError as exc:
+                    self._fail(exc, NOT_RESP)
                     return
                 if reply is False:
                     break
@@ -152,7 +180,7 @@ class PurePubSubReader(asyncio.BufferedProtocol):
                     self._on_list(reply)
                     if self._reader is None:
                         return
-                elif isinstance(reply, hiredis.ReplyError):
+                elif isinstance(reply, ReplyError):
                     self._fail(reply, None)
                     return
                 # anything else (`+OK` to AUTH/SELECT) needs no action
@@ -163,40 +191,63 @@ class PurePubSubReader(asyncio.BufferedProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.live = False
         self._reader = None
+        self._gets = None
+        self._feed = None
         if self.error is None:
             self.error = exc
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(self.error)
 
     # --- replies -----------------------------------------------------------------------------------
-    def _on_list(self, reply: list) -> None:
-        n = len(reply)
-        kind = reply[0] if n else None
+    def _on_list(self, reply: list) -> cython.int:
+        n: cython.Py_ssize_t = len(reply)
+        head: cython.Py_ssize_t
+        tail: cython.Py_ssize_t
+        clen: cython.Py_ssize_t
+        if n == 0:
+            return self._malformed(None, UNEXPECTED_REPLY)
+        kind = reply[0]
         if (n == 4 and kind == b"pmessage") or (n == 3 and kind == b"smessage"):
             self.received += 1
             channel = reply[n - 2]
             payload = reply[n - 1]
+            if type(channel) is not bytes or type(payload) is not bytes:
+                return self._malformed(None, UNEXPECTED_REPLY)
             # pattern: order:tracking:ORDER_ID; sharded: order:tracking:shard:{ORDER_ID}
-            prefix, head, tail = (PREFIX, PREFIX_LEN, 0) if n == 4 else (SHARD_PREFIX, SHARD_PREFIX_LEN, 1)
-            if (type(channel) is not bytes or type(payload) is not bytes
-                    or not channel.startswith(prefix) or (tail and not channel.endswith(b"}"))):
-                self._malformed(None, why.UNEXPECTED_REPLY)
-                return
-            if len(channel) <= head + tail:
-                self._malformed(None, why.EMPTY_ORDER_ID)
-                return
-            try:
-                order_id = channel[head:len(channel) - tail].decode()
-            except UnicodeDecodeError:
-                self._malformed(None, why.BAD_ORDER_ID)
-                return
-            if len(payload) > why.MAX_PAYLOAD_BYTES:
-                self._malformed(order_id, why.PAYLOAD_TOO_LARGE)
-                return
+            if n == 4:
+                prefix, head, tail = PREFIX, PREFIX_LEN, 0
+            else:
+                prefix, head, tail = SHARD_PREFIX, SHARD_PREFIX_LEN, 1
+            if cython.compiled:
+                clen = PyBytes_GET_SIZE(channel)
+                cp: cython.p_char = PyBytes_AS_STRING(channel)
+                if (clen < head or memcmp(cp, PyBytes_AS_STRING(prefix), head) != 0
+                        or (tail and (clen == head or cp[clen - 1] != 125))):  # 125: '}'
+                    return self._malformed(None, UNEXPECTED_REPLY)
+                if clen <= head + tail:
+                    return self._malformed(None, EMPTY_ORDER_ID)
+                try:
+                    order_id = PyUnicode_DecodeUTF8(cp + head, clen - head - tail, cython.NULL)
+                except UnicodeDecodeError:
+                    return self._malformed(None, BAD_ORDER_ID)
+                if PyBytes_GET_SIZE(payload) > MAX_PAYLOAD_BYTES:
+                    return self._malformed(order_id, PAYLOAD_TOO_LARGE)
+            else:
+                if not channel.startswith(prefix) or (tail and not channel.endswith(b"}")):
+                    return self._malformed(None, UNEXPECTED_REPLY)
+                clen = len(channel)
+                if clen <= head + tail:
+                    return self._malformed(None, EMPTY_ORDER_ID)
+                try:
+                    order_id = channel[head:clen - tail].decode()
+                except UnicodeDecodeError:
+                    return self._malformed(None, BAD_ORDER_ID)
+                if len(payload) > MAX_PAYLOAD_BYTES:
+                    return self._malformed(order_id, PAYLOAD_TOO_LARGE)
             watch = self.watched.get(order_id)
             if watch is None:
                 self.discarded += 1
-                return
+                return 0
             try:
                 self.on_update(order_id, watch, payload)
             except Exception:  # noqa: BLE001 - a bug in a handler must not end the subscription
@@ -206,7 +257,7 @@ class PurePubSubReader(asyncio.BufferedProtocol):
             if type(payload) is bytes:
                 self.on_control(payload)
             else:
-                self._malformed(None, why.UNEXPECTED_REPLY)
+                return self._malformed(None, UNEXPECTED_REPLY)
         elif n == 3 and (kind == b"ssubscribe" or kind == b"sunsubscribe"):
             self.on_shard(kind, reply[1])
         elif n == 3 and (kind == b"psubscribe" or kind == b"subscribe"):
@@ -215,25 +266,37 @@ class PurePubSubReader(asyncio.BufferedProtocol):
                 self.live = True
                 self.on_live()
         elif not (n == 2 and kind == b"pong"):
-            self._malformed(None, why.UNEXPECTED_REPLY)
+            return self._malformed(None, UNEXPECTED_REPLY)
+        return 0
 
-    def _malformed(self, order_id: str | None, reason: str) -> None:
+    def _malformed(self, order_id, reason: str) -> cython.int:  # order_id: str | None
         self.malformed += 1
         self.on_malformed(order_id, reason)
+        return 0
 
-    def _fail(self, exc: BaseException, reason: str | None) -> None:
+    def _fail(self, exc, reason) -> cython.int:  # exc: BaseException, reason: str | None
         """The stream cannot be trusted any more: stop reading and close the connection."""
         self._reader = None
+        self._gets = None
+        self._feed = None
         self.error = exc
         if reason is not None:
             self._malformed(None, reason)
         if self.transport is not None:
             self.transport.abort()
+        return 0
 
 
-#: "cython" or "python": which `PubSubReader` this process uses; IMPLEMENTATIONS has every one built
-IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = twins.choose(
-    PurePubSubReader, "ordertrack.push._pubsub_reader", "PubSubReader")
+class PubSubReader(ReaderCore, asyncio.BufferedProtocol):
+    """The reader as an `asyncio.BufferedProtocol`."""
+
+
+if not cython.compiled:
+    PurePubSubReader = PubSubReader
+    #: "cython" or "python": which `PubSubReader` this process uses; IMPLEMENTATIONS has every
+    #: one built (the compiled build of this same file, and this interpreted one)
+    IMPLEMENTATION, PubSubReader, IMPLEMENTATIONS = twins.choose(
+        PurePubSubReader, "ordertrack.push._pubsub_reader", "PubSubReader")
 
 
 async def connect(address: SubscriptionAddress, watched: dict, on_update: Callable,

@@ -438,7 +438,17 @@ class ShardSubscriptions:
             done = [order_id for order_id, waiter in futures.items()
                     if waiter.done() and not waiter.cancelled() and waiter.result() is True]
             failed |= set(futures) - set(done)
-            missed = await catch_up(self.redis, self.hub, done, self._skip)
+            for link in links:
+                # unconfirmed: a late confirmation would let live updates through uncaught-up
+                if any(self.where.get(order_id) is link and order_id in self.hub.watches
+                       for order_id in set(futures) - set(done)):
+                    self._drop(link, "subscriptions not confirmed")
+            try:
+                missed = await catch_up(self.redis, self.hub, done, self._skip)
+            except (RedisError, OSError, TimeoutError) as exc:
+                for link in links:
+                    self._drop(link, f"catch-up failed: {exc}")
+                raise
             self.recovered += len(done)
             if missed:
                 metrics.CATCHUP_EVENTS.inc(missed)
@@ -448,6 +458,23 @@ class ShardSubscriptions:
             for link in links:
                 self._unhold(link)
         return {order_id for order_id in failed if order_id in self.hub.watches}
+
+    def _drop(self, link: Link, why: str) -> None:
+        """End a link whose orders were not all caught up (a failover: the command client
+        still points at the dead master, a node that does not confirm): what it held is
+        dropped and every order on it is lost, so the next round resubscribes them and replays
+        their streams from `Watch.seq`. Releasing the hold instead would let a live update
+        raise `Watch.seq` past events nobody replayed: lost for good (the fan-out skips a
+        `seq` below one already sent)."""
+        if link.held or link.orders:
+            log.warning("shard subscription to %s:%d dropped: %s", *link.address, why)
+        link.held = []
+        if self.links.get(link.address) is link:
+            del self.links[link.address]  # the next round opens a new one
+        if link.reader is not None and link.reader.transport is not None:
+            link.reader.transport.abort()  # no update is read after this; _run_link cleans up
+        elif link.task is not None:
+            link.task.cancel()
 
     @staticmethod
     def _skip(entry_id, exc) -> None:
