@@ -17,7 +17,7 @@ PUSH_POD_TESTS := tests/test_push_pod.py tests/test_push_edges.py tests/test_pus
 
 .PHONY: lock soak run test test-fast bench-smoke coverage lint bench bench-check bench-baseline bench-valgrind bench-load bench-peers bench-artillery node-deps system-deps test-db install ext clean
 
-EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pyx ext/ordertrack/push/*.pxd) src/ordertrack/push/connection.py src/ordertrack/push/fanout.py src/ordertrack/push/pubsub_reader.py
+EXT_SOURCES := $(wildcard ext/ordertrack/push/*.pxd) src/ordertrack/push/connection.py src/ordertrack/push/fanout.py src/ordertrack/push/pubsub_reader.py src/ordertrack/push/timer_wheel.py
 
 # Installs repeat: every package (the build's too) comes from requirements.lock, exact versions
 # with hashes, installed by uv (pinned below; it reads only PyPI, so the hashes always match).

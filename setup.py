@@ -2,12 +2,11 @@
 
 `pip install .` and `pip install -e .` both compile them; pyproject.toml holds the metadata.
 
-- `ext/ordertrack/push/_NAME.pyx` (with `_NAME.pxd` and `_NAME.pyi` beside it) builds
-  `ordertrack.push._NAME`, whose pure-Python twin `ordertrack/push/NAME.py` is used when it is
-  not built (or with ORDERTRACK_PURE_PYTHON=1).
-- PURE_MODE: one text, two builds (Cython's pure-Python mode). `src/ordertrack/push/NAME.py`
-  is copied to `ext/ordertrack/push/_NAME.py` (generated, not tracked) and compiled with the
-  `_NAME.pxd` that declares its C layout; interpreted, the same NAME.py is the twin.
+PURE_MODE: one text, two builds (Cython's pure-Python mode). `src/ordertrack/push/NAME.py` is
+copied to `ext/ordertrack/push/_NAME.py` (generated, not tracked) and compiled with the
+`_NAME.pxd` that declares its C layout (`_NAME.pyi` beside it types the build) as
+`ordertrack.push._NAME`; interpreted, the same NAME.py is the twin, used when the extension is
+not built (or with ORDERTRACK_PURE_PYTHON=1).
 
 Cython finds a module's .pxd by the module's full name, hence the package layout under ext/
 (include_path).
@@ -19,8 +18,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
-PYX = ("timer_wheel",)
-PURE_MODE = ("connection", "fanout", "pubsub_reader")
+PURE_MODE = ("connection", "fanout", "pubsub_reader", "timer_wheel")
 
 for name in PURE_MODE:  # copied only when changed, so cythonize sees what changed
     source, copy = HERE / "src/ordertrack/push" / f"{name}.py", HERE / "ext/ordertrack/push" / f"_{name}.py"
@@ -28,10 +26,6 @@ for name in PURE_MODE:  # copied only when changed, so cythonize sees what chang
         shutil.copyfile(source, copy)
 
 extensions = [
-    Extension(f"ordertrack.push._{name}", [f"ext/ordertrack/push/_{name}.pyx"],
-              extra_compile_args=["-O2"])
-    for name in PYX
-] + [
     Extension(f"ordertrack.push._{name}", [f"ext/ordertrack/push/_{name}.py"],
               extra_compile_args=["-O2"])
     for name in PURE_MODE

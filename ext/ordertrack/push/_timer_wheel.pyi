@@ -1,6 +1,9 @@
-"""Types of the Cython timer wheel (module ordertrack.push._timer_wheel); the twin is
-ordertrack.push.timer_wheel.PureTimerWheel."""
+"""Types of the compiled build of src/ordertrack/push/timer_wheel.py (module
+ordertrack.push._timer_wheel); interpreted, that file is the twin (PureTimerWheel)."""
 from collections.abc import Hashable
+
+def deadline_tick(deadline: float, tick: float) -> int: ...
+def now_tick(now: float, tick: float) -> int: ...
 
 class TimerWheel:
     @property

@@ -1,5 +1,6 @@
-"""What `cython` is to push/connection.py (Cython's pure-Python mode) where Cython is not
-installed: only what that module uses at run time; it then runs interpreted, as the twin."""
+"""What `cython` is to the pure-Python-mode modules of push/ (connection.py, fanout.py,
+pubsub_reader.py, timer_wheel.py) where Cython is not installed: only what they use at run
+time; they then run interpreted, as the twins."""
 
 compiled = False
 
@@ -10,6 +11,13 @@ def cfunc(function):
 
 def declare(_type, value=None):
     return value
+
+
+def cclass(cls):
+    return cls
+
+
+no_gc = no_gc_clear = cclass
 
 
 # the C types the module names (placeholders here)
