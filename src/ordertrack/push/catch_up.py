@@ -19,8 +19,12 @@ log = logging.getLogger("ordertrack.push")
 CATCH_UP_CHUNK = 1000
 
 
-async def catch_up(redis, hub) -> None:
-    watched = list(hub.watches.items())
+async def replay_missed(redis, hub, watched: list, on_skip=None) -> int:
+    """Push, through the hub, every event of these watched `(order_id, Watch)` pairs published
+    after the highest `seq` this pod saw (`Watch.seq`): the state hash's `seq` first (one
+    pipeline per CATCH_UP_CHUNK orders), then the stream after it for those behind. Returns how
+    many events it pushed. The one catch-up rule: after a reconnect (pattern mode) and after a
+    resubscription (sharded mode, push/shard_subscriptions.py)."""
     missed = 0
     for start in range(0, len(watched), CATCH_UP_CHUNK):
         chunk = watched[start:start + CATCH_UP_CHUNK]
@@ -36,9 +40,16 @@ async def catch_up(redis, hub) -> None:
         for order_id, watch in behind:
             stream_after(pipe, order_id, watch.seq)
         for (order_id, _watch), entries in zip(behind, await pipe.execute(), strict=True):
-            for entry in redis_layout.decode_stream(entries, skip_entry(order_id)):
+            for entry in redis_layout.decode_stream(entries, on_skip or skip_entry(order_id)):
                 hub.publish(order_id, entry.payload)
                 missed += 1
+    return missed
+
+
+async def catch_up(redis, hub) -> None:
+    """After a reconnect: every watched order's missed events."""
+    watched = list(hub.watches.items())
+    missed = await replay_missed(redis, hub, watched)
     if missed:
         metrics.CATCHUP_EVENTS.inc(missed)
     log.info("caught up after reconnect", extra={"fields": {

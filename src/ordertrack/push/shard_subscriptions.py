@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 
 from ordertrack import config, protocol, redis_connect, redis_layout
 from ordertrack.push import metrics, pubsub_reader
+from ordertrack.push.catch_up import replay_missed
 from ordertrack.push.subscription import (
     BACKOFF_FIRST_SECONDS,
     CONNECT_TIMEOUT_SECONDS,
@@ -53,8 +54,6 @@ SLOTS = 16384
 PING_SECONDS = 5.0
 #: the slot map is re-read this often when nothing else made the pod read it
 MAP_REFRESH_SECONDS = 10.0
-#: orders compared per pipeline in a catch-up
-CATCH_UP_CHUNK = 1000
 #: the longest an admission batch waits for its subscriptions before it admits the confirmed
 #: ones and puts the others back in the queue
 ADMISSION_RETRY_SECONDS = 0.5
@@ -153,28 +152,10 @@ async def read_slot_map(target: redis_connect.RedisTarget, known: Iterable[Addre
 # --- catch-up ----------------------------------------------------------------------------------
 async def catch_up(redis, hub, order_ids: Iterable[str], on_skip=None) -> int:
     """Push, through the hub, every event of these watched orders published after the highest
-    `seq` this pod saw (`Watch.seq`): state hash `seq` first, then the stream after it."""
+    `seq` this pod saw (`Watch.seq`): push/catch_up.py's rule for just these orders."""
     watched = [(order_id, hub.watches[order_id]) for order_id in order_ids
                if order_id in hub.watches]
-    missed = 0
-    for start in range(0, len(watched), CATCH_UP_CHUNK):
-        chunk = watched[start:start + CATCH_UP_CHUNK]
-        pipe = redis.pipeline(transaction=False)
-        for order_id, _ in chunk:
-            pipe.hget(redis_layout.state(order_id), "seq")
-        seqs = await pipe.execute()
-        behind = [(order_id, watch) for (order_id, watch), seq in zip(chunk, seqs, strict=True)
-                  if redis_layout.state_seq(seq) > watch.seq]
-        if not behind:
-            continue
-        pipe = redis.pipeline(transaction=False)
-        for order_id, watch in behind:
-            pipe.xrange(redis_layout.stream(order_id), redis_layout.after_seq(watch.seq), "+")
-        for (order_id, _), entries in zip(behind, await pipe.execute(), strict=True):
-            for entry in redis_layout.decode_stream(entries, on_skip):
-                hub.publish(order_id, entry.payload)
-                missed += 1
-    return missed
+    return await replay_missed(redis, hub, watched, on_skip)
 
 
 # --- one node's subscription connection ---------------------------------------------------------
