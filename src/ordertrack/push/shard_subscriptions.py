@@ -43,6 +43,7 @@ from ordertrack.push.catch_up import replay_missed
 from ordertrack.push.subscription import (
     BACKOFF_FIRST_SECONDS,
     CONNECT_TIMEOUT_SECONDS,
+    ReaderCounts,
     backoff,
     jittered,
 )
@@ -183,7 +184,7 @@ class Link:
             self.queued += data
 
 
-class ShardSubscriptions:
+class ShardSubscriptions(ReaderCounts):
     def __init__(self, target: redis_connect.RedisTarget, redis, hub, on_update: Callable,
                  on_malformed: Callable | None = None, deadline: float = 15.0):
         self.target = target
@@ -209,29 +210,16 @@ class ShardSubscriptions:
         self._release_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
-        self._totals = [0, 0, 0]
+        ReaderCounts.__init__(self)
         # figures: subscribe round trips, orders resubscribed after a move or a loss
         self.subscribes = 0
         self.unsubscribes = 0
         self.moved = 0
         self.recovered = 0
 
-    # --- counters, as the broker's -----------------------------------------------------------
-    def _count(self, index: int, name: str) -> int:
-        return self._totals[index] + sum(getattr(link.reader, name) for link in self.links.values()
-                                         if link.reader is not None)
-
-    @property
-    def received(self) -> int:
-        return self._count(0, "received")
-
-    @property
-    def discarded(self) -> int:
-        return self._count(1, "discarded")
-
-    @property
-    def malformed(self) -> int:
-        return self._count(2, "malformed")
+    # --- counters (ReaderCounts, as the pattern subscription's) -------------------------------
+    def _live_readers(self) -> list:
+        return [link.reader for link in self.links.values() if link.reader is not None]
 
     # --- the pod's hooks ------------------------------------------------------------------------
     async def ensure(self, order_ids: Iterable[str], timeout: float) -> set[str]:
@@ -521,9 +509,7 @@ class ShardSubscriptions:
             if reader is not None:
                 if reader.transport is not None:
                     reader.transport.abort()
-                self._totals[0] += reader.received
-                self._totals[1] += reader.discarded
-                self._totals[2] += reader.malformed
+                self._retire_counts(reader)
             link.reader = None
             if self.links.get(link.address) is link:
                 del self.links[link.address]

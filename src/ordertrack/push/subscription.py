@@ -59,7 +59,40 @@ def jittered(delay: float) -> float:
     return delay * (0.5 + random.random())
 
 
-class Subscription:
+class ReaderCounts:
+    """`received`, `discarded`, `malformed` of a subscription's readers: what its retired readers
+    counted plus what its live ones count now (one rule for the pattern subscription and the
+    sharded one)."""
+
+    def __init__(self) -> None:
+        self._totals: list[int] = [0, 0, 0]
+
+    def _live_readers(self) -> list:
+        raise NotImplementedError
+
+    def _retire_counts(self, reader) -> None:
+        """A reader going away: its counts stay in the totals."""
+        self._totals[0] += reader.received
+        self._totals[1] += reader.discarded
+        self._totals[2] += reader.malformed
+
+    def _count(self, index: int, name: str) -> int:
+        return self._totals[index] + sum(getattr(reader, name) for reader in self._live_readers())
+
+    @property
+    def received(self) -> int:
+        return self._count(0, "received")
+
+    @property
+    def discarded(self) -> int:
+        return self._count(1, "discarded")
+
+    @property
+    def malformed(self) -> int:
+        return self._count(2, "malformed")
+
+
+class Subscription(ReaderCounts):
     def __init__(
         self,
         target: redis_connect.RedisTarget,
@@ -92,26 +125,13 @@ class Subscription:
         self.reader = None
         self._stopping = False
         # counters of the readers of earlier connections (the current one counts its own)
-        self._totals = [0, 0, 0]
+        ReaderCounts.__init__(self)
         #: updates held until `on_live` has caught up (see the module docstring)
         self._held: list = []
 
-    # --- counters ----------------------------------------------------------------------------
-    def _count(self, index: int, name: str) -> int:
-        reader = self.reader
-        return self._totals[index] + (getattr(reader, name) if reader is not None else 0)
-
-    @property
-    def received(self) -> int:
-        return self._count(0, "received")
-
-    @property
-    def discarded(self) -> int:
-        return self._count(1, "discarded")
-
-    @property
-    def malformed(self) -> int:
-        return self._count(2, "malformed")
+    # --- counters (ReaderCounts) -------------------------------------------------------------
+    def _live_readers(self) -> list:
+        return [] if self.reader is None else [self.reader]
 
     # --- handlers: one message's failure is that message's alone ---------------------------------
     def _hold(self, order_id: str, watch, payload: bytes) -> None:
@@ -194,9 +214,7 @@ class Subscription:
     def _retire(self, reader) -> None:
         if reader.transport is not None:
             reader.transport.abort()
-        self._totals[0] += reader.received
-        self._totals[1] += reader.discarded
-        self._totals[2] += reader.malformed
+        self._retire_counts(reader)
         if self.reader is reader:
             self.reader = None
 
