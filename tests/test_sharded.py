@@ -126,6 +126,16 @@ class Feed:
                 await asyncio.sleep(0.05)
         self.published.setdefault(order_id, []).append(seq)
 
+    @property
+    def total(self) -> int:
+        return sum(len(seqs) for seqs in self.published.values())
+
+    async def advance(self, updates: int, timeout: float = 30.0) -> None:
+        """Return once `updates` more have been published (a phase of the test spans real
+        traffic, counted, rather than a span of time)."""
+        target = self.total + updates
+        await wait_until(lambda: self.total >= target, timeout)
+
     async def run(self, order_ids: list[str], interval: float, stop: asyncio.Event) -> None:
         while not stop.is_set():
             for order_id in order_ids:
@@ -285,7 +295,7 @@ async def test_sharded_pods_subscribe_only_what_they_watch_every_seq_once(
     assert all(w.acked_seq == 1 for w in watchers)
     stop = asyncio.Event()
     task = asyncio.create_task(feed.run(orders + unwatched, 0.02, stop))
-    await asyncio.sleep(1)
+    await feed.advance(10 * len(orders))
     stop.set()
     await task
     await all_delivered(watchers, feed)
@@ -323,7 +333,7 @@ async def test_admission_while_the_order_is_updated_every_seq_once(
         await asyncio.sleep(0.05)
         watchers += await asyncio.gather(*(Watcher(pod, keys.token(f"u_adm{n}", order_id),
                                                    order_id).start() for n in range(2)))
-    await asyncio.sleep(0.5)
+    await feed.advance(5 * len(orders))
     stop.set()
     await task
     await all_delivered(watchers, feed)
@@ -371,20 +381,20 @@ async def test_master_killed_and_slots_resharded_while_updates_flow(
                 for i, o in enumerate(orders)]
     stop = asyncio.Event()
     task = asyncio.create_task(feed.run(orders, 0.01, stop))
-    await asyncio.sleep(0.5)
+    await feed.advance(5 * len(orders))
     # a slot range with watched orders moves to another master (redis-cli --cluster reshard)
     await asyncio.to_thread(cluster.reshard, moved_from, moved_to, 1000)
     assert {cluster.master_of_slot(shard_subscriptions.channel_slot(o)) for o in moving} == {moved_to}
     # Redis told the pods (an unrequested sunsubscribe); they resubscribed on the new owner
     await wait_until(lambda: [shard_subscribers(cluster, o) for o in moving] == [1] * len(moving))
-    await asyncio.sleep(0.5)
+    await feed.advance(5 * len(orders))
     # a master is killed: its replica takes over
     victim = cluster.master_of_slot(shard_subscriptions.channel_slot(orders[-1]))
     # as in production, its replica is in sync (one still in its first sync may not take over)
     await wait_until(lambda: replica_in_sync(cluster, victim), timeout=30)
     cluster.kill(victim)
     await asyncio.to_thread(cluster.wait_failed_over, victim)
-    await asyncio.sleep(1)
+    await feed.advance(10 * len(orders))
     stop.set()
     await task
     await all_delivered(watchers, feed, timeout=30)
@@ -405,9 +415,9 @@ async def test_switching_modes_pattern_to_sharded_and_back_while_clients_watch(
     stop = asyncio.Event()
     task = asyncio.create_task(feed.run(orders, 0.01, stop))
     for new_mode in ("sharded", "pattern"):
-        await asyncio.sleep(0.3)
+        await feed.advance(3 * len(orders))
         feed.mode = config.PUBSUB_BOTH
-        await asyncio.sleep(0.3)
+        await feed.advance(3 * len(orders))
         new = start_pod(procs, tmp_path, cluster.url, keys, name=f"sw-{new_mode}",
                         pubsub_mode=new_mode, **FAST)
         for watcher in watchers:
@@ -415,12 +425,12 @@ async def test_switching_modes_pattern_to_sharded_and_back_while_clients_watch(
         old.proc.terminate()  # SIGTERM: drain with 1001, the clients resume on `new`
         await asyncio.to_thread(old.proc.wait, 20)
         await wait_until(lambda: all(w.reconnects >= 1 for w in watchers))
-        await asyncio.sleep(0.3)
+        await feed.advance(3 * len(orders))
         feed.mode = new_mode
         old = new
         for watcher in watchers:
             watcher.reconnects = 0
-    await asyncio.sleep(0.3)
+    await feed.advance(3 * len(orders))
     stop.set()
     await task
     await all_delivered(watchers, feed)
@@ -491,7 +501,7 @@ async def test_a_master_added_and_given_slots_while_updates_flow(procs, tmp_path
     await asyncio.to_thread(cluster.reshard, source, new, 300)
     assert {cluster.master_of_slot(shard_subscriptions.channel_slot(o)) for o in moving} == {new}
     await wait_until(lambda: [shard_subscribers(cluster, o) for o in moving] == [1] * len(moving))
-    await asyncio.sleep(0.5)
+    await feed.advance(5 * len(watchers))
     stop.set()
     await task
     await all_delivered(watchers, feed)
