@@ -509,38 +509,49 @@ def test_plain_get_on_the_websocket_path_is_a_json_426(pod, keys):
     assert response.json()["error"] == "UPGRADE_REQUIRED"
 
 
-async def test_active_connections_gauge_reaches_the_datadog_agent(procs, tmp_path, redis_url, keys):
-    """The log's `vantage.ws.order_tracking.active_connections`, tagged pod/region/carrier."""
+async def test_active_connections_gauge_reaches_the_datadog_agent(procs, tmp_path, redis_url, keys,
+                                                                  rasync):
+    """The log's `vantage.ws.order_tracking.active_connections`, tagged pod/region/carrier: a
+    connection counts under its order's carrier once acked (`unknown` for an order with no state
+    yet), and leaves the count when it closes."""
+    await rasync.hset(redis_layout.state("ord_dd_dhl"), mapping={
+        "status": "in_transit", "carrier": "dhl", "seq": 1, "timestamp": "2025-10-03T14:02:00Z"})
     agent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     agent.bind(("127.0.0.1", 0))
     agent.settimeout(5)
     pod = await start_pod_async(procs, tmp_path, redis_url, keys, name="dd-pod", region="us-east-1",
                     datadog_agent_host="127.0.0.1", datadog_agent_port=agent.getsockname()[1],
                     datadog_interval_seconds=0.2)
-    conns = [await connect(pod, keys.token(f"dd{i}", "ord_dd"), "ord_dd") for i in range(2)]
+    orders = ["ord_dd_dhl", "ord_dd_dhl", "ord_dd_new"]
+    conns = [await connect(pod, keys.token(f"dd{i}", order), order) for i, order in enumerate(orders)]
     for ws in conns:
         await recv_json(ws)
 
-    def latest_unknown_count() -> int | None:
-        value = None
+    def gauges_reach(expected: dict[str, int]) -> dict[str, int]:
+        """Read the agent's packets until the latest value per carrier is `expected`."""
+        latest: dict[str, int] = {}
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and latest != expected:
             try:
                 packet = agent.recv(4096).decode()
             except TimeoutError:
                 break
             for line in packet.splitlines():
-                if line.startswith("vantage.ws.order_tracking.active_connections:") and \
-                        "carrier:unknown" in line:
+                if line.startswith("vantage.ws.order_tracking.active_connections:"):
                     assert "pod:dd-pod" in line and "region:us-east-1" in line and "|g" in line
-                    value = int(float(line.split(":")[1].split("|")[0]))
-                    if value == 2:
-                        return value
-        return value
+                    carrier = line.split("carrier:")[1].split(",")[0]
+                    latest[carrier] = int(float(line.split(":")[1].split("|")[0]))
+        return latest
 
-    assert await asyncio.to_thread(latest_unknown_count) == 2
-    for ws in conns:
+    every = {"ups": 0, "fedex": 0, "dhl": 0, "unknown": 0}
+    assert await asyncio.to_thread(gauges_reach, {**every, "dhl": 2, "unknown": 1}) == \
+        {**every, "dhl": 2, "unknown": 1}
+    await conns[0].close()
+    assert await asyncio.to_thread(gauges_reach, {**every, "dhl": 1, "unknown": 1}) == \
+        {**every, "dhl": 1, "unknown": 1}
+    for ws in conns[1:]:
         await ws.close()
+    assert await asyncio.to_thread(gauges_reach, every) == every
     agent.close()
 
 

@@ -265,7 +265,7 @@ class Admission:
 
     def acknowledge(self, conn, state: redis_layout.OrderStateHash, fetched_from: int | None,
                     entries) -> None:
-        conn.carrier = state.carrier
+        self.hub.set_carrier(conn, state.carrier)
         if not self.flags.realtime_enabled(conn.user_id, conn.carrier, conn.client_class):
             conn.close(protocol.FEATURE_DISABLED)
             return

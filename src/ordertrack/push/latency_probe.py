@@ -88,16 +88,16 @@ class LagProbe:
         self._lag = PROBE.labels("loop_lag")
 
     def start(self) -> None:
-        self._arm(self.loop.time())
+        self._arm()
 
-    def _arm(self, now: float) -> None:
-        due = now + self.interval
-        self.handle = self.loop.call_at(due, self._fire, due)
+    def _arm(self) -> None:
+        # time.monotonic, not loop.time(): uvloop's clock is libuv's, in whole milliseconds
+        self.handle = self.loop.call_later(self.interval, self._fire,
+                                           time.monotonic() + self.interval)
 
     def _fire(self, due: float) -> None:
-        now = self.loop.time()
-        self._lag.observe(max(0.0, now - due))
-        self._arm(now)
+        self._lag.observe(max(0.0, time.monotonic() - due))
+        self._arm()
 
     def stop(self) -> None:
         if self.handle is not None:

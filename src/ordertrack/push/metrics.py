@@ -166,16 +166,16 @@ async def datadog_loop(cfg, counts: Callable[[], dict[str, int]]) -> None:
         await asyncio.sleep(cfg.datadog_interval_seconds)
 
 
-def connections_by_carrier(conns) -> dict[str, int]:
-    """Open connections per carrier (`unknown` until the ack names it)."""
+def connections_by_carrier(by_carrier: dict) -> dict[str, int]:
+    """Open connections per carrier label, from the hub's count per `conn.carrier`
+    (`unknown` until the ack names it, or for a carrier we do not know)."""
     counts = dict.fromkeys((*CARRIERS, "unknown"), 0)
-    for conn in conns:
-        carrier = conn.carrier if conn.carrier in counts else "unknown"
-        counts[carrier] += 1
+    for carrier, count in by_carrier.items():
+        counts[carrier if carrier in counts else "unknown"] += count
     return counts
 
 
-def set_active_connections(pod_name: str, region: str, conns) -> None:
+def set_active_connections(pod_name: str, region: str, by_carrier: dict) -> None:
     """The ACTIVE_CONNECTIONS gauge, per carrier (the pod's housekeeping sets it)."""
-    for carrier, count in connections_by_carrier(conns).items():
+    for carrier, count in connections_by_carrier(by_carrier).items():
         ACTIVE_CONNECTIONS.labels(pod_name, region, carrier).set(count)

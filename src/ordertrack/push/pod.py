@@ -118,7 +118,7 @@ class Pod:
             loops["shards"] = self.shards.run()
         if self.cfg.datadog_agent_host:
             loops["datadog"] = metrics.datadog_loop(
-                self.cfg, lambda: metrics.connections_by_carrier(self.hub.connections.values()))
+                self.cfg, lambda: metrics.connections_by_carrier(self.hub.by_carrier))
         log.info("hot path", extra={"fields": {
             "pubsub_reader": pubsub_reader.IMPLEMENTATION, "fanout": fanout.IMPLEMENTATION,
             "wheel": timer_wheel.IMPLEMENTATION, "connection": connection.IMPLEMENTATION}})
@@ -236,4 +236,4 @@ class Pod:
             except RedisError as exc:
                 log.warning("housekeeping: redis unavailable (%s)", exc)
             metrics.set_active_connections(self.cfg.pod_name, self.cfg.region,
-                                           self.hub.connections.values())
+                                           self.hub.by_carrier)
