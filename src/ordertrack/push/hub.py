@@ -41,7 +41,7 @@ class Hub:
 
     def add(self, conn) -> Watch:
         """An open connection: indexed by its id and watching its order."""
-        if self.connections.get(conn.connection_id) is not conn:
+        if not self._indexed(conn):
             self.connections[conn.connection_id] = conn
             self._count(conn.carrier, 1)
         watch = self.watches.get(conn.order_id)
@@ -54,7 +54,7 @@ class Hub:
     def remove(self, conn) -> None:
         """A connection gone: no longer indexed, nothing more fanned out to it."""
         connection_id = conn.connection_id
-        if self.connections.get(connection_id) is conn:
+        if self._indexed(conn):
             del self.connections[connection_id]
             self._count(conn.carrier, -1)
         watch = self.watches.get(conn.order_id)
@@ -66,10 +66,13 @@ class Hub:
 
     def set_carrier(self, conn, carrier: str | None) -> None:
         """The ack names the connection's carrier (counted under it from now on)."""
-        if self.connections.get(conn.connection_id) is conn:
+        if self._indexed(conn):
             self._count(conn.carrier, -1)
             self._count(carrier, 1)
         conn.carrier = carrier
+
+    def _indexed(self, conn) -> bool:
+        return self.connections.get(conn.connection_id) is conn
 
     def _count(self, carrier: str | None, change: int) -> None:
         by_carrier = self.by_carrier
