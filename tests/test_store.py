@@ -16,7 +16,9 @@ from ordertrack.store import (
     open_store,
 )
 from ordertrack.store.base import (
+    StoreError,
     StoreTarget,
+    load_migrations,
     parse_store_url,
     redact_url,
     select_new_events,
@@ -435,3 +437,26 @@ def test_split_statements_keeps_semicolons_in_strings():
         "-- c\nCREATE TABLE a (x TEXT DEFAULT ';');",
         "INSERT INTO a VALUES ('1;2');",
     ]
+
+
+def test_migrations_one_file_for_every_dialect_or_one_per_dialect(tmp_path):
+    (tmp_path / "0001_first.sql").write_text("CREATE TABLE t (n {{BIGINT}}, raw {{JSON}});")
+    (tmp_path / "0002_second.postgres.sql").write_text("SELECT 2;")
+    (tmp_path / "0002_second.sqlite.sql").write_text("SELECT 'two';")
+    postgres = load_migrations("postgres", tmp_path)
+    sqlite = load_migrations("sqlite", tmp_path)
+    # recorded under the per-dialect names the shipped migrations always had
+    assert [(m.version, m.name, m.sql) for m in postgres] == [
+        (1, "0001_first.postgres.sql", "CREATE TABLE t (n BIGINT, raw JSONB);"),
+        (2, "0002_second.postgres.sql", "SELECT 2;")]
+    assert [(m.version, m.name, m.sql) for m in sqlite] == [
+        (1, "0001_first.sqlite.sql", "CREATE TABLE t (n INTEGER, raw TEXT);"),
+        (2, "0002_second.sqlite.sql", "SELECT 'two';")]
+    (tmp_path / "0003_third.sql").write_text("SELECT {{NUMBER}};")
+    with pytest.raises(StoreError, match="0003_third.sql: unknown word {{NUMBER}}"):
+        load_migrations("sqlite", tmp_path)
+    (tmp_path / "0003_third.sql").write_text("SELECT 3;")
+    (tmp_path / "0003_third.sqlite.sql").write_text("SELECT 3;")
+    with pytest.raises(StoreError, match="version 0003 has two files"):
+        load_migrations("sqlite", tmp_path)
+    assert len(load_migrations("postgres", tmp_path)) == 3

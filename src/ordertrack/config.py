@@ -16,10 +16,12 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from ordertrack import redis_target
 from ordertrack.store.base import DEFAULT_SQLITE_PATH, parse_store_url
+
+N = TypeVar("N", int, float)
 
 
 class ConfigError(ValueError):
@@ -28,56 +30,38 @@ class ConfigError(ValueError):
 
 # --- value parsers: str -> value, raising ValueError with a short human reason ---------------
 
-
-def duration(text: str) -> float:
-    """Seconds, fractions allowed (tests run with 0.2 s heartbeats): > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a number of seconds, e.g. 30 or 0.5") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError("expected a positive number of seconds")
-    return value
+INF = float("inf")
 
 
-def non_negative_duration(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a number of seconds, e.g. 10 or 0") from None
-    if value < 0 or value == float("inf"):
-        raise ValueError("expected zero or a positive number of seconds")
-    return value
+def number(convert: Callable[[str], N], not_a_number: str, in_range: Callable[[N], bool],
+           out_of_range: str) -> Callable[[str], N]:
+    """A parser of numbers: `convert` (int or float), then `in_range`; the two texts are the
+    ValueError's reason when either fails."""
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise ValueError(not_a_number) from None
+        if not in_range(value):
+            raise ValueError(out_of_range)
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-    if value <= 0:
-        raise ValueError("expected a whole number above 0")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-    if value < 0:
-        raise ValueError("expected a whole number, 0 or above")
-    return value
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError("expected a TCP port number") from None
-    if not 0 <= value <= 65535:
-        raise ValueError("expected a TCP port number from 0 to 65535")
-    return value
+#: seconds, fractions allowed (tests run with 0.2 s heartbeats): > 0
+duration = number(float, "expected a number of seconds, e.g. 30 or 0.5",
+                  lambda value: value > 0 and value != INF, "expected a positive number of seconds")
+non_negative_duration = number(float, "expected a number of seconds, e.g. 10 or 0",
+                               lambda value: not (value < 0 or value == INF),
+                               "expected zero or a positive number of seconds")
+positive_int = number(int, "expected a whole number", lambda value: value > 0,
+                      "expected a whole number above 0")
+non_negative_int = number(int, "expected a whole number", lambda value: value >= 0,
+                          "expected a whole number, 0 or above")
+port = number(int, "expected a TCP port number", lambda value: 0 <= value <= 65535,
+              "expected a TCP port number from 0 to 65535")
 
 
 def text(value: str) -> str:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -69,9 +70,12 @@ def channel(order_id: str) -> str:
     return CHANNEL_PREFIX + order_id
 
 
-def shard_channel(order_id: str) -> str:
-    """The order's shard channel: in its hash tag's slot, like its state and stream."""
-    return tagged(SHARD_CHANNEL_PREFIX, order_id)
+#: an order's keys by its id: the shard channel (in its hash tag's slot, like its state and
+#: stream), the state hash, the stream, the cached REST answer
+shard_channel = partial(tagged, SHARD_CHANNEL_PREFIX)
+state = partial(tagged, STATE_PREFIX)
+stream = partial(tagged, STREAM_PREFIX)
+rest_cache = partial(tagged, REST_CACHE_PREFIX)
 
 
 def shard_channel_order(channel_name: bytes) -> str | None:
@@ -93,18 +97,6 @@ def publish_channels(order_id: str, mode: str) -> tuple[str, str]:
     return classic, shard
 
 
-def state(order_id: str) -> str:
-    return tagged(STATE_PREFIX, order_id)
-
-
-def stream(order_id: str) -> str:
-    return tagged(STREAM_PREFIX, order_id)
-
-
-def rest_cache(order_id: str) -> str:
-    return tagged(REST_CACHE_PREFIX, order_id)
-
-
 def after_seq(seq: int) -> str:
     """The first stream ID after `seq` (XRANGE's start for "everything after seq")."""
     return f"{seq + 1}-0"
@@ -118,8 +110,8 @@ CONTROL_ALL = CONTROL_PREFIX + "all"
 FLAG_KEY = "ws:flag:" + FLAG_NAME
 
 
-def user(user_id: str) -> str:
-    return tagged(USER_PREFIX, user_id)
+#: a user's registry ZSET by the user id
+user = partial(tagged, USER_PREFIX)
 
 
 def control(pod_id: str) -> str:
@@ -146,30 +138,15 @@ PUSHED_PREFIX = "gateway:pushed:"
 SUBSCRIBED_PREFIX = "gateway:subscribed:"
 
 
-def quota(carrier: str) -> str:
-    return tagged(QUOTA_PREFIX, carrier)
-
-
-def quota_paused(carrier: str) -> str:
-    return tagged(QUOTA_PREFIX, carrier, ":paused")
-
-
-def polled(carrier: str) -> str:
-    return tagged(POLLED_PREFIX, carrier)
-
-
-def pace(carrier: str) -> str:
-    return tagged(PACE_PREFIX, carrier)
-
-
-def pushed(carrier: str) -> str:
-    """ZSET order_id -> when the carrier last pushed a scan of it (`ordertrack ingest`)."""
-    return tagged(PUSHED_PREFIX, carrier)
-
-
-def subscribed(carrier: str) -> str:
-    """ZSET tracking number -> when the carrier's push subscription for it ends."""
-    return tagged(SUBSCRIBED_PREFIX, carrier)
+#: a carrier's keys by its name
+quota = partial(tagged, QUOTA_PREFIX)
+quota_paused = partial(tagged, QUOTA_PREFIX, suffix=":paused")
+polled = partial(tagged, POLLED_PREFIX)
+pace = partial(tagged, PACE_PREFIX)
+#: ZSET order_id -> when the carrier last pushed a scan of it (`ordertrack ingest`)
+pushed = partial(tagged, PUSHED_PREFIX)
+#: ZSET tracking number -> when the carrier's push subscription for it ends
+subscribed = partial(tagged, SUBSCRIBED_PREFIX)
 
 
 def claim_prefix(carrier: str) -> str:

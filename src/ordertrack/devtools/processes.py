@@ -119,29 +119,34 @@ async def wait_http_ok_async(url: str, timeout: float = 15.0) -> None:
         await wait_for_async(ok, timeout, what=url)
 
 
+def _listening(port: int, proc: subprocess.Popen, name: str) -> bool:
+    """Whether `proc` listens on `port` yet; RuntimeError once it has exited."""
+    if proc.poll() is not None:
+        raise RuntimeError(f"{name} {describe_exit(proc.returncode)} while starting")
+    return port_busy(port)
+
+
+def _not_listening(port: int, name: str, timeout: float) -> RuntimeError:
+    return RuntimeError(f"{name} did not open port {port} within {timeout:.0f}s")
+
+
 def wait_port(port: int, proc: subprocess.Popen, name: str, timeout: float = 30) -> None:
     """Until `proc` listens on `port`; RuntimeError if it exits first or takes too long."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} {describe_exit(proc.returncode)} while starting")
-        if port_busy(port):
-            return
+    while not _listening(port, proc, name):
+        if time.monotonic() >= deadline:
+            raise _not_listening(port, name, timeout)
         time.sleep(0.1)
-    raise RuntimeError(f"{name} did not open port {port} within {timeout:.0f}s")
 
 
 async def wait_port_async(port: int, proc: subprocess.Popen, name: str, timeout: float = 30) -> None:
     """`wait_port` for a coroutine (the loop keeps running)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} {describe_exit(proc.returncode)} while starting")
-        if port_busy(port):
-            return
+    while not _listening(port, proc, name):
+        if loop.time() >= deadline:
+            raise _not_listening(port, name, timeout)
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"{name} did not open port {port} within {timeout:.0f}s")
 
 
 # --- stopping -----------------------------------------------------------------------------

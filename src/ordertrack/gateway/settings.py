@@ -18,22 +18,33 @@ from ordertrack.config import (
     text,
 )
 
-SETTINGS: tuple[Setting, ...] = STORE + REDIS + (
-    Setting("DHL_API_URL", http_url, None, "DHL base URL; unset: DHL is not polled"),
+
+def polled_carrier(name: str, label: str, poll_every: str, per_hour: str,
+                   credentials: tuple[Setting, ...]) -> tuple[Setting, ...]:
+    """A carrier's settings, named `{name}_...`: where its API is, who we are to it, how often
+    an order is polled and how many requests an hour the replicas may make together."""
+    return (
+        Setting(f"{name}_API_URL", http_url, None, f"{label} base URL; unset: {label} is not polled"),
+        *credentials,
+        Setting(f"{name}_POLL_INTERVAL_SECONDS", duration, poll_every,
+                f"shortest re-poll period of a {label} order"),
+        Setting(f"{name}_QUOTA_PER_HOUR", positive_int, per_hour,
+                f"{label} requests per hour, all replicas"),
+    )
+
+
+def oauth(name: str, label: str) -> tuple[Setting, ...]:
+    return (Setting(f"{name}_CLIENT_ID", optional_text, None, f"{label} OAuth client id"),
+            Setting(f"{name}_CLIENT_SECRET", optional_text, None, f"{label} OAuth client secret"))
+
+
+DHL = polled_carrier("DHL", "DHL", "60", "2000", (
     Setting("DHL_API_KEY", optional_text, None, "DHL-API-Key header value"),
-    Setting("FEDEX_API_URL", http_url, None, "FedEx base URL; unset: FedEx is not polled"),
-    Setting("FEDEX_CLIENT_ID", optional_text, None, "FedEx OAuth client id"),
-    Setting("FEDEX_CLIENT_SECRET", optional_text, None, "FedEx OAuth client secret"),
-    Setting("UPS_API_URL", http_url, None, "UPS base URL; unset: UPS is not polled"),
-    Setting("UPS_CLIENT_ID", optional_text, None, "UPS OAuth client id"),
-    Setting("UPS_CLIENT_SECRET", optional_text, None, "UPS OAuth client secret"),
-    Setting("DHL_POLL_INTERVAL_SECONDS", duration, "60", "shortest re-poll period of a DHL order"),
-    Setting("FEDEX_POLL_INTERVAL_SECONDS", duration, "90", "shortest re-poll period of a FedEx order"),
-    Setting("UPS_POLL_INTERVAL_SECONDS", duration, "120", "shortest re-poll period of a UPS order"),
-    Setting("DHL_QUOTA_PER_HOUR", positive_int, "2000", "DHL requests per hour, all replicas"),
-    Setting("DHL_BURST_PER_MINUTE", positive_int, "100", "DHL requests per minute, all replicas"),
-    Setting("FEDEX_QUOTA_PER_HOUR", positive_int, "1000", "FedEx requests per hour, all replicas"),
-    Setting("UPS_QUOTA_PER_HOUR", positive_int, "500", "UPS requests per hour, all replicas"),
+)) + (Setting("DHL_BURST_PER_MINUTE", positive_int, "100", "DHL requests per minute, all replicas"),)
+FEDEX = polled_carrier("FEDEX", "FedEx", "90", "1000", oauth("FEDEX", "FedEx"))
+UPS = polled_carrier("UPS", "UPS", "120", "500", oauth("UPS", "UPS"))
+
+SETTINGS: tuple[Setting, ...] = STORE + REDIS + DHL + FEDEX + UPS + (
     Setting("PUSH_SAFETY_NET_SECONDS", duration, "1800",
             "an order its carrier pushed within this long is polled only this often"),
     Setting("UPS_WEBHOOK_URL", http_url, None,

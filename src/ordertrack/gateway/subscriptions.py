@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -38,24 +39,22 @@ def batches(numbers: list[str], size: int) -> list[list[str]]:
     return [numbers[i:i + size] for i in range(0, len(numbers), size)]
 
 
+@dataclass(eq=False)
 class Subscriber:
     """One carrier's subscription round: read active orders, subscribe what is due.
 
     `clock` (epoch seconds) decides what is due and when a new subscription ends; tests pass
     their own to cross the 14 days without waiting."""
 
-    def __init__(self, redis: Any, store: Any, carrier: str, client: Any, url: str,
-                 credential: str, header: str = "", renew_before: float = 2 * 86400.0,
-                 clock: Callable[[], float] = time.time):
-        self.redis = redis
-        self.store = store
-        self.carrier = carrier
-        self.client = client
-        self.url = url
-        self.credential = credential
-        self.header = header
-        self.renew_before = renew_before
-        self.clock = clock
+    redis: Any
+    store: Any
+    carrier: str
+    client: Any
+    url: str
+    credential: str
+    header: str = ""
+    renew_before: float = 2 * 86400.0
+    clock: Callable[[], float] = time.time
 
     async def round(self) -> int:
         """Subscribe the due numbers; how many were subscribed."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from ordertrack import protocol
 from ordertrack.push import metrics
@@ -18,20 +20,19 @@ from ordertrack.push import metrics
 disconnect_log = logging.getLogger("ordertrack.push.disconnect")
 
 
+@dataclass(eq=False)
 class Lifecycle:
-    def __init__(self, loop, hub, heartbeat, admission, user_registry, pod_id: str, closes,
-                 shards=None):
-        self.loop = loop
-        self.hub = hub
-        self.heartbeat = heartbeat
-        self.admission = admission
-        self.user_registry = user_registry
-        self.pod_id = pod_id
-        #: the pod's close scheduler (push/close_scheduler.py): `Connection.close` hands it the
-        #: close frame and the disconnect
-        self.closes = closes
-        #: PUBSUB_MODE=sharded: the order's SSUBSCRIBE is dropped with its last watcher
-        self.shards = shards
+    loop: Any
+    hub: Any
+    heartbeat: Any
+    admission: Any
+    user_registry: Any
+    pod_id: str
+    #: the pod's close scheduler (push/close_scheduler.py): `Connection.close` hands it the
+    #: close frame and the disconnect
+    closes: Any
+    #: PUBSUB_MODE=sharded: the order's SSUBSCRIBE is dropped with its last watcher
+    shards: Any = None
 
     def on_open(self, conn) -> None:
         # (the connection has already let go of the upgrade's headers: push/connection.py)

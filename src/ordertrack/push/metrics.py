@@ -82,19 +82,27 @@ CATCHUP_EVENTS = Counter(
 )
 
 
-class _RedisMessages:
+class _ReadAtScrape:
+    """A collector of figures a pod object counts itself (`watch` names it, held weakly: the
+    pod may go), read at scrape time."""
+
+    def __init__(self) -> None:
+        self._source: weakref.ref[Any] | None = None
+
+    def watch(self, source) -> None:
+        self._source = weakref.ref(source)
+
+    def source(self) -> Any:
+        return self._source() if self._source is not None else None
+
+
+class _RedisMessages(_ReadAtScrape):
     """`ordertrack_ws_redis_messages_total` (every message on `order:tracking:*`) and
     `..._discarded_total` (for orders nobody on this pod watches), read from the broker's
     counters at scrape time: nothing is counted twice on the hot path."""
 
-    def __init__(self) -> None:
-        self._broker: weakref.ref[Any] | None = None
-
-    def watch(self, broker) -> None:
-        self._broker = weakref.ref(broker)
-
     def collect(self):
-        broker = self._broker() if self._broker is not None else None
+        broker = self.source()
         received = CounterMetricFamily(
             "ordertrack_ws_redis_messages", "Tracking messages received from Redis")
         discarded = CounterMetricFamily(
@@ -114,20 +122,14 @@ MALFORMED = Counter(
     registry=REGISTRY)
 
 
-class _Delivery:
+class _Delivery(_ReadAtScrape):
     """`ordertrack_ws_updates_delivered_total` and `ordertrack_ws_delivery_latency_seconds`
     (published_at -> frames written, once per message), both read at scrape time from the
     hub's fan-out (push/fanout.py), which counts them in plain counters on the hot path:
     prometheus_client's Counter.inc and Histogram.observe cost ~3 us per message together."""
 
-    def __init__(self) -> None:
-        self._hub: weakref.ref[Any] | None = None
-
-    def watch(self, hub) -> None:
-        self._hub = weakref.ref(hub)
-
     def collect(self):
-        hub = self._hub() if self._hub is not None else None
+        hub = self.source()
         out = hub.fanout if hub is not None else None
         frames = CounterMetricFamily("ordertrack_ws_updates_delivered",
                                      "tracking_update frames written to clients")

@@ -45,6 +45,7 @@ from ordertrack.push.subscription import (
     CONNECT_TIMEOUT_SECONDS,
     ReaderCounts,
     backoff,
+    hand_on,
     jittered,
 )
 
@@ -465,11 +466,7 @@ class ShardSubscriptions(ReaderCounts):
         if link.hold_depth > 0:
             return
         held, link.held = link.held, []
-        for order_id, watch, payload in held:
-            try:
-                self.on_update(order_id, watch, payload)
-            except Exception:  # noqa: BLE001 - as in the reader: that message is dropped
-                log.exception(pubsub_reader.HANDLER_FAILED, order_id)
+        hand_on(held, self.on_update, log)
         if link.reader is not None:
             link.reader.on_update = self.on_update
 

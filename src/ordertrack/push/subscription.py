@@ -59,6 +59,16 @@ def jittered(delay: float) -> float:
     return delay * (0.5 + random.random())
 
 
+def hand_on(held: list, on_update: Callable, logger: logging.Logger) -> None:
+    """Updates held while a catch-up ran go on, in order; one's failure is that update's alone
+    (dropped and logged, as in the reader)."""
+    for order_id, watch, payload in held:
+        try:
+            on_update(order_id, watch, payload)
+        except Exception:  # noqa: BLE001 - as in the reader: that message is dropped
+            logger.exception(pubsub_reader.HANDLER_FAILED, order_id)
+
+
 class ReaderCounts:
     """`received`, `discarded`, `malformed` of a subscription's readers: what its retired readers
     counted plus what its live ones count now (one rule for the pattern subscription and the
@@ -141,11 +151,7 @@ class Subscription(ReaderCounts):
         """The catch-up is done: the held updates go on, in order, then live ones directly."""
         reader.on_update = self.on_update
         held, self._held = self._held, []
-        for order_id, watch, payload in held:
-            try:
-                self.on_update(order_id, watch, payload)
-            except Exception:  # noqa: BLE001 - as in the reader: that message is dropped
-                log.exception(pubsub_reader.HANDLER_FAILED, order_id)
+        hand_on(held, self.on_update, log)
 
     def _control(self, payload: bytes) -> None:
         try:

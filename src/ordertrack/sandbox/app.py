@@ -24,6 +24,7 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -32,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ordertrack.config import load as load_settings
 from ordertrack.models import CARRIERS
 from ordertrack.sandbox import (
     DHL_API_KEY,
@@ -62,16 +64,27 @@ RECENT_LIMIT = 1000
 
 @dataclass
 class SandboxConfig:
-    """What `POST /_admin/config` may change (same names as the SANDBOX_* settings)."""
+    """What `POST /_admin/config` may change: the SANDBOX_* settings of the same names
+    (sandbox/main.py declares them and their defaults)."""
 
-    time_scale: float = 1.0
-    dhl_quota_per_hour: int = 2000
-    dhl_quota_per_minute: int = 100
-    fedex_quota_per_hour: int = 1000
-    ups_quota_per_hour: int = 500
-    fedex_token_ttl: int = 3599
-    ups_token_ttl: int = 14399
-    slow_seconds: float = 20.0
+    time_scale: float
+    dhl_quota_per_hour: int
+    dhl_quota_per_minute: int
+    fedex_quota_per_hour: int
+    ups_quota_per_hour: int
+    fedex_token_ttl: int
+    ups_token_ttl: int
+    slow_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: SimpleNamespace) -> SandboxConfig:
+        return cls(**{f.name: getattr(settings, f"sandbox_{f.name}") for f in fields(cls)})
+
+    @classmethod
+    def defaults(cls) -> SandboxConfig:
+        from ordertrack.sandbox.main import SETTINGS
+
+        return cls.from_settings(load_settings(SETTINGS, environ={}))
 
 
 class Stats:
@@ -263,7 +276,7 @@ def malformed(response: Response) -> Response:
 
 
 def create_app(config: SandboxConfig | None = None, state_file: Path | None = None) -> Starlette:
-    sandbox = Sandbox(config or SandboxConfig(), state_file)
+    sandbox = Sandbox(config or SandboxConfig.defaults(), state_file)
     pusher = Pusher()
 
     def finish(carrier: str, what: str, numbers: list[str], entry: dict[str, Any] | None,

@@ -48,18 +48,8 @@ def run(args: argparse.Namespace) -> int:
     settings = config.load(SETTINGS, args)
     setup_logging(settings.log_level)
     state_file = Path(settings.sandbox_state_file) if settings.sandbox_state_file else None
-    sandbox_config = SandboxConfig(
-        time_scale=settings.sandbox_time_scale,
-        dhl_quota_per_hour=settings.sandbox_dhl_quota_per_hour,
-        dhl_quota_per_minute=settings.sandbox_dhl_quota_per_minute,
-        fedex_quota_per_hour=settings.sandbox_fedex_quota_per_hour,
-        ups_quota_per_hour=settings.sandbox_ups_quota_per_hour,
-        fedex_token_ttl=settings.sandbox_fedex_token_ttl,
-        ups_token_ttl=settings.sandbox_ups_token_ttl,
-        slow_seconds=settings.sandbox_slow_seconds,
-    )
     try:
-        app = create_app(sandbox_config, state_file)
+        app = create_app(SandboxConfig.from_settings(settings), state_file)
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
     logging.getLogger("ordertrack.sandbox").info(

@@ -215,28 +215,55 @@ def raw_json(raw: dict[str, Any] | None) -> str | None:
 
 # --- migrations ------------------------------------------------------------------------------
 
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.(sqlite|postgres)\.sql$")
+#: `NNNN_name.sql` serves every dialect, `NNNN_name.<dialect>.sql` one dialect
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(?:(sqlite|postgres)\.)?sql$")
+#: what a migration's `{{WORD}}` stands for in each dialect: where their types differ
+DIALECT_WORDS = {
+    "postgres": {"BIGINT": "BIGINT", "BOOLEAN": "BOOLEAN", "FALSE": "FALSE", "JSON": "JSONB"},
+    "sqlite": {"BIGINT": "INTEGER", "BOOLEAN": "INTEGER", "FALSE": "0", "JSON": "TEXT"},
+}
+_WORD = re.compile(r"\{\{(\w+)\}\}")
 
 
 @dataclass(frozen=True)
 class Migration:
     version: int
+    #: as schema_version records it: `NNNN_name.<dialect>.sql` (each dialect had its own file
+    #: once; the name stays, so databases migrated before and since agree)
     name: str
     sql: str
 
 
+def dialect_sql(template: str, dialect: str, source: str) -> str:
+    """A migration's text for `dialect`: every `{{WORD}}` spelled as DIALECT_WORDS says."""
+    words = DIALECT_WORDS[dialect]
+
+    def spell(match: re.Match[str]) -> str:
+        if match.group(1) not in words:
+            raise StoreError(f"migration {source}: unknown word {match.group(0)}")
+        return words[match.group(1)]
+
+    return _WORD.sub(spell, template)
+
+
 def load_migrations(dialect: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """`NNNN_name.<dialect>.sql` files, by version. Versions must be 1, 2, 3, ... without gaps."""
-    found: list[Migration] = []
-    for path in directory.iterdir():
+    """`NNNN_name[.<dialect>].sql` files, by version. Versions must be 1, 2, 3, ... without
+    gaps, each in one file (for every dialect, or one per dialect)."""
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.iterdir()):
         match = _MIGRATION_NAME.match(path.name)
-        if match and match.group(2) == dialect:
-            found.append(Migration(int(match.group(1)), path.name, path.read_text()))
-    found.sort(key=lambda migration: migration.version)
-    for expected, migration in enumerate(found, start=1):
+        if not match or match.group(3) not in (None, dialect):
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise StoreError(f"migration {path.name}: version {version:04d} has two files")
+        sql = dialect_sql(path.read_text(), dialect, path.name)
+        found[version] = Migration(version, f"{version:04d}_{match.group(2)}.{dialect}.sql", sql)
+    migrations = [found[version] for version in sorted(found)]
+    for expected, migration in enumerate(migrations, start=1):
         if migration.version != expected:
             raise StoreError(f"migration {migration.name}: expected version {expected:04d}")
-    return found
+    return migrations
 
 
 # --- the interface ---------------------------------------------------------------------------

@@ -60,7 +60,6 @@ class PostgresStore(SqlStore):
         self.url = url
         self.min_size = min_size
         self.max_size = max_size
-        self._pool: asyncpg.Pool | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.location!r})"
@@ -69,26 +68,15 @@ class PostgresStore(SqlStore):
     def location(self) -> str:
         return redact_url(self.url)
 
-    async def connect(self) -> None:
-        if self._pool is not None:
-            return
+    async def _open(self) -> asyncpg.Pool:
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url, min_size=self.min_size, max_size=self.max_size
-            )
+            return await asyncpg.create_pool(self.url, min_size=self.min_size, max_size=self.max_size)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {exc}") from exc
 
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
-
     @property
     def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise StoreError("the store is not connected (use `await open_store(url)`)")
-        return self._pool
+        return self._connected()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:

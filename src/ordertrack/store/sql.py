@@ -27,6 +27,7 @@ from ordertrack.store.base import (
     SCAN_COLUMNS,
     OrderExists,
     OrderNotFound,
+    StoreError,
     TrackingStore,
     event_from_row,
     find_order_query,
@@ -72,6 +73,26 @@ class SqlStore(TrackingStore):
     unique_violation: ClassVar[type[Exception]]
     #: appended to the order's SELECT in `append_events` (a row lock where the dialect has one)
     lock_order_row: ClassVar[str] = ""
+    #: the driver's handle while connected (PostgreSQL's pool, SQLite's connection)
+    _handle: Any = None
+
+    @abc.abstractmethod
+    async def _open(self) -> Any:
+        """The driver's handle, opened (StoreError when the database cannot be reached)."""
+
+    async def connect(self) -> None:
+        if self._handle is None:
+            self._handle = await self._open()
+
+    async def close(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            await handle.close()
+
+    def _connected(self) -> Any:
+        if self._handle is None:
+            raise StoreError("the store is not connected (use `await open_store(url)`)")
+        return self._handle
 
     @property
     @abc.abstractmethod

@@ -74,7 +74,6 @@ class SqliteStore(SqlStore):
 
     def __init__(self, path: str):
         self.path = path
-        self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         #: appends waiting for the next group commit: (order_id, events, result future)
         self._appends: list[tuple[str, list[TrackingEvent], asyncio.Future]] = []
@@ -86,9 +85,7 @@ class SqliteStore(SqlStore):
     def location(self) -> str:
         return self.path
 
-    async def connect(self) -> None:
-        if self._db is not None:
-            return
+    async def _open(self) -> aiosqlite.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -99,18 +96,11 @@ class SqliteStore(SqlStore):
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = NORMAL")
         await db.execute("PRAGMA foreign_keys = ON")
-        self._db = db
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        return db
 
     @property
     def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError("the store is not connected (use `await open_store(url)`)")
-        return self._db
+        return self._connected()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:

@@ -1,5 +1,6 @@
--- Orders and their tracking history (PostgreSQL). Timestamps: ISO 8601 UTC text ending in Z,
--- kept as text so what comes out is exactly what went in (the format sorts chronologically).
+-- Orders and their tracking history. Timestamps: ISO 8601 UTC text ending in Z, kept as
+-- text so what comes out is exactly what went in (the format sorts chronologically).
+-- A word in double braces is a type the dialects spell differently (base.py DIALECT_WORDS).
 CREATE TABLE orders (
     order_id             TEXT PRIMARY KEY,
     user_id              TEXT NOT NULL,
@@ -9,9 +10,9 @@ CREATE TABLE orders (
     last_update          TEXT,
     estimated_delivery   TEXT,
     region               TEXT,
-    seq                  BIGINT NOT NULL DEFAULT 0,
+    seq                  {{BIGINT}} NOT NULL DEFAULT 0,
     consecutive_failures INTEGER NOT NULL DEFAULT 0,
-    needs_investigation  BOOLEAN NOT NULL DEFAULT FALSE,
+    needs_investigation  {{BOOLEAN}} NOT NULL DEFAULT {{FALSE}},
     created_at           TEXT NOT NULL,
     updated_at           TEXT NOT NULL
 );
@@ -22,12 +23,12 @@ CREATE INDEX orders_user ON orders (user_id);
 
 CREATE TABLE events (
     order_id           TEXT NOT NULL REFERENCES orders (order_id) ON DELETE CASCADE,
-    seq                BIGINT NOT NULL,
+    seq                {{BIGINT}} NOT NULL,
     status             TEXT NOT NULL,
     location           TEXT,
     timestamp          TEXT NOT NULL,
     estimated_delivery TEXT,
-    raw                JSONB,
+    raw                {{JSON}},
     created_at         TEXT NOT NULL,
     PRIMARY KEY (order_id, seq)
 );
