@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.bench_gateway import CONTRACT, LEVELS
-from bench.capacity import cpu_seconds
+from bench.lib import cpu_seconds
 from ordertrack.commands.capacity import format_period
 from ordertrack.devtools.postgres import private_schema
 from ordertrack.gateway.scheduler import period_with_push

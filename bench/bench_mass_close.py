@@ -35,7 +35,7 @@ import httpx
 import redis.asyncio as aioredis
 import websockets
 
-from bench.loadgen import bench_location, latency_summary, parse_bench_location
+from bench.lib import bench_location, latency_summary, parse_bench_location
 from ordertrack.devtools.delay_proxy import DelayProxy
 from ordertrack.devtools.keys import generate_keys
 from ordertrack.devtools.processes import ProcessGroup, free_port, wait_for

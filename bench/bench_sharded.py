@@ -27,8 +27,17 @@ from pathlib import Path
 
 import redis as sync_redis
 
-from bench.capacity import generate_key_pair, metric_sum, scrape, start_pod
-from bench.loadgen import LoadGenerator, bench_location, make_token, order_id, percentile
+from bench.lib import (
+    bench_location,
+    generate_key_pair,
+    make_token,
+    metric_sum,
+    order_id,
+    percentile,
+    scrape,
+    start_pod,
+)
+from bench.loadgen import LoadGenerator
 from ordertrack import redis_connect
 from ordertrack.devtools.processes import free_port, stop_process
 from ordertrack.devtools.redis_topologies import ClusterTopology

@@ -77,7 +77,7 @@ def per_connection(before: dict, after: dict, n: int, key: str) -> list[tuple[st
 def main() -> int:
     if sys.argv[1:2] == ["--pod"]:
         return _pod()
-    from bench.capacity import (
+    from bench.lib import (
         generate_key_pair,
         rss_kb,
         start_pod,

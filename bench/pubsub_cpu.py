@@ -23,7 +23,7 @@ import psutil
 import redis
 import uvloop
 
-from bench.capacity import publish_steady, start_redis, stop_process, unwatched_message
+from bench.lib import publish_steady, start_redis, stop_process, unwatched_message
 from ordertrack import redis_layout
 
 RATES = (5_000, 20_000, 40_000)

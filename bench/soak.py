@@ -36,8 +36,8 @@ import websockets
 from redis.exceptions import RedisError
 from websockets.protocol import State
 
-from bench.capacity import (
-    _die_with_parent,
+from bench.lib import (
+    die_with_parent,
     free_port,
     generate_key_pair,
     scrape,
@@ -89,7 +89,7 @@ class Redis:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir),
              "--maxclients", "10000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         import redis
 
         wait_until(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping, 15, "redis-server")

@@ -24,14 +24,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.load.profiles import schedule, storm_offset
-from bench.loadgen import (
+from bench.lib import (
     SUBPROTOCOL,
     bound_socket,
+    close_code,
     make_token,
     order_id,
     parse_bench_location,
 )
+from bench.load.profiles import schedule, storm_offset
 
 log = logging.getLogger("ordertrack.bench.load.client")
 
@@ -142,11 +143,6 @@ class Results:
         return out
 
 
-def _close_code(frame: Any) -> int:
-    code = frame.get_close_code()
-    return int(getattr(code, "value", code))
-
-
 def _client_class():
     import orjson
     from picows import WSCloseCode, WSListener, WSMsgType
@@ -206,7 +202,7 @@ def _client_class():
                 elif event == "error":
                     self.results.errors[str(data.get("code"))] += 1
             elif kind == WSMsgType.CLOSE:
-                self.results.closes[_close_code(frame)] += 1
+                self.results.closes[close_code(frame)] += 1
                 transport.send_close(WSCloseCode.OK)
                 transport.disconnect()
 

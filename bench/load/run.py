@@ -41,22 +41,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.capacity import (
+from bench.lib import (
     free_port,
     generate_key_pair,
     metric_sum,
+    order_id,
     scrape,
+    source_addresses,
     start_pod,
     start_redis,
     stop_process,
     tail,
+    worker_count,
 )
 from bench.load import report as reporting
 from bench.load.client import Timeline, WorkerSpec, worker_main
 from bench.load.feed import Feeder, FeedSpec, feed_main
 from bench.load.profiles import PROFILES, Profile, reconnect_indices, reconnect_offset
 from bench.load.sampler import SCRAPE_EVERY, Sampler, Watched
-from bench.loadgen import order_id, source_addresses, worker_count
 
 log = logging.getLogger("ordertrack.bench.load")
 
@@ -328,7 +330,7 @@ def run_artillery(profile: Profile, target: Target, redis_url: str, private_pem:
         return {"skipped": f"artillery not installed: {missing}"}
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from bench.loadgen import make_token
+    from bench.lib import make_token
 
     key = load_pem_private_key(private_pem, password=None)
     count = min(profile.connections, ARTILLERY_USERS)

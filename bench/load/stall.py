@@ -19,8 +19,16 @@ import threading
 import time
 from pathlib import Path
 
-from bench.capacity import generate_key_pair, start_pod, start_redis, stop_process
-from bench.loadgen import SUBPROTOCOL, make_token, order_id, percentile
+from bench.lib import (
+    SUBPROTOCOL,
+    generate_key_pair,
+    make_token,
+    order_id,
+    percentile,
+    start_pod,
+    start_redis,
+    stop_process,
+)
 
 
 def scrape_raw(port: int) -> None:

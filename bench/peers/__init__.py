@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.capacity import REPO, _die_with_parent, stop_process, tail, wait_until
+from bench.lib import REPO, die_with_parent, stop_process, tail, wait_until
 
 HERE = Path(__file__).resolve().parent
 TOKEN = os.environ.get("BENCH_PEER_SECRET", "bench-secret")
@@ -59,7 +59,7 @@ FD_RESERVE = 1_000
 def _raise_nofile() -> None:
     """preexec_fn: the soft open-files limit up to the hard one (a peer holds 10K+ sockets),
     and the child dies with its parent."""
-    _die_with_parent()
+    die_with_parent()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
