@@ -23,6 +23,7 @@ import time
 import uvloop
 from picows import WSListener, WSMsgType, ws_connect, ws_create_server
 
+from bench.lib import cli
 from ordertrack.push import connection
 
 PAYLOAD = (b'{"event":"tracking_update","data":{"status":"in_transit","location":"Newark NJ '
@@ -104,10 +105,9 @@ def main() -> int:
     if sys.argv[1:2] == ["--clients"]:
         uvloop.run(clients(int(sys.argv[2]), int(sys.argv[3])))
         return 0
-    frames = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    args = cli(__doc__, frames=100_000, connections=100)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    uvloop.run(server(frames, n))
+    uvloop.run(server(args.frames, args.connections))
     return 0
 
 

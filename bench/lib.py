@@ -185,6 +185,10 @@ class Stack:
         self.procs.append(started[0])
         return started
 
+    def stop_pods(self) -> None:
+        while self.procs:
+            stop_process(self.procs.pop())
+
 
 @contextlib.contextmanager
 def stack(prefix: str = "ordertrack-bench-", redis: bool = True,
@@ -198,8 +202,7 @@ def stack(prefix: str = "ordertrack-bench-", redis: bool = True,
             world.redis_url, world.redis_port = server.url, server.port
         yield world
     finally:
-        for proc in reversed(world.procs):
-            stop_process(proc)
+        world.stop_pods()
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -249,11 +252,11 @@ def metric_by_label(text: str, name: str, label: str) -> dict[str, float]:
 # --- clients -----------------------------------------------------------------------------------
 
 
-def ws_connect(port: int, order: str, token: str, **options: Any) -> Any:
+def ws_connect(port: int, order: str, token: str, query: str = "", **options: Any) -> Any:
     """A `websockets` client of the pod on 127.0.0.1:port, watching `order` with `token`."""
     import websockets
 
-    return websockets.connect(f"ws://127.0.0.1:{port}/ws/orders/{order}/track",
+    return websockets.connect(f"ws://127.0.0.1:{port}/ws/orders/{order}/track{query}",
                               subprotocols=[SUBPROTOCOL],
                               additional_headers={"Authorization": f"Bearer {token}"}, **options)
 
