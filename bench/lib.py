@@ -405,6 +405,44 @@ def bound_socket(source: str) -> socket.socket:
     return sock
 
 
+async def picows_connect(factory: Callable[[], Any], url: str, headers: dict[str, str],
+                         source: str, timeout: float, failures: Any, logger_name: str) -> Any:
+    """picows' ws_connect from loopback address `source`: the transport, or None with the
+    reason counted in `failures` (http_<status>, handshake, the WSError's class, timeout,
+    os_<errno>)."""
+    from picows import WSError, WSHandshakeError, ws_connect
+
+    try:
+        transport, _ = await ws_connect(factory, url, extra_headers=headers,
+                                        socket_factory=lambda _url: bound_socket(source),
+                                        websocket_handshake_timeout=timeout,
+                                        read_buffer_init_size=4096, max_redirects=0,
+                                        logger_name=logger_name)
+        return transport
+    except WSHandshakeError as exc:
+        status = getattr(exc.response, "status", None)
+        failures[f"http_{int(status)}" if status else "handshake"] += 1
+    except WSError as exc:
+        failures[type(exc).__name__] += 1
+    except TimeoutError:
+        failures["timeout"] += 1
+    except OSError as exc:
+        failures[f"os_{exc.errno}"] += 1
+    return None
+
+
+def client_process() -> None:
+    """What a load-generator process does first: warnings-only logging to stderr, and the
+    collector tuned as the pod's (the clients measure the server, not their own full
+    collections)."""
+    import logging
+
+    from ordertrack.telemetry import tune_gc
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    tune_gc()
+
+
 def close_code(frame: Any) -> int:
     """A picows CLOSE frame's code as an int."""
     code = frame.get_close_code()

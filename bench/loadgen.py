@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,11 +33,12 @@ from typing import Any
 
 from bench.lib import (
     SUBPROTOCOL,
-    bound_socket,
+    client_process,
     close_code,
     make_token,
     order_id,
     parse_bench_location,
+    picows_connect,
     source_addresses,
     worker_count,
 )
@@ -132,12 +132,7 @@ class Worker:
     def token(self, index: int) -> str:
         return make_token(self._key, index, self.spec.watchers_per_order, self.spec.token_ttl)
 
-    def _socket(self, _url: Any) -> socket.socket:
-        return bound_socket(self.spec.source)
-
     async def _connect(self, index: int, gate: asyncio.Semaphore) -> None:
-        from picows import WSError, WSHandshakeError, ws_connect
-
         async with gate:
             headers = {
                 "Authorization": f"Bearer {self.token(index)}",
@@ -145,29 +140,10 @@ class Worker:
             }
             url = self.url.format(order=order_id(index, self.spec.watchers_per_order))
             started = time.perf_counter()
-            try:
-                transport, _ = await ws_connect(
-                    lambda: self._client_class(self.state),
-                    url,
-                    extra_headers=headers,
-                    socket_factory=self._socket,
-                    websocket_handshake_timeout=self.spec.handshake_timeout,
-                    read_buffer_init_size=4096,
-                    max_redirects=0,
-                    logger_name="bench.client",
-                )
-            except WSHandshakeError as exc:
-                status = getattr(exc.response, "status", None)
-                self.state.failures[f"http_{int(status)}" if status else "handshake"] += 1
-                return
-            except WSError as exc:
-                self.state.failures[type(exc).__name__] += 1
-                return
-            except TimeoutError:
-                self.state.failures["timeout"] += 1
-                return
-            except OSError as exc:
-                self.state.failures[f"os_{exc.errno}"] += 1
+            transport = await picows_connect(
+                lambda: self._client_class(self.state), url, headers, self.spec.source,
+                self.spec.handshake_timeout, self.state.failures, "bench.client")
+            if transport is None:
                 return
             self.state.connect_times.append(time.perf_counter() - started)
             self.transports[index] = transport
@@ -249,11 +225,8 @@ def worker_main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -
     """Entry point of a worker process."""
     import uvloop
 
-    from ordertrack.telemetry import tune_gc
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     worker = Worker(spec)
-    tune_gc()  # the clients measure the pod, not their own full collections
+    client_process()
     uvloop.run(_serve_commands(worker, pipe))
 
 

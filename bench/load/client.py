@@ -26,11 +26,12 @@ from typing import Any
 
 from bench.lib import (
     SUBPROTOCOL,
-    bound_socket,
+    client_process,
     close_code,
     make_token,
     order_id,
     parse_bench_location,
+    picows_connect,
 )
 from bench.load.profiles import schedule, storm_offset
 
@@ -265,8 +266,6 @@ class Worker:
                       started: float | None = None) -> bool:
         """Open connection `index` (resuming after `last_seq` when given); its ack goes to
         `acks` (default: establish or reestablish), timed from `started` (default: now)."""
-        from picows import WSError, WSHandshakeError, ws_connect
-
         loop = asyncio.get_running_loop()
         acked = loop.create_future()
         reconnecting = last_seq is not None
@@ -288,24 +287,8 @@ class Worker:
             holder.append(client)
             return client
 
-        try:
-            await ws_connect(factory, url, extra_headers=self._headers(index),
-                             socket_factory=lambda _url: bound_socket(self.spec.source),
-                             websocket_handshake_timeout=HANDSHAKE_TIMEOUT,
-                             read_buffer_init_size=4096, max_redirects=0,
-                             logger_name="bench.load.client")
-        except WSHandshakeError as exc:
-            status = getattr(exc.response, "status", None)
-            failures[f"http_{int(status)}" if status else "handshake"] += 1
-            return False
-        except WSError as exc:
-            failures[type(exc).__name__] += 1
-            return False
-        except TimeoutError:
-            failures["timeout"] += 1
-            return False
-        except OSError as exc:
-            failures[f"os_{exc.errno}"] += 1
+        if await picows_connect(factory, url, self._headers(index), self.spec.source,
+                                HANDSHAKE_TIMEOUT, failures, "bench.load.client") is None:
             return False
         try:
             ok = await asyncio.wait_for(acked, ACK_TIMEOUT)
@@ -456,11 +439,8 @@ def worker_main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -
     """Entry point of a worker process: sign tokens, say ready, run the timeline, report."""
     import uvloop
 
-    from ordertrack.telemetry import tune_gc
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     worker = Worker(spec)
-    tune_gc()  # the clients measure the server, not their own full collections
+    client_process()
     pipe.send(("ready", spec.worker, None))
     kind, timeline = pipe.recv()
     if kind != "start":
