@@ -7,7 +7,7 @@ that read and discard. Per round the server writes `frames` copies of a typical
 `tracking_update` frame, round-robin over the connections (as a fan-out to one watcher per
 order does), either with `WSTransport.send(TEXT, payload)` (picows builds the header each
 time), with `underlying_transport.write(connection.text_frame(payload))` built once, or with the
-pod's `Connection.send_frame` of that frame (the Cython one: picows' own one-`send(2)` fast
+pod's `Connection.write_frame` of that frame (the Cython one: picows' own one-`send(2)` fast
 path), and prints the server's CPU time per frame for each. Socket writes included: that is the point.
 """
 
@@ -78,7 +78,7 @@ async def server(frames: int, n: int) -> None:
                                          max_pending_bytes=BenchPod.max_pending_bytes)
             conn.transport = transport
             conns.append(conn)
-        modes = ("picows send", "prebuilt frame", f"send_frame ({connection.IMPLEMENTATION})")
+        modes = ("picows send", "prebuilt frame", f"write_frame ({connection.IMPLEMENTATION})")
         for name in modes * 2:
             start = cpu()
             wall = time.perf_counter()
@@ -89,7 +89,7 @@ async def server(frames: int, n: int) -> None:
                 elif name == "prebuilt frame":
                     transport.underlying_transport.write(frame)
                 else:
-                    conns[i % n].send_frame(frame)
+                    conns[i % n].write_frame(frame)
                 if i % 1000 == 999:
                     await asyncio.sleep(0)  # let the loop flush, as between fan-outs
             used = cpu() - start
