@@ -38,6 +38,17 @@ SYSTEM_MODULES = frozenset({"test_dev", "test_bench_smoke", "test_browser", "tes
                             "test_dashboards_alerts"})
 
 
+def pytest_configure(config):
+    """Each pytest-xdist worker hands out ports from a range of its own (ports 10,000-19,999
+    shared out: below the kernel's ephemeral ports, and a Redis Cluster node's bus port, at
+    +10,000, outside every worker's range), so two workers never race for one port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    width = 10_000 // max(count, 1)
+    low = 10_000 + width * int(worker.removeprefix("gw"))
+    os.environ.setdefault("ORDERTRACK_FREE_PORTS", f"{low}-{low + width}")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if (SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ()))

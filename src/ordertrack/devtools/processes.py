@@ -27,10 +27,34 @@ ORDERTRACK = (sys.executable, "-m", "ordertrack")
 # --- ports and waiting ---------------------------------------------------------------------
 
 
+#: "LO-HI": free_port() hands out ports of this range only. Several test runners at once (the
+#: suite's pytest-xdist workers) each get a range of their own, so two of them can never pick
+#: the same port between one's choice and its process's bind (the kernel's bind(0) can return
+#: a port another worker was just given). Unset: the kernel's choice.
+PORT_RANGE_ENV = "ORDERTRACK_FREE_PORTS"
+_next_port: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback TCP port nothing listens on now (from ORDERTRACK_FREE_PORTS if set)."""
+    spec = os.environ.get(PORT_RANGE_ENV)
+    if not spec:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    low, high = (int(part) for part in spec.split("-"))
+    if not _next_port:  # a random start: a child process with the same range goes elsewhere
+        _next_port.append(low + int.from_bytes(os.urandom(2), "big") % (high - low))
+    for _ in range(high - low):
+        port = _next_port[0]
+        _next_port[0] = low + (port + 1 - low) % (high - low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"{PORT_RANGE_ENV}={spec}: no free port left")
 
 
 def port_busy(port: int) -> bool:
