@@ -192,7 +192,7 @@ class Stack:
 
 @contextlib.contextmanager
 def stack(prefix: str = "ordertrack-bench-", redis: bool = True,
-          maxclients: int = 1000) -> Iterator[Stack]:
+          maxclients: int = 10_000) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     server = RedisServer(workdir / "redis", maxclients=maxclients, die_with_parent=True)
     world = Stack(workdir, generate_keys(workdir / "keys"))
