@@ -19,15 +19,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from ordertrack.devtools.keys import generate_keys
-from ordertrack.devtools.processes import free_port, wait_http_ok
-from ordertrack.devtools.redis_server import RedisServer
-
-REPO = Path(__file__).resolve().parent.parent
+from bench.lib import REPO, Stack, free_port, stack, stop_process
+from ordertrack.devtools.processes import wait_http_ok
 
 WRK_SCRIPT = """
 local tokens = {%(tokens)s}
@@ -96,10 +91,12 @@ def main() -> int:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 2
 
-    work = Path(tempfile.mkdtemp(prefix="bench_api_"))
-    keys = generate_keys(work)
-    redis = RedisServer(work / "redis")
-    redis.start()
+    with stack("bench_api_") as world:
+        return measure(args, world)
+
+
+def measure(args: argparse.Namespace, world: Stack) -> int:
+    work, keys = world.workdir, world.keys
     db_url = f"sqlite:///{work / 'tracking.db'}"
     order_ids = asyncio.run(seed(db_url, args.orders))
     port = free_port()
@@ -110,7 +107,7 @@ def main() -> int:
         api_cmd = ["taskset", "-c", str(cores[0]), *api_cmd]
         wrk_prefix = ["taskset", "-c", ",".join(map(str, cores[1:]))]
     env = dict(os.environ, API_HOST="127.0.0.1", API_PORT=str(port), DATABASE_URL=db_url,
-               REDIS_URL=redis.url, JWT_PUBLIC_KEY=str(keys.public_path), LOG_LEVEL="warning")
+               REDIS_URL=world.redis_url, JWT_PUBLIC_KEY=str(keys.public_path), LOG_LEVEL="warning")
     api = subprocess.Popen(api_cmd, env=env, cwd=REPO)
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/healthz")
@@ -130,20 +127,17 @@ def main() -> int:
               f"{args.seconds} s per run; targets: >= 3,000 req/s, p99 < 20 ms")
         for connections in [int(c) for c in args.connections.split(",") if c.strip()]:
             time.sleep(0.5)
-            run = subprocess.run(
+            result = subprocess.run(
                 [*wrk_prefix, "wrk", "-t1", f"-c{connections}", f"-d{args.seconds}s",
                  "--latency", "-s", str(script), base],
                 check=True, capture_output=True, text=True)
-            f = parse_wrk(run.stdout)
+            f = parse_wrk(result.stdout)
             print(f"  {connections:4d} connections: {f.get('rps', 0):8,.0f} req/s   "
                   f"p50 {f.get('p50_ms', 0):6.2f} ms  p90 {f.get('p90_ms', 0):6.2f} ms  "
                   f"p99 {f.get('p99_ms', 0):6.2f} ms   non-2xx {f['non_2xx']:.0f}")
         return 0
     finally:
-        api.terminate()
-        api.wait(10)
-        redis.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_process(api, timeout=10)
 
 
 if __name__ == "__main__":

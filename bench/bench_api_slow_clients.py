@@ -16,22 +16,12 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from ordertrack.devtools.keys import generate_keys
-from ordertrack.devtools.processes import ProcessGroup, free_port, wait_http_ok
-from ordertrack.devtools.redis_server import RedisServer
+from bench.lib import free_port, rss_kb, stack
+from ordertrack.devtools.processes import ProcessGroup, wait_http_ok
 
 BIG_HEADER_BYTES = 10 * 1024 * 1024
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def still_open(sock: socket.socket) -> bool:
@@ -69,42 +59,32 @@ def main() -> int:
     parser.add_argument("--wait", type=float, default=15.0)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        redis = RedisServer(Path(tmp) / "redis")
-        redis.start()
-        keys = generate_keys(Path(tmp) / "keys")
+    with stack() as world:
         port = free_port()
         group = ProcessGroup()
         api = group.start("api", env={
-            "API_HOST": "127.0.0.1", "API_PORT": str(port), "REDIS_URL": redis.url,
-            "DATABASE_URL": f"sqlite:///{tmp}/tracking.db", "JWT_PUBLIC_KEY": str(keys.public_path),
-            "LOG_LEVEL": "error",
-        })
+            "API_HOST": "127.0.0.1", "API_PORT": str(port), "REDIS_URL": world.redis_url,
+            "DATABASE_URL": f"sqlite:///{world.workdir}/tracking.db",
+            "JWT_PUBLIC_KEY": str(world.keys.public_path), "LOG_LEVEL": "error"})
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/healthz")
-            before = rss_mb(api.pid)
+            before = rss_kb(api.pid) / 1024
             big = big_heads(port, args.big)
             time.sleep(1)
-            after = rss_mb(api.pid)
             print(f"RSS with {args.big} clients each 10 MB into one header: "
-                  f"{before:.0f} MB -> {after:.0f} MB")
+                  f"{before:.0f} MB -> {rss_kb(api.pid) / 1024:.0f} MB")
             for sock in big:
                 sock.close()
-
-            slow = []
-            for _ in range(args.slow):
-                sock = socket.create_connection(("127.0.0.1", port))
+            slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(args.slow)]
+            for sock in slow:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nX-Part")
-                slow.append(sock)
             time.sleep(args.wait)
-            open_count = sum(still_open(sock) for sock in slow)
             print(f"incomplete requests still open after {args.wait:g} s: "
-                  f"{open_count} of {args.slow}")
+                  f"{sum(still_open(sock) for sock in slow)} of {args.slow}")
             for sock in slow:
                 sock.close()
         finally:
             group.stop_all()
-            redis.stop()
     return 0
 
 

@@ -15,17 +15,15 @@ import asyncio
 import logging
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 
+from bench.lib import free_port, stack
 from ordertrack.commands.capacity import format_period
 from ordertrack.config import load
-from ordertrack.devtools.processes import ProcessGroup, free_port, wait_http_ok
-from ordertrack.devtools.redis_server import RedisServer
+from ordertrack.devtools.processes import ProcessGroup, wait_http_ok
 from ordertrack.gateway.main import build_gateway, carriers_to_poll
 from ordertrack.gateway.scheduler import effective_period, spacing
 from ordertrack.gateway.settings import SETTINGS
@@ -130,9 +128,7 @@ def main() -> int:
 
     print(staleness_table())
     print()
-    with tempfile.TemporaryDirectory() as tmp:
-        redis_server = RedisServer(Path(tmp) / "redis")
-        redis_server.start()
+    with stack("bench_gateway_") as world:
         port = free_port()
         group = ProcessGroup()
         group.start("sandbox", "--port", str(port))
@@ -149,13 +145,12 @@ def main() -> int:
                   f"{args.orders} orders, concurrency {args.concurrency}):")
             for carrier in ("dhl", "fedex"):
                 rates = asyncio.run(throughput(
-                    url, redis_server.url, f"sqlite:///{tmp}/{carrier}.db", carrier,
+                    url, world.redis_url, f"sqlite:///{world.workdir}/{carrier}.db", carrier,
                     args.orders, args.rounds, args.concurrency))
                 print(f"  {carrier}: best {max(rates):,.0f} orders/s "
                       f"(parsed + stored + published, one new event each)")
         finally:
             group.stop_all()
-            redis_server.stop()
     return 0
 
 

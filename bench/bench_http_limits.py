@@ -9,7 +9,7 @@ fds from /proc:
 2. a 64 MB chunked body with a wrong FedEx signature;
 3. `--tricklers` connections that send nothing (the floor: a socket and its protocol), then as
    many clients at once each sending a DHL delivery's body one byte a second.
-Self-contained (raw sockets, no ordertrack import): the same script measures before and after.
+Raw sockets, no import of the ordertrack under test: the same script measures before and after.
 """
 
 from __future__ import annotations
@@ -25,23 +25,17 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.lib import REPO, free_port, rss_kb, stop_process
+from ordertrack.devtools.processes import wait_port
+from ordertrack.devtools.redis_server import RedisServer
+
 DHL_SECRET = "bench-dhl"
 BODY = 64 * 1024 * 1024
 CHUNK = 64 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return rss_kb(pid) / 1024
 
 
 def fds(pid: int) -> int:
@@ -67,17 +61,6 @@ class Peak:
         time.sleep(0.3)  # let the server finish with what it read
         self._stop.set()
         self.thread.join()
-
-
-def wait_port(port: int, deadline: float = 30.0) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port}")
 
 
 def send_body(port: int, head: bytes, chunks, seconds: float = 60.0) -> tuple[str, int, float]:
@@ -158,26 +141,23 @@ class Ingest:
         self.src, self.tmp = src, tmp
 
     def __enter__(self) -> Ingest:
-        redis_port, self.port = free_port(), free_port()
-        self.redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "",
-                                       "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        env = {**os.environ, "PYTHONPATH": self.src,
-               "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        self.port = free_port()
+        self.redis = RedisServer(Path(self.tmp) / f"redis-{self.port}")
+        self.redis.start()
+        env = {**os.environ, "PYTHONPATH": self.src, "REDIS_URL": self.redis.url,
                "DATABASE_URL": f"sqlite:///{self.tmp}/t{self.port}.db",
                "INGEST_HOST": "127.0.0.1", "INGEST_PORT": str(self.port),
                "FEDEX_WEBHOOK_SECRET": "bench-fedex", "DHL_WEBHOOK_SECRET": DHL_SECRET,
                "INGEST_REQUEST_BODY_TIMEOUT_SECONDS": "10", "LOG_LEVEL": "error"}
         self.proc = subprocess.Popen([sys.executable, "-m", "ordertrack", "ingest"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        wait_port(self.port, self.proc, "ingest")
         self.pid = self.proc.pid
         return self
 
     def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.redis.terminate()
-        self.redis.wait(10)
+        stop_process(self.proc, timeout=10)
+        self.redis.stop()
 
 
 def main() -> None:

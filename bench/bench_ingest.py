@@ -19,13 +19,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from bench.bench_gateway import CONTRACT, LEVELS
-from bench.capacity import cpu_seconds
+from bench.lib import cpu_seconds, free_port, stack, stop_process
 from ordertrack.commands.capacity import format_period
 from ordertrack.devtools.postgres import private_schema
 from ordertrack.gateway.scheduler import period_with_push
@@ -95,7 +94,7 @@ async def fire(host: str, port: int, path: str, orders: int, events: int,
 
 
 @contextmanager
-def store_url(kind: str, tmp: str, pg_url: str):
+def store_url(kind: str, tmp: Path, pg_url: str):
     """A fresh, empty store of `kind`: a SQLite file in `tmp`, or a schema of its own."""
     if kind == "sqlite":
         yield f"sqlite:///{tmp}/ingest.db"
@@ -117,12 +116,11 @@ def main() -> int:
 
     print(staleness_table(args.share, args.safety_net))
     print()
-    from ordertrack.devtools.processes import free_port, stop_process, wait_http_ok
-    from ordertrack.devtools.redis_server import RedisServer
+    from ordertrack.devtools.processes import wait_http_ok
     from ordertrack.models import Order
     from ordertrack.store import open_store
 
-    with tempfile.TemporaryDirectory() as tmp, store_url(args.store, tmp, args.pg_url) as db:
+    with stack("bench_ingest_") as world, store_url(args.store, world.workdir, args.pg_url) as db:
 
         async def seed() -> None:
             async with open_store(db) as store:
@@ -130,10 +128,8 @@ def main() -> int:
                     await store.add_order(Order(f"ord_{i}", "user_b", "fedex", f"FXB{i:05d}"))
 
         asyncio.run(seed())
-        redis_server = RedisServer(Path(tmp) / "redis")
-        redis_server.start()
         port = free_port()
-        env = {**os.environ, "REDIS_URL": redis_server.url, "DATABASE_URL": db,
+        env = {**os.environ, "REDIS_URL": world.redis_url, "DATABASE_URL": db,
                "INGEST_HOST": "127.0.0.1", "INGEST_PORT": str(port),
                "FEDEX_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "warning"}
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -155,7 +151,6 @@ def main() -> int:
                   f"CPU s (load average {os.getloadavg()[0]:.1f})")
         finally:
             stop_process(ingest, timeout=10)
-            redis_server.stop()
     return 0
 
 

@@ -27,52 +27,30 @@ import asyncio
 import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import redis.asyncio as aioredis
-import websockets
 
-from bench.loadgen import bench_location, latency_summary, parse_bench_location
+from bench.lib import (
+    Stack,
+    bench_location,
+    latency_summary,
+    markdown,
+    parse_bench_location,
+    raw_upgrade,
+    stack,
+    ws_connect,
+)
 from ordertrack.devtools.delay_proxy import DelayProxy
-from ordertrack.devtools.keys import generate_keys
-from ordertrack.devtools.processes import ProcessGroup, free_port, wait_for
-from ordertrack.devtools.redis_server import RedisServer
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
 
-REPO = Path(__file__).resolve().parent.parent
-SUBPROTOCOL = "vantage-tracking-v1"
 SLOW_ORDER = "ord_mass_slow"
 
 
 def event(order_id: str, seq: int, location: str) -> StoredEvent:
     return StoredEvent(order_id, seq, "in_transit", location, "2026-12-06T10:00:00Z")
-
-
-async def open_silent(port: int, token: str) -> socket.socket:
-    """A raw WebSocket upgrade with a tiny receive buffer; after the 101, never read again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    request = (f"GET /ws/orders/{SLOW_ORDER}/track HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-               f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\nAuthorization: Bearer {token}\r\n\r\n")
-    await loop.sock_sendall(sock, request.encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = await loop.sock_recv(sock, 4096)
-        if not chunk:
-            raise RuntimeError("upgrade refused: connection closed")
-        head += chunk
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise RuntimeError(f"upgrade refused: {head[:80]!r}")
-    return sock
 
 
 class LineCounter:
@@ -100,35 +78,20 @@ class LineCounter:
         return self.count
 
 
-async def run(args, workdir: Path) -> dict:
-    keys = generate_keys(workdir / "keys")
-    server = RedisServer(workdir / "redis")
-    server.start()
-    proxy = DelayProxy(server.port, commands_only=True).start()
-    group = ProcessGroup()
-    group.cwd = REPO
-    port = free_port()
-    env = {"REDIS_URL": proxy.url, "PORT": str(port), "HOST": "127.0.0.1", "METRICS_PORT": "0",
-           "JWT_PUBLIC_KEY": str(keys.public_path), "WS_MAX_PENDING_BYTES": "16384",
-           "HEARTBEAT_TIMEOUT_SECONDS": "2", "REDIS_SUBSCRIBE_TIMEOUT_SECONDS": "300",
-           "REDIS_SUBSCRIPTION_DEADLINE_SECONDS": "300", "LOG_LEVEL": "info"}
-    if args.pod_pythonpath:
-        env["PYTHONPATH"] = args.pod_pythonpath
-    log = workdir / "pod.log"
-    group.start("serve", env=env, log=log)
-    direct = aioredis.Redis(port=server.port)
+async def run(args, world: Stack, proxy: DelayProxy) -> dict:
+    _, port, _ = world.pod(
+        proxy.url, WS_MAX_PENDING_BYTES=16384, HEARTBEAT_TIMEOUT_SECONDS=2,
+        REDIS_SUBSCRIBE_TIMEOUT_SECONDS=300, REDIS_SUBSCRIPTION_DEADLINE_SECONDS=300,
+        LOG_LEVEL="info", PYTHONPATH=args.pod_pythonpath)
+    direct = aioredis.Redis(port=world.redis_port)
     publisher = Publisher(direct)
     samples: list[tuple[float, float]] = []  # (received at, latency)
     silent: list[socket.socket] = []
     healthy = []
     try:
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200,
-                 30, what="pod ready")
         for i in range(args.healthy):
-            ws = await websockets.connect(
-                f"ws://127.0.0.1:{port}/ws/orders/ord_mass_h{i}/track", subprotocols=[SUBPROTOCOL],
-                additional_headers={"Authorization": "Bearer " + keys.token(
-                    f"mass_h{i}", f"ord_mass_h{i}", alg="ES256")}, open_timeout=30)
+            ws = await ws_connect(port, f"ord_mass_h{i}", world.keys.token(
+                f"mass_h{i}", f"ord_mass_h{i}", alg="ES256"), open_timeout=30)
             assert json.loads(await ws.recv())["event"] == "connection_ack"
             healthy.append(ws)
 
@@ -143,9 +106,10 @@ async def run(args, workdir: Path) -> dict:
 
         readers = [asyncio.create_task(read(ws)) for ws in healthy]
         proxy.set_delay(120)  # admission now waits: the slow ones stay held before their ack
-        tokens = [keys.token(f"mass_s{i}", SLOW_ORDER, alg="ES256") for i in range(args.slow)]
+        tokens = [world.keys.token(f"mass_s{i}", SLOW_ORDER, alg="ES256") for i in range(args.slow)]
         for start in range(0, args.slow, 200):
-            silent += await asyncio.gather(*(open_silent(port, t) for t in tokens[start:start + 200]))
+            silent += await asyncio.gather(*(raw_upgrade(port, SLOW_ORDER, t)
+                                             for t in tokens[start:start + 200]))
 
         stop = asyncio.Event()
         seqs = dict.fromkeys(range(args.healthy), 0)
@@ -172,7 +136,7 @@ async def run(args, workdir: Path) -> dict:
             await publisher.publish(SLOW_ORDER, "dhl", event(SLOW_ORDER, seq, "x" * 6000))
         evict_start = time.time()
         deadline = time.monotonic() + 60
-        slow_disconnects = LineCounter(log)
+        slow_disconnects = LineCounter(world.workdir / "pod.log")
         while slow_disconnects() < args.slow and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         evicted = slow_disconnects()
@@ -195,9 +159,6 @@ async def run(args, workdir: Path) -> dict:
         for sock in silent:
             sock.close()
         await direct.aclose()
-        group.stop_all()
-        proxy.stop()
-        server.stop()
 
 
 def main() -> int:
@@ -210,16 +171,19 @@ def main() -> int:
                         help="seconds of the eviction phase at least (until every slow client's line)")
     parser.add_argument("--pod-pythonpath", default=os.environ.get("PYTHONPATH", ""))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        result = asyncio.run(run(args, Path(directory)))
+    with stack() as world:
+        proxy = DelayProxy(world.redis_port, commands_only=True).start()
+        try:
+            result = asyncio.run(run(args, world, proxy))
+        finally:
+            world.stop_pods()
+            proxy.stop()
     print(f"{args.slow} slow consumers evicted 1013 in one fan-out ({result['evicted']} "
           f"disconnect lines within {result['eviction_seconds']} s); {args.healthy} healthy "
           f"watchers, {args.rate:g} updates/s")
-    print("| phase | samples | p50 ms | p99 ms | max ms |")
-    print("|---|---|---|---|---|")
-    for phase in ("reference", "eviction"):
-        s = result[phase]
-        print(f"| {phase} | {s['count']} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} |")
+    print(markdown(["phase", "samples", "p50 ms", "p99 ms", "max ms"], *(
+        [phase, s["count"], f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}", f"{s['max_ms']:.1f}"]
+        for phase, s in ((p, result[p]) for p in ("reference", "eviction")))))
     return 0
 
 

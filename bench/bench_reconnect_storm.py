@@ -24,21 +24,16 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import jwt
 import uvloop
 
-from ordertrack.devtools.keys import generate_keys, token_claims
-from ordertrack.devtools.processes import ProcessGroup, free_port, wait_for
-from ordertrack.devtools.redis_server import RedisServer
+from bench.lib import REPO, markdown, stack, upgrade_request
+from ordertrack.devtools.keys import token_claims
 
-REPO = Path(__file__).resolve().parent.parent
-SUBPROTOCOL = "vantage-tracking-v1"
 IN_NAMESPACE = "ORDERTRACK_BENCH_NETNS"
 
 
@@ -77,12 +72,7 @@ async def one_client(sock: socket.socket, token: str, order_id: str, timeout: fl
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
             return f"connect: {os.strerror(error)}"
-        await loop.sock_sendall(sock, (
-            f"GET /ws/orders/{order_id}/track HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"
-            f"Authorization: Bearer {token}\r\n\r\n").encode())
+        await loop.sock_sendall(sock, upgrade_request(order_id, token))
         data = b""
         deadline = started + timeout
         while b"connection_ack" not in data:
@@ -116,54 +106,35 @@ def worker(port: int, ec_private_pem: bytes, indices: range, start_at: float, ti
     results.put(uvloop.run(storm()))
 
 
-def run(args) -> str:
-    with tempfile.TemporaryDirectory() as directory:
-        workdir = Path(directory)
-        keys = generate_keys(workdir / "keys")
-        server = RedisServer(workdir / "redis")
-        server.start()
-        group = ProcessGroup()
-        group.cwd = REPO
-        port = free_port()
-        env = {"REDIS_URL": server.url, "PORT": str(port), "HOST": "127.0.0.1",
-               "METRICS_PORT": "0", "JWT_PUBLIC_KEY": str(keys.public_path),
-               "LOG_LEVEL": "warning", "MAX_CONNECTIONS_PER_POD": str(args.clients + 100)}
-        if args.backlog:
-            env["LISTEN_BACKLOG"] = str(args.backlog)
-        if args.pod_pythonpath:
-            env["PYTHONPATH"] = args.pod_pythonpath
-        group.start("serve", env=env, log=workdir / "pod.log")
-        try:
-            wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code
-                     == 200, 30, what="pod ready")
-            listen = subprocess.run(["ss", "-ltn", f"sport = :{port}"], capture_output=True,
-                                    text=True).stdout.split()
-            backlog = listen[-3] if len(listen) >= 3 else "?"  # Send-Q of a LISTEN socket
-            share = -(-args.clients // args.workers)
-            results: multiprocessing.Queue = multiprocessing.Queue()
-            start_at = time.time() + 3 + args.clients / 2000  # time to mint the tokens
-            procs = [multiprocessing.Process(target=worker, args=(
-                port, keys.ec_private_pem, range(w * share, min(args.clients, (w + 1) * share)),
-                start_at, args.timeout, results)) for w in range(args.workers)]
-            before = tcp_ext()
-            for proc in procs:
-                proc.start()
-            times = [t for _ in procs for t in results.get()]
-            for proc in procs:
-                proc.join()
-            after = tcp_ext()
-        finally:
-            group.stop_all()
-            server.stop()
+def run(args) -> list:
+    with stack() as world:
+        _, port, _ = world.pod(MAX_CONNECTIONS_PER_POD=args.clients + 100,
+                               LISTEN_BACKLOG=args.backlog or None, PYTHONPATH=args.pod_pythonpath)
+        listen = subprocess.run(["ss", "-ltn", f"sport = :{port}"], capture_output=True,
+                                text=True).stdout.split()
+        backlog = listen[-3] if len(listen) >= 3 else "?"  # Send-Q of a LISTEN socket
+        share = -(-args.clients // args.workers)
+        results: multiprocessing.Queue = multiprocessing.Queue()
+        start_at = time.time() + 3 + args.clients / 2000  # time to mint the tokens
+        procs = [multiprocessing.Process(target=worker, args=(
+            port, world.keys.ec_private_pem, range(w * share, min(args.clients, (w + 1) * share)),
+            start_at, args.timeout, results)) for w in range(args.workers)]
+        before = tcp_ext()
+        for proc in procs:
+            proc.start()
+        times = [t for _ in procs for t in results.get()]
+        for proc in procs:
+            proc.join()
+        after = tcp_ext()
     acked = sorted(t for t in times if not isinstance(t, str))
     failures = Counter(t for t in times if isinstance(t, str))
     overflows = after.get("ListenOverflows", 0) - before.get("ListenOverflows", 0)
     drops = after.get("ListenDrops", 0) - before.get("ListenDrops", 0)
     somaxconn = Path("/proc/sys/net/core/somaxconn").read_text().strip()
     p99 = acked[int(len(acked) * 0.99) - 1] if acked else float("nan")
-    return (f"| {args.clients} | {somaxconn} | {backlog} | {overflows} | {drops} | "
-            f"{len(acked)} | {acked[-1] if acked else float('nan'):.2f} | {p99:.2f} | "
-            + (", ".join(f"{n} {why}" for why, n in failures.most_common()) or "-") + " |")
+    return [args.clients, somaxconn, backlog, overflows, drops, len(acked),
+            f"{acked[-1] if acked else float('nan'):.2f}", f"{p99:.2f}",
+            ", ".join(f"{n} {why}" for why, n in failures.most_common()) or "-"]
 
 
 def main() -> int:
@@ -183,11 +154,8 @@ def main() -> int:
                       f"'{a}'" for a in sys.argv[1:]))
         env = {**os.environ, IN_NAMESPACE: "1"}
         return subprocess.run(["unshare", "-n", "sh", "-c", script], env=env, cwd=REPO).returncode
-    row = run(args)
-    print("| clients | somaxconn | listen backlog | ListenOverflows | ListenDrops | acked | "
-          "last ack s | p99 s | not acked |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(row)
+    print(markdown(["clients", "somaxconn", "listen backlog", "ListenOverflows", "ListenDrops",
+                    "acked", "last ack s", "p99 s", "not acked"], run(args)))
     return 0
 
 

@@ -15,99 +15,77 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import statistics
-import tempfile
 import time
-from pathlib import Path
 
-import httpx
-import websockets
-
+from bench.lib import Stack, markdown, stack, summary, ws_connect
 from ordertrack import redis_connect
-from ordertrack.devtools.keys import generate_keys
-from ordertrack.devtools.processes import ProcessGroup, free_port, wait_for
-from ordertrack.devtools.redis_server import RedisServer
 from ordertrack.devtools.redis_topologies import ClusterTopology
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
 
-REPO = Path(__file__).resolve().parent.parent
-SUBPROTOCOL = "vantage-tracking-v1"
 
-
-async def run_one(url: str, workdir: Path, keys, clients: int, orders: int, events: int,
+async def run_one(world: Stack, url: str, name: str, clients: int, orders: int, events: int,
                   rate: float) -> list[float]:
-    group = ProcessGroup()
-    group.cwd = REPO
-    port = free_port()
-    group.start("serve", env={"REDIS_URL": url, "PORT": str(port), "HOST": "127.0.0.1",
-                              "METRICS_PORT": "0", "JWT_PUBLIC_KEY": str(keys.public_path),
-                              "MAX_CONNECTIONS_PER_USER": str(clients), "LOG_LEVEL": "warning"},
-                log=workdir / "pod.log")
+    _, port, _ = world.pod(url, log=f"pod-{name}.log", MAX_CONNECTIONS_PER_USER=clients)
+    try:
+        return await deliveries(world, port, url, clients, orders, events, rate)
+    finally:
+        world.stop_pods()
+
+
+async def deliveries(world: Stack, port: int, url: str, clients: int, orders: int, events: int,
+                     rate: float) -> list[float]:
     started: dict[tuple[str, int], float] = {}
     latencies: list[float] = []
     expected = events * clients // orders
     done = asyncio.Event()
+    order_ids = [f"ord_bench{i}" for i in range(orders)]
+    redis = redis_connect.command_client(redis_connect.parse_redis_url(url))
+    publisher = Publisher(redis)
+    # warm-up, not measured: the cluster's slot map, the script on every node (seq 1)
+    for order_id in order_ids:
+        await publisher.publish(order_id, "dhl", update(order_id, 1))
+    sockets = []
+    for i in range(clients):
+        order_id = order_ids[i % orders]
+        ws = await ws_connect(port, order_id, world.keys.token("bench", order_id))
+        await ws.recv()  # connection_ack
+        sockets.append((order_id, ws))
+
+    async def read(order_id, ws):
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["event"] == "tracking_update":
+                latencies.append(time.perf_counter() - started[(order_id, message["data"]["seq"])])
+                if len(latencies) >= expected:
+                    done.set()
+
+    readers = [asyncio.create_task(read(order_id, ws)) for order_id, ws in sockets]
     try:
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200,
-                 20, what="pod ready")
-        order_ids = [f"ord_bench{i}" for i in range(orders)]
-        redis = redis_connect.command_client(redis_connect.parse_redis_url(url))
-        publisher = Publisher(redis)
-        # warm-up, not measured: the cluster's slot map, the script on every node (seq 1)
-        for order_id in order_ids:
-            await publisher.publish(order_id, "dhl", update(order_id, 1))
-        sockets = []
-        for i in range(clients):
-            order_id = order_ids[i % orders]
-            ws = await websockets.connect(
-                f"ws://127.0.0.1:{port}/ws/orders/{order_id}/track", subprotocols=[SUBPROTOCOL],
-                additional_headers={"Authorization": f"Bearer {keys.token('bench', order_id)}"})
-            await ws.recv()  # connection_ack
-            sockets.append((order_id, ws))
-
-        async def read(order_id, ws):
-            async for raw in ws:
-                message = json.loads(raw)
-                if message["event"] == "tracking_update":
-                    latencies.append(time.perf_counter() - started[(order_id, message["data"]["seq"])])
-                    if len(latencies) >= expected:
-                        done.set()
-
-        readers = [asyncio.create_task(read(order_id, ws)) for order_id, ws in sockets]
+        for n in range(events):
+            order_id = order_ids[n % orders]
+            seq = n // orders + 2
+            started[(order_id, seq)] = time.perf_counter()
+            await publisher.publish(order_id, "dhl", update(order_id, seq))
+            await asyncio.sleep(1 / rate)
         try:
-            for n in range(events):
-                order_id = order_ids[n % orders]
-                seq = n // orders + 2
-                started[(order_id, seq)] = time.perf_counter()
-                await publisher.publish(order_id, "dhl", update(order_id, seq))
-                await asyncio.sleep(1 / rate)
-            try:
-                await asyncio.wait_for(done.wait(), 10)
-            except TimeoutError:
-                pass  # reported as frames delivered < expected
-        finally:
-            await redis_connect.close_client(redis)
-            for task in readers:
-                task.cancel()
-            for _, ws in sockets:
-                await ws.close()
+            await asyncio.wait_for(done.wait(), 10)
+        except TimeoutError:
+            pass  # reported as frames delivered < expected
     finally:
-        group.stop_all()
+        await redis_connect.close_client(redis)
+        for task in readers:
+            task.cancel()
+        for _, ws in sockets:
+            await ws.close()
     return latencies
 
 
 def update(order_id: str, seq: int) -> StoredEvent:
     return StoredEvent(order_id, seq, "in_transit", "Newark NJ", "2025-10-03T14:00:00Z",
                        "2025-10-04T18:00:00Z", raw={})
-
-
-def summary(name: str, latencies: list[float], expected: int) -> str:
-    ordered = sorted(latencies)
-    p = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    return (f"| {name} | {len(latencies)}/{expected} | {statistics.median(ordered) * 1000:.2f} | "
-            f"{p(0.99):.2f} | {ordered[-1] * 1000:.2f} |")
 
 
 def main() -> int:
@@ -119,31 +97,21 @@ def main() -> int:
     args = parser.parse_args()
     expected = args.events * args.clients // args.orders
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        keys = generate_keys(workdir / "keys")
-        single = RedisServer(workdir / "single")
-        single.start()
-        try:
-            (workdir / "s").mkdir()
-            latencies = asyncio.run(run_one(single.url, workdir / "s", keys, args.clients,
+    with stack() as world, contextlib.ExitStack() as topologies:
+        for name, cluster in (("single Redis", None),
+                              ("3-master cluster", ClusterTopology(world.workdir / "cluster"))):
+            url = world.redis_url
+            if cluster is not None:
+                cluster.start()
+                topologies.callback(cluster.stop)
+                url = cluster.url
+            latencies = asyncio.run(run_one(world, url, name.split()[0], args.clients,
                                             args.orders, args.events, args.rate))
-            rows.append(summary("single Redis", latencies, expected))
-        finally:
-            single.stop()
-        cluster = ClusterTopology(workdir / "cluster")
-        cluster.start()
-        try:
-            (workdir / "c").mkdir()
-            latencies = asyncio.run(run_one(cluster.url, workdir / "c", keys, args.clients,
-                                            args.orders, args.events, args.rate))
-            rows.append(summary("3-master cluster", latencies, expected))
-        finally:
-            cluster.stop()
+            s = summary(latencies)
+            rows.append([name, f"{s['count']}/{expected}", f"{s['p50_ms']:.2f}",
+                         f"{s['p99_ms']:.2f}", f"{s['max_ms']:.2f}"])
     print(f"{args.clients} clients, {args.orders} orders, {args.events} events at {args.rate:g}/s, one pod")
-    print("| Redis | frames delivered | p50 ms | p99 ms | max ms |")
-    print("|---|---|---|---|---|")
-    print("\n".join(rows))
+    print(markdown(["Redis", "frames delivered", "p50 ms", "p99 ms", "max ms"], *rows))
     return 0
 
 

@@ -7,7 +7,7 @@ that read and discard. Per round the server writes `frames` copies of a typical
 `tracking_update` frame, round-robin over the connections (as a fan-out to one watcher per
 order does), either with `WSTransport.send(TEXT, payload)` (picows builds the header each
 time), with `underlying_transport.write(connection.text_frame(payload))` built once, or with the
-pod's `Connection.send_frame` of that frame (the Cython one: picows' own one-`send(2)` fast
+pod's `Connection.write_frame` of that frame (the Cython one: picows' own one-`send(2)` fast
 path), and prints the server's CPU time per frame for each. Socket writes included: that is the point.
 """
 
@@ -23,6 +23,7 @@ import time
 import uvloop
 from picows import WSListener, WSMsgType, ws_connect, ws_create_server
 
+from bench.lib import cli
 from ordertrack.push import connection
 
 PAYLOAD = (b'{"event":"tracking_update","data":{"status":"in_transit","location":"Newark NJ '
@@ -77,7 +78,7 @@ async def server(frames: int, n: int) -> None:
                                          max_pending_bytes=BenchPod.max_pending_bytes)
             conn.transport = transport
             conns.append(conn)
-        modes = ("picows send", "prebuilt frame", f"send_frame ({connection.IMPLEMENTATION})")
+        modes = ("picows send", "prebuilt frame", f"write_frame ({connection.IMPLEMENTATION})")
         for name in modes * 2:
             start = cpu()
             wall = time.perf_counter()
@@ -88,7 +89,7 @@ async def server(frames: int, n: int) -> None:
                 elif name == "prebuilt frame":
                     transport.underlying_transport.write(frame)
                 else:
-                    conns[i % n].send_frame(frame)
+                    conns[i % n].write_frame(frame)
                 if i % 1000 == 999:
                     await asyncio.sleep(0)  # let the loop flush, as between fan-outs
             used = cpu() - start
@@ -104,10 +105,9 @@ def main() -> int:
     if sys.argv[1:2] == ["--clients"]:
         uvloop.run(clients(int(sys.argv[2]), int(sys.argv[3])))
         return 0
-    frames = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    args = cli(__doc__, frames=100_000, connections=100)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    uvloop.run(server(frames, n))
+    uvloop.run(server(args.frames, args.connections))
     return 0
 
 

@@ -27,18 +27,25 @@ from pathlib import Path
 
 import redis as sync_redis
 
-from bench.capacity import generate_key_pair, metric_sum, scrape, start_pod
-from bench.loadgen import LoadGenerator, bench_location, make_token, order_id, percentile
+from bench.lib import (
+    bench_location,
+    cpu_seconds,
+    generate_key_pair,
+    make_token,
+    markdown,
+    metric_sum,
+    order_id,
+    percentile,
+    scrape,
+    start_pod,
+    ws_connect,
+)
+from bench.loadgen import LoadGenerator
 from ordertrack import redis_connect
 from ordertrack.devtools.processes import free_port, stop_process
 from ordertrack.devtools.redis_topologies import ClusterTopology
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Cluster:
@@ -106,18 +113,13 @@ class Feeder:
 
 async def establishment(port: int, private_pem: bytes, first_index: int, count: int) -> list[float]:
     """connect -> connection_ack for `count` connections on orders no pod follows yet."""
-    import websockets
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     key = load_pem_private_key(private_pem, password=None)
     times = []
     for index in range(first_index, first_index + count):
         started = time.perf_counter()
-        async with websockets.connect(
-                f"ws://127.0.0.1:{port}/ws/orders/{order_id(index)}/track",
-                subprotocols=["vantage-tracking-v1"],
-                additional_headers={"Authorization": f"Bearer {make_token(key, index)}"},
-                open_timeout=10) as ws:
+        async with ws_connect(port, order_id(index), make_token(key, index), open_timeout=10) as ws:
             ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert ack["event"] == "connection_ack", ack
             times.append(time.perf_counter() - started)
@@ -148,7 +150,7 @@ async def run_mode(mode: str, args, cluster: Cluster, workdir: Path, private_pem
         result["establish_p50_ms"], result["establish_p99_ms"] = ms(est, 50), ms(est, 99)
         gen.stats(reset=True)
         before_pods = [(metric_sum(scrape(m), "ordertrack_ws_redis_messages_total") or 0,
-                        proc_cpu_seconds(p.pid)) for p, _, m in pods]
+                        cpu_seconds(p.pid)) for p, _, m in pods]
         before_nodes = cluster.node_stats()
         started = time.monotonic()
         await feeder.run(args.rate, args.hold)
@@ -156,7 +158,7 @@ async def run_mode(mode: str, args, cluster: Cluster, workdir: Path, private_pem
         await asyncio.sleep(1.0)
         stats = gen.stats(reset=True)
         after_pods = [(metric_sum(scrape(m), "ordertrack_ws_redis_messages_total") or 0,
-                       proc_cpu_seconds(p.pid)) for p, _, m in pods]
+                       cpu_seconds(p.pid)) for p, _, m in pods]
         after_nodes = cluster.node_stats()
         lat = [latency for _, latency in stats["latencies"]]
         reads = [a[0] - b[0] for a, b in zip(after_pods, before_pods, strict=True)]
@@ -221,7 +223,7 @@ async def faults(args, cluster: Cluster, feeder: Feeder, gen: LoadGenerator, pod
             "publish_retries": feeder.failed_attempts}
 
 
-def markdown(results: list[dict], args) -> str:
+def figures(results: list[dict]) -> str:
     rows = [
         ("connections open", "connections_open"), ("updates/s published", "published_per_s"),
         ("Redis sends/s (pods' messages read)", "redis_sends_per_s"),
@@ -232,16 +234,9 @@ def markdown(results: list[dict], args) -> str:
         ("establishment p50 / p99 ms", ("establish_p50_ms", "establish_p99_ms")),
         ("delivery p50 / p99 ms", ("delivery_p50_ms", "delivery_p99_ms")),
     ]
-    lines = ["| figure | " + " | ".join(r["mode"] for r in results) + " |",
-             "|---|" + "---|" * len(results)]
-    for label, key in rows:
-        cells = []
-        for r in results:
-            if isinstance(key, tuple):
-                cells.append(" / ".join(str(r.get(k)) for k in key))
-            else:
-                cells.append(str(r.get(key)))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines = [markdown(["figure", *(r["mode"] for r in results)], *(
+        [label, *(" / ".join(str(r.get(k)) for k in (key if isinstance(key, tuple) else (key,)))
+                  for r in results)] for label, key in rows))]
     for r in results:
         if "faults" in r:
             lines.append(f"\n{r['mode']}, faults during the hold: {json.dumps(r['faults'])}")
@@ -263,7 +258,7 @@ async def main_async(args) -> list[dict]:
         cluster.topology.stop()
     print(f"PODS={args.pods} CONNECTIONS={args.connections} RATE={args.rate}/s HOLD={args.hold}s "
           f"(one order per connection, 3 masters + 3 replicas, {os.cpu_count()} cores)")
-    print(markdown(results, args))
+    print(figures(results))
     return results
 
 

@@ -18,27 +18,17 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
-import httpx
 import websockets
 
+from bench.lib import markdown, stack, ws_connect
 from ordertrack.devtools.delay_proxy import DelayProxy
-from ordertrack.devtools.keys import generate_keys
-from ordertrack.devtools.processes import ProcessGroup, free_port, wait_for
-from ordertrack.devtools.redis_server import RedisServer
-
-REPO = Path(__file__).resolve().parent.parent
-SUBPROTOCOL = "vantage-tracking-v1"
 
 
 async def outcome(port: int, token: str, order_id: str) -> tuple[str, float]:
-    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/orders/{order_id}/track",
-                                  subprotocols=[SUBPROTOCOL], open_timeout=30,
-                                  additional_headers={"Authorization": f"Bearer {token}"})
+    ws = await ws_connect(port, order_id, token, open_timeout=30)
     opened = time.monotonic()
     try:
         message = json.loads(await asyncio.wait_for(ws.recv(), 60))
@@ -49,37 +39,25 @@ async def outcome(port: int, token: str, order_id: str) -> tuple[str, float]:
     return result, time.monotonic() - opened
 
 
-async def run(args, workdir: Path) -> tuple[Counter, list[float]]:
-    keys = generate_keys(workdir / "keys")
-    server = RedisServer(workdir / "redis")
-    server.start()
-    proxy = DelayProxy(server.port).start()
-    group = ProcessGroup()
-    group.cwd = REPO
-    port = free_port()
-    env = {"REDIS_URL": proxy.url, "PORT": str(port), "HOST": "127.0.0.1", "METRICS_PORT": "0",
-           "JWT_PUBLIC_KEY": str(keys.public_path), "LOG_LEVEL": "warning",
-           "REDIS_SUBSCRIBE_TIMEOUT_SECONDS": str(args.deadline)}
-    if args.pod_pythonpath:
-        env["PYTHONPATH"] = args.pod_pythonpath
-    group.start("serve", env=env, log=workdir / "pod.log")
-    try:
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200,
-                 30, what="pod ready")
-        tokens = [keys.token(f"slow_u{i}", f"ord_slow{i}", alg="ES256")
-                  for i in range(args.clients + 1)]
-        proxy.set_delay(args.delay)
-        await outcome(port, tokens[-1], f"ord_slow{args.clients}")
+async def run(args) -> tuple[Counter, list[float]]:
+    with stack() as world:
+        proxy = DelayProxy(world.redis_port).start()
+        try:
+            _, port, _ = world.pod(proxy.url, PYTHONPATH=args.pod_pythonpath,
+                                   REDIS_SUBSCRIBE_TIMEOUT_SECONDS=args.deadline)
+            tokens = [world.keys.token(f"slow_u{i}", f"ord_slow{i}", alg="ES256")
+                      for i in range(args.clients + 1)]
+            proxy.set_delay(args.delay)
+            await outcome(port, tokens[-1], f"ord_slow{args.clients}")
 
-        async def one(i: int) -> tuple[str, float]:
-            await asyncio.sleep(args.spread * i / args.clients)
-            return await outcome(port, tokens[i], f"ord_slow{i}")
+            async def one(i: int) -> tuple[str, float]:
+                await asyncio.sleep(args.spread * i / args.clients)
+                return await outcome(port, tokens[i], f"ord_slow{i}")
 
-        results = await asyncio.gather(*(one(i) for i in range(args.clients)))
-    finally:
-        group.stop_all()
-        proxy.stop()
-        server.stop()
+            results = await asyncio.gather(*(one(i) for i in range(args.clients)))
+        finally:
+            world.stop_pods()
+            proxy.stop()
     return Counter(r for r, _ in results), [t for _, t in results]
 
 
@@ -91,13 +69,11 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=5.0)
     parser.add_argument("--pod-pythonpath", default=os.environ.get("PYTHONPATH", ""))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        outcomes, times = asyncio.run(run(args, Path(directory)))
-    print("| delay each way | clients | acked | 4002 | other | median s | max s |")
-    print("|---|---|---|---|---|---|---|")
+    outcomes, times = asyncio.run(run(args))
     other = sum(n for r, n in outcomes.items() if r not in ("ack", "4002"))
-    print(f"| {args.delay:g} s | {args.clients} | {outcomes['ack']} | {outcomes['4002']} | {other} "
-          f"| {statistics.median(times):.2f} | {max(times):.2f} |")
+    print(markdown(["delay each way", "clients", "acked", "4002", "other", "median s", "max s"],
+                   [f"{args.delay:g} s", args.clients, outcomes["ack"], outcomes["4002"], other,
+                    f"{statistics.median(times):.2f}", f"{max(times):.2f}"]))
     return 0
 
 

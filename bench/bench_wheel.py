@@ -5,10 +5,10 @@ Run: .venv/bin/python bench/bench_wheel.py [entries]   (default 20,000, the pod'
 from __future__ import annotations
 
 import gc
-import sys
 import time
 import tracemalloc
 
+from bench.lib import cli
 from ordertrack.push import _timer_wheel
 from ordertrack.push.timer_wheel import PureTimerWheel
 
@@ -82,7 +82,7 @@ def measure(impl: type, count: int) -> dict[str, float]:
 
 
 def main() -> int:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    count = cli(__doc__, entries=20_000).entries
     for name, impl in (("cython", _timer_wheel.TimerWheel), ("python", PureTimerWheel)):
         figures = measure(impl, count)
         print(f"{name:7s} entries={count} " + " ".join(f"{k}={v:.0f}" for k, v in figures.items()))

@@ -38,63 +38,51 @@ import json
 import logging
 import math
 import os
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import LoadGenerator, bench_location, latency_summary, order_id, percentile
-from ordertrack.devtools.keys import generate_keys
-from ordertrack.devtools.processes import die_with, free_port, stop_process, wait_for
-from ordertrack.devtools.redis_server import RedisServer
+from bench.lib import (
+    REPO,
+    bench_message,
+    cpu_seconds,
+    cpu_times,
+    generate_key_pair,
+    latency_summary,
+    metric_sum,
+    order_id,
+    percentile,
+    pod_command,
+    publish_steady,
+    rss_kb,
+    scrape,
+    start_pod,
+    start_redis,
+    stop_process,
+    unwatched_message,
+    wait_until,
+)
+from bench.loadgen import LoadGenerator
 
 log = logging.getLogger("ordertrack.bench.capacity")
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET_RSS_PER_CONNECTION_KB = 6.0
 TARGET_P99_MS = 1.0
 UNWATCHED_RATES = (5_000, 20_000, 40_000)
 TARGET_UNWATCHED_CPU_PERCENT_AT_40K = 10.0
 TARGET_WATCHED_PER_CORE = 150_000
 TARGET_CONNECTIONS_PER_CORE = 5_000
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The pod's own histogram: published_at -> frames written (no client, no loopback hop).
 POD_LATENCY = "ordertrack_ws_delivery_latency_seconds"
 
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1e3
-
-
-# --- measuring a process from /proc ------------------------------------------------------------
-
-
-def rss_kb(pid: int) -> int:
-    """VmRSS of a process in kB (from /proc/<pid>/status)."""
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def cpu_times(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds a process has used (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    # after the command name: state is field 3, utime 14, stime 15 (1-based in proc(5))
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used."""
-    return sum(cpu_times(pid))
 
 
 class CpuMeter:
@@ -120,115 +108,6 @@ def rss_per_connection_kb(rss_now_kb: int, rss_idle_kb: int, connections: int) -
     if connections <= 0:
         return math.nan
     return (rss_now_kb - rss_idle_kb) / connections
-
-
-# --- the processes under test ------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM if the bench dies, so nothing is left running."""
-    die_with(os.getppid())()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.05) -> Any:
-    """`devtools.processes.wait_for` with the bench's argument order."""
-    return wait_for(predicate, timeout, interval, what=what)
-
-
-def start_redis(workdir: Path, maxclients: int = 1000) -> tuple[subprocess.Popen, str]:
-    """A private redis-server that dies with the bench: (its process, its URL).
-    `maxclients` above ~the open-files limit is lowered by Redis."""
-    server = RedisServer(workdir, maxclients=maxclients, die_with_parent=True)
-    server.start()
-    assert server.proc is not None
-    return server.proc, server.url
-
-
-def generate_key_pair(workdir: Path) -> tuple[bytes, Path]:
-    """A fresh RSA key: the private PEM for signing, the path of the public PEMs for the pod."""
-    keys = generate_keys(workdir)
-    return keys.private_pem, keys.public_path
-
-
-def pod_command() -> list[str]:
-    """The pod under test: `python -m ordertrack serve`, or BENCH_POD_COMMAND (shell words)."""
-    override = os.environ.get("BENCH_POD_COMMAND")
-    return shlex.split(override) if override else [sys.executable, "-m", "ordertrack", "serve"]
-
-
-def start_pod(redis_url: str, public_key: Path, max_connections: int, heartbeat_interval: float,
-              log_path: Path, *, shared_port: int | None = None, name: str = "bench-pod",
-              ) -> tuple[subprocess.Popen, int, int]:
-    """One pod on a free port, or on `shared_port` with REUSE_PORT (several pods, one port:
-    the kernel spreads connections; readiness is then read from the pod's own /metrics)."""
-    import httpx
-
-    port, metrics_port = shared_port or free_port(), free_port()
-    env = dict(os.environ)
-    env.update({
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "METRICS_PORT": str(metrics_port),
-        "REDIS_URL": redis_url,
-        "JWT_PUBLIC_KEY": str(public_key),
-        "MAX_CONNECTIONS_PER_POD": str(max_connections),
-        "MAX_CONNECTIONS_PER_USER": "5",
-        "HEARTBEAT_INTERVAL_SECONDS": str(heartbeat_interval),
-        "HEARTBEAT_TIMEOUT_SECONDS": "10",
-        "POD_NAME": name,
-        "REUSE_PORT": "true" if shared_port else "false",
-        "REGION": "bench",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    })
-    out = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
-    proc = subprocess.Popen(pod_command(), env=env, stdout=out, stderr=subprocess.STDOUT,
-                            cwd=REPO, preexec_fn=_die_with_parent)
-    out.close()
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pod exited with code {proc.returncode}")
-        if shared_port:
-            return metric_sum(scrape(metrics_port), "ordertrack_ws_redis_subscribed") == 1
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200
-
-    try:
-        wait_until(ready, 30, "the pod's /readyz")
-    except (TimeoutError, RuntimeError) as exc:
-        stop_process(proc)
-        raise RuntimeError(f"{exc}; pod log:\n{tail(log_path)}") from None
-    return proc, port, metrics_port
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def scrape(metrics_port: int) -> str:
-    """The pod's /metrics text ("" when it cannot be read: the figures are cross-checks only)."""
-    import httpx
-
-    try:
-        return httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2.0).text
-    except httpx.HTTPError:
-        return ""
-
-
-def metric_sum(text: str, name: str) -> float | None:
-    """Sum of the samples of metric `name` over all label sets; None when absent."""
-    total, seen = 0.0, False
-    for line in text.splitlines():
-        if line.startswith("#") or line.split("{")[0].split(" ")[0] != name:
-            continue
-        with contextlib.suppress(ValueError, IndexError):
-            total += float(line.rsplit(" ", 1)[1])
-            seen = True
-    return total if seen else None
 
 
 def histogram_buckets(text: str, name: str) -> dict[float, float]:
@@ -289,64 +168,6 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float],
         if count >= q * total:
             return le
     return math.inf
-
-
-# --- publishing --------------------------------------------------------------------------------
-
-
-def bench_message(seq: int, sent_at: float) -> bytes:
-    """A tracking message as the gateway publishes it, its send time carried in `location`."""
-    import orjson
-
-    stamp = dt.datetime.fromtimestamp(sent_at, dt.UTC).isoformat()
-    return orjson.dumps({
-        "status": "in_transit",
-        "location": bench_location(sent_at),
-        "timestamp": stamp,
-        "estimated_delivery": "2026-12-24",
-        "carrier": "dhl",
-        "raw_carrier_response": {"bench": True},
-        "seq": seq,
-        "published_at": sent_at,
-    })
-
-
-def publish_steady(redis_url: str, rate: int, seconds: float,
-                   message: Callable[[int], tuple[str, bytes]]) -> int:
-    """PUBLISH `rate` messages/s for `seconds` in pipelines of one 10 ms tick each;
-    `message(n)` gives the n-th (channel, payload). Returns how many were sent."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    per_tick = max(1, rate // 100)
-    sent = 0
-    start = time.perf_counter()
-    try:
-        for tick in range(max(1, int(seconds * 100))):
-            pipe = client.pipeline(transaction=False)
-            for i in range(per_tick):
-                pipe.publish(*message(sent + i))
-            pipe.execute()
-            sent += per_tick
-            pause = start + (tick + 1) / 100 - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-    finally:
-        client.close()
-    return sent
-
-
-UNWATCHED_PAYLOAD = (
-    b'{"status":"in_transit","location":"Newark NJ Distribution Center","timestamp":'
-    b'"2025-10-03T14:22:00Z","estimated_delivery":"2025-10-04T18:00:00Z","carrier":"dhl",'
-    b'"raw_carrier_response":{"shipments":[{"id":"00340434"}]},"seq":1,'
-    b'"published_at":1759501320.25}')
-
-
-def unwatched_message(n: int) -> tuple[str, bytes]:
-    from ordertrack import redis_layout
-
-    return redis_layout.channel(f"nobody_{n % 50_000:08x}"), UNWATCHED_PAYLOAD
 
 
 def publish(redis_url: str, orders: list[str], rate: float, seconds: float) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -77,49 +76,36 @@ def per_connection(before: dict, after: dict, n: int, key: str) -> list[tuple[st
 def main() -> int:
     if sys.argv[1:2] == ["--pod"]:
         return _pod()
-    from bench.capacity import (
-        generate_key_pair,
-        rss_kb,
-        start_pod,
-        start_redis,
-        stop_process,
-        wait_until,
-    )
+    from bench.lib import cli, rss_kb, stack, wait_until
     from bench.loadgen import LoadGenerator
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    workdir = Path(tempfile.mkdtemp(prefix="ordertrack-mem-"))
-    snap = workdir / "snapshot.json"
-    os.environ["BENCH_POD_COMMAND"] = f"{sys.executable} -m bench.conn_memory --pod"
-    os.environ[SNAPSHOT_FILE] = str(snap)
-    redis_proc = pod = gen = None
-    try:
-        private_pem, public_path = generate_key_pair(workdir)
-        redis_proc, redis_url = start_redis(workdir)
-        pod, port, _ = start_pod(redis_url, public_path, n + 100, 30.0, workdir / "pod.log")
+    n = cli(__doc__, connections=2000).connections
+    with stack("ordertrack-mem-") as world:
+        snap = world.workdir / "snapshot.json"
+        os.environ["BENCH_POD_COMMAND"] = f"{sys.executable} -m bench.conn_memory --pod"
+        os.environ[SNAPSHOT_FILE] = str(snap)
+        pod, port, _ = world.pod(max_connections=n + 100)
         time.sleep(1)
         before, rss_before = snapshot(pod.pid, snap), rss_kb(pod.pid)
-        gen = LoadGenerator("127.0.0.1", port, private_pem, n)
-        opened = gen.open(n)
-        wait_until(lambda: gen.stats()["acks"] >= opened["open"], 60, "acks", interval=0.5)
-        time.sleep(1)
-        after, rss_after = snapshot(pod.pid, snap), rss_kb(pod.pid)
-        held = opened["open"]
-        print(f"{held} connections; RSS per connection {(rss_after - rss_before) * 1024 / held:,.0f} B "
-              "(with tracemalloc's own overhead)")
-        traced = sum(v for _, v in per_connection(before, after, held, "by_file"))
-        print(f"\ntraced allocations per connection by file ({traced:,.0f} B in all):")
-        for name, size in per_connection(before, after, held, "by_file")[:15]:
-            print(f"  {size:8,.0f} B  {name}")
-        print("\nPython objects per connection (count, getsizeof bytes):")
-        counts = dict(per_connection(before, after, held, "types"))
-        for name, size in per_connection(before, after, held, "sizes")[:25]:
-            print(f"  {counts.get(name, 0):5.2f} x {name:60s} {size:7,.0f} B")
-    finally:
-        if gen is not None:
+        gen = LoadGenerator("127.0.0.1", port, world.keys.private_pem, n)
+        try:
+            opened = gen.open(n)
+            wait_until(lambda: gen.stats()["acks"] >= opened["open"], 60, "acks", interval=0.5)
+            time.sleep(1)
+            after, rss_after = snapshot(pod.pid, snap), rss_kb(pod.pid)
+        finally:
             gen.close()
-        stop_process(pod)
-        stop_process(redis_proc)
+    held = opened["open"]
+    print(f"{held} connections; RSS per connection {(rss_after - rss_before) * 1024 / held:,.0f} B "
+          "(with tracemalloc's own overhead)")
+    traced = sum(v for _, v in per_connection(before, after, held, "by_file"))
+    print(f"\ntraced allocations per connection by file ({traced:,.0f} B in all):")
+    for name, size in per_connection(before, after, held, "by_file")[:15]:
+        print(f"  {size:8,.0f} B  {name}")
+    print("\nPython objects per connection (count, getsizeof bytes):")
+    counts = dict(per_connection(before, after, held, "types"))
+    for name, size in per_connection(before, after, held, "sizes")[:25]:
+        print(f"  {counts.get(name, 0):5.2f} x {name:60s} {size:7,.0f} B")
     return 0
 
 

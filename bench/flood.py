@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from bench.loadgen import bench_location
+from bench.lib import bench_location
 from ordertrack import redis_layout
 
 SLICE_BYTES = 256 << 10

@@ -23,113 +23,27 @@ import argparse
 import asyncio
 import gc
 import logging
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.lib import (
+    SUBPROTOCOL,
+    client_process,
+    close_code,
+    make_token,
+    order_id,
+    parse_bench_location,
+    picows_connect,
+    source_addresses,
+    worker_count,
+)
+
 log = logging.getLogger("ordertrack.bench.loadgen")
-
-SUBPROTOCOL = "vantage-tracking-v1"
-LOCATION_PREFIX = "bench:"
-# Linux value; absent from the socket module on some Python builds.
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-# Well under the 20,000 open files a process may hold (sockets + pipes + the interpreter's own).
-MAX_CONNECTIONS_PER_WORKER = 5_000
-# Well under the ~28K ephemeral ports a source address has towards one server port.
-MAX_CONNECTIONS_PER_SOURCE = 20_000
-
-
-# --- pure helpers ------------------------------------------------------------------------------
-
-
-def user_id(index: int) -> str:
-    return f"bench_user_{index}"
-
-
-def order_id(index: int, watchers_per_order: int = 1) -> str:
-    return f"bench_order_{index // watchers_per_order}"
-
-
-def bench_location(sent_at: float) -> str:
-    """The `location` a bench update carries: its send time, so receivers compute latency."""
-    return f"{LOCATION_PREFIX}{sent_at:.6f}"
-
-
-def parse_bench_location(location: Any) -> float | None:
-    if isinstance(location, str) and location.startswith(LOCATION_PREFIX):
-        try:
-            return float(location[len(LOCATION_PREFIX):])
-        except ValueError:
-            return None
-    return None
-
-
-def worker_count(connections: int, per_worker: int = MAX_CONNECTIONS_PER_WORKER) -> int:
-    return max(1, math.ceil(connections / per_worker))
-
-
-def source_addresses(connections: int, workers: int) -> list[str]:
-    """One loopback source address per worker, at least one per MAX_CONNECTIONS_PER_SOURCE."""
-    needed = max(workers, math.ceil(connections / MAX_CONNECTIONS_PER_SOURCE))
-    return [f"127.0.0.{2 + n}" for n in range(needed)]
-
-
-def worker_indices(worker: int, workers: int, level: int) -> range:
-    """Connection indices worker `worker` holds when the whole fleet holds `level`."""
-    return range(worker, level, workers)
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted list (pct in 0..100)."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def latency_summary(samples: list[tuple[float, float]]) -> dict[str, float | int]:
-    """count, p50, p99, max in milliseconds of (send time, latency seconds) samples."""
-    values = sorted(latency for _, latency in samples)
-    return {
-        "count": len(values),
-        "p50_ms": percentile(values, 50) * 1e3,
-        "p99_ms": percentile(values, 99) * 1e3,
-        "max_ms": (values[-1] * 1e3) if values else math.nan,
-    }
-
-
-def make_token(key: Any, index: int, watchers_per_order: int = 1, ttl: float = 3600.0) -> str:
-    """The RS256 token of connection `index`: its own user, its order."""
-    import jwt
-
-    now = int(time.time())
-    claims = {
-        "sub": user_id(index),
-        "order_id": order_id(index, watchers_per_order),
-        "iat": now,
-        "exp": now + int(ttl),
-    }
-    return jwt.encode(claims, key, algorithm="RS256")
-
-
-def bound_socket(source: str) -> socket.socket:
-    """A non-blocking client socket bound to loopback address `source`, its port picked at
-    connect() time (IP_BIND_ADDRESS_NO_PORT), for picows' socket_factory."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        sock.bind((source, 0))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 # --- the worker process ------------------------------------------------------------------------
@@ -162,11 +76,6 @@ class WorkerState:
     connect_times: list[float] = field(default_factory=list)
 
 
-def _close_code(frame: Any) -> int:
-    code = frame.get_close_code()
-    return int(getattr(code, "value", code))
-
-
 def _make_client_class():
     """Defined lazily so importing this module does not import picows (the parent needs not)."""
     import orjson
@@ -197,7 +106,7 @@ def _make_client_class():
                 else:
                     self.state.other_frames += 1
             elif kind == WSMsgType.CLOSE:
-                self.state.closes[_close_code(frame)] += 1
+                self.state.closes[close_code(frame)] += 1
                 transport.send_close(WSCloseCode.OK)
                 transport.disconnect()
 
@@ -223,12 +132,7 @@ class Worker:
     def token(self, index: int) -> str:
         return make_token(self._key, index, self.spec.watchers_per_order, self.spec.token_ttl)
 
-    def _socket(self, _url: Any) -> socket.socket:
-        return bound_socket(self.spec.source)
-
     async def _connect(self, index: int, gate: asyncio.Semaphore) -> None:
-        from picows import WSError, WSHandshakeError, ws_connect
-
         async with gate:
             headers = {
                 "Authorization": f"Bearer {self.token(index)}",
@@ -236,29 +140,10 @@ class Worker:
             }
             url = self.url.format(order=order_id(index, self.spec.watchers_per_order))
             started = time.perf_counter()
-            try:
-                transport, _ = await ws_connect(
-                    lambda: self._client_class(self.state),
-                    url,
-                    extra_headers=headers,
-                    socket_factory=self._socket,
-                    websocket_handshake_timeout=self.spec.handshake_timeout,
-                    read_buffer_init_size=4096,
-                    max_redirects=0,
-                    logger_name="bench.client",
-                )
-            except WSHandshakeError as exc:
-                status = getattr(exc.response, "status", None)
-                self.state.failures[f"http_{int(status)}" if status else "handshake"] += 1
-                return
-            except WSError as exc:
-                self.state.failures[type(exc).__name__] += 1
-                return
-            except TimeoutError:
-                self.state.failures["timeout"] += 1
-                return
-            except OSError as exc:
-                self.state.failures[f"os_{exc.errno}"] += 1
+            transport = await picows_connect(
+                lambda: self._client_class(self.state), url, headers, self.spec.source,
+                self.spec.handshake_timeout, self.state.failures, "bench.client")
+            if transport is None:
                 return
             self.state.connect_times.append(time.perf_counter() - started)
             self.transports[index] = transport
@@ -268,7 +153,7 @@ class Worker:
         self.state.connect_times.clear()
         wanted = [
             index
-            for index in worker_indices(self.spec.worker, self.spec.workers, level)
+            for index in range(self.spec.worker, level, self.spec.workers)
             if index not in self.transports
         ]
         gate = asyncio.Semaphore(self.spec.concurrency)
@@ -340,11 +225,8 @@ def worker_main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -
     """Entry point of a worker process."""
     import uvloop
 
-    from ordertrack.telemetry import tune_gc
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     worker = Worker(spec)
-    tune_gc()  # the clients measure the pod, not their own full collections
+    client_process()
     uvloop.run(_serve_commands(worker, pipe))
 
 

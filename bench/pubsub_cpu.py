@@ -15,15 +15,13 @@ import asyncio
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
 import redis
 import uvloop
 
-from bench.capacity import publish_steady, start_redis, stop_process, unwatched_message
+from bench.lib import cli, publish_steady, stack, stop_process, unwatched_message
 from ordertrack import redis_layout
 
 RATES = (5_000, 20_000, 40_000)
@@ -84,19 +82,15 @@ def main() -> int:
     if len(sys.argv) == 4 and sys.argv[1] == "--subscriber":
         uvloop.run(subscribe(sys.argv[2], sys.argv[3]))
         return 0
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
-    with tempfile.TemporaryDirectory() as workdir:
-        server, url = start_redis(Path(workdir))
-        try:
-            for rate in RATES:
-                for kind in KINDS:
-                    cpu, sent, got, achieved = measure(kind, url, rate, seconds)
-                    us = cpu / 100 * (seconds + 0.3) / max(got, 1) * 1e6
-                    print(f"{kind:7s} target {rate:6,d}/s achieved {achieved:8,.0f}/s: "
-                          f"CPU {cpu:5.1f} % of a core, {us:5.2f} us/msg, read {got:,} of {sent:,}",
-                          flush=True)
-        finally:
-            stop_process(server)
+    seconds = cli(__doc__, seconds=3.0).seconds
+    with stack() as world:
+        for rate in RATES:
+            for kind in KINDS:
+                cpu, sent, got, achieved = measure(kind, world.redis_url, rate, seconds)
+                us = cpu / 100 * (seconds + 0.3) / max(got, 1) * 1e6
+                print(f"{kind:7s} target {rate:6,d}/s achieved {achieved:8,.0f}/s: "
+                      f"CPU {cpu:5.1f} % of a core, {us:5.2f} us/msg, read {got:,} of {sent:,}",
+                      flush=True)
     return 0
 
 

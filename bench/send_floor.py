@@ -15,8 +15,9 @@ import os
 import resource
 import selectors
 import socket
-import sys
 import time
+
+from bench.lib import cli
 
 FRAME = b"\x81\x7e\x00\xb4" + b"x" * 180  # a 180-byte text frame, unmasked (server to client)
 
@@ -39,8 +40,8 @@ def receive(port: int, connections: int, ready: int) -> None:
 
 
 def main() -> int:
-    connections = int(sys.argv[1]) if len(sys.argv) > 1 else 19_500
-    sends = int(sys.argv[2]) if len(sys.argv) > 2 else 390_000
+    args = cli(__doc__, connections=19_500, sends=390_000)
+    connections, sends = args.connections, args.sends
     server = socket.create_server(("127.0.0.1", 0), backlog=4096)
     port = server.getsockname()[1]
     ready_r, ready_w = os.pipe()

@@ -36,14 +36,17 @@ import websockets
 from redis.exceptions import RedisError
 from websockets.protocol import State
 
-from bench.capacity import (
-    _die_with_parent,
+from bench.lib import (
+    die_with_parent,
     free_port,
     generate_key_pair,
+    metric_by_label,
+    rss_kb,
     scrape,
     start_pod,
     stop_process,
     wait_until,
+    ws_connect,
 )
 from ordertrack import redis_layout
 from ordertrack.devtools.keys import mint
@@ -51,27 +54,10 @@ from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
 from ordertrack.redis_layout import FLAG_KEY
 
-SUBPROTOCOL = "vantage-tracking-v1"
 CARRIERS = ("dhl", "fedex", "ups")
 #: RSS may grow this much between "churn settled" and the end before it counts as a leak
 LEAK_TOLERANCE = 1.15
 LEAK_SLACK_BYTES = 24 * 1024 * 1024
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def metric_by_label(text: str, name: str, label: str) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{") and f'{label}="' in line:
-            value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
-            found[value] = found.get(value, 0.0) + float(line.rsplit(" ", 1)[1])
-    return found
 
 
 class Redis:
@@ -89,7 +75,7 @@ class Redis:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir),
              "--maxclients", "10000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         import redis
 
         wait_until(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping, 15, "redis-server")
@@ -121,10 +107,8 @@ class Client:
         query = f"?last_seq={self.last_seq}" if resume and self.last_seq is not None else ""
         while not self.soak.stopping:
             try:
-                self.ws = await websockets.connect(
-                    f"ws://127.0.0.1:{self.soak.pod_port}/ws/orders/{self.order_id}/track{query}",
-                    subprotocols=[SUBPROTOCOL], open_timeout=10, ping_interval=None,
-                    additional_headers={"Authorization": f"Bearer {self.token}"})
+                self.ws = await ws_connect(self.soak.pod_port, self.order_id, self.token, query,
+                                           open_timeout=10, ping_interval=None)
             except (OSError, websockets.InvalidStatus, websockets.InvalidHandshake, TimeoutError):
                 stats["upgrade_refused_or_failed"] += 1
                 await asyncio.sleep(1 + random.random())
@@ -241,7 +225,7 @@ async def main_async(args) -> int:
             await asyncio.sleep(1)
         print(f"soak: {open_now} of {len(clients)} open after the ramp-up", flush=True)
         await asyncio.sleep(5)
-        rss_start = rss_bytes(pod.pid)
+        rss_start = rss_kb(pod.pid) * 1024
         began = time.monotonic()
         control = aioredis.from_url(redis.url)
         restarted = flag_off = False
@@ -258,7 +242,7 @@ async def main_async(args) -> int:
             if int(elapsed) // 30 != int(elapsed - 1) // 30:
                 open_now = sum(c.ws is not None and c.ws.state is State.OPEN for c in clients)
                 print(f"soak: {elapsed:.0f}s open={open_now} received={soak.stats['received']} "
-                      f"lost={soak.stats['lost']} rss={rss_bytes(pod.pid) / 2**20:.0f}MB", flush=True)
+                      f"lost={soak.stats['lost']} rss={rss_kb(pod.pid) * 1024 / 2**20:.0f}MB", flush=True)
             if not flag_off and elapsed > duration * 0.2 and elapsed < duration * 0.3:
                 await control.set(FLAG_KEY, b'{"enabled": true, "carriers": ["dhl", "ups"]}')
                 await control.publish(redis_layout.CONTROL_ALL, redis_layout.encode_flag_changed())
@@ -275,10 +259,10 @@ async def main_async(args) -> int:
                 restarted = True
                 print(f"soak: redis restarted at {elapsed:.0f}s", flush=True)
             if rss_settled is None and elapsed > duration * 0.6:
-                rss_settled = rss_bytes(pod.pid)
+                rss_settled = rss_kb(pod.pid) * 1024
             await asyncio.sleep(1)
         await asyncio.sleep(15)  # churn over: let everyone reconnect and drain in-flight updates
-        rss_end = rss_bytes(pod.pid)
+        rss_end = rss_kb(pod.pid) * 1024
         soak.stopping = True
         await feeder
         await asyncio.sleep(3)  # the last published updates reach every client

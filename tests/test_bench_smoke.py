@@ -130,8 +130,8 @@ def test_feeder_publishes_every_scheduled_update_through_the_publish_lua(redis_u
     import asyncio
 
     import redis.asyncio as aioredis
+    from bench.lib import order_id
     from bench.load.feed import Feeder, FeedSpec
-    from bench.loadgen import order_id
 
     from ordertrack import redis_layout
 
@@ -171,8 +171,8 @@ def test_a_failed_publish_gives_its_seq_back_so_clients_see_no_gap(redis_url):
     import asyncio
 
     import redis.asyncio as aioredis
+    from bench.lib import order_id
     from bench.load.feed import Feeder, FeedSpec
-    from bench.loadgen import order_id
 
     from ordertrack import redis_layout
 

@@ -8,6 +8,7 @@ and how many runs failed (a false alarm on an unchanged tree).
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -39,4 +40,6 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("paths", nargs="+", help="saved outputs of `make bench-check`")
+    sys.exit(main(parser.parse_args().paths))

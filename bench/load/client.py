@@ -24,14 +24,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.load.profiles import schedule, storm_offset
-from bench.loadgen import (
+from bench.lib import (
     SUBPROTOCOL,
-    bound_socket,
+    client_process,
+    close_code,
     make_token,
     order_id,
     parse_bench_location,
+    picows_connect,
 )
+from bench.load.profiles import schedule, storm_offset
 
 log = logging.getLogger("ordertrack.bench.load.client")
 
@@ -142,11 +144,6 @@ class Results:
         return out
 
 
-def _close_code(frame: Any) -> int:
-    code = frame.get_close_code()
-    return int(getattr(code, "value", code))
-
-
 def _client_class():
     import orjson
     from picows import WSCloseCode, WSListener, WSMsgType
@@ -206,7 +203,7 @@ def _client_class():
                 elif event == "error":
                     self.results.errors[str(data.get("code"))] += 1
             elif kind == WSMsgType.CLOSE:
-                self.results.closes[_close_code(frame)] += 1
+                self.results.closes[close_code(frame)] += 1
                 transport.send_close(WSCloseCode.OK)
                 transport.disconnect()
 
@@ -269,8 +266,6 @@ class Worker:
                       started: float | None = None) -> bool:
         """Open connection `index` (resuming after `last_seq` when given); its ack goes to
         `acks` (default: establish or reestablish), timed from `started` (default: now)."""
-        from picows import WSError, WSHandshakeError, ws_connect
-
         loop = asyncio.get_running_loop()
         acked = loop.create_future()
         reconnecting = last_seq is not None
@@ -292,24 +287,8 @@ class Worker:
             holder.append(client)
             return client
 
-        try:
-            await ws_connect(factory, url, extra_headers=self._headers(index),
-                             socket_factory=lambda _url: bound_socket(self.spec.source),
-                             websocket_handshake_timeout=HANDSHAKE_TIMEOUT,
-                             read_buffer_init_size=4096, max_redirects=0,
-                             logger_name="bench.load.client")
-        except WSHandshakeError as exc:
-            status = getattr(exc.response, "status", None)
-            failures[f"http_{int(status)}" if status else "handshake"] += 1
-            return False
-        except WSError as exc:
-            failures[type(exc).__name__] += 1
-            return False
-        except TimeoutError:
-            failures["timeout"] += 1
-            return False
-        except OSError as exc:
-            failures[f"os_{exc.errno}"] += 1
+        if await picows_connect(factory, url, self._headers(index), self.spec.source,
+                                HANDSHAKE_TIMEOUT, failures, "bench.load.client") is None:
             return False
         try:
             ok = await asyncio.wait_for(acked, ACK_TIMEOUT)
@@ -461,11 +440,8 @@ def worker_main(spec: WorkerSpec, pipe: multiprocessing.connection.Connection) -
     """Entry point of a worker process: sign tokens, say ready, run the timeline, report."""
     import uvloop
 
-    from ordertrack.telemetry import tune_gc
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     worker = Worker(spec)
-    tune_gc()  # the clients measure the server, not their own full collections
+    client_process()
     pipe.send(("ready", spec.worker, None))
     kind, timeline = pipe.recv()
     if kind != "start":

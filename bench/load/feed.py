@@ -10,7 +10,7 @@ It keeps up on a loaded machine by batching: everything due is sent as ONE pipel
 calls (or PUBLISHes), one round trip per batch, one batch in flight; a late batch simply
 carries more updates (`BATCH_MAX` at most), so the feeder catches up instead of queueing
 tasks. nchan's publisher is HTTP: its POSTs go `HTTP_IN_FLIGHT` at a time over keep-alive.
-Each update carries its send time in `location` (bench.loadgen.bench_location), taken just
+Each update carries its send time in `location` (bench.lib.bench_location), taken just
 before its batch is sent; how late that is against its schedule is the feeder's lateness.
 A failed publish gives its seq back (the order's next update reuses it), so clients never
 count a gap for an update that was never published.
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.loadgen import bench_location, order_id, percentile
+from bench.lib import bench_location, order_id, percentile
 from bench.peers import nchan_body
 
 log = logging.getLogger("ordertrack.bench.load.feed")
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvloop
 
-    from bench.capacity import start_redis, stop_process
+    from bench.lib import start_redis, stop_process
 
     parser = argparse.ArgumentParser(prog="python -m bench.load.feed", description=main.__doc__)
     parser.add_argument("--orders", type=int, default=45_000)

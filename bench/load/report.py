@@ -21,9 +21,9 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from bench.lib import percentile
 from bench.load.profiles import Profile
 from bench.load.sampler import cpu_percent, delta, window
-from bench.loadgen import percentile
 
 TARGETS = {  # this machine, a pod = one process on one core (issue 10)
     "failed_connections": 0,

@@ -41,26 +41,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.capacity import (
+from bench.lib import (
     free_port,
     generate_key_pair,
     metric_sum,
+    order_id,
     scrape,
+    source_addresses,
     start_pod,
     start_redis,
     stop_process,
     tail,
+    worker_count,
 )
 from bench.load import report as reporting
 from bench.load.client import Timeline, WorkerSpec, worker_main
 from bench.load.feed import Feeder, FeedSpec, feed_main
 from bench.load.profiles import PROFILES, Profile, reconnect_indices, reconnect_offset
 from bench.load.sampler import SCRAPE_EVERY, Sampler, Watched
-from bench.loadgen import order_id, source_addresses, worker_count
 
 log = logging.getLogger("ordertrack.bench.load")
 
-PEER_SECRET = "bench-secret"
 #: connections one pod is allowed in the cluster profile (the kernel's spread is not exact;
 #: a process may hold 20,000 open files here)
 CLUSTER_POD_LIMIT = 19_000
@@ -131,33 +132,28 @@ def start_ours(profile: Profile, redis_url: str, public_key: Path, workdir: Path
 
 def installed_peers(wanted: list[str] | None) -> tuple[dict[str, Any], dict[str, str]]:
     """(name -> PeerSpec to run, name -> why skipped)."""
-    try:
-        from bench.peers import PEERS  # built beside this harness; may not be there yet
-    except ImportError:
-        names = wanted or ["websockets", "node-ws", "nchan"]
-        return {}, {name: f"peer {name} not installed (no bench/peers)" for name in names}
+    from bench.peers import PEERS
+
     chosen, skipped = {}, {}
     for name in wanted or list(PEERS):
         spec = PEERS.get(name)
         if spec is None:
             skipped[name] = f"peer {name} unknown (bench/peers has {', '.join(PEERS)})"
         elif not spec.installed():
-            why = spec.reason() if hasattr(spec, "reason") else "make bench-peers"
-            skipped[name] = f"peer {name} not installed ({why})"
+            skipped[name] = f"peer {name} not installed ({spec.reason()})"
         else:
             chosen[name] = spec
     return chosen, skipped
 
 
 def start_peer(name: str, spec: Any, redis_url: str, workdir: Path) -> Target:
-    import bench.peers
+    from bench.peers import TOKEN
 
     port = free_port()
     proc = spec.start(redis_url, port, workdir)
-    secret = getattr(bench.peers, "TOKEN", PEER_SECRET)
-    return Target(name, spec.ws_url("{order}", port), f"subprotocol:{secret}", spec.publish_mode,
+    return Target(name, spec.ws_url("{order}", port), f"subprotocol:{TOKEN}", spec.publish_mode,
                   [Watched(name, proc.pid)], [proc], nchan_port=port, resume=False,
-                  connection_limit=getattr(spec, "connection_limit", None))
+                  connection_limit=spec.connection_limit)
 
 
 # --- the scenario -------------------------------------------------------------------------------
@@ -319,16 +315,14 @@ def run_artillery(profile: Profile, target: Target, redis_url: str, private_pem:
     arriving at most ARTILLERY_RATE/s; once the pod holds them all, the feeder publishes one
     update to each of their orders through the publish Lua (over one update interval) while
     they heartbeat; then they leave."""
-    try:
-        from bench.artillery import run as artillery  # built beside this harness
-    except ImportError:
-        return {"skipped": "artillery not installed (no bench/artillery)"}
+    from bench.artillery import run as artillery
+
     missing = artillery.installed()  # None when it can run, else the reason
     if missing:
         return {"skipped": f"artillery not installed: {missing}"}
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from bench.loadgen import make_token
+    from bench.lib import make_token
 
     key = load_pem_private_key(private_pem, password=None)
     count = min(profile.connections, ARTILLERY_USERS)
@@ -495,13 +489,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep_rates:
         base = PROFILES[args.profile]
         factor = profile.connections / base.connections
-        profile = dataclasses.replace(
-            profile, update_interval=base.update_interval * factor,
-            heartbeat_interval=base.heartbeat_interval * factor,
-            ping_interval=base.ping_interval * factor)
+        profile = dataclasses.replace(profile, **{
+            name: getattr(base, name) * factor
+            for name in ("update_interval", "heartbeat_interval", "ping_interval")})
+    if args.ping_interval is not None and args.ping_interval <= 0:
+        parser.error("--ping-interval must be positive")
     if args.ping_interval is not None:
-        if args.ping_interval <= 0:
-            parser.error("--ping-interval must be positive")
         profile = dataclasses.replace(profile, ping_interval=args.ping_interval)
     if args.sample_every < 0:
         parser.error("--sample-every must be 0 or more")

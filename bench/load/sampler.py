@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.capacity import cpu_seconds, metric_sum, rss_kb, scrape
+from bench.lib import cpu_seconds, metric_sum, rss_kb, scrape
 
 ACTIVE = "ordertrack_ws_active_connections"
 #: samples between two scrapes of a pod's /metrics (the samples are a second apart)

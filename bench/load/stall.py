@@ -13,14 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-from bench.capacity import generate_key_pair, start_pod, start_redis, stop_process
-from bench.loadgen import SUBPROTOCOL, make_token, order_id, percentile
+from bench.lib import order_id, stack, summary, user_id, ws_connect
 
 
 def scrape_raw(port: int) -> None:
@@ -32,18 +28,9 @@ def scrape_raw(port: int) -> None:
             pass
 
 
-def summary(values: list[float]) -> dict[str, float | int]:
-    ordered = sorted(values)
-    return {"count": len(ordered), "p50_ms": percentile(ordered, 50) * 1e3,
-            "p99_ms": percentile(ordered, 99) * 1e3, "max_ms": ordered[-1] * 1e3 if ordered else 0}
-
-
-async def heartbeats(url: str, token: str, seconds: float) -> list[tuple[float, float]]:
-    from websockets.asyncio.client import connect
-
+async def heartbeats(port: int, token: str, seconds: float) -> list[tuple[float, float]]:
     out = []
-    async with connect(url, subprotocols=[SUBPROTOCOL],
-                       additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+    async with ws_connect(port, order_id(0), token) as ws:
         await ws.recv()  # connection_ack
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
@@ -59,15 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--every", type=float, default=0.1, help="seconds between scrapes")
     args = parser.parse_args(argv)
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    workdir = Path(tempfile.mkdtemp(prefix="ordertrack-stall-"))
-    redis_proc = pod = None
-    try:
-        private_pem, public_path = generate_key_pair(workdir)
-        redis_proc, redis_url = start_redis(workdir)
-        pod, port, metrics_port = start_pod(redis_url, public_path, 100, 30, workdir / "pod.log")
-        token = make_token(load_pem_private_key(private_pem, password=None), 0)
+    with stack("ordertrack-stall-") as world:
+        _, port, metrics_port = world.pod(max_connections=100)
+        token = world.keys.token(user_id(0), order_id(0))
         scrapes: list[tuple[float, float]] = []
         halt = threading.Event()
 
@@ -79,15 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
         thread = threading.Thread(target=scraper, daemon=True)
         thread.start()
-        rtts = asyncio.run(heartbeats(f"ws://127.0.0.1:{port}/ws/orders/{order_id(0)}/track",
-                                      token, args.seconds))
+        rtts = asyncio.run(heartbeats(port, token, args.seconds))
         halt.set()
         thread.join()
-    finally:
-        for proc in (pod, redis_proc):
-            if proc is not None:
-                stop_process(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
     inside, outside = [], []
     k = 0
     for sent, rtt in rtts:

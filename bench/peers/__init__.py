@@ -20,6 +20,7 @@ Installed by `make bench-peers`; nothing here is part of the unit suite.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import os
@@ -32,13 +33,58 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.capacity import REPO, _die_with_parent, stop_process, tail, wait_until
+from bench.lib import REPO, die_with_parent, stop_process, tail, wait_until
 
 HERE = Path(__file__).resolve().parent
 TOKEN = os.environ.get("BENCH_PEER_SECRET", "bench-secret")
 SUBPROTOCOL = "vantage-tracking-v1"
 NGINX_MODULES = Path("/usr/lib/nginx/modules")
 START_TIMEOUT_SECONDS = 20.0
+
+
+# --- what the Python peers share: the upgrade's check, the answers to client frames -------------
+
+
+def peer_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A Python peer's command line: --redis-url, --host, --port, --secret."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--secret", default=TOKEN)
+    return parser
+
+
+def offered_subprotocols(header_values: list[str]) -> list[str]:
+    """All values of the Sec-WebSocket-Protocol headers, split on commas."""
+    return [item.strip() for value in header_values for item in value.split(",") if item.strip()]
+
+
+def refusal(offered: list[str], secret: str) -> tuple[int, str, str] | None:
+    """(status, code, message) when the upgrade must be refused, else None."""
+    from ordertrack import protocol
+
+    if protocol.SUBPROTOCOL not in offered:
+        return 400, "BAD_REQUEST", f"offer the {protocol.SUBPROTOCOL} subprotocol"
+    if f"bearer.{secret}" not in offered:
+        return 401, "UNAUTHORIZED", "missing or wrong bearer.<token> subprotocol"
+    return None
+
+
+def answer(message: str | bytes, text: bool) -> bytes:
+    """The reply to a client frame: heartbeat_ack, or an error (a peer keeps no history)."""
+    from ordertrack import protocol
+
+    if not text:
+        return protocol.error("UNSUPPORTED_DATA", "text frames only")
+    parsed = protocol.parse_client_message(message.encode() if isinstance(message, str) else message)
+    if parsed.kind == "heartbeat":
+        return protocol.HEARTBEAT_ACK
+    if parsed.kind == "resume":
+        return protocol.error("RESUME_UNAVAILABLE", "this peer keeps no history")
+    return protocol.error(parsed.error_code, parsed.error_message)
+
+
 def nchan_body(message: bytes) -> bytes:
     """What the nchan peer's publisher is POSTed for a Redis message: our client frame
     (`protocol.tracking_update`), which nchan stores and fans out byte for byte, as it is built
@@ -59,7 +105,7 @@ FD_RESERVE = 1_000
 def _raise_nofile() -> None:
     """preexec_fn: the soft open-files limit up to the hard one (a peer holds 10K+ sockets),
     and the child dies with its parent."""
-    _die_with_parent()
+    die_with_parent()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -22,7 +22,7 @@ import redis
 import websockets
 from websockets.asyncio.client import connect
 
-from bench.capacity import bench_message, free_port, start_redis, stop_process
+from bench.lib import bench_message, free_port, start_redis, stop_process
 from bench.peers import PEERS, PeerSpec, nchan_body
 from ordertrack import protocol, redis_layout
 

@@ -37,10 +37,10 @@ from urllib.parse import urlsplit
 import hiredis
 import orjson
 
+from bench.peers import answer, offered_subprotocols, peer_arguments, refusal
 from ordertrack import protocol, redis_layout
 from ordertrack.http_edge.refusals import error_body
 
-DEFAULT_SECRET = "bench-secret"
 #: uWS closes a socket that neither sent nor got anything for this long, pinging it before
 #: (sendPingsAutomatically); a multiple of 4 s, its timer's resolution. The other peers ping
 #: every 30 s.
@@ -48,31 +48,6 @@ IDLE_TIMEOUT_SECONDS = 32
 #: how often the libuv loop runs for its timers when no socket is ready
 TIMER_ROUND_SECONDS = 0.5
 CHANNEL_PREFIX = redis_layout.channel("")
-
-
-def offered_subprotocols(header: str) -> list[str]:
-    return [item.strip() for item in header.split(",") if item.strip()]
-
-
-def refusal(offered: list[str], secret: str) -> tuple[int, str, str] | None:
-    """(status, code, message) when the upgrade must be refused, else None."""
-    if protocol.SUBPROTOCOL not in offered:
-        return 400, "BAD_REQUEST", f"offer the {protocol.SUBPROTOCOL} subprotocol"
-    if f"bearer.{secret}" not in offered:
-        return 401, "UNAUTHORIZED", "missing or wrong bearer.<token> subprotocol"
-    return None
-
-
-def answer(message: str | bytes, text: bool) -> bytes:
-    """The reply to a client frame (as the other peers: heartbeat_ack, or an error)."""
-    if not text:
-        return protocol.error("UNSUPPORTED_DATA", "text frames only")
-    parsed = protocol.parse_client_message(message.encode() if isinstance(message, str) else message)
-    if parsed.kind == "heartbeat":
-        return protocol.HEARTBEAT_ACK
-    if parsed.kind == "resume":
-        return protocol.error("RESUME_UNAVAILABLE", "this peer keeps no history")
-    return protocol.error(parsed.error_code, parsed.error_message)
 
 
 class Conn:
@@ -190,7 +165,7 @@ class UwsPeer:
         if not order_id or protocol.order_id_from_path(f"/ws/orders/{order_id}/track") is None:
             self._refuse(res, 404, "NOT_FOUND", "no such path")
             return
-        refused = refusal(offered_subprotocols(req.get_header("sec-websocket-protocol") or ""),
+        refused = refusal(offered_subprotocols([req.get_header("sec-websocket-protocol") or ""]),
                           self.secret)
         if refused:
             self._refuse(res, *refused)
@@ -312,12 +287,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--secret", default=os.environ.get("BENCH_PEER_SECRET", DEFAULT_SECRET))
-    args = parser.parse_args(argv)
+    args = peer_arguments(__doc__.splitlines()[0]).parse_args(argv)
     import uvloop
 
     uvloop.run(main_async(args))

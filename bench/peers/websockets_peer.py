@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import signal
 import sys
@@ -25,26 +24,12 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from bench.peers import answer, offered_subprotocols, peer_arguments, refusal
 from ordertrack import protocol, redis_layout
 from ordertrack.http_edge.refusals import error_body
 
-DEFAULT_SECRET = "bench-secret"
 #: far above what one process's open files allow: the limit is the machine's, not the pool's
 POOL_LIMIT = 1_000_000
-
-
-def offered_subprotocols(header_values: list[str]) -> list[str]:
-    """All values of the Sec-WebSocket-Protocol headers, split on commas."""
-    return [item.strip() for value in header_values for item in value.split(",") if item.strip()]
-
-
-def refusal(offered: list[str], secret: str) -> tuple[int, str, str] | None:
-    """(status, code, message) when the upgrade must be refused, else None."""
-    if protocol.SUBPROTOCOL not in offered:
-        return 400, "BAD_REQUEST", f"offer the {protocol.SUBPROTOCOL} subprotocol"
-    if f"bearer.{secret}" not in offered:
-        return 401, "UNAUTHORIZED", "missing or wrong bearer.<token> subprotocol"
-    return None
 
 
 def json_response(connection: ServerConnection, status: int, code: str, message: str) -> Response:
@@ -93,9 +78,7 @@ class Peer:
             forwarder = asyncio.create_task(self.forward(pubsub, ws))
             try:
                 async for payload in ws:
-                    reply = self.answer(payload)
-                    if reply is not None:
-                        await ws.send(reply, text=True)
+                    await ws.send(answer(payload, isinstance(payload, str)), text=True)
             finally:
                 forwarder.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -103,17 +86,6 @@ class Peer:
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
-
-    @staticmethod
-    def answer(payload: str | bytes) -> bytes | None:
-        if isinstance(payload, bytes):
-            return protocol.error("UNSUPPORTED_DATA", "text frames only")
-        message = protocol.parse_client_message(payload.encode())
-        if message.kind == "heartbeat":
-            return protocol.HEARTBEAT_ACK
-        if message.kind == "resume":
-            return protocol.error("RESUME_UNAVAILABLE", "this peer keeps no history")
-        return protocol.error(message.error_code, message.error_message)
 
     @staticmethod
     async def forward(pubsub, ws: ServerConnection) -> None:
@@ -145,11 +117,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--secret", default=os.environ.get("BENCH_PEER_SECRET", DEFAULT_SECRET))
+    parser = peer_arguments(__doc__.splitlines()[0])
     parser.add_argument("--ping-interval", type=float, default=30.0)
     parser.add_argument("--ping-timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
