@@ -57,11 +57,12 @@ class Publisher:
         try:
             published = int(await self._call(self.redis, order_id, carrier, event, state)) == 1
         except AttributeError as exc:
-            # redis-py's asyncio RedisCluster (8.2), sent to a node added to the cluster that its
-            # slot map does not know yet, fails with "'NoneType' object has no attribute
-            # 'execute_command'" instead of a Redis error: say it is one, so the caller's
-            # Redis-failure path (retry, 503, the next poll) takes it; nothing was written
-            if "execute_command" not in str(exc):
+            # redis-py's asyncio RedisCluster (8.2), redirected (ASK) to a node added to the
+            # cluster that its slot map does not know yet, fails with "'NoneType' object has no
+            # attribute 'execute_command'" (or, from its error path, '... 'connection_kwargs'")
+            # instead of a Redis error: say it is one, so the caller's Redis-failure path
+            # (retry, 503, the next poll) takes it; nothing was written
+            if "'NoneType' object has no attribute" not in str(exc):
                 raise
             raise RedisConnectionError(f"Redis Cluster node not known yet: {exc}") from exc
         if not published:
