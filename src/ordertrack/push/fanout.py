@@ -54,12 +54,6 @@ EVENT = "tracking_update"
 loads = orjson.loads
 dumps = orjson.dumps
 JSONDecodeError = orjson.JSONDecodeError
-PAYLOAD_TOO_LARGE = why.PAYLOAD_TOO_LARGE
-NOT_JSON = why.NOT_JSON
-NOT_OBJECT = why.NOT_OBJECT
-BAD_SEQ = why.BAD_SEQ
-MISSING_FIELD = why.MISSING_FIELD
-BAD_FIELD = why.BAD_FIELD
 
 
 def _ignore(*_args) -> None:
@@ -101,23 +95,23 @@ class FanOut:
         """(client frame, published_at) with the `seq` in `_seq`, or the reason (a str) the
         payload is malformed: redis_layout.decode_message's checks in the same order."""
         if len(payload) > MAX_PAYLOAD_BYTES:
-            return PAYLOAD_TOO_LARGE
+            return why.PAYLOAD_TOO_LARGE
         try:
             decoded = loads(payload)
         except JSONDecodeError:
-            return NOT_JSON
+            return why.NOT_JSON
         if type(decoded) is not dict:
-            return NOT_OBJECT
+            return why.NOT_OBJECT
         message: dict = decoded
         seq = message.get("seq")
         if type(seq) is not int or not (1 <= seq <= MAX_SEQ):
-            return BAD_SEQ
+            return why.BAD_SEQ
         for field in STRING_FIELDS:
             if field not in message:
-                return MISSING_FIELD
+                return why.MISSING_FIELD
         for field in STRING_FIELDS:
             if type(message[field]) is not str:
-                return BAD_FIELD
+                return why.BAD_FIELD
         self._seq = seq
         data = {field: message.get(field) for field in FIELDS}
         return dumps({"event": EVENT, "data": data}), message.get("published_at")

@@ -72,11 +72,6 @@ MAX_PAYLOAD_BYTES = cython.declare(cython.Py_ssize_t, why.MAX_PAYLOAD_BYTES)
 FEED = cython.declare(cython.Py_ssize_t, FEED_BYTES)
 ProtocolError = hiredis.ProtocolError
 ReplyError = hiredis.ReplyError
-NOT_RESP = why.NOT_RESP
-UNEXPECTED_REPLY = why.UNEXPECTED_REPLY
-EMPTY_ORDER_ID = why.EMPTY_ORDER_ID
-BAD_ORDER_ID = why.BAD_ORDER_ID
-PAYLOAD_TOO_LARGE = why.PAYLOAD_TOO_LARGE
 #: the kernel's receive buffer for the connection, so a burst waits in our socket, not in Redis
 SOCKET_RCVBUF_BYTES = 4 << 20
 KEEPALIVE_IDLE_SECONDS = 10
@@ -171,7 +166,7 @@ class ReaderCore:
                 try:
                     reply = gets()
                 except ProtocolError as exc:
-                    self._fail(exc, NOT_RESP)
+                    self._fail(exc, why.NOT_RESP)
                     return
                 if reply is False:
                     break
@@ -205,14 +200,14 @@ class ReaderCore:
         tail: cython.Py_ssize_t
         clen: cython.Py_ssize_t
         if n == 0:
-            return self._malformed(None, UNEXPECTED_REPLY)
+            return self._malformed(None, why.UNEXPECTED_REPLY)
         kind = reply[0]
         if (n == 4 and kind == b"pmessage") or (n == 3 and kind == b"smessage"):
             self.received += 1
             channel = reply[n - 2]
             payload = reply[n - 1]
             if type(channel) is not bytes or type(payload) is not bytes:
-                return self._malformed(None, UNEXPECTED_REPLY)
+                return self._malformed(None, why.UNEXPECTED_REPLY)
             # pattern: order:tracking:ORDER_ID; sharded: order:tracking:shard:{ORDER_ID}
             if n == 4:
                 prefix, head, tail = PREFIX, PREFIX_LEN, 0
@@ -223,27 +218,27 @@ class ReaderCore:
                 cp: cython.p_char = PyBytes_AS_STRING(channel)
                 if (clen < head or memcmp(cp, PyBytes_AS_STRING(prefix), head) != 0
                         or (tail and (clen == head or cp[clen - 1] != 125))):  # 125: '}'
-                    return self._malformed(None, UNEXPECTED_REPLY)
+                    return self._malformed(None, why.UNEXPECTED_REPLY)
                 if clen <= head + tail:
-                    return self._malformed(None, EMPTY_ORDER_ID)
+                    return self._malformed(None, why.EMPTY_ORDER_ID)
                 try:
                     order_id = PyUnicode_DecodeUTF8(cp + head, clen - head - tail, cython.NULL)
                 except UnicodeDecodeError:
-                    return self._malformed(None, BAD_ORDER_ID)
+                    return self._malformed(None, why.BAD_ORDER_ID)
                 if PyBytes_GET_SIZE(payload) > MAX_PAYLOAD_BYTES:
-                    return self._malformed(order_id, PAYLOAD_TOO_LARGE)
+                    return self._malformed(order_id, why.PAYLOAD_TOO_LARGE)
             else:
                 if not channel.startswith(prefix) or (tail and not channel.endswith(b"}")):
-                    return self._malformed(None, UNEXPECTED_REPLY)
+                    return self._malformed(None, why.UNEXPECTED_REPLY)
                 clen = len(channel)
                 if clen <= head + tail:
-                    return self._malformed(None, EMPTY_ORDER_ID)
+                    return self._malformed(None, why.EMPTY_ORDER_ID)
                 try:
                     order_id = channel[head:clen - tail].decode()
                 except UnicodeDecodeError:
-                    return self._malformed(None, BAD_ORDER_ID)
+                    return self._malformed(None, why.BAD_ORDER_ID)
                 if len(payload) > MAX_PAYLOAD_BYTES:
-                    return self._malformed(order_id, PAYLOAD_TOO_LARGE)
+                    return self._malformed(order_id, why.PAYLOAD_TOO_LARGE)
             watch = self.watched.get(order_id)
             if watch is None:
                 self.discarded += 1
@@ -257,7 +252,7 @@ class ReaderCore:
             if type(payload) is bytes:
                 self.on_control(payload)
             else:
-                return self._malformed(None, UNEXPECTED_REPLY)
+                return self._malformed(None, why.UNEXPECTED_REPLY)
         elif n == 3 and (kind == b"ssubscribe" or kind == b"sunsubscribe"):
             self.on_shard(kind, reply[1])
         elif n == 3 and (kind == b"psubscribe" or kind == b"subscribe"):
@@ -266,7 +261,7 @@ class ReaderCore:
                 self.live = True
                 self.on_live()
         elif not (n == 2 and kind == b"pong"):
-            return self._malformed(None, UNEXPECTED_REPLY)
+            return self._malformed(None, why.UNEXPECTED_REPLY)
         return 0
 
     def _malformed(self, order_id, reason: str) -> cython.int:  # order_id: str | None
