@@ -111,10 +111,34 @@ def generate_key_pair(workdir: Path) -> tuple[bytes, Path]:
     return keys.private_pem, keys.public_path
 
 
+#: the CPUs the server under test (our pod, a peer) is pinned to, or None: not pinned
+#: (`bench.load --server-cpu`; set once, before anything starts)
+SERVER_CPUS: set[int] | None = None
+
+
+def pin_server(cpus: set[int]) -> None:
+    """From now on the server under test runs on `cpus` and this process (and so every child
+    it starts after this: the generator, the feeder, Redis) on the others: the server gets
+    cores of its own, as a pod in production does."""
+    global SERVER_CPUS
+    others = set(os.sched_getaffinity(0)) - cpus
+    if not others or not cpus <= set(range(os.cpu_count() or 1)):
+        raise ValueError(f"cannot pin the server to CPUs {sorted(cpus)} and keep one for the rest")
+    os.sched_setaffinity(0, others)
+    SERVER_CPUS = set(cpus)
+
+
+def pinned(command: list[str]) -> list[str]:
+    """`command` run on SERVER_CPUS (taskset, every thread) when the server is pinned."""
+    if not SERVER_CPUS:
+        return command
+    return ["taskset", "-a", "-c", ",".join(map(str, sorted(SERVER_CPUS))), *command]
+
+
 def pod_command() -> list[str]:
     """The pod under test: `python -m ordertrack serve`, or BENCH_POD_COMMAND (shell words)."""
     override = os.environ.get("BENCH_POD_COMMAND")
-    return shlex.split(override) if override else [sys.executable, "-m", "ordertrack", "serve"]
+    return pinned(shlex.split(override) if override else [sys.executable, "-m", "ordertrack", "serve"])
 
 
 def start_pod(redis_url: str, public_key: Path, max_connections: int, heartbeat_interval: float,

@@ -320,3 +320,23 @@ def test_pods_share_one_port_with_reuse_port(procs, tmp_path, redis_url, keys):
                          log=tmp_path / "second.log")
     assert second.wait(15) == 2
     assert "cannot be served" in (tmp_path / "second.log").read_text()
+
+
+def test_server_cpu_pins_the_server_and_moves_everything_else_off_its_core():
+    """`bench.load --server-cpu N`: the pod and each peer start under `taskset -c N`, and the
+    harness (so its generator, feeder and Redis children) runs on the other CPUs."""
+    import os
+
+    script = ("import os, json; from bench import lib; lib.pin_server({%d}); "
+              "print(json.dumps([sorted(os.sched_getaffinity(0)), lib.pod_command()[:4]]))")
+    cpus = sorted(os.sched_getaffinity(0))
+    last = cpus[-1]
+    done = subprocess.run([sys.executable, "-c", script % last], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    if len(cpus) < 2:  # one CPU: nothing left for the rest, refused in one line
+        assert done.returncode != 0 and "keep one for the rest" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr
+    affinity, command = json.loads(done.stdout)
+    assert affinity == [c for c in cpus if c != last]
+    assert command == ["taskset", "-a", "-c", str(last)]

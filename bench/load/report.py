@@ -21,6 +21,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from bench import lib
 from bench.lib import percentile
 from bench.load.profiles import Profile
 from bench.load.sampler import cpu_percent, delta, window
@@ -417,7 +418,8 @@ def machine() -> dict[str, Any]:
         mem_kb = 0
     return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gb": round(mem_kb / 1024**2, 1),
             "open_files_per_process": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-            "load_average_at_end": os.getloadavg()}
+            "load_average_at_end": os.getloadavg(),
+            "server_cpus": sorted(lib.SERVER_CPUS) if lib.SERVER_CPUS else None}
 
 
 def tail_lines(path: Path, count: int = 5) -> list[str]:
@@ -724,7 +726,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, "
         f"{m['open_files_per_process']:,} open files per process; load average at the end "
         f"{', '.join(f'{x:.1f}' for x in m['load_average_at_end'])}. Shared and noisy: the "
-        "load generator, the feeder, Redis and the pods share these cores with other work.",
+        "load generator, the feeder, Redis and the pods share these cores with other work."
+        + (f" Pinned: the server under test (ours, each peer) on CPU "
+           f"{', '.join(map(str, m['server_cpus']))}, everything else on the others."
+           if m.get("server_cpus") else ""),
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
         f"Scenario: {p['connections']:,} connections, open-loop ramp at "

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import lib
 from bench.lib import (
     free_port,
     generate_key_pair,
@@ -475,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feeder-script-check", action="store_true",
                         help="the feeder lets redis-py send SCRIPT EXISTS before every batch "
                              "(its default; off: EVALSHA alone, as the gateway sends it)")
+    parser.add_argument("--server-cpu", type=int, default=None, metavar="N",
+                        help="pin the server under test (our pod, each peer) to CPU N and "
+                             "everything else (generator, feeder, Redis) to the other CPUs")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -507,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    if args.server_cpu is not None:
+        try:
+            lib.pin_server({args.server_cpu})
+        except ValueError as exc:
+            parser.error(str(exc))
     signal.signal(signal.SIGTERM, on_term)
     try:
         report = run(profile, out, wanted, with_peers, progress=not args.quiet,

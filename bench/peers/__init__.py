@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import lib
 from bench.lib import REPO, die_with_parent, stop_process, tail, wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -156,8 +157,9 @@ class PeerSpec:
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         command = self._command(redis_url, port, workdir)
-        if cpus:
-            command = ["taskset", "-a", "-c", ",".join(str(c) for c in sorted(cpus)), *command]
+        if cpus or lib.SERVER_CPUS:
+            command = ["taskset", "-a", "-c", ",".join(map(str, sorted(cpus or lib.SERVER_CPUS))),
+                       *command]
         log_path = workdir / f"{self.name}.log"
         with open(log_path, "wb") as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
