@@ -169,7 +169,9 @@ async def test_launchdarkly_provider_built_from_the_sdk_key_evaluates_offline():
                     .fallthrough_variation(0).if_match("region", "us-east-1")
                     .and_match("carrier", "dhl").then_return(1))
         await asyncio.wait_for(changed.wait(), 5)
-        assert source.realtime_enabled("user_1", "dhl", "desktop")
+        # the SDK may tell of the change before its store answers with it: wait for the decision
+        await wait_for_async(lambda: source.realtime_enabled("user_1", "dhl", "desktop"), 5,
+                             what="the new targeting decided")
         assert not source.realtime_enabled("user_1", "fedex", "desktop")
     finally:
         source.close()
