@@ -36,26 +36,28 @@ class Close:
     reason: str
 
 
+#: the codes RFC 6455 section 7.4.1 defines, in the meaning it gives them
 CLIENT_CLOSE = Close(1000, "client_close")
 SERVER_SHUTDOWN = Close(1001, "server_shutdown")
-UNSUPPORTED_DATA = Close(1003, "unsupported_data")
-MESSAGE_TOO_BIG = Close(1009, "message_too_big")
 PROTOCOL_ERROR = Close(1002, "protocol_error")
+UNSUPPORTED_DATA = Close(1003, "unsupported_data")
 INVALID_PAYLOAD = Close(1007, "invalid_payload")
 TOKEN_EXPIRED = Close(1008, "token_expired")
+MESSAGE_TOO_BIG = Close(1009, "message_too_big")
 SLOW_CONSUMER = Close(1013, "slow_consumer")
+#: the transport went away without a close handshake (network drop, process killed): never sent
+CONNECTION_LOST = Close(1006, "connection_lost")
+RFC6455_CLOSES = (CLIENT_CLOSE, SERVER_SHUTDOWN, PROTOCOL_ERROR, UNSUPPORTED_DATA, INVALID_PAYLOAD,
+                  TOKEN_EXPIRED, MESSAGE_TOO_BIG, SLOW_CONSUMER, CONNECTION_LOST)
+
+#: ours, in the range RFC 6455 leaves to applications (4000-4999)
 HEARTBEAT_TIMEOUT = Close(4000, "heartbeat_timeout")
 CONNECTION_LIMIT = Close(4001, "connection_limit")
 INTERNAL_ERROR = Close(4002, "internal_error")
 FEATURE_DISABLED = Close(4003, "feature_disabled")
-#: the transport went away without a close handshake (network drop, process killed)
-CONNECTION_LOST = Close(1006, "connection_lost")
+APPLICATION_CLOSES = (HEARTBEAT_TIMEOUT, CONNECTION_LIMIT, INTERNAL_ERROR, FEATURE_DISABLED)
 
-CLOSE_REASONS = (
-    CLIENT_CLOSE, SERVER_SHUTDOWN, PROTOCOL_ERROR, UNSUPPORTED_DATA, INVALID_PAYLOAD,
-    TOKEN_EXPIRED, MESSAGE_TOO_BIG, SLOW_CONSUMER, HEARTBEAT_TIMEOUT, CONNECTION_LIMIT,
-    INTERNAL_ERROR, FEATURE_DISABLED, CONNECTION_LOST,
-)
+CLOSE_REASONS = RFC6455_CLOSES + APPLICATION_CLOSES
 _CLOSE_BY_CODE = {close.code: close for close in CLOSE_REASONS}
 
 

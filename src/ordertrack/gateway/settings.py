@@ -44,9 +44,8 @@ DHL = polled_carrier("DHL", "DHL", "60", "2000", (
 FEDEX = polled_carrier("FEDEX", "FedEx", "90", "1000", oauth("FEDEX", "FedEx"))
 UPS = polled_carrier("UPS", "UPS", "120", "500", oauth("UPS", "UPS"))
 
-SETTINGS: tuple[Setting, ...] = STORE + REDIS + DHL + FEDEX + UPS + (
-    Setting("PUSH_SAFETY_NET_SECONDS", duration, "1800",
-            "an order its carrier pushed within this long is polled only this often"),
+#: carrier push subscriptions (UPS Track Alert, DHL push) and how polling backs off for them
+PUSH_SUBSCRIPTIONS = (
     Setting("UPS_WEBHOOK_URL", http_url, None,
             "our UPS webhook (ordertrack ingest); set: active UPS orders get Track Alert "
             "subscriptions, renewed before their 14 days end"),
@@ -54,15 +53,26 @@ SETTINGS: tuple[Setting, ...] = STORE + REDIS + DHL + FEDEX + UPS + (
             "our DHL webhook (ordertrack ingest); set: active DHL orders get push subscriptions"),
     Setting("SUBSCRIPTION_RENEW_BEFORE_SECONDS", duration, "172800",
             "renew a UPS Track Alert subscription this long before it ends"),
-    Setting("ORDERS_REFRESH_SECONDS", duration, "15", "how often the active orders are re-read from the store"),
-    Setting("CARRIER_RETRY_BASE_SECONDS", duration, "0.5", "first retry backoff of a carrier request"),
+    Setting("PUSH_SAFETY_NET_SECONDS", duration, "1800",
+            "an order its carrier pushed within this long is polled only this often"),
+)
+#: an order whose carrier keeps failing: when to alert, and where
+FAILURE_ALERTS = (
     Setting("FAILURE_ALERT_THRESHOLD", positive_int, "10",
             "alert and flag an order after MORE than this many consecutive failures"),
     Setting("PAGERDUTY_ROUTING_KEY", optional_text, None,
             "PagerDuty Events API v2 routing key; unset: alerts are logged"),
     Setting("PAGERDUTY_EVENTS_URL", http_url, "https://events.pagerduty.com/v2/enqueue",
             "PagerDuty Events API v2 endpoint"),
+)
+#: the replica itself: its name, how often it re-reads its work, its metrics endpoint
+REPLICA = (
+    Setting("REPLICA_NAME", text, default_pod_name(), "this replica's name in claims and alerts"),
+    Setting("ORDERS_REFRESH_SECONDS", duration, "15", "how often the active orders are re-read from the store"),
+    Setting("CARRIER_RETRY_BASE_SECONDS", duration, "0.5", "first retry backoff of a carrier request"),
     Setting("GATEWAY_METRICS_HOST", text, "0.0.0.0", "address the /metrics server listens on"),
     Setting("GATEWAY_METRICS_PORT", port, "9091", "Prometheus /metrics port (0: not served)"),
-    Setting("REPLICA_NAME", text, default_pod_name(), "this replica's name in claims and alerts"),
-) + UPS_WEBHOOK + DHL_WEBHOOK + LOGGING
+)
+
+SETTINGS: tuple[Setting, ...] = (STORE + REDIS + DHL + FEDEX + UPS + PUSH_SUBSCRIPTIONS
+                                 + FAILURE_ALERTS + REPLICA + UPS_WEBHOOK + DHL_WEBHOOK + LOGGING)
