@@ -4,12 +4,16 @@ Redis, a websockets client."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from ordertrack.gateway.publisher import Publisher
 from ordertrack.models import StoredEvent
+from ordertrack.push.latency_probe import LagProbe
 from tests.support import free_port, wait_for
 from tests.support.pods import connect, recv_event, recv_json, start_pod
 
@@ -69,3 +73,29 @@ async def test_by_default_nothing_is_sampled(procs, tmp_path, redis_url, keys, r
         return text if "ordertrack_ws_delivery_latency_seconds_count 3.0" in text else None
 
     assert counts(wait_for(delivered, 10, what="3 updates delivered")) == {}
+
+
+async def test_the_lag_probe_reads_a_kernel_timer_and_lets_it_go_when_stopped():
+    """On Linux the probe is a timerfd the loop reads like a socket (microseconds; uvloop's
+    call_later is whole milliseconds); stopped, its descriptor is closed and nothing more comes."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    three = loop.create_future()
+
+    def observe(lag: float) -> None:
+        lags.append(lag)
+        if len(lags) == 3 and not three.done():
+            three.set_result(None)
+
+    probe = LagProbe(loop, observe, interval=0.01)
+    probe.start()
+    assert probe.kind == "timerfd"
+    fd = probe.fd
+    await asyncio.wait_for(three, 5)
+    probe.stop()
+    assert all(lag >= 0.0 for lag in lags)
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    seen = len(lags)
+    await asyncio.sleep(0)  # one more loop turn: a stopped probe observes nothing
+    assert len(lags) == seen

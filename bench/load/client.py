@@ -34,6 +34,7 @@ from bench.lib import (
     picows_connect,
 )
 from bench.load.profiles import schedule, storm_offset
+from ordertrack.push.latency_probe import LagProbe
 
 log = logging.getLogger("ordertrack.bench.load.client")
 
@@ -46,9 +47,6 @@ FREEZE_EVERY = 500
 #: STORM_RETRY_FIRST_SECONDS (doubling, at most 2 s), as a real client would
 STORM_ATTEMPTS = 10
 STORM_RETRY_FIRST_SECONDS = 0.1
-#: seconds between two probes of the generator's own loop lag (its receive times are only as
-#: good as its loop is prompt)
-LAG_PROBE_SECONDS = 0.05
 
 
 @dataclass
@@ -315,7 +313,11 @@ class Worker:
     async def run(self, tl: Timeline, pipe: multiprocessing.connection.Connection) -> None:
         tasks: list[asyncio.Task] = []
         status = asyncio.ensure_future(self._status(pipe))
-        lag_probe = asyncio.ensure_future(self._lag_probe())
+        # the generator's own loop lag (its receive times are only as good as its loop is
+        # prompt), by the pod's probe: a timerfd, microseconds
+        lag_probe = LagProbe(asyncio.get_running_loop(),
+                             lambda lag: self.results.loop_lag.append((time.time(), lag)))
+        lag_probe.start()
         heartbeats = asyncio.ensure_future(self._heartbeats(tl.heartbeat_interval))
         for count, index in enumerate(self.indices, 1):  # the ramp, open loop
             due = tl.t0 + schedule(index, tl.ramp_per_second)
@@ -351,7 +353,7 @@ class Worker:
                 closes.append(asyncio.ensure_future(self._close(client)))
         await asyncio.gather(*closes)
         status.cancel()
-        lag_probe.cancel()
+        lag_probe.stop()
 
     async def _close(self, client: Any, grace: float = 5.0) -> None:
         from picows import WSCloseCode
@@ -420,14 +422,6 @@ class Worker:
                     self.results.heartbeats_unanswered += 1
                 client.hb_sent = now
                 client.transport.send(WSMsgType.TEXT, HEARTBEAT)
-
-    async def _lag_probe(self) -> None:
-        # time.monotonic, not loop.time(): uvloop's clock is libuv's, in whole milliseconds,
-        # which made every lag read 1.00 or 2.00 ms
-        while True:
-            due = time.monotonic() + LAG_PROBE_SECONDS
-            await asyncio.sleep(LAG_PROBE_SECONDS)
-            self.results.loop_lag.append((time.time(), time.monotonic() - due))
 
     async def _status(self, pipe: multiprocessing.connection.Connection) -> None:
         while True:

@@ -607,8 +607,8 @@ def tail_section(report: dict[str, Any]) -> list[str]:
         ("feeder: stamp -> Redis / nchan replied", lambda r: pair(r["feed"].get("stamp_to_reply"))),
         ("pod: published_at -> read (sampled)", lambda r: probe(r, "redis_to_read")),
         ("pod: read -> frames written (sampled)", lambda r: probe(r, "fanout")),
-        ("pod: event loop lag (50 ms probe)", lambda r: probe(r, "loop_lag")),
-        ("generator: its own loop lag (50 ms probe)", lambda r: pair(r.get("generator_loop_lag"))),
+        ("pod: event loop lag (50 ms timerfd probe)", lambda r: probe(r, "loop_lag")),
+        ("generator: its own loop lag (50 ms timerfd probe)", lambda r: pair(r.get("generator_loop_lag"))),
         ("server: waited for a CPU, ms per s (main thread, /proc schedstat)", lambda r: "; ".join(
             _f(p.get("hold_runqueue_ms_per_s")) for p in r["pods"].values())),
         ("heartbeat round trip", lambda r: pair(r["heartbeat"])),
