@@ -50,7 +50,7 @@ from ordertrack.sandbox import (
     UPS_CLIENT_ID,
     UPS_CLIENT_SECRET,
 )
-from ordertrack.sandbox.main import SETTINGS as SANDBOX
+from ordertrack.sandbox.settings import SETTINGS as SANDBOX
 from ordertrack.sandbox.shipments import new_shipment
 
 DEMO_USER = "demo_user"

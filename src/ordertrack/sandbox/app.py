@@ -47,6 +47,7 @@ from ordertrack.sandbox.faults import FaultBook, parse_fault
 from ordertrack.sandbox.push import Pusher
 from ordertrack.sandbox.push import routes as push_routes
 from ordertrack.sandbox.quota import Quota
+from ordertrack.sandbox.settings import SETTINGS
 from ordertrack.sandbox.shipments import (
     Shipment,
     is_never_found,
@@ -65,7 +66,7 @@ RECENT_LIMIT = 1000
 @dataclass
 class SandboxConfig:
     """What `POST /_admin/config` may change: the SANDBOX_* settings of the same names
-    (sandbox/main.py declares them and their defaults)."""
+    (sandbox/settings.py declares them and their defaults)."""
 
     time_scale: float
     dhl_quota_per_hour: int
@@ -82,8 +83,6 @@ class SandboxConfig:
 
     @classmethod
     def defaults(cls) -> SandboxConfig:
-        from ordertrack.sandbox.main import SETTINGS
-
         return cls.from_settings(load_settings(SETTINGS, environ={}))
 
 
