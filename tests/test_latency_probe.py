@@ -76,8 +76,8 @@ async def test_by_default_nothing_is_sampled(procs, tmp_path, redis_url, keys, r
 
 
 async def test_the_lag_probe_reads_a_kernel_timer_and_lets_it_go_when_stopped():
-    """On Linux the probe is a timerfd the loop reads like a socket (microseconds; uvloop's
-    call_later is whole milliseconds); stopped, its descriptor is closed and nothing more comes."""
+    """On Linux the probe is a timerfd the loop reads like a socket (what a client's frame
+    waits, to the microsecond); stopped, its descriptor is closed and nothing more comes."""
     loop = asyncio.get_running_loop()
     lags: list[float] = []
     three = loop.create_future()

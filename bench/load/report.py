@@ -590,7 +590,8 @@ def tail_section(report: dict[str, Any]) -> list[str]:
              "the reply (`stamp -> reply`: ordertrack's publish Lua, a peer's PUBLISH or "
              "nchan's POST); our pod, for every Nth update (LATENCY_SAMPLE_EVERY), times "
              "`published_at -> read` and `read -> written`, and probes its loop's lag every "
-             "50 ms; the generator probes its own loop likewise.", "",
+             "50 ms (a timerfd's expiry -> the loop runs it: microseconds); the generator "
+             "probes its own loop likewise.", "",
              "| stage | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
 
     def pair(d: dict | None) -> str:
