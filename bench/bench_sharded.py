@@ -28,7 +28,7 @@ from pathlib import Path
 import redis as sync_redis
 
 from bench.lib import (
-    bench_location,
+    Feeder,
     cpu_seconds,
     generate_key_pair,
     make_token,
@@ -44,8 +44,6 @@ from bench.loadgen import LoadGenerator
 from ordertrack import redis_connect
 from ordertrack.devtools.processes import free_port, stop_process
 from ordertrack.devtools.redis_topologies import ClusterTopology
-from ordertrack.gateway.publisher import Publisher
-from ordertrack.models import StoredEvent
 
 
 class Cluster:
@@ -65,50 +63,6 @@ class Cluster:
             finally:
                 client.close()
         return out
-
-
-class Feeder:
-    """RATE updates/s over the orders, each carrying its send time (the clients' latency)."""
-
-    def __init__(self, url: str, orders: int, mode: str, seq: dict[str, int]):
-        self.redis = redis_connect.command_client(redis_connect.parse_redis_url(url))
-        self.orders = orders
-        self.mode = mode
-        #: every order's last seq, kept across the modes (publish.lua refuses an old seq)
-        self.seq = seq
-        self.published = 0
-        self.failed_attempts = 0
-
-    async def publish(self, index: int) -> None:
-        order = order_id(index)
-        seq = self.seq.get(order, 0) + 1
-        event = StoredEvent(order, seq, "in_transit", bench_location(time.time()),
-                            "2025-10-03T12:00:00Z", None)
-        while True:
-            try:
-                if not await Publisher(self.redis, mode=self.mode).publish(order, "dhl", event):
-                    raise RuntimeError(f"publish of {order} seq {seq} refused")
-                break
-            except (sync_redis.RedisError, OSError):
-                self.failed_attempts += 1
-                await asyncio.sleep(0.05)
-        self.seq[order] = seq
-        self.published += 1
-
-    async def run(self, rate: float, seconds: float) -> None:
-        tick = 0.05
-        per_tick = rate * tick
-        owed = 0.0
-        cursor = 0
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            owed += per_tick
-            batch = int(owed)
-            owed -= batch
-            indices = [(cursor + n) % self.orders for n in range(batch)]
-            cursor = (cursor + batch) % self.orders
-            await asyncio.gather(*(self.publish(i) for i in indices))
-            await asyncio.sleep(max(0.0, tick - (time.monotonic() - started) % tick))
 
 
 async def establishment(port: int, private_pem: bytes, first_index: int, count: int) -> list[float]:

@@ -492,3 +492,55 @@ def summary(values: list[float]) -> dict[str, float | int]:
 def latency_summary(samples: list[tuple[float, float]]) -> dict[str, float | int]:
     """count, p50, p99, max in milliseconds of (send time, latency seconds) samples."""
     return summary([latency for _, latency in samples])
+
+
+class Feeder:
+    """RATE updates/s over the orders through publish.lua (`Publisher`, in PUBSUB_MODE `mode`),
+    each carrying its send time (the clients' latency)."""
+
+    def __init__(self, url: str, orders: int, mode: str, seq: dict[str, int]):
+        from ordertrack import redis_connect
+
+        self.redis = redis_connect.command_client(redis_connect.parse_redis_url(url))
+        self.orders = orders
+        self.mode = mode
+        #: every order's last seq, kept across the modes (publish.lua refuses an old seq)
+        self.seq = seq
+        self.published = 0
+        self.failed_attempts = 0
+
+    async def publish(self, index: int) -> None:
+        import redis as sync_redis
+
+        from ordertrack.gateway.publisher import Publisher
+        from ordertrack.models import StoredEvent
+
+        order = order_id(index)
+        seq = self.seq.get(order, 0) + 1
+        event = StoredEvent(order, seq, "in_transit", bench_location(time.time()),
+                            "2025-10-03T12:00:00Z", None)
+        while True:
+            try:
+                if not await Publisher(self.redis, mode=self.mode).publish(order, "dhl", event):
+                    raise RuntimeError(f"publish of {order} seq {seq} refused")
+                break
+            except (sync_redis.RedisError, OSError):
+                self.failed_attempts += 1
+                await asyncio.sleep(0.05)
+        self.seq[order] = seq
+        self.published += 1
+
+    async def run(self, rate: float, seconds: float) -> None:
+        tick = 0.05
+        per_tick = rate * tick
+        owed = 0.0
+        cursor = 0
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            owed += per_tick
+            batch = int(owed)
+            owed -= batch
+            indices = [(cursor + n) % self.orders for n in range(batch)]
+            cursor = (cursor + batch) % self.orders
+            await asyncio.gather(*(self.publish(i) for i in indices))
+            await asyncio.sleep(max(0.0, tick - (time.monotonic() - started) % tick))
