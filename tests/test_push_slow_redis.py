@@ -10,6 +10,7 @@ import json
 import time
 
 import pytest
+import redis
 import websockets
 
 from ordertrack.devtools.delay_proxy import DelayProxy
@@ -110,3 +111,36 @@ async def test_with_redis_close_by_everyone_is_acked(procs, tmp_path, keys, slow
     slow_redis.set_delay(0.002)
     results = await staggered(pod, keys, CLIENTS, spread=0.2)
     assert [result for result, _ in results] == ["connection_ack"] * CLIENTS
+
+
+def evalsha_calls(port: int) -> int:
+    client = redis.Redis(port=port)
+    try:
+        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    finally:
+        client.close()
+
+
+async def test_connections_arriving_during_a_round_trip_share_the_next_batch(
+        procs, tmp_path, keys, own_redis, slow_redis):
+    """Redis near (2 ms each way, well under a slow one): 40 clients arriving over 40 ms are
+    acked in a few admission batches, one round trip for many (a batch started for every connection
+    cost +31 % pod CPU per connection, BENCHMARKS.md "Wall time side by side")."""
+    pod = await start_pod_async(procs, tmp_path, slow_redis.url, keys,
+                                redis_subscribe_timeout_seconds=DEADLINE)
+    await admitting(pod, keys)
+    slow_redis.set_delay(0.002)
+    before = evalsha_calls(own_redis.port)
+
+    async def arrive(i: int):  # one every millisecond, as a ramp at 1,000 connections/s
+        await asyncio.sleep(i / 1000)
+        return await connect(pod, keys.token(f"batch_user{i}", f"ord_batch{i}", alg="ES256"),
+                             f"ord_batch{i}")
+    sockets = await asyncio.gather(*(arrive(i) for i in range(40)))
+    acks = [json.loads(await asyncio.wait_for(ws.recv(), 10))["event"] for ws in sockets]
+    calls = evalsha_calls(own_redis.port) - before
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    assert acks == ["connection_ack"] * 40
+    # each batch is one register.lua and one states.lua call; a batch started for every
+    # connection made 20-33 batches of these 40 here, waiting for the one under way 7-12
+    assert calls // 2 < 20, f"{calls // 2} admission batches for 40 connections"
