@@ -125,7 +125,7 @@ async def test_connections_arriving_during_a_round_trip_share_the_next_batch(
         procs, tmp_path, keys, own_redis, slow_redis):
     """Redis near (2 ms each way, well under a slow one): 40 clients arriving over 40 ms are
     acked in a few admission batches, one round trip for many (a batch started for every connection
-    cost +31 % pod CPU per connection, BENCHMARKS.md "Wall time side by side")."""
+    cost a third more pod CPU per connection, BENCHMARKS.md "Wall time side by side")."""
     pod = await start_pod_async(procs, tmp_path, slow_redis.url, keys,
                                 redis_subscribe_timeout_seconds=DEADLINE)
     await admitting(pod, keys)

@@ -47,7 +47,7 @@ MIN_GAP_SECONDS = 0.001
 #: a fast Redis: the next batch waits for the one under way at most this long (or until the
 #: queue holds a full batch); longer, and Redis counts as slow: batches overlap, paced
 #: by `batch_gap`. (Starting every batch at once with a fast Redis made batches of one or two
-#: connections: +31 % pod CPU per admitted connection in per-batch pipeline costs.)
+#: connections: about a third more pod CPU per admitted connection, in per-batch costs.)
 SETTLE_WAIT_SECONDS = MIN_GAP_SECONDS * MAX_IN_FLIGHT
 RESUME_FAILED = protocol.error("RESUME_UNAVAILABLE", "resume failed; refetch over REST")
 STATES_LUA = files("ordertrack.push").joinpath("states.lua").read_text()
