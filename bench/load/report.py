@@ -269,6 +269,9 @@ def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
         "heartbeat": {**pcts(heartbeat),
                       "unanswered": sum(w["heartbeats_unanswered"] for w in workers),
                       "timeouts_4000": closes.get("4000", 0)},
+        # the hold alone: no upgrades competing for the server's loop (the ramp's are)
+        "heartbeat_hold": pcts([rtt for sent, rtt in merged(workers, "heartbeat")
+                                if tl["hold_start"] <= sent <= tl["hold_end"]]),
         "reconnect": {"graceful_disconnects": graceful, "reconnected": reconnected,
                       "success_percent": 100.0 * reconnected / graceful if graceful else None,
                       "failures": counted(workers, "reconnect_failures"),
@@ -613,6 +616,7 @@ def tail_section(report: dict[str, Any]) -> list[str]:
         ("server: waited for a CPU, ms per s (main thread, /proc schedstat)", lambda r: "; ".join(
             _f(p.get("hold_runqueue_ms_per_s")) for p in r["pods"].values())),
         ("heartbeat round trip", lambda r: pair(r["heartbeat"])),
+        ("heartbeat round trip, the hold only", lambda r: pair(r.get("heartbeat_hold"))),
         ("establishment", lambda r: pair(r["establish"])),
     ]
     for label, get in rows:
