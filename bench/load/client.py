@@ -89,6 +89,9 @@ class Results:
     closes: Counter = field(default_factory=Counter)
     #: (wall time of the ack, seconds from connect start to connection_ack)
     establish: list[tuple[float, float]] = field(default_factory=list)
+    #: of each first connection: (seconds from the TCP connect to the 101, from the 101 to the
+    #: connection_ack): where an establishment's time goes
+    establish_split: list[tuple[float, float]] = field(default_factory=list)
     #: the same for reconnects
     reestablish: list[tuple[float, float]] = field(default_factory=list)
     #: (scheduled time, seconds late) of every connection the generator started: its lateness
@@ -148,7 +151,7 @@ def _client_class():
 
     class Client(WSListener):
         __slots__ = ("results", "started", "acked", "last_seq", "hb_sent", "ours_closing",
-                     "transport", "reconnecting", "acked_at", "acks", "parity")
+                     "transport", "reconnecting", "acked_at", "acks", "parity", "upgraded")
 
         def __init__(self, results: Results, acked: asyncio.Future, reconnecting: bool,
                      acks: list | None = None):
@@ -166,8 +169,11 @@ def _client_class():
             self.acked_at = 0.0
             #: 0/1: the list of `delivery_by_parity` its updates also go to, or None
             self.parity = None
+            #: perf_counter when the 101 was in
+            self.upgraded = 0.0
 
         def on_ws_connected(self, transport) -> None:
+            self.upgraded = time.perf_counter()
             self.transport = transport
             self.results.opened += 1
 
@@ -191,6 +197,9 @@ def _client_class():
                         return
                     took = time.perf_counter() - self.started
                     self.acks.append((now, took))
+                    if self.acks is self.results.establish:
+                        upgrade = self.upgraded - self.started
+                        self.results.establish_split.append((upgrade, took - upgrade))
                     self.acked_at = now
                     seq = data.get("seq")
                     if self.last_seq is None and isinstance(seq, int):

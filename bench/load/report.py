@@ -259,6 +259,10 @@ def summarize(run: dict[str, Any], profile: Profile) -> dict[str, Any]:
         },
         "generator_lateness": pcts(start_lag),
         "establish": pcts(establish),
+        # where an establishment goes: the TCP connect and the upgrade (-> 101), then the
+        # server's admission (101 -> connection_ack)
+        "establish_upgrade": pcts([up for up, _ in merged(workers, "establish_split")]),
+        "establish_admission": pcts([adm for _, adm in merged(workers, "establish_split")]),
         "delivery": {**pcts(delivery), "published": feed["sent"],
                      "received_live": len(delivery),
                      "replayed_on_resume": sum(w["replayed"] for w in workers),
@@ -618,6 +622,8 @@ def tail_section(report: dict[str, Any]) -> list[str]:
         ("heartbeat round trip", lambda r: pair(r["heartbeat"])),
         ("heartbeat round trip, the hold only", lambda r: pair(r.get("heartbeat_hold"))),
         ("establishment", lambda r: pair(r["establish"])),
+        ("establishment: TCP connect -> 101", lambda r: pair(r.get("establish_upgrade"))),
+        ("establishment: 101 -> connection_ack", lambda r: pair(r.get("establish_admission"))),
     ]
     for label, get in rows:
         lines.append(f"| {label} | " + " | ".join(get(results[n]) for n in names) + " |")
