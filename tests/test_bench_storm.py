@@ -38,6 +38,8 @@ def test_storm_profile_brings_every_connection_back_and_loses_nothing(tmp_path):
     assert {"redis_to_read", "fanout", "loop_lag"} <= set(stages)
     assert stages["fanout"]["count"] > 0 and stages["loop_lag"]["count"] > 0
     assert ours["generator_loop_lag"]["count"] > 0
+    # every first connection's establishment, split at the 101
+    assert ours["establish_upgrade"]["count"] == ours["establish_admission"]["count"] == 300
     markdown = (out / "report.md").read_text()
     assert "## The storm: every connection cut and back within 1.0 s" in markdown
     assert "| pod: read -> frames written (sampled) |" in markdown
